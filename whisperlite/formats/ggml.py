@@ -114,15 +114,8 @@ def parse_ftype(ftype: str) -> QType:
         raise QuantizationError(f"unknown type {ftype!r}; choose one of {', '.join(FTYPES)}") from None
 
 
-def _row_bytes(qtype: QType, cols: int) -> int:
-    block, size = GGML_QUANT_SIZES[qtype]
-    if cols % block:
-        raise QuantizationError(f"rows of {cols} values do not split into {qtype.name} blocks of {block}")
-    return cols // block * size
-
-
 def file_data(w: Weight, qtype: QType) -> np.ndarray:
-    """The bytes-to-be of weight `w` stored as `qtype` (f32, f16, or uint8 ggml blocks).
+    """The data of weight `w` stored as `qtype` (f32, f16, or uint8 ggml blocks).
     A QTensor already of that type is passed through untouched, so re-writing a
     whisper.cpp-quantized file keeps its exact blocks."""
     if isinstance(w, QTensor):
@@ -132,13 +125,11 @@ def file_data(w: Weight, qtype: QType) -> np.ndarray:
     arr = np.asarray(w, dtype=np.float32)
     if qtype == QType.F32:
         return arr
-    if qtype == QType.F16:
+    if qtype == QType.F16 and arr.ndim != 2:  # conv kernels; matrices go through the checked path
         return arr.astype(np.float16)
     from whisperlite.kernels.quant import quantize
 
-    rows, cols = arr.shape
-    _row_bytes(qtype, cols)
-    return quantize(np.ascontiguousarray(arr), qtype)
+    return quantize(arr, qtype)
 
 
 def as_file_weight(w: Weight, qtype: QType) -> Weight:

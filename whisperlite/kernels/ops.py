@@ -1,46 +1,70 @@
-"""Fused, parallel elementwise and row kernels (numba).
+"""Fused elementwise and row kernels (numba), each one pass over memory.
 
 numpy expressions for these run single-threaded and allocate temporaries per operation;
-in a BLAS encoder they cost more than the matrix products themselves, so each op here is
-one parallel pass, writing in place where the caller allows it. Each has a numpy
-reference in tests/test_ops.py.
+in a BLAS encoder they cost more than the matrix products themselves. Every kernel is
+compiled twice from one body: a parallel version for big arrays (encoder, prompts) and a
+serial one for the single rows of token-by-token decoding, where waking a thread pool
+costs more than the work. Each has a numpy reference in tests/test_ops.py.
 """
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numba
 import numpy as np
 from numba import prange
 
-_SQRT_HALF = 0.7071067811865476
+# Below this many elements a kernel runs on the calling thread (measured: waking the
+# OpenMP pool in passive mode costs ~0.1–0.5 ms, more than a 384-wide row takes).
+PARALLEL_MIN = 32768
 
 
-@numba.njit(parallel=True, fastmath=False, cache=True)
-def gelu_(x: np.ndarray) -> np.ndarray:
-    """In place exact (erf) GELU, as torch.nn.functional.gelu: x (n, d) -> x."""
+def _dual(body: Callable) -> Callable:
+    """Compile `body` serially and in parallel; dispatch on the size of the first argument."""
+    par = numba.njit(parallel=True, cache=True)(body)
+    seq = numba.njit(parallel=False, cache=True)(body)
+
+    def run(x: np.ndarray, *args):
+        return (par if x.size >= PARALLEL_MIN else seq)(x, *args)
+
+    run.__name__ = body.__name__
+    run.__doc__ = body.__doc__
+    run.parallel, run.serial = par, seq
+    return run
+
+
+@numba.njit(inline="always", cache=True)
+def _gelu(v: float) -> float:
+    # Exact-erf GELU (as torch's default) with erf from Abramowitz & Stegun 7.1.26
+    # (|error| < 1.5e-7, below float32 resolution here); unlike math.erf it vectorizes.
+    z = abs(v) * 0.7071067811865476
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * math.exp(-z * z)
+    erf = y if v >= 0 else -y
+    return 0.5 * v * (1.0 + erf)
+
+
+def _gelu_body(x):
+    """In place exact GELU: x (n, d) -> x."""
     n, d = x.shape
     for i in prange(n):
         for j in range(d):
-            v = x[i, j]
-            x[i, j] = 0.5 * v * (1.0 + math.erf(v * _SQRT_HALF))
+            x[i, j] = _gelu(x[i, j])
     return x
 
 
-@numba.njit(parallel=True, cache=True)
-def bias_gelu_(x: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _bias_gelu_body(x, b):
     """In place x = gelu(x + b): x (n, d), b (d,) -> x."""
     n, d = x.shape
     for i in prange(n):
         for j in range(d):
-            v = x[i, j] + b[j]
-            x[i, j] = 0.5 * v * (1.0 + math.erf(v * _SQRT_HALF))
+            x[i, j] = _gelu(x[i, j] + b[j])
     return x
 
 
-@numba.njit(parallel=True, cache=True)
-def layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:
-    """LayerNorm over the last axis: x (n, d) -> new (n, d); mean/var accumulated in float64."""
+def _layer_norm_body(x, g, b, eps):
+    """LayerNorm over the last axis: x (n, d) -> new (n, d); statistics in float64."""
     n, d = x.shape
     out = np.empty_like(x)
     for i in prange(n):
@@ -58,8 +82,7 @@ def layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float) -> np.nd
     return out
 
 
-@numba.njit(parallel=True, cache=True)
-def rms_norm(x: np.ndarray, g: np.ndarray, eps: float) -> np.ndarray:
+def _rms_norm_body(x, g, eps):
     """RMSNorm over the last axis: x (n, d) -> new (n, d)."""
     n, d = x.shape
     out = np.empty_like(x)
@@ -73,9 +96,8 @@ def rms_norm(x: np.ndarray, g: np.ndarray, eps: float) -> np.ndarray:
     return out
 
 
-@numba.njit(parallel=True, cache=True)
-def softmax_(x: np.ndarray) -> np.ndarray:
-    """In place softmax over the last axis of a 2-D array: x (n, d) -> x."""
+def _softmax_body(x):
+    """In place softmax over the last axis: x (n, d) -> x."""
     n, d = x.shape
     for i in prange(n):
         m = -np.inf
@@ -93,8 +115,7 @@ def softmax_(x: np.ndarray) -> np.ndarray:
     return x
 
 
-@numba.njit(parallel=True, cache=True)
-def add_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _add_body(x, y):
     """In place residual x += y: (n, d) -> x."""
     n, d = x.shape
     for i in prange(n):
@@ -103,18 +124,7 @@ def add_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return x
 
 
-@numba.njit(parallel=True, cache=True)
-def bias_add_(x: np.ndarray, b: np.ndarray, res: np.ndarray) -> np.ndarray:
-    """In place x = x + b + res (projection bias and residual in one pass): x (n, d) -> x."""
-    n, d = x.shape
-    for i in prange(n):
-        for j in range(d):
-            x[i, j] += b[j] + res[i, j]
-    return x
-
-
-@numba.njit(parallel=True, cache=True)
-def silu_mul_(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+def _silu_mul_body(gate, up):
     """In place SwiGLU gate = silu(gate) * up: (n, d) -> gate."""
     n, d = gate.shape
     for i in prange(n):
@@ -122,3 +132,12 @@ def silu_mul_(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
             g = gate[i, j]
             gate[i, j] = g / (1.0 + math.exp(-g)) * up[i, j]
     return gate
+
+
+gelu_ = _dual(_gelu_body)
+bias_gelu_ = _dual(_bias_gelu_body)
+layer_norm = _dual(_layer_norm_body)
+rms_norm = _dual(_rms_norm_body)
+softmax_ = _dual(_softmax_body)
+add_ = _dual(_add_body)
+silu_mul_ = _dual(_silu_mul_body)

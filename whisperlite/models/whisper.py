@@ -1,0 +1,259 @@
+"""Whisper encoder and decoder on the shared kernels.
+
+Encoder: two GELU convolutions (the second with stride 2) as im2col matrix products, then
+pre-LayerNorm transformer blocks. Decoder: the same blocks with cross-attention over the
+encoder output; self-attention keys/values live in a preallocated cache so each new token
+costs one row of work per layer, and a prompt of any length is one batched pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from whisperlite.kernels import QTensor, Weight, linear
+from whisperlite.kernels.ops import add_, bias_gelu_, gelu_, layer_norm, softmax_
+from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
+
+LN_EPS = 1e-5
+
+
+def _fuse_rows(ws: list[Weight]) -> Weight:
+    """Stack output rows of several linear weights into one matrix (one product instead of many)."""
+    if all(isinstance(w, QTensor) for w in ws) and len({w.qtype for w in ws}) == 1:
+        rows = sum(w.shape[0] for w in ws)
+        return QTensor(ws[0].qtype, (rows, ws[0].shape[1]), np.concatenate([w.data for w in ws]))
+    return np.ascontiguousarray(np.concatenate([w.dequantize() if isinstance(w, QTensor) else w for w in ws]))
+
+
+@dataclass
+class _Norm:
+    g: np.ndarray
+    b: np.ndarray
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return layer_norm(x, self.g, self.b, LN_EPS)
+
+
+@dataclass
+class _Block:
+    attn_ln: _Norm
+    qkv: Weight  # (3d, d): query | key | value rows
+    qkv_b: np.ndarray
+    out: Weight
+    out_b: np.ndarray
+    mlp_ln: _Norm
+    fc1: Weight
+    fc1_b: np.ndarray
+    fc2: Weight
+    fc2_b: np.ndarray
+    # decoder only
+    cross_ln: _Norm | None = None
+    cross_q: Weight | None = None
+    cross_q_b: np.ndarray | None = None
+    cross_kv: Weight | None = None  # (2d, d): key | value rows
+    cross_kv_b: np.ndarray | None = None
+    cross_out: Weight | None = None
+    cross_out_b: np.ndarray | None = None
+
+    def mlp(self, x: np.ndarray) -> np.ndarray:
+        h = bias_gelu_(linear(self.mlp_ln(x), self.fc1), self.fc1_b)
+        return linear(h, self.fc2, self.fc2_b)
+
+
+def _load_block(w: dict, p: str, cross: bool, d: int) -> _Block:
+    norm = lambda n: _Norm(w[f"{n}.weight"], w[f"{n}.bias"])  # noqa: E731
+    blk = _Block(
+        attn_ln=norm(f"{p}.attn_ln"),
+        qkv=_fuse_rows([w[f"{p}.attn.query.weight"], w[f"{p}.attn.key.weight"], w[f"{p}.attn.value.weight"]]),
+        qkv_b=np.concatenate([w[f"{p}.attn.query.bias"], np.zeros(d, np.float32), w[f"{p}.attn.value.bias"]]),
+        out=w[f"{p}.attn.out.weight"],
+        out_b=w[f"{p}.attn.out.bias"],
+        mlp_ln=norm(f"{p}.mlp_ln"),
+        fc1=w[f"{p}.mlp.0.weight"],
+        fc1_b=w[f"{p}.mlp.0.bias"],
+        fc2=w[f"{p}.mlp.2.weight"],
+        fc2_b=w[f"{p}.mlp.2.bias"],
+    )
+    if cross:
+        blk.cross_ln = norm(f"{p}.cross_attn_ln")
+        blk.cross_q = w[f"{p}.cross_attn.query.weight"]
+        blk.cross_q_b = w[f"{p}.cross_attn.query.bias"]
+        blk.cross_kv = _fuse_rows([w[f"{p}.cross_attn.key.weight"], w[f"{p}.cross_attn.value.weight"]])
+        blk.cross_kv_b = np.concatenate([np.zeros(d, np.float32), w[f"{p}.cross_attn.value.bias"]])
+        blk.cross_out = w[f"{p}.cross_attn.out.weight"]
+        blk.cross_out_b = w[f"{p}.cross_attn.out.bias"]
+    return blk
+
+
+def _heads(x: np.ndarray, n_head: int) -> np.ndarray:
+    """(n, h*64) -> (h, n, 64)"""
+    n, d = x.shape
+    return x.reshape(n, n_head, d // n_head).transpose(1, 0, 2)
+
+
+def _merge(x: np.ndarray) -> np.ndarray:
+    """(h, n, 64) -> (n, h*64), contiguous"""
+    h, n, k = x.shape
+    return np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(n, h * k)
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_offset: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """q (h, n, dk), k/v (h, t, dk) -> out (h, n, dk), weights (h, n, t).
+
+    With `mask_offset`, query i sits at absolute position mask_offset + i and may only see
+    keys at positions ≤ its own (causal).
+    """
+    h, n, dk = q.shape
+    t = k.shape[1]
+    scores = np.matmul(q * np.float32(dk**-0.5), k.transpose(0, 2, 1))
+    if mask_offset is not None and n > 1:
+        pos = mask_offset + np.arange(n)[:, None]
+        scores[:, np.arange(t)[None, :] > pos] = -np.inf
+    w = softmax_(scores.reshape(h * n, t)).reshape(h, n, t)
+    return np.matmul(w, v), w
+
+
+class AudioEncoder:
+    def __init__(self, ckpt: WhisperCheckpoint):
+        d, w = ckpt.dims, ckpt.weights
+        self.dims = d
+        c1 = np.asarray(w["encoder.conv1.weight"], np.float32)  # (state, n_mels, 3)
+        c2 = np.asarray(w["encoder.conv2.weight"], np.float32)  # (state, state, 3)
+        # im2col column order is (tap, channel): weights reordered to match once here.
+        self.conv1 = np.ascontiguousarray(c1.transpose(0, 2, 1).reshape(c1.shape[0], -1))
+        self.conv2 = np.ascontiguousarray(c2.transpose(0, 2, 1).reshape(c2.shape[0], -1))
+        self.conv1_b = np.asarray(w["encoder.conv1.bias"], np.float32).reshape(-1)
+        self.conv2_b = np.asarray(w["encoder.conv2.bias"], np.float32).reshape(-1)
+        self.pos = np.asarray(w["encoder.positional_embedding"], np.float32)
+        self.blocks = [_load_block(w, f"encoder.blocks.{i}", False, d.n_audio_state) for i in range(d.n_audio_layer)]
+        self.ln_post = _Norm(w["encoder.ln_post.weight"], w["encoder.ln_post.bias"])
+
+    @staticmethod
+    def _im2col(x: np.ndarray, stride: int) -> np.ndarray:
+        """x (T, C), kernel 3, padding 1 -> (T_out, 3*C) rows [x[t-1], x[t], x[t+1]]."""
+        t, c = x.shape
+        xp = np.zeros((t + 2, c), np.float32)
+        xp[1:-1] = x
+        t_out = (t - 1) // stride + 1
+        cols = np.empty((t_out, 3 * c), np.float32)
+        for tap in range(3):
+            cols[:, tap * c : (tap + 1) * c] = xp[tap : tap + stride * (t_out - 1) + 1 : stride]
+        return cols
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray:
+        """mel (n_mels, 2*n_audio_ctx) -> (n_audio_ctx, n_audio_state)"""
+        x = gelu_(linear(self._im2col(np.ascontiguousarray(mel.T), 1), self.conv1, self.conv1_b))
+        x = gelu_(linear(self._im2col(x, 2), self.conv2, self.conv2_b))
+        x = add_(x, self.pos[: x.shape[0]])
+        nh = self.dims.n_audio_head
+        for b in self.blocks:
+            qkv = linear(b.attn_ln(x), b.qkv, b.qkv_b)
+            q, k, v = np.split(qkv, 3, axis=1)
+            o, _ = attention(_heads(q, nh), _heads(k, nh), _heads(v, nh))
+            x = add_(linear(_merge(o), b.out, b.out_b), x)
+            x = add_(b.mlp(x), x)
+        return self.ln_post(x)
+
+
+class KVCache:
+    """Self-attention keys/values for up to `batch` sequences, plus the cross-attention
+    keys/values of the current audio window (computed once per window, shared by forks)."""
+
+    def __init__(self, dims: WhisperDims, batch: int, cross: list[tuple[np.ndarray, np.ndarray]]):
+        self.dims = dims
+        shape = (dims.n_text_layer, batch, dims.n_text_ctx, dims.n_text_state)
+        # np.zeros maps untouched pages lazily: a 448-token buffer costs only what is used.
+        self.k = np.zeros(shape, np.float32)
+        self.v = np.zeros(shape, np.float32)
+        self.length = 0
+        self.cross = cross  # per layer: (h, n_audio_ctx, 64) keys and values
+
+    def fork(self, batch: int) -> "KVCache":
+        """An empty self-attention cache for `batch` sequences over the same audio."""
+        return KVCache(self.dims, batch, self.cross)
+
+    def reorder(self, rows: np.ndarray) -> None:
+        """Keep/duplicate sequences (best-of, beams): new sequence i is old sequence rows[i]."""
+        n = self.length
+        self.k[:, : len(rows), :n] = self.k[:, rows, :n]
+        self.v[:, : len(rows), :n] = self.v[:, rows, :n]
+
+    def broadcast(self, batch: int) -> None:
+        """Copy sequence 0 (a shared prompt) to sequences 1 … batch-1."""
+        self.reorder(np.zeros(batch, dtype=np.int64))
+
+
+class TextDecoder:
+    def __init__(self, ckpt: WhisperCheckpoint):
+        d, w = ckpt.dims, ckpt.weights
+        self.dims = d
+        emb = w["decoder.token_embedding.weight"]
+        self.token_embedding = emb  # also the output projection (tied)
+        self.emb_rows = emb.dequantize() if isinstance(emb, QTensor) else emb
+        self.pos = np.asarray(w["decoder.positional_embedding"], np.float32)
+        self.blocks = [_load_block(w, f"decoder.blocks.{i}", True, d.n_text_state) for i in range(d.n_text_layer)]
+        self.ln = _Norm(w["decoder.ln.weight"], w["decoder.ln.bias"])
+
+    def new_cache(self, audio_features: np.ndarray, batch: int = 1) -> KVCache:
+        """A cache for one window: cross-attention keys/values of `audio_features` (n_audio_ctx, d)."""
+        nh = self.dims.n_text_head
+        cross = []
+        for b in self.blocks:
+            kv = linear(audio_features, b.cross_kv, b.cross_kv_b)
+            k, v = np.split(kv, 2, axis=1)
+            cross.append((np.ascontiguousarray(_heads(k, nh)), np.ascontiguousarray(_heads(v, nh))))
+        return KVCache(self.dims, batch, cross)
+
+    def __call__(self, tokens: np.ndarray, cache: KVCache, all_logits: bool = False,
+                 want_cross: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+        """tokens (B, n) appended after cache.length -> logits (B, n or 1, vocab).
+
+        With `want_cross`, also the cross-attention weights of every layer, each
+        (B, h, n, n_audio_ctx), for word-level alignment.
+        """
+        bsz, n = tokens.shape
+        start = cache.length
+        if start + n > self.dims.n_text_ctx:
+            raise ValueError(f"decoder context of {self.dims.n_text_ctx} tokens exceeded")
+        nh = self.dims.n_text_head
+        x = self.emb_rows[tokens.reshape(-1)] + np.tile(self.pos[start : start + n], (bsz, 1))
+        crosses: list[np.ndarray] = []
+        for li, b in enumerate(self.blocks):
+            qkv = linear(b.attn_ln(x), b.qkv, b.qkv_b)
+            q, k, v = np.split(qkv, 3, axis=1)
+            cache.k[li, :bsz, start : start + n] = k.reshape(bsz, n, -1)
+            cache.v[li, :bsz, start : start + n] = v.reshape(bsz, n, -1)
+            outs = []
+            for s in range(bsz):
+                qs = _heads(q[s * n : (s + 1) * n], nh)
+                ks = _heads(cache.k[li, s, : start + n], nh)
+                vs = _heads(cache.v[li, s, : start + n], nh)
+                outs.append(_merge(attention(qs, ks, vs, mask_offset=start)[0]))
+            x = add_(linear(np.concatenate(outs) if bsz > 1 else outs[0], b.out, b.out_b), x)
+
+            qc = linear(b.cross_ln(x), b.cross_q, b.cross_q_b)
+            ck, cv = cache.cross[li]
+            # All sequences attend to the same audio: one product over every query row.
+            o, wts = attention(_heads(qc, nh), ck, cv)
+            if want_cross:
+                crosses.append(wts.reshape(nh, bsz, n, -1).transpose(1, 0, 2, 3))
+            x = add_(linear(_merge(o), b.cross_out, b.cross_out_b), x)
+            x = add_(b.mlp(x), x)
+        cache.length = start + n
+        x = x.reshape(bsz, n, -1)
+        if not all_logits:
+            x = x[:, -1:]
+        h = self.ln(np.ascontiguousarray(x.reshape(-1, x.shape[-1])))
+        logits = linear(h, self.token_embedding).reshape(bsz, -1, self.dims.n_vocab)
+        return logits, crosses
+
+
+class Whisper:
+    """Encoder + decoder for one checkpoint (weights are shared, not copied, where possible)."""
+
+    def __init__(self, ckpt: WhisperCheckpoint):
+        self.dims = ckpt.dims
+        self.encoder = AudioEncoder(ckpt)
+        self.decoder = TextDecoder(ckpt)
+        self.alignment_heads = ckpt.alignment_heads

