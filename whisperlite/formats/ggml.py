@@ -18,14 +18,14 @@ import json
 import mmap
 import os
 import struct
-import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite.errors import ModelFormatError, ModelNotFoundError, QuantizationError
+from whisperlite.errors import ModelFormatError, ModelNotFoundError, OutputError, QuantizationError
 from whisperlite.kernels.tensor import QTensor, Weight
 from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
 
@@ -339,9 +339,11 @@ def write_ggml(ckpt: WhisperCheckpoint, path: str | os.PathLike, ftype: str = "f
     d = ckpt.dims
 
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # a fresh name in the target directory (so os.replace is atomic), created with the
+    # umask's permissions: mkstemp's 0600 would surprise users sharing a model file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "xb") as fh:
             fh.write(struct.pack("<12i", MAGIC, d.n_vocab, d.n_audio_ctx, d.n_audio_state, d.n_audio_head,
                                  d.n_audio_layer, d.n_text_ctx, d.n_text_state, d.n_text_head,
                                  d.n_text_layer, d.n_mels, header_ftype))
@@ -358,6 +360,8 @@ def write_ggml(ckpt: WhisperCheckpoint, path: str | os.PathLike, ftype: str = "f
                 fh.write(encoded)
                 fh.write(memoryview(data).cast("B"))
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OutputError(f"{path}: cannot write model file ({e.strerror or e})") from None
         raise
