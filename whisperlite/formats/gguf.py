@@ -33,6 +33,7 @@ _SCALAR = {
     VT.UINT32: "<I", VT.INT32: "<i", VT.FLOAT32: "<f", VT.BOOL: "<?",
     VT.UINT64: "<Q", VT.INT64: "<q", VT.FLOAT64: "<d",
 }
+_U64 = struct.Struct("<Q")
 _NUMPY = {
     VT.UINT8: np.uint8, VT.INT8: np.int8, VT.UINT16: np.uint16, VT.INT16: np.int16,
     VT.UINT32: np.uint32, VT.INT32: np.int32, VT.FLOAT32: np.float32, VT.BOOL: np.bool_,
@@ -95,8 +96,25 @@ class _Cursor:
                 arr = np.frombuffer(self.buf, dtype=dt, count=n, offset=self.pos)
                 self.pos += n * dt.itemsize
                 return arr
+            if inner == VT.STRING:
+                return self.strings(n)
             return [self.value(inner) for _ in range(n)]
         return self.scalar(vt)
+
+    def strings(self, n: int) -> list[str]:
+        """A string array in one tight loop: vocabularies hold ~50k to 250k entries."""
+        buf, pos, end = self.buf, self.pos, len(self.buf)
+        length = _U64.unpack_from
+        out = []
+        for _ in range(n):
+            (k,) = length(buf, pos)
+            pos += 8
+            out.append(buf[pos : pos + k])
+            pos += k
+        if pos > end:
+            raise EOFError("string array runs past the end of the file")
+        self.pos = pos
+        return [b.decode("utf-8", errors="replace") for b in out]
 
 
 def _as_weight(path: str, name: str, qtype: QType, ne: list[int], raw: np.ndarray) -> Weight:
@@ -148,9 +166,10 @@ def read_gguf(path: str | os.PathLike) -> GGUFModel:
             ne = [cur.scalar(VT.UINT64) for _ in range(n_dims)]
             qtype = QType(cur.scalar(VT.UINT32))
             infos.append((name, ne, qtype, cur.scalar(VT.UINT64)))
-    except (struct.error, EOFError, ValueError) as e:
-        # A header cut short surfaces as a short read; an unknown enum value as ValueError.
-        raise ModelFormatError(f"{path}: corrupt or truncated GGUF header ({e})") from e
+    except (struct.error, EOFError) as e:
+        raise ModelFormatError(f"{path}: truncated GGUF header (file ends at byte {size})") from e
+    except ValueError as e:  # an unknown value or tensor type enum
+        raise ModelFormatError(f"{path}: corrupt GGUF header ({e})") from e
 
     align = int(metadata.get("general.alignment", GGUF_DEFAULT_ALIGNMENT))
     data_start = -(-cur.pos // align) * align

@@ -214,16 +214,18 @@ class LlamaTokenizer:
         """The bytes each token prints as (llama.cpp token_to_piece without specials)."""
         out: list[bytes] = []
         if self.kind == "gpt2":
-            decode = {c: b for b, c in enumerate(_gpt2_byte_chars())}
-            for t, ty in zip(self.tokens, self.types):
+            # Map each byte-level character back to the Latin-1 character of its byte, so
+            # one C-level translate + encode turns a piece into its bytes.
+            to_latin1 = {ord(c): b for b, c in enumerate(_gpt2_byte_chars())}
+            for t, ty in zip(self.tokens, self.types.tolist()):
                 if ty == NORMAL:
-                    out.append(bytes(decode.get(c, 0x3F) for c in t))
+                    out.append(t.translate(to_latin1).encode("latin-1", errors="replace"))
                 elif ty == USER_DEFINED:
                     out.append(t.encode("utf-8"))
                 else:
                     out.append(b"")
             return out
-        for t, ty in zip(self.tokens, self.types):
+        for t, ty in zip(self.tokens, self.types.tolist()):
             if ty in (NORMAL, USER_DEFINED):
                 out.append(t.replace(_SPM_SPACE, " ").encode("utf-8"))
             elif ty == BYTE and len(t) == 6 and t.startswith("<0x"):

@@ -1,0 +1,3 @@
+from whisperlite.cli import main
+
+main()

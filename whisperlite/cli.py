@@ -1,0 +1,24 @@
+"""Command line: flags map to option objects, nothing more.
+
+whisper.cpp spellings (`-m -f -t -l -tr -osrt -ovtt -otxt -oj -of -bs -bo`) work alongside
+long names. Every failure a user can cause prints one line on stderr and exits non-zero.
+"""
+from __future__ import annotations
+
+import click
+
+from whisperlite import __version__
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="whisperlite")
+def main() -> None:
+    """whisperlite: CPU-first speech-to-subtitles (Whisper) and GGUF text generation."""
+
+
+def _register() -> None:
+    from whisperlite.cli_transcribe import transcribe
+
+    main.add_command(transcribe)
+
+
+_register()

@@ -1,0 +1,131 @@
+"""`whisperlite transcribe`: files in, subtitles out."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+
+from whisperlite.cli_common import fail, friendly_errors
+from whisperlite.errors import WhisperliteError
+from whisperlite.transcribe import Segment, TranscribeOptions
+from whisperlite.writers import WRITERS, check_output_dir, format_timestamp, write_outputs
+
+EXAMPLES = """
+\b
+Examples:
+  whisperlite transcribe talk.mp3 -osrt              writes talk.srt next to talk.mp3
+  whisperlite transcribe -f a.wav -f b.m4a -osrt -otxt -o subs/ -t 2
+  whisperlite transcribe lecture.mp4 -m tiny.en-q5_0 -ovtt -of lecture_en
+  whisperlite transcribe talk.mp3 -m ggml-base.en.bin -oj --quiet
+"""
+
+
+def _format_flags(f):
+    for fmt, short in (("srt", "-osrt"), ("vtt", "-ovtt"), ("txt", "-otxt"), ("json", "-oj"), ("csv", "-ocsv"), ("lrc", "-olrc")):
+        f = click.option(short, f"--output-{fmt}", f"out_{fmt}", is_flag=True, help=f"Write a .{fmt} file.")(f)
+    return f
+
+
+def print_segment(s: Segment) -> None:
+    click.echo(f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}]  {s.text.strip()}")
+
+
+def output_base(path: str, output_file: str | None, output_dir: str | None) -> str:
+    """talk.mp3 → talk (beside the input, or in --output-dir); -of BASE wins."""
+    if output_file:
+        base = output_file
+        if output_dir and not os.path.isabs(output_file):
+            base = os.path.join(output_dir, output_file)
+        return base
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return os.path.join(output_dir if output_dir else os.path.dirname(os.path.abspath(path)), stem)
+
+
+@click.command(epilog=EXAMPLES)
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("-f", "--file", "extra_files", multiple=True, type=click.Path(dir_okay=False), help="Input file (repeatable).")
+@click.option("-m", "--model", default="tiny.en", show_default=True, help="Model name (tiny.en, tiny.en-q5_0, base …) or path.")
+@click.option("-t", "--threads", type=click.IntRange(1, 256), default=None, help="Threads for all kernels [default: all cores].")
+@click.option("-l", "--language", default=None, help="Spoken language code (en, de, …) [default: en for .en models].")
+@click.option("-tr", "--translate", is_flag=True, help="Translate to English (multilingual models).")
+@_format_flags
+@click.option("-of", "--output-file", default=None, help="Output base name (extension added per format).")
+@click.option("-o", "--output-dir", default=None, help="Directory for outputs [default: beside each input].")
+@click.option("-bs", "--beam-size", type=click.IntRange(1, 16), default=None, help="Beam size (greedy when unset).")
+@click.option("-bo", "--best-of", type=click.IntRange(1, 16), default=5, show_default=True, help="Samples per window when the temperature rises.")
+@click.option("-tp", "--temperature", type=float, default=0.0, show_default=True, help="Initial sampling temperature.")
+@click.option("-tpi", "--temperature-inc", type=float, default=0.2, show_default=True, help="Temperature step on fallback.")
+@click.option("-nf", "--no-fallback", is_flag=True, help="Never retry a window at a higher temperature.")
+@click.option("--compression-ratio-threshold", type=float, default=2.4, show_default=True, help="Retry when text compresses better than this (loops).")
+@click.option("-lpt", "--logprob-threshold", type=float, default=-1.0, show_default=True, help="Retry when the average log-probability is below this.")
+@click.option("-nth", "--no-speech-threshold", type=float, default=0.6, show_default=True, help="Skip windows whose no-speech probability is above this.")
+@click.option("--prompt", "initial_prompt", default=None, help="Initial prompt: vocabulary and style hints.")
+@click.option("--no-context", is_flag=True, help="Do not condition each window on the previous text.")
+@click.option("-q", "--quiet", "-np", "--no-prints", is_flag=True, help="Do not print segments to stdout.")
+@friendly_errors
+def transcribe(files, extra_files, model, threads, language, translate, out_srt, out_vtt, out_txt, out_json, out_csv,
+               out_lrc, output_file, output_dir, beam_size, best_of, temperature, temperature_inc, no_fallback,
+               compression_ratio_threshold, logprob_threshold, no_speech_threshold, initial_prompt, no_context, quiet):
+    """Transcribe audio or video files (anything ffmpeg reads) to subtitles and text."""
+    inputs = list(files) + list(extra_files)
+    if not inputs:
+        fail("no input files (give FILE arguments or -f FILE)")
+    if output_file and len(inputs) > 1:
+        fail("-of/--output-file names one output: use it with a single input (or use -o DIR)")
+    formats = [fmt for fmt, on in (("srt", out_srt), ("vtt", out_vtt), ("txt", out_txt), ("json", out_json),
+                                   ("csv", out_csv), ("lrc", out_lrc)) if on]
+    assert all(f in WRITERS for f in formats)
+    if output_dir:
+        check_output_dir(output_dir)
+    if output_file:
+        check_output_dir(os.path.dirname(os.path.abspath(output_base(inputs[0], output_file, output_dir))))
+
+    if temperature_inc > 0 and not no_fallback:
+        temps, t = [], temperature
+        while t <= 1.0 + 1e-6:
+            temps.append(round(t, 4))
+            t += temperature_inc
+        temperatures = tuple(temps) or (temperature,)
+    else:
+        temperatures = (temperature,)
+    options = TranscribeOptions(
+        language=language, task="translate" if translate else "transcribe", beam_size=beam_size, best_of=best_of,
+        temperatures=temperatures, compression_ratio_threshold=compression_ratio_threshold,
+        logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold,
+        condition_on_previous_text=not no_context, initial_prompt=initial_prompt,
+    )
+
+    from whisperlite.loader import load_model
+
+    t0 = time.perf_counter()
+    wm = load_model(model, threads=threads)
+    if not quiet:
+        click.echo(f"whisperlite: model {model} loaded in {time.perf_counter() - t0:.2f} s, {wm.threads} threads", err=True)
+    failed = 0
+    for path in inputs:
+        try:
+            base = output_base(path, output_file, output_dir)
+            if not output_dir and not output_file:
+                check_output_dir(os.path.dirname(base) or ".")
+            start = time.perf_counter()
+            segments_iter, info = wm.transcribe(path, options)
+            segments = []
+            for seg in segments_iter:
+                segments.append(seg)
+                if not quiet:
+                    print_segment(seg)
+            if info.warning:
+                click.echo(f"warning: {info.warning}", err=True)
+            written = write_outputs(segments, info, base, formats)
+            if not quiet:
+                took = time.perf_counter() - start
+                speed = f", {info.duration / took:.1f}x real time" if info.duration else ""
+                click.echo(f"whisperlite: {path}: {len(segments)} segments in {took:.1f} s{speed}"
+                           + (f" → {', '.join(written)}" if written else ""), err=True)
+        except WhisperliteError as e:
+            failed += 1
+            click.echo(f"error: {e}", err=True)
+    if failed:
+        sys.exit(1)

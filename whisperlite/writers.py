@@ -1,0 +1,132 @@
+"""Output formats: a registry of small writers, and atomic file output.
+
+Each writer turns finished segments into text; `write_outputs` renders every requested
+format first and only then replaces files, each through a temporary file in the same
+directory, so an interrupted run never leaves a partial or clobbered output.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from datetime import timedelta
+from typing import Callable, Sequence
+
+import srt
+
+from whisperlite.errors import OutputError
+from whisperlite.transcribe import Segment, TranscriptionInfo
+
+
+def format_timestamp(seconds: float, sep: str = ".", hours: bool = True) -> str:
+    """12.3456 -> '00:00:12.346' (sep ',' for SRT; hours optional for VTT/LRC styles)."""
+    ms = max(0, int(round(seconds * 1000)))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}" if hours or h else f"{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _srt(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+    subs = [
+        srt.Subtitle(index=i + 1, start=timedelta(seconds=s.start), end=timedelta(seconds=s.end), content=s.text.strip())
+        for i, s in enumerate(segments)
+    ]
+    return srt.compose(subs, reindex=False)
+
+
+def _vtt(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+    lines = ["WEBVTT", ""]
+    for s in segments:
+        lines += [f"{format_timestamp(s.start)} --> {format_timestamp(s.end)}", s.text.strip().replace("-->", "->"), ""]
+    return "\n".join(lines)
+
+
+def _txt(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+    return "".join(s.text.strip() + "\n" for s in segments)
+
+
+def _json(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+    doc = {
+        "language": info.language,
+        "language_probability": info.language_probability,
+        "duration": info.duration,
+        "text": "".join(s.text for s in segments).strip(),
+        "segments": [
+            {
+                "id": s.id, "start": s.start, "end": s.end, "text": s.text.strip(),
+                "avg_logprob": round(s.avg_logprob, 6), "no_speech_prob": round(s.no_speech_prob, 6),
+                "temperature": s.temperature, "compression_ratio": round(s.compression_ratio, 4),
+                "tokens": s.tokens,
+            }
+            for s in segments
+        ],
+    }
+    return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
+
+
+def _csv(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["start", "end", "text"])  # milliseconds, as whisper.cpp's -ocsv
+    for s in segments:
+        w.writerow([int(round(s.start * 1000)), int(round(s.end * 1000)), s.text.strip()])
+    return buf.getvalue()
+
+
+def _lrc(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+    def stamp(t: float) -> str:
+        cs = int(round(t * 100))
+        m, cs = divmod(cs, 6000)
+        return f"[{m:02d}:{cs // 100:02d}.{cs % 100:02d}]"
+
+    return "".join(f"{stamp(s.start)}{s.text.strip()}\n" for s in segments)
+
+
+WRITERS: dict[str, Callable[[Sequence[Segment], TranscriptionInfo], str]] = {
+    "srt": _srt, "vtt": _vtt, "txt": _txt, "json": _json, "csv": _csv, "lrc": _lrc,
+}
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write `text` to `path` via a temp file + rename: readers see the old file or the new one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".whisperlite-", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+        raise
+
+
+def write_outputs(segments: Sequence[Segment], info: TranscriptionInfo, base: str, formats: Sequence[str]) -> list[str]:
+    """Render all formats, then write `base.<ext>` for each; returns the paths written."""
+    rendered = [(f"{base}.{fmt}", WRITERS[fmt](segments, info)) for fmt in formats]
+    for path, text in rendered:
+        atomic_write_text(path, text)
+    return [p for p, _ in rendered]
+
+
+def check_output_dir(directory: str) -> None:
+    """Fail before any work if outputs could not be written there (missing dirs are created)."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{directory}: cannot create output directory ({e.strerror or e})") from None
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        raise OutputError(f"{directory}: output directory is not writable")
+
