@@ -5,7 +5,7 @@ import os
 
 import click
 
-from whisperlite.cli import friendly_errors
+from whisperlite.cli_common import friendly_errors
 from whisperlite.errors import ModelNotFoundError, QuantizationError
 from whisperlite.formats.ggml import QUANT_FTYPES, write_ggml
 from whisperlite.kernels.tensor import QTensor
@@ -34,7 +34,7 @@ def _write(ckpt: WhisperCheckpoint, out: str, ftype: str) -> None:
 def quantize(model_in: str, out: str, qtype: str) -> None:
     """Quantize IN into the whisper.cpp ggml file OUT (like whisper.cpp's
     `quantize in.bin out.bin q5_0`). IN is a model name (tiny.en, tiny.en-f16 …),
-    a CTranslate2 directory or a ggml .bin."""
+    a CTranslate2 directory or a ggml .bin; TYPE is q8_0, q5_0, q5_1, q4_0 or q4_1."""
     qtype = qtype.lower()
     ckpt = _load(model_in)
     # Like whisper.cpp, refuse to stack a second quantization's error on top of a first.
