@@ -16,9 +16,12 @@ def main() -> None:
 
 
 def _register() -> None:
+    from whisperlite.cli_quantize import convert, quantize
     from whisperlite.cli_transcribe import transcribe
 
     main.add_command(transcribe)
+    main.add_command(quantize)
+    main.add_command(convert)
 
 
 _register()
