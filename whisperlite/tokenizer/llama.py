@@ -212,20 +212,20 @@ class LlamaTokenizer:
 
     def _piece_bytes(self) -> list[bytes]:
         """The bytes each token prints as (llama.cpp token_to_piece without specials)."""
-        out: list[bytes] = []
+        types = self.types.tolist()
         if self.kind == "gpt2":
             # Map each byte-level character back to the Latin-1 character of its byte, so
-            # one C-level translate + encode turns a piece into its bytes.
+            # one C-level translate over the whole vocabulary (joined by a noncharacter that
+            # no piece contains) and a Latin-1 encode per piece give every piece's bytes.
             to_latin1 = {ord(c): b for b, c in enumerate(_gpt2_byte_chars())}
-            for t, ty in zip(self.tokens, self.types.tolist()):
-                if ty == NORMAL:
-                    out.append(t.translate(to_latin1).encode("latin-1", errors="replace"))
-                elif ty == USER_DEFINED:
-                    out.append(t.encode("utf-8"))
-                else:
-                    out.append(b"")
-            return out
-        for t, ty in zip(self.tokens, self.types.tolist()):
+            pieces = "\uffff".join(self.tokens).translate(to_latin1).split("\uffff")
+            return [
+                p.encode("latin-1", errors="replace") if ty == NORMAL
+                else t.encode("utf-8") if ty == USER_DEFINED else b""
+                for p, t, ty in zip(pieces, self.tokens, types)
+            ]
+        out: list[bytes] = []
+        for t, ty in zip(self.tokens, types):
             if ty in (NORMAL, USER_DEFINED):
                 out.append(t.replace(_SPM_SPACE, " ").encode("utf-8"))
             elif ty == BYTE and len(t) == 6 and t.startswith("<0x"):

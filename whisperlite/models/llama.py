@@ -1,0 +1,203 @@
+"""LLaMA-family decoder on the shared kernels: RMSNorm, RoPE, grouped-query attention,
+SwiGLU, a KV cache, tied or separate output embeddings.
+
+Weights stay as the GGUF file stores them (views of its memory map, any quant type the
+kernels take); only Q|K|V and gate|up are concatenated row-wise once at load, so each
+layer runs four matrix products per step instead of seven (rows are independent, so the
+results are the same).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from whisperlite.errors import ModelFormatError
+from whisperlite.formats.gguf import GGUFModel
+from whisperlite.kernels import QTensor, Weight, matmul
+from whisperlite.kernels.attention import attention, round_f16
+from whisperlite.kernels.ops import add_, rms_norm, silu_mul_
+from whisperlite.kernels.quant import dequantize
+from whisperlite.kernels.rope import rope_, rope_cache
+
+# GGUF architectures this decoder implements (Mistral and most Llama derivatives are
+# converted as "llama").
+SUPPORTED_ARCHS = ("llama",)
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """Hyperparameters, from the GGUF `{arch}.*` keys (gguf-py Keys.LLM / Keys.Attention)."""
+
+    n_vocab: int
+    n_ctx_train: int
+    n_embd: int
+    n_ff: int
+    n_layer: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_rot: int
+    rope_freq_base: float
+    rope_freq_scale: float
+    rms_eps: float
+
+    @classmethod
+    def from_gguf(cls, g: GGUFModel) -> "LlamaConfig":
+        arch = g.architecture
+        if arch not in SUPPORTED_ARCHS:
+            raise ModelFormatError(
+                f"{g.path}: unsupported architecture {arch or '(none)'!r} (supported: {', '.join(SUPPORTED_ARCHS)})"
+            )
+        n_embd = int(g.require(f"{arch}.embedding_length"))
+        n_head = int(g.require(f"{arch}.attention.head_count"))
+        head_dim = int(g.get(f"{arch}.attention.key_length", n_embd // n_head))
+        scaling = g.get(f"{arch}.rope.scaling.type", "none")
+        factor = float(g.get(f"{arch}.rope.scaling.factor", 0.0) or 0.0)
+        if scaling not in ("none", "linear"):
+            raise ModelFormatError(f"{g.path}: unsupported rope scaling {scaling!r}")
+        tokens = g.get("tokenizer.ggml.tokens")
+        embd = g.tensors.get("token_embd.weight")
+        n_vocab = g.get(f"{arch}.vocab_size") or (len(tokens) if tokens is not None else embd.shape[0])
+        return cls(
+            n_vocab=int(n_vocab),
+            n_ctx_train=int(g.require(f"{arch}.context_length")),
+            n_embd=n_embd,
+            n_ff=int(g.require(f"{arch}.feed_forward_length")),
+            n_layer=int(g.require(f"{arch}.block_count")),
+            n_head=n_head,
+            n_head_kv=int(g.get(f"{arch}.attention.head_count_kv", n_head)),
+            head_dim=head_dim,
+            n_rot=int(g.get(f"{arch}.rope.dimension_count", head_dim)),
+            rope_freq_base=float(g.get(f"{arch}.rope.freq_base", 10000.0)),
+            # Linear scaling stretches positions: theta uses p / factor.
+            rope_freq_scale=1.0 / factor if scaling == "linear" and factor > 0 else 1.0,
+            rms_eps=float(g.require(f"{arch}.attention.layer_norm_rms_epsilon")),
+        )
+
+
+@dataclass(frozen=True)
+class LlamaLayer:
+    attn_norm: np.ndarray
+    wqkv: Weight  # rows: n_head*hd queries, then n_kv*hd keys, then n_kv*hd values
+    wo: Weight
+    ffn_norm: np.ndarray
+    w_gate_up: Weight  # rows: n_ff gate, then n_ff up
+    w_down: Weight
+
+
+def _concat_rows(parts: list[Weight]) -> Weight:
+    """Stack weights that multiply the same input into one (rows are independent)."""
+    if all(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate(parts, axis=0)
+    if all(isinstance(p, QTensor) for p in parts) and len({p.qtype for p in parts}) == 1:
+        rows = sum(p.shape[0] for p in parts)
+        data = np.concatenate([p.data for p in parts], axis=0)
+        return QTensor(parts[0].qtype, (rows, parts[0].shape[1]), data)
+    # Mixed types (some quantization mixes keep V at higher precision): widen to float32.
+    return np.concatenate([p.dequantize() if isinstance(p, QTensor) else p for p in parts], axis=0)
+
+
+def embed_rows(w: Weight, ids: np.ndarray) -> np.ndarray:
+    """Rows `ids` of an embedding matrix as float32 (n, n_embd); only those rows decoded."""
+    if isinstance(w, QTensor):
+        return dequantize(np.ascontiguousarray(w.data[ids]), w.qtype, (len(ids), w.shape[1]))
+    return np.asarray(w[ids], np.float32)
+
+
+@dataclass
+class KVCache:
+    """Per-layer keys and values, float32 holding f16-rounded values (see kernels.attention).
+
+    Pages are only touched as positions fill, so a long n_ctx costs address space, not RAM.
+    """
+
+    k: list[np.ndarray]
+    v: list[np.ndarray]
+    n_past: int = 0
+
+    @classmethod
+    def empty(cls, cfg: LlamaConfig, n_ctx: int) -> "KVCache":
+        shape = (n_ctx, cfg.n_head_kv, cfg.head_dim)
+        return cls([np.zeros(shape, np.float32) for _ in range(cfg.n_layer)],
+                   [np.zeros(shape, np.float32) for _ in range(cfg.n_layer)])
+
+    @property
+    def n_ctx(self) -> int:
+        return self.k[0].shape[0]
+
+
+class Llama:
+    """The decoder: `forward(tokens, cache)` appends tokens to the cache, returns logits."""
+
+    def __init__(self, gguf: GGUFModel) -> None:
+        self.config = cfg = LlamaConfig.from_gguf(gguf)
+        t = gguf.tensors
+
+        def need(name: str) -> Weight:
+            if name not in t:
+                raise ModelFormatError(f"{gguf.path}: missing tensor {name}")
+            return t[name]
+
+        self.tok_embd = need("token_embd.weight")
+        self.output_norm = need("output_norm.weight")
+        # Without output.weight the output layer is tied to the token embeddings.
+        self.output = t.get("output.weight", self.tok_embd)
+        freq_factors = t.get("rope_freqs.weight")
+        self.freq_factors = None if freq_factors is None else np.asarray(freq_factors, np.float32)
+        self.layers = []
+        for i in range(cfg.n_layer):
+            p = f"blk.{i}."
+            self.layers.append(LlamaLayer(
+                attn_norm=need(p + "attn_norm.weight"),
+                wqkv=_concat_rows([need(p + "attn_q.weight"), need(p + "attn_k.weight"), need(p + "attn_v.weight")]),
+                wo=need(p + "attn_output.weight"),
+                ffn_norm=need(p + "ffn_norm.weight"),
+                w_gate_up=_concat_rows([need(p + "ffn_gate.weight"), need(p + "ffn_up.weight")]),
+                w_down=need(p + "ffn_down.weight"),
+            ))
+
+    def new_cache(self, n_ctx: int) -> KVCache:
+        return KVCache.empty(self.config, n_ctx)
+
+    def forward(self, tokens: list[int] | np.ndarray, cache: KVCache, all_logits: bool = False) -> np.ndarray:
+        """Evaluate `tokens` at positions cache.n_past … as one batch.
+
+        Returns logits (n_vocab,) of the last token, or (n, n_vocab) with all_logits.
+        """
+        cfg = self.config
+        ids = np.asarray(tokens, np.int64)
+        n = len(ids)
+        pos0 = cache.n_past
+        if pos0 + n > cache.n_ctx:
+            raise ValueError(f"context full: {pos0} + {n} tokens > n_ctx {cache.n_ctx}")
+        hd, nq, nkv = cfg.head_dim, cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
+        cos, sin = rope_cache(np.arange(pos0, pos0 + n), cfg.n_rot, cfg.rope_freq_base,
+                              cfg.rope_freq_scale, self.freq_factors)
+        scale = 1.0 / math.sqrt(hd)
+        attn = np.empty((n, cfg.n_head, hd), np.float32)
+
+        x = embed_rows(self.tok_embd, ids)
+        for li, layer in enumerate(self.layers):
+            h = rms_norm(x, layer.attn_norm, cfg.rms_eps)
+            qkv = matmul(h, layer.wqkv)
+            q = qkv[:, :nq].reshape(n, cfg.n_head, hd)
+            k = qkv[:, nq : nq + nkv].reshape(n, cfg.n_head_kv, hd)
+            rope_(q, cos, sin)
+            rope_(k, cos, sin)
+            cache.k[li][pos0 : pos0 + n] = round_f16(k)
+            cache.v[li][pos0 : pos0 + n] = round_f16(qkv[:, nq + nkv :].reshape(n, cfg.n_head_kv, hd))
+            attention(q, cache.k[li], cache.v[li], pos0, scale, attn)
+            add_(x, matmul(attn.reshape(n, nq), layer.wo))
+
+            h = rms_norm(x, layer.ffn_norm, cfg.rms_eps)
+            gu = matmul(h, layer.w_gate_up)
+            gate = silu_mul_(np.ascontiguousarray(gu[:, : cfg.n_ff]), gu[:, cfg.n_ff :])
+            add_(x, matmul(gate, layer.w_down))
+        cache.n_past = pos0 + n
+
+        if not all_logits:
+            x = x[-1:]
+        logits = matmul(rms_norm(x, self.output_norm, cfg.rms_eps), self.output)
+        return logits if all_logits else logits[0]
