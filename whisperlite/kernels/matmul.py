@@ -1,21 +1,92 @@
-"""Matrix products over any `Weight`: y = x @ W.T (+ b), W stored (out, in) like nn.Linear."""
+"""Matrix products over any `Weight`: y = x @ W.T (+ b), W stored (out, in) like nn.Linear.
+
+Dispatch on the weight type and the number of activation rows n:
+- float32 ndarray: BLAS.
+- n <= GEMV_MAX_ROWS (token-by-token decoding): fused dequantize-and-dot kernels (gemv.py);
+  memory-bound, so reading 2-7x fewer bytes than float32 is the whole point.
+- more rows (encoder, prompt): dequantize TILE_BYTES of weight rows at a time into one
+  reused float32 buffer and hand each tile to BLAS, so the full float32 matrix never exists
+  (a 51864x384 logits matrix would be 80 MB) while the GEMM keeps BLAS speed.
+- ggml_exact=True: ggml's own arithmetic (actquant.py) for every n, as ggml itself does.
+"""
 from __future__ import annotations
 
 import numpy as np
+from gguf import GGMLQuantizationType as QType
 
+from whisperlite.errors import QuantizationError
+from whisperlite.kernels import gemv
+from whisperlite.kernels.actquant import quantize_activations
+from whisperlite.kernels.quant import QK, dequantize_rows
 from whisperlite.kernels.tensor import QTensor, Weight
 
+GEMV_MAX_ROWS = 8
+TILE_BYTES = 1 << 20  # float32 tile size: L2-sized, large enough for BLAS to reach full speed
 
-def matmul(x: np.ndarray, w: Weight) -> np.ndarray:
-    """x (n, k) float32 @ W (d, k).T -> (n, d) float32."""
-    if isinstance(w, QTensor):
-        w = w.dequantize()
-    return x @ w.T
+_GEMV = {
+    QType.Q8_0: gemv.gemv_q8_0,
+    QType.Q4_0: gemv.gemv_q4_0,
+    QType.Q4_1: gemv.gemv_q4_1,
+    QType.Q5_0: gemv.gemv_q5_0,
+    QType.Q5_1: gemv.gemv_q5_1,
+}
 
 
-def linear(x: np.ndarray, w: Weight, b: np.ndarray | None = None) -> np.ndarray:
+def _tiled(x: np.ndarray, w: QTensor) -> np.ndarray:
+    """x (n, k) @ dequantize(w).T one tile of rows at a time -> (n, d)."""
+    d, k = w.shape
+    step = max(QK, TILE_BYTES // (4 * k))
+    tile = np.empty((min(step, d), k), np.float32)
+    y = np.empty((x.shape[0], d), np.float32)
+    for r0 in range(0, d, step):
+        r1 = min(d, r0 + step)
+        part = tile[: r1 - r0]
+        dequantize_rows(w.data, w.qtype, w.shape, r0, r1, part)
+        y[:, r0:r1] = x @ part.T
+    return y
+
+
+def matmul(x: np.ndarray, w: Weight, *, ggml_exact: bool = False) -> np.ndarray:
+    """x (n, k) float32 @ W (d, k).T -> (n, d) float32 (x (k,) -> (d,)).
+
+    ggml_exact: compute as ggml's CPU backend does (activations quantized to Q8_0/Q8_1 for
+    block weights, rounded to float16 for F16 weights), to reproduce llama.cpp outputs.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        return matmul(x[None, :], w, ggml_exact=ggml_exact)[0]
+    if not isinstance(w, QTensor):
+        return x @ w.T
+    x = np.ascontiguousarray(x)
+    n, k = x.shape
+    if k != w.shape[1]:
+        raise ValueError(f"matmul: x has {k} columns, weight is {w.shape[0]}x{w.shape[1]}")
+    qtype = QType(w.qtype)
+    y = np.empty((n, w.shape[0]), np.float32)
+    if qtype == QType.F16:
+        if ggml_exact:  # ggml's F16 vec_dot takes float16 activations
+            x = x.astype(np.float16).astype(np.float32)
+        if n > GEMV_MAX_ROWS and not ggml_exact:
+            return _tiled(x, w)
+        gemv.gemv_f16(x, w.data.view(np.uint16), y)
+        return y
+    if qtype not in _GEMV:  # K-quants: dequantize-on-load tiles only
+        if ggml_exact:
+            raise QuantizationError(f"ggml-exact products are not implemented for {qtype.name}")
+        return _tiled(x, w)
+    if ggml_exact:
+        xq, xd, xs = quantize_activations(x, qtype)
+        _GEMV[qtype](xq, xd, xs, w.data, y)
+        return y
+    if n > GEMV_MAX_ROWS:
+        return _tiled(x, w)
+    _GEMV[qtype](x, np.ones((n, k // QK), np.float32), gemv.block_sums(x), w.data, y)
+    return y
+
+
+def linear(x: np.ndarray, w: Weight, b: np.ndarray | None = None, *, ggml_exact: bool = False) -> np.ndarray:
     """nn.Linear: x (n, k) -> (n, d), bias added in place."""
-    y = matmul(x, w)
+    y = matmul(x, w, ggml_exact=ggml_exact)
     if b is not None:
         y += b
     return y
