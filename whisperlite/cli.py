@@ -20,6 +20,7 @@ def _register() -> None:
     from whisperlite.cli_transcribe import transcribe
 
     main.add_command(transcribe)
+    from whisperlite.cli_batch import batch; main.add_command(batch)
     main.add_command(quantize)
     main.add_command(convert)
 
