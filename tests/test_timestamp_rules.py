@@ -1,0 +1,63 @@
+"""The timestamp rules on hand-made logits: pairs, monotonic, bounded first timestamp."""
+import numpy as np
+import pytest
+
+from whisperlite.decoding import TimestampRules, compression_ratio
+from whisperlite.loader import embedded_model_dir
+from whisperlite.tokenizer.whisper import WhisperTokenizer
+
+TB = 50363
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return WhisperTokenizer.from_file(str(embedded_model_dir() / "tokenizer.json"), 51864)
+
+
+def run(tok, sampled, logits=None, max_initial=50):
+    rules = TimestampRules(tok, sample_begin=1, max_initial_index=max_initial)
+    tokens = np.array([[tok.special.sot] + sampled])
+    if logits is None:
+        logits = np.zeros((1, 51864), np.float32)
+    rules.apply(logits, tokens)
+    return logits[0]
+
+
+def test_first_token_is_a_timestamp_within_one_second(tok):
+    out = run(tok, [])
+    assert np.all(np.isneginf(out[:TB]))
+    assert np.all(np.isfinite(out[TB : TB + 51])) and np.all(np.isneginf(out[TB + 51 :]))
+
+
+def test_open_timestamp_must_be_closed_by_timestamp_or_eot(tok):
+    logits = np.full((1, 51864), -10.0, np.float32)
+    logits[0, tok.eot] = 5.0  # end of text likely: it must stay allowed
+    out = run(tok, [TB + 10, 400, 500, TB + 30], logits)  # text then a timestamp: segment end
+    assert np.all(np.isneginf(out[: tok.eot]))
+    assert np.isfinite(out[tok.eot])
+    # a pair may close at the same time or later, never earlier
+    assert np.all(np.isneginf(out[TB : TB + 30])) and np.isfinite(out[TB + 30])
+
+
+def test_after_a_pair_comes_text(tok):
+    out = run(tok, [TB, 400, TB + 20, TB + 20])
+    assert np.all(np.isneginf(out[TB:]))
+
+
+def test_timestamps_never_decrease(tok):
+    out = run(tok, [TB + 5, 400, 401])
+    assert np.all(np.isneginf(out[TB : TB + 6]))  # strictly after the last one while text is open
+    assert np.isfinite(out[TB + 6])
+
+
+def test_timestamp_forced_when_timestamps_outweigh_text(tok):
+    logits = np.full((1, 51864), -5.0, np.float32)
+    logits[0, 400] = 1.0
+    logits[0, TB + 10 : TB + 200] = 0.5  # many plausible timestamps: their sum wins
+    out = run(tok, [TB, 400], logits)
+    assert np.all(np.isneginf(out[:TB]))
+
+
+def test_compression_ratio_flags_loops():
+    assert compression_ratio("ask not what your country can do for you " * 20) > 2.4
+    assert compression_ratio("And so my fellow Americans, ask not what your country can do for you.") < 2.4
