@@ -16,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gguf import GGMLQuantizationType as QType
+
 from whisperlite.errors import ModelFormatError
+from whisperlite.kernels import QTensor, Weight
 from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
@@ -89,12 +92,20 @@ def _f32(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+def _mat(a: np.ndarray) -> Weight:
+    """A 2-D weight: float16 stays float16 as a zero-copy QTensor view (as ggml f16 files
+    load), so loading costs no conversion and decoding reads half the bytes."""
+    if a.dtype == np.float16 and a.ndim == 2:
+        return QTensor(QType.F16, (int(a.shape[0]), int(a.shape[1])), a)
+    return _f32(a)
+
+
 def _split(a: np.ndarray, n: int) -> list[np.ndarray]:
     return np.split(a, n, axis=0)
 
 
 def _linear(w: dict, src: str, dst: str, out: dict, bias: bool = True) -> None:
-    out[f"{dst}.weight"] = _f32(w[f"{src}/weight"])
+    out[f"{dst}.weight"] = _mat(w[f"{src}/weight"])
     if bias:
         out[f"{dst}.bias"] = _f32(w[f"{src}/bias"])
 
@@ -107,9 +118,9 @@ def _norm(w: dict, src: str, dst: str, out: dict) -> None:
 def _fused_qkv(w: dict, src: str, dst: str, out: dict) -> None:
     q, k, v = _split(w[f"{src}/weight"], 3)
     qb, _kb, vb = _split(w[f"{src}/bias"], 3)  # key bias is stored as zeros: Whisper has none
-    out[f"{dst}.query.weight"], out[f"{dst}.query.bias"] = _f32(q), _f32(qb)
-    out[f"{dst}.key.weight"] = _f32(k)
-    out[f"{dst}.value.weight"], out[f"{dst}.value.bias"] = _f32(v), _f32(vb)
+    out[f"{dst}.query.weight"], out[f"{dst}.query.bias"] = _mat(q), _f32(qb)
+    out[f"{dst}.key.weight"] = _mat(k)
+    out[f"{dst}.value.weight"], out[f"{dst}.value.bias"] = _mat(v), _f32(vb)
 
 
 def _block(w: dict, src: str, dst: str, out: dict, cross: bool) -> None:
@@ -120,8 +131,8 @@ def _block(w: dict, src: str, dst: str, out: dict, cross: bool) -> None:
         _linear(w, f"{src}/attention/linear_0", f"{dst}.cross_attn.query", out)
         k, v = _split(w[f"{src}/attention/linear_1/weight"], 2)
         _kb, vb = _split(w[f"{src}/attention/linear_1/bias"], 2)
-        out[f"{dst}.cross_attn.key.weight"] = _f32(k)
-        out[f"{dst}.cross_attn.value.weight"], out[f"{dst}.cross_attn.value.bias"] = _f32(v), _f32(vb)
+        out[f"{dst}.cross_attn.key.weight"] = _mat(k)
+        out[f"{dst}.cross_attn.value.weight"], out[f"{dst}.cross_attn.value.bias"] = _mat(v), _f32(vb)
         _linear(w, f"{src}/attention/linear_2", f"{dst}.cross_attn.out", out)
         _norm(w, f"{src}/attention/layer_norm", f"{dst}.cross_attn_ln", out)
     _linear(w, f"{src}/ffn/linear_0", f"{dst}.mlp.0", out)
@@ -137,7 +148,7 @@ def _count_layers(w: dict, prefix: str) -> int:
 
 
 def load_ct2(directory: str | os.PathLike) -> WhisperCheckpoint:
-    """Read a CTranslate2 Whisper directory into a float32 `WhisperCheckpoint`."""
+    """Read a CTranslate2 Whisper directory into a `WhisperCheckpoint` (matrices as stored)."""
     d = Path(directory)
     model_bin = d / "model.bin"
     if not model_bin.is_file():
@@ -173,7 +184,7 @@ def load_ct2(directory: str | os.PathLike) -> WhisperCheckpoint:
         for i in range(n_audio_layer):
             _block(w, f"encoder/layer_{i}", f"encoder.blocks.{i}", out, cross=False)
         _norm(w, "encoder/layer_norm", "encoder.ln_post", out)
-        out["decoder.token_embedding.weight"] = _f32(emb)
+        out["decoder.token_embedding.weight"] = _mat(emb)
         out["decoder.positional_embedding"] = _f32(w["decoder/position_encodings/encodings"])
         for i in range(n_text_layer):
             _block(w, f"decoder/layer_{i}", f"decoder.blocks.{i}", out, cross=True)

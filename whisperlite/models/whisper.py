@@ -11,11 +11,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gguf import GGMLQuantizationType as QType
+
 from whisperlite.kernels import QTensor, Weight, linear
+from whisperlite.kernels.quant import dequantize_rows
 from whisperlite.kernels.ops import add_, bias_gelu_, gelu_, layer_norm, softmax_
 from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
 
 LN_EPS = 1e-5
+
+
+def _dense(w: Weight) -> Weight:
+    """Encoder weights: every window multiplies 1500 rows by each matrix, so float16 is
+    converted once to float32 for BLAS; block-quantized weights stay compact (tiled path)."""
+    if isinstance(w, QTensor) and w.qtype == QType.F16:
+        return w.dequantize()
+    return w
 
 
 def _fuse_rows(ws: list[Weight]) -> Weight:
@@ -63,23 +74,27 @@ class _Block:
 
 def _load_block(w: dict, p: str, cross: bool, d: int) -> _Block:
     norm = lambda n: _Norm(w[f"{n}.weight"], w[f"{n}.bias"])  # noqa: E731
+    # Decoder weights stay as stored (few rows per product: GEMV reads fewer bytes);
+    # encoder weights become BLAS-ready.
+    mat = (lambda x: x) if cross else _dense
     blk = _Block(
         attn_ln=norm(f"{p}.attn_ln"),
-        qkv=_fuse_rows([w[f"{p}.attn.query.weight"], w[f"{p}.attn.key.weight"], w[f"{p}.attn.value.weight"]]),
+        qkv=mat(_fuse_rows([w[f"{p}.attn.query.weight"], w[f"{p}.attn.key.weight"], w[f"{p}.attn.value.weight"]])),
         qkv_b=np.concatenate([w[f"{p}.attn.query.bias"], np.zeros(d, np.float32), w[f"{p}.attn.value.bias"]]),
-        out=w[f"{p}.attn.out.weight"],
+        out=mat(w[f"{p}.attn.out.weight"]),
         out_b=w[f"{p}.attn.out.bias"],
         mlp_ln=norm(f"{p}.mlp_ln"),
-        fc1=w[f"{p}.mlp.0.weight"],
+        fc1=mat(w[f"{p}.mlp.0.weight"]),
         fc1_b=w[f"{p}.mlp.0.bias"],
-        fc2=w[f"{p}.mlp.2.weight"],
+        fc2=mat(w[f"{p}.mlp.2.weight"]),
         fc2_b=w[f"{p}.mlp.2.bias"],
     )
     if cross:
         blk.cross_ln = norm(f"{p}.cross_attn_ln")
         blk.cross_q = w[f"{p}.cross_attn.query.weight"]
         blk.cross_q_b = w[f"{p}.cross_attn.query.bias"]
-        blk.cross_kv = _fuse_rows([w[f"{p}.cross_attn.key.weight"], w[f"{p}.cross_attn.value.weight"]])
+        # keys/values of 1500 audio positions per window: a big product, BLAS-ready
+        blk.cross_kv = _dense(_fuse_rows([w[f"{p}.cross_attn.key.weight"], w[f"{p}.cross_attn.value.weight"]]))
         blk.cross_kv_b = np.concatenate([np.zeros(d, np.float32), w[f"{p}.cross_attn.value.bias"]])
         blk.cross_out = w[f"{p}.cross_attn.out.weight"]
         blk.cross_out_b = w[f"{p}.cross_attn.out.bias"]
@@ -188,12 +203,20 @@ class TextDecoder:
     def __init__(self, ckpt: WhisperCheckpoint):
         d, w = ckpt.dims, ckpt.weights
         self.dims = d
-        emb = w["decoder.token_embedding.weight"]
-        self.token_embedding = emb  # also the output projection (tied)
-        self.emb_rows = emb.dequantize() if isinstance(emb, QTensor) else emb
+        self.token_embedding = w["decoder.token_embedding.weight"]  # also the output projection (tied)
         self.pos = np.asarray(w["decoder.positional_embedding"], np.float32)
         self.blocks = [_load_block(w, f"decoder.blocks.{i}", True, d.n_text_state) for i in range(d.n_text_layer)]
         self.ln = _Norm(w["decoder.ln.weight"], w["decoder.ln.bias"])
+
+    def embed(self, ids: np.ndarray) -> np.ndarray:
+        """Embedding rows for token ids (n,) -> (n, d) float32, dequantizing only those rows."""
+        emb = self.token_embedding
+        if not isinstance(emb, QTensor):
+            return emb[ids]
+        out = np.empty((len(ids), emb.shape[1]), np.float32)
+        for i, t in enumerate(ids):
+            dequantize_rows(emb.data, emb.qtype, emb.shape, int(t), int(t) + 1, out[i : i + 1])
+        return out
 
     def new_cache(self, audio_features: np.ndarray, batch: int = 1) -> KVCache:
         """A cache for one window: cross-attention keys/values of `audio_features` (n_audio_ctx, d)."""
@@ -217,7 +240,7 @@ class TextDecoder:
         if start + n > self.dims.n_text_ctx:
             raise ValueError(f"decoder context of {self.dims.n_text_ctx} tokens exceeded")
         nh = self.dims.n_text_head
-        x = self.emb_rows[tokens.reshape(-1)] + np.tile(self.pos[start : start + n], (bsz, 1))
+        x = self.embed(tokens.reshape(-1)) + np.tile(self.pos[start : start + n], (bsz, 1))
         crosses: list[np.ndarray] = []
         for li, b in enumerate(self.blocks):
             qkv = linear(b.attn_ln(x), b.qkv, b.qkv_b)
