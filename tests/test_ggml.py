@@ -158,6 +158,9 @@ def _corrupt(raw: bytes) -> dict[str, bytes]:
     struct.pack_into("<i", old_quant, FTYPE_AT, 1000 * 1 + FTYPES["q8_0"][0])
     unknown_type = bytearray(raw)
     struct.pack_into("<i", unknown_type, first + 8, 99)
+    negative_token = bytearray(raw)
+    n_mel, n_fft = struct.unpack_from("<2i", raw, 48)
+    struct.pack_into("<i", negative_token, 56 + 4 * n_mel * n_fft + 4, -5)  # first token's length
     kquant_type = bytearray(raw)
     struct.pack_into("<i", kquant_type, first + 8, int(QType.Q2_K))
     return {
@@ -167,6 +170,7 @@ def _corrupt(raw: bytes) -> dict[str, bytes]:
         "truncated": raw[:-7],
         "truncated header": raw[:30],
         "truncated vocab": raw[:first - 3],
+        "negative token length": bytes(negative_token),
         "type 99": bytes(unknown_type),
         "type 10": bytes(kquant_type),
         "empty": b"",
@@ -174,7 +178,7 @@ def _corrupt(raw: bytes) -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("case", ["magic", "hparams", "quantization version", "truncated", "truncated header",
-                                  "truncated vocab", "type 99", "type 10", "empty"])
+                                  "truncated vocab", "negative token length", "type 99", "type 10", "empty"])
 def test_malformed_files_raise_one_line_naming_the_file(tiny, tmp_path, case):
     good = tmp_path / "good.bin"
     write_ggml(tiny, good, "q8_0")

@@ -26,6 +26,7 @@ from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as QType
 
 from whisperlite.errors import ModelFormatError, ModelNotFoundError, OutputError, QuantizationError
+from whisperlite.kernels.quant import quantize
 from whisperlite.kernels.tensor import QTensor, Weight
 from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
 
@@ -127,8 +128,6 @@ def file_data(w: Weight, qtype: QType) -> np.ndarray:
         return arr
     if qtype == QType.F16 and arr.ndim != 2:  # conv kernels; matrices go through the checked path
         return arr.astype(np.float16)
-    from whisperlite.kernels.quant import quantize
-
     return quantize(arr, qtype)
 
 
@@ -154,7 +153,9 @@ class _Reader:
         return ModelFormatError(f"{self.path}: {what}")
 
     def need(self, n: int, what: str) -> int:
-        if n < 0 or self.pos + n > len(self.buf):
+        if n < 0:
+            raise self.fail(f"bad {what} (negative length {n}) at byte {self.pos}")
+        if self.pos + n > len(self.buf):
             raise self.fail(f"truncated {what} at byte {self.pos} "
                             f"(needs {n} bytes, file has {len(self.buf) - self.pos} left)")
         start = self.pos
