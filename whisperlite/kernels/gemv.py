@@ -3,7 +3,7 @@
 Decoding is memory-bound: each weight byte is read once per token, so the win is reading
 4-8x fewer bytes than float32 while keeping the decode arithmetic under the memory time.
 Every kernel runs `prange` over weight rows and decodes each block straight into the dot
-product; nothing is written but the output. fastmath lets LLVM vectorize the per-block
+product; nothing is written but the output. fastmath (reassociation) lets LLVM vectorize the
 float reductions (their order is not part of any contract here; `ggml.py` has the kernels
 whose arithmetic order is).
 
@@ -29,9 +29,11 @@ import numba
 import numpy as np
 from numba import prange
 
-from whisperlite.kernels.quant import QK, _load_f16
+from whisperlite.kernels.quant import QK
 
-_FAST = dict(parallel=True, fastmath=True, cache=True)
+# Reassociation (to vectorize the sums) and FMA contraction, but not the no-NaN/no-inf
+# assumptions, so a stray inf in a weight still reads as inf.
+_FAST = dict(parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, cache=True)
 _CHUNK = 16  # weight rows per parallel task: amortizes the per-task scratch allocation
 
 
@@ -49,38 +51,33 @@ def block_sums(x: np.ndarray) -> np.ndarray:
     return out
 
 
-@numba.njit(**_FAST)
-def gemv_f32(x, w, out):
-    """x (n, k) float32 @ w (d, k).T float32 -> out (n, d). Reference speed for the others."""
-    n, k = x.shape
-    for r in prange(w.shape[0]):
-        for t in range(n):
-            acc = np.float32(0.0)
-            for c in range(k):
-                acc += w[r, c] * x[t, c]
-            out[t, r] = acc
+@numba.njit(inline="always", cache=True)
+def _f16_bits_to_f32(h):
+    """float16 bits -> float32 without branches (selects only): shifting the 15 exponent and
+    mantissa bits into float32 position and scaling by 2^112 rebiases normals and subnormals
+    exactly; exponent 31 (inf/nan) is patched. quant.f16_to_f32's branches cost as much as
+    a whole block's arithmetic here."""
+    em = h & 0x7FFF
+    mag = np.uint32(em << 13).view(np.float32) * np.float32(5.192296858534828e33)
+    mag = mag if em < 0x7C00 else (np.float32(np.inf) if em == 0x7C00 else np.float32(np.nan))
+    return -mag if h & 0x8000 else mag
+
+
+@numba.njit(inline="always", cache=True)
+def _load_f16(row, off):
+    """Little-endian float16 at row[off:off+2] -> float32."""
+    return _f16_bits_to_f32(np.int64(row[off]) | (np.int64(row[off + 1]) << 8))
 
 
 @numba.njit(**_FAST)
 def gemv_f16(x, w, out):
-    """x (n, k) float32 @ w (d, k).T, w as float16 bits (uint16) -> out (n, d) float32.
-
-    Branch-free float16 -> float32 so the loop vectorizes: shifting the 15 exponent+mantissa
-    bits into float32 position and multiplying by 2^112 rebiases normals and subnormals
-    exactly; exponent 31 (inf/nan) is patched with a select.
-    """
+    """x (n, k) float32 @ w (d, k).T, w as float16 bits (uint16) -> out (n, d) float32."""
     n, k = x.shape
     for r in prange(w.shape[0]):
         for t in range(n):
             acc = np.float32(0.0)
             for c in range(k):
-                h = np.uint32(w[r, c])
-                em = h & np.uint32(0x7FFF)
-                mag = np.uint32(em << np.uint32(13)).view(np.float32) * np.float32(5.192296858534828e33)
-                if em >= np.uint32(0x7C00):
-                    mag = np.float32(np.inf) if em == np.uint32(0x7C00) else np.float32(np.nan)
-                v = -mag if h & np.uint32(0x8000) else mag
-                acc += v * x[t, c]
+                acc += _f16_bits_to_f32(np.int64(w[r, c])) * x[t, c]
             out[t, r] = acc
 
 
