@@ -27,6 +27,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from multiprocessing.connection import wait as wait_for
 from queue import Empty
 from typing import Callable, Iterator, Sequence, TextIO
 
@@ -323,6 +324,14 @@ _WORKER: dict = {}  # this worker process's config and progress queue, set by _i
 def _init_worker(config: WorkerConfig, progress_queue) -> None:
     _WORKER["config"] = config
     _WORKER["queue"] = progress_queue
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+
+
+def _exit_with_parent() -> None:
+    # A pool worker whose parent was killed (kill -9) would otherwise finish its job for
+    # nobody and then wait forever on the task queue.
+    wait_for([multiprocessing.parent_process().sentinel])
+    os._exit(1)
 
 
 def _pool_job(job: Job) -> JobResult:
