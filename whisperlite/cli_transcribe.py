@@ -49,6 +49,7 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
 @click.option("-m", "--model", default="tiny.en", show_default=True, help="Model name (tiny.en, tiny.en-q5_0, base …) or path.")
 @click.option("-t", "--threads", type=click.IntRange(1, 256), default=None, help="Threads for all kernels [default: all cores].")
 @click.option("-p", "--processors", type=click.IntRange(1, 64), default=1, show_default=True, help="Split each input at pauses into up to N parts run in parallel processes (-t threads each).")
+@click.option("-p", "--processors", type=click.IntRange(1, 64), default=1, show_default=True, help="Split each input at pauses into up to N parts run in parallel processes (-t threads each).")
 @click.option("-l", "--language", default=None, help="Spoken language code (en, de, …) [default: en for .en models].")
 @click.option("-tr", "--translate", is_flag=True, help="Translate to English (multilingual models).")
 @_format_flags
@@ -115,6 +116,11 @@ def transcribe(files, extra_files, model, threads, language, translate, out_srt,
                 check_output_dir(os.path.dirname(base) or ".")
             start = time.perf_counter()
             if processors > 1:
+                from whisperlite.batch import transcribe_split
+
+                segments_iter, info = transcribe_split(wm, path, options, processors, threads)
+            else:
+                if processors > 1:
                 from whisperlite.batch import transcribe_split
 
                 segments_iter, info = transcribe_split(wm, path, options, processors, threads)
