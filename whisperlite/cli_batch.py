@@ -33,7 +33,7 @@ options; --force redoes them. Exit status 1 if any input failed.
 @click.option("-p", "--processors", type=click.IntRange(1, 64), default=1, show_default=True, help="Split inputs longer than a minute at pauses into up to N parts run in parallel.")
 @click.option("-l", "--language", default=None, help="Spoken language code (en, de, …) [default: en for .en models].")
 @click.option("-tr", "--translate", is_flag=True, help="Translate to English (multilingual models).")
-@click.option("-bs", "--beam-size", type=click.IntRange(1, 16), default=None, help="Beam size (greedy when unset).")
+@click.option("-bs", "--beam-size", type=click.IntRange(1, 16), default=TranscribeOptions().beam_size, show_default=True, help="Beam size (1 or unset: greedy).")
 @click.option("--prompt", "initial_prompt", default=None, help="Initial prompt: vocabulary and style hints.")
 @click.option("--no-context", is_flag=True, help="Do not condition each window on the previous text.")
 @click.option("--force", is_flag=True, help="Redo inputs the manifest records as done.")
