@@ -1,7 +1,8 @@
 """Matrix products over any `Weight`: y = x @ W.T (+ b), W stored (out, in) like nn.Linear.
 
 Dispatch on the weight type and the number of activation rows n:
-- float32 ndarray: BLAS.
+- float32 ndarray: BLAS with rows split over the kernel threads, except for
+  n <= GEMV_MAX_ROWS (numba GEMV, see gemv.gemv_f32).
 - n <= GEMV_MAX_ROWS (token-by-token decoding): fused dequantize-and-dot kernels (gemv.py);
   memory-bound, so reading 2-7x fewer bytes than float32 is the whole point.
 - more rows (encoder, prompt): dequantize TILE_BYTES of weight rows at a time into one
@@ -19,6 +20,7 @@ from whisperlite.kernels import gemv
 from whisperlite.kernels.actquant import quantize_activations
 from whisperlite.kernels.quant import QK, dequantize_rows
 from whisperlite.kernels.tensor import QTensor, Weight
+from whisperlite.kernels.threads import get_threads, run_parallel
 
 GEMV_MAX_ROWS = 8
 TILE_BYTES = 1 << 20  # float32 tile size: L2-sized, large enough for BLAS to reach full speed
@@ -32,6 +34,27 @@ _GEMV = {
 }
 
 
+# Below this many multiply-adds a product runs on the calling thread.
+SPLIT_MIN_MACS = 4_000_000
+
+
+def blas_matmul(x: np.ndarray, wt: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """x (n, k) @ wt (k, d) -> out (n, d), rows of x split over the kernel threads
+    (single-threaded BLAS per part: see threads.py for why)."""
+    n = x.shape[0]
+    if out is None:
+        out = np.empty((n, wt.shape[1]), np.float32)
+    parts = get_threads() if n * x.shape[1] * wt.shape[1] >= SPLIT_MIN_MACS else 1
+    bounds = np.linspace(0, n, min(parts, n) + 1).astype(int)
+
+    def part(i: int) -> None:
+        a, b = bounds[i], bounds[i + 1]
+        np.matmul(x[a:b], wt, out=out[a:b])
+
+    run_parallel(part, len(bounds) - 1)
+    return out
+
+
 def _tiled(x: np.ndarray, w: QTensor) -> np.ndarray:
     """x (n, k) @ dequantize(w).T one tile of rows at a time -> (n, d)."""
     d, k = w.shape
@@ -42,7 +65,7 @@ def _tiled(x: np.ndarray, w: QTensor) -> np.ndarray:
         r1 = min(d, r0 + step)
         part = tile[: r1 - r0]
         dequantize_rows(w.data, w.qtype, w.shape, r0, r1, part)
-        y[:, r0:r1] = x @ part.T
+        blas_matmul(x, part.T, y[:, r0:r1])
     return y
 
 
@@ -56,7 +79,11 @@ def matmul(x: np.ndarray, w: Weight, *, ggml_exact: bool = False) -> np.ndarray:
     if x.ndim == 1:
         return matmul(x[None, :], w, ggml_exact=ggml_exact)[0]
     if not isinstance(w, QTensor):
-        return x @ w.T
+        if x.shape[0] <= GEMV_MAX_ROWS and w.dtype == np.float32 and w.flags.c_contiguous:
+            y = np.empty((x.shape[0], w.shape[0]), np.float32)
+            gemv.gemv_f32(np.ascontiguousarray(x), w, y)
+            return y
+        return blas_matmul(x, w.T)
     x = np.ascontiguousarray(x)
     n, k = x.shape
     if k != w.shape[1]:

@@ -134,6 +134,19 @@ def _silu_mul_body(gate, up):
     return gate
 
 
+def softmax_simd_(x: np.ndarray) -> np.ndarray:
+    """In place softmax over the last axis with numpy's SIMD exp (one thread).
+
+    numba's exp is a scalar libm call; numpy's float32 exp is vectorized and measured 2x
+    faster than the parallel numba kernel on 1500-wide encoder attention rows, so large
+    softmaxes run here, split across threads by the caller.
+    """
+    x -= x.max(axis=-1, keepdims=True)
+    np.exp(x, out=x)
+    x /= x.sum(axis=-1, keepdims=True)
+    return x
+
+
 gelu_ = _dual(_gelu_body)
 bias_gelu_ = _dual(_bias_gelu_body)
 layer_norm = _dual(_layer_norm_body)

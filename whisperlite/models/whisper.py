@@ -8,6 +8,7 @@ costs one row of work per layer, and a prompt of any length is one batched pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -15,7 +16,8 @@ from gguf import GGMLQuantizationType as QType
 
 from whisperlite.kernels import QTensor, Weight, linear
 from whisperlite.kernels.quant import dequantize_rows
-from whisperlite.kernels.ops import add_, bias_gelu_, gelu_, layer_norm, softmax_
+from whisperlite.kernels.ops import add_, bias_gelu_, gelu_, layer_norm, softmax_, softmax_simd_
+from whisperlite.kernels.threads import run_parallel
 from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
 
 LN_EPS = 1e-5
@@ -113,19 +115,20 @@ def _merge(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(n, h * k)
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask_offset: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """q (h, n, dk), k/v (h, t, dk) -> out (h, n, dk), weights (h, n, t).
+def attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, mask_offset: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """q (..., n, dk), kt (..., dk, t) keys already transposed, v (..., t, dk)
+    -> out (..., n, dk), weights (..., n, t).
 
     With `mask_offset`, query i sits at absolute position mask_offset + i and may only see
     keys at positions ≤ its own (causal).
     """
-    h, n, dk = q.shape
-    t = k.shape[1]
-    scores = np.matmul(q * np.float32(dk**-0.5), k.transpose(0, 2, 1))
+    n, dk = q.shape[-2:]
+    t = kt.shape[-1]
+    scores = np.matmul(q * np.float32(dk**-0.5), kt)
     if mask_offset is not None and n > 1:
         pos = mask_offset + np.arange(n)[:, None]
-        scores[:, np.arange(t)[None, :] > pos] = -np.inf
-    w = softmax_(scores.reshape(h * n, t)).reshape(h, n, t)
+        scores[..., np.arange(t)[None, :] > pos] = -np.inf
+    w = softmax_(scores.reshape(-1, t)).reshape(scores.shape)
     return np.matmul(w, v), w
 
 
@@ -156,6 +159,26 @@ class AudioEncoder:
             cols[:, tap * c : (tap + 1) * c] = xp[tap : tap + stride * (t_out - 1) + 1 : stride]
         return cols
 
+    @staticmethod
+    def _self_attention(qkv: np.ndarray, nh: int) -> np.ndarray:
+        """qkv (t, 3d) -> attention output (t, d), one head per task over the kernel threads:
+        each head's (t, t) scores stay private to one thread from product to product."""
+        t, d3 = qkv.shape
+        d = d3 // 3
+        hd = d // nh
+        out = np.empty((t, d), np.float32)
+        scale = np.float32(hd**-0.5)
+
+        def head(h: int) -> None:
+            q = qkv[:, h * hd : (h + 1) * hd] * scale
+            k = qkv[:, d + h * hd : d + (h + 1) * hd]
+            v = qkv[:, 2 * d + h * hd : 2 * d + (h + 1) * hd]
+            w = softmax_simd_(q @ k.T)
+            np.matmul(w, v, out=out[:, h * hd : (h + 1) * hd])
+
+        run_parallel(head, nh)
+        return out
+
     def __call__(self, mel: np.ndarray) -> np.ndarray:
         """mel (n_mels, 2*n_audio_ctx) -> (n_audio_ctx, n_audio_state)"""
         x = gelu_(linear(self._im2col(np.ascontiguousarray(mel.T), 1), self.conv1, self.conv1_b))
@@ -164,9 +187,7 @@ class AudioEncoder:
         nh = self.dims.n_audio_head
         for b in self.blocks:
             qkv = linear(b.attn_ln(x), b.qkv, b.qkv_b)
-            q, k, v = np.split(qkv, 3, axis=1)
-            o, _ = attention(_heads(q, nh), _heads(k, nh), _heads(v, nh))
-            x = add_(linear(_merge(o), b.out, b.out_b), x)
+            x = add_(linear(self._self_attention(qkv, nh), b.out, b.out_b), x)
             x = add_(b.mlp(x), x)
         return self.ln_post(x)
 
@@ -182,17 +203,24 @@ class KVCache:
         self.k = np.zeros(shape, np.float32)
         self.v = np.zeros(shape, np.float32)
         self.length = 0
-        self.cross = cross  # per layer: (h, n_audio_ctx, 64) keys and values
+        self.cross = cross  # per layer: keys (h, 64, n_audio_ctx) pre-transposed, values (h, n_audio_ctx, 64)
 
     def fork(self, batch: int) -> "KVCache":
         """An empty self-attention cache for `batch` sequences over the same audio."""
         return KVCache(self.dims, batch, self.cross)
 
     def reorder(self, rows: np.ndarray) -> None:
-        """Keep/duplicate sequences (best-of, beams): new sequence i is old sequence rows[i]."""
+        """Keep/duplicate sequences (best-of, beams): new sequence i is old sequence rows[i].
+
+        Only sequences whose source changed are copied (most beam steps move few or none).
+        """
+        rows = np.asarray(rows)
+        moved = np.nonzero(rows != np.arange(len(rows)))[0]
+        if not len(moved):
+            return
         n = self.length
-        self.k[:, : len(rows), :n] = self.k[:, rows, :n]
-        self.v[:, : len(rows), :n] = self.v[:, rows, :n]
+        self.k[:, moved, :n] = self.k[:, rows[moved], :n]
+        self.v[:, moved, :n] = self.v[:, rows[moved], :n]
 
     def broadcast(self, batch: int) -> None:
         """Copy sequence 0 (a shared prompt) to sequences 1 … batch-1."""
@@ -225,12 +253,15 @@ class TextDecoder:
         for b in self.blocks:
             kv = linear(audio_features, b.cross_kv, b.cross_kv_b)
             k, v = np.split(kv, 2, axis=1)
-            cross.append((np.ascontiguousarray(_heads(k, nh)), np.ascontiguousarray(_heads(v, nh))))
+            # keys stored transposed once per window, not per token
+            cross.append((np.ascontiguousarray(_heads(k, nh).transpose(0, 2, 1)), np.ascontiguousarray(_heads(v, nh))))
         return KVCache(self.dims, batch, cross)
 
-    def __call__(self, tokens: np.ndarray, cache: KVCache, all_logits: bool = False,
+    def __call__(self, tokens: np.ndarray, cache: KVCache, positions: Sequence[int] = (-1,),
                  want_cross: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
-        """tokens (B, n) appended after cache.length -> logits (B, n or 1, vocab).
+        """tokens (B, n) appended after cache.length -> logits (B, len(positions), vocab) at
+        `positions` (indices into the n new tokens; the vocabulary projection is the most
+        expensive product, so only the rows asked for are computed).
 
         With `want_cross`, also the cross-attention weights of every layer, each
         (B, h, n, n_audio_ctx), for word-level alignment.
@@ -240,20 +271,22 @@ class TextDecoder:
         if start + n > self.dims.n_text_ctx:
             raise ValueError(f"decoder context of {self.dims.n_text_ctx} tokens exceeded")
         nh = self.dims.n_text_head
-        x = self.embed(tokens.reshape(-1)) + np.tile(self.pos[start : start + n], (bsz, 1))
+        hd = self.dims.n_text_state // nh
+        t = start + n
+        x = self.embed(tokens.reshape(-1)) + np.tile(self.pos[start:t], (bsz, 1))
         crosses: list[np.ndarray] = []
         for li, b in enumerate(self.blocks):
             qkv = linear(b.attn_ln(x), b.qkv, b.qkv_b)
             q, k, v = np.split(qkv, 3, axis=1)
-            cache.k[li, :bsz, start : start + n] = k.reshape(bsz, n, -1)
-            cache.v[li, :bsz, start : start + n] = v.reshape(bsz, n, -1)
-            outs = []
-            for s in range(bsz):
-                qs = _heads(q[s * n : (s + 1) * n], nh)
-                ks = _heads(cache.k[li, s, : start + n], nh)
-                vs = _heads(cache.v[li, s, : start + n], nh)
-                outs.append(_merge(attention(qs, ks, vs, mask_offset=start)[0]))
-            x = add_(linear(np.concatenate(outs) if bsz > 1 else outs[0], b.out, b.out_b), x)
+            cache.k[li, :bsz, start:t] = k.reshape(bsz, n, -1)
+            cache.v[li, :bsz, start:t] = v.reshape(bsz, n, -1)
+            # every sequence has the same length: one batched product over (B, h)
+            qs = q.reshape(bsz, n, nh, hd).transpose(0, 2, 1, 3)
+            ks = cache.k[li, :bsz, :t].reshape(bsz, t, nh, hd).transpose(0, 2, 3, 1)
+            vs = cache.v[li, :bsz, :t].reshape(bsz, t, nh, hd).transpose(0, 2, 1, 3)
+            o, _ = attention(qs, ks, vs, mask_offset=start)
+            o = np.ascontiguousarray(o.transpose(0, 2, 1, 3)).reshape(bsz * n, -1)
+            x = add_(linear(o, b.out, b.out_b), x)
 
             qc = linear(b.cross_ln(x), b.cross_q, b.cross_q_b)
             ck, cv = cache.cross[li]
@@ -263,10 +296,8 @@ class TextDecoder:
                 crosses.append(wts.reshape(nh, bsz, n, -1).transpose(1, 0, 2, 3))
             x = add_(linear(_merge(o), b.cross_out, b.cross_out_b), x)
             x = add_(b.mlp(x), x)
-        cache.length = start + n
-        x = x.reshape(bsz, n, -1)
-        if not all_logits:
-            x = x[:, -1:]
+        cache.length = t
+        x = x.reshape(bsz, n, -1)[:, list(positions)]
         h = self.ln(np.ascontiguousarray(x.reshape(-1, x.shape[-1])))
         logits = linear(h, self.token_embedding).reshape(bsz, -1, self.dims.n_vocab)
         return logits, crosses
