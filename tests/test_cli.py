@@ -54,7 +54,8 @@ def test_segments_printed_like_whisper_cpp(transcribed):
     r, _, _ = transcribed
     first = r.stdout.splitlines()[0]
     assert first.startswith("[00:00:00.000 --> 00:00:")
-    assert first.split("]  ", 1)[1].startswith("And so my fellow Americans")
+    # Words, not punctuation: beam search may place a comma differently from greedy.
+    assert normalize(first.split("]  ", 1)[1])[:5] == normalize("And so my fellow Americans")
 
 
 def test_output_beside_input_and_output_base(jfk_variants, tmp_path):

@@ -47,6 +47,8 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("-f", "--file", "extra_files", multiple=True, type=click.Path(dir_okay=False), help="Input file (repeatable).")
 @click.option("-m", "--model", default="tiny.en", show_default=True, help="Model name (tiny.en, tiny.en-q5_0, base …) or path.")
+@click.option("--compute-type", type=click.Choice(["auto", "f32", "q8_0"]), default="auto", show_default=True,
+              help="How weights are held: auto (f32, Q8_0 vocabulary projection), f32 (exact), q8_0 (fastest).")
 @click.option("-t", "--threads", type=click.IntRange(1, 256), default=None, help="Threads for all kernels [default: all cores].")
 @click.option("-p", "--processors", type=click.IntRange(1, 64), default=1, show_default=True, help="Split each input at pauses into up to N parts run in parallel processes (-t threads each).")
 @click.option("-l", "--language", default=None, help="Spoken language code (en, de, …) [default: en for .en models].")
@@ -54,7 +56,9 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
 @_format_flags
 @click.option("-of", "--output-file", default=None, help="Output base name (extension added per format).")
 @click.option("-o", "--output-dir", default=None, help="Directory for outputs [default: beside each input].")
-@click.option("-bs", "--beam-size", type=click.IntRange(1, 16), default=None, help="Beam size (greedy when unset).")
+@click.option("-bs", "--beam-size", type=click.IntRange(1, 16), default=5, show_default=True, help="Beam size at temperature 0 (1: greedy).")
+@click.option("--patience", type=click.FloatRange(min=1.0), default=1.0, show_default=True, help="Beam search: stop after beam-size × patience finished sequences.")
+@click.option("--length-penalty", type=float, default=None, help="Rank beams by logprob / ((5+len)/6)^alpha [default: logprob per token].")
 @click.option("-bo", "--best-of", type=click.IntRange(1, 16), default=5, show_default=True, help="Samples per window when the temperature rises.")
 @click.option("-tp", "--temperature", type=float, default=0.0, show_default=True, help="Initial sampling temperature.")
 @click.option("-tpi", "--temperature-inc", type=float, default=0.2, show_default=True, help="Temperature step on fallback.")
@@ -66,8 +70,8 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
 @click.option("--no-context", is_flag=True, help="Do not condition each window on the previous text.")
 @click.option("-q", "--quiet", "-np", "--no-prints", is_flag=True, help="Do not print segments to stdout.")
 @friendly_errors
-def transcribe(files, extra_files, model, threads, language, translate, out_srt, out_vtt, out_txt, out_json, out_csv,
-               out_lrc, output_file, output_dir, beam_size, best_of, temperature, temperature_inc, no_fallback,
+def transcribe(files, extra_files, model, compute_type, threads, language, translate, out_srt, out_vtt, out_txt, out_json, out_csv,
+               out_lrc, output_file, output_dir, beam_size, patience, length_penalty, best_of, temperature, temperature_inc, no_fallback,
                compression_ratio_threshold, logprob_threshold, no_speech_threshold, initial_prompt, no_context, quiet, processors):
     """Transcribe audio or video files (anything ffmpeg reads) to subtitles and text."""
     inputs = list(files) + list(extra_files)
@@ -93,6 +97,7 @@ def transcribe(files, extra_files, model, threads, language, translate, out_srt,
         temperatures = (temperature,)
     options = TranscribeOptions(
         language=language, task="translate" if translate else "transcribe", beam_size=beam_size, best_of=best_of,
+        patience=patience, length_penalty=length_penalty,
         temperatures=temperatures, compression_ratio_threshold=compression_ratio_threshold,
         logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold,
         condition_on_previous_text=not no_context, initial_prompt=initial_prompt,
@@ -101,7 +106,7 @@ def transcribe(files, extra_files, model, threads, language, translate, out_srt,
     from whisperlite.loader import load_model
 
     t0 = time.perf_counter()
-    wm = load_model(model, threads=threads)
+    wm = load_model(model, threads=threads, compute_type=compute_type)
     if not quiet:
         click.echo(f"whisperlite: model {model} loaded in {time.perf_counter() - t0:.2f} s, {wm.threads} threads", err=True)
     failed = 0

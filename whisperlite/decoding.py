@@ -67,12 +67,18 @@ def compression_ratio(text: str) -> float:
     return len(raw) / len(zlib.compress(raw)) if raw else 0.0
 
 
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    """Over the last axis, in float64 for stable sums of many log-probabilities."""
-    x = x.astype(np.float64)
+def logsumexp(x: np.ndarray) -> np.ndarray:
+    """log(sum(exp(x))) over the last axis, shifted by the maximum so nothing overflows."""
     m = np.max(x, axis=-1, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
-    return x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
+    with np.errstate(divide="ignore"):  # an all -inf row is log(0) = -inf, as it should be
+        return (m + np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True)))[..., 0]
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Over the last axis. float32 is enough per step: sequence sums are taken in float64."""
+    x = np.asarray(x, np.float32)
+    return x - logsumexp(x)[..., None]
 
 
 class LogitFilter:
@@ -135,11 +141,10 @@ class TimestampRules(LogitFilter):
             logits[:, :tb] = -np.inf
             if self.max_initial_index is not None:
                 logits[:, tb + self.max_initial_index + 1 :] = -np.inf
-        logprobs = log_softmax(logits)
-        for k in range(tokens.shape[0]):
-            ts_mass = np.logaddexp.reduce(logprobs[k, tb:])
-            if ts_mass > np.max(logprobs[k, :tb]):
-                logits[k, :tb] = -np.inf
+        # Compared in raw logits: normalizing would subtract the same constant from both sides.
+        ts_mass = logsumexp(logits[:, tb:])
+        text_max = np.max(logits[:, :tb], axis=-1)
+        logits[ts_mass > text_max, :tb] = -np.inf
 
 
 def build_filters(tok: WhisperTokenizer, opts: DecodeOptions, sample_begin: int) -> list[LogitFilter]:
@@ -167,6 +172,135 @@ def initial_tokens(tok: WhisperTokenizer, opts: DecodeOptions, n_text_ctx: int) 
     return seq, sot_index
 
 
+@dataclass
+class Hypothesis:
+    """One finished (or cut-off) sequence: sampled tokens without eot, and their scores."""
+
+    tokens: list[int]
+    sum_logprob: float
+    token_logprobs: list[float]
+
+
+class TokenDecoder:
+    """Picks the next token of every sequence in the batch and knows when the window is done.
+
+    `step` gets the filtered logits (B, vocab) and their log-probabilities; it returns the
+    rows each sequence continues from (for `KVCache.reorder`; None when rows stay in place)
+    and the next token of each row.
+    """
+
+    def step(self, tokens: np.ndarray, logits: np.ndarray, logprobs: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        raise NotImplementedError
+
+    @property
+    def done(self) -> bool:
+        raise NotImplementedError
+
+    def finish(self, tokens: np.ndarray, sample_begin: int) -> list[Hypothesis]:
+        raise NotImplementedError
+
+
+class SamplingDecoder(TokenDecoder):
+    """Greedy (temperature 0) or independent samples at a temperature (best-of)."""
+
+    def __init__(self, batch: int, temperature: float, eot: int, rng: np.random.Generator):
+        self.temperature = temperature
+        self.eot = eot
+        self.rng = rng
+        self.sum_logprob = np.zeros(batch)
+        self.token_logprobs: list[list[float]] = [[] for _ in range(batch)]
+        self.finished = np.zeros(batch, bool)
+
+    def step(self, tokens: np.ndarray, logits: np.ndarray, logprobs: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        if self.temperature == 0:
+            nxt = np.argmax(logits, axis=-1)
+        else:
+            # Gumbel-max: argmax(logits/T + Gumbel noise) is a draw from softmax(logits/T),
+            # for every row at once.
+            gumbel = -np.log(-np.log(self.rng.random(logits.shape) + 1e-20) + 1e-20)
+            nxt = np.argmax(logits / self.temperature + gumbel, axis=-1)
+        nxt = np.where(self.finished, self.eot, nxt)
+        for k in np.flatnonzero(~self.finished):
+            lp = float(logprobs[k, nxt[k]])
+            self.sum_logprob[k] += lp
+            self.token_logprobs[k].append(lp)
+        self.finished |= nxt == self.eot
+        return None, nxt
+
+    @property
+    def done(self) -> bool:
+        return bool(self.finished.all())
+
+    def finish(self, tokens: np.ndarray, sample_begin: int) -> list[Hypothesis]:
+        hyps = []
+        for k, row in enumerate(tokens[:, sample_begin:].tolist()):
+            seq = row[: row.index(self.eot)] if self.eot in row else row
+            hyps.append(Hypothesis(seq, float(self.sum_logprob[k]), self.token_logprobs[k][: len(seq)]))
+        return hyps
+
+
+class BeamSearchDecoder(TokenDecoder):
+    """Beam search over `beam_size` live sequences decoded together as one batch.
+
+    Every live beam proposes its beam_size + 1 best continuations (enough that, even if one
+    of them is eot, beam_size live ones remain); the best beam_size non-eot candidates by
+    cumulative log-probability become the new beams, while eot candidates are set aside as
+    finished. Decoding stops once round(beam_size * patience) sequences have finished.
+    """
+
+    def __init__(self, beam_size: int, patience: float, eot: int):
+        self.beam_size = beam_size
+        self.eot = eot
+        self.max_finished = max(1, round(beam_size * patience))
+        # All rows start as copies of one prompt: only row 0 may propose, or the beams
+        # would be beam_size copies of the same sequence.
+        self.scores = np.full(beam_size, -np.inf)
+        self.scores[0] = 0.0
+        self.token_logprobs: list[list[float]] = [[] for _ in range(beam_size)]
+        self.finished: list[Hypothesis] = []
+
+    def step(self, tokens: np.ndarray, logits: np.ndarray, logprobs: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        k = self.beam_size + 1
+        top = np.argpartition(-logprobs, k, axis=-1)[:, :k]  # (B, k) unordered best tokens
+        cand = self.scores[:, None] + np.take_along_axis(logprobs, top, axis=-1)
+        order = np.argsort(-cand, axis=None, kind="stable")
+        rows, nxt = np.zeros(self.beam_size, np.int64), np.full(self.beam_size, self.eot, np.int64)
+        scores = np.full(self.beam_size, -np.inf)
+        lps: list[list[float]] = [[] for _ in range(self.beam_size)]
+        n_live = 0
+        for flat in order:
+            score = cand.flat[flat]
+            if not np.isfinite(score) or n_live == self.beam_size:
+                break
+            row, token = divmod(int(flat), k)
+            token = int(top[row, token])
+            lp = float(logprobs[row, token])
+            if token == self.eot:
+                if len(self.finished) < self.max_finished:
+                    prefix = tokens[row].tolist()
+                    self.finished.append(Hypothesis(prefix, float(score), self.token_logprobs[row] + [lp]))
+                continue
+            rows[n_live], nxt[n_live], scores[n_live] = row, token, score
+            lps[n_live] = self.token_logprobs[row] + [lp]
+            n_live += 1
+        # Rows left unfilled stay dead (-inf score, eot token) so the batch keeps its shape.
+        self.scores, self.token_logprobs = scores, lps
+        return rows, nxt
+
+    @property
+    def done(self) -> bool:
+        return len(self.finished) >= self.max_finished or not np.isfinite(self.scores).any()
+
+    def finish(self, tokens: np.ndarray, sample_begin: int) -> list[Hypothesis]:
+        hyps = [Hypothesis(h.tokens[sample_begin:], h.sum_logprob, h.token_logprobs) for h in self.finished]
+        if len(hyps) < self.max_finished:
+            # Cut off by the context length: the live beams compete as they are.
+            for k in np.argsort(-self.scores):
+                if np.isfinite(self.scores[k]) and len(hyps) < self.max_finished:
+                    hyps.append(Hypothesis(tokens[k, sample_begin:].tolist(), float(self.scores[k]), self.token_logprobs[k]))
+        return hyps
+
+
 class WindowDecoder:
     """Decodes one window's encoder output under a `DecodeOptions`."""
 
@@ -181,65 +315,55 @@ class WindowDecoder:
         sample_len = opts.sample_len or dims.n_text_ctx // 2
         sample_len = min(sample_len, dims.n_text_ctx - sample_begin)
         filters = build_filters(tok, opts, sample_begin)
-        batch = opts.best_of if opts.temperature > 0 else 1
-        rng = np.random.default_rng(opts.seed)
+        strategy: TokenDecoder
+        if opts.temperature == 0 and opts.beam_size is not None and opts.beam_size > 1:
+            strategy = BeamSearchDecoder(opts.beam_size, opts.patience, tok.eot)
+            batch = opts.beam_size
+        else:
+            batch = opts.best_of if opts.temperature > 0 else 1
+            strategy = SamplingDecoder(batch, opts.temperature, tok.eot, np.random.default_rng(opts.seed))
 
         cache = cross.fork(batch)
         # One batched pass over the whole prompt (all sequences share it): row 0 is enough.
-        logits_all, _ = self.model.decoder(np.asarray([init]), cache, all_logits=True)
-        probs_sot = np.exp(log_softmax(logits_all[0, sot_index]))
+        logits_all, _ = self.model.decoder(np.asarray([init]), cache, positions=(sot_index, -1))
+        probs_sot = np.exp(log_softmax(logits_all[0, 0]))
         no_speech_prob = float(probs_sot[tok.special.nospeech])
         cache.broadcast(batch)
         logits = np.repeat(logits_all[:, -1], batch, axis=0).astype(np.float32)
 
         tokens = np.tile(np.asarray(init, np.int64), (batch, 1))
-        sum_lp = np.zeros(batch)
-        token_lps: list[list[float]] = [[] for _ in range(batch)]
-        done = np.zeros(batch, bool)
         for _ in range(sample_len):
             for f in filters:
                 f.apply(logits, tokens)
-            lp = log_softmax(logits)
-            if opts.temperature == 0:
-                nxt = np.argmax(logits, axis=-1)
-            else:
-                p = np.exp(log_softmax(logits / opts.temperature))
-                nxt = np.array([rng.choice(p.shape[1], p=row / row.sum()) for row in p])
-            nxt = np.where(done, tok.eot, nxt)
-            for k in range(batch):
-                if not done[k]:
-                    sum_lp[k] += lp[k, nxt[k]]
-                    token_lps[k].append(float(lp[k, nxt[k]]))
-            done |= nxt == tok.eot
+            rows, nxt = strategy.step(tokens, logits, log_softmax(logits))
+            if rows is not None:
+                cache.reorder(rows)
+                tokens = tokens[rows]
             tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
-            if done.all() or cache.length >= dims.n_text_ctx:
+            if strategy.done or cache.length >= dims.n_text_ctx:
                 break
+            # All rows, finished or not, go through the decoder together: one batched call.
             logits = self.model.decoder(nxt[:, None], cache)[0][:, -1]
-        return self._pick(tokens, sample_begin, sum_lp, token_lps, no_speech_prob, opts)
+        return self._pick(strategy.finish(tokens, sample_begin), no_speech_prob, opts)
 
-    def _pick(self, tokens: np.ndarray, sample_begin: int, sum_lp: np.ndarray, token_lps: list[list[float]],
-              no_speech_prob: float, opts: DecodeOptions) -> DecodeResult:
-        eot = self.tok.eot
-        seqs = []
-        for row in tokens[:, sample_begin:]:
-            row = row.tolist()
-            seqs.append(row[: row.index(eot)] if eot in row else row)
-        lengths = np.array([len(s) for s in seqs])
+    def _pick(self, hyps: list[Hypothesis], no_speech_prob: float, opts: DecodeOptions) -> DecodeResult:
+        lengths = np.array([len(h.tokens) for h in hyps])
+        sums = np.array([h.sum_logprob for h in hyps])
         if opts.length_penalty is None:
-            scores = sum_lp / np.maximum(lengths, 1)
+            scores = sums / np.maximum(lengths, 1)
         else:
-            scores = sum_lp / (((5 + lengths) / 6) ** opts.length_penalty)
-        best = int(np.argmax(scores))
-        text = self.tok.decode(seqs[best])
+            scores = sums / (((5 + lengths) / 6) ** opts.length_penalty)
+        best = hyps[int(np.argmax(scores))]
+        text = self.tok.decode(best.tokens)
         return DecodeResult(
-            tokens=seqs[best],
+            tokens=best.tokens,
             text=text,
-            avg_logprob=float(sum_lp[best] / (len(seqs[best]) + 1)),
+            avg_logprob=best.sum_logprob / (len(best.tokens) + 1),
             no_speech_prob=no_speech_prob,
             temperature=opts.temperature,
             compression_ratio=compression_ratio(text),
-            sum_logprob=float(sum_lp[best]),
-            token_logprobs=token_lps[best][: len(seqs[best])],
+            sum_logprob=best.sum_logprob,
+            token_logprobs=best.token_logprobs[: len(best.tokens)],
         )
 
 

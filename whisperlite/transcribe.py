@@ -44,7 +44,7 @@ class TranscribeOptions:
 
     language: str | None = None  # None: English for .en models
     task: str = "transcribe"
-    beam_size: int | None = None
+    beam_size: int | None = 5  # None or 1: greedy (as whisper.cpp and faster-whisper: 5)
     best_of: int = 5
     patience: float = 1.0
     length_penalty: float | None = None
