@@ -23,6 +23,11 @@ def _register() -> None:
     from whisperlite.cli_batch import batch; main.add_command(batch)
     main.add_command(quantize)
     main.add_command(convert)
+    from whisperlite.cli_generate import generate
+    from whisperlite.cli_models import models
+
+    main.add_command(generate)
+    main.add_command(models)
 
 
 _register()

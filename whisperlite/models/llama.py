@@ -131,7 +131,10 @@ class KVCache:
 class Llama:
     """The decoder: `forward(tokens, cache)` appends tokens to the cache, returns logits."""
 
-    def __init__(self, gguf: GGUFModel) -> None:
+    def __init__(self, gguf: GGUFModel, ggml_exact: bool = True) -> None:
+        # ggml_exact: quantize activations before each product as ggml does, so logits
+        # (and greedy text) match llama.cpp; float activations differ by up to ~0.2.
+        self.ggml_exact = ggml_exact
         self.config = cfg = LlamaConfig.from_gguf(gguf)
         t = gguf.tensors
 
@@ -178,10 +181,13 @@ class Llama:
         scale = 1.0 / math.sqrt(hd)
         attn = np.empty((n, cfg.n_head, hd), np.float32)
 
+        def mm(a: np.ndarray, w: Weight) -> np.ndarray:
+            return matmul(a, w, ggml_exact=self.ggml_exact)
+
         x = embed_rows(self.tok_embd, ids)
         for li, layer in enumerate(self.layers):
             h = rms_norm(x, layer.attn_norm, cfg.rms_eps)
-            qkv = matmul(h, layer.wqkv)
+            qkv = mm(h, layer.wqkv)
             q = qkv[:, :nq].reshape(n, cfg.n_head, hd)
             k = qkv[:, nq : nq + nkv].reshape(n, cfg.n_head_kv, hd)
             rope_(q, cos, sin)
@@ -189,15 +195,15 @@ class Llama:
             cache.k[li][pos0 : pos0 + n] = round_f16(k)
             cache.v[li][pos0 : pos0 + n] = round_f16(qkv[:, nq + nkv :].reshape(n, cfg.n_head_kv, hd))
             attention(q, cache.k[li], cache.v[li], pos0, scale, attn)
-            add_(x, matmul(attn.reshape(n, nq), layer.wo))
+            add_(x, mm(attn.reshape(n, nq), layer.wo))
 
             h = rms_norm(x, layer.ffn_norm, cfg.rms_eps)
-            gu = matmul(h, layer.w_gate_up)
+            gu = mm(h, layer.w_gate_up)
             gate = silu_mul_(np.ascontiguousarray(gu[:, : cfg.n_ff]), gu[:, cfg.n_ff :])
-            add_(x, matmul(gate, layer.w_down))
+            add_(x, mm(gate, layer.w_down))
         cache.n_past = pos0 + n
 
         if not all_logits:
             x = x[-1:]
-        logits = matmul(rms_norm(x, self.output_norm, cfg.rms_eps), self.output)
+        logits = mm(rms_norm(x, self.output_norm, cfg.rms_eps), self.output)
         return logits if all_logits else logits[0]

