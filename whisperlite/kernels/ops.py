@@ -20,10 +20,19 @@ from numba import prange
 PARALLEL_MIN = 32768
 
 
+# Reassociation lets LLVM vectorize the row sums; NaN/inf semantics are kept. The numpy
+# error model drops Python's zero-division check, whose branch blocked vectorizing any loop
+# with a division (GELU ran 4x slower).
+_FAST = {"contract", "nsz", "arcp", "reassoc"}
+
+
 def _dual(body: Callable) -> Callable:
-    """Compile `body` serially and in parallel; dispatch on the size of the first argument."""
-    par = numba.njit(parallel=True, cache=True)(body)
-    seq = numba.njit(parallel=False, cache=True)(body)
+    """Compile `body` serially and in parallel; dispatch on the size of the first argument.
+
+    The serial build releases the GIL, so threads of the row-split pool can run it side by side.
+    """
+    par = numba.njit(parallel=True, fastmath=_FAST, error_model="numpy", cache=True)(body)
+    seq = numba.njit(parallel=False, fastmath=_FAST, error_model="numpy", nogil=True, cache=True)(body)
 
     def run(x: np.ndarray, *args):
         return (par if x.size >= PARALLEL_MIN else seq)(x, *args)
@@ -34,15 +43,35 @@ def _dual(body: Callable) -> Callable:
     return run
 
 
-@numba.njit(inline="always", cache=True)
+@numba.njit(inline="always", fastmath=_FAST, cache=True)
+def expf(x: float) -> float:
+    """exp for float32 without libm, so that loops using it vectorize (numba's math.exp is a
+    scalar libm call: a 1500-wide softmax ran 8x slower with it).
+
+    2^n · p(r) with n = round(x/ln2), r = x − n·ln2 (ln2 split in two for exactness) and p a
+    degree-6 Taylor polynomial (|r| ≤ 0.35: relative error < 3e-7); 2^n is built from its
+    bits. Branch-free selects: below −87 (including −inf, masked attention) the result is 0.
+    """
+    xc = min(max(x, np.float32(-87.0)), np.float32(88.0))
+    n = np.floor(xc * np.float32(1.4426950408889634) + np.float32(0.5))
+    r = xc - n * np.float32(0.693145751953125) - n * np.float32(1.428606765330187e-06)
+    p = np.float32(1.0) + r * (np.float32(1.0) + r * (np.float32(0.5) + r * (np.float32(1 / 6) + r * (
+        np.float32(1 / 24) + r * (np.float32(1 / 120) + r * np.float32(1 / 720))))))
+    scale = np.uint32((np.int32(n) + np.int32(127)) << np.int32(23)).view(np.float32)
+    return p * scale if x > np.float32(-87.0) else np.float32(0.0)
+
+
+@numba.njit(inline="always", fastmath=_FAST, cache=True)
 def _gelu(v: float) -> float:
     # Exact-erf GELU (as torch's default) with erf from Abramowitz & Stegun 7.1.26
     # (|error| < 1.5e-7, below float32 resolution here); unlike math.erf it vectorizes.
-    z = abs(v) * 0.7071067811865476
-    t = 1.0 / (1.0 + 0.3275911 * z)
-    y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * math.exp(-z * z)
+    z = abs(v) * np.float32(0.7071067811865476)
+    t = np.float32(1.0) / (np.float32(1.0) + np.float32(0.3275911) * z)
+    poly = ((((np.float32(1.061405429) * t - np.float32(1.453152027)) * t + np.float32(1.421413741)) * t
+             - np.float32(0.284496736)) * t + np.float32(0.254829592)) * t
+    y = np.float32(1.0) - poly * expf(-z * z)
     erf = y if v >= 0 else -y
-    return 0.5 * v * (1.0 + erf)
+    return np.float32(0.5) * v * (np.float32(1.0) + erf)
 
 
 def _gelu_body(x):
@@ -100,16 +129,15 @@ def _softmax_body(x):
     """In place softmax over the last axis: x (n, d) -> x."""
     n, d = x.shape
     for i in prange(n):
-        m = -np.inf
+        m = x[i, 0]
         for j in range(d):
-            if x[i, j] > m:
-                m = x[i, j]
-        s = 0.0
+            m = max(m, x[i, j])
+        s = np.float32(0.0)
         for j in range(d):
-            e = math.exp(x[i, j] - m)
+            e = expf(x[i, j] - m)
             x[i, j] = e
             s += e
-        inv = 1.0 / s
+        inv = np.float32(1.0) / s
         for j in range(d):
             x[i, j] *= inv
     return x
@@ -130,21 +158,8 @@ def _silu_mul_body(gate, up):
     for i in prange(n):
         for j in range(d):
             g = gate[i, j]
-            gate[i, j] = g / (1.0 + math.exp(-g)) * up[i, j]
+            gate[i, j] = g / (np.float32(1.0) + expf(-g)) * up[i, j]
     return gate
-
-
-def softmax_simd_(x: np.ndarray) -> np.ndarray:
-    """In place softmax over the last axis with numpy's SIMD exp (one thread).
-
-    numba's exp is a scalar libm call; numpy's float32 exp is vectorized and measured 2x
-    faster than the parallel numba kernel on 1500-wide encoder attention rows, so large
-    softmaxes run here, split across threads by the caller.
-    """
-    x -= x.max(axis=-1, keepdims=True)
-    np.exp(x, out=x)
-    x /= x.sum(axis=-1, keepdims=True)
-    return x
 
 
 gelu_ = _dual(_gelu_body)

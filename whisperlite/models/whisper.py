@@ -16,7 +16,7 @@ from gguf import GGMLQuantizationType as QType
 
 from whisperlite.kernels import QTensor, Weight, linear
 from whisperlite.kernels.quant import dequantize_rows
-from whisperlite.kernels.ops import add_, bias_gelu_, gelu_, layer_norm, softmax_, softmax_simd_
+from whisperlite.kernels.ops import add_, bias_gelu_, gelu_, layer_norm, softmax_
 from whisperlite.kernels.threads import run_parallel
 from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
 
@@ -173,7 +173,7 @@ class AudioEncoder:
             q = qkv[:, h * hd : (h + 1) * hd] * scale
             k = qkv[:, d + h * hd : d + (h + 1) * hd]
             v = qkv[:, 2 * d + h * hd : 2 * d + (h + 1) * hd]
-            w = softmax_simd_(q @ k.T)
+            w = softmax_.serial(q @ k.T)  # releases the GIL: heads run side by side
             np.matmul(w, v, out=out[:, h * hd : (h + 1) * hd])
 
         run_parallel(head, nh)
