@@ -81,7 +81,7 @@ def test_float32_vector_and_bias():
     close(y, reference(x[None, :], w) + b)
     close(matmul(x, w)[None, :], reference(x[None, :], w))
     wf = w.dequantize()
-    # float32 weights take the numba GEMV for few rows: the same sums in another order
+    # float32 weights go to BLAS or, when large, the numba GEMV: the same sums in another order
     np.testing.assert_allclose(matmul(x[None, :], wf), x[None, :] @ wf.T, rtol=1e-5, atol=1e-5)
 
 

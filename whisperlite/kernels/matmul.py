@@ -2,7 +2,7 @@
 
 Dispatch on the weight type and the number of activation rows n:
 - float32 ndarray: BLAS with rows split over the kernel threads, except for
-  n <= GEMV_MAX_ROWS (numba GEMV, see gemv.gemv_f32).
+  n <= GEMV_MAX_ROWS on large matrices (numba GEMV, see gemv.gemv_f32).
 - n <= GEMV_MAX_ROWS (token-by-token decoding): fused dequantize-and-dot kernels (gemv.py);
   memory-bound, so reading 2-7x fewer bytes than float32 is the whole point.
 - more rows (encoder, prompt): dequantize TILE_BYTES of weight rows at a time into one
@@ -23,6 +23,9 @@ from whisperlite.kernels.tensor import QTensor, Weight
 from whisperlite.kernels.threads import get_threads, run_parallel
 
 GEMV_MAX_ROWS = 8
+# float32 matrices below this size stay with single-threaded BLAS even for few rows: waking
+# a thread pool costs more than reading a 384x1536 matrix on one core.
+GEMV_F32_MIN_WEIGHTS = 4_000_000
 TILE_BYTES = 1 << 20  # float32 tile size: L2-sized, large enough for BLAS to reach full speed
 
 _GEMV = {
@@ -79,7 +82,8 @@ def matmul(x: np.ndarray, w: Weight, *, ggml_exact: bool = False) -> np.ndarray:
     if x.ndim == 1:
         return matmul(x[None, :], w, ggml_exact=ggml_exact)[0]
     if not isinstance(w, QTensor):
-        if x.shape[0] <= GEMV_MAX_ROWS and w.dtype == np.float32 and w.flags.c_contiguous:
+        if (x.shape[0] <= GEMV_MAX_ROWS and w.size >= GEMV_F32_MIN_WEIGHTS and w.dtype == np.float32
+                and w.flags.c_contiguous):
             y = np.empty((x.shape[0], w.shape[0]), np.float32)
             gemv.gemv_f32(np.ascontiguousarray(x), w, y)
             return y
