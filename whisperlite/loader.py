@@ -6,11 +6,16 @@ or a pulled model such as `base`), a CTranslate2 directory, or a whisper.cpp ggm
 from __future__ import annotations
 
 import os
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from gguf import GGMLQuantizationType as QType
 
+from whisperlite import _env
 from whisperlite.errors import ModelFormatError, ModelNotFoundError
 from whisperlite.kernels import QTensor, set_threads
 from whisperlite.kernels.quant import quantize
@@ -111,8 +116,35 @@ def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str) -> WhisperChe
     return replace(ckpt, weights=out)
 
 
+def _warm_up(model: Whisper, compute_type: str) -> None:
+    """Compile the kernels this model uses once, with a notice, instead of silently stalling
+    the first window. numba caches them on disk, so a marker per version and compute type
+    (weights types decide which kernels run) records that the cache is warm."""
+    import numba
+
+    from whisperlite import __version__
+
+    marker = Path(_env.CACHE_DIR) / "numba" / f".warm-{__version__}-{numba.__version__}-{compute_type}"
+    if marker.exists():
+        return
+    sys.stderr.write("whisperlite: compiling kernels for first use (cached afterwards)…\n")
+    t0 = time.perf_counter()
+    features = model.encoder(np.zeros((model.dims.n_mels, 2 * model.dims.n_audio_ctx), np.float32))
+    cache = model.decoder.new_cache(features, batch=2)
+    model.decoder(np.zeros((1, 3), np.int64), cache, positions=(0, -1))
+    model.decoder(np.zeros((2, 1), np.int64), cache)
+    sys.stderr.write(f"whisperlite: kernels compiled in {time.perf_counter() - t0:.0f} s\n")
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass  # read-only cache: numba recompiles each run anyway, the notice stays honest
+
+
 def load_model(name: str = DEFAULT_MODEL, threads: int | None = None, compute_type: str = "auto") -> WhisperModel:
     """Load a Whisper model by name or path; `threads` sets numba and BLAS threads."""
     n = set_threads(threads)
     ckpt = apply_compute_type(read_checkpoint(resolve(name)), compute_type)
-    return WhisperModel(Whisper(ckpt), tokenizer_for(ckpt), name, n)
+    model = Whisper(ckpt)
+    _warm_up(model, compute_type)
+    return WhisperModel(model, tokenizer_for(ckpt), name, n)
