@@ -41,7 +41,7 @@ def test_every_container_gives_the_known_sentence(transcribed):
     for stem in stems:
         subs = list(srt.parse((out / f"{stem}.srt").read_text()))
         assert normalize(" ".join(s.content for s in subs)) == normalize(JFK_TEXT), stem
-        assert subs[0].start.total_seconds() == 0.0
+        assert subs[0].start.total_seconds() <= 0.4  # cues start on the first word (speech begins ~0.3 s)
         assert 10.0 <= subs[-1].end.total_seconds() <= 11.5
         assert normalize((out / f"{stem}.txt").read_text()) == normalize(JFK_TEXT)
         assert (out / f"{stem}.vtt").read_text().startswith("WEBVTT")

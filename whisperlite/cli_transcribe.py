@@ -9,8 +9,10 @@ import click
 
 from whisperlite.cli_common import fail, friendly_errors
 from whisperlite.errors import WhisperliteError
+from whisperlite.subtitles import DEFAULT_LINE_COUNT, DEFAULT_LINE_WIDTH, SubtitleOptions
+from whisperlite.tokenizer.whisper import WhisperTokenizer
 from whisperlite.transcribe import Segment, TranscribeOptions
-from whisperlite.writers import WRITERS, check_output_dir, format_timestamp, write_outputs
+from whisperlite.writers import WRITERS, WriterOptions, check_output_dir, format_timestamp, write_outputs
 
 EXAMPLES = """
 \b
@@ -28,8 +30,25 @@ def _format_flags(f):
     return f
 
 
-def print_segment(s: Segment) -> None:
-    click.echo(f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}]  {s.text.strip()}")
+# 256-colour ANSI codes from red (unsure) through yellow to green (confident).
+CONFIDENCE_COLORS = (196, 202, 208, 214, 220, 226, 190, 154, 118, 82)
+
+
+def colored_text(s: Segment, tok: WhisperTokenizer) -> str:
+    """Each text token coloured by its probability (whisper.cpp --print-colors)."""
+    parts = []
+    for t, p in zip(s.tokens, s.token_probs):
+        if t < tok.eot:
+            level = min(int(p * len(CONFIDENCE_COLORS)), len(CONFIDENCE_COLORS) - 1)
+            text = tok.decode([t]) if parts else tok.decode([t]).lstrip()
+            parts.append(f"\033[38;5;{CONFIDENCE_COLORS[level]}m{text}\033[0m")
+    return "".join(parts)
+
+
+def print_segment(s: Segment, tok: WhisperTokenizer | None = None) -> None:
+    """tok: colour tokens by confidence."""
+    text = colored_text(s, tok) if tok is not None else s.text.strip()
+    click.echo(f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}]  {text}")
 
 
 def output_base(path: str, output_file: str | None, output_dir: str | None) -> str:
@@ -54,6 +73,7 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
 @click.option("-l", "--language", default=None, help="Spoken language code (en, de, …) [default: en for .en models].")
 @click.option("-tr", "--translate", is_flag=True, help="Translate to English (multilingual models).")
 @_format_flags
+@click.option("-ojf", "--output-json-full", "out_json_full", is_flag=True, help="Write a .json file with words, token ids and probabilities.")
 @click.option("-of", "--output-file", default=None, help="Output base name (extension added per format).")
 @click.option("-o", "--output-dir", default=None, help="Directory for outputs [default: beside each input].")
 @click.option("-bs", "--beam-size", type=click.IntRange(1, 16), default=5, show_default=True, help="Beam size at temperature 0 (1: greedy).")
@@ -68,19 +88,30 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
 @click.option("-nth", "--no-speech-threshold", type=float, default=0.6, show_default=True, help="Skip windows whose no-speech probability is above this.")
 @click.option("--prompt", "initial_prompt", default=None, help="Initial prompt: vocabulary and style hints.")
 @click.option("--no-context", is_flag=True, help="Do not condition each window on the previous text.")
+@click.option("--word-timestamps/--no-word-timestamps", default=True, show_default=True,
+              help="Word times from cross-attention (in JSON; subtitle cues are cut at word times).")
+@click.option("-ml", "--max-len", "max_line_width", type=click.IntRange(0), default=DEFAULT_LINE_WIDTH, show_default=True,
+              help="Maximum characters per subtitle line (0: no limit).")
+@click.option("--max-line-count", type=click.IntRange(0), default=DEFAULT_LINE_COUNT, show_default=True,
+              help="Maximum lines per subtitle cue (0: no limit).")
+@click.option("-sow/-nsow", "--split-on-word/--no-split-on-word", default=True, show_default=True,
+              help="Break lines only between words (off: cut words longer than a line).")
+@click.option("-pc", "--print-colors", is_flag=True, help="Colour printed words by confidence.")
 @click.option("-q", "--quiet", "-np", "--no-prints", is_flag=True, help="Do not print segments to stdout.")
 @friendly_errors
 def transcribe(files, extra_files, model, compute_type, threads, language, translate, out_srt, out_vtt, out_txt, out_json, out_csv,
                out_lrc, output_file, output_dir, beam_size, patience, length_penalty, best_of, temperature, temperature_inc, no_fallback,
-               compression_ratio_threshold, logprob_threshold, no_speech_threshold, initial_prompt, no_context, quiet, processors):
+               compression_ratio_threshold, logprob_threshold, no_speech_threshold, initial_prompt, no_context, quiet, processors,
+               out_json_full, word_timestamps, max_line_width, max_line_count, split_on_word, print_colors):
     """Transcribe audio or video files (anything ffmpeg reads) to subtitles and text."""
     inputs = list(files) + list(extra_files)
     if not inputs:
         fail("no input files (give FILE arguments or -f FILE)")
     if output_file and len(inputs) > 1:
         fail("-of/--output-file names one output: use it with a single input (or use -o DIR)")
-    formats = [fmt for fmt, on in (("srt", out_srt), ("vtt", out_vtt), ("txt", out_txt), ("json", out_json),
+    formats = [fmt for fmt, on in (("srt", out_srt), ("vtt", out_vtt), ("txt", out_txt), ("json", out_json or out_json_full),
                                    ("csv", out_csv), ("lrc", out_lrc)) if on]
+    writer_options = WriterOptions(SubtitleOptions(max_line_width, max_line_count, split_on_word), json_full=out_json_full)
     assert all(f in WRITERS for f in formats)
     if output_dir:
         check_output_dir(output_dir)
@@ -100,7 +131,7 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
         patience=patience, length_penalty=length_penalty,
         temperatures=temperatures, compression_ratio_threshold=compression_ratio_threshold,
         logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold,
-        condition_on_previous_text=not no_context, initial_prompt=initial_prompt,
+        condition_on_previous_text=not no_context, initial_prompt=initial_prompt, word_timestamps=word_timestamps,
     )
 
     from whisperlite.loader import load_model
@@ -126,10 +157,10 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
             for seg in segments_iter:
                 segments.append(seg)
                 if not quiet:
-                    print_segment(seg)
+                    print_segment(seg, wm.tokenizer if print_colors else None)
             if info.warning:
                 click.echo(f"warning: {info.warning}", err=True)
-            written = write_outputs(segments, info, base, formats)
+            written = write_outputs(segments, info, base, formats, writer_options)
             if not quiet:
                 took = time.perf_counter() - start
                 speed = f", {info.duration / took:.1f}x real time" if info.duration else ""

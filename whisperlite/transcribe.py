@@ -31,7 +31,8 @@ from whisperlite.decoding import (
     decode_with_fallback,
 )
 from whisperlite.mel import log_mel_spectrogram, pad_or_trim
-from whisperlite.models.whisper import Whisper
+from whisperlite.models.whisper import KVCache, Whisper
+from whisperlite.timing import Word, align_words, fit_words, snap_to_voice, voiced_frames
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 
 FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE  # 0.01 s per mel frame
@@ -60,6 +61,7 @@ class TranscribeOptions:
     without_timestamps: bool = False
     max_initial_timestamp: float = 1.0
     seed: int | None = 0
+    word_timestamps: bool = False
 
 
 @dataclass
@@ -74,6 +76,8 @@ class Segment:
     no_speech_prob: float
     temperature: float
     compression_ratio: float
+    words: list[Word] | None = None  # with word_timestamps
+    token_probs: list[float] = field(default_factory=list)  # probability of each of `tokens`
 
 
 @dataclass
@@ -205,6 +209,11 @@ class WhisperModel:
                 continue
             new_segments, advance = self._split(result, seek, time_offset, segment_frames)
             seek += advance
+            if opts.word_timestamps:
+                t3 = time.perf_counter()
+                self._add_words(new_segments, cross, voiced_frames(mel, segment_frames), segment_frames, time_offset,
+                                info.language, opts.task)
+                timings["words"] = timings.get("words", 0.0) + time.perf_counter() - t3
             for seg in new_segments:
                 if not seg.text.strip() or seg.end <= seg.start:
                     continue
@@ -220,6 +229,18 @@ class WhisperModel:
             info.duration = total / SAMPLE_RATE
         info.warning = report.warning
 
+    def _add_words(self, segments: list[Segment], cross: KVCache, voiced: np.ndarray | None, segment_frames: int,
+                   time_offset: float, language: str | None, task: str) -> None:
+        eot = self.tokenizer.eot
+        texts = [[t for t in s.tokens if t < eot] for s in segments]
+        probs = [[p for t, p in zip(s.tokens, s.token_probs) if t < eot] for s in segments]
+        words = align_words(self.model, self.tokenizer, cross, texts, probs, segment_frames, time_offset, language, task)
+        for seg, ws in zip(segments, words):
+            if voiced is not None:
+                snap_to_voice(ws, voiced, time_offset)
+            fit_words(ws, seg.start, seg.end)
+            seg.words = ws
+
     def _split(self, r: DecodeResult, seek: int, time_offset: float, segment_frames: int) -> tuple[list[Segment], int]:
         """Cut a window's tokens into segments at timestamp pairs; returns (segments, frames to advance)."""
         tb = self.tokenizer.timestamp_begin
@@ -228,11 +249,15 @@ class WhisperModel:
         single_ending = len(tokens) >= 2 and not is_ts[-2] and is_ts[-1]
         consecutive = list(np.where(is_ts[:-1] & is_ts[1:])[0] + 1)
 
-        def make(toks: np.ndarray, start: float, end: float) -> Segment:
+        probs = np.exp(np.asarray(r.token_logprobs, np.float64))
+
+        def make(lo: int, hi: int, start: float, end: float) -> Segment:
+            toks = tokens[lo:hi]
             return Segment(id=0, seek=seek, start=round(start, 3), end=round(end, 3),
                            text=self.tokenizer.decode(toks.tolist()), tokens=toks.tolist(),
                            avg_logprob=r.avg_logprob, no_speech_prob=r.no_speech_prob,
-                           temperature=r.temperature, compression_ratio=r.compression_ratio)
+                           temperature=r.temperature, compression_ratio=r.compression_ratio,
+                           token_probs=[round(float(p), 6) for p in probs[lo:hi]])
 
         segments: list[Segment] = []
         if consecutive:
@@ -242,7 +267,7 @@ class WhisperModel:
                 part = tokens[last:cur]
                 start = time_offset + (int(part[0]) - tb) * SECONDS_PER_TOKEN
                 end = time_offset + (int(part[-1]) - tb) * SECONDS_PER_TOKEN
-                segments.append(make(part, start, end))
+                segments.append(make(last, cur, start, end))
                 last = cur
             if single_ending:
                 advance = segment_frames
@@ -254,7 +279,7 @@ class WhisperModel:
             stamps = tokens[is_ts]
             if len(stamps) and stamps[-1] != tb:
                 duration = (int(stamps[-1]) - tb) * SECONDS_PER_TOKEN
-            segments.append(make(tokens, time_offset, time_offset + duration))
+            segments.append(make(0, len(tokens), time_offset, time_offset + duration))
             advance = segment_frames
         return segments, max(advance, 1)
 

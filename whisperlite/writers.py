@@ -11,13 +11,23 @@ import io
 import json
 import os
 import tempfile
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable, Sequence
 
 import srt
 
 from whisperlite.errors import OutputError
+from whisperlite.subtitles import SubtitleOptions, make_cues
 from whisperlite.transcribe import Segment, TranscriptionInfo
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    """How outputs are rendered: cue size for srt/vtt, and how much the JSON holds."""
+
+    subtitles: SubtitleOptions = field(default_factory=SubtitleOptions)
+    json_full: bool = False  # -ojf: per-token ids and probabilities in the .json
 
 
 def format_timestamp(seconds: float, sep: str = ".", hours: bool = True) -> str:
@@ -29,45 +39,57 @@ def format_timestamp(seconds: float, sep: str = ".", hours: bool = True) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}" if hours or h else f"{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def _srt(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+def _srt(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOptions | None = None) -> str:
+    cues = make_cues(segments, (opts or WriterOptions()).subtitles)
     subs = [
-        srt.Subtitle(index=i + 1, start=timedelta(seconds=s.start), end=timedelta(seconds=s.end), content=s.text.strip())
-        for i, s in enumerate(segments)
+        srt.Subtitle(index=i + 1, start=timedelta(seconds=c.start), end=timedelta(seconds=c.end), content=c.text)
+        for i, c in enumerate(cues)
     ]
     return srt.compose(subs, reindex=False)
 
 
-def _vtt(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+def _vtt(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOptions | None = None) -> str:
     lines = ["WEBVTT", ""]
-    for s in segments:
-        lines += [f"{format_timestamp(s.start)} --> {format_timestamp(s.end)}", s.text.strip().replace("-->", "->"), ""]
+    for c in make_cues(segments, (opts or WriterOptions()).subtitles):
+        lines += [f"{format_timestamp(c.start)} --> {format_timestamp(c.end)}", c.text.replace("-->", "->"), ""]
     return "\n".join(lines)
 
 
-def _txt(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+def _txt(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOptions | None = None) -> str:
     return "".join(s.text.strip() + "\n" for s in segments)
 
 
-def _json(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+def _json_segment(s: Segment, full: bool) -> dict:
+    seg = {
+        "id": s.id, "start": s.start, "end": s.end, "text": s.text.strip(),
+        "avg_logprob": round(s.avg_logprob, 6), "no_speech_prob": round(s.no_speech_prob, 6),
+        "temperature": s.temperature, "compression_ratio": round(s.compression_ratio, 4),
+        "tokens": s.tokens,
+    }
+    if s.words is not None:
+        seg["words"] = [
+            {"word": w.word, "start": w.start, "end": w.end, "probability": round(w.probability, 4),
+             **({"tokens": w.tokens} if full else {})}
+            for w in s.words
+        ]
+    if full:
+        seg["token_probs"] = [round(p, 4) for p in s.token_probs]
+    return seg
+
+
+def _json(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOptions | None = None) -> str:
+    full = (opts or WriterOptions()).json_full
     doc = {
         "language": info.language,
         "language_probability": info.language_probability,
         "duration": info.duration,
         "text": "".join(s.text for s in segments).strip(),
-        "segments": [
-            {
-                "id": s.id, "start": s.start, "end": s.end, "text": s.text.strip(),
-                "avg_logprob": round(s.avg_logprob, 6), "no_speech_prob": round(s.no_speech_prob, 6),
-                "temperature": s.temperature, "compression_ratio": round(s.compression_ratio, 4),
-                "tokens": s.tokens,
-            }
-            for s in segments
-        ],
+        "segments": [_json_segment(s, full) for s in segments],
     }
     return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
 
 
-def _csv(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+def _csv(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOptions | None = None) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["start", "end", "text"])  # milliseconds, as whisper.cpp's -ocsv
@@ -76,7 +98,7 @@ def _csv(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
     return buf.getvalue()
 
 
-def _lrc(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
+def _lrc(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOptions | None = None) -> str:
     def stamp(t: float) -> str:
         cs = int(round(t * 100))
         m, cs = divmod(cs, 6000)
@@ -85,7 +107,7 @@ def _lrc(segments: Sequence[Segment], info: TranscriptionInfo) -> str:
     return "".join(f"{stamp(s.start)}{s.text.strip()}\n" for s in segments)
 
 
-WRITERS: dict[str, Callable[[Sequence[Segment], TranscriptionInfo], str]] = {
+WRITERS: dict[str, Callable[..., str]] = {  # (segments, info, WriterOptions | None) -> text
     "srt": _srt, "vtt": _vtt, "txt": _txt, "json": _json, "csv": _csv, "lrc": _lrc,
 }
 
@@ -113,9 +135,10 @@ def atomic_write_text(path: str, text: str) -> None:
         raise
 
 
-def write_outputs(segments: Sequence[Segment], info: TranscriptionInfo, base: str, formats: Sequence[str]) -> list[str]:
+def write_outputs(segments: Sequence[Segment], info: TranscriptionInfo, base: str, formats: Sequence[str],
+                  options: WriterOptions | None = None) -> list[str]:
     """Render all formats, then write `base.<ext>` for each; returns the paths written."""
-    rendered = [(f"{base}.{fmt}", WRITERS[fmt](segments, info)) for fmt in formats]
+    rendered = [(f"{base}.{fmt}", WRITERS[fmt](segments, info, options)) for fmt in formats]
     for path, text in rendered:
         atomic_write_text(path, text)
     return [p for p, _ in rendered]

@@ -1,0 +1,97 @@
+"""Word timestamps: the numba DTW against a numpy reference, and words on real speech."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from whisperlite.timing import dtw, median_filter, split_words
+
+
+def dtw_reference(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The same recursion computed one anti-diagonal at a time (vectorized), then backtraced."""
+    n, m = cost.shape
+    acc = np.full((n + 1, m + 1), np.inf)
+    acc[0, 0] = 0.0
+    move = np.zeros((n + 1, m + 1), np.int8)
+    for d in range(2, n + m + 1):
+        i = np.arange(max(1, d - m), min(n, d - 1) + 1)
+        j = d - i
+        cand = np.stack([acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]])
+        best = np.argmin(cand, axis=0)  # first minimum: diagonal, then token step, then time step
+        acc[i, j] = cost[i - 1, j - 1] + cand[best, np.arange(len(i))]
+        move[i, j] = best
+    i, j, path = n, m, []
+    while i > 0 and j > 0:
+        path.append((i - 1, j - 1))
+        i, j = {0: (i - 1, j - 1), 1: (i - 1, j), 2: (i, j - 1)}[int(move[i, j])]
+    rows, cols = np.array(path[::-1]).T
+    return rows, cols
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (7, 1), (5, 40), (40, 40), (23, 300)])
+def test_dtw_matches_reference(shape):
+    rng = np.random.default_rng(sum(shape))
+    cost = rng.random(shape)
+    got, want = dtw(cost), dtw_reference(cost)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_dtw_ties_and_path_shape():
+    rows, cols = dtw(np.zeros((3, 5)))  # all ties: diagonal first, then time steps
+    assert rows.tolist() == [0, 0, 0, 1, 2] and cols.tolist() == [0, 1, 2, 3, 4]
+    # A path visits every row and every column, moving forward by at most one in each.
+    rows, cols = dtw(np.random.default_rng(0).random((9, 31)))
+    assert rows[0] == 0 and cols[0] == 0 and rows[-1] == 8 and cols[-1] == 30
+    assert set(np.diff(rows)) <= {0, 1} and set(np.diff(cols)) <= {0, 1}
+
+
+def test_median_filter_matches_brute_force():
+    x = np.random.default_rng(1).random((3, 4, 50))
+    got = median_filter(x, 7)
+    padded = np.pad(x, [(0, 0), (0, 0), (3, 3)], mode="reflect")
+    want = np.stack([np.median(padded[..., k : k + 7], axis=-1) for k in range(50)], axis=-1)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_split_words(tiny_model):
+    tok = tiny_model.tokenizer
+    words = split_words(tok, tok.encode(" And so, my fellow Americans"), "en")
+    assert [tok.decode(w) for w in words] == [" And", " so,", " my", " fellow", " Americans"]
+
+
+@pytest.fixture(scope="module")
+def jfk_words(tiny_model, jfk_audio):
+    segments, _ = tiny_model.transcribe(jfk_audio, word_timestamps=True, beam_size=1)
+    return list(segments)
+
+
+def test_words_monotonic_and_inside_their_segment(jfk_words):
+    assert jfk_words
+    prev = 0.0
+    for seg in jfk_words:
+        assert seg.words, seg.text
+        assert "".join(w.word for w in seg.words).strip() == seg.text.strip()
+        for w in seg.words:
+            assert seg.start <= w.start <= w.end <= seg.end
+            assert w.start >= prev
+            assert 0.0 <= w.probability <= 1.0
+            prev = w.end
+
+
+def test_words_land_near_known_times(jfk_words):
+    # Onsets of words that follow a pause in jfk.wav, read off its frame energy (10 ms
+    # frames, about 30 dB above the pauses): "And" 0.30, "ask" 3.30, "not" 4.00,
+    # "what" 5.40, "ask" 8.20.
+    words = [w for seg in jfk_words for w in seg.words]
+    truth = {("and", 0): 0.30, ("ask", 0): 3.30, ("not", 0): 4.00, ("what", 0): 5.40, ("ask", 1): 8.20}
+    seen: dict[str, int] = {}
+    errors = []
+    for w in words:
+        key = w.word.strip(" ,.").lower()
+        n = seen.get(key, 0)
+        seen[key] = n + 1
+        if (key, n) in truth:
+            errors.append(abs(w.start - truth[(key, n)]))
+    assert len(errors) == len(truth)
+    assert max(errors) < 0.25 and sum(errors) / len(errors) < 0.1
