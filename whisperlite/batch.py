@@ -557,8 +557,10 @@ def run_batch(inputs: Sequence[str], opts: BatchOptions, out: TextIO | None = No
         jobs.sort(key=lambda j: -((j.end if j.end is not None else todo[j.index].duration or 0.0) - j.start))
 
         progress = Progress(sum(p.duration or 0.0 for p in todo), len(todo), out)
+        # nothing left to do: no workers to start, no cluster to connect to
+        results = _backend(opts)(jobs, _worker_config(opts), progress.update) if jobs else iter(())
         try:
-            for result in _backend(opts)(jobs, _worker_config(opts), progress.update):
+            for result in results:
                 p = todo[result.job.index]
                 p.results.append(result)
                 if len(p.results) < p.n_parts:
