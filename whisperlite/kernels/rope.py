@@ -4,7 +4,8 @@ ggml's "normal" rope mode (the one llama.cpp uses for the llama architecture) ro
 adjacent pairs (x[2i], x[2i+1]); GGUF conversion permutes the Q/K weight rows so that this
 equals Hugging Face's rotate-half on the original weights. Angles are float32 throughout:
 theta_i = p * base^(-2i/n_rot) built by repeated multiplication, as ggml does, so the same
-rounding reaches the same cos/sin.
+rounding reaches the same cos/sin, and the rotation is two plain float32 products and a
+sum (no fused multiply-add), as ggml's scalar loop compiles.
 """
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ def rope_cache(
     per-pair frequency (Llama 3's long-context rope_freqs tensor).
     """
     half = n_rot // 2
-    theta_scale = np.float32(base) ** np.float32(-2.0 / n_rot)
+    # powf/cosf/sinf results: computed in float64 and rounded once, which is what a
+    # correctly rounded libm returns.
+    theta_scale = np.float32(np.float64(base) ** np.float64(np.float32(-2.0) / np.float32(n_rot)))
     theta = np.empty((len(positions), half), np.float32)
     t = np.asarray(positions, np.float32).copy()
     for i in range(half):
@@ -39,7 +42,8 @@ def rope_cache(
     if freq_factors is not None:
         theta /= np.asarray(freq_factors, np.float32)[None, :]
     theta *= np.float32(freq_scale)
-    return np.cos(theta), np.sin(theta)
+    t64 = theta.astype(np.float64)
+    return np.cos(t64).astype(np.float32), np.sin(t64).astype(np.float32)
 
 
 def _rope_body(x, cos, sin):

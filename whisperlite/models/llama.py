@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from whisperlite.errors import ModelFormatError
+from gguf import GGMLQuantizationType as QType
+
+from whisperlite.errors import ModelFormatError, QuantizationError
 from whisperlite.formats.gguf import GGUFModel
-from whisperlite.kernels import QTensor, Weight, matmul
+from whisperlite.kernels import QTensor, Weight, ggml_order, matmul, ops
 from whisperlite.kernels.attention import attention, round_f16
-from whisperlite.kernels.ops import add_, rms_norm, silu_mul_
-from whisperlite.kernels.quant import dequantize
+from whisperlite.kernels.ops import add_
+from whisperlite.kernels.quant import QK, dequantize, quantize_rows_q8
 from whisperlite.kernels.rope import rope_, rope_cache
 
 # GGUF architectures this decoder implements (Mistral and most Llama derivatives are
@@ -164,6 +166,23 @@ class Llama:
     def new_cache(self, n_ctx: int) -> KVCache:
         return KVCache.empty(self.config, n_ctx)
 
+    def _mm(self, x: np.ndarray, w: Weight) -> np.ndarray:
+        """x (n, k) @ w.T, with ggml's own arithmetic when ggml_exact is set."""
+        if not self.ggml_exact or not isinstance(w, QTensor):
+            return matmul(x, w)
+        dot = _GGML_DOTS.get(QType(w.qtype))
+        if dot is None:
+            try:  # other block types: the shared kernels' ggml mode (same math, lane order may differ)
+                return matmul(x, w, ggml_exact=True)
+            except QuantizationError:  # K-quants: float activations
+                return matmul(x, w)
+        n, k = x.shape
+        xd = np.empty((n, k // QK), np.float32)
+        xs = np.empty_like(xd)
+        xq = np.empty((n, k), np.int8)
+        quantize_rows_q8(np.ascontiguousarray(x), xd, xs, xq)
+        return dot(xq, xd, xs, w.data, np.empty((n, w.shape[0]), np.float32))
+
     def forward(self, tokens: list[int] | np.ndarray, cache: KVCache, all_logits: bool = False) -> np.ndarray:
         """Evaluate `tokens` at positions cache.n_past … as one batch.
 
@@ -180,13 +199,15 @@ class Llama:
                               cfg.rope_freq_scale, self.freq_factors)
         scale = 1.0 / math.sqrt(hd)
         attn = np.empty((n, cfg.n_head, hd), np.float32)
-
-        def mm(a: np.ndarray, w: Weight) -> np.ndarray:
-            return matmul(a, w, ggml_exact=self.ggml_exact)
+        if self.ggml_exact:
+            norm, silu_mul, attend = ggml_order.rms_norm, ggml_order.silu_mul_, ggml_order.attention
+        else:
+            norm, silu_mul, attend = ops.rms_norm, ops.silu_mul_, attention
+        mm = self._mm
 
         x = embed_rows(self.tok_embd, ids)
         for li, layer in enumerate(self.layers):
-            h = rms_norm(x, layer.attn_norm, cfg.rms_eps)
+            h = norm(x, layer.attn_norm, cfg.rms_eps)
             qkv = mm(h, layer.wqkv)
             q = qkv[:, :nq].reshape(n, cfg.n_head, hd)
             k = qkv[:, nq : nq + nkv].reshape(n, cfg.n_head_kv, hd)
@@ -194,16 +215,20 @@ class Llama:
             rope_(k, cos, sin)
             cache.k[li][pos0 : pos0 + n] = round_f16(k)
             cache.v[li][pos0 : pos0 + n] = round_f16(qkv[:, nq + nkv :].reshape(n, cfg.n_head_kv, hd))
-            attention(q, cache.k[li], cache.v[li], pos0, scale, attn)
+            attend(q, cache.k[li], cache.v[li], pos0, scale, attn)
             add_(x, mm(attn.reshape(n, nq), layer.wo))
 
-            h = rms_norm(x, layer.ffn_norm, cfg.rms_eps)
+            h = norm(x, layer.ffn_norm, cfg.rms_eps)
             gu = mm(h, layer.w_gate_up)
-            gate = silu_mul_(np.ascontiguousarray(gu[:, : cfg.n_ff]), gu[:, cfg.n_ff :])
+            gate = silu_mul(np.ascontiguousarray(gu[:, : cfg.n_ff]), np.ascontiguousarray(gu[:, cfg.n_ff :]))
             add_(x, mm(gate, layer.w_down))
         cache.n_past = pos0 + n
 
         if not all_logits:
             x = x[-1:]
-        logits = mm(rms_norm(x, self.output_norm, cfg.rms_eps), self.output)
+        logits = mm(norm(x, self.output_norm, cfg.rms_eps), self.output)
         return logits if all_logits else logits[0]
+
+
+# Block types with a bit-exact ggml dot product (ggml_order.py), by weight type.
+_GGML_DOTS = {QType.Q4_1: ggml_order.dot_q4_1_q8_1, QType.Q8_0: ggml_order.dot_q8_0_q8_0}

@@ -1,0 +1,313 @@
+"""ggml's CPU arithmetic, operation for operation, so LLaMA logits match llama.cpp bit for bit.
+
+Why bit for bit: SmolLM2's residual stream carries activations near 2e4. ggml quantizes
+activations to 8 bits per 32-value block before every product, so a block holding one such
+value has a coarse step, and one ulp of difference anywhere can flip a rounding there and
+move the logits by 0.1-0.8 (measured: 1e-7 relative noise on the products moves them by
+0.7). Matching llama.cpp's greedy text therefore needs the same float operations in the same
+order, not merely accurate ones. The order here is that of llama.cpp c392e509 (the commit
+the references in ../shared/reference/llama were made with) on x86 with AVX2/AVX-512:
+
+- quantized dot products (ggml_vec_dot_q4_1_q8_1 / _q8_0_q8_0, AVX2 path): per 32-block,
+  8 lanes each holding the integer sum of 4 consecutive products, accumulated as
+  fma(d_w*d_x, lane, acc); the 8 lanes are then summed as a fixed tree (hsum_float_8), and
+  for Q4_1 the m*s terms are accumulated separately and added last;
+- float16 products (K·Q and P·V in attention): one token uses ggml_vec_dot_f16 (four
+  16-lane accumulators), a batch uses llamafile's tinyBLAS (one 16-lane fma chain), both
+  reduced with GCC's _mm512_reduce_add_ps tree; the KV view is padded to 32 cells;
+- exp in softmax and SiLU: ggml_v_expf (a polynomial, not libm's expf);
+- rms_norm: squares summed in double, scale in float, then (x*scale)*w.
+An fma is computed exactly in float64 and rounded once to float32 (the product of two
+float32 is exact in float64; the double rounding this leaves is below 2^-29 likely).
+Each kernel has a numpy reference in tests/test_ggml_order.py.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import prange
+
+from whisperlite.kernels.quant import QK, _load_f16, f16_to_f32, f32_to_f16
+
+_f32 = np.float32
+_f64 = np.float64
+
+# ggml_v_expf constants (ARM optimized-routines expf, as ggml spells them in hex floats).
+_SHIFT = _f32(float.fromhex("0x1.8p23"))
+_LOG2E = _f32(float.fromhex("0x1.715476p+0"))
+_LN2_HI = _f32(float.fromhex("0x1.62e4p-1"))
+_LN2_LO = _f32(float.fromhex("0x1.7f7d1cp-20"))
+_C5 = _f32(float.fromhex("0x1.0e4020p-7"))
+_C4 = _f32(float.fromhex("0x1.573e2ep-5"))
+_C3 = _f32(float.fromhex("0x1.555e66p-3"))
+_C2 = _f32(float.fromhex("0x1.fffdb6p-2"))
+_C1 = _f32(float.fromhex("0x1.ffffecp-1"))
+
+KV_PAD = 32  # llama.cpp (without flash attention) views the KV cache in multiples of 32 cells
+
+
+@numba.njit(inline="always", cache=True)
+def fma32(a, b, c):
+    """float32 fused multiply-add: a*b is exact in float64, so one rounding remains."""
+    return _f32(_f64(a) * _f64(b) + _f64(c))
+
+
+@numba.njit(inline="always", cache=True)
+def round_f16(v):
+    """float32 -> nearest float16 (half to even) -> float32."""
+    return f16_to_f32(f32_to_f16(v))
+
+
+@numba.njit(inline="always", cache=True)
+def v_expf(x):
+    """ggml_v_expf for one lane: exp(x) = 2^n * (1 + poly(b)), b = x - n*ln2."""
+    x = _f32(x)
+    z = fma32(x, _LOG2E, _SHIFT)
+    n = _f32(z - _SHIFT)
+    if abs(n) > _f32(192.0) or x != x:  # ggml's out-of-range lanes: 0, inf (or nan)
+        if x != x:
+            return x
+        return _f32(0.0) if n < 0 else _f32(np.inf)
+    b = fma32(-n, _LN2_LO, fma32(-n, _LN2_HI, x))
+    u = _f32(b * b)
+    j = fma32(fma32(fma32(_C5, b, _C4), u, fma32(_C3, b, _C2)), u, fma32(_C1, b, _f32(1.0)))
+    # scalef(j, n) = j * 2^n, rounded once (float64 holds the exact product).
+    return _f32(_f64(j) * math.ldexp(1.0, int(n)))
+
+
+@numba.njit(inline="always", cache=True)
+def _hsum8(a0, a1, a2, a3, a4, a5, a6, a7):
+    """hsum_float_8: ((a4+a0)+(a6+a2)) + ((a5+a1)+(a7+a3)), each add in float32."""
+    r0 = _f32(a4 + a0)
+    r1 = _f32(a5 + a1)
+    r2 = _f32(a6 + a2)
+    r3 = _f32(a7 + a3)
+    return _f32(_f32(r0 + r2) + _f32(r1 + r3))
+
+
+@numba.njit(inline="always", cache=True)
+def _reduce16(s):
+    """GCC's _mm512_reduce_add_ps over s[0:16] (halves, quarters, then pairs)."""
+    c0 = _f32(_f32(s[12] + s[4]) + _f32(s[8] + s[0]))
+    c1 = _f32(_f32(s[13] + s[5]) + _f32(s[9] + s[1]))
+    c2 = _f32(_f32(s[14] + s[6]) + _f32(s[10] + s[2]))
+    c3 = _f32(_f32(s[15] + s[7]) + _f32(s[11] + s[3]))
+    return _f32(_f32(c0 + c2) + _f32(c1 + c3))
+
+
+# ---------------------------------------------------------------- quantized products
+
+
+def _dot_q4_1_body(xq, xd, xs, w, out):
+    """Q4_1 w (d, k/32*20) · Q8_1 x (xq (n, k) int8, xd/xs (n, k/32)) -> out (n, d).
+
+    Lane m < 4 holds weights 4m..4m+3 (low nibbles of qs[4m..4m+3]), lane m >= 4 weights
+    16+4(m-4)..: the high nibbles of the same bytes.
+    """
+    n, k = xq.shape
+    for r in prange(w.shape[0]):
+        row = w[r]
+        for t in range(n):
+            xt = xq[t]
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = _f32(0.0)
+            summs = _f32(0.0)
+            for b in range(k // QK):
+                o = b * 20 + 4
+                x0 = b * QK
+                l0 = l1 = l2 = l3 = h0 = h1 = h2 = h3 = 0
+                for i in range(4):
+                    v0 = np.int32(row[o + i])
+                    v1 = np.int32(row[o + 4 + i])
+                    v2 = np.int32(row[o + 8 + i])
+                    v3 = np.int32(row[o + 12 + i])
+                    l0 += (v0 & 15) * np.int32(xt[x0 + i])
+                    l1 += (v1 & 15) * np.int32(xt[x0 + 4 + i])
+                    l2 += (v2 & 15) * np.int32(xt[x0 + 8 + i])
+                    l3 += (v3 & 15) * np.int32(xt[x0 + 12 + i])
+                    h0 += (v0 >> 4) * np.int32(xt[x0 + 16 + i])
+                    h1 += (v1 >> 4) * np.int32(xt[x0 + 20 + i])
+                    h2 += (v2 >> 4) * np.int32(xt[x0 + 24 + i])
+                    h3 += (v3 >> 4) * np.int32(xt[x0 + 28 + i])
+                dd = _f64(_f32(_load_f16(row, o - 4) * xd[t, b]))
+                a0 = _f32(dd * l0 + a0)
+                a1 = _f32(dd * l1 + a1)
+                a2 = _f32(dd * l2 + a2)
+                a3 = _f32(dd * l3 + a3)
+                a4 = _f32(dd * h0 + a4)
+                a5 = _f32(dd * h1 + a5)
+                a6 = _f32(dd * h2 + a6)
+                a7 = _f32(dd * h3 + a7)
+                summs = fma32(_load_f16(row, o - 2), xs[t, b], summs)
+            out[t, r] = _f32(_hsum8(a0, a1, a2, a3, a4, a5, a6, a7) + summs)
+    return out
+
+
+def _dot_q8_0_body(xq, xd, xs, w, out):
+    """Q8_0 w (d, k/32*34) · Q8_0 x (xq (n, k) int8, xd (n, k/32)) -> out (n, d)."""
+    n, k = xq.shape
+    for r in prange(w.shape[0]):
+        row = w[r]
+        for t in range(n):
+            a = np.zeros(8, np.float32)
+            for b in range(k // QK):
+                o = b * 34
+                x0 = b * QK
+                dd = _f32(_load_f16(row, o) * xd[t, b])
+                for m in range(8):
+                    s = 0
+                    for i in range(4):
+                        s += np.int32(np.int8(row[o + 2 + 4 * m + i])) * np.int32(xq[t, x0 + 4 * m + i])
+                    a[m] = fma32(dd, _f32(s), a[m])
+            out[t, r] = _hsum8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7])
+    return out
+
+
+dot_q4_1_q8_1 = numba.njit(parallel=True, cache=True)(_dot_q4_1_body)
+dot_q8_0_q8_0 = numba.njit(parallel=True, cache=True)(_dot_q8_0_body)
+
+
+# ---------------------------------------------------------------- row operations
+
+
+def _rms_norm_body(x, w, eps, out):
+    """ggml_rms_norm then ggml_mul: x (n, d), w (d,) -> out (n, d)."""
+    n, d = x.shape
+    for t in prange(n):
+        s = 0.0
+        for j in range(d):
+            s += _f64(_f32(x[t, j] * x[t, j]))
+        mean = _f32(s / d)
+        scale = _f32(_f32(1.0) / _f32(math.sqrt(_f32(mean + _f32(eps)))))
+        for j in range(d):
+            out[t, j] = _f32(_f32(x[t, j] * scale) * w[j])
+    return out
+
+
+def _silu_mul_body(gate, up):
+    """In place gate = silu(gate) * up with ggml_v_silu's arithmetic: (n, d) -> gate."""
+    n, d = gate.shape
+    for t in prange(n):
+        for j in range(d):
+            g = gate[t, j]
+            if j < d - d % 16:  # ggml's 16-lane loop; leftovers use libm expf
+                e = v_expf(_f32(_f32(0.0) - g))
+            else:
+                e = _f32(math.exp(-_f64(g)))
+            gate[t, j] = _f32(_f32(g / _f32(_f32(1.0) + e)) * up[t, j])
+    return gate
+
+
+_rms_par = numba.njit(parallel=True, cache=True)(_rms_norm_body)
+_rms_seq = numba.njit(cache=True)(_rms_norm_body)
+_silu_par = numba.njit(parallel=True, cache=True)(_silu_mul_body)
+_silu_seq = numba.njit(cache=True)(_silu_mul_body)
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    """ggml's RMSNorm times weight: x (n, d) -> new (n, d); one row runs unthreaded."""
+    out = np.empty_like(x)
+    return (_rms_par if x.shape[0] > 1 else _rms_seq)(x, w, eps, out)
+
+
+def silu_mul_(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """In place SwiGLU with ggml's SiLU: gate (n, d), up (n, d) -> gate."""
+    return (_silu_par if gate.shape[0] > 1 else _silu_seq)(gate, up)
+
+
+# ---------------------------------------------------------------- attention
+
+
+@numba.njit(inline="always", cache=True)
+def _dot16_lanes(a, a0, b, b0, n, batched, lanes):
+    """Lane sums of a[a0:a0+n] * b[b0:b0+n] (n a multiple of 16) into lanes[0:16].
+
+    batched (tinyBLAS): lane l chains fma over l, l+16, l+32, ...; otherwise
+    (ggml_vec_dot_f16) four accumulators take 16-lane chunks in turn and are combined as
+    (acc0+acc2)+(acc1+acc3). Products of two float16 values are exact in float32, so every
+    fma here is a plain float32 add of the product.
+    """
+    if batched:
+        for l in range(16):
+            s = _f32(0.0)
+            for c in range(0, n, 16):
+                s = _f32(s + a[a0 + c + l] * b[b0 + c + l])
+            lanes[l] = s
+        return
+    acc = np.zeros((4, 16), np.float32)
+    for c in range(0, n, 64):
+        for j in range(4):
+            for l in range(16):
+                acc[j, l] = _f32(acc[j, l] + a[a0 + c + 16 * j + l] * b[b0 + c + 16 * j + l])
+    for l in range(16):
+        lanes[l] = _f32(_f32(acc[0, l] + acc[2, l]) + _f32(acc[1, l] + acc[3, l]))
+
+
+def _attention_body(q, k_cache, v_cache, pos0, scale, out):
+    """Causal GQA over a float16-valued cache as llama.cpp computes it without flash attention.
+
+    q (n, n_head, hd) float32; k_cache, v_cache (n_ctx, n_kv, hd) float32 holding
+    f16-rounded values (cells past the filled ones must be zeros); query row i is at
+    position pos0 + i; out (n, n_head, hd). hd must be a multiple of 64 when n == 1
+    (ggml_vec_dot_f16's 64-wide steps) and of 16 otherwise.
+    """
+    n, n_head, hd = q.shape
+    n_ctx = k_cache.shape[0]
+    group = n_head // k_cache.shape[1]
+    n_kv = min(n_ctx, (pos0 + n + KV_PAD - 1) // KV_PAD * KV_PAD)
+    batched = n > 1
+    for job in prange(n * n_head):
+        i = job // n_head
+        h = job % n_head
+        g = h // group
+        qh = np.empty(hd, np.float32)
+        for c in range(hd):
+            qh[c] = round_f16(q[i, h, c])
+        lanes = np.empty(16, np.float32)
+        kg = np.ascontiguousarray(k_cache[:n_kv, g, :]).reshape(-1)
+        w = np.empty(n_kv, np.float32)
+        for t in range(n_kv):
+            _dot16_lanes(kg, t * hd, qh, 0, hd, batched, lanes)
+            w[t] = _f32(_reduce16(lanes) * _f32(scale))
+        for t in range(pos0 + i + 1, n_kv):
+            w[t] = -np.inf
+        m = w[0]
+        for t in range(1, n_kv):
+            m = max(m, w[t])
+        total = 0.0
+        for c0 in range(0, n_kv - n_kv % 16, 16):
+            for l in range(16):
+                lanes[l] = v_expf(_f32(w[c0 + l] - m))
+                w[c0 + l] = lanes[l]
+            total += _f64(_reduce16(lanes))
+        for t in range(n_kv - n_kv % 16, n_kv):
+            w[t] = _f32(math.exp(_f64(_f32(w[t] - m))))
+            total += _f64(w[t])
+        inv = _f32(1.0 / total)
+        for t in range(n_kv):
+            w[t] = round_f16(_f32(w[t] * inv))
+        # P·V: V is transposed in llama.cpp's cache, so each output dim is one dot over cells.
+        vt = np.ascontiguousarray(v_cache[:n_kv, g, :].T).reshape(-1)
+        full = n_kv if batched else n_kv - n_kv % 64
+        for c in range(hd):
+            _dot16_lanes(vt, c * n_kv, w, 0, full, batched, lanes)
+            acc = _f64(_reduce16(lanes)) if full else 0.0
+            for t in range(full, n_kv):
+                acc += _f64(_f32(vt[c * n_kv + t] * w[t]))
+            out[i, h, c] = _f32(acc)
+    return out
+
+
+_attn_par = numba.njit(parallel=True, cache=True)(_attention_body)
+_attn_seq = numba.njit(cache=True)(_attention_body)
+
+# Below this many query·key products attention runs unthreaded (pool wake-up dominates).
+ATTN_PARALLEL_MIN = 1 << 16
+
+
+def attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, pos0: int, scale: float,
+              out: np.ndarray) -> np.ndarray:
+    n, n_head, hd = q.shape
+    work = n * n_head * (pos0 + n) * hd
+    return (_attn_par if work >= ATTN_PARALLEL_MIN else _attn_seq)(q, k_cache, v_cache, pos0, scale, out)
