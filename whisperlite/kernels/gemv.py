@@ -1,40 +1,54 @@
 """Fused dequantize-and-dot kernels for a few rows of activations (token-by-token decoding).
 
 Decoding is memory-bound: each weight byte is read once per token, so the win is reading
-4-8x fewer bytes than float32 while keeping the decode arithmetic under the memory time.
-Every kernel runs `prange` over weight rows and decodes each block straight into the dot
-product; nothing is written but the output. fastmath (reassociation) lets LLVM vectorize the
-float reductions (their order is not part of any contract here; `ggml.py` has the kernels
-whose arithmetic order is).
+2-7x fewer bytes than float32 while keeping the decode arithmetic under the memory time.
 
-Two measured choices make these ~3x faster than float32 GEMV per weight on one core:
-- Lane accumulators: a per-block reduction (sum 32 products, then scale) costs a horizontal
-  vector add every 32 weights; instead each of the 32 in-block positions keeps its own
-  running sum across blocks (`lanes`, reduced once per row).
-- Nibbles are split in float arithmetic (hi = floor(v/16), lo = v - 16*hi): numba promotes
-  integer ops to int64, and int64 -> float32 has no AVX2 instruction.
+Every kernel splits the weight rows into a few ranges (`prange` over `_PARTS` ranges, each
+allocating its scratch once) and, per weight row:
+1. decodes the row once into a float32 scratch row `buf` (k floats, L1-resident), with the
+   block scale applied: buf = d*q (d*(q-8), d*(q-16) for Q4_0/Q5_0: exact in float32);
+2. dots `buf` with each of the n activation rows: a plain reduction loop that LLVM
+   vectorizes with register accumulators (fastmath reassociation), so beam search (n = 5)
+   decodes each weight once, not n times.
 
-Offsets are hoisted out of the inner loop: for the "_1" types w = d*q + m, so
-w·x = d*(q·x) + m*sum(x) per block; the "_0" types' -8/-16 fold the same way.
+Step 1 is explicit SIMD: the block decoders (`_dec_q*`) are numba intrinsics emitting LLVM
+vector IR (16 bytes -> 32 nibbles -> 32 floats; the 32 fifth bits of Q5 by byte-broadcast
+and mask compare), because LLVM's SLP vectorizer does not vectorize the same code written
+per weight (stores to `buf` may alias the loads from `w` for all it knows; and numba
+promotes small integers to int64, whose conversion to float has no AVX2 instruction).
+float16 scales and F16 weights convert with the hardware instruction (`fpext half`, F16C's
+vcvtph2ps, vectorized in loops) where the CPU has it; elsewhere with branch-free bit
+arithmetic.
 
-One signature for every quantized kernel, shared with ggml mode (see ggml.py):
+One signature for every quantized kernel, shared with ggml mode (see actquant.py):
   x (n, k) float32, xd (n, k/32) per-block scale of x, xs (n, k/32) per-block sum of x,
   w (d, bytes) uint8 blocks -> out (n, d) float32 = x·W.T scaled per block by xd.
 Float activations pass xd = 1 and xs = block sums; ggml mode passes its Q8 integers as
-floats (exact: every partial sum is an integer below 2^24) with their scales and sums.
+floats with their scales and sums. The activations are pre-scaled per block (x*xd, exact:
+8-bit integers times float16 scales), so each term buf[j]*x'[j] is the exact product
+d_w*d_x*q_w*q_x rounded once, as the kernels before this did (d*(q*x)); the "_1" types add
+m*xs per block (xs is ggml's float16 s in that mode, not a sum of x', as in ggml).
 """
 from __future__ import annotations
 
+import llvmlite.binding as _llvm
 import numba
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from whisperlite.kernels.quant import QK
 
 # Reassociation (to vectorize the sums) and FMA contraction, but not the no-NaN/no-inf
 # assumptions, so a stray inf in a weight still reads as inf.
 _FAST = dict(parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, cache=True)
-_CHUNK = 16  # weight rows per parallel task: amortizes the per-task scratch allocation
+_SERIAL = dict(fastmath={"reassoc", "contract", "nsz", "arcp"}, cache=True)
+
+# F16C (vcvtph2ps): LLVM lowers `fpext half` to it; without it LLVM would call a runtime
+# helper numba does not link, so those CPUs take the bit-arithmetic conversion.
+_HAS_F16C = "+f16c" in _llvm.get_host_cpu_features().flatten().split(",")
 
 
 @numba.njit(parallel=True, cache=True)
@@ -51,44 +65,263 @@ def block_sums(x: np.ndarray) -> np.ndarray:
     return out
 
 
-@numba.njit(inline="always", cache=True)
-def _f16_bits_to_f32(h):
-    """float16 bits -> float32 without branches (selects only): shifting the 15 exponent and
-    mantissa bits into float32 position and scaling by 2^112 rebiases normals and subnormals
-    exactly; exponent 31 (inf/nan) is patched. quant.f16_to_f32's branches cost as much as
-    a whole block's arithmetic here."""
-    em = h & 0x7FFF
-    mag = np.uint32(em << 13).view(np.float32) * np.float32(5.192296858534828e33)
-    mag = mag if em < 0x7C00 else (np.float32(np.inf) if em == 0x7C00 else np.float32(np.nan))
-    return -mag if h & 0x8000 else mag
+# ---------------------------------------------------------------- LLVM IR helpers
+
+_I8, _I16, _I32, _I64, _F32 = ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64), ir.FloatType()
+
+
+def _vec(t, n):
+    return ir.VectorType(t, n)
+
+
+def _splat(builder, s, n):
+    v = builder.insert_element(ir.Constant(_vec(s.type, n), ir.Undefined), s, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, ir.Constant(_vec(s.type, n), ir.Undefined), ir.Constant(_vec(_I32, n), [0] * n))
+
+
+def _ir_f16_to_f32(builder, h):
+    """i16 float16 bits -> float: `fpext half` (F16C), else the branch-free bit arithmetic:
+    the 15 exponent and mantissa bits shifted into float32 position and scaled by 2^112
+    rebias normals and subnormals exactly; exponent 31 (inf/nan) is patched by selects."""
+    if _HAS_F16C:
+        return builder.fpext(builder.bitcast(h, ir.HalfType()), _F32)
+    h32 = builder.zext(h, _I32)
+    em = builder.and_(h32, ir.Constant(_I32, 0x7FFF))
+    mag = builder.fmul(builder.bitcast(builder.shl(em, ir.Constant(_I32, 13)), _F32),
+                       ir.Constant(_F32, 5.192296858534828e33))
+    special = builder.select(builder.icmp_unsigned("==", em, ir.Constant(_I32, 0x7C00)),
+                             ir.Constant(_F32, float("inf")), ir.Constant(_F32, float("nan")))
+    mag = builder.select(builder.icmp_unsigned("<", em, ir.Constant(_I32, 0x7C00)), mag, special)
+    sign = builder.shl(builder.and_(h32, ir.Constant(_I32, 0x8000)), ir.Constant(_I32, 16))
+    return builder.bitcast(builder.or_(builder.bitcast(mag, _I32), sign), _F32)
+
+
+@intrinsic
+def _f16_bits_to_f32(typingctx, h):
+    """float16 bits (an integer; its low 16 bits) -> float32; vectorizes in loops (F16C)."""
+    if not isinstance(h, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        v = builder.trunc(v, _I16) if v.type.width > 16 else builder.zext(v, _I16) if v.type.width < 16 else v
+        return _ir_f16_to_f32(builder, v)
+
+    return types.float32(h), codegen
+
+
+def _elem_ptr(context, builder, aryty, ary, idx):
+    """i8* / float* to ary[idx] of a contiguous array."""
+    data = context.make_array(aryty)(context, builder, ary).data
+    return builder.gep(data, [idx])
+
+
+def _load(builder, ptr, offset, ty):
+    """Unaligned load of a ty at byte `offset` (an int or i64 value) from the i8* ptr."""
+    off = ir.Constant(_I64, offset) if isinstance(offset, int) else offset
+    return builder.load(builder.bitcast(builder.gep(ptr, [off]), ty.as_pointer()), align=1)
+
+
+# ggml block layouts: bytes per block, offset of m (the "_1" types), of qh (Q5), of qs.
+_LAYOUT = {
+    "q8_0": (34, None, None, 2),
+    "q4_0": (18, None, None, 2),
+    "q4_1": (20, 2, None, 4),
+    "q5_0": (22, None, 2, 6),
+    "q5_1": (24, 2, 4, 8),
+}
+
+
+def _emit_block(builder, kind, blk):
+    """One ggml block at i8* blk -> (<32 x float> d*q with the "_0" offsets applied, which
+    is exact in float32, and the float m of the "_1" types or None).
+
+    Quants are widened as <32 x i8>: Q4/Q5 nibbles by one and + one shift of the 16 bytes,
+    Q5's 32 fifth bits by broadcasting each qh byte to its 8 lanes and a mask compare."""
+    size, moff, hoff, qoff = _LAYOUT[kind]
+    d = _ir_f16_to_f32(builder, _load(builder, blk, 0, _I16))
+    m = None if moff is None else _ir_f16_to_f32(builder, _load(builder, blk, moff, _I16))
+    if kind == "q8_0":
+        q = _load(builder, blk, qoff, _vec(_I8, 32))
+    else:
+        qs = _load(builder, blk, qoff, _vec(_I8, 16))
+        lo = builder.and_(qs, ir.Constant(_vec(_I8, 16), [15] * 16))
+        hi = builder.lshr(qs, ir.Constant(_vec(_I8, 16), [4] * 16))
+        q = builder.shuffle_vector(lo, hi, ir.Constant(_vec(_I32, 32), list(range(32))))
+        if hoff is not None:
+            qh = _load(builder, blk, hoff, _vec(_I8, 4))
+            b32 = builder.shuffle_vector(qh, qh, ir.Constant(_vec(_I32, 32), [j // 8 for j in range(32)]))
+            bit = builder.and_(b32, ir.Constant(_vec(_I8, 32), [1 << (j % 8) for j in range(32)]))
+            set_ = builder.icmp_unsigned("!=", bit, ir.Constant(_vec(_I8, 32), [0] * 32))
+            q = builder.or_(q, builder.select(set_, ir.Constant(_vec(_I8, 32), [16] * 32),
+                                              ir.Constant(_vec(_I8, 32), [0] * 32)))
+        if kind in ("q4_0", "q5_0"):
+            q = builder.sub(q, ir.Constant(_vec(_I8, 32), [8 if kind == "q4_0" else 16] * 32))
+    w = builder.fmul(builder.sitofp(q, _vec(_F32, 32)), _splat(builder, d, 32))
+    return w, m
+
+
+def _hsum(builder, v):
+    """Horizontal sum of a float vector (a shuffle tree)."""
+    n = v.type.count
+    while n > 1:
+        n //= 2
+        a = builder.shuffle_vector(v, v, ir.Constant(_vec(_I32, n), list(range(n))))
+        b = builder.shuffle_vector(v, v, ir.Constant(_vec(_I32, n), list(range(n, 2 * n))))
+        v = builder.fadd(a, b)
+    return builder.extract_element(v, ir.Constant(_I32, 0))
+
+
+def _decoder(kind):
+    """Intrinsic f(row, block_byte_offset, buf, buf_offset) -> m: writes the 32 weights of
+    one block, d*q, to buf[buf_offset:+32] and returns the block's m (0 for "_0" types)."""
+
+    @intrinsic
+    def dec(typingctx, row, off, buf, boff):
+        def codegen(context, builder, sig, args):
+            blk = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
+            dst = _elem_ptr(context, builder, sig.args[2], args[2], args[3])
+            w, m = _emit_block(builder, kind, blk)
+            builder.store(w, builder.bitcast(dst, w.type.as_pointer()), align=4)
+            return ir.Constant(_F32, 0.0) if m is None else m
+
+        return types.float32(row, off, buf, boff), codegen
+
+    return dec
+
+
+def _row_dot(kind):
+    """Intrinsic f(row, nb, x, xoff) -> sum over the nb blocks of row of (d*q) · x[xoff:],
+    decoded and multiplied in registers (one <32 x float> accumulator, fused multiply-adds:
+    each term is the exact d*q times x, rounded once)."""
+    size = _LAYOUT[kind][0]
+
+    @intrinsic
+    def dot(typingctx, row, nb, x, xoff):
+        def codegen(context, builder, sig, args):
+            base = _elem_ptr(context, builder, sig.args[0], args[0], ir.Constant(_I64, 0))
+            xbase = _elem_ptr(context, builder, sig.args[2], args[2], args[3])
+            nbv = args[1]
+            zero = ir.Constant(_vec(_F32, 32), [0.0] * 32)
+            entry = builder.block
+            loop = builder.append_basic_block("qdot_loop")
+            done = builder.append_basic_block("qdot_done")
+            builder.cbranch(builder.icmp_signed(">", nbv, ir.Constant(nbv.type, 0)), loop, done)
+            builder.position_at_end(loop)
+            b = builder.phi(_I64)
+            acc = builder.phi(zero.type)
+            blk = builder.gep(base, [builder.mul(b, ir.Constant(_I64, size))])
+            w, _ = _emit_block(builder, kind, blk)
+            xp = builder.bitcast(builder.gep(xbase, [builder.mul(b, ir.Constant(_I64, QK))]), zero.type.as_pointer())
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(zero.type, [zero.type] * 3), "llvm.fma.v32f32")
+            acc2 = builder.call(fma, [w, builder.load(xp, align=4), acc])
+            b2 = builder.add(b, ir.Constant(_I64, 1))
+            b.add_incoming(ir.Constant(_I64, 0), entry)
+            b.add_incoming(b2, loop)
+            acc.add_incoming(zero, entry)
+            acc.add_incoming(acc2, loop)
+            builder.cbranch(builder.icmp_signed("<", b2, nbv), loop, done)
+            builder.position_at_end(done)
+            res = builder.phi(zero.type)
+            res.add_incoming(zero, entry)
+            res.add_incoming(acc2, loop)
+            return _hsum(builder, res)
+
+        return types.float32(row, nb, x, xoff), codegen
+
+    return dot
+
+
+_dec = {kind: _decoder(kind) for kind in _LAYOUT}
+_dot = {kind: _row_dot(kind) for kind in _LAYOUT}
+_dec_q8_0, _dec_q4_0, _dec_q4_1, _dec_q5_0, _dec_q5_1 = (_dec[k] for k in _LAYOUT)
+_dot_q8_0, _dot_q4_0, _dot_q4_1, _dot_q5_0, _dot_q5_1 = (_dot[k] for k in _LAYOUT)
+
+
+# ---------------------------------------------------------------- dots and scaffolding
+
+
+_PARTS = 16  # row ranges per call (numba splits them evenly over its threads)
 
 
 @numba.njit(inline="always", cache=True)
-def _load_f16(row, off):
-    """Little-endian float16 at row[off:off+2] -> float32."""
-    return _f16_bits_to_f32(np.int64(row[off]) | (np.int64(row[off + 1]) << 8))
+def _parts(rows):
+    """How many row ranges to split `rows` into: scratch is allocated once per range, so
+    few (numba.get_num_threads() would make the kernels uncacheable: a dynamic global)."""
+    return max(1, min(_PARTS, rows // 16))
+
+
+@numba.njit(inline="always", cache=True)
+def _dots(buf, xp, out, r):
+    """out[t, r] = buf · xp[t] for every activation row t, up to 4 rows per pass over buf
+    (one load of buf feeds 4 multiply-adds; 4 reductions in one loop vectorize)."""
+    n, k = xp.shape
+    t = 0
+    while t + 4 <= n:
+        a0 = a1 = a2 = a3 = np.float32(0.0)
+        for j in range(k):
+            v = buf[j]
+            a0 += v * xp[t, j]
+            a1 += v * xp[t + 1, j]
+            a2 += v * xp[t + 2, j]
+            a3 += v * xp[t + 3, j]
+        out[t, r] = a0
+        out[t + 1, r] = a1
+        out[t + 2, r] = a2
+        out[t + 3, r] = a3
+        t += 4
+    if t + 2 <= n:
+        a0 = a1 = np.float32(0.0)
+        for j in range(k):
+            v = buf[j]
+            a0 += v * xp[t, j]
+            a1 += v * xp[t + 1, j]
+        out[t, r] = a0
+        out[t + 1, r] = a1
+        t += 2
+    if t < n:
+        a0 = np.float32(0.0)
+        for j in range(k):
+            a0 += buf[j] * xp[t, j]
+        out[t, r] = a0
+
+
+@numba.njit(**_SERIAL)
+def _prescale(x, xd):
+    """x * xd per 32-value block: (n, k) float32 (exact for ggml's Q8 integers)."""
+    n, k = x.shape
+    xp = np.empty((n, k), np.float32)
+    for t in range(n):
+        for b in range(k // QK):
+            s = xd[t, b]
+            for j in range(QK):
+                xp[t, b * QK + j] = x[t, b * QK + j] * s
+    return xp
 
 
 @numba.njit(**_FAST)
 def gemv_f16(x, w, out):
     """x (n, k) float32 @ w (d, k).T, w as float16 bits (uint16) -> out (n, d) float32.
 
-    Each weight row is widened once into a float32 scratch row, then dotted with all n
-    activation rows: the conversion, not memory, is the cost, so it must not repeat per row
-    of x (beam search runs n = beam size).
+    One row of x: convert-and-dot in one loop. More rows: each weight row is converted
+    once into a float32 scratch row, then dotted with all n activation rows.
     """
     n, k = x.shape
     rows = w.shape[0]
-    for c in prange((rows + _CHUNK - 1) // _CHUNK):
+    parts = _parts(rows)
+    for p in prange(parts):
         buf = np.empty(k, np.float32)
-        for r in range(c * _CHUNK, min(rows, (c + 1) * _CHUNK)):
-            for j in range(k):
-                buf[j] = _f16_bits_to_f32(np.int64(w[r, j]))
-            for t in range(n):
+        for r in range(rows * p // parts, rows * (p + 1) // parts):
+            if n == 1:
                 acc = np.float32(0.0)
                 for j in range(k):
-                    acc += buf[j] * x[t, j]
-                out[t, r] = acc
+                    acc += _f16_bits_to_f32(w[r, j]) * x[0, j]
+                out[0, r] = acc
+            else:
+                for j in range(k):
+                    buf[j] = _f16_bits_to_f32(w[r, j])
+                _dots(buf, x, out, r)
 
 
 @numba.njit(**_FAST)
@@ -98,150 +331,113 @@ def gemv_f32(x, w, out):
     BLAS threads collapse on these decode-time shapes on a busy 2-core machine (measured
     7-12 ms instead of 0.2 ms for 1536x384 at 2 threads); numba's pool does not.
     """
-    n, k = x.shape
     rows = w.shape[0]
-    for c in prange((rows + _CHUNK - 1) // _CHUNK):
-        for r in range(c * _CHUNK, min(rows, (c + 1) * _CHUNK)):
-            for t in range(n):
-                acc = np.float32(0.0)
-                for j in range(k):
-                    acc += w[r, j] * x[t, j]
-                out[t, r] = acc
+    parts = _parts(rows)
+    for p in prange(parts):
+        for r in range(rows * p // parts, rows * (p + 1) // parts):
+            _dots(w[r], x, out, r)
 
 
 @numba.njit(inline="always", cache=True)
-def _nibbles(v):
-    """A byte as (low nibble, high nibble) float32s, computed in float (see module doc)."""
-    vf = np.float32(v)
-    hi = np.floor(vf * np.float32(0.0625))
-    return vf - np.float32(16.0) * hi, hi
-
-
-@numba.njit(inline="always", cache=True)
-def _bit16(qh, j):
-    """16.0 if bit j of a Q5 block's qh is set, else 0.0 (a select, so it vectorizes)."""
-    return np.float32(16.0) if (qh >> j) & 1 else np.float32(0.0)
+def _add_mins(row, size, xs, out, r):
+    """out[t, r] += sum_b m_b * xs[t, b]: the "_1" types' per-block offsets (m at byte 2)."""
+    n, nb = xs.shape
+    for t in range(n):
+        acc = np.float32(0.0)
+        for b in range(nb):
+            o = b * size + 2
+            acc += _f16_bits_to_f32(np.uint16(row[o]) | (np.uint16(row[o + 1]) << np.uint16(8))) * xs[t, b]
+        out[t, r] += acc
 
 
 @numba.njit(**_FAST)
 def gemv_q8_0(x, xd, xs, w, out):
     """x (n, k) @ Q8_0 w (d, k/32*34).T -> out (n, d); w = d*q."""
     n, k = x.shape
-    rows = w.shape[0]
-    for c in prange((rows + _CHUNK - 1) // _CHUNK):
-        lanes = np.empty(QK, np.float32)
-        for r in range(c * _CHUNK, min(rows, (c + 1) * _CHUNK)):
+    rows, nb = w.shape[0], k // QK
+    xp = _prescale(x, xd)
+    parts = _parts(rows)
+    for p in prange(parts):
+        buf = np.empty(k, np.float32)
+        for r in range(rows * p // parts, rows * (p + 1) // parts):
             row = w[r]
-            for t in range(n):
-                lanes[:] = 0
-                for b in range(k // QK):
-                    o = b * 34
-                    dd = _load_f16(row, o) * xd[t, b]
-                    for j in range(QK):
-                        lanes[j] += dd * (np.float32(np.int8(row[o + 2 + j])) * x[t, b * QK + j])
-                out[t, r] = lanes.sum()
-
+            if n == 1:
+                out[0, r] = _dot_q8_0(row, nb, xp, 0)
+            else:
+                for b in range(nb):
+                    _dec_q8_0(row, b * 34, buf, b * QK)
+                _dots(buf, xp, out, r)
 
 @numba.njit(**_FAST)
 def gemv_q4_0(x, xd, xs, w, out):
     """x (n, k) @ Q4_0 w (d, k/32*18).T -> out (n, d); w = d*(q-8)."""
     n, k = x.shape
-    rows = w.shape[0]
-    for c in prange((rows + _CHUNK - 1) // _CHUNK):
-        lanes = np.empty(QK, np.float32)
-        for r in range(c * _CHUNK, min(rows, (c + 1) * _CHUNK)):
+    rows, nb = w.shape[0], k // QK
+    xp = _prescale(x, xd)
+    parts = _parts(rows)
+    for p in prange(parts):
+        buf = np.empty(k, np.float32)
+        for r in range(rows * p // parts, rows * (p + 1) // parts):
             row = w[r]
-            for t in range(n):
-                lanes[:] = 0
-                acc = np.float32(0.0)
-                for b in range(k // QK):
-                    o = b * 18
-                    dd = _load_f16(row, o) * xd[t, b]
-                    acc -= dd * (np.float32(8.0) * xs[t, b])
-                    for j in range(QK // 2):
-                        lo, hi = _nibbles(row[o + 2 + j])
-                        lanes[j] += dd * (lo * x[t, b * QK + j])
-                        lanes[j + 16] += dd * (hi * x[t, b * QK + 16 + j])
-                out[t, r] = acc + lanes.sum()
-
+            if n == 1:
+                out[0, r] = _dot_q4_0(row, nb, xp, 0)
+            else:
+                for b in range(nb):
+                    _dec_q4_0(row, b * 18, buf, b * QK)
+                _dots(buf, xp, out, r)
 
 @numba.njit(**_FAST)
 def gemv_q4_1(x, xd, xs, w, out):
     """x (n, k) @ Q4_1 w (d, k/32*20).T -> out (n, d); w = d*q + m."""
     n, k = x.shape
-    rows = w.shape[0]
-    for c in prange((rows + _CHUNK - 1) // _CHUNK):
-        lanes = np.empty(QK, np.float32)
-        for r in range(c * _CHUNK, min(rows, (c + 1) * _CHUNK)):
+    rows, nb = w.shape[0], k // QK
+    xp = _prescale(x, xd)
+    parts = _parts(rows)
+    for p in prange(parts):
+        buf = np.empty(k, np.float32)
+        for r in range(rows * p // parts, rows * (p + 1) // parts):
             row = w[r]
-            for t in range(n):
-                lanes[:] = 0
-                acc = np.float32(0.0)
-                for b in range(k // QK):
-                    o = b * 20
-                    dd = _load_f16(row, o) * xd[t, b]
-                    acc += _load_f16(row, o + 2) * xs[t, b]
-                    for j in range(QK // 2):
-                        lo, hi = _nibbles(row[o + 4 + j])
-                        lanes[j] += dd * (lo * x[t, b * QK + j])
-                        lanes[j + 16] += dd * (hi * x[t, b * QK + 16 + j])
-                out[t, r] = acc + lanes.sum()
-
-
-@numba.njit(inline="always", cache=True)
-def _qh(row, off):
-    """The 32 fifth bits of a Q5 block as an int (bit j belongs to weight j)."""
-    return (
-        np.int64(row[off])
-        | (np.int64(row[off + 1]) << 8)
-        | (np.int64(row[off + 2]) << 16)
-        | (np.int64(row[off + 3]) << 24)
-    )
-
+            if n == 1:
+                out[0, r] = _dot_q4_1(row, nb, xp, 0)
+            else:
+                for b in range(nb):
+                    _dec_q4_1(row, b * 20, buf, b * QK)
+                _dots(buf, xp, out, r)
+            _add_mins(row, 20, xs, out, r)
 
 @numba.njit(**_FAST)
 def gemv_q5_0(x, xd, xs, w, out):
     """x (n, k) @ Q5_0 w (d, k/32*22).T -> out (n, d); w = d*(q-16)."""
     n, k = x.shape
-    rows = w.shape[0]
-    for c in prange((rows + _CHUNK - 1) // _CHUNK):
-        lanes = np.empty(QK, np.float32)
-        for r in range(c * _CHUNK, min(rows, (c + 1) * _CHUNK)):
+    rows, nb = w.shape[0], k // QK
+    xp = _prescale(x, xd)
+    parts = _parts(rows)
+    for p in prange(parts):
+        buf = np.empty(k, np.float32)
+        for r in range(rows * p // parts, rows * (p + 1) // parts):
             row = w[r]
-            for t in range(n):
-                lanes[:] = 0
-                acc = np.float32(0.0)
-                for b in range(k // QK):
-                    o = b * 22
-                    dd = _load_f16(row, o) * xd[t, b]
-                    acc -= dd * (np.float32(16.0) * xs[t, b])
-                    qh = _qh(row, o + 2)
-                    for j in range(QK // 2):
-                        lo, hi = _nibbles(row[o + 6 + j])
-                        lanes[j] += dd * ((lo + _bit16(qh, j)) * x[t, b * QK + j])
-                        lanes[j + 16] += dd * ((hi + _bit16(qh, j + 16)) * x[t, b * QK + 16 + j])
-                out[t, r] = acc + lanes.sum()
-
+            if n == 1:
+                out[0, r] = _dot_q5_0(row, nb, xp, 0)
+            else:
+                for b in range(nb):
+                    _dec_q5_0(row, b * 22, buf, b * QK)
+                _dots(buf, xp, out, r)
 
 @numba.njit(**_FAST)
 def gemv_q5_1(x, xd, xs, w, out):
     """x (n, k) @ Q5_1 w (d, k/32*24).T -> out (n, d); w = d*q + m."""
     n, k = x.shape
-    rows = w.shape[0]
-    for c in prange((rows + _CHUNK - 1) // _CHUNK):
-        lanes = np.empty(QK, np.float32)
-        for r in range(c * _CHUNK, min(rows, (c + 1) * _CHUNK)):
+    rows, nb = w.shape[0], k // QK
+    xp = _prescale(x, xd)
+    parts = _parts(rows)
+    for p in prange(parts):
+        buf = np.empty(k, np.float32)
+        for r in range(rows * p // parts, rows * (p + 1) // parts):
             row = w[r]
-            for t in range(n):
-                lanes[:] = 0
-                acc = np.float32(0.0)
-                for b in range(k // QK):
-                    o = b * 24
-                    dd = _load_f16(row, o) * xd[t, b]
-                    acc += _load_f16(row, o + 2) * xs[t, b]
-                    qh = _qh(row, o + 4)
-                    for j in range(QK // 2):
-                        lo, hi = _nibbles(row[o + 8 + j])
-                        lanes[j] += dd * ((lo + _bit16(qh, j)) * x[t, b * QK + j])
-                        lanes[j + 16] += dd * ((hi + _bit16(qh, j + 16)) * x[t, b * QK + 16 + j])
-                out[t, r] = acc + lanes.sum()
+            if n == 1:
+                out[0, r] = _dot_q5_1(row, nb, xp, 0)
+            else:
+                for b in range(nb):
+                    _dec_q5_1(row, b * 24, buf, b * QK)
+                _dots(buf, xp, out, r)
+            _add_mins(row, 24, xs, out, r)
