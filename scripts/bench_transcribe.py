@@ -1,0 +1,149 @@
+#!/usr/bin/env python
+"""Transcription speed, memory and accuracy: whisperlite vs its peers, same file, same run.
+
+Builds a long English recording by concatenating the fixtures (known transcripts, so the
+word error rate is exact), then runs each engine in its own process at each thread count
+and prints audio-seconds per wall-second, peak RSS and WER, with ratios to whisperlite.
+Peers run when installed: faster-whisper (int8, on the same CTranslate2 tiny.en) and
+whisper.cpp (pywhispercpp, on a ggml f16 file converted from the same model).
+
+    python scripts/bench_transcribe.py --minutes 10 --threads 1 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+PIECES = ["jfk.wav", "librispeech-2412-153948-0000.flac"]  # single-speaker pieces: exact references
+
+CHILD = r"""
+import json, resource, sys, time
+engine, path, threads, beam = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+t0 = time.perf_counter()
+if engine == "whisperlite":
+    import whisperlite
+    m = whisperlite.load_model("tiny.en", threads=threads)
+    load = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    segs, info = m.transcribe(path, beam_size=beam if beam > 1 else None)
+    text = " ".join(s.text for s in segs)
+elif engine == "faster-whisper":
+    from faster_whisper import WhisperModel
+    from whisperlite.loader import embedded_model_dir
+    m = WhisperModel(str(embedded_model_dir()), device="cpu", compute_type="int8", cpu_threads=threads)
+    load = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    segs, info = m.transcribe(path, beam_size=beam, language="en", vad_filter=False)
+    text = " ".join(s.text for s in segs)
+elif engine == "whisper.cpp":
+    from pywhispercpp.model import Model
+    from whisperlite.quantize import resolve_derived
+    m = Model(str(resolve_derived("tiny.en-f16")), n_threads=threads, print_realtime=False, print_progress=False)
+    load = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    params = {"strategy": 1, "beam_search": {"beam_size": beam, "patience": -1.0}} if beam > 1 else {}
+    text = " ".join(s.text for s in m.transcribe(path, language="en", **params))
+wall = time.perf_counter() - t1
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("RESULT " + json.dumps({"load": load, "wall": wall, "rss_mb": rss, "text": text}))
+"""
+
+
+def normalize(text: str) -> list[str]:
+    return "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text).split()
+
+
+def wer(ref: list[str], hyp: list[str]) -> float:
+    """Word error rate by edit distance (substitutions + insertions + deletions) / len(ref)."""
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1] / max(1, len(ref))
+
+
+def build_input(minutes: float, out: Path) -> tuple[Path, str, float]:
+    """Concatenate the fixtures (with 0.5 s gaps) until `minutes`; returns path, transcript, seconds."""
+    from whisperlite.audio import ffmpeg_exe
+
+    manifest = {e["file"]: e for e in json.loads((FIXTURES / "manifest.json").read_text())}
+    # the concat demuxer needs identical stream parameters: normalise each piece first
+    uniform = {}
+    for name in PIECES:
+        uniform[name] = out / (Path(name).stem + ".wav")
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", str(FIXTURES / name), "-ar", "16000",
+                        "-ac", "1", "-c:a", "pcm_s16le", "-af", "apad=pad_dur=0.5", str(uniform[name])], check=True)
+    listing, words, total = [], [], 0.0
+    i = 0
+    while total < minutes * 60:
+        name = PIECES[i % len(PIECES)]
+        listing.append(f"file '{uniform[name]}'")
+        words.append(manifest[name]["transcript"])
+        total += manifest[name]["duration_s"] + 0.5
+        i += 1
+    lst = out / "list.txt"
+    lst.write_text("\n".join(listing) + "\n")
+    wav = out / f"bench_{minutes:g}min.wav"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(lst),
+                    "-c", "copy", str(wav)], check=True)
+    return wav, " ".join(words), total
+
+
+def available(engine: str) -> bool:
+    mod = {"whisperlite": "whisperlite", "faster-whisper": "faster_whisper", "whisper.cpp": "pywhispercpp"}[engine]
+    return subprocess.run([sys.executable, "-c", f"import {mod}"], capture_output=True).returncode == 0
+
+
+def run(engine: str, path: Path, threads: int, beam: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
+    p = subprocess.run([sys.executable, "-c", CHILD, engine, str(path), str(threads), str(beam)],
+                       capture_output=True, text=True, env=env)
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"{engine} failed: {p.stderr[-2000:]}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--beam", type=int, default=1, help="1: greedy for every engine")
+    ap.add_argument("--engines", nargs="+", default=["whisperlite", "faster-whisper", "whisper.cpp"])
+    args = ap.parse_args()
+    engines = [e for e in args.engines if available(e)]
+    with tempfile.TemporaryDirectory() as tmp:
+        wav, transcript, seconds = build_input(args.minutes, Path(tmp))
+        ref = normalize(transcript)
+        # numba's compile cache and the derived ggml file are made once, outside the timed runs
+        subprocess.run([sys.executable, "-m", "whisperlite", "transcribe", str(FIXTURES / "jfk.wav"), "-q"], check=True)
+        if "whisper.cpp" in engines:
+            subprocess.run([sys.executable, "-c", "from whisperlite.quantize import resolve_derived as r; r('tiny.en-f16')"],
+                           check=True)
+        print(f"# {time.strftime('%Y-%m-%d')} · {platform.machine()} · {os.cpu_count()} cores · "
+              f"{seconds / 60:.1f} min of speech · beam {args.beam} · `{' '.join(sys.argv)}`\n")
+        print("| engine | threads | load s | wall s | audio s / wall s | vs whisperlite | peak RSS MB | WER % |")
+        print("|---|---|---|---|---|---|---|---|")
+        for t in args.threads:
+            base = None
+            for engine in engines:
+                r = run(engine, wav, t, args.beam)
+                speed = seconds / r["wall"]
+                base = base or speed
+                print(f"| {engine} | {t} | {r['load']:.2f} | {r['wall']:.1f} | {speed:.1f} | {speed / base:.2f}x | "
+                      f"{r['rss_mb']:.0f} | {100 * wer(ref, normalize(r['text'])):.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
