@@ -220,28 +220,37 @@ def silu_mul_(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(inline="always", cache=True)
-def _dot16_lanes(a, a0, b, b0, n, batched, lanes):
-    """Lane sums of a[a0:a0+n] * b[b0:b0+n] (n a multiple of 16) into lanes[0:16].
+def _f16_dot(a, a0, b, b0, n, batched, lanes):
+    """sum(a[a0:a0+n] * b[b0:b0+n]) over float16-valued operands, in ggml's order.
 
-    batched (tinyBLAS): lane l chains fma over l, l+16, l+32, ...; otherwise
-    (ggml_vec_dot_f16) four accumulators take 16-lane chunks in turn and are combined as
-    (acc0+acc2)+(acc1+acc3). Products of two float16 values are exact in float32, so every
-    fma here is a plain float32 add of the product.
+    batched with n % 16 == 0 (llamafile tinyBLAS, used for 2+ query rows): lane l chains
+    l, l+16, l+32, ...; otherwise ggml_vec_dot_f16: four 16-lane accumulators take 64-wide
+    steps, combine as (acc0+acc2)+(acc1+acc3), and the n % 64 leftovers are added in double.
+    Products of two float16 values are exact in float32, so each fma is a float32 add.
+    lanes: scratch (16,) float32.
     """
-    if batched:
+    if batched and n % 16 == 0:
         for l in range(16):
             s = _f32(0.0)
             for c in range(0, n, 16):
                 s = _f32(s + a[a0 + c + l] * b[b0 + c + l])
             lanes[l] = s
-        return
-    acc = np.zeros((4, 16), np.float32)
-    for c in range(0, n, 64):
-        for j in range(4):
-            for l in range(16):
-                acc[j, l] = _f32(acc[j, l] + a[a0 + c + 16 * j + l] * b[b0 + c + 16 * j + l])
-    for l in range(16):
-        lanes[l] = _f32(_f32(acc[0, l] + acc[2, l]) + _f32(acc[1, l] + acc[3, l]))
+        return _reduce16(lanes)
+    full = n - n % 64
+    total = 0.0
+    if full:
+        for l in range(16):
+            s0 = s1 = s2 = s3 = _f32(0.0)
+            for c in range(0, full, 64):
+                s0 = _f32(s0 + a[a0 + c + l] * b[b0 + c + l])
+                s1 = _f32(s1 + a[a0 + c + 16 + l] * b[b0 + c + 16 + l])
+                s2 = _f32(s2 + a[a0 + c + 32 + l] * b[b0 + c + 32 + l])
+                s3 = _f32(s3 + a[a0 + c + 48 + l] * b[b0 + c + 48 + l])
+            lanes[l] = _f32(_f32(s0 + s2) + _f32(s1 + s3))
+        total = _f64(_reduce16(lanes))
+    for i in range(full, n):
+        total += _f64(_f32(a[a0 + i] * b[b0 + i]))
+    return _f32(total)
 
 
 def _attention_body(q, k_cache, v_cache, pos0, scale, out):
@@ -249,8 +258,7 @@ def _attention_body(q, k_cache, v_cache, pos0, scale, out):
 
     q (n, n_head, hd) float32; k_cache, v_cache (n_ctx, n_kv, hd) float32 holding
     f16-rounded values (cells past the filled ones must be zeros); query row i is at
-    position pos0 + i; out (n, n_head, hd). hd must be a multiple of 64 when n == 1
-    (ggml_vec_dot_f16's 64-wide steps) and of 16 otherwise.
+    position pos0 + i; out (n, n_head, hd).
     """
     n, n_head, hd = q.shape
     n_ctx = k_cache.shape[0]
@@ -268,8 +276,7 @@ def _attention_body(q, k_cache, v_cache, pos0, scale, out):
         kg = np.ascontiguousarray(k_cache[:n_kv, g, :]).reshape(-1)
         w = np.empty(n_kv, np.float32)
         for t in range(n_kv):
-            _dot16_lanes(kg, t * hd, qh, 0, hd, batched, lanes)
-            w[t] = _f32(_reduce16(lanes) * _f32(scale))
+            w[t] = _f32(_f16_dot(kg, t * hd, qh, 0, hd, batched, lanes) * _f32(scale))
         for t in range(pos0 + i + 1, n_kv):
             w[t] = -np.inf
         m = w[0]
@@ -289,13 +296,8 @@ def _attention_body(q, k_cache, v_cache, pos0, scale, out):
             w[t] = round_f16(_f32(w[t] * inv))
         # P·V: V is transposed in llama.cpp's cache, so each output dim is one dot over cells.
         vt = np.ascontiguousarray(v_cache[:n_kv, g, :].T).reshape(-1)
-        full = n_kv if batched else n_kv - n_kv % 64
         for c in range(hd):
-            _dot16_lanes(vt, c * n_kv, w, 0, full, batched, lanes)
-            acc = _f64(_reduce16(lanes)) if full else 0.0
-            for t in range(full, n_kv):
-                acc += _f64(_f32(vt[c * n_kv + t] * w[t]))
-            out[i, h, c] = _f32(acc)
+            out[i, h, c] = _f16_dot(vt, c * n_kv, w, 0, n_kv, batched, lanes)
     return out
 
 
