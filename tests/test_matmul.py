@@ -204,3 +204,34 @@ def test_ggml_vec_dot_and_get_rows(smollm2):
     rows = quant.dequantize(emb.data[ids], emb.qtype, (len(ids), 576))
     want = np.fromfile(DATA / "get_rows_token_embd_prompt.bin", np.float32).reshape(13, 576)
     np.testing.assert_array_equal(rows, want)
+
+
+# ---------------------------------------------------------------- GEMV paths agree
+
+
+@pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("ggml_exact", [False, True])
+def test_gemv_beam_rows_match_single_rows(qtype, ggml_exact):
+    # n = 1 takes the fused row dot, n > 1 decodes each weight row once for all rows
+    if qtype == QType.F16 and ggml_exact:
+        pytest.skip("F16 ggml mode only rounds x")
+    w = weight(qtype, d=70, k=96, seed=8)
+    x = np.random.default_rng(9).standard_normal((5, 96)).astype(np.float32)
+    beam = matmul(x, w, ggml_exact=ggml_exact)
+    single = np.concatenate([matmul(x[t : t + 1], w, ggml_exact=ggml_exact) for t in range(5)])
+    close(beam, single.astype(np.float64))
+    close(single, reference(x, w) if not ggml_exact else ggml_emulation(x, w), rel=2e-6 if not ggml_exact else 1e-6)
+
+
+def test_gemv_f16_special_values():
+    # subnormal, inf and the largest half pass through the F16 GEMV as numpy converts them
+    from whisperlite.kernels import gemv
+
+    h = np.array([[6e-8, 65504.0, 1.0, -2.0], [np.inf, 1.0, 0.0, 0.0]], np.float16)
+    x = np.array([[1.0, 1.0, 0.5, 0.25], [0.5, 0.25, 1.0, 1.0]], np.float32)
+    out = np.empty((2, 2), np.float32)
+    gemv.gemv_f16(x, h.view(np.uint16), out)
+    want = x @ h.astype(np.float32).T
+    np.testing.assert_array_equal(out, want)
+    gemv.gemv_f16(x[:1], h.view(np.uint16), out[:1])
+    np.testing.assert_array_equal(out[:1], want[:1])

@@ -133,32 +133,39 @@ _LAYOUT = {
 
 
 def _emit_block(builder, kind, blk):
-    """One ggml block at i8* blk -> (<32 x float> d*q with the "_0" offsets applied, which
-    is exact in float32, and the float m of the "_1" types or None).
+    """One ggml block at i8* blk -> (<32 x float> q, exact small integers without the "_0"
+    types' offset, the float scale d, the float m of the "_1" types or None).
 
-    Quants are widened as <32 x i8>: Q4/Q5 nibbles by one and + one shift of the 16 bytes,
-    Q5's 32 fifth bits by broadcasting each qh byte to its 8 lanes and a mask compare."""
+    Q4 bytes are converted to float once and split in float (hi = floor(b/16), lo = b -
+    16*hi, all exact): fewer instructions than widening 32 nibbles. Q5 nibbles and fifth
+    bits are assembled as <32 x i8> (each qh byte broadcast to its 8 lanes, a mask compare)
+    and widened once."""
     size, moff, hoff, qoff = _LAYOUT[kind]
     d = _ir_f16_to_f32(builder, _load(builder, blk, 0, _I16))
     m = None if moff is None else _ir_f16_to_f32(builder, _load(builder, blk, moff, _I16))
     if kind == "q8_0":
-        q = _load(builder, blk, qoff, _vec(_I8, 32))
-    else:
-        qs = _load(builder, blk, qoff, _vec(_I8, 16))
-        lo = builder.and_(qs, ir.Constant(_vec(_I8, 16), [15] * 16))
-        hi = builder.lshr(qs, ir.Constant(_vec(_I8, 16), [4] * 16))
-        q = builder.shuffle_vector(lo, hi, ir.Constant(_vec(_I32, 32), list(range(32))))
-        if hoff is not None:
-            qh = _load(builder, blk, hoff, _vec(_I8, 4))
-            b32 = builder.shuffle_vector(qh, qh, ir.Constant(_vec(_I32, 32), [j // 8 for j in range(32)]))
-            bit = builder.and_(b32, ir.Constant(_vec(_I8, 32), [1 << (j % 8) for j in range(32)]))
-            set_ = builder.icmp_unsigned("!=", bit, ir.Constant(_vec(_I8, 32), [0] * 32))
-            q = builder.or_(q, builder.select(set_, ir.Constant(_vec(_I8, 32), [16] * 32),
-                                              ir.Constant(_vec(_I8, 32), [0] * 32)))
-        if kind in ("q4_0", "q5_0"):
-            q = builder.sub(q, ir.Constant(_vec(_I8, 32), [8 if kind == "q4_0" else 16] * 32))
-    w = builder.fmul(builder.sitofp(q, _vec(_F32, 32)), _splat(builder, d, 32))
-    return w, m
+        return builder.sitofp(_load(builder, blk, qoff, _vec(_I8, 32)), _vec(_F32, 32)), d, m
+    if hoff is None:
+        f16v = _vec(_F32, 16)
+        byte = builder.uitofp(_load(builder, blk, qoff, _vec(_I8, 16)), f16v)
+        floor = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16v, [f16v]), "llvm.floor.v16f32")
+        hi = builder.call(floor, [builder.fmul(byte, ir.Constant(f16v, [0.0625] * 16))])
+        lo = builder.fsub(byte, builder.fmul(hi, ir.Constant(f16v, [16.0] * 16)))
+        return builder.shuffle_vector(lo, hi, ir.Constant(_vec(_I32, 32), list(range(32)))), d, m
+    qs = _load(builder, blk, qoff, _vec(_I8, 16))
+    lo = builder.and_(qs, ir.Constant(_vec(_I8, 16), [15] * 16))
+    hi = builder.lshr(qs, ir.Constant(_vec(_I8, 16), [4] * 16))
+    q = builder.shuffle_vector(lo, hi, ir.Constant(_vec(_I32, 32), list(range(32))))
+    qh = _load(builder, blk, hoff, _vec(_I8, 4))
+    b32 = builder.shuffle_vector(qh, qh, ir.Constant(_vec(_I32, 32), [j // 8 for j in range(32)]))
+    bit = builder.and_(b32, ir.Constant(_vec(_I8, 32), [1 << (j % 8) for j in range(32)]))
+    set_ = builder.icmp_unsigned("!=", bit, ir.Constant(_vec(_I8, 32), [0] * 32))
+    q = builder.or_(q, builder.select(set_, ir.Constant(_vec(_I8, 32), [16] * 32),
+                                      ir.Constant(_vec(_I8, 32), [0] * 32)))
+    return builder.uitofp(q, _vec(_F32, 32)), d, m
+
+
+_OFFSET = {"q4_0": 8.0, "q5_0": 16.0}  # the "_0" types' w = d*(q - offset)
 
 
 def _hsum(builder, v):
@@ -181,7 +188,10 @@ def _decoder(kind):
         def codegen(context, builder, sig, args):
             blk = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
             dst = _elem_ptr(context, builder, sig.args[2], args[2], args[3])
-            w, m = _emit_block(builder, kind, blk)
+            q, d, m = _emit_block(builder, kind, blk)
+            if kind in _OFFSET:  # exact: small integers
+                q = builder.fsub(q, ir.Constant(q.type, [_OFFSET[kind]] * 32))
+            w = builder.fmul(q, _splat(builder, d, 32))  # exact: 8-bit integers times a float16
             builder.store(w, builder.bitcast(dst, w.type.as_pointer()), align=4)
             return ir.Constant(_F32, 0.0) if m is None else m
 
@@ -191,44 +201,72 @@ def _decoder(kind):
 
 
 def _row_dot(kind):
-    """Intrinsic f(row, nb, x, xoff) -> sum over the nb blocks of row of (d*q) · x[xoff:],
-    decoded and multiplied in registers (one <32 x float> accumulator, fused multiply-adds:
-    each term is the exact d*q times x, rounded once)."""
+    """Intrinsic f(row, nb, x, xd, xs, t) -> row · x[t] with x[t]'s block scales xd[t]:
+    per block, the 32 products q*x summed into 8 lanes (4 fused multiply-adds; exact
+    integers when x holds ggml's Q8 integers: |sum| < 2^24), then scaled by d*xd once, into
+    an 8-lane accumulator. The "_0" offsets come off per block as d*xd*offset*xs[t, b], as
+    ggml does; the "_1" types add m*xs[t, b] per block."""
     size = _LAYOUT[kind][0]
+    v8, v32 = _vec(_F32, 8), _vec(_F32, 32)
 
     @intrinsic
-    def dot(typingctx, row, nb, x, xoff):
+    def dot(typingctx, row, nb, x, xd, xs, t):
         def codegen(context, builder, sig, args):
-            base = _elem_ptr(context, builder, sig.args[0], args[0], ir.Constant(_I64, 0))
-            xbase = _elem_ptr(context, builder, sig.args[2], args[2], args[3])
-            nbv = args[1]
-            zero = ir.Constant(_vec(_F32, 32), [0.0] * 32)
+            rowv, nbv, xv, xdv, xsv, tv = args
+            k = builder.mul(nbv, ir.Constant(_I64, QK))
+            base = _elem_ptr(context, builder, sig.args[0], rowv, ir.Constant(_I64, 0))
+            xbase = _elem_ptr(context, builder, sig.args[2], xv, builder.mul(tv, k))
+            xdbase = _elem_ptr(context, builder, sig.args[3], xdv, builder.mul(tv, nbv))
+            xsbase = _elem_ptr(context, builder, sig.args[4], xsv, builder.mul(tv, nbv))
+            fma8 = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8] * 3), "llvm.fma.v8f32")
+            zero8 = ir.Constant(v8, [0.0] * 8)
+            fzero = ir.Constant(_F32, 0.0)
             entry = builder.block
             loop = builder.append_basic_block("qdot_loop")
             done = builder.append_basic_block("qdot_done")
             builder.cbranch(builder.icmp_signed(">", nbv, ir.Constant(nbv.type, 0)), loop, done)
             builder.position_at_end(loop)
             b = builder.phi(_I64)
-            acc = builder.phi(zero.type)
-            blk = builder.gep(base, [builder.mul(b, ir.Constant(_I64, size))])
-            w, _ = _emit_block(builder, kind, blk)
-            xp = builder.bitcast(builder.gep(xbase, [builder.mul(b, ir.Constant(_I64, QK))]), zero.type.as_pointer())
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(zero.type, [zero.type] * 3), "llvm.fma.v32f32")
-            acc2 = builder.call(fma, [w, builder.load(xp, align=4), acc])
+            acc = builder.phi(v8)
+            off = builder.phi(_F32)
+            q, d, m = _emit_block(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(_I64, size))]))
+            xb = builder.load(builder.bitcast(builder.gep(xbase, [builder.mul(b, ir.Constant(_I64, QK))]),
+                                              v32.as_pointer()), align=4)
+            part = None
+            for i in range(4):
+                sel = ir.Constant(_vec(_I32, 8), list(range(8 * i, 8 * i + 8)))
+                qi, xi = builder.shuffle_vector(q, q, sel), builder.shuffle_vector(xb, xb, sel)
+                part = builder.fmul(qi, xi) if part is None else builder.call(fma8, [qi, xi, part])
+            dd = builder.fmul(d, builder.load(builder.gep(xdbase, [b])))
+            acc2 = builder.call(fma8, [part, _splat(builder, dd, 8), acc])
+            off2 = off
+            if kind in _OFFSET:
+                off2 = builder.fadd(off, builder.fmul(dd, builder.load(builder.gep(xsbase, [b]))))
+            elif m is not None:
+                off2 = builder.fadd(off, builder.fmul(m, builder.load(builder.gep(xsbase, [b]))))
             b2 = builder.add(b, ir.Constant(_I64, 1))
             b.add_incoming(ir.Constant(_I64, 0), entry)
             b.add_incoming(b2, loop)
-            acc.add_incoming(zero, entry)
+            acc.add_incoming(zero8, entry)
             acc.add_incoming(acc2, loop)
+            off.add_incoming(fzero, entry)
+            off.add_incoming(off2, loop)
             builder.cbranch(builder.icmp_signed("<", b2, nbv), loop, done)
             builder.position_at_end(done)
-            res = builder.phi(zero.type)
-            res.add_incoming(zero, entry)
+            res = builder.phi(v8)
+            res.add_incoming(zero8, entry)
             res.add_incoming(acc2, loop)
-            return _hsum(builder, res)
+            offr = builder.phi(_F32)
+            offr.add_incoming(fzero, entry)
+            offr.add_incoming(off2, loop)
+            total = _hsum(builder, res)
+            if kind in _OFFSET:
+                total = builder.fsub(total, builder.fmul(offr, ir.Constant(_F32, _OFFSET[kind])))
+            elif _LAYOUT[kind][1] is not None:
+                total = builder.fadd(total, offr)
+            return total
 
-        return types.float32(row, nb, x, xoff), codegen
+        return types.float32(row, nb, x, xd, xs, t), codegen
 
     return dot
 
@@ -362,7 +400,7 @@ def gemv_q8_0(x, xd, xs, w, out):
         for r in range(rows * p // parts, rows * (p + 1) // parts):
             row = w[r]
             if n == 1:
-                out[0, r] = _dot_q8_0(row, nb, xp, 0)
+                out[0, r] = _dot_q8_0(row, nb, x, xd, xs, 0)
             else:
                 for b in range(nb):
                     _dec_q8_0(row, b * 34, buf, b * QK)
@@ -380,7 +418,7 @@ def gemv_q4_0(x, xd, xs, w, out):
         for r in range(rows * p // parts, rows * (p + 1) // parts):
             row = w[r]
             if n == 1:
-                out[0, r] = _dot_q4_0(row, nb, xp, 0)
+                out[0, r] = _dot_q4_0(row, nb, x, xd, xs, 0)
             else:
                 for b in range(nb):
                     _dec_q4_0(row, b * 18, buf, b * QK)
@@ -398,12 +436,12 @@ def gemv_q4_1(x, xd, xs, w, out):
         for r in range(rows * p // parts, rows * (p + 1) // parts):
             row = w[r]
             if n == 1:
-                out[0, r] = _dot_q4_1(row, nb, xp, 0)
+                out[0, r] = _dot_q4_1(row, nb, x, xd, xs, 0)
             else:
                 for b in range(nb):
                     _dec_q4_1(row, b * 20, buf, b * QK)
                 _dots(buf, xp, out, r)
-            _add_mins(row, 20, xs, out, r)
+                _add_mins(row, 20, xs, out, r)
 
 @numba.njit(**_FAST)
 def gemv_q5_0(x, xd, xs, w, out):
@@ -417,7 +455,7 @@ def gemv_q5_0(x, xd, xs, w, out):
         for r in range(rows * p // parts, rows * (p + 1) // parts):
             row = w[r]
             if n == 1:
-                out[0, r] = _dot_q5_0(row, nb, xp, 0)
+                out[0, r] = _dot_q5_0(row, nb, x, xd, xs, 0)
             else:
                 for b in range(nb):
                     _dec_q5_0(row, b * 22, buf, b * QK)
@@ -435,9 +473,9 @@ def gemv_q5_1(x, xd, xs, w, out):
         for r in range(rows * p // parts, rows * (p + 1) // parts):
             row = w[r]
             if n == 1:
-                out[0, r] = _dot_q5_1(row, nb, xp, 0)
+                out[0, r] = _dot_q5_1(row, nb, x, xd, xs, 0)
             else:
                 for b in range(nb):
                     _dec_q5_1(row, b * 24, buf, b * QK)
                 _dots(buf, xp, out, r)
-            _add_mins(row, 24, xs, out, r)
+                _add_mins(row, 24, xs, out, r)
