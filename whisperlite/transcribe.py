@@ -33,6 +33,7 @@ from whisperlite.decoding import (
 from whisperlite.mel import log_mel_spectrogram, pad_or_trim
 from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.timing import Word, align_words, fit_words, snap_to_voice, voiced_frames
+from whisperlite.vad import SpeechFilter, VadOptions
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 
 FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE  # 0.01 s per mel frame
@@ -62,6 +63,8 @@ class TranscribeOptions:
     max_initial_timestamp: float = 1.0
     seed: int | None = 0
     word_timestamps: bool = False
+    vad: bool = True  # drop long non-speech stretches before decoding (Silero VAD)
+    vad_options: VadOptions = VadOptions()
 
 
 @dataclass
@@ -165,10 +168,12 @@ class WhisperModel:
         if not self.is_multilingual and language != "en":
             raise ValueError(f"{self.name} is an English-only model; use a multilingual model for language '{language}'")
         info = TranscriptionInfo(language=language, language_probability=1.0, duration=duration, options=opts)
-        return self._segments(_WindowReader(iter(chunks)), opts, info, report), info
+        speech = SpeechFilter(chunks, opts.vad_options) if opts.vad else None
+        reader = _WindowReader(iter(speech) if speech is not None else iter(chunks))
+        return self._segments(reader, opts, info, report, speech), info
 
     def _segments(self, reader: _WindowReader, opts: TranscribeOptions, info: TranscriptionInfo,
-                  report: DecodeReport) -> Iterator[Segment]:
+                  report: DecodeReport, speech: SpeechFilter | None) -> Iterator[Segment]:
         tok = self.tokenizer
         dims = self.model.dims
         decode_opts = DecodeOptions(
@@ -219,12 +224,14 @@ class WhisperModel:
                     continue
                 seg.id = seg_id
                 seg_id += 1
+                if speech is not None:
+                    _to_input_times(seg, speech)
                 yield seg
             if opts.condition_on_previous_text and result.temperature < opts.prompt_reset_on_temperature:
                 prompt.extend(t for s in new_segments for t in s.tokens)
             else:
                 prompt = []
-        total = reader.total_samples()
+        total = speech.input_samples if speech is not None else reader.total_samples()
         if total is not None:
             info.duration = total / SAMPLE_RATE
         info.warning = report.warning
@@ -282,6 +289,14 @@ class WhisperModel:
             segments.append(make(0, len(tokens), time_offset, time_offset + duration))
             advance = segment_frames
         return segments, max(advance, 1)
+
+
+def _to_input_times(seg: Segment, speech: SpeechFilter) -> None:
+    """Times in the VAD-shortened audio → times in the input."""
+    tm = speech.time_map
+    seg.start, seg.end = round(tm.to_input(seg.start), 3), round(tm.to_input(seg.end, is_end=True), 3)
+    for w in seg.words or []:
+        w.start, w.end = round(tm.to_input(w.start), 3), round(tm.to_input(w.end, is_end=True), 3)
 
 
 def _prepend(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:

