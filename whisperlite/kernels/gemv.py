@@ -4,30 +4,33 @@ Decoding is memory-bound: each weight byte is read once per token, so the win is
 2-7x fewer bytes than float32 while keeping the decode arithmetic under the memory time.
 
 Every kernel splits the weight rows into a few ranges (`prange` over `_PARTS` ranges, each
-allocating its scratch once) and, per weight row:
-1. decodes the row once into a float32 scratch row `buf` (k floats, L1-resident), with the
-   block scale applied: buf = d*q (d*(q-8), d*(q-16) for Q4_0/Q5_0: exact in float32);
-2. dots `buf` with each of the n activation rows: a plain reduction loop that LLVM
-   vectorizes with register accumulators (fastmath reassociation), so beam search (n = 5)
-   decodes each weight once, not n times.
+allocating its scratch once). Per weight row:
+- n = 1 (greedy): one fused loop decodes each block in registers and multiply-adds it
+  into an 8-lane accumulator (`_dot_q*`), with ggml's structure: per block, the 32
+  products q*x summed into 8 lanes (exact integers in ggml mode, every partial < 2^24),
+  then scaled once by d_w*d_x; the "_0" offsets (-8, -16) come off per block as
+  d_w*d_x*offset*xs and the "_1" types add m*xs, as in ggml.
+- n > 1 (beam search): the row is decoded once into a float32 scratch row `buf` (k floats,
+  L1-resident), buf = d*(q - offset) (exact in float32), and dotted with all n activation
+  rows, pre-scaled per block (x*xd: exact for 8-bit integers times a float16), four rows
+  per pass over buf; each term is then the exact d_w*d_x*q_w*q_x rounded once.
 
-Step 1 is explicit SIMD: the block decoders (`_dec_q*`) are numba intrinsics emitting LLVM
-vector IR (16 bytes -> 32 nibbles -> 32 floats; the 32 fifth bits of Q5 by byte-broadcast
-and mask compare), because LLVM's SLP vectorizer does not vectorize the same code written
-per weight (stores to `buf` may alias the loads from `w` for all it knows; and numba
-promotes small integers to int64, whose conversion to float has no AVX2 instruction).
-float16 scales and F16 weights convert with the hardware instruction (`fpext half`, F16C's
-vcvtph2ps, vectorized in loops) where the CPU has it; elsewhere with branch-free bit
-arithmetic.
+The decoding is explicit SIMD: numba intrinsics emitting LLVM vector IR (Q4: 16 bytes
+converted to float once and split as hi = floor(b/16), lo = b - 16*hi; Q5: nibbles and
+the 32 fifth bits assembled as <32 x i8>, each qh byte broadcast to its 8 lanes and
+mask-compared, then widened once), because LLVM does not vectorize the same code written
+per weight in numba (its SLP vectorizer cannot reorder the stores to `buf` around the
+loads from `w`, and numba promotes small integers to int64, whose conversion to float
+has no AVX2 instruction). float16 scales and F16 weights convert with the hardware
+instruction (`fpext half`: F16C's vcvtph2ps, vectorized in loops) where the CPU has it,
+elsewhere with branch-free bit arithmetic.
 
 One signature for every quantized kernel, shared with ggml mode (see actquant.py):
   x (n, k) float32, xd (n, k/32) per-block scale of x, xs (n, k/32) per-block sum of x,
   w (d, bytes) uint8 blocks -> out (n, d) float32 = x·W.T scaled per block by xd.
 Float activations pass xd = 1 and xs = block sums; ggml mode passes its Q8 integers as
-floats with their scales and sums. The activations are pre-scaled per block (x*xd, exact:
-8-bit integers times float16 scales), so each term buf[j]*x'[j] is the exact product
-d_w*d_x*q_w*q_x rounded once, as the kernels before this did (d*(q*x)); the "_1" types add
-m*xs per block (xs is ggml's float16 s in that mode, not a sum of x', as in ggml).
+floats with their scales and sums (for the "_1" types xs is ggml's float16 s = d*sum(q),
+used as ggml uses it).
 """
 from __future__ import annotations
 
