@@ -47,8 +47,10 @@ def blas_matmul(x: np.ndarray, wt: np.ndarray, out: np.ndarray | None = None) ->
     n = x.shape[0]
     if out is None:
         out = np.empty((n, wt.shape[1]), np.float32)
-    parts = get_threads() if n * x.shape[1] * wt.shape[1] >= SPLIT_MIN_MACS else 1
-    bounds = np.linspace(0, n, min(parts, n) + 1).astype(int)
+    parts = min(get_threads(), n)
+    if parts <= 1 or n * x.shape[1] * wt.shape[1] < SPLIT_MIN_MACS:
+        return np.matmul(x, wt, out=out)  # decode-size products: splitting costs more than it saves
+    bounds = [n * i // parts for i in range(parts + 1)]
 
     def part(i: int) -> None:
         a, b = bounds[i], bounds[i + 1]
