@@ -70,7 +70,8 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
               help="How weights are held: auto (f32, Q8_0 vocabulary projection), f32 (exact), q8_0 (fastest).")
 @click.option("-t", "--threads", type=click.IntRange(1, 256), default=None, help="Threads for all kernels [default: all cores].")
 @click.option("-p", "--processors", type=click.IntRange(1, 64), default=1, show_default=True, help="Split each input at pauses into up to N parts run in parallel processes (-t threads each).")
-@click.option("-l", "--language", default=None, help="Spoken language code (en, de, …) [default: en for .en models].")
+@click.option("-l", "--language", default="auto", show_default=True,
+              help="Spoken language code (en, de, zh, …) or auto: detected on the first speech (.en models: en).")
 @click.option("-tr", "--translate", is_flag=True, help="Translate to English (multilingual models).")
 @_format_flags
 @click.option("-ojf", "--output-json-full", "out_json_full", is_flag=True, help="Write a .json file with words, token ids and probabilities.")
@@ -96,13 +97,15 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
               help="Maximum lines per subtitle cue (0: no limit).")
 @click.option("-sow/-nsow", "--split-on-word/--no-split-on-word", default=True, show_default=True,
               help="Break lines only between words (off: cut words longer than a line).")
+@click.option("--vad/--no-vad", default=True, show_default=True,
+              help="Skip pauses of 2 s or more, silence, noise and music before decoding (Silero VAD).")
 @click.option("-pc", "--print-colors", is_flag=True, help="Colour printed words by confidence.")
 @click.option("-q", "--quiet", "-np", "--no-prints", is_flag=True, help="Do not print segments to stdout.")
 @friendly_errors
 def transcribe(files, extra_files, model, compute_type, threads, language, translate, out_srt, out_vtt, out_txt, out_json, out_csv,
                out_lrc, output_file, output_dir, beam_size, patience, length_penalty, best_of, temperature, temperature_inc, no_fallback,
                compression_ratio_threshold, logprob_threshold, no_speech_threshold, initial_prompt, no_context, quiet, processors,
-               out_json_full, word_timestamps, max_line_width, max_line_count, split_on_word, print_colors):
+               out_json_full, word_timestamps, max_line_width, max_line_count, split_on_word, vad, print_colors):
     """Transcribe audio or video files (anything ffmpeg reads) to subtitles and text."""
     inputs = list(files) + list(extra_files)
     if not inputs:
@@ -132,6 +135,7 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
         temperatures=temperatures, compression_ratio_threshold=compression_ratio_threshold,
         logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold,
         condition_on_previous_text=not no_context, initial_prompt=initial_prompt, word_timestamps=word_timestamps,
+        vad=vad,
     )
 
     from whisperlite.loader import load_model
@@ -153,6 +157,9 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
                 segments_iter, info = transcribe_split(wm, path, options, processors, threads)
             else:
                 segments_iter, info = wm.transcribe(path, options)
+            if not quiet and wm.is_multilingual and options.language in (None, "auto"):
+                click.echo(f"whisperlite: {path}: detected language {info.language} "
+                           f"(p={info.language_probability:.2f})", err=True)
             segments = []
             for seg in segments_iter:
                 segments.append(seg)

@@ -24,6 +24,7 @@ from whisperlite.audio import (
 )
 from whisperlite.decoding import (
     SECONDS_PER_TOKEN,
+    log_softmax,
     DecodeOptions,
     DecodeResult,
     FallbackOptions,
@@ -33,18 +34,26 @@ from whisperlite.decoding import (
 from whisperlite.mel import log_mel_spectrogram, pad_or_trim
 from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.timing import Word, align_words, fit_words, snap_to_voice, voiced_frames
+from whisperlite.errors import WhisperliteError
 from whisperlite.vad import SpeechFilter, VadOptions
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 
 FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE  # 0.01 s per mel frame
 INPUT_STRIDE = 2  # mel frames per encoder position (and per timestamp step of 0.02 s)
+# Language detection looks at most this many windows ahead for one that holds speech
+# (a silent or music intro is not evidence of a language); they stay in memory meanwhile.
+DETECT_WINDOWS = 4
+
+
+class LanguageError(WhisperliteError):
+    """An unknown language code, or a language/task the model cannot do."""
 
 
 @dataclass(frozen=True)
 class TranscribeOptions:
     """Everything that shapes a transcription; built by the CLI or passed as keywords."""
 
-    language: str | None = None  # None: English for .en models
+    language: str | None = None  # None or "auto": detect (multilingual models); English for .en models
     task: str = "transcribe"
     beam_size: int | None = 5  # None or 1: greedy (as whisper.cpp and faster-whisper: 5)
     best_of: int = 5
@@ -105,6 +114,7 @@ class _WindowReader:
         self._buf = np.zeros(0, np.float32)
         self._start = 0  # absolute sample index of _buf[0]
         self.eof = False
+        self.encoded: tuple[np.ndarray, np.ndarray] | None = None  # (mel, features) of the window at 0
 
     def _fill(self, upto: int) -> None:
         parts = [self._buf]
@@ -125,6 +135,11 @@ class _WindowReader:
             drop = min(start - self._start, len(self._buf))
             self._buf = self._buf[drop:]
             self._start += drop
+        self._fill(start + n)
+        return self._buf[start - self._start : start - self._start + n]
+
+    def peek(self, start: int, n: int) -> np.ndarray:
+        """Like `window`, but keeps everything before `start` (for looking ahead)."""
         self._fill(start + n)
         return self._buf[start - self._start : start - self._start + n]
 
@@ -164,18 +179,78 @@ class WhisperModel:
             first = next(stream)
             chunks = _prepend(first, stream)
             duration = probe_duration(audio)
-        language = opts.language or "en"
-        if not self.is_multilingual and language != "en":
-            raise ValueError(f"{self.name} is an English-only model; use a multilingual model for language '{language}'")
-        info = TranscriptionInfo(language=language, language_probability=1.0, duration=duration, options=opts)
+        language = self._check_language(opts)
         speech = SpeechFilter(chunks, opts.vad_options) if opts.vad else None
         reader = _WindowReader(iter(speech) if speech is not None else iter(chunks))
+        probability = 1.0
+        timings: dict[str, float] = {"mel": 0.0, "encode": 0.0, "decode": 0.0}
+        if language is None:
+            t0 = time.perf_counter()
+            language, probability = self._detect(reader, opts, timings)
+            timings["language"] = time.perf_counter() - t0
+        info = TranscriptionInfo(language=language, language_probability=probability, duration=duration, options=opts,
+                                 timings=timings)
         return self._segments(reader, opts, info, report, speech), info
+
+    def _check_language(self, opts: TranscribeOptions) -> str | None:
+        """The language to decode in, or None to detect it."""
+        language = None if opts.language in (None, "auto") else opts.language.lower()
+        if not self.is_multilingual:
+            if language not in (None, "en"):
+                raise LanguageError(f"{self.name} is an English-only model: use a multilingual model (e.g. -m base) "
+                                    f"for language '{language}'")
+            if opts.task == "translate":
+                raise LanguageError(f"{self.name} is an English-only model: translation needs a multilingual model")
+            return "en"
+        if language is not None and language not in self.tokenizer.special.languages:
+            raise LanguageError(f"unknown language '{language}' (codes as in Whisper: en, de, zh, fr, …)")
+        return language
+
+    def _encode(self, samples: np.ndarray, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """One window of samples → (log-mel padded to 30 s, encoder output); adds to timings."""
+        t0 = time.perf_counter()
+        mel = pad_or_trim(log_mel_spectrogram(samples, self.model.dims.n_mels, padding=N_SAMPLES - len(samples)))
+        t1 = time.perf_counter()
+        features = self.model.encoder(mel)
+        timings["mel"] = timings.get("mel", 0.0) + t1 - t0
+        timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - t1
+        return mel, features
+
+    def language_probabilities(self, features: np.ndarray) -> tuple[dict[str, float], float]:
+        """Language token probabilities after sot for one encoded window, and its no-speech
+        probability (read from the same position, as the decoder does)."""
+        sp = self.tokenizer.special
+        cache = self.model.decoder.new_cache(features)
+        logits = self.model.decoder(np.asarray([[sp.sot]]), cache)[0][0, -1]
+        no_speech = float(np.exp(log_softmax(logits)[sp.nospeech]))
+        lang_ids = np.arange(sp.sot + 1, sp.sot + 1 + len(sp.languages))
+        probs = np.exp(log_softmax(logits[lang_ids]))
+        return dict(zip(sp.languages, probs.tolist())), no_speech
+
+    def _detect(self, reader: "_WindowReader", opts: TranscribeOptions, timings: dict[str, float]) -> tuple[str, float]:
+        """Language of the first window that holds speech (at most DETECT_WINDOWS ahead)."""
+        best: tuple[float, str, float] | None = None  # (no-speech, language, probability)
+        threshold = opts.no_speech_threshold if opts.no_speech_threshold is not None else 0.6
+        for k in range(DETECT_WINDOWS):
+            samples = reader.peek(k * N_SAMPLES, N_SAMPLES)
+            if len(samples) < HOP_LENGTH:
+                break
+            mel, features = self._encode(samples, timings)
+            if k == 0:
+                reader.encoded = (mel, features)  # the long-form loop starts with this window
+            probs, no_speech = self.language_probabilities(features)
+            code = max(probs, key=probs.__getitem__)
+            if best is None or no_speech < best[0]:
+                best = (no_speech, code, probs[code])
+            if no_speech < threshold:
+                break
+        if best is None:  # no audio at all: nothing will be decoded either
+            return "en", 0.0
+        return best[1], best[2]
 
     def _segments(self, reader: _WindowReader, opts: TranscribeOptions, info: TranscriptionInfo,
                   report: DecodeReport, speech: SpeechFilter | None) -> Iterator[Segment]:
         tok = self.tokenizer
-        dims = self.model.dims
         decode_opts = DecodeOptions(
             task=opts.task, language=info.language, beam_size=opts.beam_size, best_of=opts.best_of,
             patience=opts.patience, length_penalty=opts.length_penalty, suppress_tokens=opts.suppress_tokens,
@@ -190,22 +265,19 @@ class WhisperModel:
         seek = 0  # in mel frames
         seg_id = 0
         timings = info.timings
-        for key in ("mel", "encode", "decode"):
-            timings[key] = 0.0
         while True:
             samples = reader.window(seek * HOP_LENGTH, N_SAMPLES)
             if len(samples) < HOP_LENGTH:
                 break
-            t0 = time.perf_counter()
             segment_frames = min(N_FRAMES, len(samples) // HOP_LENGTH)
-            mel = pad_or_trim(log_mel_spectrogram(samples, dims.n_mels, padding=N_SAMPLES - len(samples)))
-            t1 = time.perf_counter()
-            features = self.model.encoder(mel)
-            cross = self.model.decoder.new_cache(features)
+            if seek == 0 and reader.encoded is not None:  # encoded already for language detection
+                mel, features = reader.encoded
+                reader.encoded = None
+            else:
+                mel, features = self._encode(samples, timings)
             t2 = time.perf_counter()
+            cross = self.model.decoder.new_cache(features)
             result = decode_with_fallback(self._decoder, cross, replace(decode_opts, prompt=tuple(prompt)), fallback)
-            timings["mel"] += t1 - t0
-            timings["encode"] += t2 - t1
             timings["decode"] += time.perf_counter() - t2
             time_offset = seek * FRAME_SECONDS
             if (opts.no_speech_threshold is not None and result.no_speech_prob > opts.no_speech_threshold
