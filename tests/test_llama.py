@@ -88,22 +88,17 @@ def smollm2() -> Generator:
 
 
 def test_real_q4_1_kernel_is_bit_exact_with_ggml(smollm2):
-    """One Q4_1 and one Q8_0 product on real weights, against ggml's own outputs."""
-    from whisperlite.kernels import ggml_order
-    from whisperlite.kernels.quant import quantize_rows_q8
+    """One Q4_1 and one Q8_0 product on real weights through the shared kernels' ggml mode,
+    against ggml's own outputs: equal bit for bit."""
+    from whisperlite.kernels import matmul
 
     x = np.fromfile(DATA / "x1.bin", np.float32).reshape(13, 576)[:1]
-    xd = np.empty((1, 18), np.float32)
-    xs = np.empty_like(xd)
-    xq = np.empty((1, 576), np.int8)
-    quantize_rows_q8(x, xd, xs, xq)
     tensors = read_gguf(smollm2.path).tensors
-    for name, dot, ref in [
-        ("blk.0.ffn_gate.weight", ggml_order.dot_q4_1_q8_1, "mm_ffn_gate_q41_x1col0.bin"),
-        ("token_embd.weight", ggml_order.dot_q8_0_q8_0, "mm_lm_head_q80_x1col0.bin"),
+    for name, ref in [
+        ("blk.0.ffn_gate.weight", "mm_ffn_gate_q41_x1col0.bin"),
+        ("token_embd.weight", "mm_lm_head_q80_x1col0.bin"),
     ]:
-        w = tensors[name]
-        got = dot(xq, xd, xs, w.data, np.empty((1, w.shape[0]), np.float32))[0]
+        got = matmul(x, tensors[name], ggml_exact=True)[0]
         assert np.array_equal(got, np.fromfile(DATA / ref, np.float32)), name
 
 

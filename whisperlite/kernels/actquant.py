@@ -9,15 +9,17 @@ and fork greedy text within a few tokens.
 The quantized activations feed the same GEMV kernels as float ones (gemv.py): the int8
 values travel as float32, which keeps every in-block partial sum an exact integer (|sum| <
 32*127*31 < 2^24), so only the per-block scaling rounds, as in ggml. ggml's SIMD code adds
-its block terms in 8 lanes and reduces them as a tree; ours uses 32 lanes, so outputs
-agree to float32 rounding of the row sum (~1e-6 relative), not bit for bit.
+its block terms in 8 lanes and reduces them as a tree; the kernels do the same (lane m
+holds products 4m..4m+3), so outputs equal ggml's bit for bit (tests/test_llama.py).
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from gguf import GGMLQuantizationType as QType
+from numba import prange
 
-from whisperlite.kernels.quant import QK, quantize_rows_q8
+from whisperlite.kernels.quant import QK, f16_to_f32, f32_to_f16
 
 # weight type -> the activation type ggml's CPU backend pairs it with (its vec_dot_type)
 ACTIVATION_TYPE = {
@@ -28,20 +30,47 @@ ACTIVATION_TYPE = {
     QType.Q5_1: QType.Q8_1,
 }
 
+# Below this many values the quantizer runs on the calling thread (one decoding row).
+PARALLEL_MIN = 16384
+
+
+def _quantize_body(x, q8_1, q, d, s):
+    """ggml's quantize_row_q8_0 / q8_1 (x86): per 32-block amax, d = amax/127 (stored as
+    float16), q = round-half-even(x * 127/amax) (kept as float32 integers), s = f16(d*sum q)
+    for Q8_1, the exact integer sum(q) for Q8_0."""
+    n, k = x.shape
+    for t in prange(n):
+        for b in range(k // QK):
+            amax = np.float32(0.0)
+            for j in range(QK):
+                amax = max(amax, abs(x[t, b * QK + j]))
+            dd = amax / np.float32(127.0)
+            inv = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
+            qsum = 0
+            for j in range(QK):
+                v = np.rint(x[t, b * QK + j] * inv)
+                q[t, b * QK + j] = v
+                qsum += np.int32(v)
+            d[t, b] = f16_to_f32(f32_to_f16(dd))
+            s[t, b] = f16_to_f32(f32_to_f16(dd * np.float32(qsum))) if q8_1 else np.float32(qsum)
+
+
+_quantize_par = numba.njit(parallel=True, cache=True)(_quantize_body)
+_quantize_seq = numba.njit(nogil=True, cache=True)(_quantize_body)
+
 
 def quantize_activations(x: np.ndarray, weight_qtype: QType) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """x (n, k) float32 -> (q (n, k) float32 integers, d (n, k/32), s (n, k/32)).
 
     d is the float16 block scale; s is what the weight kernel adds per block: for Q8_1 the
     stored float16 s = d*sum(q) (multiplied by the weights' m), for Q8_0 the exact integer
-    sum(q) (multiplied by the -8 / -16 offset of Q4_0 / Q5_0).
+    sum(q) (unused by the kernels: the -8 / -16 offsets come off the weights).
     """
+    x = np.ascontiguousarray(x, np.float32)
     n, k = x.shape
+    q = np.empty((n, k), np.float32)
     d = np.empty((n, k // QK), np.float32)
     s = np.empty_like(d)
-    q = np.empty((n, k), np.int8)
-    quantize_rows_q8(x, d, s, q)
-    qf = q.astype(np.float32)
-    if ACTIVATION_TYPE[QType(weight_qtype)] == QType.Q8_0:
-        s = qf.reshape(n, k // QK, QK).sum(axis=2)
-    return qf, d, s
+    run = _quantize_par if x.size >= PARALLEL_MIN else _quantize_seq
+    run(x, ACTIVATION_TYPE[QType(weight_qtype)] == QType.Q8_1, q, d, s)
+    return q, d, s

@@ -182,35 +182,23 @@ def _hsum(builder, v):
     return builder.extract_element(v, ir.Constant(_I32, 0))
 
 
-def _decoder(kind):
-    """Intrinsic f(row, block_byte_offset, buf, buf_offset) -> m: writes the 32 weights of
-    one block, d*q, to buf[buf_offset:+32] and returns the block's m (0 for "_0" types)."""
-
-    @intrinsic
-    def dec(typingctx, row, off, buf, boff):
-        def codegen(context, builder, sig, args):
-            blk = _elem_ptr(context, builder, sig.args[0], args[0], args[1])
-            dst = _elem_ptr(context, builder, sig.args[2], args[2], args[3])
-            q, d, m = _emit_block(builder, kind, blk)
-            if kind in _OFFSET:  # exact: small integers
-                q = builder.fsub(q, ir.Constant(q.type, [_OFFSET[kind]] * 32))
-            w = builder.fmul(q, _splat(builder, d, 32))  # exact: 8-bit integers times a float16
-            builder.store(w, builder.bitcast(dst, w.type.as_pointer()), align=4)
-            return ir.Constant(_F32, 0.0) if m is None else m
-
-        return types.float32(row, off, buf, boff), codegen
-
-    return dec
+def _hadd(builder, a, b):
+    """vhaddps on <8 x float>: [a0+a1, a2+a3, b0+b1, b2+b3, a4+a5, a6+a7, b4+b5, b6+b7]."""
+    ev = ir.Constant(_vec(_I32, 8), [0, 2, 8, 10, 4, 6, 12, 14])
+    od = ir.Constant(_vec(_I32, 8), [1, 3, 9, 11, 5, 7, 13, 15])
+    return builder.fadd(builder.shuffle_vector(a, b, ev), builder.shuffle_vector(a, b, od))
 
 
 def _row_dot(kind):
-    """Intrinsic f(row, nb, x, xd, xs, t) -> row · x[t] with x[t]'s block scales xd[t]:
-    per block, the 32 products q*x summed into 8 lanes (4 fused multiply-adds; exact
-    integers when x holds ggml's Q8 integers: |sum| < 2^24), then scaled by d*xd once, into
-    an 8-lane accumulator. The "_0" offsets come off per block as d*xd*offset*xs[t, b], as
-    ggml does; the "_1" types add m*xs[t, b] per block."""
+    """Intrinsic f(row, nb, x, xd, xs, t) -> row · x[t] with x[t]'s block scales xd[t], in
+    ggml's order (ggml_vec_dot_*_q8_* on AVX2/AVX-512): per block, the 32 products q*x,
+    lane m of 8 holding the sum of products 4m..4m+3 (exact integers when x holds ggml's Q8
+    integers), scaled by d*xd once: acc = fma(lanes, d*xd, acc); the row is hsum_float_8
+    of the lanes. The "_0" offsets (-8, -16) come off each weight before the products, as
+    ggml does; the "_1" types add summs = fma(m, xs[t, b], summs) after the lane sum."""
     size = _LAYOUT[kind][0]
     v8, v32 = _vec(_F32, 8), _vec(_F32, 32)
+    unperm = ir.Constant(_vec(_I32, 8), [0, 4, 1, 5, 2, 6, 3, 7])
 
     @intrinsic
     def dot(typingctx, row, nb, x, xd, xs, t):
@@ -222,6 +210,7 @@ def _row_dot(kind):
             xdbase = _elem_ptr(context, builder, sig.args[3], xdv, builder.mul(tv, nbv))
             xsbase = _elem_ptr(context, builder, sig.args[4], xsv, builder.mul(tv, nbv))
             fma8 = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8] * 3), "llvm.fma.v8f32")
+            fma1 = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_F32, [_F32] * 3), "llvm.fma.f32")
             zero8 = ir.Constant(v8, [0.0] * 8)
             fzero = ir.Constant(_F32, 0.0)
             entry = builder.block
@@ -233,20 +222,23 @@ def _row_dot(kind):
             acc = builder.phi(v8)
             off = builder.phi(_F32)
             q, d, m = _emit_block(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(_I64, size))]))
+            if kind in _OFFSET:  # exact: small integers
+                q = builder.fsub(q, ir.Constant(q.type, [_OFFSET[kind]] * 32))
             xb = builder.load(builder.bitcast(builder.gep(xbase, [builder.mul(b, ir.Constant(_I64, QK))]),
                                               v32.as_pointer()), align=4)
-            part = None
-            for i in range(4):
-                sel = ir.Constant(_vec(_I32, 8), list(range(8 * i, 8 * i + 8)))
-                qi, xi = builder.shuffle_vector(q, q, sel), builder.shuffle_vector(xb, xb, sel)
-                part = builder.fmul(qi, xi) if part is None else builder.call(fma8, [qi, xi, part])
+            p = builder.fmul(q, xb)
+            # group sums of 4 as horizontal adds within 128-bit halves (vhaddps): lanes come
+            # out as groups [0, 2, 4, 6, 1, 3, 5, 7], put back in order after the loop.
+            pq = [builder.shuffle_vector(p, p, ir.Constant(_vec(_I32, 8), list(range(8 * i, 8 * i + 8))))
+                  for i in range(4)]
+            h1 = _hadd(builder, pq[0], pq[1])
+            h2 = _hadd(builder, pq[2], pq[3])
+            part = _hadd(builder, h1, h2)
             dd = builder.fmul(d, builder.load(builder.gep(xdbase, [b])))
             acc2 = builder.call(fma8, [part, _splat(builder, dd, 8), acc])
             off2 = off
-            if kind in _OFFSET:
-                off2 = builder.fadd(off, builder.fmul(dd, builder.load(builder.gep(xsbase, [b]))))
-            elif m is not None:
-                off2 = builder.fadd(off, builder.fmul(m, builder.load(builder.gep(xsbase, [b]))))
+            if m is not None:
+                off2 = builder.call(fma1, [m, builder.load(builder.gep(xsbase, [b])), off])
             b2 = builder.add(b, ir.Constant(_I64, 1))
             b.add_incoming(ir.Constant(_I64, 0), entry)
             b.add_incoming(b2, loop)
@@ -262,10 +254,8 @@ def _row_dot(kind):
             offr = builder.phi(_F32)
             offr.add_incoming(fzero, entry)
             offr.add_incoming(off2, loop)
-            total = _hsum(builder, res)
-            if kind in _OFFSET:
-                total = builder.fsub(total, builder.fmul(offr, ir.Constant(_F32, _OFFSET[kind])))
-            elif _LAYOUT[kind][1] is not None:
+            total = _hsum(builder, builder.shuffle_vector(res, res, unperm))
+            if m is not None:
                 total = builder.fadd(total, offr)
             return total
 
@@ -274,9 +264,7 @@ def _row_dot(kind):
     return dot
 
 
-_dec = {kind: _decoder(kind) for kind in _LAYOUT}
 _dot = {kind: _row_dot(kind) for kind in _LAYOUT}
-_dec_q8_0, _dec_q4_0, _dec_q4_1, _dec_q5_0, _dec_q5_1 = (_dec[k] for k in _LAYOUT)
 _dot_q8_0, _dot_q4_0, _dot_q4_1, _dot_q5_0, _dot_q5_1 = (_dot[k] for k in _LAYOUT)
 
 
@@ -328,19 +316,6 @@ def _dots(buf, xp, out, r):
         out[t, r] = a0
 
 
-@numba.njit(**_SERIAL)
-def _prescale(x, xd):
-    """x * xd per 32-value block: (n, k) float32 (exact for ggml's Q8 integers)."""
-    n, k = x.shape
-    xp = np.empty((n, k), np.float32)
-    for t in range(n):
-        for b in range(k // QK):
-            s = xd[t, b]
-            for j in range(QK):
-                xp[t, b * QK + j] = x[t, b * QK + j] * s
-    return xp
-
-
 @numba.njit(**_FAST)
 def gemv_f16(x, w, out):
     """x (n, k) float32 @ w (d, k).T, w as float16 bits (uint16) -> out (n, d) float32.
@@ -379,106 +354,121 @@ def gemv_f32(x, w, out):
             _dots(w[r], x, out, r)
 
 
-@numba.njit(inline="always", cache=True)
-def _add_mins(row, size, xs, out, r):
-    """out[t, r] += sum_b m_b * xs[t, b]: the "_1" types' per-block offsets (m at byte 2)."""
-    n, nb = xs.shape
-    for t in range(n):
-        acc = np.float32(0.0)
-        for b in range(nb):
-            o = b * size + 2
-            acc += _f16_bits_to_f32(np.uint16(row[o]) | (np.uint16(row[o + 1]) << np.uint16(8))) * xs[t, b]
-        out[t, r] += acc
+# Below this many weight bytes (times activation rows) a product runs on the calling
+# thread: waking numba's pool costs more than a 576x576 Q4_1 product takes.
+PARALLEL_MIN_BYTES = 1 << 20
 
 
-@numba.njit(**_FAST)
+def _gemv_q8_0_body(x, xd, xs, w, out):
+    """x (n, k) @ Q8_0 w (d, k/32*34).T -> out (n, d), w = d*q; every activation row
+    through the fused row dot (ggml's order, so beam rows equal single rows)."""
+    n, k = x.shape
+    rows, nb = w.shape[0], k // QK
+    parts = _parts(rows)
+    for p in prange(parts):
+        for r in range(rows * p // parts, rows * (p + 1) // parts):
+            row = w[r]
+            for t in range(n):
+                out[t, r] = _dot_q8_0(row, nb, x, xd, xs, t)
+
+
+_gemv_q8_0_par = numba.njit(**_FAST)(_gemv_q8_0_body)
+_gemv_q8_0_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_q8_0_body)
+
+
 def gemv_q8_0(x, xd, xs, w, out):
-    """x (n, k) @ Q8_0 w (d, k/32*34).T -> out (n, d); w = d*q."""
+    """Q8_0: the serial build below PARALLEL_MIN_BYTES of weights per call, else parallel."""
+    (_gemv_q8_0_par if w.size * x.shape[0] >= PARALLEL_MIN_BYTES else _gemv_q8_0_seq)(x, xd, xs, w, out)
+    return out
+
+
+def _gemv_q4_0_body(x, xd, xs, w, out):
+    """x (n, k) @ Q4_0 w (d, k/32*18).T -> out (n, d), w = d*(q-8); every activation row
+    through the fused row dot (ggml's order, so beam rows equal single rows)."""
     n, k = x.shape
     rows, nb = w.shape[0], k // QK
-    xp = _prescale(x, xd)
     parts = _parts(rows)
     for p in prange(parts):
-        buf = np.empty(k, np.float32)
         for r in range(rows * p // parts, rows * (p + 1) // parts):
             row = w[r]
-            if n == 1:
-                out[0, r] = _dot_q8_0(row, nb, x, xd, xs, 0)
-            else:
-                for b in range(nb):
-                    _dec_q8_0(row, b * 34, buf, b * QK)
-                _dots(buf, xp, out, r)
+            for t in range(n):
+                out[t, r] = _dot_q4_0(row, nb, x, xd, xs, t)
 
-@numba.njit(**_FAST)
+
+_gemv_q4_0_par = numba.njit(**_FAST)(_gemv_q4_0_body)
+_gemv_q4_0_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_q4_0_body)
+
+
 def gemv_q4_0(x, xd, xs, w, out):
-    """x (n, k) @ Q4_0 w (d, k/32*18).T -> out (n, d); w = d*(q-8)."""
+    """Q4_0: the serial build below PARALLEL_MIN_BYTES of weights per call, else parallel."""
+    (_gemv_q4_0_par if w.size * x.shape[0] >= PARALLEL_MIN_BYTES else _gemv_q4_0_seq)(x, xd, xs, w, out)
+    return out
+
+
+def _gemv_q4_1_body(x, xd, xs, w, out):
+    """x (n, k) @ Q4_1 w (d, k/32*20).T -> out (n, d), w = d*q + m; every activation row
+    through the fused row dot (ggml's order, so beam rows equal single rows)."""
     n, k = x.shape
     rows, nb = w.shape[0], k // QK
-    xp = _prescale(x, xd)
     parts = _parts(rows)
     for p in prange(parts):
-        buf = np.empty(k, np.float32)
         for r in range(rows * p // parts, rows * (p + 1) // parts):
             row = w[r]
-            if n == 1:
-                out[0, r] = _dot_q4_0(row, nb, x, xd, xs, 0)
-            else:
-                for b in range(nb):
-                    _dec_q4_0(row, b * 18, buf, b * QK)
-                _dots(buf, xp, out, r)
+            for t in range(n):
+                out[t, r] = _dot_q4_1(row, nb, x, xd, xs, t)
 
-@numba.njit(**_FAST)
+
+_gemv_q4_1_par = numba.njit(**_FAST)(_gemv_q4_1_body)
+_gemv_q4_1_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_q4_1_body)
+
+
 def gemv_q4_1(x, xd, xs, w, out):
-    """x (n, k) @ Q4_1 w (d, k/32*20).T -> out (n, d); w = d*q + m."""
+    """Q4_1: the serial build below PARALLEL_MIN_BYTES of weights per call, else parallel."""
+    (_gemv_q4_1_par if w.size * x.shape[0] >= PARALLEL_MIN_BYTES else _gemv_q4_1_seq)(x, xd, xs, w, out)
+    return out
+
+
+def _gemv_q5_0_body(x, xd, xs, w, out):
+    """x (n, k) @ Q5_0 w (d, k/32*22).T -> out (n, d), w = d*(q-16); every activation row
+    through the fused row dot (ggml's order, so beam rows equal single rows)."""
     n, k = x.shape
     rows, nb = w.shape[0], k // QK
-    xp = _prescale(x, xd)
     parts = _parts(rows)
     for p in prange(parts):
-        buf = np.empty(k, np.float32)
         for r in range(rows * p // parts, rows * (p + 1) // parts):
             row = w[r]
-            if n == 1:
-                out[0, r] = _dot_q4_1(row, nb, x, xd, xs, 0)
-            else:
-                for b in range(nb):
-                    _dec_q4_1(row, b * 20, buf, b * QK)
-                _dots(buf, xp, out, r)
-                _add_mins(row, 20, xs, out, r)
+            for t in range(n):
+                out[t, r] = _dot_q5_0(row, nb, x, xd, xs, t)
 
-@numba.njit(**_FAST)
+
+_gemv_q5_0_par = numba.njit(**_FAST)(_gemv_q5_0_body)
+_gemv_q5_0_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_q5_0_body)
+
+
 def gemv_q5_0(x, xd, xs, w, out):
-    """x (n, k) @ Q5_0 w (d, k/32*22).T -> out (n, d); w = d*(q-16)."""
-    n, k = x.shape
-    rows, nb = w.shape[0], k // QK
-    xp = _prescale(x, xd)
-    parts = _parts(rows)
-    for p in prange(parts):
-        buf = np.empty(k, np.float32)
-        for r in range(rows * p // parts, rows * (p + 1) // parts):
-            row = w[r]
-            if n == 1:
-                out[0, r] = _dot_q5_0(row, nb, x, xd, xs, 0)
-            else:
-                for b in range(nb):
-                    _dec_q5_0(row, b * 22, buf, b * QK)
-                _dots(buf, xp, out, r)
+    """Q5_0: the serial build below PARALLEL_MIN_BYTES of weights per call, else parallel."""
+    (_gemv_q5_0_par if w.size * x.shape[0] >= PARALLEL_MIN_BYTES else _gemv_q5_0_seq)(x, xd, xs, w, out)
+    return out
 
-@numba.njit(**_FAST)
-def gemv_q5_1(x, xd, xs, w, out):
-    """x (n, k) @ Q5_1 w (d, k/32*24).T -> out (n, d); w = d*q + m."""
+
+def _gemv_q5_1_body(x, xd, xs, w, out):
+    """x (n, k) @ Q5_1 w (d, k/32*24).T -> out (n, d), w = d*q + m; every activation row
+    through the fused row dot (ggml's order, so beam rows equal single rows)."""
     n, k = x.shape
     rows, nb = w.shape[0], k // QK
-    xp = _prescale(x, xd)
     parts = _parts(rows)
     for p in prange(parts):
-        buf = np.empty(k, np.float32)
         for r in range(rows * p // parts, rows * (p + 1) // parts):
             row = w[r]
-            if n == 1:
-                out[0, r] = _dot_q5_1(row, nb, x, xd, xs, 0)
-            else:
-                for b in range(nb):
-                    _dec_q5_1(row, b * 24, buf, b * QK)
-                _dots(buf, xp, out, r)
-                _add_mins(row, 24, xs, out, r)
+            for t in range(n):
+                out[t, r] = _dot_q5_1(row, nb, x, xd, xs, t)
+
+
+_gemv_q5_1_par = numba.njit(**_FAST)(_gemv_q5_1_body)
+_gemv_q5_1_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_q5_1_body)
+
+
+def gemv_q5_1(x, xd, xs, w, out):
+    """Q5_1: the serial build below PARALLEL_MIN_BYTES of weights per call, else parallel."""
+    (_gemv_q5_1_par if w.size * x.shape[0] >= PARALLEL_MIN_BYTES else _gemv_q5_1_seq)(x, xd, xs, w, out)
+    return out

@@ -8,10 +8,8 @@ move the logits by 0.1-0.8 (measured: 1e-7 relative noise on the products moves 
 order, not merely accurate ones. The order here is that of llama.cpp c392e509 (the commit
 the references in ../shared/reference/llama were made with) on x86 with AVX2/AVX-512:
 
-- quantized dot products (ggml_vec_dot_q4_1_q8_1 / _q8_0_q8_0, AVX2 path): per 32-block,
-  8 lanes each holding the integer sum of 4 consecutive products, accumulated as
-  fma(d_w*d_x, lane, acc); the 8 lanes are then summed as a fixed tree (hsum_float_8), and
-  for Q4_1 the m*s terms are accumulated separately and added last;
+- quantized dot products: not here, the shared kernels' ggml mode (gemv.py, actquant.py)
+  keeps ggml's lane order and is bit-exact;
 - float16 products (K·Q and P·V in attention): one token uses ggml_vec_dot_f16 (four
   16-lane accumulators), a batch uses llamafile's tinyBLAS (one 16-lane fma chain), both
   reduced with GCC's _mm512_reduce_add_ps tree; the KV view is padded to 32 cells;
@@ -29,7 +27,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from whisperlite.kernels.quant import QK, _load_f16, f16_to_f32, f32_to_f16
+from whisperlite.kernels.quant import f16_to_f32, f32_to_f16
 
 _f32 = np.float32
 _f64 = np.float64
@@ -78,16 +76,6 @@ def v_expf(x):
 
 
 @numba.njit(inline="always", cache=True)
-def _hsum8(a0, a1, a2, a3, a4, a5, a6, a7):
-    """hsum_float_8: ((a4+a0)+(a6+a2)) + ((a5+a1)+(a7+a3)), each add in float32."""
-    r0 = _f32(a4 + a0)
-    r1 = _f32(a5 + a1)
-    r2 = _f32(a6 + a2)
-    r3 = _f32(a7 + a3)
-    return _f32(_f32(r0 + r2) + _f32(r1 + r3))
-
-
-@numba.njit(inline="always", cache=True)
 def _reduce16(s):
     """GCC's _mm512_reduce_add_ps over s[0:16] (halves, quarters, then pairs)."""
     c0 = _f32(_f32(s[12] + s[4]) + _f32(s[8] + s[0]))
@@ -95,77 +83,6 @@ def _reduce16(s):
     c2 = _f32(_f32(s[14] + s[6]) + _f32(s[10] + s[2]))
     c3 = _f32(_f32(s[15] + s[7]) + _f32(s[11] + s[3]))
     return _f32(_f32(c0 + c2) + _f32(c1 + c3))
-
-
-# ---------------------------------------------------------------- quantized products
-
-
-def _dot_q4_1_body(xq, xd, xs, w, out):
-    """Q4_1 w (d, k/32*20) · Q8_1 x (xq (n, k) int8, xd/xs (n, k/32)) -> out (n, d).
-
-    Lane m < 4 holds weights 4m..4m+3 (low nibbles of qs[4m..4m+3]), lane m >= 4 weights
-    16+4(m-4)..: the high nibbles of the same bytes.
-    """
-    n, k = xq.shape
-    for r in prange(w.shape[0]):
-        row = w[r]
-        for t in range(n):
-            xt = xq[t]
-            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = _f32(0.0)
-            summs = _f32(0.0)
-            for b in range(k // QK):
-                o = b * 20 + 4
-                x0 = b * QK
-                l0 = l1 = l2 = l3 = h0 = h1 = h2 = h3 = 0
-                for i in range(4):
-                    v0 = np.int32(row[o + i])
-                    v1 = np.int32(row[o + 4 + i])
-                    v2 = np.int32(row[o + 8 + i])
-                    v3 = np.int32(row[o + 12 + i])
-                    l0 += (v0 & 15) * np.int32(xt[x0 + i])
-                    l1 += (v1 & 15) * np.int32(xt[x0 + 4 + i])
-                    l2 += (v2 & 15) * np.int32(xt[x0 + 8 + i])
-                    l3 += (v3 & 15) * np.int32(xt[x0 + 12 + i])
-                    h0 += (v0 >> 4) * np.int32(xt[x0 + 16 + i])
-                    h1 += (v1 >> 4) * np.int32(xt[x0 + 20 + i])
-                    h2 += (v2 >> 4) * np.int32(xt[x0 + 24 + i])
-                    h3 += (v3 >> 4) * np.int32(xt[x0 + 28 + i])
-                dd = _f64(_f32(_load_f16(row, o - 4) * xd[t, b]))
-                a0 = _f32(dd * l0 + a0)
-                a1 = _f32(dd * l1 + a1)
-                a2 = _f32(dd * l2 + a2)
-                a3 = _f32(dd * l3 + a3)
-                a4 = _f32(dd * h0 + a4)
-                a5 = _f32(dd * h1 + a5)
-                a6 = _f32(dd * h2 + a6)
-                a7 = _f32(dd * h3 + a7)
-                summs = fma32(_load_f16(row, o - 2), xs[t, b], summs)
-            out[t, r] = _f32(_hsum8(a0, a1, a2, a3, a4, a5, a6, a7) + summs)
-    return out
-
-
-def _dot_q8_0_body(xq, xd, xs, w, out):
-    """Q8_0 w (d, k/32*34) · Q8_0 x (xq (n, k) int8, xd (n, k/32)) -> out (n, d)."""
-    n, k = xq.shape
-    for r in prange(w.shape[0]):
-        row = w[r]
-        for t in range(n):
-            a = np.zeros(8, np.float32)
-            for b in range(k // QK):
-                o = b * 34
-                x0 = b * QK
-                dd = _f32(_load_f16(row, o) * xd[t, b])
-                for m in range(8):
-                    s = 0
-                    for i in range(4):
-                        s += np.int32(np.int8(row[o + 2 + 4 * m + i])) * np.int32(xq[t, x0 + 4 * m + i])
-                    a[m] = fma32(dd, _f32(s), a[m])
-            out[t, r] = _hsum8(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7])
-    return out
-
-
-dot_q4_1_q8_1 = numba.njit(parallel=True, cache=True)(_dot_q4_1_body)
-dot_q8_0_q8_0 = numba.njit(parallel=True, cache=True)(_dot_q8_0_body)
 
 
 # ---------------------------------------------------------------- row operations

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from gguf import GGMLQuantizationType as QType
@@ -21,7 +20,7 @@ from whisperlite.formats.gguf import GGUFModel
 from whisperlite.kernels import QTensor, Weight, ggml_order, matmul, ops
 from whisperlite.kernels.attention import attention, round_f16
 from whisperlite.kernels.ops import add_
-from whisperlite.kernels.quant import QK, dequantize, quantize_rows_q8
+from whisperlite.kernels.quant import dequantize
 from whisperlite.kernels.rope import rope_, rope_cache
 
 # GGUF architectures this decoder implements (Mistral and most Llama derivatives are
@@ -171,18 +170,10 @@ class Llama:
         """x (n, k) @ w.T, with ggml's own arithmetic when ggml_exact is set."""
         if not self.ggml_exact or not isinstance(w, QTensor):
             return matmul(x, w)
-        dot = _GGML_DOTS.get(QType(w.qtype))
-        if dot is None:
-            try:  # other block types: the shared kernels' ggml mode (same math, lane order may differ)
-                return matmul(x, w, ggml_exact=True)
-            except QuantizationError:  # K-quants: float activations
-                return matmul(x, w)
-        n, k = x.shape
-        xd = np.empty((n, k // QK), np.float32)
-        xs = np.empty_like(xd)
-        xq = np.empty((n, k), np.int8)
-        (quantize_rows_q8 if n > 1 else _quantize_row_q8)(np.ascontiguousarray(x), xd, xs, xq)
-        return dot(xq, xd, xs, w.data, np.empty((n, w.shape[0]), np.float32))
+        try:
+            return matmul(x, w, ggml_exact=True)
+        except QuantizationError:  # K-quants: float activations
+            return matmul(x, w)
 
     def forward(self, tokens: list[int] | np.ndarray, cache: KVCache, all_logits: bool = False) -> np.ndarray:
         """Evaluate `tokens` at positions cache.n_past … as one batch.
@@ -237,11 +228,3 @@ def residual_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         x += y
         return x
     return add_(x, y)
-
-
-# One decoding row is too little work to wake the thread pool for (measured ~0.1-0.4 ms a
-# call here, ~120 calls a token): the same activation quantizer, compiled unthreaded.
-_quantize_row_q8 = numba.njit(cache=True)(quantize_rows_q8.py_func)
-
-# Block types with a bit-exact ggml dot product (ggml_order.py), by weight type.
-_GGML_DOTS = {QType.Q4_1: ggml_order.dot_q4_1_q8_1, QType.Q8_0: ggml_order.dot_q8_0_q8_0}
