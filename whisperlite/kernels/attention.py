@@ -32,11 +32,11 @@ def _r16(v: np.float32) -> np.float32:
 
 
 def _attention_body(q, k_cache, v_cache, pos0, scale, out):
-    """Causal GQA: q (n, n_head, hd) float32; k_cache, v_cache (n_ctx, n_kv, hd) float32
-    holding f16-rounded values; query row i sits at position pos0 + i and attends to cache
+    """Causal GQA: q (n, n_head, hd) float32; k_cache (n_kv, n_ctx, hd) and v_cache (n_kv,
+    hd, n_ctx) (transposed) float32 holding f16-rounded values; query row i sits at position pos0 + i and attends to cache
     rows 0 … pos0 + i; out (n, n_head, hd) float32. Heads h share KV head h // (n_head/n_kv)."""
     n, n_head, hd = q.shape
-    group = n_head // k_cache.shape[1]
+    group = n_head // k_cache.shape[0]
     for job in prange(n * n_head):
         i = job // n_head
         h = job % n_head
@@ -50,7 +50,7 @@ def _attention_body(q, k_cache, v_cache, pos0, scale, out):
         for t in range(length):
             acc = np.float32(0.0)
             for c in range(hd):
-                acc += k_cache[t, g, c] * qh[c]
+                acc += k_cache[g, t, c] * qh[c]
             s = acc * np.float32(scale)
             p[t] = s
             m = max(m, s)
@@ -65,7 +65,7 @@ def _attention_body(q, k_cache, v_cache, pos0, scale, out):
         for t in range(length):
             w = _r16(p[t] * inv)
             for c in range(hd):
-                o[c] += w * v_cache[t, g, c]
+                o[c] += w * v_cache[g, c, t]
         for c in range(hd):
             out[i, h, c] = o[c]
     return out

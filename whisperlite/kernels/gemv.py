@@ -355,8 +355,8 @@ def gemv_f32(x, w, out):
 
 
 # Below this many weight bytes (times activation rows) a product runs on the calling
-# thread: waking numba's pool costs more than a 576x576 Q4_1 product takes.
-PARALLEL_MIN_BYTES = 1 << 20
+# thread: waking numba's pool costs more than a 576x576 Q4_1 product takes (207 KB).
+PARALLEL_MIN_BYTES = 1 << 18
 
 
 def _gemv_q8_0_body(x, xd, xs, w, out):

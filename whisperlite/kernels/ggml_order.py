@@ -173,13 +173,13 @@ def _f16_dot(a, a0, b, b0, n, batched, lanes):
 def _attention_body(q, k_cache, v_cache, pos0, scale, out):
     """Causal GQA over a float16-valued cache as llama.cpp computes it without flash attention.
 
-    q (n, n_head, hd) float32; k_cache, v_cache (n_ctx, n_kv, hd) float32 holding
-    f16-rounded values (cells past the filled ones must be zeros); query row i is at
-    position pos0 + i; out (n, n_head, hd).
+    q (n, n_head, hd) float32; k_cache (n_kv_head, n_ctx, hd) and v_cache (n_kv_head, hd,
+    n_ctx) (transposed, as llama.cpp keeps V) float32 holding f16-rounded values (cells past
+    the filled ones must be zeros); query row i is at position pos0 + i; out (n, n_head, hd).
     """
     n, n_head, hd = q.shape
-    n_ctx = k_cache.shape[0]
-    group = n_head // k_cache.shape[1]
+    n_ctx = k_cache.shape[1]
+    group = n_head // k_cache.shape[0]
     n_kv = min(n_ctx, (pos0 + n + KV_PAD - 1) // KV_PAD * KV_PAD)
     batched = n > 1
     for job in prange(n * n_head):
@@ -190,7 +190,7 @@ def _attention_body(q, k_cache, v_cache, pos0, scale, out):
         for c in range(hd):
             qh[c] = round_f16(q[i, h, c])
         lanes = np.empty(16, np.float32)
-        kg = np.ascontiguousarray(k_cache[:n_kv, g, :]).reshape(-1)
+        kg = k_cache[g].reshape(-1)
         w = np.empty(n_kv, np.float32)
         for t in range(n_kv):
             w[t] = _f32(_f16_dot(kg, t * hd, qh, 0, hd, batched, lanes) * _f32(scale))
@@ -212,9 +212,9 @@ def _attention_body(q, k_cache, v_cache, pos0, scale, out):
         for t in range(n_kv):
             w[t] = round_f16(_f32(w[t] * inv))
         # P·V: V is transposed in llama.cpp's cache, so each output dim is one dot over cells.
-        vt = np.ascontiguousarray(v_cache[:n_kv, g, :].T).reshape(-1)
+        vt = v_cache[g].reshape(-1)
         for c in range(hd):
-            out[i, h, c] = _f16_dot(vt, c * n_kv, w, 0, n_kv, batched, lanes)
+            out[i, h, c] = _f16_dot(vt, c * n_ctx, w, 0, n_kv, batched, lanes)
     return out
 
 

@@ -121,13 +121,14 @@ class KVCache:
 
     @classmethod
     def empty(cls, cfg: LlamaConfig, n_ctx: int) -> "KVCache":
-        shape = (n_ctx, cfg.n_head_kv, cfg.head_dim)
-        return cls([np.zeros(shape, np.float32) for _ in range(cfg.n_layer)],
-                   [np.zeros(shape, np.float32) for _ in range(cfg.n_layer)])
+        # K as (head, cell, dim), V transposed as (head, dim, cell), as llama.cpp keeps them:
+        # attention reads both contiguously for one query.
+        return cls([np.zeros((cfg.n_head_kv, n_ctx, cfg.head_dim), np.float32) for _ in range(cfg.n_layer)],
+                   [np.zeros((cfg.n_head_kv, cfg.head_dim, n_ctx), np.float32) for _ in range(cfg.n_layer)])
 
     @property
     def n_ctx(self) -> int:
-        return self.k[0].shape[0]
+        return self.k[0].shape[1]
 
 
 class Llama:
@@ -205,8 +206,8 @@ class Llama:
             k = qkv[:, nq : nq + nkv].reshape(n, cfg.n_head_kv, hd)
             rope_(q, cos, sin)
             rope_(k, cos, sin)
-            cache.k[li][pos0 : pos0 + n] = round_f16(k)
-            cache.v[li][pos0 : pos0 + n] = round_f16(qkv[:, nq + nkv :].reshape(n, cfg.n_head_kv, hd))
+            cache.k[li][:, pos0 : pos0 + n] = round_f16(k).transpose(1, 0, 2)
+            cache.v[li][:, :, pos0 : pos0 + n] = round_f16(qkv[:, nq + nkv :].reshape(n, cfg.n_head_kv, hd)).transpose(1, 2, 0)
             attend(q, cache.k[li], cache.v[li], pos0, scale, attn)
             residual_(x, mm(attn.reshape(n, nq), layer.wo))
 
