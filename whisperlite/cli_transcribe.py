@@ -88,6 +88,7 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
 @click.option("-lpt", "--logprob-threshold", type=float, default=-1.0, show_default=True, help="Retry when the average log-probability is below this.")
 @click.option("-nth", "--no-speech-threshold", type=float, default=0.6, show_default=True, help="Skip windows whose no-speech probability is above this.")
 @click.option("--prompt", "initial_prompt", default=None, help="Initial prompt: vocabulary and style hints.")
+@click.option("--hotwords", default=None, help="Words or names to expect, given to the model as context for every window.")
 @click.option("--no-context", is_flag=True, help="Do not condition each window on the previous text.")
 @click.option("--word-timestamps/--no-word-timestamps", default=True, show_default=True,
               help="Word times from cross-attention (in JSON; subtitle cues are cut at word times).")
@@ -105,7 +106,7 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
 def transcribe(files, extra_files, model, compute_type, threads, language, translate, out_srt, out_vtt, out_txt, out_json, out_csv,
                out_lrc, output_file, output_dir, beam_size, patience, length_penalty, best_of, temperature, temperature_inc, no_fallback,
                compression_ratio_threshold, logprob_threshold, no_speech_threshold, initial_prompt, no_context, quiet, processors,
-               out_json_full, word_timestamps, max_line_width, max_line_count, split_on_word, vad, print_colors):
+               out_json_full, word_timestamps, max_line_width, max_line_count, split_on_word, vad, print_colors, hotwords):
     """Transcribe audio or video files (anything ffmpeg reads) to subtitles and text."""
     inputs = list(files) + list(extra_files)
     if not inputs:
@@ -135,7 +136,7 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
         temperatures=temperatures, compression_ratio_threshold=compression_ratio_threshold,
         logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold,
         condition_on_previous_text=not no_context, initial_prompt=initial_prompt, word_timestamps=word_timestamps,
-        vad=vad,
+        vad=vad, hotwords=hotwords,
     )
 
     from whisperlite.loader import load_model

@@ -86,29 +86,47 @@ def _width(line: str) -> int:
     return len(line.strip())
 
 
-def split_segment(seg: Segment, opts: SubtitleOptions) -> list[Cue]:
-    """Cues for one segment."""
-    width = opts.max_line_width if opts.max_line_width > 0 else 10**9
-    count = opts.max_line_count if opts.max_line_count > 0 else 10**9
-    units = _units(seg, opts, width)
-    if not units:
-        return []
+def _pack(units: Sequence[_Unit], width: int, count: int) -> list[Cue]:
+    """Greedy: fill each line up to `width`, each cue up to `count` lines."""
     cues: list[Cue] = []
     lines: list[str] = [""]
     cue_start, cue_end = units[0].start, units[0].end
     for u in units:
-        line = lines[-1]
         forced = u.text.startswith("\n")
-        u.text = u.text.lstrip("\n")
-        if line and (forced or _width(line + u.text) > width):
+        text = u.text.lstrip("\n")
+        if lines[-1] and (forced or _width(lines[-1] + text) > width):
             if len(lines) == count:
                 cues.append(Cue(cue_start, cue_end, [ln.strip() for ln in lines]))
                 lines, cue_start = [""], u.start
             else:
                 lines.append("")
-        lines[-1] += u.text
+        lines[-1] += text
         cue_end = u.end
     cues.append(Cue(cue_start, cue_end, [ln.strip() for ln in lines if ln.strip()]))
+    return cues
+
+
+def split_segment(seg: Segment, opts: SubtitleOptions) -> list[Cue]:
+    """Cues for one segment: as few as the limits allow, with lines of even length.
+
+    Greedy filling alone leaves orphans (a full line, then one word); so the narrowest
+    width that needs no more cues and lines than the greedy fill at full width is used.
+    """
+    width = opts.max_line_width if opts.max_line_width > 0 else 10**9
+    count = opts.max_line_count if opts.max_line_count > 0 else 10**9
+    units = _units(seg, opts, width)
+    if not units:
+        return []
+    cues = _pack(units, width, count)
+    n_lines = sum(len(c.lines) for c in cues)
+    if width < 10**9 and n_lines > 1:
+        longest = max(len(u.text.strip()) for u in units)
+        total = sum(len(u.text) for u in units)
+        for narrower in range(max(longest, total // n_lines), width):
+            trial = _pack(units, narrower, count)
+            if len(trial) <= len(cues) and sum(len(c.lines) for c in trial) <= n_lines:
+                cues = trial
+                break
     # Never overlapping: word times can be rounded apart.
     for a, b in zip(cues, cues[1:]):
         b.start = max(b.start, a.end)

@@ -66,6 +66,7 @@ class TranscribeOptions:
     condition_on_previous_text: bool = True
     prompt_reset_on_temperature: float = 0.5
     initial_prompt: str | None = None
+    hotwords: str | None = None  # words to expect: in the context of every window, even after a reset
     suppress_tokens: tuple[int, ...] | None = None
     suppress_blank: bool = True
     without_timestamps: bool = False
@@ -262,6 +263,8 @@ class WhisperModel:
         prompt: list[int] = []
         if opts.initial_prompt:
             prompt = tok.encode(" " + opts.initial_prompt.strip())
+        # Last in the context, so that trimming a long context to its newest tokens keeps them.
+        hotwords = tuple(tok.encode(" " + opts.hotwords.strip())) if opts.hotwords else ()
         seek = 0  # in mel frames
         seg_id = 0
         timings = info.timings
@@ -277,7 +280,7 @@ class WhisperModel:
                 mel, features = self._encode(samples, timings)
             t2 = time.perf_counter()
             cross = self.model.decoder.new_cache(features)
-            result = decode_with_fallback(self._decoder, cross, replace(decode_opts, prompt=tuple(prompt)), fallback)
+            result = decode_with_fallback(self._decoder, cross, replace(decode_opts, prompt=tuple(prompt) + hotwords), fallback)
             timings["decode"] += time.perf_counter() - t2
             time_offset = seek * FRAME_SECONDS
             if (opts.no_speech_threshold is not None and result.no_speech_prob > opts.no_speech_threshold
