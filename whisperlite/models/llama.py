@@ -20,6 +20,8 @@ from whisperlite.formats.gguf import GGUFModel
 from whisperlite.kernels import QTensor, Weight, ggml_order, matmul, ops
 from whisperlite.kernels.attention import attention, round_f16
 from whisperlite.kernels.ops import add_
+from whisperlite.kernels import gemv
+from whisperlite.kernels.actquant import quantize_activations
 from whisperlite.kernels.quant import dequantize
 from whisperlite.kernels.rope import rope_, rope_cache
 
@@ -171,6 +173,10 @@ class Llama:
         """x (n, k) @ w.T, with ggml's own arithmetic when ggml_exact is set."""
         if not self.ggml_exact or not isinstance(w, QTensor):
             return matmul(x, w)
+        kernel = _GGML_GEMV.get(w.qtype)
+        if kernel is not None:  # what matmul(ggml_exact=True) runs, without its per-call dispatch
+            xq, xd, xs = quantize_activations(x, w.qtype)
+            return kernel(xq, xd, xs, w.data, np.empty((x.shape[0], w.shape[0]), np.float32))
         try:
             return matmul(x, w, ggml_exact=True)
         except QuantizationError:  # K-quants: float activations
@@ -229,3 +235,9 @@ def residual_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         x += y
         return x
     return add_(x, y)
+
+
+# Block weight types -> the shared kernel matmul(ggml_exact=True) dispatches them to; looked
+# up by the raw type number (~120 products a token: the enum conversion alone was ~1 ms).
+_GGML_GEMV = {int(QType.Q8_0): gemv.gemv_q8_0, int(QType.Q4_0): gemv.gemv_q4_0, int(QType.Q4_1): gemv.gemv_q4_1,
+              int(QType.Q5_0): gemv.gemv_q5_0, int(QType.Q5_1): gemv.gemv_q5_1}
