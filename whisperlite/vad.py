@@ -86,14 +86,6 @@ def _silero():
     return _SILERO
 
 
-def speech_probabilities(samples: np.ndarray) -> np.ndarray:
-    """Silero scores for each full 32 ms frame of a standalone clip (for tests and tools)."""
-    model = _silero()
-    model.reset()
-    buf = np.array(samples[: len(samples) // FRAME * FRAME], np.float32)  # writable, contiguous
-    return np.array([model.process(memoryview(buf[i : i + FRAME].data)) for i in range(0, len(buf), FRAME)])
-
-
 class SpeechFilter:
     """Iterate to get the kept audio of `chunks`; `time_map` grows as you go.
 
