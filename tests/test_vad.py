@@ -94,3 +94,10 @@ def test_filter_streams_with_bounded_memory(jfk_audio):
 
 def test_frame_is_32_ms():
     assert FRAME / SR == 0.032
+
+
+@pytest.mark.parametrize("kind", ["silence", "music"])
+def test_no_text_without_vad(tiny_model, kind):
+    # The decoder's own gates (digital silence, no-speech probability) without the VAD pass.
+    segments, _ = tiny_model.transcribe(NON_SPEECH[kind](), vad=False)
+    assert [s.text for s in segments] == []

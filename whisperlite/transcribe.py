@@ -43,6 +43,9 @@ INPUT_STRIDE = 2  # mel frames per encoder position (and per timestamp step of 0
 # Language detection looks at most this many windows ahead for one that holds speech
 # (a silent or music intro is not evidence of a language); they stay in memory meanwhile.
 DETECT_WINDOWS = 4
+# A window quieter than -70 dBFS RMS holds no speech (16-bit dither alone is about -101 dBFS,
+# quiet speech about -40 dBFS), so it is skipped without decoding.
+SILENCE_RMS = 10 ** (-70 / 20)
 
 
 class LanguageError(WhisperliteError):
@@ -273,6 +276,10 @@ class WhisperModel:
             if len(samples) < HOP_LENGTH:
                 break
             segment_frames = min(N_FRAMES, len(samples) // HOP_LENGTH)
+            if float(np.sqrt(np.mean(np.square(samples)))) < SILENCE_RMS:
+                seek += segment_frames  # digital silence: the model would only invent text
+                reader.encoded = None
+                continue
             if seek == 0 and reader.encoded is not None:  # encoded already for language detection
                 mel, features = reader.encoded
                 reader.encoded = None
