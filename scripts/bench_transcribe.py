@@ -29,9 +29,10 @@ CHILD = r"""
 import json, resource, sys, time
 engine, path, threads, beam = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 t0 = time.perf_counter()
-if engine == "whisperlite":
+if engine.startswith("whisperlite"):
     import whisperlite
-    m = whisperlite.load_model("tiny.en", threads=threads)
+    compute_type = engine.partition(":")[2] or "auto"
+    m = whisperlite.load_model("tiny.en", threads=threads, compute_type=compute_type)
     load = time.perf_counter() - t0
     t1 = time.perf_counter()
     segs, info = m.transcribe(path, beam_size=beam if beam > 1 else None)
@@ -101,7 +102,7 @@ def build_input(minutes: float, out: Path) -> tuple[Path, str, float]:
 
 
 def available(engine: str) -> bool:
-    mod = {"whisperlite": "whisperlite", "faster-whisper": "faster_whisper", "whisper.cpp": "pywhispercpp"}[engine]
+    mod = {"whisperlite": "whisperlite", "faster-whisper": "faster_whisper", "whisper.cpp": "pywhispercpp"}[engine.split(":")[0]]
     return subprocess.run([sys.executable, "-c", f"import {mod}"], capture_output=True).returncode == 0
 
 
@@ -120,14 +121,19 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--beam", type=int, default=1, help="1: greedy for every engine")
-    ap.add_argument("--engines", nargs="+", default=["whisperlite", "faster-whisper", "whisper.cpp"])
+    ap.add_argument("--engines", nargs="+", default=["whisperlite", "whisperlite:q8_0", "faster-whisper", "whisper.cpp"],
+                    help="whisperlite:COMPUTE_TYPE selects load_model's compute_type")
     args = ap.parse_args()
     engines = [e for e in args.engines if available(e)]
     with tempfile.TemporaryDirectory() as tmp:
         wav, transcript, seconds = build_input(args.minutes, Path(tmp))
         ref = normalize(transcript)
         # numba's compile cache and the derived ggml file are made once, outside the timed runs
-        subprocess.run([sys.executable, "-m", "whisperlite", "transcribe", str(FIXTURES / "jfk.wav"), "-q"], check=True)
+        for engine in engines:
+            if engine.startswith("whisperlite"):
+                ct = engine.partition(":")[2] or "auto"
+                subprocess.run([sys.executable, "-m", "whisperlite", "transcribe", str(FIXTURES / "jfk.wav"), "-q",
+                                "--compute-type", ct], check=True)
         if "whisper.cpp" in engines:
             subprocess.run([sys.executable, "-c", "from whisperlite.quantize import resolve_derived as r; r('tiny.en-f16')"],
                            check=True)
