@@ -46,6 +46,9 @@ def test_every_container_gives_the_known_sentence(transcribed):
         assert normalize((out / f"{stem}.txt").read_text()) == normalize(JFK_TEXT)
         assert (out / f"{stem}.vtt").read_text().startswith("WEBVTT")
         doc = json.loads((out / f"{stem}.json").read_text())
+        # segments keep Whisper's own timestamps; cues above are cut at word times
+        assert doc["segments"][0]["start"] == 0.0
+        assert 10.0 <= doc["segments"][-1]["end"] <= 11.5
         for seg in doc["segments"]:
             assert {"start", "end", "text", "avg_logprob", "no_speech_prob"} <= set(seg)
 
