@@ -17,6 +17,7 @@ from whisperlite.models.llama import Llama, LlamaConfig
 from whisperlite.sampling import SamplingOptions
 
 DATA = Path(__file__).parent / "data" / "llama"
+KERNELS = Path(__file__).parent / "data" / "llama_kernels"  # ggml's single-operation outputs
 IDS = [5, 80, 17, 200, 3, 44, 101, 9, 250, 7, 61]
 
 
@@ -92,14 +93,14 @@ def test_real_q4_1_kernel_is_bit_exact_with_ggml(smollm2):
     against ggml's own outputs: equal bit for bit."""
     from whisperlite.kernels import matmul
 
-    x = np.fromfile(DATA / "x1.bin", np.float32).reshape(13, 576)[:1]
+    x = np.fromfile(KERNELS / "x1.bin", np.float32).reshape(13, 576)[:1]
     tensors = read_gguf(smollm2.path).tensors
     for name, ref in [
         ("blk.0.ffn_gate.weight", "mm_ffn_gate_q41_x1col0.bin"),
         ("token_embd.weight", "mm_lm_head_q80_x1col0.bin"),
     ]:
         got = matmul(x, tensors[name], ggml_exact=True)[0]
-        assert np.array_equal(got, np.fromfile(DATA / ref, np.float32)), name
+        assert np.array_equal(got, np.fromfile(KERNELS / ref, np.float32)), name
 
 
 def test_greedy_continuation_matches_llama_cpp(smollm2):
