@@ -58,3 +58,11 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
         atomic_write_text(str(target), "new")
     assert target.read_text() == "previous"
     assert os.listdir(tmp_path) == ["out.srt"]
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    """Outputs are created with the umask's permissions like any file (mkstemp would give 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    atomic_write_text(str(tmp_path / "talk.srt"), "x")
+    assert (tmp_path / "talk.srt").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -10,13 +10,13 @@ import csv
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable, Sequence
 
 import srt
 
+from whisperlite.atomic import atomic_output
 from whisperlite.errors import OutputError
 from whisperlite.subtitles import SubtitleOptions, make_cues
 from whisperlite.transcribe import Segment, TranscriptionInfo
@@ -113,26 +113,9 @@ WRITERS: dict[str, Callable[..., str]] = {  # (segments, info, WriterOptions | N
 
 
 def atomic_write_text(path: str, text: str) -> None:
-    """Write `text` to `path` via a temp file + rename: readers see the old file or the new one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".whisperlite-", suffix=".tmp", dir=directory)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-        raise
+    """Write `text` to `path` atomically (see atomic.atomic_output)."""
+    with atomic_output(path, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
 
 
 def write_outputs(segments: Sequence[Segment], info: TranscriptionInfo, base: str, formats: Sequence[str],

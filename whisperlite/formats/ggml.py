@@ -18,14 +18,14 @@ import json
 import mmap
 import os
 import struct
-import uuid
 from pathlib import Path
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite.errors import ModelFormatError, ModelNotFoundError, OutputError, QuantizationError
+from whisperlite.atomic import atomic_output
+from whisperlite.errors import ModelFormatError, ModelNotFoundError, QuantizationError
 from whisperlite.kernels.quant import quantize
 from whisperlite.kernels.tensor import QTensor, Weight
 from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
@@ -339,30 +339,20 @@ def write_ggml(ckpt: WhisperCheckpoint, path: str | os.PathLike, ftype: str = "f
     filters = _mel_filters(ckpt)
     d = ckpt.dims
 
-    path = Path(path)
-    # a fresh name in the target directory (so os.replace is atomic), created with the
-    # umask's permissions: mkstemp's 0600 would surprise users sharing a model file
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as fh:
-            fh.write(struct.pack("<12i", MAGIC, d.n_vocab, d.n_audio_ctx, d.n_audio_state, d.n_audio_head,
-                                 d.n_audio_layer, d.n_text_ctx, d.n_text_state, d.n_text_head,
-                                 d.n_text_layer, d.n_mels, header_ftype))
-            fh.write(struct.pack("<2i", *filters.shape))
-            fh.write(filters.tobytes())
-            fh.write(struct.pack("<i", len(tokens)))
-            fh.write(b"".join(struct.pack("<i", len(t)) + t for t in tokens))
-            for name, w in weights.items():
-                qtype = tensor_type(name, len(w.shape), wtype)
-                data = np.ascontiguousarray(file_data(w, qtype))
-                shape = tuple(w.shape) + ((1,) if name in _CONV_BIASES else ())
-                encoded = name.encode()
-                fh.write(struct.pack(f"<{3 + len(shape)}i", len(shape), len(encoded), int(qtype), *reversed(shape)))
-                fh.write(encoded)
-                fh.write(memoryview(data).cast("B"))
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise OutputError(f"{path}: cannot write model file ({e.strerror or e})") from None
-        raise
+    with atomic_output(path, "wb") as fh:
+        fh.write(struct.pack("<12i", MAGIC, d.n_vocab, d.n_audio_ctx, d.n_audio_state, d.n_audio_head,
+                             d.n_audio_layer, d.n_text_ctx, d.n_text_state, d.n_text_head,
+                             d.n_text_layer, d.n_mels, header_ftype))
+        fh.write(struct.pack("<2i", *filters.shape))
+        fh.write(filters.tobytes())
+        fh.write(struct.pack("<i", len(tokens)))
+        fh.write(b"".join(struct.pack("<i", len(t)) + t for t in tokens))
+        for name, w in weights.items():
+            qtype = tensor_type(name, len(w.shape), wtype)
+            data = np.ascontiguousarray(file_data(w, qtype))
+            shape = tuple(w.shape) + ((1,) if name in _CONV_BIASES else ())
+            encoded = name.encode()
+            fh.write(struct.pack(f"<{3 + len(shape)}i", len(shape), len(encoded), int(qtype), *reversed(shape)))
+            fh.write(encoded)
+            fh.write(memoryview(data).cast("B"))
+
