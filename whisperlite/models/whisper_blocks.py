@@ -1,0 +1,123 @@
+"""Whisper's transformer pieces shared by encoder and decoder: layer norm, the pre-LN block's
+weights (attention and MLP), and attention over pre-transposed keys."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gguf import GGMLQuantizationType as QType
+
+from whisperlite.kernels import QTensor, Weight, linear
+from whisperlite.kernels.ops import bias_gelu_, layer_norm, softmax_
+
+LN_EPS = 1e-5
+
+
+def dense(w: Weight) -> Weight:
+    """Encoder weights: every window multiplies 1500 rows by each matrix, so float16 is
+    converted once to float32 for BLAS; block-quantized weights stay compact (tiled path)."""
+    if isinstance(w, QTensor) and w.qtype == QType.F16:
+        return w.dequantize()
+    return w
+
+
+def fuse_rows(ws: list[Weight]) -> Weight:
+    """Stack output rows of several linear weights into one matrix (one product instead of many)."""
+    if all(isinstance(w, QTensor) for w in ws) and len({w.qtype for w in ws}) == 1:
+        rows = sum(w.shape[0] for w in ws)
+        return QTensor(ws[0].qtype, (rows, ws[0].shape[1]), np.concatenate([w.data for w in ws]))
+    return np.ascontiguousarray(np.concatenate([w.dequantize() if isinstance(w, QTensor) else w for w in ws]))
+
+
+@dataclass
+class Norm:
+    g: np.ndarray
+    b: np.ndarray
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return layer_norm(x, self.g, self.b, LN_EPS)
+
+
+@dataclass
+class Block:
+    attn_ln: Norm
+    qkv: Weight  # (3d, d): query | key | value rows
+    qkv_b: np.ndarray
+    out: Weight
+    out_b: np.ndarray
+    mlp_ln: Norm
+    fc1: Weight
+    fc1_b: np.ndarray
+    fc2: Weight
+    fc2_b: np.ndarray
+    # decoder only
+    cross_ln: Norm | None = None
+    cross_q: Weight | None = None
+    cross_q_b: np.ndarray | None = None
+    cross_kv: Weight | None = None  # (2d, d): key | value rows
+    cross_kv_b: np.ndarray | None = None
+    cross_out: Weight | None = None
+    cross_out_b: np.ndarray | None = None
+
+    def mlp(self, x: np.ndarray) -> np.ndarray:
+        h = bias_gelu_(linear(self.mlp_ln(x), self.fc1), self.fc1_b)
+        return linear(h, self.fc2, self.fc2_b)
+
+
+def load_block(w: dict, p: str, cross: bool, d: int) -> Block:
+    norm = lambda n: Norm(w[f"{n}.weight"], w[f"{n}.bias"])  # noqa: E731
+    # Decoder weights stay as stored (few rows per product: GEMV reads fewer bytes);
+    # encoder weights become BLAS-ready.
+    mat = (lambda x: x) if cross else dense
+    blk = Block(
+        attn_ln=norm(f"{p}.attn_ln"),
+        qkv=mat(fuse_rows([w[f"{p}.attn.query.weight"], w[f"{p}.attn.key.weight"], w[f"{p}.attn.value.weight"]])),
+        qkv_b=np.concatenate([w[f"{p}.attn.query.bias"], np.zeros(d, np.float32), w[f"{p}.attn.value.bias"]]),
+        out=mat(w[f"{p}.attn.out.weight"]),
+        out_b=w[f"{p}.attn.out.bias"],
+        mlp_ln=norm(f"{p}.mlp_ln"),
+        fc1=mat(w[f"{p}.mlp.0.weight"]),
+        fc1_b=w[f"{p}.mlp.0.bias"],
+        fc2=mat(w[f"{p}.mlp.2.weight"]),
+        fc2_b=w[f"{p}.mlp.2.bias"],
+    )
+    if cross:
+        blk.cross_ln = norm(f"{p}.cross_attn_ln")
+        blk.cross_q = w[f"{p}.cross_attn.query.weight"]
+        blk.cross_q_b = w[f"{p}.cross_attn.query.bias"]
+        # keys/values of 1500 audio positions per window: a big product, BLAS-ready
+        blk.cross_kv = dense(fuse_rows([w[f"{p}.cross_attn.key.weight"], w[f"{p}.cross_attn.value.weight"]]))
+        blk.cross_kv_b = np.concatenate([np.zeros(d, np.float32), w[f"{p}.cross_attn.value.bias"]])
+        blk.cross_out = w[f"{p}.cross_attn.out.weight"]
+        blk.cross_out_b = w[f"{p}.cross_attn.out.bias"]
+    return blk
+
+
+def split_heads(x: np.ndarray, n_head: int) -> np.ndarray:
+    """(n, h*64) -> (h, n, 64)"""
+    n, d = x.shape
+    return x.reshape(n, n_head, d // n_head).transpose(1, 0, 2)
+
+
+def merge_heads(x: np.ndarray) -> np.ndarray:
+    """(h, n, 64) -> (n, h*64), contiguous"""
+    h, n, k = x.shape
+    return np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(n, h * k)
+
+
+def attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, mask_offset: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """q (..., n, dk), kt (..., dk, t) keys already transposed, v (..., t, dk)
+    -> out (..., n, dk), weights (..., n, t).
+
+    With `mask_offset`, query i sits at absolute position mask_offset + i and may only see
+    keys at positions ≤ its own (causal).
+    """
+    n, dk = q.shape[-2:]
+    t = kt.shape[-1]
+    scores = np.matmul(q * np.float32(dk**-0.5), kt)
+    if mask_offset is not None and n > 1:
+        pos = mask_offset + np.arange(n)[:, None]
+        scores[..., np.arange(t)[None, :] > pos] = -np.inf
+    w = softmax_(scores.reshape(-1, t)).reshape(scores.shape)
+    return np.matmul(w, v), w
