@@ -92,22 +92,34 @@ def _bias_gelu_body(x, b):
     return x
 
 
+@numba.njit(inline="always", fastmath=_FAST, cache=True)
+def _layer_norm_row(x, i, g, b, eps, out):
+    d = x.shape[1]
+    s = 0.0
+    for j in range(d):
+        s += x[i, j]
+    mean = s / d
+    v = 0.0
+    for j in range(d):
+        t = x[i, j] - mean
+        v += t * t
+    inv = 1.0 / math.sqrt(v / d + eps)
+    for j in range(d):
+        out[i, j] = (x[i, j] - mean) * inv * g[j] + b[j]
+
+
 def _layer_norm_body(x, g, b, eps):
     """LayerNorm over the last axis: x (n, d) -> new (n, d); statistics in float64."""
-    n, d = x.shape
     out = np.empty_like(x)
-    for i in prange(n):
-        s = 0.0
-        for j in range(d):
-            s += x[i, j]
-        mean = s / d
-        v = 0.0
-        for j in range(d):
-            t = x[i, j] - mean
-            v += t * t
-        inv = 1.0 / math.sqrt(v / d + eps)
-        for j in range(d):
-            out[i, j] = (x[i, j] - mean) * inv * g[j] + b[j]
+    for i in prange(x.shape[0]):
+        _layer_norm_row(x, i, g, b, eps, out)
+    return out
+
+
+def _layer_norm_into_body(x, g, b, eps, out):
+    """LayerNorm of x (n, d) written into a preallocated out (n, d) -> out."""
+    for i in prange(x.shape[0]):
+        _layer_norm_row(x, i, g, b, eps, out)
     return out
 
 
@@ -162,9 +174,96 @@ def _silu_mul_body(gate, up):
     return gate
 
 
+def _bias_gelu_add_body(x, b, y):
+    """In place x = gelu(x + b) + y: x (n, d), b (d,), y (n, d) -> x (a convolution's
+    activation plus the positional embedding)."""
+    n, d = x.shape
+    for i in prange(n):
+        for j in range(d):
+            x[i, j] = _gelu(x[i, j] + b[j]) + y[i, j]
+    return x
+
+
+def _bias_residual_body(x, y, b):
+    """In place residual x += y + b: x (n, d), y (n, d), b (d,) -> x."""
+    n, d = x.shape
+    for i in prange(n):
+        for j in range(d):
+            x[i, j] += y[i, j] + b[j]
+    return x
+
+
+def _bias_scale_body(x, b, scale):
+    """In place x[:, :k] = (x[:, :k] + b) * scale for b (k,): x (n, d) -> x (the query
+    columns of a fused query|key|value product get their bias and attention scale)."""
+    n = x.shape[0]
+    k = b.shape[0]
+    for i in prange(n):
+        for j in range(k):
+            x[i, j] = (x[i, j] + b[j]) * scale
+    return x
+
+
+def _softmax_unnormalized_body(x, sums):
+    """In place x = exp(x - rowmax(x)), sums[i] = sum of row i: x (n, d), sums (n,) -> x.
+
+    Dividing by the sums is left to the caller: after the product with V it touches the
+    (n, head_dim) output instead of the (n, d) probabilities."""
+    n, d = x.shape
+    for i in prange(n):
+        m = x[i, 0]
+        for j in range(d):
+            m = max(m, x[i, j])
+        s = np.float32(0.0)
+        for j in range(d):
+            e = expf(x[i, j] - m)
+            x[i, j] = e
+            s += e
+        sums[i] = s
+    return x
+
+
+def _divide_heads_body(x, sums):
+    """In place x[i, h*hd:(h+1)*hd] /= sums[h, i]: x (n, n_head*hd), sums (n_head, >= n) -> x."""
+    n, d = x.shape
+    n_head = sums.shape[0]
+    hd = d // n_head
+    for i in prange(n):
+        for h in range(n_head):
+            inv = np.float32(1.0) / sums[h, i]
+            for c in range(h * hd, (h + 1) * hd):
+                x[i, c] *= inv
+    return x
+
+
+def _im2col3_body(x, stride, r0, out):
+    """Rows r0 … r0+n-1 of a kernel-3, padding-1 convolution's im2col: x (t, c) -> out
+    (n, 3c), out[i] = [x[s-1], x[s], x[s+1]] with s = (r0+i)*stride and zeros outside x."""
+    t, c = x.shape
+    n = out.shape[0]
+    for i in prange(n):
+        s = (r0 + i) * stride
+        for tap in range(3):
+            src = s + tap - 1
+            if 0 <= src < t:
+                for j in range(c):
+                    out[i, tap * c + j] = x[src, j]
+            else:
+                for j in range(c):
+                    out[i, tap * c + j] = np.float32(0.0)
+    return out
+
+
 gelu_ = _dual(_gelu_body)
 bias_gelu_ = _dual(_bias_gelu_body)
 layer_norm = _dual(_layer_norm_body)
+layer_norm_into = _dual(_layer_norm_into_body)
+bias_gelu_add_ = _dual(_bias_gelu_add_body)
+bias_residual_ = _dual(_bias_residual_body)
+bias_scale_ = _dual(_bias_scale_body)
+softmax_unnormalized_ = _dual(_softmax_unnormalized_body)
+divide_heads_ = _dual(_divide_heads_body)
+im2col3 = _dual(_im2col3_body)
 rms_norm = _dual(_rms_norm_body)
 softmax_ = _dual(_softmax_body)
 add_ = _dual(_add_body)

@@ -1,14 +1,94 @@
 """Whisper's audio encoder: two GELU convolutions (the second with stride 2) as im2col
-matrix products, then pre-LayerNorm transformer blocks over 1500 positions."""
+matrix products, then pre-LayerNorm transformer blocks over 1500 positions.
+
+Everything but attention works row by row, so a window runs as a few phases over chunks of
+rows, pulled from a queue by the kernel threads. Within a chunk one thread goes from
+product to product (single-threaded BLAS, serial numba kernels) over data it has just
+written, still in cache; the only hand-offs are where attention needs every position's keys
+and values: after each layer's query|key|value product and after the first convolution.
+A layer's phase is: attention for the chunk's queries, output projection, MLP, then the next
+layer's layer norm and query|key|value product (into the other of two buffers, since other
+chunks still read this layer's keys). All buffers are allocated once and reused per window.
+"""
 from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from whisperlite.kernels import linear
-from whisperlite.kernels.ops import add_, gelu_, softmax_
-from whisperlite.kernels.threads import run_parallel
+from whisperlite.kernels import QTensor, Weight
+from whisperlite.kernels import ops
+from whisperlite.kernels.quant import dequantize_rows
+from whisperlite.kernels.threads import get_threads, run_parallel
 from whisperlite.models.checkpoint import WhisperCheckpoint
-from whisperlite.models.whisper_blocks import Norm, load_block
+from whisperlite.models.whisper_blocks import LN_EPS, Norm, load_block
+
+# Rows per chunk of the 1500 positions. Measured on tiny.en (AVX2, OpenBLAS): 375 keeps
+# BLAS at full speed (250 cost ~8 % on the products) and gives 2 threads 4 chunks to share
+# when one core is also busy with something else.
+CHUNK_ROWS = 375
+
+
+@dataclass
+class _Layer:
+    attn_ln: Norm
+    qkv: Weight  # (3d, d) query | key | value rows
+    q_b: np.ndarray  # query bias; the key has none, the value's is folded into out_b
+    out: Weight
+    out_b: np.ndarray
+    mlp_ln: Norm
+    fc1: Weight
+    fc1_b: np.ndarray
+    fc2: Weight
+    fc2_b: np.ndarray
+
+
+def _layer(block, d: int) -> _Layer:
+    # Softmax rows sum to 1, so the value bias passes through attention unchanged and
+    # reaches the output projection as a constant: out(a + b_v) = out(a) + W_out b_v.
+    w_out = block.out.dequantize() if isinstance(block.out, QTensor) else block.out
+    v_b = block.qkv_b[2 * d :].astype(np.float64)
+    out_b = (block.out_b.astype(np.float64) + w_out.astype(np.float64) @ v_b).astype(np.float32)
+    return _Layer(block.attn_ln, block.qkv, np.ascontiguousarray(block.qkv_b[:d]), block.out, out_b,
+                  block.mlp_ln, block.fc1, np.asarray(block.fc1_b, np.float32), block.fc2,
+                  np.asarray(block.fc2_b, np.float32))
+
+
+class _Workspace:
+    """Every buffer of one window: shared activations plus one scratch set per thread."""
+
+    def __init__(self, enc: "AudioEncoder", t_in: int, threads: int):
+        d, nh = enc.dims.n_audio_state, enc.dims.n_audio_head
+        c_in = enc.conv1.shape[1] // 3
+        self.t_in, self.threads = t_in, threads
+        self.t = (t_in - 1) // 2 + 1
+        self.conv1 = np.empty((t_in, d), np.float32)
+        self.x = np.empty((self.t, d), np.float32)
+        self.qkv = [np.empty((self.t, 3 * d), np.float32) for _ in range(2)]
+        rows = min(CHUNK_ROWS, self.t)
+        self.scratch = [
+            {
+                "cols1": np.empty((2 * rows, 3 * c_in), np.float32),
+                "cols2": np.empty((rows, 3 * d), np.float32),
+                "scores": np.empty((rows, self.t), np.float32),
+                "sums": np.empty((nh, rows), np.float32),
+                "att": np.empty((rows, d), np.float32),
+                "h": np.empty((rows, d), np.float32),
+                "y": np.empty((rows, d), np.float32),
+                "f": np.empty((rows, enc.n_mlp), np.float32),
+            }
+            for _ in range(threads)
+        ]
+        # block-quantized weights (ggml q5_0 … files): dequantized once per window per layer
+        self.dense: dict[str, np.ndarray] = {}
+
+
+def _chunks(n: int, rows: int) -> list[tuple[int, int]]:
+    k = max(1, round(n / rows))
+    return [(n * i // k, n * (i + 1) // k) for i in range(k)]
 
 
 class AudioEncoder:
@@ -22,50 +102,115 @@ class AudioEncoder:
         self.conv2 = np.ascontiguousarray(c2.transpose(0, 2, 1).reshape(c2.shape[0], -1))
         self.conv1_b = np.asarray(w["encoder.conv1.bias"], np.float32).reshape(-1)
         self.conv2_b = np.asarray(w["encoder.conv2.bias"], np.float32).reshape(-1)
-        self.pos = np.asarray(w["encoder.positional_embedding"], np.float32)
-        self.blocks = [load_block(w, f"encoder.blocks.{i}", False, d.n_audio_state) for i in range(d.n_audio_layer)]
+        self.pos = np.ascontiguousarray(w["encoder.positional_embedding"], np.float32)
+        state = d.n_audio_state
+        self.layers = [_layer(load_block(w, f"encoder.blocks.{i}", False, state), state)
+                       for i in range(d.n_audio_layer)]
+        self.n_mlp = self.layers[0].fc1.shape[0]
         self.ln_post = Norm(w["encoder.ln_post.weight"], w["encoder.ln_post.bias"])
+        self.scale = np.float32((state // d.n_audio_head) ** -0.5)
+        self._ws: _Workspace | None = None
+        self._lock = threading.Lock()  # one window at a time: the workspace is shared
 
-    @staticmethod
-    def _im2col(x: np.ndarray, stride: int) -> np.ndarray:
-        """x (T, C), kernel 3, padding 1 -> (T_out, 3*C) rows [x[t-1], x[t], x[t+1]]."""
-        t, c = x.shape
-        xp = np.zeros((t + 2, c), np.float32)
-        xp[1:-1] = x
-        t_out = (t - 1) // stride + 1
-        cols = np.empty((t_out, 3 * c), np.float32)
-        for tap in range(3):
-            cols[:, tap * c : (tap + 1) * c] = xp[tap : tap + stride * (t_out - 1) + 1 : stride]
-        return cols
+    def _weight(self, ws: _Workspace, key: str, w: Weight) -> np.ndarray:
+        """w (out, in) as a float32 (in, out) operand for BLAS: a transposed view, no copy."""
+        if not isinstance(w, QTensor):
+            return w.T
+        buf = ws.dense.get(key)
+        if buf is None or buf.shape != w.shape:
+            buf = ws.dense[key] = np.empty(w.shape, np.float32)
+        return dequantize_rows(w.data, w.qtype, w.shape, 0, w.shape[0], buf).T
 
-    @staticmethod
-    def _self_attention(qkv: np.ndarray, nh: int) -> np.ndarray:
-        """qkv (t, 3d) -> attention output (t, d), one head per task over the kernel threads:
-        each head's (t, t) scores stay private to one thread from product to product."""
-        t, d3 = qkv.shape
-        d = d3 // 3
+    def _phase(self, ws: _Workspace, n_rows: int, rows: int, work: Callable[[dict, int, int], None]) -> None:
+        """work(scratch, a, b) for chunks [a, b) of n_rows, pulled by every thread from a queue."""
+        todo: queue.SimpleQueue = queue.SimpleQueue()
+        for c in _chunks(n_rows, rows):
+            todo.put(c)
+
+        def worker(i: int) -> None:
+            scratch = ws.scratch[i]
+            while True:
+                try:
+                    a, b = todo.get_nowait()
+                except queue.Empty:
+                    return
+                work(scratch, a, b)
+
+        run_parallel(worker, ws.threads)
+
+    def _qkv(self, ws: _Workspace, layer: _Layer, wqkv: np.ndarray, qkv: np.ndarray, s: dict, a: int, b: int) -> None:
+        """The layer's attention input for rows [a, b): query (biased, scaled) | key | value."""
+        h = s["h"][: b - a]
+        ops.layer_norm_into.serial(ws.x[a:b], layer.attn_ln.g, layer.attn_ln.b, LN_EPS, h)
+        np.matmul(h, wqkv, out=qkv[a:b])
+        ops.bias_scale_.serial(qkv[a:b], layer.q_b, self.scale)
+
+    def _attention(self, qkv: np.ndarray, s: dict, a: int, b: int) -> np.ndarray:
+        """Self-attention of query rows [a, b) over all positions, one head at a time -> (b-a, d)."""
+        n, d, nh = b - a, self.dims.n_audio_state, self.dims.n_audio_head
         hd = d // nh
-        out = np.empty((t, d), np.float32)
-        scale = np.float32(hd**-0.5)
-
-        def head(h: int) -> None:
-            q = qkv[:, h * hd : (h + 1) * hd] * scale
+        scores, att, sums = s["scores"][:n], s["att"][:n], s["sums"]
+        for h in range(nh):
+            q = qkv[a:b, h * hd : (h + 1) * hd]
             k = qkv[:, d + h * hd : d + (h + 1) * hd]
             v = qkv[:, 2 * d + h * hd : 2 * d + (h + 1) * hd]
-            w = softmax_.serial(q @ k.T)  # releases the GIL: heads run side by side
-            np.matmul(w, v, out=out[:, h * hd : (h + 1) * hd])
-
-        run_parallel(head, nh)
-        return out
+            np.matmul(q, k.T, out=scores)
+            ops.softmax_unnormalized_.serial(scores, sums[h, :n])
+            np.matmul(scores, v, out=att[:, h * hd : (h + 1) * hd])
+        return ops.divide_heads_.serial(att, sums)
 
     def __call__(self, mel: np.ndarray) -> np.ndarray:
         """mel (n_mels, 2*n_audio_ctx) -> (n_audio_ctx, n_audio_state)"""
-        x = gelu_(linear(self._im2col(np.ascontiguousarray(mel.T), 1), self.conv1, self.conv1_b))
-        x = gelu_(linear(self._im2col(x, 2), self.conv2, self.conv2_b))
-        x = add_(x, self.pos[: x.shape[0]])
-        nh = self.dims.n_audio_head
-        for b in self.blocks:
-            qkv = linear(b.attn_ln(x), b.qkv, b.qkv_b)
-            x = add_(linear(self._self_attention(qkv, nh), b.out, b.out_b), x)
-            x = add_(b.mlp(x), x)
-        return self.ln_post(x)
+        with self._lock:
+            threads = get_threads()
+            ws = self._ws
+            if ws is None or ws.t_in != mel.shape[1] or ws.threads != threads:
+                ws = self._ws = _Workspace(self, mel.shape[1], threads)
+            return self._encode(ws, np.asarray(mel, np.float32))
+
+    def _encode(self, ws: _Workspace, mel: np.ndarray) -> np.ndarray:
+        mel_t = mel.T  # (frames, n_mels) view: im2col reads it in place
+        c1, c2 = self.conv1.T, self.conv2.T
+        rows = CHUNK_ROWS
+
+        def conv1(s: dict, a: int, b: int) -> None:
+            cols = ops.im2col3.serial(mel_t, 1, a, s["cols1"][: b - a])
+            np.matmul(cols, c1, out=ws.conv1[a:b])
+            ops.bias_gelu_.serial(ws.conv1[a:b], self.conv1_b)
+
+        self._phase(ws, ws.t_in, 2 * rows, conv1)
+
+        first = self.layers[0]
+        wqkv = self._weight(ws, "qkv", first.qkv)
+
+        def conv2(s: dict, a: int, b: int) -> None:
+            cols = ops.im2col3.serial(ws.conv1, 2, a, s["cols2"][: b - a])
+            np.matmul(cols, c2, out=ws.x[a:b])
+            ops.bias_gelu_add_.serial(ws.x[a:b], self.conv2_b, self.pos[a:b])
+            self._qkv(ws, first, wqkv, ws.qkv[0], s, a, b)
+
+        self._phase(ws, ws.t, rows, conv2)
+
+        out = np.empty((ws.t, self.dims.n_audio_state), np.float32)
+        for i, layer in enumerate(self.layers):
+            nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
+            w_out = self._weight(ws, "out", layer.out)
+            w_fc1, w_fc2 = self._weight(ws, "fc1", layer.fc1), self._weight(ws, "fc2", layer.fc2)
+            w_next = self._weight(ws, "qkv", nxt.qkv) if nxt else None
+            qkv, qkv_next = ws.qkv[i % 2], ws.qkv[(i + 1) % 2]
+
+            def block(s: dict, a: int, b: int, layer=layer, nxt=nxt, w_out=w_out, w_fc1=w_fc1, w_fc2=w_fc2,
+                      w_next=w_next, qkv=qkv, qkv_next=qkv_next) -> None:
+                n, x = b - a, ws.x[a:b]
+                y = np.matmul(self._attention(qkv, s, a, b), w_out, out=s["y"][:n])
+                ops.bias_residual_.serial(x, y, layer.out_b)
+                h = ops.layer_norm_into.serial(x, layer.mlp_ln.g, layer.mlp_ln.b, LN_EPS, s["h"][:n])
+                f = ops.bias_gelu_.serial(np.matmul(h, w_fc1, out=s["f"][:n]), layer.fc1_b)
+                ops.bias_residual_.serial(x, np.matmul(f, w_fc2, out=y), layer.fc2_b)
+                if nxt is not None:
+                    self._qkv(ws, nxt, w_next, qkv_next, s, a, b)
+                else:
+                    ops.layer_norm_into.serial(x, self.ln_post.g, self.ln_post.b, LN_EPS, out[a:b])
+
+            self._phase(ws, ws.t, rows, block)
+        return out
