@@ -95,3 +95,28 @@ def test_words_land_near_known_times(jfk_words):
             errors.append(abs(w.start - truth[(key, n)]))
     assert len(errors) == len(truth)
     assert max(errors) < 0.25 and sum(errors) / len(errors) < 0.1
+
+
+def test_alignment_head_presets_match_ct2_config(tiny_model):
+    # ggml files store no heads: the preset for tiny.en must be the one the CTranslate2
+    # model carries in its config.json.
+    from whisperlite.models.checkpoint import preset_alignment_heads
+
+    dims = tiny_model.model.dims
+    np.testing.assert_array_equal(preset_alignment_heads(dims), tiny_model.model.alignment_heads)
+    large_v2 = type(dims)(n_mels=80, n_audio_ctx=1500, n_audio_state=1280, n_audio_head=20, n_audio_layer=32,
+                          n_vocab=51865, n_text_ctx=448, n_text_state=1280, n_text_head=20, n_text_layer=32)
+    assert preset_alignment_heads(large_v2) is None  # v1 and v2 cannot be told apart
+
+
+def test_ggml_model_words_match_ct2_words(jfk_words, jfk_audio):
+    import whisperlite
+
+    q5 = whisperlite.load_model("tiny.en-q5_0", threads=2)
+    assert q5.model.alignment_heads is not None
+    segments, _ = q5.transcribe(jfk_audio, word_timestamps=True, beam_size=1)
+    got = [w for s in segments for w in s.words]
+    want = [w for s in jfk_words for w in s.words]
+    assert [w.word for w in got] == [w.word for w in want]
+    errors = np.abs([g.start - w.start for g, w in zip(got, want)])
+    assert errors.mean() < 0.03 and errors.max() < 0.1

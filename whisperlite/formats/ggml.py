@@ -28,7 +28,7 @@ from whisperlite.atomic import atomic_output
 from whisperlite.errors import ModelFormatError, ModelNotFoundError, QuantizationError
 from whisperlite.kernels.quant import quantize
 from whisperlite.kernels.tensor import QTensor, Weight
-from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
+from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims, preset_alignment_heads
 
 MAGIC = 0x67676D6C
 # GGML_QNT_VERSION in ggml.h: 2 since Q8_0 scales became f16 (1 was the Q4/Q5 bit-layout
@@ -266,6 +266,7 @@ def read_ggml(path: str | os.PathLike) -> WhisperCheckpoint:
         raise r.fail(f"missing {len(missing)} tensors (first: {missing[0]})")
     ftype_name = next(n for n, (code, _) in FTYPES.items() if code == ftype)
     return WhisperCheckpoint(dims=dims, weights=weights, token_bytes=token_bytes, source=path,
+                             alignment_heads=preset_alignment_heads(dims),
                              extra={"mel_filters": mel_filters, "ftype": ftype_name})
 
 

@@ -29,6 +29,39 @@ class WhisperDims:
         return self.n_vocab >= 51865
 
 
+# Cross-attention heads that follow the audio position of the token being predicted, as
+# [text layer, head]. whisper.cpp's ggml files do not store them, so whisper.cpp keeps this
+# per-model table (its `g_aheads_*`, the same values openai-whisper ships as _ALIGNMENT_HEADS
+# and CTranslate2 stores in config.json). Keyed by (n_text_layer, n_text_state, multilingual,
+# n_mels): the hyperparameters tell the model sizes apart, and 128 mel bins mark large-v3.
+_ALIGNMENT_HEADS: dict[tuple[int, int, bool, int], list[tuple[int, int]]] = {
+    (4, 384, False, 80): [(1, 0), (2, 0), (2, 5), (3, 0), (3, 1), (3, 2), (3, 3), (3, 4)],  # tiny.en
+    (4, 384, True, 80): [(2, 2), (3, 0), (3, 2), (3, 3), (3, 4), (3, 5)],  # tiny
+    (6, 512, False, 80): [(3, 3), (4, 7), (5, 1), (5, 5), (5, 7)],  # base.en
+    (6, 512, True, 80): [(3, 1), (4, 2), (4, 3), (4, 7), (5, 1), (5, 2), (5, 4), (5, 6)],  # base
+    (12, 768, False, 80): [(6, 6), (7, 0), (7, 3), (7, 8), (8, 2), (8, 5), (8, 7), (9, 0), (9, 4), (9, 8),
+                           (9, 10), (10, 0), (10, 1), (10, 2), (10, 3), (10, 6), (10, 11), (11, 2),
+                           (11, 4)],  # small.en
+    (12, 768, True, 80): [(5, 3), (5, 9), (8, 0), (8, 4), (8, 7), (8, 8), (9, 0), (9, 7), (9, 9),
+                          (10, 5)],  # small
+    (24, 1024, False, 80): [(11, 4), (14, 1), (14, 12), (14, 14), (15, 4), (16, 0), (16, 4), (16, 9),
+                            (17, 12), (17, 14), (18, 7), (18, 10), (18, 15), (20, 0), (20, 3), (20, 9),
+                            (20, 14), (21, 12)],  # medium.en
+    (24, 1024, True, 80): [(13, 15), (15, 4), (15, 15), (16, 1), (20, 0), (23, 4)],  # medium
+    (32, 1280, True, 128): [(7, 0), (10, 17), (12, 18), (13, 12), (16, 1), (17, 14), (19, 11), (21, 4),
+                            (24, 1), (25, 6)],  # large-v3
+    (4, 1280, True, 128): [(2, 4), (2, 11), (3, 3), (3, 6), (3, 11), (3, 14)],  # large-v3-turbo
+    # large-v1 and large-v2 share every hyperparameter but not their heads: no entry, so
+    # they take the generic choice (all heads of the upper decoder half).
+}
+
+
+def preset_alignment_heads(dims: WhisperDims) -> np.ndarray | None:
+    """The published alignment heads (k, 2) for the model these dims describe, or None."""
+    heads = _ALIGNMENT_HEADS.get((dims.n_text_layer, dims.n_text_state, dims.is_multilingual, dims.n_mels))
+    return None if heads is None else np.asarray(heads, dtype=np.int64)
+
+
 @dataclass
 class WhisperCheckpoint:
     """Weights keyed by openai-whisper state-dict names with PyTorch shapes, e.g.
