@@ -60,15 +60,15 @@ def _layer(block, d: int) -> _Layer:
 class _Workspace:
     """Every buffer of one window: shared activations plus one scratch set per thread."""
 
-    def __init__(self, enc: "AudioEncoder", t_in: int, threads: int):
+    def __init__(self, enc: "AudioEncoder", t_in: int, threads: int, rows: int):
         d, nh = enc.dims.n_audio_state, enc.dims.n_audio_head
         c_in = enc.conv1.shape[1] // 3
         self.t_in, self.threads = t_in, threads
         self.t = (t_in - 1) // 2 + 1
+        self.rows = rows = min(rows, self.t)
         self.conv1 = np.empty((t_in, d), np.float32)
         self.x = np.empty((self.t, d), np.float32)
         self.qkv = [np.empty((self.t, 3 * d), np.float32) for _ in range(2)]
-        rows = min(CHUNK_ROWS, self.t)
         self.scratch = [
             {
                 "cols1": np.empty((2 * rows, 3 * c_in), np.float32),
@@ -87,7 +87,8 @@ class _Workspace:
 
 
 def _chunks(n: int, rows: int) -> list[tuple[int, int]]:
-    k = max(1, round(n / rows))
+    """[a, b) ranges of at most `rows` covering 0 … n-1, as even as possible."""
+    k = -(-n // rows)
     return [(n * i // k, n * (i + 1) // k) for i in range(k)]
 
 
@@ -164,14 +165,14 @@ class AudioEncoder:
         with self._lock:
             threads = get_threads()
             ws = self._ws
-            if ws is None or ws.t_in != mel.shape[1] or ws.threads != threads:
-                ws = self._ws = _Workspace(self, mel.shape[1], threads)
+            if ws is None or (ws.t_in, ws.threads, ws.rows) != (mel.shape[1], threads, min(CHUNK_ROWS, ws.t)):
+                ws = self._ws = _Workspace(self, mel.shape[1], threads, CHUNK_ROWS)
             return self._encode(ws, np.asarray(mel, np.float32))
 
     def _encode(self, ws: _Workspace, mel: np.ndarray) -> np.ndarray:
         mel_t = mel.T  # (frames, n_mels) view: im2col reads it in place
         c1, c2 = self.conv1.T, self.conv2.T
-        rows = CHUNK_ROWS
+        rows = ws.rows
 
         def conv1(s: dict, a: int, b: int) -> None:
             cols = ops.im2col3.serial(mel_t, 1, a, s["cols1"][: b - a])
