@@ -1,35 +1,44 @@
 """Whisper's text decoder: pre-LN blocks with cross-attention over the encoder output.
 Self-attention keys/values live in a preallocated cache so each new token costs one row of
-work per layer, and a prompt of any length is one batched pass."""
+work per layer, and a prompt of any length is one batched pass. The token-by-token step
+(one new token per sequence) runs as two fused kernels (kernels/decoder_step.py) into
+scratch kept on the cache, so it allocates nothing per token."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
 
-from whisperlite.kernels import QTensor, linear
+from whisperlite.kernels import QTensor, Weight, get_threads, linear
+from whisperlite.kernels import decoder_step as fused
 from whisperlite.kernels.ops import add_
 from whisperlite.kernels.quant import dequantize_rows
 from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
-from whisperlite.models.whisper_blocks import Norm, attention, load_block, merge_heads, split_heads
+from whisperlite.models.whisper_blocks import Block, Norm, attention, load_block, merge_heads, split_heads
 
 
 class KVCache:
     """Self-attention keys/values for up to `batch` sequences, plus the cross-attention
     keys/values of the current audio window (computed once per window, shared by forks)."""
 
-    def __init__(self, dims: WhisperDims, batch: int, cross: list[tuple[np.ndarray, np.ndarray]]):
+    def __init__(self, dims: WhisperDims, batch: int, cross_k: np.ndarray, cross_v: np.ndarray):
         self.dims = dims
         shape = (dims.n_text_layer, batch, dims.n_text_ctx, dims.n_text_state)
         # np.zeros maps untouched pages lazily: a 448-token buffer costs only what is used.
         self.k = np.zeros(shape, np.float32)
         self.v = np.zeros(shape, np.float32)
         self.length = 0
-        self.cross = cross  # per layer: keys (h, 64, n_audio_ctx) pre-transposed, values (h, n_audio_ctx, 64)
+        # keys and values (L, h, n_audio_ctx, 64), float32 or float16
+        self.cross_k = cross_k
+        self.cross_v = cross_v
+        # the fused step reads float16 as its bits
+        bits = (lambda a: a.view(np.uint16)) if cross_k.dtype == np.float16 else (lambda a: a)  # noqa: E731
+        self.cross_k_in, self.cross_v_in = bits(cross_k), bits(cross_v)
+        self.scratch: _StepScratch | None = None
 
     def fork(self, batch: int) -> "KVCache":
         """An empty self-attention cache for `batch` sequences over the same audio."""
-        return KVCache(self.dims, batch, self.cross)
+        return KVCache(self.dims, batch, self.cross_k, self.cross_v)
 
     def reorder(self, rows: np.ndarray) -> None:
         """Keep/duplicate sequences (best-of, beams): new sequence i is old sequence rows[i].
@@ -49,14 +58,70 @@ class KVCache:
         self.reorder(np.zeros(batch, dtype=np.int64))
 
 
+class _StepScratch:
+    """Per-token buffers of the fused step for `batch` sequences, allocated once per cache."""
+
+    def __init__(self, dims: WhisperDims, batch: int, parts: int):
+        d, f32 = dims.n_text_state, np.float32
+        self.batch = batch
+        self.x, self.h, self.att, self.y = (np.empty((batch, d), f32) for _ in range(4))
+        self.qkv = np.empty((batch, 3 * d), f32)
+        self.mlp = np.empty((batch, 4 * d), f32)
+        self.ones = np.ones(batch * 4 * d // 32, f32)
+        self.sums = np.empty(batch * 4 * d // 32, f32)
+        self.buf = np.empty((2, 4 * d), f32)
+        self.scores = np.empty((batch, max(dims.n_text_ctx, dims.n_audio_ctx)), f32)
+        self.bufs = np.empty((parts, 2, d), f32)
+        self.logits = np.empty((batch, 1, dims.n_vocab), f32)
+
+
+class _StepWeights:
+    """The decoder's weights as the fused step takes them: matrices as per-layer tuples of
+    uint8 views (no copies), one kind code per matrix role, norms and biases stacked."""
+
+    ROLES = ("qkv", "out", "cross_q", "cross_out", "fc1", "fc2")
+
+    def __init__(self, kinds: list[int], mats: list[tuple[np.ndarray, ...]], emb_kind: int, emb: np.ndarray,
+                 blocks: list[Block], ln: Norm):
+        self.kinds = np.asarray(kinds, np.int64)
+        self.mats = mats
+        self.emb_kind, self.emb = emb_kind, emb
+        st = lambda f: np.ascontiguousarray(np.stack([f(b) for b in blocks]), np.float32)  # noqa: E731
+        self.ln_g = st(lambda b: np.stack([b.attn_ln.g, b.cross_ln.g, b.mlp_ln.g]))
+        self.ln_b = st(lambda b: np.stack([b.attn_ln.b, b.cross_ln.b, b.mlp_ln.b]))
+        self.biases = [st(lambda b, r=r: getattr(b, f"{r}_b")) for r in self.ROLES]
+        self.lnf_g = np.ascontiguousarray(ln.g, np.float32)
+        self.lnf_b = np.ascontiguousarray(ln.b, np.float32)
+
+    @classmethod
+    def build(cls, blocks: list[Block], emb: Weight, ln: Norm) -> "_StepWeights | None":
+        """None when some weight has a type the fused step does not take (the general path
+        then serves every call)."""
+        kinds, mats = [], []
+        for role in cls.ROLES:
+            found = [fused.weight_kind(getattr(b, role)) for b in blocks]
+            if any(f is None for f in found) or len({f[0] for f in found}) != 1:
+                return None
+            kinds.append(found[0][0])
+            mats.append(tuple(np.asarray(f[1]) for f in found))
+        e = fused.weight_kind(emb)
+        if e is None:
+            return None
+        return cls(kinds, mats, e[0], np.asarray(e[1]), blocks, ln)
+
+
 class TextDecoder:
-    def __init__(self, ckpt: WhisperCheckpoint):
+    def __init__(self, ckpt: WhisperCheckpoint, cross_f16: bool = True):
+        """cross_f16: keep each window's cross-attention keys/values in float16 (as
+        whisper.cpp does): half the bytes of the largest per-token read after the weights."""
         d, w = ckpt.dims, ckpt.weights
         self.dims = d
+        self.cross_dtype = np.float16 if cross_f16 else np.float32
         self.token_embedding = w["decoder.token_embedding.weight"]  # also the output projection (tied)
-        self.pos = np.asarray(w["decoder.positional_embedding"], np.float32)
+        self.pos = np.ascontiguousarray(w["decoder.positional_embedding"], np.float32)
         self.blocks = [load_block(w, f"decoder.blocks.{i}", True, d.n_text_state) for i in range(d.n_text_layer)]
         self.ln = Norm(w["decoder.ln.weight"], w["decoder.ln.bias"])
+        self.step_weights = _StepWeights.build(self.blocks, self.token_embedding, self.ln)
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
         """Embedding rows for token ids (n,) -> (n, d) float32, dequantizing only those rows."""
@@ -71,13 +136,14 @@ class TextDecoder:
     def new_cache(self, audio_features: np.ndarray, batch: int = 1) -> KVCache:
         """A cache for one window: cross-attention keys/values of `audio_features` (n_audio_ctx, d)."""
         nh = self.dims.n_text_head
-        cross = []
-        for b in self.blocks:
+        shape = (len(self.blocks), nh, audio_features.shape[0], self.dims.n_text_state // nh)
+        ks, vs = np.empty(shape, self.cross_dtype), np.empty(shape, self.cross_dtype)
+        for li, b in enumerate(self.blocks):
             kv = linear(audio_features, b.cross_kv, b.cross_kv_b)
             k, v = np.split(kv, 2, axis=1)
-            # keys stored transposed once per window, not per token
-            cross.append((np.ascontiguousarray(split_heads(k, nh).transpose(0, 2, 1)), np.ascontiguousarray(split_heads(v, nh))))
-        return KVCache(self.dims, batch, cross)
+            ks[li] = split_heads(k, nh)
+            vs[li] = split_heads(v, nh)
+        return KVCache(self.dims, batch, ks, vs)
 
     def __call__(self, tokens: np.ndarray, cache: KVCache, positions: Sequence[int] = (-1,),
                  want_cross: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -87,7 +153,41 @@ class TextDecoder:
 
         With `want_cross`, also the cross-attention weights of every layer, each
         (B, h, n, n_audio_ctx), for word-level alignment.
+
+        One new token per sequence takes the fused step, whose logits live in the cache's
+        scratch: they are valid until the next call on the same cache.
         """
+        if (tokens.shape[1] == 1 and not want_cross and len(positions) == 1 and positions[0] in (0, -1)
+                and self.step_weights is not None):
+            return self.step(tokens, cache), []
+        return self.forward(tokens, cache, positions, want_cross)
+
+    def step(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
+        """tokens (B, 1) -> logits (B, 1, vocab): one token per sequence, fused kernels."""
+        bsz = tokens.shape[0]
+        pos = cache.length
+        if pos + 1 > self.dims.n_text_ctx:
+            raise ValueError(f"decoder context of {self.dims.n_text_ctx} tokens exceeded")
+        threads = get_threads()
+        s = cache.scratch
+        if s is None or s.batch != bsz or s.bufs.shape[0] != threads:
+            s = cache.scratch = _StepScratch(self.dims, bsz, threads)
+        w = self.step_weights
+        b = w.biases
+        (qkv, out, cq, co, fc1, fc2) = w.mats
+        fused.decoder_layers(
+            np.asarray(tokens, np.int64), pos, w.emb_kind, w.emb, self.pos, w.kinds, w.ln_g, w.ln_b,
+            qkv, b[0], out, b[1], cq, b[2], co, b[3], fc1, b[4], fc2, b[5], w.lnf_g, w.lnf_b,
+            cache.k, cache.v, cache.cross_k_in, cache.cross_v_in, self.dims.n_text_head,
+            s.x, s.h, s.qkv, s.att, s.y, s.mlp, s.ones, s.sums, s.buf, s.scores)
+        cache.length = pos + 1
+        vocab = fused.vocab_parallel if threads > 1 else fused.vocab_serial
+        vocab(w.emb_kind, w.emb, s.h, s.ones, s.sums, s.bufs, s.logits.reshape(bsz, -1))
+        return s.logits
+
+    def forward(self, tokens: np.ndarray, cache: KVCache, positions: Sequence[int] = (-1,),
+                want_cross: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The general path (any number of new tokens; cross-attention weights on request)."""
         bsz, n = tokens.shape
         start = cache.length
         if start + n > self.dims.n_text_ctx:
@@ -111,7 +211,8 @@ class TextDecoder:
             x = add_(linear(o, b.out, b.out_b), x)
 
             qc = linear(b.cross_ln(x), b.cross_q, b.cross_q_b)
-            ck, cv = cache.cross[li]
+            ck = cache.cross_k[li].astype(np.float32, copy=False).transpose(0, 2, 1)
+            cv = cache.cross_v[li].astype(np.float32, copy=False)
             # All sequences attend to the same audio: one product over every query row.
             o, wts = attention(split_heads(qc, nh), ck, cv)
             if want_cross:

@@ -1,0 +1,438 @@
+"""Whisper's decoder step — one new token per sequence — as two numba kernels.
+
+Per token the tiny decoder does ~80 small products and elementwise steps; as separate
+numpy/numba calls each costs more in dispatch and temporaries than in arithmetic. Here
+`decoder_layers` runs the whole layer stack for B sequences in one call (embedding, layer
+norms, QKV + bias, KV-cache write, self-attention, out-proj + residual, cross-attention over
+the window's audio, MLP with GELU, final norm) into caller-owned scratch, and
+`vocab_logits` does the vocabulary projection, the one product big enough to split over
+threads (waking numba's pool costs ~0.1-0.3 ms on this VM, more than any layer product).
+
+Every weight matrix is a uint8 view (rows, bytes per row) plus a kind code, so one compiled
+kernel serves float32, float16 and the ggml block types; the per-block dots are gemv.py's
+(ggml's lane order). With one sequence each row is one fused dequantize-and-dot; with
+several (beam search) each row is decoded once into an L1-resident float32 row and dotted
+with every sequence, so a beam of 5 does not decode the weights 5 times.
+
+Cross-attention keys/values may be float32 or float16 bits (uint16): they are the largest
+per-token read after the weights (1500 audio positions x d per layer, keys and values:
+18 MB per token for tiny in float32), and both are read row by row, once for all B.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from gguf import GGMLQuantizationType as QType
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+from whisperlite.kernels.gemv import (
+    _LAYOUT, _OFFSET, _dot_q4_0, _dot_q4_1, _dot_q5_0, _dot_q5_1, _dot_q8_0, _dots, _elem_ptr,
+    _emit_block, _f16_bits_to_f32, _vec,
+)
+from whisperlite.kernels.ops import _gelu, expf
+from whisperlite.kernels.quant import QK
+from whisperlite.kernels.tensor import QTensor, Weight
+
+F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 = range(7)
+_KIND = {QType.F16: F16, QType.Q8_0: Q8_0, QType.Q4_0: Q4_0, QType.Q4_1: Q4_1, QType.Q5_0: Q5_0, QType.Q5_1: Q5_1}
+
+_SER = dict(fastmath={"reassoc", "contract", "nsz", "arcp"}, error_model="numpy", nogil=True, cache=True)
+_PAR = dict(_SER, parallel=True)
+
+
+def weight_kind(w: Weight) -> tuple[int, np.ndarray] | None:
+    """(kind code, uint8 (rows, bytes per row) view) of a weight, or None for a type the
+    fused step does not take (K-quants, non-contiguous arrays)."""
+    if isinstance(w, QTensor):
+        kind = _KIND.get(QType(w.qtype))
+        data = w.data
+    elif w.dtype == np.float32:
+        kind, data = F32, w
+    else:
+        return None
+    if kind is None or data.ndim != 2 or not data.flags.c_contiguous:
+        return None
+    return kind, data.view(np.uint8)
+
+
+# ---------------------------------------------------------------- row decoders
+
+
+def _dequant_intrinsic(kind):
+    """Intrinsic f(row, nb, buf): the nb ggml blocks of `row` -> buf[:32*nb] float32,
+    d*(q - offset) for the "_0" types, d*q + m for the "_1" types (as ggml dequantizes)."""
+    size = _LAYOUT[kind][0]
+    v32 = _vec(ir.FloatType(), 32)
+
+    @intrinsic
+    def dequant(typingctx, row, nb, buf):
+        def codegen(context, builder, sig, args):
+            rowv, nbv, bufv = args
+            base = _elem_ptr(context, builder, sig.args[0], rowv, ir.Constant(ir.IntType(64), 0))
+            out = _elem_ptr(context, builder, sig.args[2], bufv, ir.Constant(ir.IntType(64), 0))
+            i64 = ir.IntType(64)
+            with cgutils.for_range(builder, nbv) as loop:
+                b = loop.index
+                q, d, m = _emit_block(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(i64, size))]))
+                if kind in _OFFSET:
+                    q = builder.fsub(q, ir.Constant(v32, [_OFFSET[kind]] * 32))
+                ds = builder.insert_element(ir.Constant(v32, ir.Undefined), d, ir.Constant(ir.IntType(32), 0))
+                ds = builder.shuffle_vector(ds, ir.Constant(v32, ir.Undefined), ir.Constant(_vec(ir.IntType(32), 32), [0] * 32))
+                y = builder.fmul(q, ds)
+                if m is not None:
+                    ms = builder.insert_element(ir.Constant(v32, ir.Undefined), m, ir.Constant(ir.IntType(32), 0))
+                    ms = builder.shuffle_vector(ms, ir.Constant(v32, ir.Undefined), ir.Constant(_vec(ir.IntType(32), 32), [0] * 32))
+                    y = builder.fadd(y, ms)
+                dst = builder.bitcast(builder.gep(out, [builder.mul(b, ir.Constant(i64, QK))]), v32.as_pointer())
+                builder.store(y, dst, align=4)
+            return context.get_dummy_value()
+
+        return types.none(row, nb, buf), codegen
+
+    return dequant
+
+
+_deq_q8_0, _deq_q4_0, _deq_q4_1, _deq_q5_0, _deq_q5_1 = (_dequant_intrinsic(k) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1"))
+
+
+@numba.njit(inline="always", **_SER)
+def _decode_row(kind, row, k, buf):
+    """Weight row (uint8 bytes) -> buf[:k] float32."""
+    nb = k // QK
+    if kind == F32:
+        r32 = row.view(np.float32)
+        for j in range(k):
+            buf[j] = r32[j]
+    elif kind == F16:
+        r16 = row.view(np.uint16)
+        for j in range(k):
+            buf[j] = _f16_bits_to_f32(r16[j])
+    elif kind == Q8_0:
+        _deq_q8_0(row, nb, buf)
+    elif kind == Q4_0:
+        _deq_q4_0(row, nb, buf)
+    elif kind == Q4_1:
+        _deq_q4_1(row, nb, buf)
+    elif kind == Q5_0:
+        _deq_q5_0(row, nb, buf)
+    else:
+        _deq_q5_1(row, nb, buf)
+
+
+# ---------------------------------------------------------------- products
+
+
+@numba.njit(inline="always", **_SER)
+def _pair_dots(w0, w1, x, out, r):
+    """out[t, r] = w0 · x[t] and out[t, r+1] = w1 · x[t] for every sequence t: two decoded
+    weight rows against up to 5 sequences per pass (10 accumulators: 7 loads feed 10
+    multiply-adds, where one row at a time needs a load per multiply-add)."""
+    n, k = x.shape
+    t = 0
+    while t + 5 <= n:
+        a0 = a1 = a2 = a3 = a4 = c0 = c1 = c2 = c3 = c4 = np.float32(0.0)
+        for j in range(k):
+            u, v = w0[j], w1[j]
+            x0, x1, x2, x3, x4 = x[t, j], x[t + 1, j], x[t + 2, j], x[t + 3, j], x[t + 4, j]
+            a0 += u * x0
+            a1 += u * x1
+            a2 += u * x2
+            a3 += u * x3
+            a4 += u * x4
+            c0 += v * x0
+            c1 += v * x1
+            c2 += v * x2
+            c3 += v * x3
+            c4 += v * x4
+        out[t, r], out[t + 1, r], out[t + 2, r], out[t + 3, r], out[t + 4, r] = a0, a1, a2, a3, a4
+        out[t, r + 1], out[t + 1, r + 1], out[t + 2, r + 1], out[t + 3, r + 1], out[t + 4, r + 1] = c0, c1, c2, c3, c4
+        t += 5
+    while t + 2 <= n:
+        a0 = a1 = c0 = c1 = np.float32(0.0)
+        for j in range(k):
+            u, v = w0[j], w1[j]
+            x0, x1 = x[t, j], x[t + 1, j]
+            a0 += u * x0
+            a1 += u * x1
+            c0 += v * x0
+            c1 += v * x1
+        out[t, r], out[t + 1, r], out[t, r + 1], out[t + 1, r + 1] = a0, a1, c0, c1
+        t += 2
+    if t < n:
+        a0 = c0 = np.float32(0.0)
+        for j in range(k):
+            a0 += w0[j] * x[t, j]
+            c0 += w1[j] * x[t, j]
+        out[t, r], out[t, r + 1] = a0, c0
+
+
+def _linear_body(kind, w, x, xd, xs, buf, out, r0, r1):
+    """out[t, r] = x[t] · W[r] for rows r0 <= r < r1: x (B, k) float32, W (rows, bytes) uint8
+    of `kind`, xd (B, k/32) ones, xs (B, k/32) block sums of x (read by the "_1" types),
+    buf (2, k) scratch, out (B, rows).
+
+    One sequence: a fused dequantize-and-dot per row. Several: rows decoded in pairs into
+    buf and dotted with every sequence."""
+    n, k = x.shape
+    nb = k // QK
+    if n > 1:
+        r = r0
+        while r + 2 <= r1:
+            _decode_row(kind, w[r], k, buf[0])
+            _decode_row(kind, w[r + 1], k, buf[1])
+            _pair_dots(buf[0], buf[1], x, out, r)
+            r += 2
+        if r < r1:
+            _decode_row(kind, w[r], k, buf[0])
+            _dots(buf[0], x, out, r)
+    elif kind == F16:
+        for r in range(r0, r1):
+            r16 = w[r].view(np.uint16)
+            acc = np.float32(0.0)
+            for j in range(k):
+                acc += _f16_bits_to_f32(r16[j]) * x[0, j]
+            out[0, r] = acc
+    elif kind == F32:
+        for r in range(r0, r1):
+            r32 = w[r].view(np.float32)
+            acc = np.float32(0.0)
+            for j in range(k):
+                acc += r32[j] * x[0, j]
+            out[0, r] = acc
+    elif kind == Q8_0:
+        for r in range(r0, r1):
+            out[0, r] = _dot_q8_0(w[r], nb, x, xd, xs, 0)
+    elif kind == Q4_0:
+        for r in range(r0, r1):
+            out[0, r] = _dot_q4_0(w[r], nb, x, xd, xs, 0)
+    elif kind == Q4_1:
+        for r in range(r0, r1):
+            out[0, r] = _dot_q4_1(w[r], nb, x, xd, xs, 0)
+    elif kind == Q5_0:
+        for r in range(r0, r1):
+            out[0, r] = _dot_q5_0(w[r], nb, x, xd, xs, 0)
+    else:
+        for r in range(r0, r1):
+            out[0, r] = _dot_q5_1(w[r], nb, x, xd, xs, 0)
+
+
+_linear = numba.njit(**_SER)(_linear_body)
+
+
+@numba.njit(inline="always", **_SER)
+def _block_sums(x, xs):
+    """xs[t, b] = sum of x[t, 32b : 32b+32] (the "_1" types' m·sum term)."""
+    n, k = x.shape
+    for t in range(n):
+        for b in range(k // QK):
+            s = np.float32(0.0)
+            for j in range(QK):
+                s += x[t, b * QK + j]
+            xs[t, b] = s
+
+
+@numba.njit(inline="always", **_SER)
+def _product(kind, w, x, ones, sums, buf, out):
+    """out = x @ W.T (all rows), with the block sums the "_1" types need."""
+    n, k = x.shape
+    nb = k // QK
+    xd = ones[: n * nb].reshape((n, nb))
+    xs = sums[: n * nb].reshape((n, nb))
+    if kind == Q4_1 or kind == Q5_1:
+        _block_sums(x, xs)
+    _linear(kind, w, x, xd, xs, buf, out, 0, w.shape[0])
+
+
+# ---------------------------------------------------------------- elementwise pieces
+
+
+@numba.njit(inline="always", **_SER)
+def _layer_norm(x, g, b, out):
+    """LayerNorm of each row of x (B, d) -> out; statistics in float64 (as ops.layer_norm)."""
+    n, d = x.shape
+    for i in range(n):
+        s = 0.0
+        for j in range(d):
+            s += x[i, j]
+        mean = s / d
+        v = 0.0
+        for j in range(d):
+            t = x[i, j] - mean
+            v += t * t
+        inv = 1.0 / math.sqrt(v / d + 1e-5)
+        for j in range(d):
+            out[i, j] = np.float32((x[i, j] - mean) * inv) * g[j] + b[j]
+
+
+def _to_f32(v):
+    """A float32 value, or float16 bits (uint16) converted to float32."""
+
+
+@overload(_to_f32, inline="always")
+def _to_f32_impl(v):
+    if isinstance(v, types.Integer):
+        return lambda v: _f16_bits_to_f32(v)
+    return lambda v: v
+
+
+@numba.njit(inline="always", **_SER)
+def _self_attention(qkv, kc, vc, pos, n_head, scores, out):
+    """qkv (B, 3d) this token's query | key | value rows; kc, vc (≥B, n_ctx, d) the layer's
+    cache, rows 0 … pos-1 filled: writes row pos, then out (B, d) = causal attention."""
+    n, d3 = qkv.shape
+    d = d3 // 3
+    hd = d // n_head
+    scale = np.float32(hd ** -0.5)
+    for b in range(n):
+        for c in range(d):
+            kc[b, pos, c] = qkv[b, d + c]
+            vc[b, pos, c] = qkv[b, 2 * d + c]
+        for h in range(n_head):
+            o = h * hd
+            m = np.float32(-np.inf)
+            for t in range(pos + 1):
+                acc = np.float32(0.0)
+                for c in range(hd):
+                    acc += qkv[b, o + c] * kc[b, t, o + c]
+                acc *= scale
+                scores[t] = acc
+                m = max(m, acc)
+            total = np.float32(0.0)
+            for t in range(pos + 1):
+                e = expf(scores[t] - m)
+                scores[t] = e
+                total += e
+            inv = np.float32(1.0) / total
+            for c in range(hd):
+                out[b, o + c] = np.float32(0.0)
+            for t in range(pos + 1):
+                p = scores[t] * inv
+                for c in range(hd):
+                    out[b, o + c] += p * vc[b, t, o + c]
+
+
+@numba.njit(inline="always", **_SER)
+def _cross_attention(q, k, v, scores, out):
+    """q (B, d); k, v (h, n_audio, hd) float32 or float16 bits; scores (B, n_audio) scratch
+    -> out (B, d). Each key and value row is read once for all B sequences."""
+    n, d = q.shape
+    n_head, na, hd = k.shape
+    scale = np.float32(hd ** -0.5)
+    for h in range(n_head):
+        o = h * hd
+        for t in range(na):
+            for b in range(n):
+                acc = np.float32(0.0)
+                for c in range(hd):
+                    acc += q[b, o + c] * _to_f32(k[h, t, c])
+                scores[b, t] = acc * scale
+        for b in range(n):
+            m = np.float32(-np.inf)
+            for t in range(na):
+                m = max(m, scores[b, t])
+            total = np.float32(0.0)
+            for t in range(na):
+                e = expf(scores[b, t] - m)
+                scores[b, t] = e
+                total += e
+            inv = np.float32(1.0) / total
+            for t in range(na):
+                scores[b, t] *= inv
+            for c in range(hd):
+                out[b, o + c] = np.float32(0.0)
+        for t in range(na):
+            for b in range(n):
+                p = scores[b, t]
+                for c in range(hd):
+                    out[b, o + c] += p * _to_f32(v[h, t, c])
+
+
+@numba.njit(inline="always", **_SER)
+def _add_bias(y, bias, res):
+    """res += y + bias (residual)."""
+    n, d = y.shape
+    for b in range(n):
+        for j in range(d):
+            res[b, j] += y[b, j] + bias[j]
+
+
+# ---------------------------------------------------------------- the layer stack
+
+
+@numba.njit(**_SER)
+def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
+                   w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
+                   lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
+                   x, h, qkv, att, y, mlp, ones, sums, buf, scores):
+    """One decoder step for tokens (B, 1), one per sequence, at position `pos` -> h (B, d), the
+    final-norm hidden state the vocabulary projection reads.
+
+    emb (vocab, bytes) token embedding of `emb_kind`, pos_emb (n_ctx, d); kinds (6,) the
+    kinds of qkv, out, cross query, cross out, fc1, fc2; per layer l: ln_g/ln_b (L, 3, d)
+    for the attention, cross-attention and MLP norms, w_* tuples of L (rows, bytes) matrices,
+    b_* (L, rows);
+    k_self/v_self (L, ≥B, n_ctx, d) the self-attention cache (row pos written here);
+    k_cross, v_cross (L, h, n_audio, hd) float32 or float16 bits.
+    Scratch: x, h, att, y (B, d), qkv (B, 3d), mlp (B, 4d), ones/sums (≥ B*4d/32,),
+    buf (2, 4d), scores (B, max(n_ctx, n_audio)); ones must hold 1.0.
+    """
+    n = tokens.shape[0]
+    d = x.shape[1]
+    for b in range(n):
+        _decode_row(emb_kind, emb[tokens[b, 0]], d, buf[0])
+        for j in range(d):
+            x[b, j] = buf[0, j] + pos_emb[pos, j]
+    for li in range(len(w_qkv)):
+        _layer_norm(x, ln_g[li, 0], ln_b[li, 0], h)
+        _product(kinds[0], w_qkv[li], h, ones, sums, buf, qkv)
+        for b in range(n):
+            for j in range(3 * d):
+                qkv[b, j] += b_qkv[li, j]
+        _self_attention(qkv, k_self[li], v_self[li], pos, n_head, scores[0], att)
+        _product(kinds[1], w_out[li], att, ones, sums, buf, y)
+        _add_bias(y, b_out[li], x)
+
+        _layer_norm(x, ln_g[li, 1], ln_b[li, 1], h)
+        _product(kinds[2], w_cq[li], h, ones, sums, buf, y)
+        for b in range(n):
+            for j in range(d):
+                y[b, j] += b_cq[li, j]
+        _cross_attention(y, k_cross[li], v_cross[li], scores, att)
+        _product(kinds[3], w_co[li], att, ones, sums, buf, y)
+        _add_bias(y, b_co[li], x)
+
+        _layer_norm(x, ln_g[li, 2], ln_b[li, 2], h)
+        _product(kinds[4], w_fc1[li], h, ones, sums, buf, mlp)
+        for b in range(n):
+            for j in range(mlp.shape[1]):
+                mlp[b, j] = _gelu(mlp[b, j] + b_fc1[li, j])
+        _product(kinds[5], w_fc2[li], mlp, ones, sums, buf, y)
+        _add_bias(y, b_fc2[li], x)
+    _layer_norm(x, lnf_g, lnf_b, h)
+
+
+# ---------------------------------------------------------------- vocabulary projection
+
+
+def _vocab_body(kind, w, h, ones, sums, bufs, out):
+    """out (B, vocab) = h (B, d) @ W.T, rows split into len(bufs) ranges (bufs (parts, 2, d)
+    scratch, one per range)."""
+    n, k = h.shape
+    nb = k // QK
+    xd = ones[: n * nb].reshape((n, nb))
+    xs = sums[: n * nb].reshape((n, nb))
+    if kind == Q4_1 or kind == Q5_1:
+        _block_sums(h, xs)
+    rows = w.shape[0]
+    parts = bufs.shape[0]
+    for p in prange(parts):
+        _linear(kind, w, h, xd, xs, bufs[p], out, rows * p // parts, rows * (p + 1) // parts)
+
+
+vocab_serial = numba.njit(**_SER)(_vocab_body)
+vocab_parallel = numba.njit(**_PAR)(_vocab_body)
