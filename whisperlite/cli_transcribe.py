@@ -7,6 +7,7 @@ import time
 
 import click
 
+from whisperlite.chinese import CHINESE_LANGUAGES, convert_segment
 from whisperlite.cli_common import fail, friendly_errors
 from whisperlite.errors import WhisperliteError
 from whisperlite.subtitles import DEFAULT_LINE_COUNT, DEFAULT_LINE_WIDTH, SubtitleOptions
@@ -73,6 +74,8 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
 @click.option("-l", "--language", default="auto", show_default=True,
               help="Spoken language code (en, de, zh, …) or auto: detected on the first speech (.en models: en).")
 @click.option("-tr", "--translate", is_flag=True, help="Translate to English (multilingual models).")
+@click.option("--zh", "zh_script", type=click.Choice(["simplified", "traditional"]), default=None,
+              help="Write Chinese output in simplified or traditional characters [default: as the model gives it].")
 @_format_flags
 @click.option("-ojf", "--output-json-full", "out_json_full", is_flag=True, help="Write a .json file with words, token ids and probabilities.")
 @click.option("-of", "--output-file", default=None, help="Output base name (extension added per format).")
@@ -106,7 +109,7 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
 def transcribe(files, extra_files, model, compute_type, threads, language, translate, out_srt, out_vtt, out_txt, out_json, out_csv,
                out_lrc, output_file, output_dir, beam_size, patience, length_penalty, best_of, temperature, temperature_inc, no_fallback,
                compression_ratio_threshold, logprob_threshold, no_speech_threshold, initial_prompt, no_context, quiet, processors,
-               out_json_full, word_timestamps, max_line_width, max_line_count, split_on_word, vad, print_colors, hotwords):
+               out_json_full, word_timestamps, max_line_width, max_line_count, split_on_word, vad, print_colors, hotwords, zh_script):
     """Transcribe audio or video files (anything ffmpeg reads) to subtitles and text."""
     inputs = list(files) + list(extra_files)
     if not inputs:
@@ -163,6 +166,8 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
                            f"(p={info.language_probability:.2f})", err=True)
             segments = []
             for seg in segments_iter:
+                if zh_script and info.language in CHINESE_LANGUAGES and options.task == "transcribe":
+                    seg = convert_segment(seg, zh_script)
                 segments.append(seg)
                 if not quiet:
                     print_segment(seg, wm.tokenizer if print_colors else None)
