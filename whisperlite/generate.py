@@ -18,6 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from whisperlite.errors import ModelNotFoundError, WhisperliteError
 from whisperlite.formats.gguf import read_gguf
+from whisperlite.kernels.ggml_order import GgmlArith
 from whisperlite.models.llama import KVCache, Llama
 from whisperlite.sampling import Sampler, SamplingOptions
 from whisperlite.tokenizer.llama import LlamaTokenizer
@@ -112,10 +113,11 @@ class Generator:
     """A loaded model, its tokenizer and one KV cache that persists across calls, so a
     conversation only evaluates what each turn adds."""
 
-    def __init__(self, path: str, n_ctx: int = 4096, ggml_exact: bool = True) -> None:
+    def __init__(self, path: str, n_ctx: int = 4096, ggml_exact: bool = True,
+                 arith: GgmlArith | None = None) -> None:
         t0 = time.perf_counter()
         gguf = read_gguf(path)
-        self.model = Llama(gguf, ggml_exact=ggml_exact)
+        self.model = Llama(gguf, ggml_exact=ggml_exact, arith=arith)
         self.tokenizer = LlamaTokenizer(gguf)
         self.path = path
         n_ctx = min(n_ctx, self.model.config.n_ctx_train) if n_ctx > 0 else self.model.config.n_ctx_train
@@ -213,7 +215,8 @@ class Generator:
         return Generation(tokens, "".join(parts), stop[0] if stop else "length")
 
 
-def load_generator(model: str, n_ctx: int = 4096, ggml_exact: bool = True) -> Generator:
+def load_generator(model: str, n_ctx: int = 4096, ggml_exact: bool = True,
+                   arith: GgmlArith | None = None) -> Generator:
     """A Generator for a GGUF path or a model name known to `whisperlite.hub`."""
     from whisperlite import hub
 
@@ -223,4 +226,4 @@ def load_generator(model: str, n_ctx: int = 4096, ggml_exact: bool = True) -> Ge
         raise ModelNotFoundError(f"{model}: no such model file")
     else:
         path = str(hub.cached_path(model))
-    return Generator(path, n_ctx=n_ctx, ggml_exact=ggml_exact)
+    return Generator(path, n_ctx=n_ctx, ggml_exact=ggml_exact, arith=arith)

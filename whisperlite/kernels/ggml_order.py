@@ -5,23 +5,27 @@ activations to 8 bits per 32-value block before every product, so a block holdin
 value has a coarse step, and one ulp of difference anywhere can flip a rounding there and
 move the logits by 0.1-0.8 (measured: 1e-7 relative noise on the products moves them by
 0.7). Matching llama.cpp's greedy text therefore needs the same float operations in the same
-order, not merely accurate ones. The order here is that of llama.cpp c392e509 (the commit
-the references in ../shared/reference/llama were made with) on x86 with AVX2/AVX-512:
+order, not merely accurate ones. That order depends on the llama.cpp build (`GgmlArith`):
+the vector width of its float code (AVX-512 or AVX2) and its KV view padding. Followed here
+(llama.cpp c392e509, which made the references in ../shared/reference/llama, and the
+llama.cpp of llama-cpp-python 0.3.36 / ggml 0.25.3, on x86):
 
 - quantized dot products: not here, the shared kernels' ggml mode (gemv.py, actquant.py)
-  keeps ggml's lane order and is bit-exact;
+  keeps ggml's lane order (the same AVX2 code in both builds) and is bit-exact;
 - float16 products (K·Q and P·V in attention): one token uses ggml_vec_dot_f16 (four
-  16-lane accumulators), a batch uses llamafile's tinyBLAS (one 16-lane fma chain), both
-  reduced with GCC's _mm512_reduce_add_ps tree; the KV view is padded to 32 cells;
-- exp in softmax and SiLU: ggml_v_expf (a polynomial, not libm's expf);
-- rms_norm: squares summed in double, scale in float, then (x*scale)*w.
+  w-lane accumulators), a batch uses llamafile's tinyBLAS (one w-lane fma chain), reduced
+  as the compiler/intrinsics do (_mm512_reduce_add_ps; AVX2 hadd or movehl/movehdup);
+- exp in softmax and SiLU: ggml_v_expf (a polynomial, not libm's expf; its AVX2 and
+  AVX-512 variants round differently);
+- rms_norm: squares summed in double, scale in float, then (x*scale)*w;
+- rope (kernels.rope, fused=True): libm cosf/sinf, rotation with GCC's FMA contraction.
 An fma is computed exactly in float64 and rounded once to float32 (the product of two
 float32 is exact in float64; the double rounding this leaves is below 2^-29 likely).
-Each kernel has a numpy reference in tests/test_ggml_order.py.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -43,7 +47,34 @@ _C3 = _f32(float.fromhex("0x1.555e66p-3"))
 _C2 = _f32(float.fromhex("0x1.fffdb6p-2"))
 _C1 = _f32(float.fromhex("0x1.ffffecp-1"))
 
-KV_PAD = 32  # llama.cpp (without flash attention) views the KV cache in multiples of 32 cells
+
+
+@dataclass(frozen=True)
+class GgmlArith:
+    """Which llama.cpp build to reproduce: the vector width its float code runs at (16 with
+    AVX-512F+DQ, 8 with AVX2+FMA) and how many KV cells it views at a time (padding)."""
+
+    lanes: int
+    kv_pad: int
+
+
+# llama.cpp c392e509 on AVX-512, which made the references in ../shared/reference/llama
+# (KV view padded to 32 cells then).
+LLAMA_CPP_C392E509_AVX512 = GgmlArith(lanes=16, kv_pad=32)
+
+
+def native_arith() -> GgmlArith:
+    """llama.cpp as built for this CPU today (KV view padded to 256 cells since late 2025)."""
+    return GgmlArith(lanes=16 if _has_avx512() else 8, kv_pad=256)
+
+
+def _has_avx512() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512f" in flags and "avx512dq" in flags
 
 
 @numba.njit(inline="always", cache=True)
@@ -59,20 +90,30 @@ def round_f16(v):
 
 
 @numba.njit(inline="always", cache=True)
-def v_expf(x):
-    """ggml_v_expf for one lane: exp(x) = 2^n * (1 + poly(b)), b = x - n*ln2."""
+def v_expf(x, lanes):
+    """ggml_v_expf for one lane: exp(x) = 2^n * (1 + poly(b)), b = x - n*ln2.
+
+    lanes 16 is the AVX-512 build (1 folded into the polynomial, then scalef), lanes 8 the
+    AVX2 one (polynomial without the 1, then fma(j, 2^n, 2^n)): the roundings differ.
+    """
     x = _f32(x)
+    if x != x:
+        return x
     z = fma32(x, _LOG2E, _SHIFT)
     n = _f32(z - _SHIFT)
-    if abs(n) > _f32(192.0) or x != x:  # ggml's out-of-range lanes: 0, inf (or nan)
-        if x != x:
-            return x
-        return _f32(0.0) if n < 0 else _f32(np.inf)
+    if abs(n) > _f32(192.0):  # ggml's out-of-range lanes: 0 or inf
+        return _f32(0.0) if n <= 0 else _f32(np.inf)
     b = fma32(-n, _LN2_LO, fma32(-n, _LN2_HI, x))
     u = _f32(b * b)
-    j = fma32(fma32(fma32(_C5, b, _C4), u, fma32(_C3, b, _C2)), u, fma32(_C1, b, _f32(1.0)))
-    # scalef(j, n) = j * 2^n, rounded once (float64 holds the exact product).
-    return _f32(_f64(j) * math.ldexp(1.0, int(n)))
+    p = fma32(fma32(_C5, b, _C4), u, fma32(_C3, b, _C2))
+    if lanes == 16:
+        j = fma32(p, u, fma32(_C1, b, _f32(1.0)))
+        # scalef(j, n) = j * 2^n, rounded once (float64 holds the exact product).
+        return _f32(_f64(j) * math.ldexp(1.0, int(n)))
+    j = fma32(p, u, _f32(_C1 * b))
+    # fma(j, k, k) with k = 2^n: k * (1 + j) rounded once (exact in float64 but for j
+    # below 2^-29, where a tie cannot occur in practice).
+    return _f32((1.0 + _f64(j)) * math.ldexp(1.0, int(n)))
 
 
 @numba.njit(inline="always", cache=True)
@@ -83,6 +124,26 @@ def _reduce16(s):
     c2 = _f32(_f32(s[14] + s[6]) + _f32(s[10] + s[2]))
     c3 = _f32(_f32(s[15] + s[7]) + _f32(s[11] + s[3]))
     return _f32(_f32(c0 + c2) + _f32(c1 + c3))
+
+
+@numba.njit(inline="always", cache=True)
+def _hsum8(s):
+    """llamafile's hsum(__m256) and ggml's AVX2 softmax sum: halves, then movehl/movehdup."""
+    t0 = _f32(s[0] + s[4])
+    t1 = _f32(s[1] + s[5])
+    t2 = _f32(s[2] + s[6])
+    t3 = _f32(s[3] + s[7])
+    return _f32(_f32(t0 + t2) + _f32(t1 + t3))
+
+
+@numba.njit(inline="always", cache=True)
+def _hadd8(s):
+    """GGML_F32x8_REDUCE's last step: halves, then two _mm_hadd_ps (adjacent pairs)."""
+    t0 = _f32(s[0] + s[4])
+    t1 = _f32(s[1] + s[5])
+    t2 = _f32(s[2] + s[6])
+    t3 = _f32(s[3] + s[7])
+    return _f32(_f32(t0 + t1) + _f32(t2 + t3))
 
 
 # ---------------------------------------------------------------- row operations
@@ -102,14 +163,14 @@ def _rms_norm_body(x, w, eps, out):
     return out
 
 
-def _silu_mul_body(gate, up):
+def _silu_mul_body(gate, up, lanes):
     """In place gate = silu(gate) * up with ggml_v_silu's arithmetic: (n, d) -> gate."""
     n, d = gate.shape
     for t in prange(n):
         for j in range(d):
             g = gate[t, j]
-            if j < d - d % 16:  # ggml's 16-lane loop; leftovers use libm expf
-                e = v_expf(_f32(_f32(0.0) - g))
+            if j < d - d % lanes:  # ggml's vector loop; leftovers use libm expf
+                e = v_expf(_f32(_f32(0.0) - g), lanes)
             else:
                 e = _f32(math.exp(-_f64(g)))
             gate[t, j] = _f32(_f32(g / _f32(_f32(1.0) + e)) * up[t, j])
@@ -128,93 +189,100 @@ def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     return (_rms_par if x.shape[0] > 1 else _rms_seq)(x, w, eps, out)
 
 
-def silu_mul_(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+def silu_mul_(gate: np.ndarray, up: np.ndarray, arith: GgmlArith) -> np.ndarray:
     """In place SwiGLU with ggml's SiLU: gate (n, d), up (n, d) -> gate."""
-    return (_silu_par if gate.shape[0] > 1 else _silu_seq)(gate, up)
+    return (_silu_par if gate.shape[0] > 1 else _silu_seq)(gate, up, arith.lanes)
 
 
 # ---------------------------------------------------------------- attention
 
 
 @numba.njit(inline="always", cache=True)
-def _f16_dot(a, a0, b, b0, n, batched, lanes):
-    """sum(a[a0:a0+n] * b[b0:b0+n]) over float16-valued operands, in ggml's order.
+def _f16_dot(a, a0, b, b0, n, ne, batched, w, lanes):
+    """sum(a[a0:a0+n] * b[b0:b0+n]) over float16-valued operands, in ggml's order for
+    w-lane vectors (16: AVX-512, 8: AVX2); terms from ne on are zeros and skipped.
 
-    batched with n % 16 == 0 (llamafile tinyBLAS, used for 2+ query rows): lane l chains
-    l, l+16, l+32, ...; otherwise ggml_vec_dot_f16: four 16-lane accumulators take 64-wide
-    steps, combine as (acc0+acc2)+(acc1+acc3), and the n % 64 leftovers are added in double.
-    Products of two float16 values are exact in float32, so each fma is a float32 add.
-    lanes: scratch (16,) float32.
+    batched with n % w == 0 (llamafile tinyBLAS, used for 2+ query rows): lane l chains
+    l, l+w, l+2w, ..., then llamafile's hsum; otherwise ggml_vec_dot_f16: four w-lane
+    accumulators take 4w-wide steps, combine as (acc0+acc2)+(acc1+acc3), reduce, and the
+    n % 4w leftovers are added in double. Products of two float16 values are exact in
+    float32, so each fma is a float32 add. lanes: scratch (16,) float32.
     """
-    if batched and n % 16 == 0:
-        for l in range(16):
+    if batched and n % w == 0:
+        stop = min(n, (ne + w - 1) // w * w)
+        for l in range(w):
             s = _f32(0.0)
-            for c in range(0, n, 16):
+            for c in range(0, stop, w):
                 s = _f32(s + a[a0 + c + l] * b[b0 + c + l])
             lanes[l] = s
-        return _reduce16(lanes)
-    full = n - n % 64
+        return _reduce16(lanes) if w == 16 else _hsum8(lanes)
+    step = 4 * w
+    full = n - n % step
+    stop = min(full, (ne + step - 1) // step * step)
     total = 0.0
     if full:
-        for l in range(16):
+        for l in range(w):
             s0 = s1 = s2 = s3 = _f32(0.0)
-            for c in range(0, full, 64):
+            for c in range(0, stop, step):
                 s0 = _f32(s0 + a[a0 + c + l] * b[b0 + c + l])
-                s1 = _f32(s1 + a[a0 + c + 16 + l] * b[b0 + c + 16 + l])
-                s2 = _f32(s2 + a[a0 + c + 32 + l] * b[b0 + c + 32 + l])
-                s3 = _f32(s3 + a[a0 + c + 48 + l] * b[b0 + c + 48 + l])
+                s1 = _f32(s1 + a[a0 + c + w + l] * b[b0 + c + w + l])
+                s2 = _f32(s2 + a[a0 + c + 2 * w + l] * b[b0 + c + 2 * w + l])
+                s3 = _f32(s3 + a[a0 + c + 3 * w + l] * b[b0 + c + 3 * w + l])
             lanes[l] = _f32(_f32(s0 + s2) + _f32(s1 + s3))
-        total = _f64(_reduce16(lanes))
-    for i in range(full, n):
+        total = _f64(_reduce16(lanes) if w == 16 else _hadd8(lanes))
+    for i in range(full, min(n, max(ne, full))):
         total += _f64(_f32(a[a0 + i] * b[b0 + i]))
     return _f32(total)
 
 
-def _attention_body(q, k_cache, v_cache, pos0, scale, out):
+def _attention_body(q, k_cache, v_cache, pos0, scale, kv_pad, w, out):
     """Causal GQA over a float16-valued cache as llama.cpp computes it without flash attention.
 
     q (n, n_head, hd) float32; k_cache (n_kv_head, n_ctx, hd) and v_cache (n_kv_head, hd,
-    n_ctx) (transposed, as llama.cpp keeps V) float32 holding f16-rounded values (cells past
-    the filled ones must be zeros); query row i is at position pos0 + i; out (n, n_head, hd).
+    n_ctx) (transposed, as llama.cpp keeps V) float32 holding f16-rounded values; query row
+    i is at position pos0 + i; out (n, n_head, hd). llama.cpp views kv_pad-padded cells
+    (masked ones give exact zeros, so they are skipped where that changes no sum); w is
+    the vector width of the build (16 or 8).
     """
     n, n_head, hd = q.shape
     n_ctx = k_cache.shape[1]
     group = n_head // k_cache.shape[0]
-    n_kv = min(n_ctx, (pos0 + n + KV_PAD - 1) // KV_PAD * KV_PAD)
+    n_kv = min(n_ctx, (pos0 + n + kv_pad - 1) // kv_pad * kv_pad)
     batched = n > 1
     for job in prange(n * n_head):
         i = job // n_head
         h = job % n_head
         g = h // group
+        length = pos0 + i + 1
         qh = np.empty(hd, np.float32)
         for c in range(hd):
             qh[c] = round_f16(q[i, h, c])
         lanes = np.empty(16, np.float32)
         kg = k_cache[g].reshape(-1)
-        w = np.empty(n_kv, np.float32)
-        for t in range(n_kv):
-            w[t] = _f32(_f16_dot(kg, t * hd, qh, 0, hd, batched, lanes) * _f32(scale))
-        for t in range(pos0 + i + 1, n_kv):
-            w[t] = -np.inf
-        m = w[0]
-        for t in range(1, n_kv):
-            m = max(m, w[t])
+        p = np.zeros(n_kv, np.float32)
+        m = _f32(-np.inf)
+        for t in range(length):
+            p[t] = _f32(_f16_dot(kg, t * hd, qh, 0, hd, hd, batched, w, lanes) * _f32(scale))
+            m = max(m, p[t])
+        # ggml_vec_soft_max_f32: w-lane exps, each vector's sum added in double; masked
+        # cells are exp(-inf) = 0, so whole vectors of them add nothing.
         total = 0.0
-        for c0 in range(0, n_kv - n_kv % 16, 16):
-            for l in range(16):
-                lanes[l] = v_expf(_f32(w[c0 + l] - m))
-                w[c0 + l] = lanes[l]
-            total += _f64(_reduce16(lanes))
-        for t in range(n_kv - n_kv % 16, n_kv):
-            w[t] = _f32(math.exp(_f64(_f32(w[t] - m))))
-            total += _f64(w[t])
+        vec_end = n_kv - n_kv % w
+        for c0 in range(0, min(vec_end, (length + w - 1) // w * w), w):
+            for l in range(w):
+                lanes[l] = v_expf(_f32(p[c0 + l] - m), w) if c0 + l < length else _f32(0.0)
+                p[c0 + l] = lanes[l]
+            total += _f64(_reduce16(lanes) if w == 16 else _hsum8(lanes))
+        for t in range(vec_end, length):
+            p[t] = _f32(math.exp(_f64(_f32(p[t] - m))))
+            total += _f64(p[t])
         inv = _f32(1.0 / total)
-        for t in range(n_kv):
-            w[t] = round_f16(_f32(w[t] * inv))
+        for t in range(length):
+            p[t] = round_f16(_f32(p[t] * inv))
         # P·V: V is transposed in llama.cpp's cache, so each output dim is one dot over cells.
         vt = v_cache[g].reshape(-1)
         for c in range(hd):
-            out[i, h, c] = _f16_dot(vt, c * n_ctx, w, 0, n_kv, batched, lanes)
+            out[i, h, c] = _f16_dot(vt, c * n_ctx, p, 0, n_kv, length, batched, w, lanes)
     return out
 
 
@@ -226,7 +294,9 @@ ATTN_PARALLEL_MIN = 1 << 16
 
 
 def attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, pos0: int, scale: float,
-              out: np.ndarray) -> np.ndarray:
+              out: np.ndarray, arith: GgmlArith) -> np.ndarray:
+    """llama.cpp's attention of q (n, n_head, hd) at positions pos0 … pos0+n-1 -> out."""
     n, n_head, hd = q.shape
     work = n * n_head * (pos0 + n) * hd
-    return (_attn_par if work >= ATTN_PARALLEL_MIN else _attn_seq)(q, k_cache, v_cache, pos0, scale, out)
+    run = _attn_par if work >= ATTN_PARALLEL_MIN else _attn_seq
+    return run(q, k_cache, v_cache, pos0, scale, arith.kv_pad, arith.lanes, out)

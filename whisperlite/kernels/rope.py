@@ -4,10 +4,12 @@ ggml's "normal" rope mode (the one llama.cpp uses for the llama architecture) ro
 adjacent pairs (x[2i], x[2i+1]); GGUF conversion permutes the Q/K weight rows so that this
 equals Hugging Face's rotate-half on the original weights. Angles are float32 throughout:
 theta_i = p * base^(-2i/n_rot) built by repeated multiplication, as ggml does, so the same
-rounding reaches the same cos/sin, and the rotation is two plain float32 products and a
-sum (no fused multiply-add), as ggml's scalar loop compiles.
+rounding reaches the same cos/sin (the C library's cosf/sinf), and the rotation is two
+float32 products and a sum, fused or not as the llama.cpp build compiled it.
 """
 from __future__ import annotations
+
+import math
 
 import numba
 import numpy as np
@@ -31,24 +33,41 @@ def rope_cache(
     per-pair frequency (Llama 3's long-context rope_freqs tensor).
     """
     half = n_rot // 2
-    # powf/cosf/sinf results: computed in float64 and rounded once, which is what a
-    # correctly rounded libm returns.
+    # powf's result: computed in float64 and rounded once (glibc's powf is correctly rounded).
     theta_scale = np.float32(np.float64(base) ** np.float64(np.float32(-2.0) / np.float32(n_rot)))
-    theta = np.empty((len(positions), half), np.float32)
-    t = np.asarray(positions, np.float32).copy()
-    for i in range(half):
-        theta[:, i] = t
-        t *= theta_scale
-    if freq_factors is not None:
-        theta /= np.asarray(freq_factors, np.float32)[None, :]
-    theta *= np.float32(freq_scale)
-    t64 = theta.astype(np.float64)
-    return np.cos(t64).astype(np.float32), np.sin(t64).astype(np.float32)
+    ff = np.ones(half, np.float32) if freq_factors is None else np.asarray(freq_factors, np.float32)
+    cos = np.empty((len(positions), half), np.float32)
+    sin = np.empty((len(positions), half), np.float32)
+    _rope_cache_kernel(np.asarray(positions, np.float32), theta_scale, ff, np.float32(freq_scale), cos, sin)
+    return cos, sin
 
 
-def _rope_body(x, cos, sin):
+@numba.njit(cache=True)
+def _rope_cache_kernel(positions, theta_scale, ff, freq_scale, cos, sin):
+    """ggml_rope_cache_init: positions (n,) -> cos, sin (n, half) float32.
+
+    cosf/sinf are the C library's, as in ggml (numba's float32 math.cos calls libm's cosf;
+    glibc's are not correctly rounded, and a last-bit difference can flip an f16 rounding
+    of K downstream).
+    """
+    for t in range(positions.shape[0]):
+        theta = positions[t]
+        for i in range(cos.shape[1]):
+            th = np.float32(freq_scale * np.float32(theta / ff[i]))
+            cos[t, i] = math.cos(th)
+            sin[t, i] = math.sin(th)
+            theta = np.float32(theta * theta_scale)
+
+
+def _rope_body(x, cos, sin, fused):
     """In place rotation of pairs (2i, 2i+1), i < cos.shape[1]: x (n, heads, hd) -> x,
-    cos/sin (n, n_rot // 2); dims from n_rot on are left as they are."""
+    cos/sin (n, n_rot // 2); dims from n_rot on are left as they are.
+
+    fused: as GCC contracts ggml's rotate_pairs with FMA (vfmsub231ss, vfmadd132ss in
+    llama-cpp-python 0.3.36's AVX2 build): fma(c, x0, -(s*x1)) and fma(s, x0, c*x1); else
+    two rounded products and a sum. (An fma is the float64 product plus the rounded
+    addend, rounded to float32.)
+    """
     n, heads, _ = x.shape
     half = cos.shape[1]
     for job in prange(n * heads):
@@ -59,8 +78,12 @@ def _rope_body(x, cos, sin):
             x1 = x[t, h, 2 * i + 1]
             c = cos[t, i]
             s = sin[t, i]
-            x[t, h, 2 * i] = x0 * c - x1 * s
-            x[t, h, 2 * i + 1] = x0 * s + x1 * c
+            if fused:
+                x[t, h, 2 * i] = np.float32(np.float64(c) * np.float64(x0) - np.float64(np.float32(s * x1)))
+                x[t, h, 2 * i + 1] = np.float32(np.float64(s) * np.float64(x0) + np.float64(np.float32(c * x1)))
+            else:
+                x[t, h, 2 * i] = x0 * c - x1 * s
+                x[t, h, 2 * i + 1] = x0 * s + x1 * c
     return x
 
 
@@ -68,8 +91,8 @@ _rope_par = numba.njit(parallel=True, cache=True)(_rope_body)
 _rope_seq = numba.njit(parallel=False, cache=True)(_rope_body)
 
 
-def rope_(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
-    """Rotate x (n, heads, head_dim) in place with a `rope_cache` for its n positions."""
+def rope_(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, fused: bool = False) -> np.ndarray:
+    """Rotate x (n, heads, head_dim) in place with a `rope_cache` for its n positions
+    (fused: with the fused multiply-adds of a vectorized FMA build of ggml)."""
     run = _rope_par if x.shape[0] * x.shape[1] >= PARALLEL_MIN_ROWS else _rope_seq
-    return run(x, cos, sin)
-
+    return run(x, cos, sin, fused)

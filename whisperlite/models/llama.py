@@ -19,6 +19,7 @@ from whisperlite.errors import ModelFormatError, QuantizationError
 from whisperlite.formats.gguf import GGUFModel
 from whisperlite.kernels import QTensor, Weight, ggml_order, matmul, ops
 from whisperlite.kernels.attention import attention, round_f16
+from whisperlite.kernels.ggml_order import GgmlArith, native_arith
 from whisperlite.kernels.ops import add_
 from whisperlite.kernels import gemv
 from whisperlite.kernels.actquant import quantize_activations
@@ -136,10 +137,12 @@ class KVCache:
 class Llama:
     """The decoder: `forward(tokens, cache)` appends tokens to the cache, returns logits."""
 
-    def __init__(self, gguf: GGUFModel, ggml_exact: bool = True) -> None:
+    def __init__(self, gguf: GGUFModel, ggml_exact: bool = True, arith: GgmlArith | None = None) -> None:
         # ggml_exact: quantize activations before each product as ggml does, so logits
         # (and greedy text) match llama.cpp; float activations differ by up to ~0.2.
+        # arith: which llama.cpp build's float order to follow (default: today's, this CPU).
         self.ggml_exact = ggml_exact
+        self.arith = arith or native_arith()
         self.config = cfg = LlamaConfig.from_gguf(gguf)
         t = gguf.tensors
 
@@ -199,7 +202,14 @@ class Llama:
         scale = 1.0 / math.sqrt(hd)
         attn = np.empty((n, cfg.n_head, hd), np.float32)
         if self.ggml_exact:
-            norm, silu_mul, attend = ggml_order.rms_norm, ggml_order.silu_mul_, ggml_order.attention
+            arith = self.arith
+            norm = ggml_order.rms_norm
+
+            def silu_mul(g, u):
+                return ggml_order.silu_mul_(g, u, arith)
+
+            def attend(q, kc, vc, p0, sc, out):
+                return ggml_order.attention(q, kc, vc, p0, sc, out, arith)
         else:
             norm, silu_mul, attend = ops.rms_norm, ops.silu_mul_, attention
         mm = self._mm
@@ -210,8 +220,8 @@ class Llama:
             qkv = mm(h, layer.wqkv)
             q = qkv[:, :nq].reshape(n, cfg.n_head, hd)
             k = qkv[:, nq : nq + nkv].reshape(n, cfg.n_head_kv, hd)
-            rope_(q, cos, sin)
-            rope_(k, cos, sin)
+            rope_(q, cos, sin, self.ggml_exact)
+            rope_(k, cos, sin, self.ggml_exact)
             cache.k[li][:, pos0 : pos0 + n] = round_f16(k).transpose(1, 0, 2)
             cache.v[li][:, :, pos0 : pos0 + n] = round_f16(qkv[:, nq + nkv :].reshape(n, cfg.n_head_kv, hd)).transpose(1, 2, 0)
             attend(q, cache.k[li], cache.v[li], pos0, scale, attn)
