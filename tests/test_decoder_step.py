@@ -1,0 +1,140 @@
+"""The fused decoder step (kernels/decoder_step.py) against the general decoder path, on a
+tiny random model for every weight type and on the real tiny.en."""
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as QType
+
+from whisperlite.kernels import QTensor, set_threads
+from whisperlite.kernels.quant import quantize
+from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
+from whisperlite.models.whisper_decoder import TextDecoder
+
+# d = 96: three 32-value blocks per row; fc2 rows have twelve. An odd vocabulary exercises
+# the unpaired last row of the multi-sequence product.
+STATE, HEADS, LAYERS, VOCAB, TEXT_CTX, AUDIO_CTX = 96, 3, 2, 101, 16, 40
+DIMS = WhisperDims(n_mels=16, n_audio_ctx=AUDIO_CTX, n_audio_state=STATE, n_audio_head=HEADS, n_audio_layer=1,
+                   n_vocab=VOCAB, n_text_ctx=TEXT_CTX, n_text_state=STATE, n_text_head=HEADS, n_text_layer=LAYERS)
+TYPES = [None, QType.F16, QType.Q8_0, QType.Q5_0, QType.Q5_1, QType.Q4_0, QType.Q4_1]
+
+
+def _matrix(x: np.ndarray, qtype: QType | None):
+    if qtype is None:
+        return x
+    if qtype == QType.F16:
+        return QTensor(qtype, x.shape, x.astype(np.float16))
+    return QTensor(qtype, x.shape, quantize(x, qtype).reshape(x.shape[0], -1))
+
+
+def random_decoder(qtype: QType | None, seed: int = 0, cross_f16: bool = False, mixed: bool = False) -> TextDecoder:
+    rng = np.random.default_rng(seed)
+    r = lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
+    w = {"decoder.token_embedding.weight": _matrix(r(VOCAB, STATE, s=0.5), qtype),
+         "decoder.positional_embedding": r(TEXT_CTX, STATE),
+         "decoder.ln.weight": 1 + r(STATE), "decoder.ln.bias": r(STATE)}
+    for i in range(LAYERS):
+        p = f"decoder.blocks.{i}"
+        for ln in ("attn_ln", "cross_attn_ln", "mlp_ln"):
+            w[f"{p}.{ln}.weight"], w[f"{p}.{ln}.bias"] = 1 + r(STATE), r(STATE)
+        for a in ("attn", "cross_attn"):
+            for m in ("query", "key", "value", "out"):
+                w[f"{p}.{a}.{m}.weight"] = _matrix(r(STATE, STATE), qtype)
+                if m != "key":  # Whisper's key projections have no bias
+                    w[f"{p}.{a}.{m}.bias"] = r(STATE)
+        # mixed: the two layers' MLPs in different types, which the fused step does not take
+        up = QType.Q8_0 if mixed and i == 1 else qtype
+        w[f"{p}.mlp.0.weight"], w[f"{p}.mlp.0.bias"] = _matrix(r(4 * STATE, STATE), up), r(4 * STATE)
+        w[f"{p}.mlp.2.weight"], w[f"{p}.mlp.2.bias"] = _matrix(r(STATE, 4 * STATE, s=0.1), qtype), r(STATE)
+    return TextDecoder(WhisperCheckpoint(DIMS, w), cross_f16=cross_f16)
+
+
+def compare_steps(dec: TextDecoder, batch: int, steps: int = 5, seed: int = 1) -> float:
+    """Largest relative logit difference, fused step vs the general path, over a prompt and
+    `steps` tokens (with a beam-style reorder between steps)."""
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((AUDIO_CTX, STATE)).astype(np.float32)
+    fused, ref = dec.new_cache(features, batch), dec.new_cache(features, batch)
+    prompt = np.tile(rng.integers(0, VOCAB, (1, 3)), (batch, 1))
+    dec.forward(prompt, fused)
+    dec.forward(prompt, ref)
+    worst = 0.0
+    for i in range(steps):
+        tokens = rng.integers(0, VOCAB, (batch, 1))
+        a = dec(tokens, fused)[0].copy()
+        b = dec.forward(tokens, ref)[0]
+        assert a.shape == b.shape == (batch, 1, VOCAB)
+        worst = max(worst, float(np.abs(a - b).max() / np.abs(b).max()))
+        rows = rng.integers(0, batch, batch)
+        fused.reorder(rows)
+        ref.reorder(rows)
+    assert fused.length == ref.length == 3 + steps
+    return worst
+
+
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda q: "F32" if q is None else q.name)
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_fused_step_matches_general_path(qtype, batch):
+    dec = random_decoder(qtype)
+    assert dec.step_weights is not None
+    assert compare_steps(dec, batch) < 1e-4
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_vocabulary_split_over_threads(threads):
+    dec = random_decoder(QType.Q4_1)
+    set_threads(threads)
+    try:
+        assert compare_steps(dec, 3) < 1e-4
+    finally:
+        set_threads(2)
+
+
+def test_float16_cross_attention_values():
+    """float16 cross keys/values: the fused step equals the general path on the same
+    (rounded) values, and moves logits by little against float32 keys/values."""
+    dec16 = random_decoder(QType.F16, cross_f16=True)
+    assert compare_steps(dec16, 2) < 1e-4
+    dec32 = random_decoder(QType.F16, cross_f16=False)
+    rng = np.random.default_rng(3)
+    features = rng.standard_normal((AUDIO_CTX, STATE)).astype(np.float32)
+    c16, c32 = dec16.new_cache(features), dec32.new_cache(features)
+    assert c16.cross_k.dtype == np.float16 and c32.cross_k.dtype == np.float32
+    for t in ([[5]], [[7]], [[11]]):
+        a = dec16(np.asarray(t), c16)[0].copy()
+        b = dec32(np.asarray(t), c32)[0]
+        assert np.abs(a - b).max() / np.abs(b).max() < 3e-3
+
+
+def test_unsupported_weights_take_general_path():
+    dec = random_decoder(QType.F16, mixed=True)
+    assert dec.step_weights is None
+    features = np.random.default_rng(0).standard_normal((AUDIO_CTX, STATE)).astype(np.float32)
+    cache = dec.new_cache(features)
+    logits, _ = dec(np.asarray([[3]]), cache)
+    assert logits.shape == (1, 1, VOCAB) and cache.length == 1 and cache.scratch is None
+
+
+def test_context_overflow_is_an_error():
+    dec = random_decoder(None)
+    cache = dec.new_cache(np.zeros((AUDIO_CTX, STATE), np.float32))
+    cache.length = TEXT_CTX
+    with pytest.raises(ValueError, match="context"):
+        dec(np.asarray([[1]]), cache)
+
+
+def test_real_model_step_matches_general_path(tiny_model):
+    model = tiny_model.model
+    dec = model.decoder
+    assert dec.step_weights is not None
+    rng = np.random.default_rng(0)
+    features = model.encoder(rng.standard_normal((model.dims.n_mels, 3000)).astype(np.float32))
+    for batch in (1, 5):
+        fused, ref = dec.new_cache(features, batch), dec.new_cache(features, batch)
+        prompt = np.tile(np.asarray([[50257, 50362, 440, 1100]]), (batch, 1))
+        dec.forward(prompt, fused)
+        dec.forward(prompt, ref)
+        for token in (373, 11, 290):
+            tokens = np.full((batch, 1), token)
+            a = dec(tokens, fused)[0].copy()
+            b = dec.forward(tokens, ref)[0]
+            assert np.abs(a - b).max() / np.abs(b).max() < 1e-4
+            assert (a.argmax(-1) == b.argmax(-1)).all()
