@@ -378,8 +378,12 @@ def decode_with_fallback(decoder: WindowDecoder, cross: KVCache, opts: DecodeOpt
             needs_fallback = True  # too repetitive
         if fallback.logprob_threshold is not None and result.avg_logprob < fallback.logprob_threshold:
             needs_fallback = True  # too unsure
-        if fallback.no_speech_threshold is not None and result.no_speech_prob > fallback.no_speech_threshold:
-            needs_fallback = False  # silence: the window will be skipped, retrying cannot help
+        if (fallback.no_speech_threshold is not None and result.no_speech_prob > fallback.no_speech_threshold
+                and (fallback.logprob_threshold is None or result.avg_logprob < fallback.logprob_threshold)):
+            # Silence: the window will be skipped, retrying cannot help. A confident result
+            # is not skipped (white noise gives loops at p(no speech) 0.9 and logprob -0.3),
+            # so it must still pass the other gates, as in openai-whisper.
+            needs_fallback = False
         if not needs_fallback:
             break
     assert result is not None
