@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Per-window encoder time and per-token decoder step time for each weight type, same run.
+"""Decoder step time (one token per sequence) per weight type: the fused step against the
+general path it replaced ("before": per-product kernels, float32 cross keys/values), same
+run, rounds interleaved so that load from other processes hits both alike.
 
-The decoder step is the memory-bound part of transcription: every decoded token reads all
-decoder weights once, so fewer bytes per weight should mean a faster step. Models are the
-derived whisper.cpp files (tiny.en-f16, -q8_0, -q5_0, …) built once from the default model;
-"as stored" keeps each file's own types; for the default model the compute types of
-`load_model` are shown (auto keeps its float16 matrices as stored).
+Every step reads all decoder weights, the window's cross-attention keys/values and the
+self-attention cache once, so "bound" is those bytes over the machine's memory bandwidth
+(a large numpy copy, read + write bytes per second): what a purely memory-bound step costs.
 
     python scripts/bench_decode_step.py --threads 1 2
 """
@@ -21,57 +21,89 @@ import numpy as np
 import whisperlite  # noqa: F401  (environment before numba loads)
 from whisperlite.kernels import set_threads
 from whisperlite.loader import apply_compute_type, read_checkpoint, resolve
-from whisperlite.models.whisper import Whisper
+from whisperlite.models.whisper_decoder import TextDecoder
 
-TYPES = ["f16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]
+# (label, model name, compute type)
+VARIANTS = [("auto (f16)", "tiny.en", "auto"), ("f32", "tiny.en", "f32"), ("q8_0", "tiny.en", "q8_0"),
+            ("q5_0", "tiny.en-q5_0", "auto"), ("q4_0", "tiny.en-q4_0", "auto")]
+EXTRA = [("q5_1", "tiny.en-q5_1", "auto"), ("q4_1", "tiny.en-q4_1", "auto")]
+CONTEXT = 40  # tokens already in the cache when a step is timed (a typical mid-window length)
 
 
-def best_of(fn, rounds: int) -> float:
+def bandwidth() -> float:
+    """Bytes per second of a 256 MB numpy copy (read + write), best of 5."""
+    a = np.ones(64 << 20, np.float32)
+    b = np.empty_like(a)
+    best = min(_timed(lambda: np.copyto(b, a)) for _ in range(5))
+    return 2 * a.nbytes / best
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
     fn()
-    times = []
+    return time.perf_counter() - t
+
+
+def step_bytes(dec: TextDecoder, beams: int) -> int:
+    """Bytes one fused step must read: weights, cross keys/values, the self-attention cache."""
+    w = dec.step_weights
+    mats = sum(m.nbytes for role in w.mats for m in role) + w.emb.nbytes
+    d = dec.dims
+    cross = 2 * d.n_text_layer * d.n_audio_ctx * d.n_text_state * np.dtype(dec.cross_dtype).itemsize
+    self_kv = 2 * d.n_text_layer * beams * (CONTEXT + 1) * d.n_text_state * 4
+    return mats + cross + self_kv
+
+
+def measure(new: TextDecoder, old: TextDecoder, beams: int, rounds: int) -> tuple[float, float]:
+    """Best wall time of one step (s): fused, general path."""
+    features = np.random.default_rng(0).standard_normal((new.dims.n_audio_ctx, new.dims.n_text_state)).astype(np.float32)
+    prompt = np.full((beams, CONTEXT), 50257, np.int64)
+    token = np.full((beams, 1), 440, np.int64)
+    cn, co = new.new_cache(features, beams), old.new_cache(features, beams)
+    new.forward(prompt, cn)
+    old.forward(prompt, co)
+
+    def fused() -> None:
+        cn.length = CONTEXT
+        new(token, cn)
+
+    def before() -> None:
+        co.length = CONTEXT
+        old.forward(token, co)
+
+    fused(), before()  # compile / warm caches
+    tn, to = [], []
     for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
-def measure(model: Whisper, rounds: int) -> tuple[float, float, float]:
-    mel = np.random.default_rng(0).standard_normal((model.dims.n_mels, 3000)).astype(np.float32)
-    enc = best_of(lambda: model.encoder(mel), max(2, rounds // 10))
-    features = model.encoder(mel)
-    steps = {}
-    for beams in (1, 5):
-        cache = model.decoder.new_cache(features, batch=beams)
-        model.decoder(np.full((beams, 40), 50257, np.int64), cache)  # a 40-token context
-
-        def step() -> None:
-            cache.length = 40
-            model.decoder(np.full((beams, 1), 440, np.int64), cache)
-
-        steps[beams] = best_of(step, rounds)
-    return enc, steps[1], steps[5]
+        tn.append(_timed(fused))
+        to.append(_timed(before))
+    return min(tn), min(to)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--all-types", action="store_true", help="also q5_1 and q4_1")
     args = ap.parse_args()
+    bw = bandwidth()
     print(f"# {time.strftime('%Y-%m-%d')} · {platform.machine()} · {os.cpu_count()} cores · "
-          f"`python scripts/bench_decode_step.py --threads {' '.join(map(str, args.threads))}`\n")
-    print("| model | weights held as | threads | encoder s / 30 s window | decoder step ms (greedy) | step ms (beam 5) |")
-    print("|---|---|---|---|---|---|")
+          f"`python scripts/bench_decode_step.py --threads {' '.join(map(str, args.threads))}`")
+    print(f"# memory bandwidth (numpy copy): {bw / 1e9:.1f} GB/s; step at context {CONTEXT}\n")
+    print("| weights | threads | MB read / step | bound ms | greedy ms | before | × | beam 5 ms | before | × |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    variants = VARIANTS + (EXTRA if args.all_types else [])
+    decoders = {}
+    for label, name, ct in variants:
+        ckpt = apply_compute_type(read_checkpoint(resolve(name)), ct)
+        decoders[label] = (TextDecoder(ckpt), TextDecoder(ckpt, cross_f16=False))
     for t in args.threads:
         set_threads(t)
-        for name in ["tiny.en"] + [f"tiny.en-{q}" for q in TYPES]:
-            ckpt = read_checkpoint(resolve(name))
-            variants = [("as stored", ckpt)]
-            if name == "tiny.en":
-                variants = [(ct, apply_compute_type(ckpt, ct)) for ct in ("auto", "f32", "q8_0")]
-            for label, ck in variants:
-                enc, s1, s5 = measure(Whisper(ck), args.rounds)
-                print(f"| {name} | {label} | {t} | {enc:.3f} | {s1 * 1e3:.2f} | {s5 * 1e3:.2f} |", flush=True)
+        for label, (new, old) in decoders.items():
+            g_new, g_old = measure(new, old, 1, args.rounds)
+            b_new, b_old = measure(new, old, 5, args.rounds)
+            mb = step_bytes(new, 1)
+            print(f"| {label} | {t} | {mb / 1e6:.1f} | {mb / bw * 1e3:.2f} | {g_new * 1e3:.2f} | {g_old * 1e3:.2f} | "
+                  f"{g_old / g_new:.2f} | {b_new * 1e3:.2f} | {b_old * 1e3:.2f} | {b_old / b_new:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from whisperlite.kernels.gemv import (
-    _LAYOUT, _OFFSET, _dot_q4_0, _dot_q4_1, _dot_q5_0, _dot_q5_1, _dot_q8_0, _dots, _elem_ptr,
-    _emit_block, _f16_bits_to_f32, _vec,
+    _LAYOUT, _OFFSET, _dots, _elem_ptr, _emit_block, _f16_bits_to_f32, _hsum, _splat, _vec,
 )
 from whisperlite.kernels.ops import _gelu, expf
 from whisperlite.kernels.quant import QK
@@ -98,6 +97,54 @@ def _dequant_intrinsic(kind):
 
 
 _deq_q8_0, _deq_q4_0, _deq_q4_1, _deq_q5_0, _deq_q5_1 = (_dequant_intrinsic(k) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1"))
+
+
+def _dot_intrinsic(kind):
+    """Intrinsic f(row, nb, x, xs) -> row · x for float activations x (k,) with block sums
+    xs (k/32,). Per block the 32 products q·x go into 8 lanes by four chained FMAs and are
+    scaled by d once; the "_0" offsets come off once per block as d·offset·xs and the "_1"
+    mins add m·xs, so no per-weight offset and no in-block horizontal adds (gemv.py's dots
+    keep those to reproduce ggml's rounding; float activations need no such order)."""
+    size = _LAYOUT[kind][0]
+    f32 = ir.FloatType()
+    v8 = _vec(f32, 8)
+    i64 = ir.IntType(64)
+
+    @intrinsic
+    def dot(typingctx, row, nb, x, xs):
+        def codegen(context, builder, sig, args):
+            rowv, nbv, xv, xsv = args
+            base = _elem_ptr(context, builder, sig.args[0], rowv, ir.Constant(i64, 0))
+            xbase = _elem_ptr(context, builder, sig.args[2], xv, ir.Constant(i64, 0))
+            xsbase = _elem_ptr(context, builder, sig.args[3], xsv, ir.Constant(i64, 0))
+            fma8 = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8] * 3), "llvm.fma.v8f32")
+            fma1 = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [f32] * 3), "llvm.fma.f32")
+            acc = cgutils.alloca_once_value(builder, ir.Constant(v8, [0.0] * 8))
+            off = cgutils.alloca_once_value(builder, ir.Constant(f32, 0.0))
+            with cgutils.for_range(builder, nbv) as loop:
+                b = loop.index
+                q, d, m = _emit_block(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(i64, size))]))
+                xp = builder.bitcast(builder.gep(xbase, [builder.mul(b, ir.Constant(i64, QK))]), v8.as_pointer())
+                part = None
+                for i in range(4):
+                    qi = builder.shuffle_vector(q, q, ir.Constant(_vec(ir.IntType(32), 8), list(range(8 * i, 8 * i + 8))))
+                    xi = builder.load(builder.gep(xp, [ir.Constant(i64, i)]), align=4)
+                    part = builder.fmul(qi, xi) if part is None else builder.call(fma8, [qi, xi, part])
+                builder.store(builder.call(fma8, [part, _splat(builder, d, 8), builder.load(acc)]), acc)
+                xsb = builder.load(builder.gep(xsbase, [b]))
+                if kind in _OFFSET:  # Σ d(q - o)x = d Σ qx - d·o·Σx
+                    builder.store(builder.call(fma1, [builder.fmul(d, ir.Constant(f32, -_OFFSET[kind])), xsb,
+                                                      builder.load(off)]), off)
+                elif m is not None:  # Σ (dq + m)x = d Σ qx + m·Σx
+                    builder.store(builder.call(fma1, [m, xsb, builder.load(off)]), off)
+            return builder.fadd(_hsum(builder, builder.load(acc)), builder.load(off))
+
+        return types.float32(row, nb, x, xs), codegen
+
+    return dot
+
+
+_fdot_q8_0, _fdot_q4_0, _fdot_q4_1, _fdot_q5_0, _fdot_q5_1 = (_dot_intrinsic(k) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1"))
 
 
 @numba.njit(inline="always", **_SER)
@@ -171,10 +218,10 @@ def _pair_dots(w0, w1, x, out, r):
         out[t, r], out[t, r + 1] = a0, c0
 
 
-def _linear_body(kind, w, x, xd, xs, buf, out, r0, r1):
+def _linear_body(kind, w, x, xs, buf, out, r0, r1):
     """out[t, r] = x[t] · W[r] for rows r0 <= r < r1: x (B, k) float32, W (rows, bytes) uint8
-    of `kind`, xd (B, k/32) ones, xs (B, k/32) block sums of x (read by the "_1" types),
-    buf (2, k) scratch, out (B, rows).
+    of `kind`, xs (B, k/32) block sums of x (read by the block types), buf (2, k) scratch,
+    out (B, rows).
 
     One sequence: a fused dequantize-and-dot per row. Several: rows decoded in pairs into
     buf and dotted with every sequence."""
@@ -204,21 +251,23 @@ def _linear_body(kind, w, x, xd, xs, buf, out, r0, r1):
             for j in range(k):
                 acc += r32[j] * x[0, j]
             out[0, r] = acc
-    elif kind == Q8_0:
-        for r in range(r0, r1):
-            out[0, r] = _dot_q8_0(w[r], nb, x, xd, xs, 0)
-    elif kind == Q4_0:
-        for r in range(r0, r1):
-            out[0, r] = _dot_q4_0(w[r], nb, x, xd, xs, 0)
-    elif kind == Q4_1:
-        for r in range(r0, r1):
-            out[0, r] = _dot_q4_1(w[r], nb, x, xd, xs, 0)
-    elif kind == Q5_0:
-        for r in range(r0, r1):
-            out[0, r] = _dot_q5_0(w[r], nb, x, xd, xs, 0)
     else:
-        for r in range(r0, r1):
-            out[0, r] = _dot_q5_1(w[r], nb, x, xd, xs, 0)
+        x0, s0 = x[0], xs[0]
+        if kind == Q8_0:
+            for r in range(r0, r1):
+                out[0, r] = _fdot_q8_0(w[r], nb, x0, s0)
+        elif kind == Q4_0:
+            for r in range(r0, r1):
+                out[0, r] = _fdot_q4_0(w[r], nb, x0, s0)
+        elif kind == Q4_1:
+            for r in range(r0, r1):
+                out[0, r] = _fdot_q4_1(w[r], nb, x0, s0)
+        elif kind == Q5_0:
+            for r in range(r0, r1):
+                out[0, r] = _fdot_q5_0(w[r], nb, x0, s0)
+        else:
+            for r in range(r0, r1):
+                out[0, r] = _fdot_q5_1(w[r], nb, x0, s0)
 
 
 _linear = numba.njit(**_SER)(_linear_body)
@@ -237,15 +286,14 @@ def _block_sums(x, xs):
 
 
 @numba.njit(inline="always", **_SER)
-def _product(kind, w, x, ones, sums, buf, out):
-    """out = x @ W.T (all rows), with the block sums the "_1" types need."""
+def _product(kind, w, x, sums, buf, out):
+    """out = x @ W.T (all rows), with the block sums the block types need."""
     n, k = x.shape
     nb = k // QK
-    xd = ones[: n * nb].reshape((n, nb))
     xs = sums[: n * nb].reshape((n, nb))
-    if kind == Q4_1 or kind == Q5_1:
+    if kind >= Q8_0 and n == 1:
         _block_sums(x, xs)
-    _linear(kind, w, x, xd, xs, buf, out, 0, w.shape[0])
+    _linear(kind, w, x, xs, buf, out, 0, w.shape[0])
 
 
 # ---------------------------------------------------------------- elementwise pieces
@@ -368,7 +416,7 @@ def _add_bias(y, bias, res):
 def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
                    w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
                    lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
-                   x, h, qkv, att, y, mlp, ones, sums, buf, scores):
+                   x, h, qkv, att, y, mlp, sums, buf, scores):
     """One decoder step for tokens (B, 1), one per sequence, at position `pos` -> h (B, d), the
     final-norm hidden state the vocabulary projection reads.
 
@@ -378,8 +426,8 @@ def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
     b_* (L, rows);
     k_self/v_self (L, ≥B, n_ctx, d) the self-attention cache (row pos written here);
     k_cross, v_cross (L, h, n_audio, hd) float32 or float16 bits.
-    Scratch: x, h, att, y (B, d), qkv (B, 3d), mlp (B, 4d), ones/sums (≥ B*4d/32,),
-    buf (2, 4d), scores (B, max(n_ctx, n_audio)); ones must hold 1.0.
+    Scratch: x, h, att, y (B, d), qkv (B, 3d), mlp (B, 4d), sums (≥ B*4d/32,),
+    buf (2, 4d), scores (B, max(n_ctx, n_audio)).
     """
     n = tokens.shape[0]
     d = x.shape[1]
@@ -389,29 +437,29 @@ def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
             x[b, j] = buf[0, j] + pos_emb[pos, j]
     for li in range(len(w_qkv)):
         _layer_norm(x, ln_g[li, 0], ln_b[li, 0], h)
-        _product(kinds[0], w_qkv[li], h, ones, sums, buf, qkv)
+        _product(kinds[0], w_qkv[li], h, sums, buf, qkv)
         for b in range(n):
             for j in range(3 * d):
                 qkv[b, j] += b_qkv[li, j]
         _self_attention(qkv, k_self[li], v_self[li], pos, n_head, scores[0], att)
-        _product(kinds[1], w_out[li], att, ones, sums, buf, y)
+        _product(kinds[1], w_out[li], att, sums, buf, y)
         _add_bias(y, b_out[li], x)
 
         _layer_norm(x, ln_g[li, 1], ln_b[li, 1], h)
-        _product(kinds[2], w_cq[li], h, ones, sums, buf, y)
+        _product(kinds[2], w_cq[li], h, sums, buf, y)
         for b in range(n):
             for j in range(d):
                 y[b, j] += b_cq[li, j]
         _cross_attention(y, k_cross[li], v_cross[li], scores, att)
-        _product(kinds[3], w_co[li], att, ones, sums, buf, y)
+        _product(kinds[3], w_co[li], att, sums, buf, y)
         _add_bias(y, b_co[li], x)
 
         _layer_norm(x, ln_g[li, 2], ln_b[li, 2], h)
-        _product(kinds[4], w_fc1[li], h, ones, sums, buf, mlp)
+        _product(kinds[4], w_fc1[li], h, sums, buf, mlp)
         for b in range(n):
             for j in range(mlp.shape[1]):
                 mlp[b, j] = _gelu(mlp[b, j] + b_fc1[li, j])
-        _product(kinds[5], w_fc2[li], mlp, ones, sums, buf, y)
+        _product(kinds[5], w_fc2[li], mlp, sums, buf, y)
         _add_bias(y, b_fc2[li], x)
     _layer_norm(x, lnf_g, lnf_b, h)
 
@@ -419,19 +467,18 @@ def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
 # ---------------------------------------------------------------- vocabulary projection
 
 
-def _vocab_body(kind, w, h, ones, sums, bufs, out):
+def _vocab_body(kind, w, h, sums, bufs, out):
     """out (B, vocab) = h (B, d) @ W.T, rows split into len(bufs) ranges (bufs (parts, 2, d)
     scratch, one per range)."""
     n, k = h.shape
     nb = k // QK
-    xd = ones[: n * nb].reshape((n, nb))
     xs = sums[: n * nb].reshape((n, nb))
-    if kind == Q4_1 or kind == Q5_1:
+    if kind >= Q8_0 and n == 1:
         _block_sums(h, xs)
     rows = w.shape[0]
     parts = bufs.shape[0]
     for p in prange(parts):
-        _linear(kind, w, h, xd, xs, bufs[p], out, rows * p // parts, rows * (p + 1) // parts)
+        _linear(kind, w, h, xs, bufs[p], out, rows * p // parts, rows * (p + 1) // parts)
 
 
 vocab_serial = numba.njit(**_SER)(_vocab_body)

@@ -67,7 +67,6 @@ class _StepScratch:
         self.x, self.h, self.att, self.y = (np.empty((batch, d), f32) for _ in range(4))
         self.qkv = np.empty((batch, 3 * d), f32)
         self.mlp = np.empty((batch, 4 * d), f32)
-        self.ones = np.ones(batch * 4 * d // 32, f32)
         self.sums = np.empty(batch * 4 * d // 32, f32)
         self.buf = np.empty((2, 4 * d), f32)
         self.scores = np.empty((batch, max(dims.n_text_ctx, dims.n_audio_ctx)), f32)
@@ -179,10 +178,10 @@ class TextDecoder:
             np.asarray(tokens, np.int64), pos, w.emb_kind, w.emb, self.pos, w.kinds, w.ln_g, w.ln_b,
             qkv, b[0], out, b[1], cq, b[2], co, b[3], fc1, b[4], fc2, b[5], w.lnf_g, w.lnf_b,
             cache.k, cache.v, cache.cross_k_in, cache.cross_v_in, self.dims.n_text_head,
-            s.x, s.h, s.qkv, s.att, s.y, s.mlp, s.ones, s.sums, s.buf, s.scores)
+            s.x, s.h, s.qkv, s.att, s.y, s.mlp, s.sums, s.buf, s.scores)
         cache.length = pos + 1
         vocab = fused.vocab_parallel if threads > 1 else fused.vocab_serial
-        vocab(w.emb_kind, w.emb, s.h, s.ones, s.sums, s.bufs, s.logits.reshape(bsz, -1))
+        vocab(w.emb_kind, w.emb, s.h, s.sums, s.bufs, s.logits.reshape(bsz, -1))
         return s.logits
 
     def forward(self, tokens: np.ndarray, cache: KVCache, positions: Sequence[int] = (-1,),
