@@ -48,7 +48,7 @@ def test_beam_step_keeps_best_candidates_and_sets_finished_aside():
     tokens = np.zeros((2, 1), np.int64)
     lp = np.log(np.full((2, 10), 1e-6))
     lp[0, [3, 4, eot]] = np.log([0.5, 0.3, 0.2])
-    rows, nxt = bs.step(tokens, lp, lp)
+    rows, nxt = bs.step(tokens, lp, np.zeros(2))  # log-probabilities: their lse is 0
     # First step: only row 0 proposes (all rows are copies of the prompt).
     assert rows.tolist() == [0, 0] and nxt.tolist() == [3, 4]
     assert len(bs.finished) == 0  # eot ranked third: not among the beam_size best
@@ -56,8 +56,8 @@ def test_beam_step_keeps_best_candidates_and_sets_finished_aside():
     lp2 = np.log(np.full((2, 10), 1e-6))
     lp2[0, eot], lp2[0, 5] = np.log(0.9), np.log(0.1)
     lp2[1, 6], lp2[1, eot] = np.log(0.99), np.log(0.01)
-    rows, nxt = bs.step(tokens, lp2, lp2)
+    rows, nxt = bs.step(tokens, lp2, np.zeros(2))
     assert [h.tokens for h in bs.finished] == [[0, 3]]
     assert rows.tolist() == [1, 0] and nxt.tolist() == [6, 5]
-    bs.step(np.concatenate([tokens[rows], nxt[:, None]], axis=1), lp2, lp2)
+    bs.step(np.concatenate([tokens[rows], nxt[:, None]], axis=1), lp2, np.zeros(2))
     assert bs.done  # patience 1.0: two finished sequences for a beam of two

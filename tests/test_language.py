@@ -40,7 +40,7 @@ def test_detects_english_and_transcribes(base_model, jfk_audio):
 def test_language_probabilities_sum_to_one(base_model, jfk_audio):
     from whisperlite.audio import N_SAMPLES
 
-    _, features = base_model._encode(jfk_audio[:N_SAMPLES], {})
+    _, features = base_model._encode(jfk_audio[:N_SAMPLES])
     probs, no_speech = base_model.language_probabilities(features)
     assert len(probs) == 99 and sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
     assert max(probs, key=probs.get) == "en" and no_speech < 0.3

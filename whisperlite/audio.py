@@ -6,17 +6,22 @@ it in fixed-size chunks so that a two-hour file never sits in memory as one buff
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import subprocess
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterator
+from typing import Iterable, Iterator, TypeVar
 
 import ffmpeg
 import numpy as np
 
 from whisperlite.errors import AudioDecodeError
+from whisperlite.profiling import Profile
+
+T = TypeVar("T")
 
 SAMPLE_RATE = 16000
 N_FFT = 400  # 25 ms window
@@ -142,3 +147,64 @@ def probe_duration(path: str) -> float | None:
             h, m, s = line.split(",")[0].split()[1].split(":")
             return int(h) * 3600 + int(m) * 60 + float(s)
     return None
+
+
+_END = object()
+# How often a producer blocked on a full queue checks whether the consumer has gone away.
+_POLL_SECONDS = 0.1
+
+
+def prefetch(items: Iterable[T], depth: int = 2, profile: Profile | None = None) -> Iterator[T]:
+    """`items`, produced on a background thread at most `depth` ahead of the consumer.
+
+    Audio decoding (ffmpeg's pipe) and voice activity detection (Silero's C call) release
+    the GIL, so they run on the second core while the main thread encodes and decodes.
+    An error raised while producing is raised here, in the consumer, at the point it
+    occurred in the sequence. When the consumer stops early the producer thread stops and
+    closes `items` (killing ffmpeg) before this generator finishes: no thread or process
+    outlives it. With a `profile`, time the consumer spends waiting is stage "audio wait".
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        it = iter(items)
+        try:
+            with profile.background() if profile is not None else nullcontext():
+                for item in it:
+                    if not put((item, None)):
+                        return
+            put((_END, None))
+        except BaseException as e:  # handed to the consumer, which raises it
+            put((_END, e))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="whisperlite-audio", daemon=True)
+    worker.start()
+    try:
+        while True:
+            mark = profile.start() if profile is not None else None
+            item, error = q.get()
+            if profile is not None:
+                profile.stop("audio wait", mark)
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+

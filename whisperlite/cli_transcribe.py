@@ -12,7 +12,7 @@ from whisperlite.cli_common import fail, friendly_errors
 from whisperlite.errors import WhisperliteError
 from whisperlite.subtitles import DEFAULT_LINE_COUNT, DEFAULT_LINE_WIDTH, SubtitleOptions
 from whisperlite.tokenizer.whisper import WhisperTokenizer
-from whisperlite.transcribe import Segment, TranscribeOptions
+from whisperlite.transcribe import Segment, TranscribeOptions, TranscriptionInfo
 from whisperlite.writers import WRITERS, WriterOptions, check_output_dir, format_timestamp, write_outputs
 
 EXAMPLES = """
@@ -50,6 +50,13 @@ def print_segment(s: Segment, tok: WhisperTokenizer | None = None) -> None:
     """tok: colour tokens by confidence."""
     text = colored_text(s, tok) if tok is not None else s.text.strip()
     click.echo(f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}]  {text}")
+
+
+def profile_report(info: TranscriptionInfo, wall: float, cpu: float) -> str:
+    """The --profile table of one input (split inputs, -p N, ran in other processes: totals only)."""
+    if info.profile is None:
+        return f"whisperlite: profile: stages not measured (parts ran in worker processes); {wall:.2f} s wall"
+    return "whisperlite: profile\n" + info.profile.report(info.duration, wall, cpu)
 
 
 def output_base(path: str, output_file: str | None, output_dir: str | None) -> str:
@@ -105,11 +112,13 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
               help="Skip pauses of 2 s or more, silence, noise and music before decoding (Silero VAD).")
 @click.option("-pc", "--print-colors", is_flag=True, help="Colour printed words by confidence.")
 @click.option("-q", "--quiet", "-np", "--no-prints", is_flag=True, help="Do not print segments to stdout.")
+@click.option("--profile", is_flag=True, help="Print wall and CPU time per stage (audio, VAD, mel, encoder, decoder, …) to stderr.")
 @friendly_errors
 def transcribe(files, extra_files, model, compute_type, threads, language, translate, out_srt, out_vtt, out_txt, out_json, out_csv,
                out_lrc, output_file, output_dir, beam_size, patience, length_penalty, best_of, temperature, temperature_inc, no_fallback,
                compression_ratio_threshold, logprob_threshold, no_speech_threshold, initial_prompt, no_context, quiet, processors,
-               out_json_full, word_timestamps, max_line_width, max_line_count, split_on_word, vad, print_colors, hotwords, zh_script):
+               out_json_full, word_timestamps, max_line_width, max_line_count, split_on_word, vad, print_colors, hotwords,
+               profile, zh_script):
     """Transcribe audio or video files (anything ffmpeg reads) to subtitles and text."""
     inputs = list(files) + list(extra_files)
     if not inputs:
@@ -154,7 +163,7 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
             base = output_base(path, output_file, output_dir)
             if not output_dir and not output_file:
                 check_output_dir(os.path.dirname(base) or ".")
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             if processors > 1:
                 from whisperlite.batch import transcribe_split
 
@@ -173,12 +182,18 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
                     print_segment(seg, wm.tokenizer if print_colors else None)
             if info.warning:
                 click.echo(f"warning: {info.warning}", err=True)
-            written = write_outputs(segments, info, base, formats, writer_options)
+            if info.profile is not None:
+                with info.profile.stage("write", len(segments), "segments"):
+                    written = write_outputs(segments, info, base, formats, writer_options)
+            else:
+                written = write_outputs(segments, info, base, formats, writer_options)
             if not quiet:
                 took = time.perf_counter() - start
                 speed = f", {info.duration / took:.1f}x real time" if info.duration else ""
                 click.echo(f"whisperlite: {path}: {len(segments)} segments in {took:.1f} s{speed}"
                            + (f" → {', '.join(written)}" if written else ""), err=True)
+            if profile:
+                click.echo(profile_report(info, time.perf_counter() - start, time.process_time() - start_cpu), err=True)
         except WhisperliteError as e:
             failed += 1
             click.echo(f"error: {e}", err=True)

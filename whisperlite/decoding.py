@@ -13,7 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
+from whisperlite.logits import apply_timestamp_rules, row_logsumexp, row_topk
 from whisperlite.models.whisper import KVCache, Whisper
+from whisperlite.profiling import Profile
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 
 SECONDS_PER_TOKEN = 0.02  # timestamp resolution: one encoder position = 2 mel frames of 10 ms
@@ -118,33 +120,11 @@ class TimestampRules(LogitFilter):
         self.eot = tokenizer.eot
         self.notimestamps = tokenizer.special.notimestamps
         self.sample_begin = sample_begin
-        self.max_initial_index = max_initial_index
+        self.max_initial_index = -1 if max_initial_index is None else max_initial_index
 
     def apply(self, logits: np.ndarray, tokens: np.ndarray) -> None:
-        tb = self.ts_begin
-        logits[:, self.notimestamps] = -np.inf
-        for k in range(tokens.shape[0]):
-            sampled = tokens[k, self.sample_begin :]
-            last_ts = len(sampled) >= 1 and sampled[-1] >= tb
-            penult_ts = len(sampled) < 2 or sampled[-2] >= tb
-            if last_ts:
-                if penult_ts:  # a closed pair: text must follow
-                    logits[k, tb:] = -np.inf
-                else:  # an open timestamp: close it or end
-                    logits[k, : self.eot] = -np.inf
-            stamps = sampled[sampled >= tb]
-            if stamps.size:
-                # equal is allowed only right after text (the closing stamp of a segment)
-                floor = stamps[-1] if (last_ts and not penult_ts) else stamps[-1] + 1
-                logits[k, tb:floor] = -np.inf
-        if tokens.shape[1] == self.sample_begin:
-            logits[:, :tb] = -np.inf
-            if self.max_initial_index is not None:
-                logits[:, tb + self.max_initial_index + 1 :] = -np.inf
-        # Compared in raw logits: normalizing would subtract the same constant from both sides.
-        ts_mass = logsumexp(logits[:, tb:])
-        text_max = np.max(logits[:, :tb], axis=-1)
-        logits[ts_mass > text_max, :tb] = -np.inf
+        apply_timestamp_rules(logits, tokens, self.sample_begin, self.ts_begin, self.eot, self.notimestamps,
+                              self.max_initial_index)
 
 
 def build_filters(tok: WhisperTokenizer, opts: DecodeOptions, sample_begin: int) -> list[LogitFilter]:
@@ -184,12 +164,14 @@ class Hypothesis:
 class TokenDecoder:
     """Picks the next token of every sequence in the batch and knows when the window is done.
 
-    `step` gets the filtered logits (B, vocab) and their log-probabilities; it returns the
-    rows each sequence continues from (for `KVCache.reorder`; None when rows stay in place)
-    and the next token of each row.
+    `step` gets the filtered logits (B, vocab) and their log-sum-exp per row (B,), so the
+    log-probability of token j in row k is logits[k, j] - lse[k] (no full log-softmax is
+    made: only a few tokens' probabilities are ever read); it returns the rows each
+    sequence continues from (for `KVCache.reorder`; None when rows stay in place) and the
+    next token of each row.
     """
 
-    def step(self, tokens: np.ndarray, logits: np.ndarray, logprobs: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    def step(self, tokens: np.ndarray, logits: np.ndarray, lse: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         raise NotImplementedError
 
     @property
@@ -211,7 +193,7 @@ class SamplingDecoder(TokenDecoder):
         self.token_logprobs: list[list[float]] = [[] for _ in range(batch)]
         self.finished = np.zeros(batch, bool)
 
-    def step(self, tokens: np.ndarray, logits: np.ndarray, logprobs: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    def step(self, tokens: np.ndarray, logits: np.ndarray, lse: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         if self.temperature == 0:
             nxt = np.argmax(logits, axis=-1)
         else:
@@ -221,7 +203,7 @@ class SamplingDecoder(TokenDecoder):
             nxt = np.argmax(logits / self.temperature + gumbel, axis=-1)
         nxt = np.where(self.finished, self.eot, nxt)
         for k in np.flatnonzero(~self.finished):
-            lp = float(logprobs[k, nxt[k]])
+            lp = float(logits[k, nxt[k]] - lse[k])
             self.sum_logprob[k] += lp
             self.token_logprobs[k].append(lp)
         self.finished |= nxt == self.eot
@@ -259,10 +241,10 @@ class BeamSearchDecoder(TokenDecoder):
         self.token_logprobs: list[list[float]] = [[] for _ in range(beam_size)]
         self.finished: list[Hypothesis] = []
 
-    def step(self, tokens: np.ndarray, logits: np.ndarray, logprobs: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    def step(self, tokens: np.ndarray, logits: np.ndarray, lse: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         k = self.beam_size + 1
-        top = np.argpartition(-logprobs, k, axis=-1)[:, :k]  # (B, k) unordered best tokens
-        cand = self.scores[:, None] + np.take_along_axis(logprobs, top, axis=-1)
+        top = row_topk(logits, k)  # (B, k) best tokens of each row
+        cand = self.scores[:, None] + (np.take_along_axis(logits, top, axis=-1) - lse[:, None])
         order = np.argsort(-cand, axis=None, kind="stable")
         rows, nxt = np.zeros(self.beam_size, np.int64), np.full(self.beam_size, self.eot, np.int64)
         scores = np.full(self.beam_size, -np.inf)
@@ -274,7 +256,7 @@ class BeamSearchDecoder(TokenDecoder):
                 break
             row, token = divmod(int(flat), k)
             token = int(top[row, token])
-            lp = float(logprobs[row, token])
+            lp = float(logits[row, token] - lse[row])
             if token == self.eot:
                 if len(self.finished) < self.max_finished:
                     prefix = tokens[row].tolist()
@@ -308,8 +290,11 @@ class WindowDecoder:
         self.model = model
         self.tok = tokenizer
 
-    def decode(self, cross: KVCache, opts: DecodeOptions) -> DecodeResult:
+    def decode(self, cross: KVCache, opts: DecodeOptions, profile: Profile | None = None) -> DecodeResult:
+        """With a `profile`: stages decode/prompt, decode/steps (the decoder per token) and
+        decode/logic (filters, log-probabilities, token choice) per token."""
         tok, dims = self.tok, self.model.dims
+        profile = profile if profile is not None else Profile()
         init, sot_index = initial_tokens(tok, opts, dims.n_text_ctx)
         sample_begin = len(init)
         sample_len = opts.sample_len or dims.n_text_ctx // 2
@@ -323,6 +308,7 @@ class WindowDecoder:
             batch = opts.best_of if opts.temperature > 0 else 1
             strategy = SamplingDecoder(batch, opts.temperature, tok.eot, np.random.default_rng(opts.seed))
 
+        mark = profile.start()
         cache = cross.fork(batch)
         # One batched pass over the whole prompt (all sequences share it): row 0 is enough.
         logits_all, _ = self.model.decoder(np.asarray([init]), cache, positions=(sot_index, -1))
@@ -330,21 +316,32 @@ class WindowDecoder:
         no_speech_prob = float(probs_sot[tok.special.nospeech])
         cache.broadcast(batch)
         logits = np.repeat(logits_all[:, -1], batch, axis=0).astype(np.float32)
+        profile.stop("decode/prompt", mark, len(init), "tokens")
 
-        tokens = np.tile(np.asarray(init, np.int64), (batch, 1))
+        # Room for every token this window can add: per token only one column is written.
+        tokens = np.empty((batch, sample_begin + sample_len), np.int64)
+        tokens[:, :sample_begin] = init
+        n = sample_begin
+        scratch = np.empty((batch, dims.n_vocab), np.float32)  # for the row log-sum-exp
         for _ in range(sample_len):
+            mark = profile.start()
+            seq = tokens[:, :n]
             for f in filters:
-                f.apply(logits, tokens)
-            rows, nxt = strategy.step(tokens, logits, log_softmax(logits))
+                f.apply(logits, seq)
+            rows, nxt = strategy.step(seq, logits, row_logsumexp(logits, scratch))
             if rows is not None:
                 cache.reorder(rows)
-                tokens = tokens[rows]
-            tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
+                tokens[:, :n] = seq[rows]
+            tokens[:, n] = nxt
+            n += 1
+            profile.stop("decode/logic", mark, 1, "tokens")
             if strategy.done or cache.length >= dims.n_text_ctx:
                 break
+            mark = profile.start()
             # All rows, finished or not, go through the decoder together: one batched call.
-            logits = self.model.decoder(nxt[:, None], cache)[0][:, -1]
-        return self._pick(strategy.finish(tokens, sample_begin), no_speech_prob, opts)
+            logits = np.ascontiguousarray(self.model.decoder(nxt[:, None], cache)[0][:, -1], np.float32)
+            profile.stop("decode/steps", mark, 1, "tokens")
+        return self._pick(strategy.finish(tokens[:, :n], sample_begin), no_speech_prob, opts)
 
     def _pick(self, hyps: list[Hypothesis], no_speech_prob: float, opts: DecodeOptions) -> DecodeResult:
         lengths = np.array([len(h.tokens) for h in hyps])
@@ -368,11 +365,11 @@ class WindowDecoder:
 
 
 def decode_with_fallback(decoder: WindowDecoder, cross: KVCache, opts: DecodeOptions,
-                         fallback: FallbackOptions) -> DecodeResult:
+                         fallback: FallbackOptions, profile: Profile | None = None) -> DecodeResult:
     """Decode at the first temperature whose result passes the gates (or the last one tried)."""
     result = None
     for t in fallback.temperatures:
-        result = decoder.decode(cross, replace(opts, temperature=t))
+        result = decoder.decode(cross, replace(opts, temperature=t), profile)
         needs_fallback = False
         if fallback.compression_ratio_threshold is not None and result.compression_ratio > fallback.compression_ratio_threshold:
             needs_fallback = True  # too repetitive

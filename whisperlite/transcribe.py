@@ -7,7 +7,6 @@ needed (a sign the context itself misled the model).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
@@ -19,6 +18,7 @@ from whisperlite.audio import (
     N_SAMPLES,
     SAMPLE_RATE,
     DecodeReport,
+    prefetch,
     probe_duration,
     stream_audio,
 )
@@ -35,6 +35,7 @@ from whisperlite.mel import log_mel_spectrogram, pad_or_trim
 from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.timing import Word, align_words, fit_words, snap_to_voice, voiced_frames
 from whisperlite.errors import WhisperliteError
+from whisperlite.profiling import Profile, timed
 from whisperlite.vad import SpeechFilter, VadOptions
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 
@@ -103,7 +104,8 @@ class TranscriptionInfo:
     duration: float | None  # container duration if known up front; exact once segments are consumed
     options: TranscribeOptions
     warning: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (see `profile`)
+    profile: Profile | None = field(default=None, repr=False)  # wall, CPU and counts per stage
 
 
 class _WindowReader:
@@ -174,6 +176,8 @@ class WhisperModel:
         """
         opts = replace(options or TranscribeOptions(), **kwargs)
         report = DecodeReport()
+        profile = Profile({"mel": 0.0, "encode": 0.0, "decode": 0.0})
+        language = self._check_language(opts)
         if isinstance(audio, np.ndarray):
             chunks: Iterable[np.ndarray] = iter([np.asarray(audio, np.float32)])
             duration = len(audio) / SAMPLE_RATE
@@ -181,19 +185,20 @@ class WhisperModel:
             stream = stream_audio(audio, report=report)
             # Decode the first chunk now so a bad input fails here, not mid-iteration.
             first = next(stream)
-            chunks = _prepend(first, stream)
+            chunks = timed(_prepend(first, stream), profile, "audio", "chunks")
             duration = probe_duration(audio)
-        language = self._check_language(opts)
-        speech = SpeechFilter(chunks, opts.vad_options) if opts.vad else None
-        reader = _WindowReader(iter(speech) if speech is not None else iter(chunks))
+        speech = SpeechFilter(chunks, opts.vad_options, profile) if opts.vad else None
+        source = iter(speech) if speech is not None else iter(chunks)
+        if speech is not None or not isinstance(audio, np.ndarray):
+            # ffmpeg's pipe and Silero release the GIL: they run ahead on another thread.
+            source = prefetch(source, profile=profile)
+        reader = _WindowReader(source)
         probability = 1.0
-        timings: dict[str, float] = {"mel": 0.0, "encode": 0.0, "decode": 0.0}
         if language is None:
-            t0 = time.perf_counter()
-            language, probability = self._detect(reader, opts, timings)
-            timings["language"] = time.perf_counter() - t0
+            with profile.stage("language"):
+                language, probability = self._detect(reader, opts, profile)
         info = TranscriptionInfo(language=language, language_probability=probability, duration=duration, options=opts,
-                                 timings=timings)
+                                 timings=profile.timings, profile=profile)
         return self._segments(reader, opts, info, report, speech), info
 
     def _check_language(self, opts: TranscribeOptions) -> str | None:
@@ -210,14 +215,13 @@ class WhisperModel:
             raise LanguageError(f"unknown language '{language}' (codes as in Whisper: en, de, zh, fr, …)")
         return language
 
-    def _encode(self, samples: np.ndarray, timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        """One window of samples → (log-mel padded to 30 s, encoder output); adds to timings."""
-        t0 = time.perf_counter()
-        mel = pad_or_trim(log_mel_spectrogram(samples, self.model.dims.n_mels, padding=N_SAMPLES - len(samples)))
-        t1 = time.perf_counter()
-        features = self.model.encoder(mel)
-        timings["mel"] = timings.get("mel", 0.0) + t1 - t0
-        timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - t1
+    def _encode(self, samples: np.ndarray, profile: Profile | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One window of samples → (log-mel padded to 30 s, encoder output)."""
+        profile = profile if profile is not None else Profile()
+        with profile.stage("mel", 1, "windows"):
+            mel = pad_or_trim(log_mel_spectrogram(samples, self.model.dims.n_mels, padding=N_SAMPLES - len(samples)))
+        with profile.stage("encode", 1, "windows"):
+            features = self.model.encoder(mel)
         return mel, features
 
     def language_probabilities(self, features: np.ndarray) -> tuple[dict[str, float], float]:
@@ -231,7 +235,7 @@ class WhisperModel:
         probs = np.exp(log_softmax(logits[lang_ids]))
         return dict(zip(sp.languages, probs.tolist())), no_speech
 
-    def _detect(self, reader: "_WindowReader", opts: TranscribeOptions, timings: dict[str, float]) -> tuple[str, float]:
+    def _detect(self, reader: "_WindowReader", opts: TranscribeOptions, profile: Profile) -> tuple[str, float]:
         """Language of the first window that holds speech (at most DETECT_WINDOWS ahead)."""
         best: tuple[float, str, float] | None = None  # (no-speech, language, probability)
         threshold = opts.no_speech_threshold if opts.no_speech_threshold is not None else 0.6
@@ -239,7 +243,7 @@ class WhisperModel:
             samples = reader.peek(k * N_SAMPLES, N_SAMPLES)
             if len(samples) < HOP_LENGTH:
                 break
-            mel, features = self._encode(samples, timings)
+            mel, features = self._encode(samples, profile)
             if k == 0:
                 reader.encoded = (mel, features)  # the long-form loop starts with this window
             probs, no_speech = self.language_probabilities(features)
@@ -270,7 +274,8 @@ class WhisperModel:
         hotwords = tuple(tok.encode(" " + opts.hotwords.strip())) if opts.hotwords else ()
         seek = 0  # in mel frames
         seg_id = 0
-        timings = info.timings
+        profile = info.profile
+        assert profile is not None
         while True:
             samples = reader.window(seek * HOP_LENGTH, N_SAMPLES)
             if len(samples) < HOP_LENGTH:
@@ -284,11 +289,12 @@ class WhisperModel:
                 mel, features = reader.encoded
                 reader.encoded = None
             else:
-                mel, features = self._encode(samples, timings)
-            t2 = time.perf_counter()
-            cross = self.model.decoder.new_cache(features)
-            result = decode_with_fallback(self._decoder, cross, replace(decode_opts, prompt=tuple(prompt) + hotwords), fallback)
-            timings["decode"] += time.perf_counter() - t2
+                mel, features = self._encode(samples, profile)
+            with profile.stage("decode", 1, "windows"):
+                with profile.stage("decode/cross", 1, "windows"):
+                    cross = self.model.decoder.new_cache(features)
+                result = decode_with_fallback(self._decoder, cross, replace(decode_opts, prompt=tuple(prompt) + hotwords),
+                                              fallback, profile)
             time_offset = seek * FRAME_SECONDS
             if (opts.no_speech_threshold is not None and result.no_speech_prob > opts.no_speech_threshold
                     and (opts.logprob_threshold is None or result.avg_logprob < opts.logprob_threshold)):
@@ -297,10 +303,9 @@ class WhisperModel:
             new_segments, advance = self._split(result, seek, time_offset, segment_frames)
             seek += advance
             if opts.word_timestamps:
-                t3 = time.perf_counter()
-                self._add_words(new_segments, cross, voiced_frames(mel, segment_frames), segment_frames, time_offset,
-                                info.language, opts.task)
-                timings["words"] = timings.get("words", 0.0) + time.perf_counter() - t3
+                with profile.stage("words", 1, "windows"):
+                    self._add_words(new_segments, cross, voiced_frames(mel, segment_frames), segment_frames, time_offset,
+                                    info.language, opts.task)
             for seg in new_segments:
                 if not seg.text.strip() or seg.end <= seg.start:
                     continue

@@ -17,6 +17,7 @@ import numpy as np
 
 from whisperlite.audio import SAMPLE_RATE
 from whisperlite.errors import WhisperliteError
+from whisperlite.profiling import Profile
 
 FRAME = 512  # samples per Silero frame at 16 kHz (32 ms)
 OUTPUT_CHUNK = 30 * SAMPLE_RATE  # kept audio is handed on in pieces of about one window
@@ -47,9 +48,11 @@ class TimeMap:
     leads: list[int] = field(default_factory=list)
 
     def add(self, out_pos: int, in_pos: int, lead: int = 0) -> None:
-        self.out_starts.append(out_pos)
+        # The filter may run on another thread than the one mapping times: out_starts, which
+        # lookups search, grows last, so a breakpoint found there is complete.
         self.in_starts.append(in_pos)
         self.leads.append(lead)
+        self.out_starts.append(out_pos)
 
     def to_input(self, seconds: float, is_end: bool = False) -> float:
         """A time in the kept audio → the same instant in the input.
@@ -94,8 +97,9 @@ class SpeechFilter:
     in a pause (held back until it is long enough to cut, or speech resumes).
     """
 
-    def __init__(self, chunks: Iterable[np.ndarray], opts: VadOptions = VadOptions()):
+    def __init__(self, chunks: Iterable[np.ndarray], opts: VadOptions = VadOptions(), profile: Profile | None = None):
         self.opts = opts
+        self.profile = profile  # VAD time goes to its stage "vad"
         _silero()  # fail before the first window if the model cannot load
         self._chunks = iter(chunks)
         ms = SAMPLE_RATE // 1000
@@ -136,6 +140,7 @@ class SpeechFilter:
 
         tail = np.zeros(0, np.float32)
         for chunk in self._chunks:
+            mark = self.profile.start() if self.profile is not None else None
             self.input_samples += len(chunk)
             buf = np.concatenate([tail, np.asarray(chunk, np.float32)]) if len(tail) else np.array(chunk, np.float32)
             n_full = len(buf) // FRAME * FRAME
@@ -176,6 +181,8 @@ class SpeechFilter:
                         remember(held + [frame])  # a burst too short to be speech is dropped
                         held, held_len = [], 0
                 in_pos += FRAME
+            if self.profile is not None:
+                self.profile.stop("vad", mark, n_full // FRAME, "frames")
             if out_len >= OUTPUT_CHUNK:
                 yield np.concatenate(out)
                 out, out_len = [], 0
