@@ -7,8 +7,9 @@ threads and t times its single-thread speed (perfect splitting).
 The encoder: wall and CPU time per window (minimum over windows), and where its CPU time
 goes (each kernel call timed with the calling thread's CPU clock, summed over threads; the
 "rest" is Python, scheduling and waiting at hand-offs). On a shared machine wall time
-varies with the neighbours' load; the CPU columns and the ratio in one run are the numbers
-to compare.
+varies with the neighbours' load; the CPU columns are steadier, and "CPU × bound" compares
+the encoder's CPU time with the products' single-thread CPU time (1.0: nothing but sgemm
+at its best, perfectly split).
 
     python scripts/bench_encoder.py [-m tiny.en] [--threads 1,2] [--windows 6]
 """
@@ -44,17 +45,17 @@ def products(enc: AudioEncoder, t_in: int) -> dict[str, tuple[int, int, int, int
     }
 
 
-def best_of(fn, repeats: int) -> float:
+def best_of(fn, repeats: int, clock=time.perf_counter) -> float:
     fn()
     best = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return best
 
 
-def sgemm_rates(shapes: dict, threads: int, repeats: int = 7) -> dict[str, float]:
+def sgemm_rates(shapes: dict, threads: int, repeats: int = 7, clock=time.perf_counter) -> dict[str, float]:
     """GFLOP/s of numpy/OpenBLAS float32 on each product shape with OpenBLAS's `threads`."""
     rng = np.random.default_rng(0)
     rates = {}
@@ -63,7 +64,7 @@ def sgemm_rates(shapes: dict, threads: int, repeats: int = 7) -> dict[str, float
             a = rng.standard_normal((m, k), dtype=np.float32)
             b = rng.standard_normal((k, n), dtype=np.float32)
             c = np.empty((m, n), np.float32)
-            s = best_of(lambda: np.matmul(a, b, out=c), repeats)
+            s = best_of(lambda: np.matmul(a, b, out=c), repeats, clock)
             rates[name] = 2 * m * k * n / s / 1e9
     return rates
 
@@ -136,6 +137,8 @@ def main() -> None:
           f"({sum(2 * m * k * n * c for s, (m, k, n, c) in shapes.items() if s in ('QK^T', 'PV')) / 1e9:.1f} in attention)")
     rows = []
     single = sgemm_rates(shapes, 1)
+    cpu_bound = sum(2 * m * k * n * c / (r * 1e9) for (m, k, n, c), r in
+                    zip(shapes.values(), sgemm_rates(shapes, 1, clock=time.process_time).values()))
     for t in [int(v) for v in args.threads.split(",")]:
         set_threads(t)
         own = single if t == 1 else sgemm_rates(shapes, t)
@@ -148,11 +151,12 @@ def main() -> None:
         cpu = breakdown(enc, mel, args.windows)
         rows.append((t, wall, cpu, bound))
     print()
-    print("| threads | wall s/window | × sgemm bound | GFLOP/s | CPU s/window | "
+    print("| threads | wall s/window | × sgemm bound | GFLOP/s | CPU s/window | CPU × bound | "
           + " | ".join(f"{c} (CPU ms)" for c in COLUMNS) + " |")
-    print("|---" * (5 + len(COLUMNS)) + "|")
+    print("|---" * (6 + len(COLUMNS)) + "|")
     for t, wall, cpu, bound in rows:
         print(f"| {t} | {wall:.3f} | {wall / bound:.2f} | {gflop / wall:.0f} | {cpu['total']:.3f} | "
+              f"{cpu['total'] / cpu_bound:.2f} | "
               + " | ".join(f"{cpu.get(c, 0.0) * 1000:.0f}" for c in COLUMNS) + " |")
 
 
