@@ -5,6 +5,7 @@ import pytest
 from gguf import GGMLQuantizationType as QType
 
 from whisperlite.kernels import QTensor, set_threads
+from whisperlite.kernels import decoder_step as fused
 from whisperlite.kernels.quant import quantize
 from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
 from whisperlite.models.whisper_decoder import TextDecoder
@@ -25,7 +26,8 @@ def _matrix(x: np.ndarray, qtype: QType | None):
     return QTensor(qtype, x.shape, quantize(x, qtype).reshape(x.shape[0], -1))
 
 
-def random_decoder(qtype: QType | None, seed: int = 0, cross_f16: bool = False, mixed: bool = False) -> TextDecoder:
+def random_decoder(qtype: QType | None, seed: int = 0, cross_f16: bool = False, mixed: bool = False,
+                   int8: bool = False) -> TextDecoder:
     rng = np.random.default_rng(seed)
     r = lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
     w = {"decoder.token_embedding.weight": _matrix(r(VOCAB, STATE, s=0.5), qtype),
@@ -44,7 +46,7 @@ def random_decoder(qtype: QType | None, seed: int = 0, cross_f16: bool = False, 
         up = QType.Q8_0 if mixed and i == 1 else qtype
         w[f"{p}.mlp.0.weight"], w[f"{p}.mlp.0.bias"] = _matrix(r(4 * STATE, STATE), up), r(4 * STATE)
         w[f"{p}.mlp.2.weight"], w[f"{p}.mlp.2.bias"] = _matrix(r(STATE, 4 * STATE, s=0.1), qtype), r(STATE)
-    return TextDecoder(WhisperCheckpoint(DIMS, w), cross_f16=cross_f16)
+    return TextDecoder(WhisperCheckpoint(DIMS, w), cross_f16=cross_f16, int8=int8)
 
 
 def compare_steps(dec: TextDecoder, batch: int, steps: int = 5, seed: int = 1) -> float:
@@ -76,6 +78,39 @@ def test_fused_step_matches_general_path(qtype, batch):
     dec = random_decoder(qtype)
     assert dec.step_weights is not None
     assert compare_steps(dec, batch) < 1e-4
+
+
+@pytest.mark.skipif(not fused.HAS_AVX2, reason="integer dots need AVX2")
+@pytest.mark.parametrize("qtype", TYPES[2:], ids=lambda q: q.name)
+def test_integer_dots_match_numpy(qtype):
+    """int8 mode, one sequence: activations whose per-block quantization is exact (integers
+    times a power of two, each block reaching ±127), so the products must equal the float
+    reference on the dequantized weights."""
+    rng = np.random.default_rng(2)
+    rows, k = 67, 4 * 32
+    w = (rng.standard_normal((rows, k)) * 0.3).astype(np.float32)
+    data = quantize(w, qtype).reshape(rows, -1)
+    q = rng.integers(-127, 128, k)
+    q[::32] = 127
+    h = (q * 2.0**-6).astype(np.float32)[None, :]
+    out = np.empty((1, rows), np.float32)
+    xq, xd, xs = np.empty(k, np.int8), np.empty(k // 32, np.float32), np.empty(k // 32, np.float32)
+    kind, view = fused.weight_kind(QTensor(qtype, (rows, k), data))
+    fused.vocab_serial(kind, view, h, xq, xd, xs, np.empty((1, 2, k), np.float32), out, True)
+    assert (xq == q).all()
+    ref = QTensor(qtype, (rows, k), data).dequantize().astype(np.float64) @ h[0].astype(np.float64)
+    np.testing.assert_allclose(out[0], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.skipif(not fused.HAS_AVX2, reason="integer dots need AVX2")
+@pytest.mark.parametrize("qtype", TYPES, ids=lambda q: "F32" if q is None else q.name)
+def test_int8_mode_step(qtype):
+    """int8 mode changes only single-sequence products on block types, by the activation
+    rounding (as ggml's); float weights and beams are computed as without it."""
+    err1 = compare_steps(random_decoder(qtype, int8=True), 1)
+    err5 = compare_steps(random_decoder(qtype, int8=True), 5)
+    assert err5 < 1e-4
+    assert err1 < (1e-4 if qtype in (None, QType.F16) else 0.1)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

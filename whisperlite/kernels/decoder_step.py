@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 
+import llvmlite.binding as _llvm
 import numba
 import numpy as np
 from gguf import GGMLQuantizationType as QType
@@ -31,7 +32,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from whisperlite.kernels.gemv import (
-    _LAYOUT, _OFFSET, _dots, _elem_ptr, _emit_block, _f16_bits_to_f32, _hsum, _splat, _vec,
+    _LAYOUT, _OFFSET, _dots, _elem_ptr, _emit_block, _f16_bits_to_f32, _hsum, _ir_f16_to_f32, _load, _splat, _vec,
 )
 from whisperlite.kernels.ops import _gelu, expf
 from whisperlite.kernels.quant import QK
@@ -147,6 +148,89 @@ def _dot_intrinsic(kind):
 _fdot_q8_0, _fdot_q4_0, _fdot_q4_1, _fdot_q5_0, _fdot_q5_1 = (_dot_intrinsic(k) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1"))
 
 
+# ---------------------------------------------------------------- integer dots (one sequence)
+
+# AVX2's byte multiply-add (vpmaddubsw) takes 32 weight bytes per instruction, where float
+# activations need the weights widened to 32 floats first; without AVX2 the float dots serve.
+HAS_AVX2 = "+avx2" in _llvm.get_host_cpu_features().flatten().split(",")
+
+
+def _emit_block_i8(builder, kind, blk):
+    """One ggml block at i8* blk -> (<32 x i8> q, d, m or None, signed): signed integers
+    q - offset for the "_0" types and Q8_0, unsigned q for the "_1" types."""
+    i8, i32 = ir.IntType(8), ir.IntType(32)
+    v16, v32 = _vec(i8, 16), _vec(i8, 32)
+    size, moff, hoff, qoff = _LAYOUT[kind]
+    d = _ir_f16_to_f32(builder, _load(builder, blk, 0, ir.IntType(16)))
+    m = None if moff is None else _ir_f16_to_f32(builder, _load(builder, blk, moff, ir.IntType(16)))
+    if kind == "q8_0":
+        return _load(builder, blk, qoff, v32), d, m, True
+    qs = _load(builder, blk, qoff, v16)
+    lo = builder.and_(qs, ir.Constant(v16, [15] * 16))
+    hi = builder.lshr(qs, ir.Constant(v16, [4] * 16))
+    q = builder.shuffle_vector(lo, hi, ir.Constant(_vec(i32, 32), list(range(32))))
+    if hoff is not None:
+        qh = _load(builder, blk, hoff, _vec(i8, 4))
+        b32 = builder.shuffle_vector(qh, qh, ir.Constant(_vec(i32, 32), [j // 8 for j in range(32)]))
+        bit = builder.and_(b32, ir.Constant(v32, [1 << (j % 8) for j in range(32)]))
+        set_ = builder.icmp_unsigned("!=", bit, ir.Constant(v32, [0] * 32))
+        q = builder.or_(q, builder.select(set_, ir.Constant(v32, [16] * 32), ir.Constant(v32, [0] * 32)))
+    if kind in _OFFSET:
+        return builder.sub(q, ir.Constant(v32, [int(_OFFSET[kind])] * 32)), d, m, True
+    return q, d, m, False
+
+
+def _idot_intrinsic(kind):
+    """Intrinsic f(row, nb, xq, xd, xs) -> row · x with x quantized per 32-block to int8
+    (x ≈ xd[b]·xq, as ggml's Q8 activations; xs the float block sums of x): per block the
+    32 byte products summed exactly in integers (vpmaddubsw, vpmaddwd; signed weights via
+    |w|·sign(x, w), as ggml), converted once and scaled by d·xd; the "_1" mins add m·xs."""
+    size = _LAYOUT[kind][0]
+    f32, i8, i16, i32, i64 = ir.FloatType(), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+    v8, v32b, v16w, v8i = _vec(f32, 8), _vec(i8, 32), _vec(i16, 16), _vec(i32, 8)
+
+    @intrinsic
+    def dot(typingctx, row, nb, xq, xd, xs):
+        def codegen(context, builder, sig, args):
+            rowv, nbv, xqv, xdv, xsv = args
+            base = _elem_ptr(context, builder, sig.args[0], rowv, ir.Constant(i64, 0))
+            qbase = _elem_ptr(context, builder, sig.args[2], xqv, ir.Constant(i64, 0))
+            xdbase = _elem_ptr(context, builder, sig.args[3], xdv, ir.Constant(i64, 0))
+            xsbase = _elem_ptr(context, builder, sig.args[4], xsv, ir.Constant(i64, 0))
+            mod = builder.module
+            fma8 = cgutils.get_or_insert_function(mod, ir.FunctionType(v8, [v8] * 3), "llvm.fma.v8f32")
+            fma1 = cgutils.get_or_insert_function(mod, ir.FunctionType(f32, [f32] * 3), "llvm.fma.f32")
+            maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(v16w, [v32b, v32b]), "llvm.x86.avx2.pmadd.ub.sw")
+            maddwd = cgutils.get_or_insert_function(mod, ir.FunctionType(v8i, [v16w, v16w]), "llvm.x86.avx2.pmadd.wd")
+            absb = cgutils.get_or_insert_function(mod, ir.FunctionType(v32b, [v32b, ir.IntType(1)]), "llvm.abs.v32i8")
+            acc = cgutils.alloca_once_value(builder, ir.Constant(v8, [0.0] * 8))
+            off = cgutils.alloca_once_value(builder, ir.Constant(f32, 0.0))
+            zero = ir.Constant(v32b, [0] * 32)
+            with cgutils.for_range(builder, nbv) as loop:
+                b = loop.index
+                q, d, m, signed = _emit_block_i8(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(i64, size))]))
+                y = builder.load(builder.bitcast(builder.gep(qbase, [builder.mul(b, ir.Constant(i64, QK))]),
+                                                 v32b.as_pointer()), align=1)
+                if signed:  # |w| · (x with w's sign): unsigned × signed bytes, as vpmaddubsw takes them
+                    y = builder.select(builder.icmp_signed("<", q, zero), builder.sub(zero, y), y)
+                    q = builder.call(absb, [q, ir.Constant(ir.IntType(1), 0)])
+                p16 = builder.call(maddubs, [q, y])
+                p32 = builder.call(maddwd, [p16, ir.Constant(v16w, [1] * 16)])
+                scale = builder.fmul(d, builder.load(builder.gep(xdbase, [b])))
+                builder.store(builder.call(fma8, [builder.sitofp(p32, v8), _splat(builder, scale, 8),
+                                                  builder.load(acc)]), acc)
+                if m is not None:
+                    builder.store(builder.call(fma1, [m, builder.load(builder.gep(xsbase, [b])), builder.load(off)]), off)
+            return builder.fadd(_hsum(builder, builder.load(acc)), builder.load(off))
+
+        return types.float32(row, nb, xq, xd, xs), codegen
+
+    return dot
+
+
+_idot_q8_0, _idot_q4_0, _idot_q4_1, _idot_q5_0, _idot_q5_1 = (_idot_intrinsic(k) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1"))
+
+
 @numba.njit(inline="always", **_SER)
 def _decode_row(kind, row, k, buf):
     """Weight row (uint8 bytes) -> buf[:k] float32."""
@@ -218,13 +302,14 @@ def _pair_dots(w0, w1, x, out, r):
         out[t, r], out[t, r + 1] = a0, c0
 
 
-def _linear_body(kind, w, x, xs, buf, out, r0, r1):
+def _linear_body(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8):
     """out[t, r] = x[t] · W[r] for rows r0 <= r < r1: x (B, k) float32, W (rows, bytes) uint8
-    of `kind`, xs (B, k/32) block sums of x (read by the block types), buf (2, k) scratch,
-    out (B, rows).
+    of `kind`, buf (2, k) scratch, out (B, rows). For one sequence and a block type,
+    `_prepare` has filled xs (k/32,) with x's block sums and, if int8, xq (k,) int8 and xd
+    (k/32,) with x quantized per block.
 
-    One sequence: a fused dequantize-and-dot per row. Several: rows decoded in pairs into
-    buf and dotted with every sequence."""
+    One sequence: a fused dequantize-and-dot per row (integer products if int8). Several:
+    rows decoded in pairs into buf and dotted with every sequence."""
     n, k = x.shape
     nb = k // QK
     if n > 1:
@@ -251,8 +336,24 @@ def _linear_body(kind, w, x, xs, buf, out, r0, r1):
             for j in range(k):
                 acc += r32[j] * x[0, j]
             out[0, r] = acc
+    elif int8:
+        if kind == Q8_0:
+            for r in range(r0, r1):
+                out[0, r] = _idot_q8_0(w[r], nb, xq, xd, xs)
+        elif kind == Q4_0:
+            for r in range(r0, r1):
+                out[0, r] = _idot_q4_0(w[r], nb, xq, xd, xs)
+        elif kind == Q4_1:
+            for r in range(r0, r1):
+                out[0, r] = _idot_q4_1(w[r], nb, xq, xd, xs)
+        elif kind == Q5_0:
+            for r in range(r0, r1):
+                out[0, r] = _idot_q5_0(w[r], nb, xq, xd, xs)
+        else:
+            for r in range(r0, r1):
+                out[0, r] = _idot_q5_1(w[r], nb, xq, xd, xs)
     else:
-        x0, s0 = x[0], xs[0]
+        x0, s0 = x[0], xs
         if kind == Q8_0:
             for r in range(r0, r1):
                 out[0, r] = _fdot_q8_0(w[r], nb, x0, s0)
@@ -274,26 +375,33 @@ _linear = numba.njit(**_SER)(_linear_body)
 
 
 @numba.njit(inline="always", **_SER)
-def _block_sums(x, xs):
-    """xs[t, b] = sum of x[t, 32b : 32b+32] (the "_1" types' m·sum term)."""
+def _prepare(kind, x, xq, xd, xs, int8):
+    """What the block types' single-sequence dots read: xs[b] = sum of x[0, 32b : 32b+32]
+    and, if int8, each block quantized as ggml's Q8_0 does (xd = amax/127, xq = x/xd
+    rounded to nearest)."""
     n, k = x.shape
-    for t in range(n):
-        for b in range(k // QK):
-            s = np.float32(0.0)
+    if kind < Q8_0 or n > 1:
+        return
+    for b in range(k // QK):
+        s = np.float32(0.0)
+        amax = np.float32(0.0)
+        for j in range(QK):
+            v = x[0, b * QK + j]
+            s += v
+            amax = max(amax, abs(v))
+        xs[b] = s
+        if int8:
+            xd[b] = amax / np.float32(127.0)
+            inv = np.float32(127.0) / amax if amax > 0 else np.float32(0.0)
             for j in range(QK):
-                s += x[t, b * QK + j]
-            xs[t, b] = s
+                xq[b * QK + j] = np.int8(np.floor(x[0, b * QK + j] * inv + np.float32(0.5)))
 
 
 @numba.njit(inline="always", **_SER)
-def _product(kind, w, x, sums, buf, out):
-    """out = x @ W.T (all rows), with the block sums the block types need."""
-    n, k = x.shape
-    nb = k // QK
-    xs = sums[: n * nb].reshape((n, nb))
-    if kind >= Q8_0 and n == 1:
-        _block_sums(x, xs)
-    _linear(kind, w, x, xs, buf, out, 0, w.shape[0])
+def _product(kind, w, x, xq, xd, xs, buf, out, int8):
+    """out = x @ W.T (all rows)."""
+    _prepare(kind, x, xq, xd, xs, int8)
+    _linear(kind, w, x, xq, xd, xs, buf, out, 0, w.shape[0], int8)
 
 
 # ---------------------------------------------------------------- elementwise pieces
@@ -416,7 +524,7 @@ def _add_bias(y, bias, res):
 def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
                    w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
                    lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
-                   x, h, qkv, att, y, mlp, sums, buf, scores):
+                   x, h, qkv, att, y, mlp, xq, xd, xs, buf, scores, int8):
     """One decoder step for tokens (B, 1), one per sequence, at position `pos` -> h (B, d), the
     final-norm hidden state the vocabulary projection reads.
 
@@ -426,8 +534,9 @@ def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
     b_* (L, rows);
     k_self/v_self (L, ≥B, n_ctx, d) the self-attention cache (row pos written here);
     k_cross, v_cross (L, h, n_audio, hd) float32 or float16 bits.
-    Scratch: x, h, att, y (B, d), qkv (B, 3d), mlp (B, 4d), sums (≥ B*4d/32,),
-    buf (2, 4d), scores (B, max(n_ctx, n_audio)).
+    Scratch: x, h, att, y (B, d), qkv (B, 3d), mlp (B, 4d), xq (4d,) int8, xd and xs
+    (4d/32,), buf (2, 4d), scores (B, max(n_ctx, n_audio)). int8: single-sequence products
+    on block-type weights take integer dots over per-block int8 activations.
     """
     n = tokens.shape[0]
     d = x.shape[1]
@@ -437,29 +546,29 @@ def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
             x[b, j] = buf[0, j] + pos_emb[pos, j]
     for li in range(len(w_qkv)):
         _layer_norm(x, ln_g[li, 0], ln_b[li, 0], h)
-        _product(kinds[0], w_qkv[li], h, sums, buf, qkv)
+        _product(kinds[0], w_qkv[li], h, xq, xd, xs, buf, qkv, int8)
         for b in range(n):
             for j in range(3 * d):
                 qkv[b, j] += b_qkv[li, j]
         _self_attention(qkv, k_self[li], v_self[li], pos, n_head, scores[0], att)
-        _product(kinds[1], w_out[li], att, sums, buf, y)
+        _product(kinds[1], w_out[li], att, xq, xd, xs, buf, y, int8)
         _add_bias(y, b_out[li], x)
 
         _layer_norm(x, ln_g[li, 1], ln_b[li, 1], h)
-        _product(kinds[2], w_cq[li], h, sums, buf, y)
+        _product(kinds[2], w_cq[li], h, xq, xd, xs, buf, y, int8)
         for b in range(n):
             for j in range(d):
                 y[b, j] += b_cq[li, j]
         _cross_attention(y, k_cross[li], v_cross[li], scores, att)
-        _product(kinds[3], w_co[li], att, sums, buf, y)
+        _product(kinds[3], w_co[li], att, xq, xd, xs, buf, y, int8)
         _add_bias(y, b_co[li], x)
 
         _layer_norm(x, ln_g[li, 2], ln_b[li, 2], h)
-        _product(kinds[4], w_fc1[li], h, sums, buf, mlp)
+        _product(kinds[4], w_fc1[li], h, xq, xd, xs, buf, mlp, int8)
         for b in range(n):
             for j in range(mlp.shape[1]):
                 mlp[b, j] = _gelu(mlp[b, j] + b_fc1[li, j])
-        _product(kinds[5], w_fc2[li], mlp, sums, buf, y)
+        _product(kinds[5], w_fc2[li], mlp, xq, xd, xs, buf, y, int8)
         _add_bias(y, b_fc2[li], x)
     _layer_norm(x, lnf_g, lnf_b, h)
 
@@ -467,18 +576,14 @@ def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
 # ---------------------------------------------------------------- vocabulary projection
 
 
-def _vocab_body(kind, w, h, sums, bufs, out):
+def _vocab_body(kind, w, h, xq, xd, xs, bufs, out, int8):
     """out (B, vocab) = h (B, d) @ W.T, rows split into len(bufs) ranges (bufs (parts, 2, d)
-    scratch, one per range)."""
-    n, k = h.shape
-    nb = k // QK
-    xs = sums[: n * nb].reshape((n, nb))
-    if kind >= Q8_0 and n == 1:
-        _block_sums(h, xs)
+    scratch, one per range); xq, xd, xs, int8 as for `decoder_layers`."""
+    _prepare(kind, h, xq, xd, xs, int8)
     rows = w.shape[0]
     parts = bufs.shape[0]
     for p in prange(parts):
-        _linear(kind, w, h, xs, bufs[p], out, rows * p // parts, rows * (p + 1) // parts)
+        _linear(kind, w, h, xq, xd, xs, bufs[p], out, rows * p // parts, rows * (p + 1) // parts, int8)
 
 
 vocab_serial = numba.njit(**_SER)(_vocab_body)

@@ -67,7 +67,9 @@ class _StepScratch:
         self.x, self.h, self.att, self.y = (np.empty((batch, d), f32) for _ in range(4))
         self.qkv = np.empty((batch, 3 * d), f32)
         self.mlp = np.empty((batch, 4 * d), f32)
-        self.sums = np.empty(batch * 4 * d // 32, f32)
+        self.xq = np.empty(4 * d, np.int8)
+        self.xd = np.empty(4 * d // 32, f32)
+        self.xs = np.empty(4 * d // 32, f32)
         self.buf = np.empty((2, 4 * d), f32)
         self.scores = np.empty((batch, max(dims.n_text_ctx, dims.n_audio_ctx)), f32)
         self.bufs = np.empty((parts, 2, d), f32)
@@ -110,12 +112,16 @@ class _StepWeights:
 
 
 class TextDecoder:
-    def __init__(self, ckpt: WhisperCheckpoint, cross_f16: bool = True):
+    def __init__(self, ckpt: WhisperCheckpoint, cross_f16: bool = True, int8: bool = fused.HAS_AVX2):
         """cross_f16: keep each window's cross-attention keys/values in float16 (as
-        whisper.cpp does): half the bytes of the largest per-token read after the weights."""
+        whisper.cpp does): half the bytes of the largest per-token read after the weights.
+        int8: greedy steps on block-quantized weights quantize activations per 32 values to
+        int8 and take integer dots, as ggml does (q5_0 vocabulary projection 2x faster than
+        with float activations; float16/float32 weights are unaffected)."""
         d, w = ckpt.dims, ckpt.weights
         self.dims = d
         self.cross_dtype = np.float16 if cross_f16 else np.float32
+        self.int8 = int8 and fused.HAS_AVX2
         self.token_embedding = w["decoder.token_embedding.weight"]  # also the output projection (tied)
         self.pos = np.ascontiguousarray(w["decoder.positional_embedding"], np.float32)
         self.blocks = [load_block(w, f"decoder.blocks.{i}", True, d.n_text_state) for i in range(d.n_text_layer)]
@@ -178,10 +184,10 @@ class TextDecoder:
             np.asarray(tokens, np.int64), pos, w.emb_kind, w.emb, self.pos, w.kinds, w.ln_g, w.ln_b,
             qkv, b[0], out, b[1], cq, b[2], co, b[3], fc1, b[4], fc2, b[5], w.lnf_g, w.lnf_b,
             cache.k, cache.v, cache.cross_k_in, cache.cross_v_in, self.dims.n_text_head,
-            s.x, s.h, s.qkv, s.att, s.y, s.mlp, s.sums, s.buf, s.scores)
+            s.x, s.h, s.qkv, s.att, s.y, s.mlp, s.xq, s.xd, s.xs, s.buf, s.scores, self.int8)
         cache.length = pos + 1
         vocab = fused.vocab_parallel if threads > 1 else fused.vocab_serial
-        vocab(w.emb_kind, w.emb, s.h, s.sums, s.bufs, s.logits.reshape(bsz, -1))
+        vocab(w.emb_kind, w.emb, s.h, s.xq, s.xd, s.xs, s.bufs, s.logits.reshape(bsz, -1), self.int8)
         return s.logits
 
     def forward(self, tokens: np.ndarray, cache: KVCache, positions: Sequence[int] = (-1,),
