@@ -1,11 +1,14 @@
+import os
 import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from conftest import FIXTURES
-from whisperlite.audio import DecodeReport, ffmpeg_exe, load_audio, stream_audio
+from whisperlite.audio import DecodeReport, ffmpeg_exe, load_audio, prefetch, stream_audio
 from whisperlite.errors import AudioDecodeError
 
 
@@ -63,3 +66,60 @@ def test_bad_inputs_raise_one_line(tmp_path, content, message):
 def test_missing_file():
     with pytest.raises(AudioDecodeError, match="no such file"):
         load_audio("/nonexistent/x.wav")
+
+
+def _audio_threads() -> list:
+    return [t for t in threading.enumerate() if t.name == "whisperlite-audio"]
+
+
+def _child_pids() -> set[int]:
+    pids: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as fh:
+            pids.update(int(p) for p in fh.read().split())
+    return pids
+
+
+def test_prefetch_yields_in_order_and_raises_errors_where_they_occur():
+    def items():
+        yield 1
+        yield 2
+        raise AudioDecodeError("x.mp3: cannot decode audio (broken)")
+
+    got = []
+    with pytest.raises(AudioDecodeError, match="broken"):
+        for item in prefetch(items()):
+            got.append(item)
+    assert got == [1, 2]
+    assert not _audio_threads()
+
+
+def test_prefetch_stops_and_closes_its_source_when_the_consumer_stops():
+    closed = threading.Event()
+
+    def endless():
+        try:
+            while True:
+                yield np.zeros(10, np.float32)
+        finally:
+            closed.set()
+
+    gen = prefetch(endless(), depth=1)
+    next(gen)
+    time.sleep(0.3)  # the producer is now blocked on the full queue
+    gen.close()
+    assert closed.is_set() and not _audio_threads()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc to list child processes")
+def test_stopping_a_transcription_early_leaves_no_thread_or_ffmpeg(tiny_model, tmp_path):
+    # Long enough that ffmpeg is still running when the first segment arrives.
+    long = tmp_path / "long.wav"
+    sf.write(str(long), np.tile(load_audio(str(FIXTURES / "jfk.wav")), 12), 16000)
+    before = _child_pids()
+    segments, _ = tiny_model.transcribe(str(long), beam_size=1)
+    next(segments)
+    assert _audio_threads()  # decoding ahead on its thread
+    segments.close()
+    assert not _audio_threads()
+    assert _child_pids() <= before
