@@ -34,6 +34,7 @@ from typing import Callable, Iterator, Sequence, TextIO
 import numpy as np
 
 from whisperlite.audio import FRAMES_PER_SECOND, SAMPLE_RATE, ffmpeg_exe, probe_duration
+from whisperlite.cpu import physical_cores
 from whisperlite.errors import AudioDecodeError, OutputError, WhisperliteError
 from whisperlite.transcribe import Segment, TranscribeOptions, TranscriptionInfo, WhisperModel
 from whisperlite.writers import check_output_dir, write_outputs
@@ -463,7 +464,7 @@ def transcribe_split(model: WhisperModel, path: str, options: TranscribeOptions,
         seg_iter, info = model.transcribe(path, options)
         return list(seg_iter), info
     jobs = [Job(0, i, os.path.abspath(path), s, e) for i, (s, e) in enumerate(spans)]
-    config = WorkerConfig(model.name, threads or max(1, (os.cpu_count() or 1) // len(jobs)), options)
+    config = WorkerConfig(model.name, threads or max(1, physical_cores() // len(jobs)), options)
     results = list(run_in_processes(jobs, config, len(jobs)))
     for r in results:
         if r.error:
@@ -585,7 +586,7 @@ def run_batch(inputs: Sequence[str], opts: BatchOptions, out: TextIO | None = No
 def _worker_config(opts: BatchOptions) -> WorkerConfig:
     threads = opts.threads
     if threads is None and not opts.scheduler:
-        threads = max(1, (os.cpu_count() or 1) // opts.jobs)
+        threads = max(1, physical_cores() // opts.jobs)
     return WorkerConfig(opts.model, threads, opts.options)
 
 

@@ -76,7 +76,7 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
 @click.option("-m", "--model", default="tiny.en", show_default=True, help="Model name (tiny.en, tiny.en-q5_0, base …) or path.")
 @click.option("--compute-type", type=click.Choice(["auto", "f32", "q8_0"]), default="auto", show_default=True,
               help="How weights are held: auto (f32, Q8_0 vocabulary projection), f32 (exact), q8_0 (fastest).")
-@click.option("-t", "--threads", type=click.IntRange(1, 256), default=None, help="Threads for all kernels [default: all cores].")
+@click.option("-t", "--threads", type=click.IntRange(1, 256), default=None, help="Threads for all kernels [default: physical cores].")
 @click.option("-p", "--processors", type=click.IntRange(1, 64), default=1, show_default=True, help="Split each input at pauses into up to N parts run in parallel processes (-t threads each).")
 @click.option("-l", "--language", default="auto", show_default=True,
               help="Spoken language code (en, de, zh, …) or auto: detected on the first speech (.en models: en).")

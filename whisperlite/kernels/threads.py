@@ -15,15 +15,17 @@ from typing import Callable
 import numba
 from threadpoolctl import threadpool_limits
 
+from whisperlite.cpu import physical_cores
+
 _state: dict = {"threads": None, "limiter": None, "pool": None}
 
 
 def set_threads(n: int | None) -> int:
-    """Use `n` threads (None: all cores) for numba kernels and split products. Returns the count."""
+    """Use `n` threads (None: the physical cores) for numba kernels and split products. Returns the count."""
     # numba cannot exceed the pool size fixed at import (the core count unless
     # NUMBA_NUM_THREADS says otherwise); the row-split pool gets the same count.
     limit = numba.config.NUMBA_NUM_THREADS
-    n = limit if not n or n <= 0 else min(n, limit)
+    n = min(physical_cores(), limit) if not n or n <= 0 else min(n, limit)
     numba.set_num_threads(n)
     # threadpoolctl keeps the limit for the life of the process when not used as a context.
     _state["limiter"] = threadpool_limits(limits=1, user_api="blas")
