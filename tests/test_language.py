@@ -58,3 +58,64 @@ def test_english_only_model_rejects_other_languages_and_translation(tiny_model, 
 def test_unknown_language_code(base_model, jfk_audio):
     with pytest.raises(LanguageError, match="unknown language 'xx'"):
         base_model.transcribe(jfk_audio, language="xx")
+
+
+# Real read speech with its transcripts (SPPAS samples, see fixtures/manifest.json): the same
+# passage in German and English, and a Mandarin news-style passage in simplified characters.
+def _manifest(name: str) -> dict:
+    import json
+
+    from conftest import FIXTURES
+
+    return next(e for e in json.loads((FIXTURES / "manifest.json").read_text()) if e["file"] == name)
+
+
+def _chars(text: str) -> list[str]:
+    import unicodedata
+
+    return [c for c in text.lower() if not (c.isspace() or unicodedata.category(c)[0] == "P")]
+
+
+def _edit_rate(ref: list[str], hyp: list[str]) -> float:
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1] / max(1, len(ref))
+
+
+@pytest.mark.parametrize("name, language, min_prob, max_cer", [
+    ("sppas-deu-DEU_F10_DEU_T02.flac", "de", 0.95, 0.10),
+    ("sppas-cmn-f2_P7.flac", "zh", 0.95, 0.25),
+    ("sppas-eng-ENG_M15_ENG_T02.flac", "en", 0.80, 0.05),
+])
+def test_detects_real_speech_language(base_model, name, language, min_prob, max_cer):
+    from conftest import FIXTURES
+    from whisperlite.chinese import convert_text
+
+    segments, info = base_model.transcribe(str(FIXTURES / name), beam_size=1)
+    text = "".join(s.text for s in segments)
+    assert info.language == language and info.language_probability > min_prob
+    if language == "zh":  # Whisper writes this Mandarin partly in traditional characters
+        text = convert_text(text, "simplified")
+    ref = _manifest(name)["transcript"].replace(" / ", " ")
+    assert _edit_rate(_chars(ref), _chars(text)) < max_cer, text
+
+
+def test_cli_zh_simplified_and_traditional(base_model, tmp_path):
+    import json
+
+    from conftest import FIXTURES, run_cli
+
+    for script, want, unwanted in (("simplified", "这里", "這裡"), ("traditional", "這裡", "这里")):
+        proc = run_cli("transcribe", str(FIXTURES / "sppas-cmn-f2_P7.flac"), "-m", "base", "-bs", "1", "--zh", script,
+                       "-otxt", "-oj", "-o", str(tmp_path / script))
+        assert proc.returncode == 0, proc.stderr
+        assert "detected language zh" in proc.stderr
+        text = (tmp_path / script / "sppas-cmn-f2_P7.txt").read_text()
+        assert want in text and unwanted not in text
+        result = json.loads((tmp_path / script / "sppas-cmn-f2_P7.json").read_text())
+        words = "".join(w["word"] for s in result["segments"] for w in s["words"])
+        assert want in words and unwanted not in words
