@@ -123,3 +123,12 @@ def test_quantized_encoder_weights(small_chunks):
     enc = whisper_encoder.AudioEncoder(WhisperCheckpoint(ckpt.dims, quantized))
     mel = np.random.default_rng(1).standard_normal((N_MELS, 2 * CTX)).astype(np.float32)
     assert_close(enc(mel), reference_encoder(dequantized, mel))
+
+
+def test_pickles_without_its_buffers():
+    import pickle
+
+    enc = whisper_encoder.AudioEncoder(random_checkpoint(2))
+    mel = np.random.default_rng(2).standard_normal((N_MELS, 2 * CTX)).astype(np.float32)
+    y = enc(mel)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(enc))(mel), y)

@@ -113,6 +113,13 @@ class AudioEncoder:
         self._ws: _Workspace | None = None
         self._lock = threading.Lock()  # one window at a time: the workspace is shared
 
+    def __getstate__(self) -> dict:
+        # picklable as before the workspace existed: buffers and lock are per process
+        return {k: v for k, v in self.__dict__.items() if k not in ("_ws", "_lock")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _ws=None, _lock=threading.Lock())
+
     def _weight(self, ws: _Workspace, key: str, w: Weight) -> np.ndarray:
         """w (out, in) as a float32 (in, out) operand for BLAS: a transposed view, no copy."""
         if not isinstance(w, QTensor):
