@@ -74,8 +74,8 @@ def reference_encoder(w: dict, mel: np.ndarray) -> np.ndarray:
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    # uneven chunks of 7 rows: several per thread and a short last one
-    monkeypatch.setattr(whisper_encoder, "CHUNK_ROWS", 7)
+    # uneven chunks of 7 rows (4 with 2 threads): several per thread and a short last one
+    monkeypatch.setattr(whisper_encoder, "CHUNKS_PER_THREAD", 6)
     yield
     set_threads(2)
 

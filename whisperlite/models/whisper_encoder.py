@@ -26,10 +26,12 @@ from whisperlite.kernels.threads import get_threads, run_parallel
 from whisperlite.models.checkpoint import WhisperCheckpoint
 from whisperlite.models.whisper_blocks import LN_EPS, Norm, load_block
 
-# Rows per chunk of the 1500 positions. Measured on tiny.en (AVX2, OpenBLAS): 375 keeps
-# BLAS at full speed (250 cost ~8 % on the products) and gives 2 threads 4 chunks to share
-# when one core is also busy with something else.
-CHUNK_ROWS = 375
+# Chunks per thread and phase. Measured on tiny.en (AVX2, OpenBLAS, 1500 positions): 1
+# thread ran fastest with chunks of 750 rows (the scores and MLP activations of a chunk
+# stay in L3; smaller chunks lose BLAS speed, 250 rows cost ~8 % on the products); 2
+# threads get 4 chunks of 375, so that one thread can take over a chunk when the other's
+# core is busy with something else.
+CHUNKS_PER_THREAD = 2
 
 
 @dataclass
@@ -60,12 +62,12 @@ def _layer(block, d: int) -> _Layer:
 class _Workspace:
     """Every buffer of one window: shared activations plus one scratch set per thread."""
 
-    def __init__(self, enc: "AudioEncoder", t_in: int, threads: int, rows: int):
+    def __init__(self, enc: "AudioEncoder", t_in: int, threads: int, chunks: int):
         d, nh = enc.dims.n_audio_state, enc.dims.n_audio_head
         c_in = enc.conv1.shape[1] // 3
-        self.t_in, self.threads = t_in, threads
+        self.t_in, self.threads, self.chunks = t_in, threads, chunks
         self.t = (t_in - 1) // 2 + 1
-        self.rows = rows = min(rows, self.t)
+        self.rows = rows = -(-self.t // (chunks * threads))
         self.conv1 = np.empty((t_in, d), np.float32)
         self.x = np.empty((self.t, d), np.float32)
         self.qkv = [np.empty((self.t, 3 * d), np.float32) for _ in range(2)]
@@ -172,8 +174,8 @@ class AudioEncoder:
         with self._lock:
             threads = get_threads()
             ws = self._ws
-            if ws is None or (ws.t_in, ws.threads, ws.rows) != (mel.shape[1], threads, min(CHUNK_ROWS, ws.t)):
-                ws = self._ws = _Workspace(self, mel.shape[1], threads, CHUNK_ROWS)
+            if ws is None or (ws.t_in, ws.threads, ws.chunks) != (mel.shape[1], threads, CHUNKS_PER_THREAD):
+                ws = self._ws = _Workspace(self, mel.shape[1], threads, CHUNKS_PER_THREAD)
             return self._encode(ws, np.asarray(mel, np.float32))
 
     def _encode(self, ws: _Workspace, mel: np.ndarray) -> np.ndarray:
