@@ -3,7 +3,9 @@
 
 Builds a long English recording by concatenating the fixtures (known transcripts, so the
 word error rate is exact), then runs each engine in its own process at each thread count
-and prints audio-seconds per wall-second, peak RSS and WER, with ratios to whisperlite.
+and prints audio-seconds per wall-second, peak RSS and WER, with ratios to whisperlite, then
+each engine's time per stage (whisperlite's profile, whisper.cpp's whisper_print_timings,
+faster-whisper's audio decode, mel, encoder and decoding timed around its methods).
 Peers run when installed: faster-whisper (int8, on the same CTranslate2 tiny.en) and
 whisper.cpp (pywhispercpp, on a ggml f16 file converted from the same model).
 
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -28,20 +31,54 @@ PIECES = ["jfk.wav", "librispeech-2412-153948-0000.flac"]  # single-speaker piec
 CHILD = r"""
 import json, resource, sys, time
 engine, path, threads, beam = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+stages = {}  # label -> [seconds, count, unit]: each engine's own breakdown where it has one
+
+
+def timing(label, fn, unit="calls"):
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            st = stages.setdefault(label, [0.0, 0, unit])
+            st[0] += time.perf_counter() - t
+            st[1] += 1
+    return wrapper
+
+
 t0 = time.perf_counter()
 if engine.startswith("whisperlite"):
     import whisperlite
+    from whisperlite.profiling import LABELS
     compute_type = engine.partition(":")[2] or "auto"
     m = whisperlite.load_model("tiny.en", threads=threads, compute_type=compute_type)
     load = time.perf_counter() - t0
     t1 = time.perf_counter()
     segs, info = m.transcribe(path, beam_size=beam if beam > 1 else None)
     text = " ".join(s.text for s in segs)
+    for name, st in info.profile.ordered():
+        label = ("  " if "/" in name else "") + LABELS.get(name, name)
+        stages[label] = [st.wall, st.items or st.calls, st.unit or "calls"]
 elif engine == "faster-whisper":
+    import faster_whisper.transcribe as fwt
     from faster_whisper import WhisperModel
     from whisperlite.loader import embedded_model_dir
     m = WhisperModel(str(embedded_model_dir()), device="cpu", compute_type="int8", cpu_threads=threads)
     load = time.perf_counter() - t0
+    # No breakdown of its own: time its stages from outside (the mel of the whole file is one call).
+    fwt.decode_audio = timing("audio decode (PyAV)", fwt.decode_audio)
+
+    class Features:  # times the mel, passes everything else through
+        def __init__(self, fe):
+            self._fe, self._call = fe, timing("log-mel", fe.__call__)
+        def __call__(self, *a, **k):
+            return self._call(*a, **k)
+        def __getattr__(self, name):
+            return getattr(self._fe, name)
+
+    m.feature_extractor = Features(m.feature_extractor)
+    m.encode = timing("encoder", m.encode, "windows")
+    m.generate_with_fallback = timing("decoding (with fallback)", m.generate_with_fallback, "windows")
     t1 = time.perf_counter()
     segs, info = m.transcribe(path, beam_size=beam, language="en", vad_filter=False)
     text = " ".join(s.text for s in segs)
@@ -54,8 +91,11 @@ elif engine == "whisper.cpp":
     params = {"strategy": 1, "beam_search": {"beam_size": beam, "patience": -1.0}} if beam > 1 else {}
     text = " ".join(s.text for s in m.transcribe(path, language="en", **params))
 wall = time.perf_counter() - t1
+if engine == "whisper.cpp":
+    sys.stderr.flush()
+    m.print_timings()  # whisper_print_timings on stderr, parsed by the parent
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print("RESULT " + json.dumps({"load": load, "wall": wall, "rss_mb": rss, "text": text}))
+print("RESULT " + json.dumps({"load": load, "wall": wall, "rss_mb": rss, "text": text, "stages": stages}))
 """
 
 
@@ -106,14 +146,36 @@ def available(engine: str) -> bool:
     return subprocess.run([sys.executable, "-c", f"import {mod}"], capture_output=True).returncode == 0
 
 
+# whisper_print_timings lines: "whisper_print_timings:   encode time =  1234.56 ms /    21 runs (  58.79 ms per run)"
+WHISPER_CPP_TIMING = re.compile(r"whisper_print_timings:\s+(\w+) time =\s+([\d.]+) ms(?: /\s+(\d+) runs)?")
+WHISPER_CPP_STAGES = {"mel": "log-mel", "sample": "sampling (decoding logic)", "encode": "encoder",
+                      "decode": "token steps (decoder)", "batchd": "batched steps (beams)", "prompt": "prompt pass"}
+
+
 def run(engine: str, path: Path, threads: int, beam: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
     p = subprocess.run([sys.executable, "-c", CHILD, engine, str(path), str(threads), str(beam)],
                        capture_output=True, text=True, env=env)
     for line in p.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[7:])
+            result = json.loads(line[7:])
+            for m in WHISPER_CPP_TIMING.finditer(p.stderr):  # whisper.cpp's own breakdown
+                if m.group(1) in WHISPER_CPP_STAGES:
+                    runs = int(m.group(3) or 0)
+                    result["stages"][WHISPER_CPP_STAGES[m.group(1)]] = [float(m.group(2)) / 1e3, runs, "runs" if runs else ""]
+            return result
     raise RuntimeError(f"{engine} failed: {p.stderr[-2000:]}")
+
+
+def print_stages(rows: list[tuple[str, int, dict]]) -> None:
+    """Each engine's time per stage: whisperlite's --profile stages, whisper.cpp's
+    whisper_print_timings, faster-whisper timed around its methods (wall seconds)."""
+    print("\n| engine | threads | stage | s | count | ms each |")
+    print("|---|---|---|---|---|---|")
+    for engine, threads, stages in rows:
+        for label, (seconds, count, unit) in stages.items():
+            each = f"{1e3 * seconds / count:.2f}" if count else ""
+            print(f"| {engine} | {threads} | {label} | {seconds:.2f} | {count} {unit} | {each} |")
 
 
 def main() -> None:
@@ -141,6 +203,7 @@ def main() -> None:
               f"{seconds / 60:.1f} min of speech · beam {args.beam} · `{' '.join(sys.argv)}`\n")
         print("| engine | threads | load s | wall s | audio s / wall s | vs whisperlite | peak RSS MB | WER % |")
         print("|---|---|---|---|---|---|---|---|")
+        breakdowns = []
         for t in args.threads:
             base = None
             for engine in engines:
@@ -149,6 +212,8 @@ def main() -> None:
                 base = base or speed
                 print(f"| {engine} | {t} | {r['load']:.2f} | {r['wall']:.1f} | {speed:.1f} | {speed / base:.2f}x | "
                       f"{r['rss_mb']:.0f} | {100 * wer(ref, normalize(r['text'])):.1f} |", flush=True)
+                breakdowns.append((engine, t, r["stages"]))
+        print_stages(breakdowns)
 
 
 if __name__ == "__main__":

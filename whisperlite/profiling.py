@@ -31,6 +31,7 @@ class Stage:
 
 # Report order and labels; a name "parent/child" is part of "parent" and printed indented.
 LABELS = {
+    "probe": "duration probe (ffmpeg -i)",
     "audio": "audio decode (ffmpeg pipe)",
     "vad": "voice activity (Silero)",
     "audio wait": "waiting for audio",
@@ -105,6 +106,18 @@ class Profile:
         finally:
             self.stop(name, mark, items, unit)
 
+    def ordered(self) -> list[tuple[str, Stage]]:
+        """Stages in report order: pipeline order, each parent followed by its parts."""
+        names = [n for n in LABELS if n in self.stages] + sorted(n for n in self.stages if n not in LABELS)
+        out = []
+        for name in names:
+            parent, _, child = name.partition("/")
+            if child and parent in self.stages:
+                continue  # listed under its parent
+            out.append((name, self.stages[name]))
+            out += [(n, self.stages[n]) for n in names if n.startswith(name + "/")]
+        return out
+
     def report(self, audio_seconds: float | None, wall: float, cpu: float) -> str:
         """A table of the stages: wall and CPU seconds, share of the wall time, counts, ms per item.
 
@@ -118,23 +131,21 @@ class Profile:
             share = 100 * s.wall / wall if wall > 0 else 0.0
             lines.append(f"{label:<30} {s.wall:8.2f} {s.cpu:8.2f} {share:7.1f} {count:>14} {per}")
 
-        names = [n for n in LABELS if n in self.stages] + sorted(n for n in self.stages if n not in LABELS)
         main_wall = main_cpu = 0.0
-        for name in names:
-            s = self.stages[name]
-            parent, _, child = name.partition("/")
-            if child and parent in self.stages:
-                continue  # printed under its parent
+        stages = self.ordered()
+        for i, (name, s) in enumerate(stages):
+            if "/" in name:
+                row("  " + LABELS.get(name, name.partition("/")[2]), s)
+                last_child = i + 1 == len(stages) or not stages[i + 1][0].startswith(name.partition("/")[0] + "/")
+                if last_child:
+                    parent = self.stages[name.partition("/")[0]]
+                    kids = [k for n, k in stages if n.startswith(name.partition("/")[0] + "/")]
+                    row("  rest", Stage(parent.wall - sum(k.wall for k in kids), parent.cpu - sum(k.cpu for k in kids)))
+                continue
             row(LABELS.get(name, name), s)
             if name not in BACKGROUND:
                 main_wall += s.wall
                 main_cpu += s.cpu
-            children = [n for n in names if n.startswith(name + "/")]
-            for n in children:
-                row("  " + LABELS.get(n, n.partition("/")[2]), self.stages[n])
-            if children:
-                kids = [self.stages[n] for n in children]
-                row("  rest", Stage(s.wall - sum(c.wall for c in kids), s.cpu - sum(c.cpu for c in kids)))
         background_cpu = sum(self.stages[n].cpu for n in BACKGROUND if n in self.stages)
         row("other (main thread)", Stage(wall - main_wall, cpu - main_cpu - background_cpu, 0, 0))
         speed = f", {audio_seconds / wall:.1f}x real time" if audio_seconds and wall > 0 else ""

@@ -186,7 +186,8 @@ class WhisperModel:
             # Decode the first chunk now so a bad input fails here, not mid-iteration.
             first = next(stream)
             chunks = timed(_prepend(first, stream), profile, "audio", "chunks")
-            duration = probe_duration(audio)
+            with profile.stage("probe"):
+                duration = probe_duration(audio)
         speech = SpeechFilter(chunks, opts.vad_options, profile) if opts.vad else None
         source = iter(speech) if speech is not None else iter(chunks)
         if speech is not None or not isinstance(audio, np.ndarray):
