@@ -5,7 +5,8 @@ work per layer, and a prompt of any length is one batched pass. The token-by-tok
 scratch kept on the cache, so it allocates nothing per token."""
 from __future__ import annotations
 
-from typing import Sequence
+import time
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -74,6 +75,31 @@ class _StepScratch:
         self.scores = np.empty((batch, max(dims.n_text_ctx, dims.n_audio_ctx)), f32)
         self.bufs = np.empty((parts, 2, d), f32)
         self.logits = np.empty((batch, 1, dims.n_vocab), f32)
+        self.logits2d = self.logits.reshape(batch, dims.n_vocab)
+
+
+class _SplitChooser:
+    """Runs the vocabulary projection on one thread or split over all, whichever has been
+    faster lately. On a shared 2-core machine a split waits for the other core, and when
+    another process holds it the split is slower than one thread (measured up to 1.4x): so
+    each variant's time is tracked (moving average) and the slower one re-tried now and then,
+    so that `-t 2` is never slower than `-t 1` for long."""
+
+    PROBE_EVERY = 32  # calls between re-tries of the variant not in use
+    ALPHA = 0.25  # weight of the newest time in the moving averages
+
+    def __init__(self) -> None:
+        self.avg = [0.0, 0.0]  # serial, split; 0: not measured yet
+        self.calls = 0
+
+    def run(self, serial: Callable, split: Callable, args: tuple) -> None:
+        self.calls += 1
+        best = int(self.avg[1] < self.avg[0]) if all(self.avg) else int(self.avg[1] == 0.0)
+        use = 1 - best if self.calls % self.PROBE_EVERY == 0 else best
+        t = time.perf_counter()
+        (split if use else serial)(*args)
+        dt = time.perf_counter() - t
+        self.avg[use] = dt if not self.avg[use] else (1 - self.ALPHA) * self.avg[use] + self.ALPHA * dt
 
 
 class _StepWeights:
@@ -127,6 +153,7 @@ class TextDecoder:
         self.blocks = [load_block(w, f"decoder.blocks.{i}", True, d.n_text_state) for i in range(d.n_text_layer)]
         self.ln = Norm(w["decoder.ln.weight"], w["decoder.ln.bias"])
         self.step_weights = _StepWeights.build(self.blocks, self.token_embedding, self.ln)
+        self._split: dict[tuple[int, int], _SplitChooser] = {}
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
         """Embedding rows for token ids (n,) -> (n, d) float32, dequantizing only those rows."""
@@ -186,8 +213,14 @@ class TextDecoder:
             cache.k, cache.v, cache.cross_k_in, cache.cross_v_in, self.dims.n_text_head,
             s.x, s.h, s.qkv, s.att, s.y, s.mlp, s.xq, s.xd, s.xs, s.buf, s.scores, self.int8)
         cache.length = pos + 1
-        vocab = fused.vocab_parallel if threads > 1 else fused.vocab_serial
-        vocab(w.emb_kind, w.emb, s.h, s.xq, s.xd, s.xs, s.bufs, s.logits.reshape(bsz, -1), self.int8)
+        args = (w.emb_kind, w.emb, s.h, s.xq, s.xd, s.xs, s.bufs, s.logits2d, self.int8)
+        if threads == 1:
+            fused.vocab_serial(*args)
+        else:
+            chooser = self._split.get((bsz, threads))
+            if chooser is None:
+                chooser = self._split[(bsz, threads)] = _SplitChooser()
+            chooser.run(fused.vocab_serial, fused.vocab_parallel, args)
         return s.logits
 
     def forward(self, tokens: np.ndarray, cache: KVCache, positions: Sequence[int] = (-1,),
