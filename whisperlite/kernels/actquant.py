@@ -48,9 +48,9 @@ def _quantize_body(x, q8_1, q, d, s):
             inv = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
             qsum = 0
             for j in range(QK):
-                v = np.rint(x[t, b * QK + j] * inv)
+                v = np.int32(np.rint(x[t, b * QK + j] * inv))
                 q[t, b * QK + j] = v
-                qsum += np.int32(v)
+                qsum += v
             d[t, b] = f16_to_f32(f32_to_f16(dd))
             s[t, b] = f16_to_f32(f32_to_f16(dd * np.float32(qsum))) if q8_1 else np.float32(qsum)
 
@@ -59,8 +59,9 @@ _quantize_par = numba.njit(parallel=True, cache=True)(_quantize_body)
 _quantize_seq = numba.njit(nogil=True, cache=True)(_quantize_body)
 
 
-def quantize_activations(x: np.ndarray, weight_qtype: QType) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """x (n, k) float32 -> (q (n, k) float32 integers, d (n, k/32), s (n, k/32)).
+def quantize_activations(x: np.ndarray, weight_qtype: QType, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x (n, k) float32 -> (q (n, k) integers as dtype (float32, or int8 for gemv_i8),
+    d (n, k/32), s (n, k/32)).
 
     d is the float16 block scale; s is what the weight kernel adds per block: for Q8_1 the
     stored float16 s = d*sum(q) (multiplied by the weights' m), for Q8_0 the exact integer
@@ -68,7 +69,7 @@ def quantize_activations(x: np.ndarray, weight_qtype: QType) -> tuple[np.ndarray
     """
     x = np.ascontiguousarray(x, np.float32)
     n, k = x.shape
-    q = np.empty((n, k), np.float32)
+    q = np.empty((n, k), dtype)
     d = np.empty((n, k // QK), np.float32)
     s = np.empty_like(d)
     run = _quantize_par if x.size >= PARALLEL_MIN else _quantize_seq

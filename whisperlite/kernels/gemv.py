@@ -41,6 +41,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from gguf import GGMLQuantizationType as QType
 
 from whisperlite.kernels.quant import QK
 
@@ -471,4 +472,132 @@ _gemv_q5_1_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_q5_1_body)
 def gemv_q5_1(x, xd, xs, w, out):
     """Q5_1: the serial build below PARALLEL_MIN_BYTES of weights per call, else parallel."""
     (_gemv_q5_1_par if w.size * x.shape[0] >= PARALLEL_MIN_BYTES else _gemv_q5_1_seq)(x, xd, xs, w, out)
+    return out
+
+
+# ---------------------------------------------------------------- integer dots (ggml mode)
+
+# AVX2's byte multiply-add (vpmaddubsw, then vpmaddwd) takes a whole block's 32 products
+# in two instructions, where float activations need the weights widened to 32 floats and
+# three rounds of horizontal adds; ggml's own AVX2 dots are these instructions. Without
+# AVX2 the float-integer kernels above serve (same results: all sums are exact).
+HAS_AVX2 = "+avx2" in _llvm.get_host_cpu_features().flatten().split(",")
+
+_V32B, _V16W, _V8I = _vec(_I8, 32), _vec(_I16, 16), _vec(_I32, 8)
+
+
+def _emit_block_i8(builder, kind, blk):
+    """One ggml block at i8* blk -> (<32 x i8> q, d, m or None, signed): q - offset for
+    the "_0" types and Q8_0 (signed), the plain q of the "_1" types (unsigned)."""
+    size, moff, hoff, qoff = _LAYOUT[kind]
+    d = _ir_f16_to_f32(builder, _load(builder, blk, 0, _I16))
+    m = None if moff is None else _ir_f16_to_f32(builder, _load(builder, blk, moff, _I16))
+    if kind == "q8_0":
+        return _load(builder, blk, qoff, _V32B), d, m, True
+    v16 = _vec(_I8, 16)
+    qs = _load(builder, blk, qoff, v16)
+    lo = builder.and_(qs, ir.Constant(v16, [15] * 16))
+    hi = builder.lshr(qs, ir.Constant(v16, [4] * 16))
+    q = builder.shuffle_vector(lo, hi, ir.Constant(_vec(_I32, 32), list(range(32))))
+    if hoff is not None:
+        qh = _load(builder, blk, hoff, _vec(_I8, 4))
+        b32 = builder.shuffle_vector(qh, qh, ir.Constant(_vec(_I32, 32), [j // 8 for j in range(32)]))
+        bit = builder.and_(b32, ir.Constant(_V32B, [1 << (j % 8) for j in range(32)]))
+        set_ = builder.icmp_unsigned("!=", bit, ir.Constant(_V32B, [0] * 32))
+        q = builder.or_(q, builder.select(set_, ir.Constant(_V32B, [16] * 32), ir.Constant(_V32B, [0] * 32)))
+    if kind in _OFFSET:
+        return builder.sub(q, ir.Constant(_V32B, [int(_OFFSET[kind])] * 32)), d, m, True
+    return q, d, m, False
+
+
+def _row_idot(kind):
+    """Intrinsic f(row, nb, xq, xd, xs, t) -> row · x[t] for int8 activations xq (n, k)
+    (ggml's Q8_0/Q8_1 values), in ggml's AVX2 order: per block the 32 byte products summed
+    exactly into 8 int32 lanes (lane m = products 4m..4m+3; signed weights as |w| times x
+    with w's sign, as ggml's mul_sum_i8_pairs), converted and scaled once by d*xd:
+    acc = fma(lanes, d*xd, acc); the row is hsum_float_8(acc), plus, for the "_1" types,
+    summs = fma(m, xs[t, b], summs). Equal bit for bit to `_row_dot` on the same values."""
+    size = _LAYOUT[kind][0]
+    v8 = _vec(_F32, 8)
+
+    @intrinsic
+    def dot(typingctx, row, nb, xq, xd, xs, t):
+        def codegen(context, builder, sig, args):
+            rowv, nbv, xqv, xdv, xsv, tv = args
+            base = _elem_ptr(context, builder, sig.args[0], rowv, ir.Constant(_I64, 0))
+            qbase = _elem_ptr(context, builder, sig.args[2], xqv, builder.mul(tv, builder.mul(nbv, ir.Constant(_I64, QK))))
+            xdbase = _elem_ptr(context, builder, sig.args[3], xdv, builder.mul(tv, nbv))
+            xsbase = _elem_ptr(context, builder, sig.args[4], xsv, builder.mul(tv, nbv))
+            mod = builder.module
+            fma8 = cgutils.get_or_insert_function(mod, ir.FunctionType(v8, [v8] * 3), "llvm.fma.v8f32")
+            fma1 = cgutils.get_or_insert_function(mod, ir.FunctionType(_F32, [_F32] * 3), "llvm.fma.f32")
+            maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(_V16W, [_V32B, _V32B]), "llvm.x86.avx2.pmadd.ub.sw")
+            maddwd = cgutils.get_or_insert_function(mod, ir.FunctionType(_V8I, [_V16W, _V16W]), "llvm.x86.avx2.pmadd.wd")
+            absb = cgutils.get_or_insert_function(mod, ir.FunctionType(_V32B, [_V32B, ir.IntType(1)]), "llvm.abs.v32i8")
+            acc = cgutils.alloca_once_value(builder, ir.Constant(v8, [0.0] * 8))
+            off = cgutils.alloca_once_value(builder, ir.Constant(_F32, 0.0))
+            zero = ir.Constant(_V32B, [0] * 32)
+            with cgutils.for_range(builder, nbv) as loop:
+                b = loop.index
+                q, d, m, signed = _emit_block_i8(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(_I64, size))]))
+                y = builder.load(builder.bitcast(builder.gep(qbase, [builder.mul(b, ir.Constant(_I64, QK))]),
+                                                 _V32B.as_pointer()), align=1)
+                if signed:  # vpmaddubsw takes unsigned × signed bytes
+                    y = builder.select(builder.icmp_signed("<", q, zero), builder.sub(zero, y), y)
+                    q = builder.call(absb, [q, ir.Constant(ir.IntType(1), 0)])
+                p32 = builder.call(maddwd, [builder.call(maddubs, [q, y]), ir.Constant(_V16W, [1] * 16)])
+                scale = builder.fmul(d, builder.load(builder.gep(xdbase, [b])))
+                builder.store(builder.call(fma8, [builder.sitofp(p32, v8), _splat(builder, scale, 8),
+                                                  builder.load(acc)]), acc)
+                if m is not None:
+                    builder.store(builder.call(fma1, [m, builder.load(builder.gep(xsbase, [b])), builder.load(off)]), off)
+            total = _hsum(builder, builder.load(acc))
+            return builder.fadd(total, builder.load(off)) if m is not None else total
+
+        return types.float32(row, nb, xq, xd, xs, t), codegen
+
+    return dot
+
+
+_idot = {kind: _row_idot(kind) for kind in _LAYOUT}
+_idot_q8_0, _idot_q4_0, _idot_q4_1, _idot_q5_0, _idot_q5_1 = (_idot[k] for k in _LAYOUT)
+
+# weight type codes of `gemv_i8`, in _LAYOUT's order
+I8_KIND = {QType.Q8_0: 0, QType.Q4_0: 1, QType.Q4_1: 2, QType.Q5_0: 3, QType.Q5_1: 4}
+
+
+@numba.njit(inline="always", cache=True)
+def _idot_kind(kind, row, nb, xq, xd, xs, t):
+    if kind == 0:
+        return _idot_q8_0(row, nb, xq, xd, xs, t)
+    if kind == 1:
+        return _idot_q4_0(row, nb, xq, xd, xs, t)
+    if kind == 2:
+        return _idot_q4_1(row, nb, xq, xd, xs, t)
+    if kind == 3:
+        return _idot_q5_0(row, nb, xq, xd, xs, t)
+    return _idot_q5_1(row, nb, xq, xd, xs, t)
+
+
+def _gemv_i8_body(kind, xq, xd, xs, w, out):
+    """xq (n, k) int8 with block scales xd and sums xs @ w (d, bytes).T -> out (n, d), any
+    block type by its I8_KIND code."""
+    n, k = xq.shape
+    rows, nb = w.shape[0], k // QK
+    parts = _parts(rows)
+    for p in prange(parts):
+        for r in range(rows * p // parts, rows * (p + 1) // parts):
+            row = w[r]
+            for t in range(n):
+                out[t, r] = _idot_kind(kind, row, nb, xq, xd, xs, t)
+
+
+_gemv_i8_par = numba.njit(**_FAST)(_gemv_i8_body)
+_gemv_i8_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_i8_body)
+
+
+def gemv_i8(kind: int, xq: np.ndarray, xd: np.ndarray, xs: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """ggml-mode product on int8 activations (AVX2 only: see HAS_AVX2); the serial build
+    below PARALLEL_MIN_BYTES of weights per call, else parallel."""
+    (_gemv_i8_par if w.size * xq.shape[0] >= PARALLEL_MIN_BYTES else _gemv_i8_seq)(kind, xq, xd, xs, w, out)
     return out

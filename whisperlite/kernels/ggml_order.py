@@ -29,7 +29,10 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from whisperlite.kernels.quant import f16_to_f32, f32_to_f16
 
@@ -146,6 +149,51 @@ def _hadd8(s):
     return _f32(_f32(t0 + t1) + _f32(t2 + t3))
 
 
+def _lane_sums_intrinsic(w):
+    """Intrinsic f(a, a0, b, b0, stop, lanes): ggml_vec_dot_f16's four w-lane accumulators
+    over a[a0:a0+stop] * b[b0:b0+stop] (stop a multiple of 4w), combined as
+    (acc0+acc2)+(acc1+acc3) into lanes[0:w]. One <4w x float> multiply-add per step, which
+    LLVM does not produce from the loop in numba; float16-valued products are exact, so
+    the adds are ggml's."""
+    v = ir.VectorType(_IR_F32, 4 * w)
+    half = ir.VectorType(_IR_F32, w)
+
+    @intrinsic
+    def lane_sums(typingctx, a, a0, b, b0, stop, lanes):
+        def codegen(context, builder, sig, args):
+            av, a0v, bv, b0v, stopv, lv = args
+            pa = _ptr(context, builder, sig.args[0], av, a0v)
+            pb = _ptr(context, builder, sig.args[2], bv, b0v)
+            acc = cgutils.alloca_once_value(builder, ir.Constant(v, [0.0] * (4 * w)))
+            step = ir.Constant(stopv.type, 4 * w)
+            with cgutils.for_range_slice(builder, ir.Constant(stopv.type, 0), stopv, step) as (c, _):
+                x = builder.load(builder.bitcast(builder.gep(pa, [c]), v.as_pointer()), align=4)
+                y = builder.load(builder.bitcast(builder.gep(pb, [c]), v.as_pointer()), align=4)
+                builder.store(builder.fadd(builder.load(acc), builder.fmul(x, y)), acc)
+            r = builder.load(acc)
+            part = [builder.shuffle_vector(r, r, ir.Constant(ir.VectorType(_IR_I32, w), list(range(j * w, j * w + w))))
+                    for j in range(4)]
+            out = builder.fadd(builder.fadd(part[0], part[2]), builder.fadd(part[1], part[3]))
+            pl = _ptr(context, builder, sig.args[5], lv, ir.Constant(a0v.type, 0))
+            builder.store(out, builder.bitcast(pl, half.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return types.none(a, a0, b, b0, stop, lanes), codegen
+
+    return lane_sums
+
+
+def _ptr(context, builder, aryty, ary, idx):
+    """float* to element idx of a contiguous 1-D array."""
+    data = context.make_array(aryty)(context, builder, ary).data
+    return builder.gep(data, [idx])
+
+
+_IR_F32, _IR_I32 = ir.FloatType(), ir.IntType(32)
+_lane_sums8 = _lane_sums_intrinsic(8)
+_lane_sums16 = _lane_sums_intrinsic(16)
+
+
 # ---------------------------------------------------------------- row operations
 
 
@@ -221,15 +269,12 @@ def _f16_dot(a, a0, b, b0, n, ne, batched, w, lanes):
     stop = min(full, (ne + step - 1) // step * step)
     total = 0.0
     if full:
-        for l in range(w):
-            s0 = s1 = s2 = s3 = _f32(0.0)
-            for c in range(0, stop, step):
-                s0 = _f32(s0 + a[a0 + c + l] * b[b0 + c + l])
-                s1 = _f32(s1 + a[a0 + c + w + l] * b[b0 + c + w + l])
-                s2 = _f32(s2 + a[a0 + c + 2 * w + l] * b[b0 + c + 2 * w + l])
-                s3 = _f32(s3 + a[a0 + c + 3 * w + l] * b[b0 + c + 3 * w + l])
-            lanes[l] = _f32(_f32(s0 + s2) + _f32(s1 + s3))
-        total = _f64(_reduce16(lanes) if w == 16 else _hadd8(lanes))
+        if w == 16:
+            _lane_sums16(a, a0, b, b0, stop, lanes)
+            total = _f64(_reduce16(lanes))
+        else:
+            _lane_sums8(a, a0, b, b0, stop, lanes)
+            total = _f64(_hadd8(lanes))
     for i in range(full, min(n, max(ne, full))):
         total += _f64(_f32(a[a0 + i] * b[b0 + i]))
     return _f32(total)

@@ -176,6 +176,10 @@ class Llama:
         """x (n, k) @ w.T, with ggml's own arithmetic when ggml_exact is set."""
         if not self.ggml_exact or not isinstance(w, QTensor):
             return matmul(x, w)
+        kind = _I8_KIND.get(w.qtype) if gemv.HAS_AVX2 else None
+        if kind is not None:  # ggml's integer dots, as ggml itself runs them
+            xq, xd, xs = quantize_activations(x, w.qtype, np.int8)
+            return gemv.gemv_i8(kind, xq, xd, xs, w.data, np.empty((x.shape[0], w.shape[0]), np.float32))
         kernel = _GGML_GEMV.get(w.qtype)
         if kernel is not None:  # what matmul(ggml_exact=True) runs, without its per-call dispatch
             xq, xd, xs = quantize_activations(x, w.qtype)
@@ -249,5 +253,6 @@ def residual_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 # Block weight types -> the shared kernel matmul(ggml_exact=True) dispatches them to; looked
 # up by the raw type number (~120 products a token: the enum conversion alone was ~1 ms).
+_I8_KIND = {int(q): kind for q, kind in gemv.I8_KIND.items()}
 _GGML_GEMV = {int(QType.Q8_0): gemv.gemv_q8_0, int(QType.Q4_0): gemv.gemv_q4_0, int(QType.Q4_1): gemv.gemv_q4_1,
               int(QType.Q5_0): gemv.gemv_q5_0, int(QType.Q5_1): gemv.gemv_q5_1}
