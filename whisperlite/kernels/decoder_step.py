@@ -230,6 +230,73 @@ def _idot_intrinsic(kind):
 
 _idot_q8_0, _idot_q4_0, _idot_q4_1, _idot_q5_0, _idot_q5_1 = (_idot_intrinsic(k) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1"))
 
+MAX_SEQS = 8  # sequences per pass of the multi-sequence integer dot (its accumulators)
+
+
+def _idot_multi_intrinsic(kind):
+    """Intrinsic f(row, nb, n, xq, xd, xs, res): res[t] = row · x[t] for the first n ≤ 8
+    sequences of xq (·, k) int8, xd, xs (·, k/32), as `_idot_*` per sequence but with each
+    weight block decoded once for all of them (beam search)."""
+    size = _LAYOUT[kind][0]
+    f32, i8, i16, i32, i64 = ir.FloatType(), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+    v8, v32b, v16w, v8i = _vec(f32, 8), _vec(i8, 32), _vec(i16, 16), _vec(i32, 8)
+
+    @intrinsic
+    def dot(typingctx, row, nb, n, xq, xd, xs, res):
+        def codegen(context, builder, sig, args):
+            rowv, nbv, nv, xqv, xdv, xsv, resv = args
+            base = _elem_ptr(context, builder, sig.args[0], rowv, ir.Constant(i64, 0))
+            qbase = _elem_ptr(context, builder, sig.args[3], xqv, ir.Constant(i64, 0))
+            xdbase = _elem_ptr(context, builder, sig.args[4], xdv, ir.Constant(i64, 0))
+            xsbase = _elem_ptr(context, builder, sig.args[5], xsv, ir.Constant(i64, 0))
+            rbase = _elem_ptr(context, builder, sig.args[6], resv, ir.Constant(i64, 0))
+            mod = builder.module
+            fma8 = cgutils.get_or_insert_function(mod, ir.FunctionType(v8, [v8] * 3), "llvm.fma.v8f32")
+            fma1 = cgutils.get_or_insert_function(mod, ir.FunctionType(f32, [f32] * 3), "llvm.fma.f32")
+            maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(v16w, [v32b, v32b]), "llvm.x86.avx2.pmadd.ub.sw")
+            maddwd = cgutils.get_or_insert_function(mod, ir.FunctionType(v8i, [v16w, v16w]), "llvm.x86.avx2.pmadd.wd")
+            absb = cgutils.get_or_insert_function(mod, ir.FunctionType(v32b, [v32b, ir.IntType(1)]), "llvm.abs.v32i8")
+            accs = cgutils.alloca_once(builder, v8, size=MAX_SEQS)
+            offs = cgutils.alloca_once(builder, f32, size=MAX_SEQS)
+            with cgutils.for_range(builder, nv) as loop:
+                builder.store(ir.Constant(v8, [0.0] * 8), builder.gep(accs, [loop.index]))
+                builder.store(ir.Constant(f32, 0.0), builder.gep(offs, [loop.index]))
+            k = builder.mul(nbv, ir.Constant(i64, QK))
+            zero = ir.Constant(v32b, [0] * 32)
+            with cgutils.for_range(builder, nbv) as bl:
+                b = bl.index
+                q, d, m, signed = _emit_block_i8(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(i64, size))]))
+                neg = None
+                if signed:
+                    neg = builder.icmp_signed("<", q, zero)
+                    q = builder.call(absb, [q, ir.Constant(ir.IntType(1), 0)])
+                with cgutils.for_range(builder, nv) as tl:
+                    t = tl.index
+                    off = builder.add(builder.mul(t, k), builder.mul(b, ir.Constant(i64, QK)))
+                    y = builder.load(builder.bitcast(builder.gep(qbase, [off]), v32b.as_pointer()), align=1)
+                    if signed:
+                        y = builder.select(neg, builder.sub(zero, y), y)
+                    p32 = builder.call(maddwd, [builder.call(maddubs, [q, y]), ir.Constant(v16w, [1] * 16)])
+                    tb = builder.add(builder.mul(t, nbv), b)
+                    scale = builder.fmul(d, builder.load(builder.gep(xdbase, [tb])))
+                    ap = builder.gep(accs, [t])
+                    builder.store(builder.call(fma8, [builder.sitofp(p32, v8), _splat(builder, scale, 8), builder.load(ap)]), ap)
+                    if m is not None:
+                        op = builder.gep(offs, [t])
+                        builder.store(builder.call(fma1, [m, builder.load(builder.gep(xsbase, [tb])), builder.load(op)]), op)
+            with cgutils.for_range(builder, nv) as loop:
+                t = loop.index
+                total = builder.fadd(_hsum(builder, builder.load(builder.gep(accs, [t]))), builder.load(builder.gep(offs, [t])))
+                builder.store(total, builder.gep(rbase, [t]))
+            return context.get_dummy_value()
+
+        return types.none(row, nb, n, xq, xd, xs, res), codegen
+
+    return dot
+
+
+_imdot_q8_0, _imdot_q4_0, _imdot_q4_1, _imdot_q5_0, _imdot_q5_1 = (_idot_multi_intrinsic(k) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1"))
+
 
 @numba.njit(inline="always", **_SER)
 def _decode_row(kind, row, k, buf):
@@ -304,15 +371,34 @@ def _pair_dots(w0, w1, x, out, r):
 
 def _linear_body(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8):
     """out[t, r] = x[t] · W[r] for rows r0 <= r < r1: x (B, k) float32, W (rows, bytes) uint8
-    of `kind`, buf (2, k) scratch, out (B, rows). For one sequence and a block type,
-    `_prepare` has filled xs (k/32,) with x's block sums and, if int8, xq (k,) int8 and xd
-    (k/32,) with x quantized per block.
+    of `kind`, buf (2, k) scratch, out (B, rows). For block types `_prepare` has filled xs
+    (B, k/32) with x's block sums and, if int8, xq (B, k) int8 and xd (B, k/32) with x
+    quantized per block.
 
-    One sequence: a fused dequantize-and-dot per row (integer products if int8). Several:
-    rows decoded in pairs into buf and dotted with every sequence."""
+    One sequence: a fused dequantize-and-dot per row. Several: in int8 mode each weight
+    block decoded once for up to 8 sequences' integer dots; otherwise rows decoded in pairs
+    into buf and dotted with every sequence."""
     n, k = x.shape
     nb = k // QK
-    if n > 1:
+    if n > 1 and int8 and kind >= Q8_0:
+        res = buf[0]
+        for t0 in range(0, n, MAX_SEQS):
+            m = min(MAX_SEQS, n - t0)
+            xq_, xd_, xs_ = xq[t0:], xd[t0:], xs[t0:]
+            for r in range(r0, r1):
+                if kind == Q8_0:
+                    _imdot_q8_0(w[r], nb, m, xq_, xd_, xs_, res)
+                elif kind == Q4_0:
+                    _imdot_q4_0(w[r], nb, m, xq_, xd_, xs_, res)
+                elif kind == Q4_1:
+                    _imdot_q4_1(w[r], nb, m, xq_, xd_, xs_, res)
+                elif kind == Q5_0:
+                    _imdot_q5_0(w[r], nb, m, xq_, xd_, xs_, res)
+                else:
+                    _imdot_q5_1(w[r], nb, m, xq_, xd_, xs_, res)
+                for t in range(m):
+                    out[t0 + t, r] = res[t]
+    elif n > 1:
         r = r0
         while r + 2 <= r1:
             _decode_row(kind, w[r], k, buf[0])
@@ -337,6 +423,7 @@ def _linear_body(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8):
                 acc += r32[j] * x[0, j]
             out[0, r] = acc
     elif int8:
+        xq, xd, xs = xq[0], xd[0], xs[0]
         if kind == Q8_0:
             for r in range(r0, r1):
                 out[0, r] = _idot_q8_0(w[r], nb, xq, xd, xs)
@@ -353,7 +440,7 @@ def _linear_body(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8):
             for r in range(r0, r1):
                 out[0, r] = _idot_q5_1(w[r], nb, xq, xd, xs)
     else:
-        x0, s0 = x[0], xs
+        x0, s0 = x[0], xs[0]
         if kind == Q8_0:
             for r in range(r0, r1):
                 out[0, r] = _fdot_q8_0(w[r], nb, x0, s0)
@@ -375,32 +462,38 @@ _linear = numba.njit(**_SER)(_linear_body)
 
 
 @numba.njit(inline="always", **_SER)
-def _prepare(kind, x, xq, xd, xs, int8):
-    """What the block types' single-sequence dots read: xs[b] = sum of x[0, 32b : 32b+32]
-    and, if int8, each block quantized as ggml's Q8_0 does (xd = amax/127, xq = x/xd
-    rounded to nearest)."""
+def _prepare(kind, x, xqf, xdf, xsf, int8):
+    """What the block types' dots read, as (n, k) / (n, k/32) views of the flat scratch
+    xqf, xdf, xsf: per 32-block sums xs of x and, if int8, each block quantized as ggml's
+    Q8_0 does (xd = amax/127, xq = x/xd rounded to nearest)."""
     n, k = x.shape
-    if kind < Q8_0 or n > 1:
-        return
-    for b in range(k // QK):
-        s = np.float32(0.0)
-        amax = np.float32(0.0)
-        for j in range(QK):
-            v = x[0, b * QK + j]
-            s += v
-            amax = max(amax, abs(v))
-        xs[b] = s
-        if int8:
-            xd[b] = amax / np.float32(127.0)
-            inv = np.float32(127.0) / amax if amax > 0 else np.float32(0.0)
+    nb = k // QK
+    xq = xqf[: n * k].reshape((n, k))
+    xd = xdf[: n * nb].reshape((n, nb))
+    xs = xsf[: n * nb].reshape((n, nb))
+    if kind < Q8_0 or (n > 1 and not int8):
+        return xq, xd, xs
+    for t in range(n):
+        for b in range(nb):
+            s = np.float32(0.0)
+            amax = np.float32(0.0)
             for j in range(QK):
-                xq[b * QK + j] = np.int8(np.floor(x[0, b * QK + j] * inv + np.float32(0.5)))
+                v = x[t, b * QK + j]
+                s += v
+                amax = max(amax, abs(v))
+            xs[t, b] = s
+            if int8:
+                xd[t, b] = amax / np.float32(127.0)
+                inv = np.float32(127.0) / amax if amax > 0 else np.float32(0.0)
+                for j in range(QK):
+                    xq[t, b * QK + j] = np.int8(np.floor(x[t, b * QK + j] * inv + np.float32(0.5)))
+    return xq, xd, xs
 
 
 @numba.njit(inline="always", **_SER)
-def _product(kind, w, x, xq, xd, xs, buf, out, int8):
+def _product(kind, w, x, xqf, xdf, xsf, buf, out, int8):
     """out = x @ W.T (all rows)."""
-    _prepare(kind, x, xq, xd, xs, int8)
+    xq, xd, xs = _prepare(kind, x, xqf, xdf, xsf, int8)
     _linear(kind, w, x, xq, xd, xs, buf, out, 0, w.shape[0], int8)
 
 
@@ -534,9 +627,9 @@ def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
     b_* (L, rows);
     k_self/v_self (L, ≥B, n_ctx, d) the self-attention cache (row pos written here);
     k_cross, v_cross (L, h, n_audio, hd) float32 or float16 bits.
-    Scratch: x, h, att, y (B, d), qkv (B, 3d), mlp (B, 4d), xq (4d,) int8, xd and xs
-    (4d/32,), buf (2, 4d), scores (B, max(n_ctx, n_audio)). int8: single-sequence products
-    on block-type weights take integer dots over per-block int8 activations.
+    Scratch: x, h, att, y (B, d), qkv (B, 3d), mlp (B, 4d), xq (B*4d,) int8, xd and xs
+    (B*4d/32,), buf (2, 4d), scores (B, max(n_ctx, n_audio)). int8: products on block-type
+    weights take integer dots over per-block int8 activations.
     """
     n = tokens.shape[0]
     d = x.shape[1]
@@ -579,11 +672,11 @@ def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
 def _vocab_body(kind, w, h, xq, xd, xs, bufs, out, int8):
     """out (B, vocab) = h (B, d) @ W.T, rows split into len(bufs) ranges (bufs (parts, 2, d)
     scratch, one per range); xq, xd, xs, int8 as for `decoder_layers`."""
-    _prepare(kind, h, xq, xd, xs, int8)
+    xq2, xd2, xs2 = _prepare(kind, h, xq, xd, xs, int8)
     rows = w.shape[0]
     parts = bufs.shape[0]
     for p in prange(parts):
-        _linear(kind, w, h, xq, xd, xs, bufs[p], out, rows * p // parts, rows * (p + 1) // parts, int8)
+        _linear(kind, w, h, xq2, xd2, xs2, bufs[p], out, rows * p // parts, rows * (p + 1) // parts, int8)
 
 
 vocab_serial = numba.njit(**_SER)(_vocab_body)

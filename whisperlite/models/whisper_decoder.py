@@ -68,9 +68,9 @@ class _StepScratch:
         self.x, self.h, self.att, self.y = (np.empty((batch, d), f32) for _ in range(4))
         self.qkv = np.empty((batch, 3 * d), f32)
         self.mlp = np.empty((batch, 4 * d), f32)
-        self.xq = np.empty(4 * d, np.int8)
-        self.xd = np.empty(4 * d // 32, f32)
-        self.xs = np.empty(4 * d // 32, f32)
+        self.xq = np.empty(batch * 4 * d, np.int8)
+        self.xd = np.empty(batch * 4 * d // 32, f32)
+        self.xs = np.empty(batch * 4 * d // 32, f32)
         self.buf = np.empty((2, 4 * d), f32)
         self.scores = np.empty((batch, max(dims.n_text_ctx, dims.n_audio_ctx)), f32)
         self.bufs = np.empty((parts, 2, d), f32)
@@ -141,9 +141,9 @@ class TextDecoder:
     def __init__(self, ckpt: WhisperCheckpoint, cross_f16: bool = True, int8: bool = fused.HAS_AVX2):
         """cross_f16: keep each window's cross-attention keys/values in float16 (as
         whisper.cpp does): half the bytes of the largest per-token read after the weights.
-        int8: greedy steps on block-quantized weights quantize activations per 32 values to
-        int8 and take integer dots, as ggml does (q5_0 vocabulary projection 2x faster than
-        with float activations; float16/float32 weights are unaffected)."""
+        int8: steps on block-quantized weights quantize activations per 32 values to int8
+        and take integer dots, as ggml does (q5_0 vocabulary projection 2x faster than with
+        float activations; float16/float32 weights are unaffected)."""
         d, w = ckpt.dims, ckpt.weights
         self.dims = d
         self.cross_dtype = np.float16 if cross_f16 else np.float32
