@@ -559,6 +559,87 @@ def _row_idot(kind):
     return dot
 
 
+def _rows_idot(kind, nrows):
+    """Intrinsic f(w, r, nb, xq, xd, xs, t, out): out[t, r + i] = `_row_idot` of weight row
+    r + i with x[t], for i < nrows, in one pass over the blocks: the rows share each
+    activation block's loads and their multiply-add chains overlap (each row's arithmetic
+    and order are unchanged, so results are bit-equal to one row at a time)."""
+    size = _LAYOUT[kind][0]
+    v8 = _vec(_F32, 8)
+
+    @intrinsic
+    def dots(typingctx, w, r, nb, xq, xd, xs, t, out):
+        def codegen(context, builder, sig, args):
+            wv, rv, nbv, xqv, xdv, xsv, tv, outv = args
+            warr = context.make_array(sig.args[0])(context, builder, wv)
+            rowstride = cgutils.unpack_tuple(builder, warr.strides, 2)[0]
+            bases = [builder.gep(warr.data, [builder.mul(builder.add(rv, ir.Constant(_I64, i)), rowstride)])
+                     for i in range(nrows)]
+            qbase = _elem_ptr(context, builder, sig.args[3], xqv, builder.mul(tv, builder.mul(nbv, ir.Constant(_I64, QK))))
+            xdbase = _elem_ptr(context, builder, sig.args[4], xdv, builder.mul(tv, nbv))
+            xsbase = _elem_ptr(context, builder, sig.args[5], xsv, builder.mul(tv, nbv))
+            mod = builder.module
+            fma8 = cgutils.get_or_insert_function(mod, ir.FunctionType(v8, [v8] * 3), "llvm.fma.v8f32")
+            fma1 = cgutils.get_or_insert_function(mod, ir.FunctionType(_F32, [_F32] * 3), "llvm.fma.f32")
+            maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(_V16W, [_V32B, _V32B]), "llvm.x86.avx2.pmadd.ub.sw")
+            maddwd = cgutils.get_or_insert_function(mod, ir.FunctionType(_V8I, [_V16W, _V16W]), "llvm.x86.avx2.pmadd.wd")
+            absb = cgutils.get_or_insert_function(mod, ir.FunctionType(_V32B, [_V32B, ir.IntType(1)]), "llvm.abs.v32i8")
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(v8, [0.0] * 8)) for _ in range(nrows)]
+            offs = [cgutils.alloca_once_value(builder, ir.Constant(_F32, 0.0)) for _ in range(nrows)]
+            zero = ir.Constant(_V32B, [0] * 32)
+            with cgutils.for_range(builder, nbv) as loop:
+                b = loop.index
+                y0 = builder.load(builder.bitcast(builder.gep(qbase, [builder.mul(b, ir.Constant(_I64, QK))]),
+                                                  _V32B.as_pointer()), align=1)
+                xd_b = builder.load(builder.gep(xdbase, [b]))
+                xs_b = builder.load(builder.gep(xsbase, [b])) if _LAYOUT[kind][1] is not None else None
+                for i in range(nrows):
+                    q, d, m, signed = _emit_block_i8(builder, kind, builder.gep(bases[i], [builder.mul(b, ir.Constant(_I64, size))]))
+                    y = y0
+                    if signed:  # vpmaddubsw takes unsigned × signed bytes
+                        y = builder.select(builder.icmp_signed("<", q, zero), builder.sub(zero, y), y)
+                        q = builder.call(absb, [q, ir.Constant(ir.IntType(1), 0)])
+                    p32 = builder.call(maddwd, [builder.call(maddubs, [q, y]), ir.Constant(_V16W, [1] * 16)])
+                    scale = builder.fmul(d, xd_b)
+                    builder.store(builder.call(fma8, [builder.sitofp(p32, v8), _splat(builder, scale, 8),
+                                                      builder.load(accs[i])]), accs[i])
+                    if m is not None:
+                        builder.store(builder.call(fma1, [m, xs_b, builder.load(offs[i])]), offs[i])
+            oarr = context.make_array(sig.args[7])(context, builder, outv)
+            ostr = cgutils.unpack_tuple(builder, oarr.strides, 2)[0]
+            orow = builder.bitcast(builder.gep(builder.bitcast(oarr.data, _I8.as_pointer()), [builder.mul(tv, ostr)]),
+                                   _F32.as_pointer())
+            for i in range(nrows):
+                total = _hsum(builder, builder.load(accs[i]))
+                if _LAYOUT[kind][1] is not None:
+                    total = builder.fadd(total, builder.load(offs[i]))
+                builder.store(total, builder.gep(orow, [builder.add(rv, ir.Constant(_I64, i))]))
+            return context.get_dummy_value()
+
+        return types.none(w, r, nb, xq, xd, xs, t, out), codegen
+
+    return dots
+
+
+ROWS_PER_PASS = 4
+_idots = {kind: _rows_idot(kind, ROWS_PER_PASS) for kind in _LAYOUT}
+_idots_q8_0, _idots_q4_0, _idots_q4_1, _idots_q5_0, _idots_q5_1 = (_idots[k] for k in _LAYOUT)
+
+
+@numba.njit(inline="always", cache=True)
+def _idots_kind(kind, w, r, nb, xq, xd, xs, t, out):
+    if kind == 0:
+        _idots_q8_0(w, r, nb, xq, xd, xs, t, out)
+    elif kind == 1:
+        _idots_q4_0(w, r, nb, xq, xd, xs, t, out)
+    elif kind == 2:
+        _idots_q4_1(w, r, nb, xq, xd, xs, t, out)
+    elif kind == 3:
+        _idots_q5_0(w, r, nb, xq, xd, xs, t, out)
+    else:
+        _idots_q5_1(w, r, nb, xq, xd, xs, t, out)
+
+
 _idot = {kind: _row_idot(kind) for kind in _LAYOUT}
 _idot_q8_0, _idot_q4_0, _idot_q4_1, _idot_q5_0, _idot_q5_1 = (_idot[k] for k in _LAYOUT)
 
@@ -586,10 +667,16 @@ def _gemv_i8_body(kind, xq, xd, xs, w, out):
     rows, nb = w.shape[0], k // QK
     parts = _parts(rows)
     for p in prange(parts):
-        for r in range(rows * p // parts, rows * (p + 1) // parts):
-            row = w[r]
-            for t in range(n):
-                out[t, r] = _idot_kind(kind, row, nb, xq, xd, xs, t)
+        r0, r1 = rows * p // parts, rows * (p + 1) // parts
+        for t in range(n):
+            r = r0
+            # Q4_1 only: measured 15-20 % faster; Q8_0 rows (612 bytes) ran 1.8x slower in
+            # fours, the four streams defeating the prefetcher.
+            while kind == 2 and r + ROWS_PER_PASS <= r1:
+                _idots_kind(kind, w, r, nb, xq, xd, xs, t, out)
+                r += ROWS_PER_PASS
+            for r in range(r, r1):
+                out[t, r] = _idot_kind(kind, w[r], nb, xq, xd, xs, t)
 
 
 _gemv_i8_par = numba.njit(**_FAST)(_gemv_i8_body)
