@@ -43,6 +43,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from gguf import GGMLQuantizationType as QType
 
+from whisperlite.kernels.actquant import _quantize_seq
 from whisperlite.kernels.quant import QK
 
 # Reassociation (to vectorize the sums) and FMA contraction, but not the no-NaN/no-inf
@@ -688,3 +689,24 @@ def gemv_i8(kind: int, xq: np.ndarray, xd: np.ndarray, xs: np.ndarray, w: np.nda
     below PARALLEL_MIN_BYTES of weights per call, else parallel."""
     (_gemv_i8_par if w.size * xq.shape[0] >= PARALLEL_MIN_BYTES else _gemv_i8_seq)(kind, xq, xd, xs, w, out)
     return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _gemv_i8_f32(kind, q8_1, parallel, x, w, out):
+    """Quantize x as ggml does, then the product of `gemv_i8`: one dispatch from Python."""
+    n, k = x.shape
+    xq = np.empty((n, k), np.int8)
+    xd = np.empty((n, k // QK), np.float32)
+    xs = np.empty((n, k // QK), np.float32)
+    _quantize_seq(x, q8_1, xq, xd, xs)
+    if parallel:
+        _gemv_i8_par(kind, xq, xd, xs, w, out)
+    else:
+        _gemv_i8_seq(kind, xq, xd, xs, w, out)
+    return out
+
+
+def gemv_i8_f32(kind: int, q8_1: bool, x: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """x (n, k) float32, C-contiguous, quantized to ggml's Q8_1 (q8_1) or Q8_0 activations,
+    @ w.T by `gemv_i8` -> out (n, d); for few rows (the quantizer runs on this thread)."""
+    return _gemv_i8_f32(kind, q8_1, w.size * x.shape[0] >= PARALLEL_MIN_BYTES, x, w, out)
