@@ -5,14 +5,19 @@ numpy/numba calls each costs more in dispatch and temporaries than in arithmetic
 `decoder_layers` runs the whole layer stack for B sequences in one call (embedding, layer
 norms, QKV + bias, KV-cache write, self-attention, out-proj + residual, cross-attention over
 the window's audio, MLP with GELU, final norm) into caller-owned scratch, and
-`vocab_logits` does the vocabulary projection, the one product big enough to split over
-threads (waking numba's pool costs ~0.1-0.3 ms on this VM, more than any layer product).
+`vocab_serial` / `vocab_parallel` do the vocabulary projection, the one product big enough
+to split over threads (waking numba's pool costs ~0.1-0.3 ms on this VM, more than any
+layer product).
 
 Every weight matrix is a uint8 view (rows, bytes per row) plus a kind code, so one compiled
-kernel serves float32, float16 and the ggml block types; the per-block dots are gemv.py's
-(ggml's lane order). With one sequence each row is one fused dequantize-and-dot; with
-several (beam search) each row is decoded once into an L1-resident float32 row and dotted
-with every sequence, so a beam of 5 does not decode the weights 5 times.
+kernel serves float32, float16 and the ggml block types; the block decoders are gemv.py's
+(LLVM vector IR). Float16/float32 rows: one fused convert-and-dot per row for one sequence;
+for several (beam search) rows are converted in pairs into L1-resident float32 rows and
+dotted with every sequence, so a beam of 5 does not convert the weights 5 times. Block
+types: with `int8` (the default on AVX2) activations are quantized per 32 values as ggml's
+Q8_0 and each block's 32 byte products summed exactly in integers (vpmaddubsw), each block
+decoded once for up to 8 sequences; without it, float dots (the decoded block times x,
+scaled once per block).
 
 Cross-attention keys/values may be float32 or float16 bits (uint16): they are the largest
 per-token read after the weights (1500 audio positions x d per layer, keys and values:
