@@ -361,9 +361,23 @@ def gemv_f32(x, w, out):
 PARALLEL_MIN_BYTES = 1 << 18
 
 
-def _gemv_q8_0_body(x, xd, xs, w, out):
-    """x (n, k) @ Q8_0 w (d, k/32*34).T -> out (n, d), w = d*q; every activation row
-    through the fused row dot (ggml's order, so beam rows equal single rows)."""
+@numba.njit(inline="always", cache=True)
+def _dot_kind(kind, row, nb, x, xd, xs, t):
+    """`_row_dot` of the block type with code `kind` (I8_KIND's codes, _LAYOUT's order)."""
+    if kind == 0:
+        return _dot_q8_0(row, nb, x, xd, xs, t)
+    if kind == 1:
+        return _dot_q4_0(row, nb, x, xd, xs, t)
+    if kind == 2:
+        return _dot_q4_1(row, nb, x, xd, xs, t)
+    if kind == 3:
+        return _dot_q5_0(row, nb, x, xd, xs, t)
+    return _dot_q5_1(row, nb, x, xd, xs, t)
+
+
+def _gemv_block_body(kind, x, xd, xs, w, out):
+    """x (n, k) @ block-type w (d, bytes).T -> out (n, d) for the type coded `kind`; every
+    activation row through the fused row dot (ggml's order, so beam rows equal single rows)."""
     n, k = x.shape
     rows, nb = w.shape[0], k // QK
     parts = _parts(rows)
@@ -371,109 +385,42 @@ def _gemv_q8_0_body(x, xd, xs, w, out):
         for r in range(rows * p // parts, rows * (p + 1) // parts):
             row = w[r]
             for t in range(n):
-                out[t, r] = _dot_q8_0(row, nb, x, xd, xs, t)
+                out[t, r] = _dot_kind(kind, row, nb, x, xd, xs, t)
 
 
-_gemv_q8_0_par = numba.njit(**_FAST)(_gemv_q8_0_body)
-_gemv_q8_0_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_q8_0_body)
+_gemv_block_par = numba.njit(**_FAST)(_gemv_block_body)
+_gemv_block_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_block_body)
+
+
+def _gemv_block(kind: int, x: np.ndarray, xd: np.ndarray, xs: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """The serial build below PARALLEL_MIN_BYTES of weights per call, else parallel."""
+    (_gemv_block_par if w.size * x.shape[0] >= PARALLEL_MIN_BYTES else _gemv_block_seq)(kind, x, xd, xs, w, out)
+    return out
 
 
 def gemv_q8_0(x, xd, xs, w, out):
-    """Q8_0: the serial build below PARALLEL_MIN_BYTES of weights per call, else parallel."""
-    (_gemv_q8_0_par if w.size * x.shape[0] >= PARALLEL_MIN_BYTES else _gemv_q8_0_seq)(x, xd, xs, w, out)
-    return out
-
-
-def _gemv_q4_0_body(x, xd, xs, w, out):
-    """x (n, k) @ Q4_0 w (d, k/32*18).T -> out (n, d), w = d*(q-8); every activation row
-    through the fused row dot (ggml's order, so beam rows equal single rows)."""
-    n, k = x.shape
-    rows, nb = w.shape[0], k // QK
-    parts = _parts(rows)
-    for p in prange(parts):
-        for r in range(rows * p // parts, rows * (p + 1) // parts):
-            row = w[r]
-            for t in range(n):
-                out[t, r] = _dot_q4_0(row, nb, x, xd, xs, t)
-
-
-_gemv_q4_0_par = numba.njit(**_FAST)(_gemv_q4_0_body)
-_gemv_q4_0_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_q4_0_body)
+    """x (n, k) @ Q8_0 w (d, k/32*34).T -> out (n, d), w = d*q."""
+    return _gemv_block(0, x, xd, xs, w, out)
 
 
 def gemv_q4_0(x, xd, xs, w, out):
-    """Q4_0: the serial build below PARALLEL_MIN_BYTES of weights per call, else parallel."""
-    (_gemv_q4_0_par if w.size * x.shape[0] >= PARALLEL_MIN_BYTES else _gemv_q4_0_seq)(x, xd, xs, w, out)
-    return out
-
-
-def _gemv_q4_1_body(x, xd, xs, w, out):
-    """x (n, k) @ Q4_1 w (d, k/32*20).T -> out (n, d), w = d*q + m; every activation row
-    through the fused row dot (ggml's order, so beam rows equal single rows)."""
-    n, k = x.shape
-    rows, nb = w.shape[0], k // QK
-    parts = _parts(rows)
-    for p in prange(parts):
-        for r in range(rows * p // parts, rows * (p + 1) // parts):
-            row = w[r]
-            for t in range(n):
-                out[t, r] = _dot_q4_1(row, nb, x, xd, xs, t)
-
-
-_gemv_q4_1_par = numba.njit(**_FAST)(_gemv_q4_1_body)
-_gemv_q4_1_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_q4_1_body)
+    """x (n, k) @ Q4_0 w (d, k/32*18).T -> out (n, d), w = d*(q-8)."""
+    return _gemv_block(1, x, xd, xs, w, out)
 
 
 def gemv_q4_1(x, xd, xs, w, out):
-    """Q4_1: the serial build below PARALLEL_MIN_BYTES of weights per call, else parallel."""
-    (_gemv_q4_1_par if w.size * x.shape[0] >= PARALLEL_MIN_BYTES else _gemv_q4_1_seq)(x, xd, xs, w, out)
-    return out
-
-
-def _gemv_q5_0_body(x, xd, xs, w, out):
-    """x (n, k) @ Q5_0 w (d, k/32*22).T -> out (n, d), w = d*(q-16); every activation row
-    through the fused row dot (ggml's order, so beam rows equal single rows)."""
-    n, k = x.shape
-    rows, nb = w.shape[0], k // QK
-    parts = _parts(rows)
-    for p in prange(parts):
-        for r in range(rows * p // parts, rows * (p + 1) // parts):
-            row = w[r]
-            for t in range(n):
-                out[t, r] = _dot_q5_0(row, nb, x, xd, xs, t)
-
-
-_gemv_q5_0_par = numba.njit(**_FAST)(_gemv_q5_0_body)
-_gemv_q5_0_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_q5_0_body)
+    """x (n, k) @ Q4_1 w (d, k/32*20).T -> out (n, d), w = d*q + m."""
+    return _gemv_block(2, x, xd, xs, w, out)
 
 
 def gemv_q5_0(x, xd, xs, w, out):
-    """Q5_0: the serial build below PARALLEL_MIN_BYTES of weights per call, else parallel."""
-    (_gemv_q5_0_par if w.size * x.shape[0] >= PARALLEL_MIN_BYTES else _gemv_q5_0_seq)(x, xd, xs, w, out)
-    return out
-
-
-def _gemv_q5_1_body(x, xd, xs, w, out):
-    """x (n, k) @ Q5_1 w (d, k/32*24).T -> out (n, d), w = d*q + m; every activation row
-    through the fused row dot (ggml's order, so beam rows equal single rows)."""
-    n, k = x.shape
-    rows, nb = w.shape[0], k // QK
-    parts = _parts(rows)
-    for p in prange(parts):
-        for r in range(rows * p // parts, rows * (p + 1) // parts):
-            row = w[r]
-            for t in range(n):
-                out[t, r] = _dot_q5_1(row, nb, x, xd, xs, t)
-
-
-_gemv_q5_1_par = numba.njit(**_FAST)(_gemv_q5_1_body)
-_gemv_q5_1_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_q5_1_body)
+    """x (n, k) @ Q5_0 w (d, k/32*22).T -> out (n, d), w = d*(q-16)."""
+    return _gemv_block(3, x, xd, xs, w, out)
 
 
 def gemv_q5_1(x, xd, xs, w, out):
-    """Q5_1: the serial build below PARALLEL_MIN_BYTES of weights per call, else parallel."""
-    (_gemv_q5_1_par if w.size * x.shape[0] >= PARALLEL_MIN_BYTES else _gemv_q5_1_seq)(x, xd, xs, w, out)
-    return out
+    """x (n, k) @ Q5_1 w (d, k/32*24).T -> out (n, d), w = d*q + m."""
+    return _gemv_block(4, x, xd, xs, w, out)
 
 
 # ---------------------------------------------------------------- integer dots (ggml mode)
@@ -644,7 +591,7 @@ def _idots_kind(kind, w, r, nb, xq, xd, xs, t, out):
 _idot = {kind: _row_idot(kind) for kind in _LAYOUT}
 _idot_q8_0, _idot_q4_0, _idot_q4_1, _idot_q5_0, _idot_q5_1 = (_idot[k] for k in _LAYOUT)
 
-# weight type codes of `gemv_i8`, in _LAYOUT's order
+# weight type codes of `gemv_i8` and `_gemv_block`, in _LAYOUT's order
 I8_KIND = {QType.Q8_0: 0, QType.Q4_0: 1, QType.Q4_1: 2, QType.Q5_0: 3, QType.Q5_1: 4}
 
 
