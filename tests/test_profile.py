@@ -84,3 +84,16 @@ def test_cli_profile_flag(tmp_path):
                   "word timestamps", "writing outputs", "total: 11.0 s of audio"):
         assert label in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_report_lists_parts_under_their_stage_and_orphans_alone():
+    p = Profile()
+    with p.stage("decode", 1, "windows"):
+        with p.stage("decode/steps", 5, "tokens"):
+            pass
+    with p.stage("words/extra"):  # a part whose stage was never timed
+        pass
+    lines = p.report(60.0, 1.0, 1.0).splitlines()
+    labels = [ln[:30].rstrip() for ln in lines[1:-1]]
+    assert labels == ["decoding (with fallback)", "  token steps (decoder)", "  rest", "words/extra", "other (main thread)"]
+    assert lines[-1] == "total: 60.0 s of audio in 1.00 s wall, 1.00 s CPU, 60.0x real time"

@@ -134,13 +134,13 @@ class Profile:
         main_wall = main_cpu = 0.0
         stages = self.ordered()
         for i, (name, s) in enumerate(stages):
-            if "/" in name:
-                row("  " + LABELS.get(name, name.partition("/")[2]), s)
-                last_child = i + 1 == len(stages) or not stages[i + 1][0].startswith(name.partition("/")[0] + "/")
-                if last_child:
-                    parent = self.stages[name.partition("/")[0]]
-                    kids = [k for n, k in stages if n.startswith(name.partition("/")[0] + "/")]
-                    row("  rest", Stage(parent.wall - sum(k.wall for k in kids), parent.cpu - sum(k.cpu for k in kids)))
+            parent, _, child = name.partition("/")
+            if child and parent in self.stages:
+                row("  " + LABELS.get(name, child), s)
+                if i + 1 == len(stages) or not stages[i + 1][0].startswith(parent + "/"):  # its last part
+                    kids = [k for n, k in stages if n.startswith(parent + "/")]
+                    p = self.stages[parent]
+                    row("  rest", Stage(p.wall - sum(k.wall for k in kids), p.cpu - sum(k.cpu for k in kids)))
                 continue
             row(LABELS.get(name, name), s)
             if name not in BACKGROUND:
