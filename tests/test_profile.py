@@ -97,3 +97,16 @@ def test_report_lists_parts_under_their_stage_and_orphans_alone():
     labels = [ln[:30].rstrip() for ln in lines[1:-1]]
     assert labels == ["decoding (with fallback)", "  token steps (decoder)", "  rest", "words/extra", "other (main thread)"]
     assert lines[-1] == "total: 60.0 s of audio in 1.00 s wall, 1.00 s CPU, 60.0x real time"
+
+
+def test_profile_pickles_for_worker_processes():
+    import pickle
+
+    p = Profile()
+    with p.stage("encode", 1, "windows"):
+        pass
+    q = pickle.loads(pickle.dumps(p))
+    assert q.stages == p.stages and q.timings == p.timings
+    with q.stage("encode", 1, "windows"):
+        pass
+    assert q.stages["encode"].calls == 2

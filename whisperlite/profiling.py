@@ -59,6 +59,14 @@ class Profile:
         self._background: dict[int, int] = {}  # thread ident → its CPU clock id
         self._background_done = 0.0  # CPU seconds of background threads that have ended
 
+    def __getstate__(self) -> dict:
+        # Results travel from worker processes: the measurements go, the thread state stays.
+        return {"stages": self.stages, "timings": self.timings}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["timings"])
+        self.stages = state["stages"]
+
     @contextmanager
     def background(self) -> Iterator[None]:
         """Around the whole life of a background thread's work (run on that thread)."""
