@@ -21,6 +21,8 @@ llama.cpp of llama-cpp-python 0.3.36 / ggml 0.25.3, on x86):
 - rope (kernels.rope, fused=True): libm cosf/sinf, rotation with GCC's FMA contraction.
 An fma is computed exactly in float64 and rounded once to float32 (the product of two
 float32 is exact in float64; the double rounding this leaves is below 2^-29 likely).
+numpy references of the orders: tests/test_llama_kernels.py; end to end: tests/test_llama.py
+(the stored c392e509 references) and tests/test_llama_kernels.py (the installed llama.cpp).
 """
 from __future__ import annotations
 
@@ -49,7 +51,6 @@ _C4 = _f32(float.fromhex("0x1.573e2ep-5"))
 _C3 = _f32(float.fromhex("0x1.555e66p-3"))
 _C2 = _f32(float.fromhex("0x1.fffdb6p-2"))
 _C1 = _f32(float.fromhex("0x1.ffffecp-1"))
-
 
 
 @dataclass(frozen=True)
