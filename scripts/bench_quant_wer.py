@@ -179,8 +179,9 @@ def main() -> None:
         print(f"# {time.strftime('%Y-%m-%d')} · {platform.machine()} · {wav.name} ({len(ref)} words) · "
               f"{'greedy' if args.beam == 1 else f'beam {args.beam}'} · "
               f"1 thread · `{' '.join(sys.argv)}`\n")
-        print("| engine | model | compute type | WER % | sub | ins | del | decode CPU s |")
-        print("|---|---|---|---|---|---|---|---|")
+        if not args.no_wer:
+            print("| engine | model | compute type | WER % | sub | ins | del | decode CPU s |")
+            print("|---|---|---|---|---|---|---|---|")
         for engine, model, ct in [] if args.no_wer else jobs:
             r = run(engine, model, ct, wav, args.beam)
             sub, ins, dele = edit_counts(ref, normalize(r["text"]))

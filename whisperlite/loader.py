@@ -102,8 +102,8 @@ def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str) -> WhisperChe
     f32:  every matrix float32.
     q8_0: every float decoder matrix Q8_0, the token embedding (vocabulary projection)
           included as whisper.cpp's q8_0 files have it (a quarter of float32's bytes).
-          Fed the tokens float32 decodes, it picks the same next token 99.2 % of the time
-          (mean KL 2e-4 nats; scripts/bench_quant_wer.py --agreement). Its greedy text on
+          Fed the tokens float32 decodes, it picks the same next token 99.5 % of the time
+          (mean KL 3e-4 nats; scripts/bench_quant_wer.py --agreement). Its greedy text on
           the 10-minute benchmark differs from auto's by one hallucinated repeat of a
           sentence (3.0 % vs 1.4 % WER): the same text comes from Q8_0-rounded weights in
           float32 products, so it is the rounding, not the kernels.
