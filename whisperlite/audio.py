@@ -154,7 +154,7 @@ _END = object()
 _POLL_SECONDS = 0.1
 
 
-def prefetch(items: Iterable[T], depth: int = 2, profile: Profile | None = None) -> Iterator[T]:
+def prefetch(items: Iterable[T], depth: int = 1, profile: Profile | None = None) -> Iterator[T]:
     """`items`, produced on a background thread at most `depth` ahead of the consumer.
 
     Audio decoding (ffmpeg's pipe) and voice activity detection (Silero's C call) release
