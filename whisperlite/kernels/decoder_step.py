@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 
-import llvmlite.binding as _llvm
 import numba
 import numpy as np
 from gguf import GGMLQuantizationType as QType
@@ -36,9 +35,12 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from whisperlite.kernels.gemv import (
-    _LAYOUT, _OFFSET, _dots, _elem_ptr, _emit_block, _f16_bits_to_f32, _hsum, _ir_f16_to_f32, _load, _splat, _vec,
-)
+from whisperlite.kernels.gemv import idot_rows, row_dots
+from whisperlite.kernels.llvm_ir import F32 as IR_F32  # F32 here is the float32 kind code
+from whisperlite.kernels.llvm_ir import HAS_AVX2  # noqa: F401 (callers choose int8 by it)
+from whisperlite.kernels.llvm_ir import (
+    I32, I64, LAYOUT, OFFSET, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32, fma1,
+    fma8, hsum, load_v32b, sign_split, splat, vec)
 from whisperlite.kernels.ops import _gelu, expf
 from whisperlite.kernels.quant import QK
 from whisperlite.kernels.tensor import QTensor, Weight
@@ -71,29 +73,23 @@ def weight_kind(w: Weight) -> tuple[int, np.ndarray] | None:
 def _dequant_intrinsic(kind):
     """Intrinsic f(row, nb, buf): the nb ggml blocks of `row` -> buf[:32*nb] float32,
     d*(q - offset) for the "_0" types, d*q + m for the "_1" types (as ggml dequantizes)."""
-    size = _LAYOUT[kind][0]
-    v32 = _vec(ir.FloatType(), 32)
+    size = LAYOUT[kind][0]
 
     @intrinsic
     def dequant(typingctx, row, nb, buf):
         def codegen(context, builder, sig, args):
             rowv, nbv, bufv = args
-            base = _elem_ptr(context, builder, sig.args[0], rowv, ir.Constant(ir.IntType(64), 0))
-            out = _elem_ptr(context, builder, sig.args[2], bufv, ir.Constant(ir.IntType(64), 0))
-            i64 = ir.IntType(64)
+            base = elem_ptr(context, builder, sig.args[0], rowv, ir.Constant(I64, 0))
+            out = elem_ptr(context, builder, sig.args[2], bufv, ir.Constant(I64, 0))
             with cgutils.for_range(builder, nbv) as loop:
                 b = loop.index
-                q, d, m = _emit_block(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(i64, size))]))
-                if kind in _OFFSET:
-                    q = builder.fsub(q, ir.Constant(v32, [_OFFSET[kind]] * 32))
-                ds = builder.insert_element(ir.Constant(v32, ir.Undefined), d, ir.Constant(ir.IntType(32), 0))
-                ds = builder.shuffle_vector(ds, ir.Constant(v32, ir.Undefined), ir.Constant(_vec(ir.IntType(32), 32), [0] * 32))
-                y = builder.fmul(q, ds)
+                q, d, m = emit_block(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(I64, size))]))
+                if kind in OFFSET:
+                    q = builder.fsub(q, ir.Constant(V32F, [OFFSET[kind]] * 32))
+                y = builder.fmul(q, splat(builder, d, 32))
                 if m is not None:
-                    ms = builder.insert_element(ir.Constant(v32, ir.Undefined), m, ir.Constant(ir.IntType(32), 0))
-                    ms = builder.shuffle_vector(ms, ir.Constant(v32, ir.Undefined), ir.Constant(_vec(ir.IntType(32), 32), [0] * 32))
-                    y = builder.fadd(y, ms)
-                dst = builder.bitcast(builder.gep(out, [builder.mul(b, ir.Constant(i64, QK))]), v32.as_pointer())
+                    y = builder.fadd(y, splat(builder, m, 32))
+                dst = builder.bitcast(builder.gep(out, [builder.mul(b, ir.Constant(I64, QK))]), V32F.as_pointer())
                 builder.store(y, dst, align=4)
             return context.get_dummy_value()
 
@@ -102,7 +98,7 @@ def _dequant_intrinsic(kind):
     return dequant
 
 
-_deq_q8_0, _deq_q4_0, _deq_q4_1, _deq_q5_0, _deq_q5_1 = (_dequant_intrinsic(k) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1"))
+_deq_q8_0, _deq_q4_0, _deq_q4_1, _deq_q5_0, _deq_q5_1 = (_dequant_intrinsic(k) for k in LAYOUT)
 
 
 def _dot_intrinsic(kind):
@@ -111,187 +107,91 @@ def _dot_intrinsic(kind):
     scaled by d once; the "_0" offsets come off once per block as d·offset·xs and the "_1"
     mins add m·xs, so no per-weight offset and no in-block horizontal adds (gemv.py's dots
     keep those to reproduce ggml's rounding; float activations need no such order)."""
-    size = _LAYOUT[kind][0]
-    f32 = ir.FloatType()
-    v8 = _vec(f32, 8)
-    i64 = ir.IntType(64)
+    size = LAYOUT[kind][0]
 
     @intrinsic
     def dot(typingctx, row, nb, x, xs):
         def codegen(context, builder, sig, args):
             rowv, nbv, xv, xsv = args
-            base = _elem_ptr(context, builder, sig.args[0], rowv, ir.Constant(i64, 0))
-            xbase = _elem_ptr(context, builder, sig.args[2], xv, ir.Constant(i64, 0))
-            xsbase = _elem_ptr(context, builder, sig.args[3], xsv, ir.Constant(i64, 0))
-            fma8 = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8] * 3), "llvm.fma.v8f32")
-            fma1 = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [f32] * 3), "llvm.fma.f32")
-            acc = cgutils.alloca_once_value(builder, ir.Constant(v8, [0.0] * 8))
-            off = cgutils.alloca_once_value(builder, ir.Constant(f32, 0.0))
+            base = elem_ptr(context, builder, sig.args[0], rowv, ir.Constant(I64, 0))
+            xbase = elem_ptr(context, builder, sig.args[2], xv, ir.Constant(I64, 0))
+            xsbase = elem_ptr(context, builder, sig.args[3], xsv, ir.Constant(I64, 0))
+            acc = cgutils.alloca_once_value(builder, ir.Constant(V8F, [0.0] * 8))
+            off = cgutils.alloca_once_value(builder, ir.Constant(IR_F32, 0.0))
             with cgutils.for_range(builder, nbv) as loop:
                 b = loop.index
-                q, d, m = _emit_block(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(i64, size))]))
-                xp = builder.bitcast(builder.gep(xbase, [builder.mul(b, ir.Constant(i64, QK))]), v8.as_pointer())
+                q, d, m = emit_block(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(I64, size))]))
+                xp = builder.bitcast(builder.gep(xbase, [builder.mul(b, ir.Constant(I64, QK))]), V8F.as_pointer())
                 part = None
                 for i in range(4):
-                    qi = builder.shuffle_vector(q, q, ir.Constant(_vec(ir.IntType(32), 8), list(range(8 * i, 8 * i + 8))))
-                    xi = builder.load(builder.gep(xp, [ir.Constant(i64, i)]), align=4)
-                    part = builder.fmul(qi, xi) if part is None else builder.call(fma8, [qi, xi, part])
-                builder.store(builder.call(fma8, [part, _splat(builder, d, 8), builder.load(acc)]), acc)
+                    qi = builder.shuffle_vector(q, q, ir.Constant(vec(I32, 8), list(range(8 * i, 8 * i + 8))))
+                    xi = builder.load(builder.gep(xp, [ir.Constant(I64, i)]), align=4)
+                    part = builder.fmul(qi, xi) if part is None else fma8(builder, qi, xi, part)
+                builder.store(fma8(builder, part, splat(builder, d, 8), builder.load(acc)), acc)
                 xsb = builder.load(builder.gep(xsbase, [b]))
-                if kind in _OFFSET:  # Σ d(q - o)x = d Σ qx - d·o·Σx
-                    builder.store(builder.call(fma1, [builder.fmul(d, ir.Constant(f32, -_OFFSET[kind])), xsb,
-                                                      builder.load(off)]), off)
+                if kind in OFFSET:  # Σ d(q - o)x = d Σ qx - d·o·Σx
+                    builder.store(fma1(builder, builder.fmul(d, ir.Constant(IR_F32, -OFFSET[kind])), xsb,
+                                       builder.load(off)), off)
                 elif m is not None:  # Σ (dq + m)x = d Σ qx + m·Σx
-                    builder.store(builder.call(fma1, [m, xsb, builder.load(off)]), off)
-            return builder.fadd(_hsum(builder, builder.load(acc)), builder.load(off))
+                    builder.store(fma1(builder, m, xsb, builder.load(off)), off)
+            return builder.fadd(hsum(builder, builder.load(acc)), builder.load(off))
 
         return types.float32(row, nb, x, xs), codegen
 
     return dot
 
 
-_fdot_q8_0, _fdot_q4_0, _fdot_q4_1, _fdot_q5_0, _fdot_q5_1 = (_dot_intrinsic(k) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1"))
+_fdot_q8_0, _fdot_q4_0, _fdot_q4_1, _fdot_q5_0, _fdot_q5_1 = (_dot_intrinsic(k) for k in LAYOUT)
 
 
-# ---------------------------------------------------------------- integer dots (one sequence)
+# ---------------------------------------------------------------- integer dots (several sequences)
 
-# AVX2's byte multiply-add (vpmaddubsw) takes 32 weight bytes per instruction, where float
-# activations need the weights widened to 32 floats first; without AVX2 the float dots serve.
-HAS_AVX2 = "+avx2" in _llvm.get_host_cpu_features().flatten().split(",")
-
-
-def _emit_block_i8(builder, kind, blk):
-    """One ggml block at i8* blk -> (<32 x i8> q, d, m or None, signed): signed integers
-    q - offset for the "_0" types and Q8_0, unsigned q for the "_1" types."""
-    i8, i32 = ir.IntType(8), ir.IntType(32)
-    v16, v32 = _vec(i8, 16), _vec(i8, 32)
-    size, moff, hoff, qoff = _LAYOUT[kind]
-    d = _ir_f16_to_f32(builder, _load(builder, blk, 0, ir.IntType(16)))
-    m = None if moff is None else _ir_f16_to_f32(builder, _load(builder, blk, moff, ir.IntType(16)))
-    if kind == "q8_0":
-        return _load(builder, blk, qoff, v32), d, m, True
-    qs = _load(builder, blk, qoff, v16)
-    lo = builder.and_(qs, ir.Constant(v16, [15] * 16))
-    hi = builder.lshr(qs, ir.Constant(v16, [4] * 16))
-    q = builder.shuffle_vector(lo, hi, ir.Constant(_vec(i32, 32), list(range(32))))
-    if hoff is not None:
-        qh = _load(builder, blk, hoff, _vec(i8, 4))
-        b32 = builder.shuffle_vector(qh, qh, ir.Constant(_vec(i32, 32), [j // 8 for j in range(32)]))
-        bit = builder.and_(b32, ir.Constant(v32, [1 << (j % 8) for j in range(32)]))
-        set_ = builder.icmp_unsigned("!=", bit, ir.Constant(v32, [0] * 32))
-        q = builder.or_(q, builder.select(set_, ir.Constant(v32, [16] * 32), ir.Constant(v32, [0] * 32)))
-    if kind in _OFFSET:
-        return builder.sub(q, ir.Constant(v32, [int(_OFFSET[kind])] * 32)), d, m, True
-    return q, d, m, False
-
-
-def _idot_intrinsic(kind):
-    """Intrinsic f(row, nb, xq, xd, xs) -> row · x with x quantized per 32-block to int8
-    (x ≈ xd[b]·xq, as ggml's Q8 activations; xs the float block sums of x): per block the
-    32 byte products summed exactly in integers (vpmaddubsw, vpmaddwd; signed weights via
-    |w|·sign(x, w), as ggml), converted once and scaled by d·xd; the "_1" mins add m·xs."""
-    size = _LAYOUT[kind][0]
-    f32, i8, i16, i32, i64 = ir.FloatType(), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
-    v8, v32b, v16w, v8i = _vec(f32, 8), _vec(i8, 32), _vec(i16, 16), _vec(i32, 8)
-
-    @intrinsic
-    def dot(typingctx, row, nb, xq, xd, xs):
-        def codegen(context, builder, sig, args):
-            rowv, nbv, xqv, xdv, xsv = args
-            base = _elem_ptr(context, builder, sig.args[0], rowv, ir.Constant(i64, 0))
-            qbase = _elem_ptr(context, builder, sig.args[2], xqv, ir.Constant(i64, 0))
-            xdbase = _elem_ptr(context, builder, sig.args[3], xdv, ir.Constant(i64, 0))
-            xsbase = _elem_ptr(context, builder, sig.args[4], xsv, ir.Constant(i64, 0))
-            mod = builder.module
-            fma8 = cgutils.get_or_insert_function(mod, ir.FunctionType(v8, [v8] * 3), "llvm.fma.v8f32")
-            fma1 = cgutils.get_or_insert_function(mod, ir.FunctionType(f32, [f32] * 3), "llvm.fma.f32")
-            maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(v16w, [v32b, v32b]), "llvm.x86.avx2.pmadd.ub.sw")
-            maddwd = cgutils.get_or_insert_function(mod, ir.FunctionType(v8i, [v16w, v16w]), "llvm.x86.avx2.pmadd.wd")
-            absb = cgutils.get_or_insert_function(mod, ir.FunctionType(v32b, [v32b, ir.IntType(1)]), "llvm.abs.v32i8")
-            acc = cgutils.alloca_once_value(builder, ir.Constant(v8, [0.0] * 8))
-            off = cgutils.alloca_once_value(builder, ir.Constant(f32, 0.0))
-            zero = ir.Constant(v32b, [0] * 32)
-            with cgutils.for_range(builder, nbv) as loop:
-                b = loop.index
-                q, d, m, signed = _emit_block_i8(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(i64, size))]))
-                y = builder.load(builder.bitcast(builder.gep(qbase, [builder.mul(b, ir.Constant(i64, QK))]),
-                                                 v32b.as_pointer()), align=1)
-                if signed:  # |w| · (x with w's sign): unsigned × signed bytes, as vpmaddubsw takes them
-                    y = builder.select(builder.icmp_signed("<", q, zero), builder.sub(zero, y), y)
-                    q = builder.call(absb, [q, ir.Constant(ir.IntType(1), 0)])
-                p16 = builder.call(maddubs, [q, y])
-                p32 = builder.call(maddwd, [p16, ir.Constant(v16w, [1] * 16)])
-                scale = builder.fmul(d, builder.load(builder.gep(xdbase, [b])))
-                builder.store(builder.call(fma8, [builder.sitofp(p32, v8), _splat(builder, scale, 8),
-                                                  builder.load(acc)]), acc)
-                if m is not None:
-                    builder.store(builder.call(fma1, [m, builder.load(builder.gep(xsbase, [b])), builder.load(off)]), off)
-            return builder.fadd(_hsum(builder, builder.load(acc)), builder.load(off))
-
-        return types.float32(row, nb, xq, xd, xs), codegen
-
-    return dot
-
-
-_idot_q8_0, _idot_q4_0, _idot_q4_1, _idot_q5_0, _idot_q5_1 = (_idot_intrinsic(k) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1"))
+# One sequence's integer dots are gemv.py's (`idot_rows`); without AVX2 (HAS_AVX2) the
+# float dots serve.
 
 MAX_SEQS = 8  # sequences per pass of the multi-sequence integer dot (its accumulators)
 
 
 def _idot_multi_intrinsic(kind):
     """Intrinsic f(row, nb, n, xq, xd, xs, res): res[t] = row · x[t] for the first n ≤ 8
-    sequences of xq (·, k) int8, xd, xs (·, k/32), as `_idot_*` per sequence but with each
-    weight block decoded once for all of them (beam search)."""
-    size = _LAYOUT[kind][0]
-    f32, i8, i16, i32, i64 = ir.FloatType(), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
-    v8, v32b, v16w, v8i = _vec(f32, 8), _vec(i8, 32), _vec(i16, 16), _vec(i32, 8)
+    sequences of xq (·, k) int8, xd, xs (·, k/32), as gemv's `idot_rows` per sequence but
+    with each weight block decoded (and split into |w| and sign) once for all of them
+    (beam search)."""
+    size = LAYOUT[kind][0]
 
     @intrinsic
     def dot(typingctx, row, nb, n, xq, xd, xs, res):
         def codegen(context, builder, sig, args):
             rowv, nbv, nv, xqv, xdv, xsv, resv = args
-            base = _elem_ptr(context, builder, sig.args[0], rowv, ir.Constant(i64, 0))
-            qbase = _elem_ptr(context, builder, sig.args[3], xqv, ir.Constant(i64, 0))
-            xdbase = _elem_ptr(context, builder, sig.args[4], xdv, ir.Constant(i64, 0))
-            xsbase = _elem_ptr(context, builder, sig.args[5], xsv, ir.Constant(i64, 0))
-            rbase = _elem_ptr(context, builder, sig.args[6], resv, ir.Constant(i64, 0))
-            mod = builder.module
-            fma8 = cgutils.get_or_insert_function(mod, ir.FunctionType(v8, [v8] * 3), "llvm.fma.v8f32")
-            fma1 = cgutils.get_or_insert_function(mod, ir.FunctionType(f32, [f32] * 3), "llvm.fma.f32")
-            maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(v16w, [v32b, v32b]), "llvm.x86.avx2.pmadd.ub.sw")
-            maddwd = cgutils.get_or_insert_function(mod, ir.FunctionType(v8i, [v16w, v16w]), "llvm.x86.avx2.pmadd.wd")
-            absb = cgutils.get_or_insert_function(mod, ir.FunctionType(v32b, [v32b, ir.IntType(1)]), "llvm.abs.v32i8")
-            accs = cgutils.alloca_once(builder, v8, size=MAX_SEQS)
-            offs = cgutils.alloca_once(builder, f32, size=MAX_SEQS)
+            base = elem_ptr(context, builder, sig.args[0], rowv, ir.Constant(I64, 0))
+            qbase = elem_ptr(context, builder, sig.args[3], xqv, ir.Constant(I64, 0))
+            xdbase = elem_ptr(context, builder, sig.args[4], xdv, ir.Constant(I64, 0))
+            xsbase = elem_ptr(context, builder, sig.args[5], xsv, ir.Constant(I64, 0))
+            rbase = elem_ptr(context, builder, sig.args[6], resv, ir.Constant(I64, 0))
+            accs = cgutils.alloca_once(builder, V8F, size=MAX_SEQS)
+            offs = cgutils.alloca_once(builder, IR_F32, size=MAX_SEQS)
             with cgutils.for_range(builder, nv) as loop:
-                builder.store(ir.Constant(v8, [0.0] * 8), builder.gep(accs, [loop.index]))
-                builder.store(ir.Constant(f32, 0.0), builder.gep(offs, [loop.index]))
-            k = builder.mul(nbv, ir.Constant(i64, QK))
-            zero = ir.Constant(v32b, [0] * 32)
+                builder.store(ir.Constant(V8F, [0.0] * 8), builder.gep(accs, [loop.index]))
+                builder.store(ir.Constant(IR_F32, 0.0), builder.gep(offs, [loop.index]))
+            k = builder.mul(nbv, ir.Constant(I64, QK))
             with cgutils.for_range(builder, nbv) as bl:
                 b = bl.index
-                q, d, m, signed = _emit_block_i8(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(i64, size))]))
-                neg = None
-                if signed:
-                    neg = builder.icmp_signed("<", q, zero)
-                    q = builder.call(absb, [q, ir.Constant(ir.IntType(1), 0)])
+                q, d, m, signed = emit_block_i8(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(I64, size))]))
+                qabs, neg = sign_split(builder, q, signed)
                 with cgutils.for_range(builder, nv) as tl:
                     t = tl.index
-                    off = builder.add(builder.mul(t, k), builder.mul(b, ir.Constant(i64, QK)))
-                    y = builder.load(builder.bitcast(builder.gep(qbase, [off]), v32b.as_pointer()), align=1)
-                    if signed:
-                        y = builder.select(neg, builder.sub(zero, y), y)
-                    p32 = builder.call(maddwd, [builder.call(maddubs, [q, y]), ir.Constant(v16w, [1] * 16)])
+                    y = load_v32b(builder, qbase, builder.add(builder.mul(t, k), builder.mul(b, ir.Constant(I64, QK))))
+                    p32 = byte_dot(builder, qabs, neg, y)
                     tb = builder.add(builder.mul(t, nbv), b)
                     scale = builder.fmul(d, builder.load(builder.gep(xdbase, [tb])))
                     ap = builder.gep(accs, [t])
-                    builder.store(builder.call(fma8, [builder.sitofp(p32, v8), _splat(builder, scale, 8), builder.load(ap)]), ap)
+                    builder.store(fma8(builder, builder.sitofp(p32, V8F), splat(builder, scale, 8), builder.load(ap)), ap)
                     if m is not None:
                         op = builder.gep(offs, [t])
-                        builder.store(builder.call(fma1, [m, builder.load(builder.gep(xsbase, [tb])), builder.load(op)]), op)
+                        builder.store(fma1(builder, m, builder.load(builder.gep(xsbase, [tb])), builder.load(op)), op)
             with cgutils.for_range(builder, nv) as loop:
                 t = loop.index
-                total = builder.fadd(_hsum(builder, builder.load(builder.gep(accs, [t]))), builder.load(builder.gep(offs, [t])))
+                total = builder.fadd(hsum(builder, builder.load(builder.gep(accs, [t]))), builder.load(builder.gep(offs, [t])))
                 builder.store(total, builder.gep(rbase, [t]))
             return context.get_dummy_value()
 
@@ -300,7 +200,7 @@ def _idot_multi_intrinsic(kind):
     return dot
 
 
-_imdot_q8_0, _imdot_q4_0, _imdot_q4_1, _imdot_q5_0, _imdot_q5_1 = (_idot_multi_intrinsic(k) for k in ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1"))
+_imdot_q8_0, _imdot_q4_0, _imdot_q4_1, _imdot_q5_0, _imdot_q5_1 = (_idot_multi_intrinsic(k) for k in LAYOUT)
 
 
 @numba.njit(inline="always", **_SER)
@@ -314,7 +214,7 @@ def _decode_row(kind, row, k, buf):
     elif kind == F16:
         r16 = row.view(np.uint16)
         for j in range(k):
-            buf[j] = _f16_bits_to_f32(r16[j])
+            buf[j] = f16_bits_to_f32(r16[j])
     elif kind == Q8_0:
         _deq_q8_0(row, nb, buf)
     elif kind == Q4_0:
@@ -412,13 +312,13 @@ def _linear_body(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8):
             r += 2
         if r < r1:
             _decode_row(kind, w[r], k, buf[0])
-            _dots(buf[0], x, out, r)
+            row_dots(buf[0], x, out, r)
     elif kind == F16:
         for r in range(r0, r1):
             r16 = w[r].view(np.uint16)
             acc = np.float32(0.0)
             for j in range(k):
-                acc += _f16_bits_to_f32(r16[j]) * x[0, j]
+                acc += f16_bits_to_f32(r16[j]) * x[0, j]
             out[0, r] = acc
     elif kind == F32:
         for r in range(r0, r1):
@@ -428,22 +328,7 @@ def _linear_body(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8):
                 acc += r32[j] * x[0, j]
             out[0, r] = acc
     elif int8:
-        xq, xd, xs = xq[0], xd[0], xs[0]
-        if kind == Q8_0:
-            for r in range(r0, r1):
-                out[0, r] = _idot_q8_0(w[r], nb, xq, xd, xs)
-        elif kind == Q4_0:
-            for r in range(r0, r1):
-                out[0, r] = _idot_q4_0(w[r], nb, xq, xd, xs)
-        elif kind == Q4_1:
-            for r in range(r0, r1):
-                out[0, r] = _idot_q4_1(w[r], nb, xq, xd, xs)
-        elif kind == Q5_0:
-            for r in range(r0, r1):
-                out[0, r] = _idot_q5_0(w[r], nb, xq, xd, xs)
-        else:
-            for r in range(r0, r1):
-                out[0, r] = _idot_q5_1(w[r], nb, xq, xd, xs)
+        idot_rows(kind - Q8_0, w, r0, r1, nb, xq, xd, xs, 0, out)
     else:
         x0, s0 = x[0], xs[0]
         if kind == Q8_0:
@@ -530,7 +415,7 @@ def _to_f32(v):
 @overload(_to_f32, inline="always")
 def _to_f32_impl(v):
     if isinstance(v, types.Integer):
-        return lambda v: _f16_bits_to_f32(v)
+        return lambda v: f16_bits_to_f32(v)
     return lambda v: v
 
 

@@ -1,0 +1,219 @@
+"""LLVM IR building blocks for the numba intrinsics of gemv.py and decoder_step.py.
+
+numba does not vectorize per-weight block decoding (its SLP vectorizer cannot reorder the
+stores around the loads, and small integers are promoted to int64, whose conversion to
+float has no AVX2 instruction), so the block dots emit vector IR directly. The pieces they
+share live here once: vector types, loads, float16 conversion, the ggml block layouts and
+their decoders (to float and to int8), horizontal sums and the AVX2 byte dot.
+"""
+from __future__ import annotations
+
+import llvmlite.binding as _llvm
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+I1, I8, I16, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
+F32 = ir.FloatType()
+
+_FEATURES = _llvm.get_host_cpu_features().flatten().split(",")
+# F16C (vcvtph2ps): LLVM lowers `fpext half` to it; without it LLVM would call a runtime
+# helper numba does not link, so those CPUs take the bit-arithmetic conversion.
+HAS_F16C = "+f16c" in _FEATURES
+# AVX2's byte multiply-add (vpmaddubsw, then vpmaddwd) takes a whole block's 32 products
+# in two instructions, where float activations need the weights widened to 32 floats;
+# ggml's own AVX2 dots are these instructions. Without AVX2 the float dots serve.
+HAS_AVX2 = "+avx2" in _FEATURES
+
+
+def vec(t: ir.Type, n: int) -> ir.VectorType:
+    """<n x t>."""
+    return ir.VectorType(t, n)
+
+
+V8F, V32F = vec(F32, 8), vec(F32, 32)
+V32B, V16W, V8I = vec(I8, 32), vec(I16, 16), vec(I32, 8)
+
+
+def splat(builder: ir.IRBuilder, s: ir.Value, n: int) -> ir.Value:
+    """The scalar s broadcast to <n x s.type>."""
+    v = builder.insert_element(ir.Constant(vec(s.type, n), ir.Undefined), s, ir.Constant(I32, 0))
+    return builder.shuffle_vector(v, ir.Constant(vec(s.type, n), ir.Undefined), ir.Constant(vec(I32, n), [0] * n))
+
+
+def ir_f16_to_f32(builder: ir.IRBuilder, h: ir.Value) -> ir.Value:
+    """i16 float16 bits -> float: `fpext half` (F16C), else the branch-free bit arithmetic:
+    the 15 exponent and mantissa bits shifted into float32 position and scaled by 2^112
+    rebias normals and subnormals exactly; exponent 31 (inf/nan) is patched by selects."""
+    if HAS_F16C:
+        return builder.fpext(builder.bitcast(h, ir.HalfType()), F32)
+    h32 = builder.zext(h, I32)
+    em = builder.and_(h32, ir.Constant(I32, 0x7FFF))
+    mag = builder.fmul(builder.bitcast(builder.shl(em, ir.Constant(I32, 13)), F32),
+                       ir.Constant(F32, 5.192296858534828e33))
+    special = builder.select(builder.icmp_unsigned("==", em, ir.Constant(I32, 0x7C00)),
+                             ir.Constant(F32, float("inf")), ir.Constant(F32, float("nan")))
+    mag = builder.select(builder.icmp_unsigned("<", em, ir.Constant(I32, 0x7C00)), mag, special)
+    sign = builder.shl(builder.and_(h32, ir.Constant(I32, 0x8000)), ir.Constant(I32, 16))
+    return builder.bitcast(builder.or_(builder.bitcast(mag, I32), sign), F32)
+
+
+@intrinsic
+def f16_bits_to_f32(typingctx, h):
+    """float16 bits (an integer; its low 16 bits) -> float32; vectorizes in loops (F16C)."""
+    if not isinstance(h, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        v = builder.trunc(v, I16) if v.type.width > 16 else builder.zext(v, I16) if v.type.width < 16 else v
+        return ir_f16_to_f32(builder, v)
+
+    return types.float32(h), codegen
+
+
+def elem_ptr(context, builder: ir.IRBuilder, aryty, ary, idx: ir.Value) -> ir.Value:
+    """i8* / float* to ary[idx] of a contiguous array."""
+    data = context.make_array(aryty)(context, builder, ary).data
+    return builder.gep(data, [idx])
+
+
+def load(builder: ir.IRBuilder, ptr: ir.Value, offset, ty: ir.Type) -> ir.Value:
+    """Unaligned load of a ty at byte `offset` (an int or i64 value) from the i8* ptr."""
+    off = ir.Constant(I64, offset) if isinstance(offset, int) else offset
+    return builder.load(builder.bitcast(builder.gep(ptr, [off]), ty.as_pointer()), align=1)
+
+
+# ggml block layouts: bytes per block, offset of m (the "_1" types), of qh (Q5), of qs.
+LAYOUT = {
+    "q8_0": (34, None, None, 2),
+    "q4_0": (18, None, None, 2),
+    "q4_1": (20, 2, None, 4),
+    "q5_0": (22, None, 2, 6),
+    "q5_1": (24, 2, 4, 8),
+}
+
+OFFSET = {"q4_0": 8.0, "q5_0": 16.0}  # the "_0" types' w = d*(q - offset)
+
+
+def _scales(builder: ir.IRBuilder, kind: str, blk: ir.Value):
+    """The block's float scale d and, for the "_1" types, its float m (else None)."""
+    moff = LAYOUT[kind][1]
+    d = ir_f16_to_f32(builder, load(builder, blk, 0, I16))
+    return d, None if moff is None else ir_f16_to_f32(builder, load(builder, blk, moff, I16))
+
+
+def _fifth_bits(builder: ir.IRBuilder, q: ir.Value, blk: ir.Value, hoff: int) -> ir.Value:
+    """Q5: the 32 fifth bits at qh ORed into the nibbles q (<32 x i8>) as 16: each qh byte
+    broadcast to its 8 lanes and mask-compared."""
+    qh = load(builder, blk, hoff, vec(I8, 4))
+    b32 = builder.shuffle_vector(qh, qh, ir.Constant(vec(I32, 32), [j // 8 for j in range(32)]))
+    bit = builder.and_(b32, ir.Constant(V32B, [1 << (j % 8) for j in range(32)]))
+    set_ = builder.icmp_unsigned("!=", bit, ir.Constant(V32B, [0] * 32))
+    return builder.or_(q, builder.select(set_, ir.Constant(V32B, [16] * 32), ir.Constant(V32B, [0] * 32)))
+
+
+def _nibbles(builder: ir.IRBuilder, blk: ir.Value, qoff: int) -> ir.Value:
+    """The 16 bytes at qoff as 32 nibbles <32 x i8>: the low ones, then the high ones."""
+    v16 = vec(I8, 16)
+    qs = load(builder, blk, qoff, v16)
+    lo = builder.and_(qs, ir.Constant(v16, [15] * 16))
+    hi = builder.lshr(qs, ir.Constant(v16, [4] * 16))
+    return builder.shuffle_vector(lo, hi, ir.Constant(vec(I32, 32), list(range(32))))
+
+
+def emit_block(builder: ir.IRBuilder, kind: str, blk: ir.Value):
+    """One ggml block at i8* blk -> (<32 x float> q, exact small integers without the "_0"
+    types' offset, the float scale d, the float m of the "_1" types or None).
+
+    Q4 bytes are converted to float once and split in float (hi = floor(b/16), lo = b -
+    16*hi, all exact): fewer instructions than widening 32 nibbles. Q5 nibbles and fifth
+    bits are assembled as <32 x i8> and widened once."""
+    _, _, hoff, qoff = LAYOUT[kind]
+    d, m = _scales(builder, kind, blk)
+    if kind == "q8_0":
+        return builder.sitofp(load(builder, blk, qoff, V32B), V32F), d, m
+    if hoff is None:
+        f16v = vec(F32, 16)
+        byte = builder.uitofp(load(builder, blk, qoff, vec(I8, 16)), f16v)
+        floor = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f16v, [f16v]), "llvm.floor.v16f32")
+        hi = builder.call(floor, [builder.fmul(byte, ir.Constant(f16v, [0.0625] * 16))])
+        lo = builder.fsub(byte, builder.fmul(hi, ir.Constant(f16v, [16.0] * 16)))
+        return builder.shuffle_vector(lo, hi, ir.Constant(vec(I32, 32), list(range(32)))), d, m
+    q = _fifth_bits(builder, _nibbles(builder, blk, qoff), blk, hoff)
+    return builder.uitofp(q, V32F), d, m
+
+
+def emit_block_i8(builder: ir.IRBuilder, kind: str, blk: ir.Value):
+    """One ggml block at i8* blk -> (<32 x i8> q, d, m or None, signed): q - offset for
+    the "_0" types and Q8_0 (signed), the plain q of the "_1" types (unsigned)."""
+    _, _, hoff, qoff = LAYOUT[kind]
+    d, m = _scales(builder, kind, blk)
+    if kind == "q8_0":
+        return load(builder, blk, qoff, V32B), d, m, True
+    q = _nibbles(builder, blk, qoff)
+    if hoff is not None:
+        q = _fifth_bits(builder, q, blk, hoff)
+    if kind in OFFSET:
+        return builder.sub(q, ir.Constant(V32B, [int(OFFSET[kind])] * 32)), d, m, True
+    return q, d, m, False
+
+
+def hsum(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    """Horizontal sum of a float vector (a shuffle tree)."""
+    n = v.type.count
+    while n > 1:
+        n //= 2
+        a = builder.shuffle_vector(v, v, ir.Constant(vec(I32, n), list(range(n))))
+        b = builder.shuffle_vector(v, v, ir.Constant(vec(I32, n), list(range(n, 2 * n))))
+        v = builder.fadd(a, b)
+    return builder.extract_element(v, ir.Constant(I32, 0))
+
+
+def hadd(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
+    """vhaddps on <8 x float>: [a0+a1, a2+a3, b0+b1, b2+b3, a4+a5, a6+a7, b4+b5, b6+b7]."""
+    ev = ir.Constant(vec(I32, 8), [0, 2, 8, 10, 4, 6, 12, 14])
+    od = ir.Constant(vec(I32, 8), [1, 3, 9, 11, 5, 7, 13, 15])
+    return builder.fadd(builder.shuffle_vector(a, b, ev), builder.shuffle_vector(a, b, od))
+
+
+def fma8(builder: ir.IRBuilder, a: ir.Value, b: ir.Value, c: ir.Value) -> ir.Value:
+    """a*b + c on <8 x float>, one rounding (llvm.fma)."""
+    f = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V8F, [V8F] * 3), "llvm.fma.v8f32")
+    return builder.call(f, [a, b, c])
+
+
+def fma1(builder: ir.IRBuilder, a: ir.Value, b: ir.Value, c: ir.Value) -> ir.Value:
+    """a*b + c on floats, one rounding (llvm.fma)."""
+    f = cgutils.get_or_insert_function(builder.module, ir.FunctionType(F32, [F32] * 3), "llvm.fma.f32")
+    return builder.call(f, [a, b, c])
+
+
+def sign_split(builder: ir.IRBuilder, q: ir.Value, signed: bool):
+    """<32 x i8> weights -> (|q|, the lanes where q < 0, or None for unsigned q): vpmaddubsw
+    takes unsigned × signed bytes, so a signed weight enters as |w| times x with w's sign
+    (ggml's mul_sum_i8_pairs). Split once per block when several activations share it."""
+    if not signed:
+        return q, None
+    neg = builder.icmp_signed("<", q, ir.Constant(V32B, [0] * 32))
+    absb = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V32B, [V32B, I1]), "llvm.abs.v32i8")
+    return builder.call(absb, [q, ir.Constant(I1, 0)]), neg
+
+
+def byte_dot(builder: ir.IRBuilder, qabs: ir.Value, neg, y: ir.Value) -> ir.Value:
+    """The 32 products of a block's weights (`sign_split`'s |q| and sign lanes) and int8
+    activations y (<32 x i8>) summed exactly into <8 x i32>, lane m = products 4m..4m+3
+    (vpmaddubsw, then vpmaddwd by ones)."""
+    mod = builder.module
+    maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(V16W, [V32B, V32B]), "llvm.x86.avx2.pmadd.ub.sw")
+    maddwd = cgutils.get_or_insert_function(mod, ir.FunctionType(V8I, [V16W, V16W]), "llvm.x86.avx2.pmadd.wd")
+    if neg is not None:
+        zero = ir.Constant(V32B, [0] * 32)
+        y = builder.select(neg, builder.sub(zero, y), y)
+    return builder.call(maddwd, [builder.call(maddubs, [qabs, y]), ir.Constant(V16W, [1] * 16)])
+
+
+def load_v32b(builder: ir.IRBuilder, base: ir.Value, idx: ir.Value) -> ir.Value:
+    """Unaligned <32 x i8> at element idx of the int8 pointer base."""
+    return builder.load(builder.bitcast(builder.gep(base, [idx]), V32B.as_pointer()), align=1)
