@@ -5,6 +5,8 @@ or a pulled model such as `base`), a CTranslate2 directory, or a whisper.cpp ggm
 """
 from __future__ import annotations
 
+import hashlib
+
 import os
 import sys
 import time
@@ -126,15 +128,22 @@ def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str) -> WhisperChe
     return replace(ckpt, weights=out)
 
 
+def _source_digest() -> str:
+    """Digest of the package's sources: kernels change between commits of one version
+    number, and each change recompiles them."""
+    h = hashlib.sha1()
+    for f in sorted(Path(__file__).parent.rglob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _warm_up(model: Whisper, compute_type: str) -> None:
     """Compile the kernels this model uses once, with a notice, instead of silently stalling
     the first window. numba caches them on disk, so a marker per version and compute type
     (weights types decide which kernels run) records that the cache is warm."""
     import numba
 
-    from whisperlite import __version__
-
-    marker = Path(_env.CACHE_DIR) / "numba" / f".warm-{__version__}-{numba.__version__}-{compute_type}"
+    marker = Path(_env.CACHE_DIR) / "numba" / f".warm-{_source_digest()}-{numba.__version__}-{compute_type}"
     if marker.exists():
         return
     sys.stderr.write("whisperlite: compiling kernels for first use (cached afterwards)…\n")
