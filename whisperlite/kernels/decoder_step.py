@@ -41,7 +41,7 @@ from whisperlite.kernels.llvm_ir import HAS_AVX2  # noqa: F401 (callers choose i
 from whisperlite.kernels.llvm_ir import (
     I32, I64, LAYOUT, OFFSET, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32, fma1,
     fma8, hsum, load_v32b, sign_split, splat, vec)
-from whisperlite.kernels.ops import _gelu, expf
+from whisperlite.kernels.ops import _gelu, exp_shifted_row
 from whisperlite.kernels.quant import QK
 from whisperlite.kernels.tensor import QTensor, Weight
 
@@ -422,7 +422,8 @@ def _to_f32_impl(v):
 @numba.njit(inline="always", **_SER)
 def _self_attention(qkv, kc, vc, pos, n_head, scores, out):
     """qkv (B, 3d) this token's query | key | value rows; kc, vc (≥B, n_ctx, d) the layer's
-    cache, rows 0 … pos-1 filled: writes row pos, then out (B, d) = causal attention."""
+    cache, rows 0 … pos-1 filled: writes row pos, then out (B, d) = causal attention;
+    scores (·, > pos) scratch, row 0 used."""
     n, d3 = qkv.shape
     d = d3 // 3
     hd = d // n_head
@@ -433,24 +434,16 @@ def _self_attention(qkv, kc, vc, pos, n_head, scores, out):
             vc[b, pos, c] = qkv[b, 2 * d + c]
         for h in range(n_head):
             o = h * hd
-            m = np.float32(-np.inf)
             for t in range(pos + 1):
                 acc = np.float32(0.0)
                 for c in range(hd):
                     acc += qkv[b, o + c] * kc[b, t, o + c]
-                acc *= scale
-                scores[t] = acc
-                m = max(m, acc)
-            total = np.float32(0.0)
-            for t in range(pos + 1):
-                e = expf(scores[t] - m)
-                scores[t] = e
-                total += e
-            inv = np.float32(1.0) / total
+                scores[0, t] = acc * scale
+            inv = np.float32(1.0) / exp_shifted_row(scores, 0, pos + 1)
             for c in range(hd):
                 out[b, o + c] = np.float32(0.0)
             for t in range(pos + 1):
-                p = scores[t] * inv
+                p = scores[0, t] * inv
                 for c in range(hd):
                     out[b, o + c] += p * vc[b, t, o + c]
 
@@ -471,15 +464,7 @@ def _cross_attention(q, k, v, scores, out):
                     acc += q[b, o + c] * _to_f32(k[h, t, c])
                 scores[b, t] = acc * scale
         for b in range(n):
-            m = np.float32(-np.inf)
-            for t in range(na):
-                m = max(m, scores[b, t])
-            total = np.float32(0.0)
-            for t in range(na):
-                e = expf(scores[b, t] - m)
-                scores[b, t] = e
-                total += e
-            inv = np.float32(1.0) / total
+            inv = np.float32(1.0) / exp_shifted_row(scores, b, na)
             for t in range(na):
                 scores[b, t] *= inv
             for c in range(hd):
@@ -533,7 +518,7 @@ def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
         for b in range(n):
             for j in range(3 * d):
                 qkv[b, j] += b_qkv[li, j]
-        _self_attention(qkv, k_self[li], v_self[li], pos, n_head, scores[0], att)
+        _self_attention(qkv, k_self[li], v_self[li], pos, n_head, scores, att)
         _product(kinds[1], w_out[li], att, xq, xd, xs, buf, y, int8)
         _add_bias(y, b_out[li], x)
 

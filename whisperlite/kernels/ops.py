@@ -93,7 +93,8 @@ def _bias_gelu_body(x, b):
 
 
 @numba.njit(inline="always", fastmath=_FAST, cache=True)
-def _layer_norm_row(x, i, g, b, eps, out):
+def layer_norm_row(x, i, g, b, eps, out):
+    """out[i] = LayerNorm of x[i] (statistics in float64, one rounding to out's type)."""
     d = x.shape[1]
     s = 0.0
     for j in range(d):
@@ -112,14 +113,14 @@ def _layer_norm_body(x, g, b, eps):
     """LayerNorm over the last axis: x (n, d) -> new (n, d); statistics in float64."""
     out = np.empty_like(x)
     for i in prange(x.shape[0]):
-        _layer_norm_row(x, i, g, b, eps, out)
+        layer_norm_row(x, i, g, b, eps, out)
     return out
 
 
 def _layer_norm_into_body(x, g, b, eps, out):
     """LayerNorm of x (n, d) written into a preallocated out (n, d) -> out."""
     for i in prange(x.shape[0]):
-        _layer_norm_row(x, i, g, b, eps, out)
+        layer_norm_row(x, i, g, b, eps, out)
     return out
 
 
@@ -137,19 +138,26 @@ def _rms_norm_body(x, g, eps):
     return out
 
 
+@numba.njit(inline="always", fastmath=_FAST, cache=True)
+def exp_shifted_row(x, i, d):
+    """In place x[i, :d] = exp(x[i, :d] - max(x[i, :d])) -> their float32 sum: a softmax
+    row before its division (the softmax kernels here and the decoder step's attention)."""
+    m = x[i, 0]
+    for j in range(d):
+        m = max(m, x[i, j])
+    s = np.float32(0.0)
+    for j in range(d):
+        e = expf(x[i, j] - m)
+        x[i, j] = e
+        s += e
+    return s
+
+
 def _softmax_body(x):
     """In place softmax over the last axis: x (n, d) -> x."""
     n, d = x.shape
     for i in prange(n):
-        m = x[i, 0]
-        for j in range(d):
-            m = max(m, x[i, j])
-        s = np.float32(0.0)
-        for j in range(d):
-            e = expf(x[i, j] - m)
-            x[i, j] = e
-            s += e
-        inv = np.float32(1.0) / s
+        inv = np.float32(1.0) / exp_shifted_row(x, i, d)
         for j in range(d):
             x[i, j] *= inv
     return x
@@ -211,15 +219,7 @@ def _softmax_unnormalized_body(x, sums):
     (n, head_dim) output instead of the (n, d) probabilities."""
     n, d = x.shape
     for i in prange(n):
-        m = x[i, 0]
-        for j in range(d):
-            m = max(m, x[i, j])
-        s = np.float32(0.0)
-        for j in range(d):
-            e = expf(x[i, j] - m)
-            x[i, j] = e
-            s += e
-        sums[i] = s
+        sums[i] = exp_shifted_row(x, i, d)
     return x
 
 
