@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -24,7 +24,7 @@ from whisperlite.kernels import ops
 from whisperlite.kernels.quant import dequantize_rows
 from whisperlite.kernels.threads import get_threads, run_parallel
 from whisperlite.models.checkpoint import WhisperCheckpoint
-from whisperlite.models.whisper_blocks import LN_EPS, Norm, load_block
+from whisperlite.models.whisper_blocks import LN_EPS, Block, Norm, load_block
 
 # Chunks per thread and phase. Measured on tiny.en (AVX2, OpenBLAS, 1500 positions): 1
 # thread ran fastest with chunks of 750 rows (the scores and MLP activations of a chunk
@@ -34,29 +34,16 @@ from whisperlite.models.whisper_blocks import LN_EPS, Norm, load_block
 CHUNKS_PER_THREAD = 2
 
 
-@dataclass
-class _Layer:
-    attn_ln: Norm
-    qkv: Weight  # (3d, d) query | key | value rows
-    q_b: np.ndarray  # query bias; the key has none, the value's is folded into out_b
-    out: Weight
-    out_b: np.ndarray
-    mlp_ln: Norm
-    fc1: Weight
-    fc1_b: np.ndarray
-    fc2: Weight
-    fc2_b: np.ndarray
-
-
-def _layer(block, d: int) -> _Layer:
+def _layer(block: Block, d: int) -> Block:
+    """The block as the encoder runs it: qkv_b only the query's bias (d,) (the key has
+    none), the value's folded into out_b."""
     # Softmax rows sum to 1, so the value bias passes through attention unchanged and
     # reaches the output projection as a constant: out(a + b_v) = out(a) + W_out b_v.
     w_out = block.out.dequantize() if isinstance(block.out, QTensor) else block.out
     v_b = block.qkv_b[2 * d :].astype(np.float64)
     out_b = (block.out_b.astype(np.float64) + w_out.astype(np.float64) @ v_b).astype(np.float32)
-    return _Layer(block.attn_ln, block.qkv, np.ascontiguousarray(block.qkv_b[:d]), block.out, out_b,
-                  block.mlp_ln, block.fc1, np.asarray(block.fc1_b, np.float32), block.fc2,
-                  np.asarray(block.fc2_b, np.float32))
+    return replace(block, qkv_b=np.ascontiguousarray(block.qkv_b[:d]), out_b=out_b,
+                   fc1_b=np.asarray(block.fc1_b, np.float32), fc2_b=np.asarray(block.fc2_b, np.float32))
 
 
 class _Workspace:
@@ -148,12 +135,12 @@ class AudioEncoder:
 
         run_parallel(worker, ws.threads)
 
-    def _qkv(self, ws: _Workspace, layer: _Layer, wqkv: np.ndarray, qkv: np.ndarray, s: dict, a: int, b: int) -> None:
+    def _qkv(self, ws: _Workspace, layer: Block, wqkv: np.ndarray, qkv: np.ndarray, s: dict, a: int, b: int) -> None:
         """The layer's attention input for rows [a, b): query (biased, scaled) | key | value."""
         h = s["h"][: b - a]
         ops.layer_norm_into.serial(ws.x[a:b], layer.attn_ln.g, layer.attn_ln.b, LN_EPS, h)
         np.matmul(h, wqkv, out=qkv[a:b])
-        ops.bias_scale_.serial(qkv[a:b], layer.q_b, self.scale)
+        ops.bias_scale_.serial(qkv[a:b], layer.qkv_b, self.scale)
 
     def _attention(self, qkv: np.ndarray, s: dict, a: int, b: int) -> np.ndarray:
         """Self-attention of query rows [a, b) over all positions, one head at a time -> (b-a, d)."""
