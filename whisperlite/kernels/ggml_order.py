@@ -131,22 +131,22 @@ def _reduce16(s):
 
 
 @numba.njit(inline="always", cache=True)
+def _halves8(s):
+    """s[0:4] + s[4:8] lane by lane: the first step of both 8-lane reductions below."""
+    return _f32(s[0] + s[4]), _f32(s[1] + s[5]), _f32(s[2] + s[6]), _f32(s[3] + s[7])
+
+
+@numba.njit(inline="always", cache=True)
 def _hsum8(s):
     """llamafile's hsum(__m256) and ggml's AVX2 softmax sum: halves, then movehl/movehdup."""
-    t0 = _f32(s[0] + s[4])
-    t1 = _f32(s[1] + s[5])
-    t2 = _f32(s[2] + s[6])
-    t3 = _f32(s[3] + s[7])
+    t0, t1, t2, t3 = _halves8(s)
     return _f32(_f32(t0 + t2) + _f32(t1 + t3))
 
 
 @numba.njit(inline="always", cache=True)
 def _hadd8(s):
     """GGML_F32x8_REDUCE's last step: halves, then two _mm_hadd_ps (adjacent pairs)."""
-    t0 = _f32(s[0] + s[4])
-    t1 = _f32(s[1] + s[5])
-    t2 = _f32(s[2] + s[6])
-    t3 = _f32(s[3] + s[7])
+    t0, t1, t2, t3 = _halves8(s)
     return _f32(_f32(t0 + t1) + _f32(t2 + t3))
 
 
