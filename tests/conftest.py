@@ -14,7 +14,7 @@ JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you
 # tests judge transcripts as the benchmark does.
 sys.path.insert(0, str(ROOT / "scripts"))
 from bench_transcribe import normalize  # noqa: F401
-from bench_transcribe import wer as edit_rate
+from bench_transcribe import wer as edit_rate  # noqa: F401
 
 
 def run_cli(*args: str, cwd: str | os.PathLike | None = None, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -70,6 +70,7 @@ def _chars(text: str) -> list[str]:
 ])
 def test_detects_real_speech_language(base_model, name, language, min_prob, max_cer):
     from conftest import FIXTURES, edit_rate
+
     from whisperlite.chinese import convert_text
 
     segments, info = base_model.transcribe(str(FIXTURES / name), beam_size=1)
