@@ -10,8 +10,8 @@ to split over threads (waking numba's pool costs ~0.1-0.3 ms on this VM, more th
 layer product).
 
 Every weight matrix is a uint8 view (rows, bytes per row) plus a kind code, so one compiled
-kernel serves float32, float16 and the ggml block types; the block decoders are gemv.py's
-(LLVM vector IR). Float16/float32 rows: one fused convert-and-dot per row for one sequence;
+kernel serves float32, float16 and the ggml block types; the block decoders are llvm_ir.py's
+(LLVM vector IR, shared with gemv.py). Float16/float32 rows: one fused convert-and-dot per row for one sequence;
 for several (beam search) rows are converted in pairs into L1-resident float32 rows and
 dotted with every sequence, so a beam of 5 does not convert the weights 5 times. Block
 types: with `int8` (the default on AVX2) activations are quantized per 32 values as ggml's
@@ -24,8 +24,6 @@ per-token read after the weights (1500 audio positions x d per layer, keys and v
 18 MB per token for tiny in float32), and both are read row by row, once for all B.
 """
 from __future__ import annotations
-
-import math
 
 import numba
 import numpy as np
@@ -41,7 +39,7 @@ from whisperlite.kernels.llvm_ir import HAS_AVX2  # noqa: F401 (callers choose i
 from whisperlite.kernels.llvm_ir import (
     I32, I64, LAYOUT, OFFSET, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32, fma1,
     fma8, hsum, load_v32b, sign_split, splat, vec)
-from whisperlite.kernels.ops import _gelu, exp_shifted_row
+from whisperlite.kernels.ops import _gelu, exp_shifted_row, layer_norm_row
 from whisperlite.kernels.quant import QK
 from whisperlite.kernels.tensor import QTensor, Weight
 
@@ -392,20 +390,9 @@ def _product(kind, w, x, xqf, xdf, xsf, buf, out, int8):
 
 @numba.njit(inline="always", **_SER)
 def _layer_norm(x, g, b, out):
-    """LayerNorm of each row of x (B, d) -> out; statistics in float64 (as ops.layer_norm)."""
-    n, d = x.shape
-    for i in range(n):
-        s = 0.0
-        for j in range(d):
-            s += x[i, j]
-        mean = s / d
-        v = 0.0
-        for j in range(d):
-            t = x[i, j] - mean
-            v += t * t
-        inv = 1.0 / math.sqrt(v / d + 1e-5)
-        for j in range(d):
-            out[i, j] = np.float32((x[i, j] - mean) * inv) * g[j] + b[j]
+    """LayerNorm of each row of x (B, d) -> out, as ops.layer_norm (Whisper's eps 1e-5)."""
+    for i in range(x.shape[0]):
+        layer_norm_row(x, i, g, b, 1e-5, out)
 
 
 def _to_f32(v):

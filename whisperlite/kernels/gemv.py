@@ -15,7 +15,7 @@ allocating its scratch once). Per weight row:
   rows, pre-scaled per block (x*xd: exact for 8-bit integers times a float16), four rows
   per pass over buf; each term is then the exact d_w*d_x*q_w*q_x rounded once.
 
-The decoding is explicit SIMD: numba intrinsics emitting LLVM vector IR (Q4: 16 bytes
+The decoding is explicit SIMD: numba intrinsics emitting LLVM vector IR (llvm_ir.py; Q4: 16 bytes
 converted to float once and split as hi = floor(b/16), lo = b - 16*hi; Q5: nibbles and
 the 32 fifth bits assembled as <32 x i8>, each qh byte broadcast to its 8 lanes and
 mask-compared, then widened once), because LLVM does not vectorize the same code written

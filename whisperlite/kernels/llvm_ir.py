@@ -5,6 +5,10 @@ stores around the loads, and small integers are promoted to int64, whose convers
 float has no AVX2 instruction), so the block dots emit vector IR directly. The pieces they
 share live here once: vector types, loads, float16 conversion, the ggml block layouts and
 their decoders (to float and to int8), horizontal sums and the AVX2 byte dot.
+
+numba's on-disk cache is keyed on the file that defines each compiled function, not on
+this one: after editing this module, touch gemv.py and decoder_step.py (or delete their
+__pycache__) so that their kernels recompile.
 """
 from __future__ import annotations
 
