@@ -1,0 +1,30 @@
+"""Compute types: which decoder matrices each one holds quantized."""
+from gguf import GGMLQuantizationType as QType
+
+from whisperlite import loader
+from whisperlite.kernels import QTensor
+from whisperlite.models.whisper import Whisper
+
+
+def _qtype(w):
+    return QType(w.qtype) if isinstance(w, QTensor) else None
+
+
+def test_auto_quantizes_only_the_vocabulary_projection():
+    stored = loader.read_checkpoint(loader.resolve("tiny.en"))
+    auto = loader.apply_compute_type(stored, "auto")
+    assert _qtype(auto.weights[loader.EMBEDDING]) == QType.Q8_0
+    for key, w in auto.weights.items():
+        if key != loader.EMBEDDING:
+            assert w is stored.weights[key], key  # layers exactly as stored, not copied
+    # the fused step takes the mixed types (float16 layers, Q8_0 vocabulary)
+    assert Whisper(auto).decoder.step_weights is not None
+
+
+def test_q8_0_and_f32():
+    stored = loader.read_checkpoint(loader.resolve("tiny.en"))
+    q8 = loader.apply_compute_type(stored, "q8_0")
+    assert _qtype(q8.weights["decoder.blocks.0.mlp.0.weight"]) == QType.Q8_0
+    assert _qtype(q8.weights["encoder.blocks.0.mlp.0.weight"]) != QType.Q8_0  # the encoder stays float
+    f32 = loader.apply_compute_type(stored, "f32")
+    assert not any(isinstance(w, QTensor) for w in f32.weights.values())
