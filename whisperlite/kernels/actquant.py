@@ -14,12 +14,10 @@ holds products 4m..4m+3), so outputs equal ggml's bit for bit (tests/test_llama.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 from gguf import GGMLQuantizationType as QType
-from numba import prange
 
-from whisperlite.kernels.quant import QK, f16_to_f32, f32_to_f16
+from whisperlite.kernels.quant import QK, quantize_rows_q8, quantize_rows_q8_serial
 
 # weight type -> the activation type ggml's CPU backend pairs it with (its vec_dot_type)
 ACTIVATION_TYPE = {
@@ -32,31 +30,6 @@ ACTIVATION_TYPE = {
 
 # Below this many values the quantizer runs on the calling thread (one decoding row).
 PARALLEL_MIN = 16384
-
-
-def _quantize_body(x, q8_1, q, d, s):
-    """ggml's quantize_row_q8_0 / q8_1 (x86): per 32-block amax, d = amax/127 (stored as
-    float16), q = round-half-even(x * 127/amax) (kept as float32 integers), s = f16(d*sum q)
-    for Q8_1, the exact integer sum(q) for Q8_0."""
-    n, k = x.shape
-    for t in prange(n):
-        for b in range(k // QK):
-            amax = np.float32(0.0)
-            for j in range(QK):
-                amax = max(amax, abs(x[t, b * QK + j]))
-            dd = amax / np.float32(127.0)
-            inv = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
-            qsum = 0
-            for j in range(QK):
-                v = np.int32(np.rint(x[t, b * QK + j] * inv))
-                q[t, b * QK + j] = v
-                qsum += v
-            d[t, b] = f16_to_f32(f32_to_f16(dd))
-            s[t, b] = f16_to_f32(f32_to_f16(dd * np.float32(qsum))) if q8_1 else np.float32(qsum)
-
-
-_quantize_par = numba.njit(parallel=True, cache=True)(_quantize_body)
-_quantize_seq = numba.njit(nogil=True, cache=True)(_quantize_body)
 
 
 def quantize_activations(x: np.ndarray, weight_qtype: QType, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,6 +45,6 @@ def quantize_activations(x: np.ndarray, weight_qtype: QType, dtype: type = np.fl
     q = np.empty((n, k), dtype)
     d = np.empty((n, k // QK), np.float32)
     s = np.empty_like(d)
-    run = _quantize_par if x.size >= PARALLEL_MIN else _quantize_seq
+    run = quantize_rows_q8 if x.size >= PARALLEL_MIN else quantize_rows_q8_serial
     run(x, ACTIVATION_TYPE[QType(weight_qtype)] == QType.Q8_1, q, d, s)
     return q, d, s

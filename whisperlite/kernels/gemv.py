@@ -42,7 +42,7 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from whisperlite.kernels.actquant import _quantize_seq
+from whisperlite.kernels.quant import quantize_rows_q8_serial
 from whisperlite.kernels.llvm_ir import HAS_AVX2  # noqa: F401 (callers choose gemv_i8 by it)
 from whisperlite.kernels.llvm_ir import (
     F32, I8, I32, I64, LAYOUT, OFFSET, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32,
@@ -473,7 +473,7 @@ def _gemv_i8_f32(kind, q8_1, parallel, x, w, out):
     xq = np.empty((n, k), np.int8)
     xd = np.empty((n, k // QK), np.float32)
     xs = np.empty((n, k // QK), np.float32)
-    _quantize_seq(x, q8_1, xq, xd, xs)
+    quantize_rows_q8_serial(x, q8_1, xq, xd, xs)
     if parallel:
         _gemv_i8_par(kind, xq, xd, xs, w, out)
     else:

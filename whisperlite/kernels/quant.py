@@ -271,15 +271,12 @@ def _quantize_q5_1(x, out, overflow):
                 row[o + 4 + i] = np.uint8((qh >> (8 * i)) & 0xFF)
 
 
-@numba.njit(parallel=True, cache=True)
-def quantize_rows_q8(x, d, s, q):
-    """Activations as ggml's x86 CPU backend quantizes them for its integer dot products.
-
-    x (n, k) float32 -> d (n, k//32) and s (n, k//32) float32 (values exactly representable in
-    float16, i.e. already rounded through f16), q (n, k) int8. Per block: amax = max|x|,
-    d = amax/127, q = round-half-even(x * (127/amax)), s = d * sum(q) (d before f16 rounding).
-    s serves Q8_1; Q8_0 simply ignores it.
-    """
+def _quantize_rows_q8_body(x, q8_1, q, d, s):
+    """Activations as ggml's x86 CPU backend quantizes them for its integer dot products
+    (quantize_row_q8_0 / q8_1): x (n, k) float32 -> q (n, k) integers (int8, or float32
+    holding them), d (n, k//32) the block scale rounded through float16, s (n, k//32).
+    Per block: amax = max|x|, d = amax/127, q = round-half-even(x * (127/amax));
+    s = f16(d * sum q) for Q8_1 (d before its f16 rounding), the exact integer sum(q) for Q8_0."""
     n, k = x.shape
     for t in prange(n):
         for b in range(k // QK):
@@ -294,7 +291,11 @@ def quantize_rows_q8(x, d, s, q):
                 q[t, b * QK + j] = v
                 qsum += v
             d[t, b] = f16_to_f32(f32_to_f16(dd))
-            s[t, b] = f16_to_f32(f32_to_f16(dd * np.float32(qsum)))
+            s[t, b] = f16_to_f32(f32_to_f16(dd * np.float32(qsum))) if q8_1 else np.float32(qsum)
+
+
+quantize_rows_q8 = numba.njit(parallel=True, cache=True)(_quantize_rows_q8_body)
+quantize_rows_q8_serial = numba.njit(nogil=True, cache=True)(_quantize_rows_q8_body)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -520,7 +521,7 @@ def quantize(x: np.ndarray, qtype: QType) -> np.ndarray:
         d = np.empty((rows, cols // QK), np.float32)
         s = np.empty_like(d)
         q = np.empty((rows, cols), np.int8)
-        quantize_rows_q8(x, d, s, q)
+        quantize_rows_q8(x, True, q, d, s)
         if np.isinf(s).any():
             raise QuantizationError("Q8_1 block sums overflow the float16 range")
         out = np.empty((rows, bytes_per_row(qtype, cols)), np.uint8)
