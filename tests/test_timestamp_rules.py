@@ -4,6 +4,7 @@ import pytest
 
 from whisperlite.decoding import TimestampRules, compression_ratio
 from whisperlite.loader import embedded_model_dir
+from whisperlite.logits import row_logsumexp
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 
 TB = 50363
@@ -61,3 +62,17 @@ def test_timestamp_forced_when_timestamps_outweigh_text(tok):
 def test_compression_ratio_flags_loops():
     assert compression_ratio("ask not what your country can do for you " * 20) > 2.4
     assert compression_ratio("And so my fellow Americans, ask not what your country can do for you.") < 2.4
+
+
+def test_row_logsumexp_matches_float64_reference():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((4, 51864)) * 4).astype(np.float32)
+    x[1, :100] = -np.inf  # suppressed tokens
+    x[2, :] = -np.inf  # nothing allowed: log(0)
+    x[3, ::7] = -np.inf
+    got = row_logsumexp(x)
+    finite = [0, 1, 3]
+    m = x[finite].max(axis=-1, keepdims=True).astype(np.float64)
+    ref = (m + np.log(np.exp(x[finite].astype(np.float64) - m).sum(axis=-1, keepdims=True)))[:, 0]
+    np.testing.assert_allclose(got[finite], ref, rtol=1e-6)
+    assert got[2] == -np.inf

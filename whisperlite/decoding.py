@@ -322,13 +322,12 @@ class WindowDecoder:
         tokens = np.empty((batch, sample_begin + sample_len), np.int64)
         tokens[:, :sample_begin] = init
         n = sample_begin
-        scratch = np.empty((batch, dims.n_vocab), np.float32)  # for the row log-sum-exp
         for _ in range(sample_len):
             mark = profile.start()
             seq = tokens[:, :n]
             for f in filters:
                 f.apply(logits, seq)
-            rows, nxt = strategy.step(seq, logits, row_logsumexp(logits, scratch))
+            rows, nxt = strategy.step(seq, logits, row_logsumexp(logits))
             if rows is not None:
                 cache.reorder(rows)
                 tokens[:, :n] = seq[rows]
