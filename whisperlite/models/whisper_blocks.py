@@ -1,5 +1,5 @@
-"""Whisper's transformer pieces shared by encoder and decoder: layer norm, the pre-LN block's
-weights (attention and MLP), and attention over pre-transposed keys."""
+"""Whisper's transformer pieces shared by encoder and decoder: layer norm and the pre-LN
+block's weights (attention and MLP)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +9,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as QType
 
 from whisperlite.kernels import QTensor, Weight, linear
-from whisperlite.kernels.ops import bias_gelu_, layer_norm, softmax_
+from whisperlite.kernels.ops import bias_gelu_, layer_norm
 
 LN_EPS = 1e-5
 
@@ -98,26 +98,3 @@ def split_heads(x: np.ndarray, n_head: int) -> np.ndarray:
     """(n, h*64) -> (h, n, 64)"""
     n, d = x.shape
     return x.reshape(n, n_head, d // n_head).transpose(1, 0, 2)
-
-
-def merge_heads(x: np.ndarray) -> np.ndarray:
-    """(h, n, 64) -> (n, h*64), contiguous"""
-    h, n, k = x.shape
-    return np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(n, h * k)
-
-
-def attention(q: np.ndarray, kt: np.ndarray, v: np.ndarray, mask_offset: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """q (..., n, dk), kt (..., dk, t) keys already transposed, v (..., t, dk)
-    -> out (..., n, dk), weights (..., n, t).
-
-    With `mask_offset`, query i sits at absolute position mask_offset + i and may only see
-    keys at positions ≤ its own (causal).
-    """
-    n, dk = q.shape[-2:]
-    t = kt.shape[-1]
-    scores = np.matmul(q * np.float32(dk**-0.5), kt)
-    if mask_offset is not None and n > 1:
-        pos = mask_offset + np.arange(n)[:, None]
-        scores[..., np.arange(t)[None, :] > pos] = -np.inf
-    w = softmax_(scores.reshape(-1, t)).reshape(scores.shape)
-    return np.matmul(w, v), w

@@ -12,10 +12,11 @@ import numpy as np
 
 from whisperlite.kernels import QTensor, Weight, get_threads, linear
 from whisperlite.kernels import decoder_step as fused
+from whisperlite.kernels import mha
 from whisperlite.kernels.ops import add_
 from whisperlite.kernels.quant import dequantize_rows
 from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
-from whisperlite.models.whisper_blocks import Block, Norm, attention, load_block, merge_heads, split_heads
+from whisperlite.models.whisper_blocks import Block, Norm, load_block, split_heads
 
 
 class KVCache:
@@ -160,10 +161,10 @@ class TextDecoder:
         emb = self.token_embedding
         if not isinstance(emb, QTensor):
             return emb[ids]
-        out = np.empty((len(ids), emb.shape[1]), np.float32)
-        for i, t in enumerate(ids):
-            dequantize_rows(emb.data, emb.qtype, emb.shape, int(t), int(t) + 1, out[i : i + 1])
-        return out
+        # the stored rows gathered first: one kernel call for all ids, not a pool wake per id
+        rows = emb.data[np.asarray(ids)]
+        out = np.empty((len(rows), emb.shape[1]), np.float32)
+        return dequantize_rows(rows, emb.qtype, (len(rows), emb.shape[1]), 0, len(rows), out)
 
     def new_cache(self, audio_features: np.ndarray, batch: int = 1) -> KVCache:
         """A cache for one window: cross-attention keys/values of `audio_features` (n_audio_ctx, d)."""
@@ -173,8 +174,12 @@ class TextDecoder:
         for li, b in enumerate(self.blocks):
             kv = linear(audio_features, b.cross_kv, b.cross_kv_b)
             k, v = np.split(kv, 2, axis=1)
-            ks[li] = split_heads(k, nh)
-            vs[li] = split_heads(v, nh)
+            if self.cross_dtype == np.float16:  # numpy's float16 cast is scalar: F16C instead
+                mha.split_heads_f16(k, ks[li].view(np.uint16))
+                mha.split_heads_f16(v, vs[li].view(np.uint16))
+            else:
+                ks[li] = split_heads(k, nh)
+                vs[li] = split_heads(v, nh)
         return KVCache(self.dims, batch, ks, vs)
 
     def __call__(self, tokens: np.ndarray, cache: KVCache, positions: Sequence[int] = (-1,),
@@ -230,35 +235,53 @@ class TextDecoder:
         start = cache.length
         if start + n > self.dims.n_text_ctx:
             raise ValueError(f"decoder context of {self.dims.n_text_ctx} tokens exceeded")
-        nh = self.dims.n_text_head
-        hd = self.dims.n_text_state // nh
+        d = self.dims.n_text_state
         t = start + n
+        rows = np.arange(n)  # the new tokens whose activations are still computed
         x = self.embed(tokens.reshape(-1)) + np.tile(self.pos[start:t], (bsz, 1))
         crosses: list[np.ndarray] = []
         for li, b in enumerate(self.blocks):
             qkv = linear(b.attn_ln(x), b.qkv, b.qkv_b)
-            q, k, v = np.split(qkv, 3, axis=1)
-            cache.k[li, :bsz, start:t] = k.reshape(bsz, n, -1)
-            cache.v[li, :bsz, start:t] = v.reshape(bsz, n, -1)
-            # every sequence has the same length: one batched product over (B, h)
-            qs = q.reshape(bsz, n, nh, hd).transpose(0, 2, 1, 3)
-            ks = cache.k[li, :bsz, :t].reshape(bsz, t, nh, hd).transpose(0, 2, 3, 1)
-            vs = cache.v[li, :bsz, :t].reshape(bsz, t, nh, hd).transpose(0, 2, 1, 3)
-            o, _ = attention(qs, ks, vs, mask_offset=start)
-            o = np.ascontiguousarray(o.transpose(0, 2, 1, 3)).reshape(bsz * n, -1)
-            x = add_(linear(o, b.out, b.out_b), x)
-
+            cache.k[li, :bsz, start:t] = qkv[:, d : 2 * d].reshape(bsz, n, d)
+            cache.v[li, :bsz, start:t] = qkv[:, 2 * d :].reshape(bsz, n, d)
+            if li == len(self.blocks) - 1 and not want_cross:
+                # the last layer's keys/values are cached: past them only the rows whose
+                # logits are asked for matter
+                rows = rows[list(positions)]
+                x = x.reshape(bsz, n, d)[:, rows].reshape(-1, d)
+                qkv = qkv.reshape(bsz, n, 3 * d)[:, rows].reshape(-1, 3 * d)
+            x = add_(linear(self._self_attention(qkv[:, :d], cache, li, bsz, start + rows), b.out, b.out_b), x)
             qc = linear(b.cross_ln(x), b.cross_q, b.cross_q_b)
-            ck = cache.cross_k[li].astype(np.float32, copy=False).transpose(0, 2, 1)
-            cv = cache.cross_v[li].astype(np.float32, copy=False)
-            # All sequences attend to the same audio: one product over every query row.
-            o, wts = attention(split_heads(qc, nh), ck, cv)
+            o, wts = self._cross_attention(qc, cache, li, want_cross)
             if want_cross:
-                crosses.append(wts.reshape(nh, bsz, n, -1).transpose(1, 0, 2, 3))
-            x = add_(linear(merge_heads(o), b.cross_out, b.cross_out_b), x)
+                crosses.append(wts.reshape(-1, bsz, n, wts.shape[-1]).transpose(1, 0, 2, 3))
+            x = add_(linear(o, b.cross_out, b.cross_out_b), x)
             x = add_(b.mlp(x), x)
         cache.length = t
-        x = x.reshape(bsz, n, -1)[:, list(positions)]
-        h = self.ln(np.ascontiguousarray(x.reshape(-1, x.shape[-1])))
-        logits = linear(h, self.token_embedding).reshape(bsz, -1, self.dims.n_vocab)
-        return logits, crosses
+        if want_cross:
+            x = x.reshape(bsz, n, d)[:, list(positions)].reshape(-1, d)
+        logits = linear(self.ln(np.ascontiguousarray(x)), self.token_embedding)
+        return logits.reshape(bsz, -1, self.dims.n_vocab), crosses
+
+    def _self_attention(self, q: np.ndarray, cache: KVCache, li: int, bsz: int, at: np.ndarray) -> np.ndarray:
+        """Causal self-attention of query rows (bsz * len(at), d) at positions `at` over the
+        layer's cached keys/values -> (bsz * len(at), d)."""
+        nh, d = self.dims.n_text_head, self.dims.n_text_state
+        hd, t = d // nh, int(at.max()) + 1
+        heads = lambda c: c[li, :bsz, :t].reshape(bsz, t, nh, hd).transpose(0, 2, 1, 3)  # noqa: E731
+        qs = (q * np.float32(hd**-0.5)).reshape(bsz, len(at), d)
+        out = np.empty_like(qs)
+        mha.attention(qs, heads(cache.k), heads(cache.v), out, lengths=at + 1)
+        return out.reshape(-1, d)
+
+    def _cross_attention(self, q: np.ndarray, cache: KVCache, li: int,
+                         want_weights: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Every sequence attends to the same audio: all query rows (m, d) in one pass ->
+        out (m, d) and, if wanted, the weights (h, m, n_audio_ctx)."""
+        nh = self.dims.n_text_head
+        k, v = cache.cross_k[li], cache.cross_v[li]
+        qs = (q * np.float32(k.shape[-1] ** -0.5))[None]
+        out = np.empty_like(qs)
+        wts = np.empty((1, nh, q.shape[0], k.shape[1]), np.float32) if want_weights else None
+        mha.attention(qs, k[None], v[None], out, weights=wts)
+        return out[0], None if wts is None else wts[0]
