@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from whisperlite.timing import dtw, median_filter, split_words
+from whisperlite.timing import alignment_matrix, dtw, median_filter, split_words
 
 
 def dtw_reference(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -46,12 +46,39 @@ def test_dtw_ties_and_path_shape():
     assert set(np.diff(rows)) <= {0, 1} and set(np.diff(cols)) <= {0, 1}
 
 
-def test_median_filter_matches_brute_force():
-    x = np.random.default_rng(1).random((3, 4, 50))
-    got = median_filter(x, 7)
-    padded = np.pad(x, [(0, 0), (0, 0), (3, 3)], mode="reflect")
-    want = np.stack([np.median(padded[..., k : k + 7], axis=-1) for k in range(50)], axis=-1)
-    np.testing.assert_array_equal(got, want)
+def median_reference(x: np.ndarray, width: int = 7) -> np.ndarray:
+    """np.median over each reflect-padded window of the last axis."""
+    if x.shape[-1] <= width // 2:
+        return x
+    padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(width // 2, width // 2)], mode="reflect")
+    return np.stack([np.median(padded[..., k : k + width], axis=-1) for k in range(x.shape[-1])], axis=-1)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 5, 7, 8, 50, 1500])
+def test_median_filter_matches_numpy(n):
+    rng = np.random.default_rng(n)
+    x = rng.random((3, 4, n))
+    x[1] = rng.integers(0, 3, (4, n))  # many ties
+    np.testing.assert_array_equal(median_filter(x), median_reference(x))
+
+
+def alignment_reference(weights: list[np.ndarray]) -> np.ndarray:
+    """The plain numpy formulation: all heads at once in float64."""
+    w = np.stack(weights).astype(np.float64)
+    w /= np.maximum(w.sum(axis=-1, keepdims=True), 1e-12)
+    w = (w - w.mean(axis=-2, keepdims=True)) / np.maximum(w.std(axis=-2, keepdims=True), 1e-12)
+    return median_reference(w).mean(axis=0)
+
+
+@pytest.mark.parametrize("shape", [(1, 2), (5, 3), (5, 4), (9, 130), (40, 1500), (61, 257)])
+def test_alignment_matrix_equals_numpy_bit_for_bit(shape):
+    # Softmax rows over a full window cut to the frames that hold audio, as the decoder
+    # returns them (views with the window's row stride); bit-equal, so DTW paths cannot move.
+    rng = np.random.default_rng(shape[1])
+    full = rng.random((4, shape[0], 1500), dtype=np.float32) ** 8
+    full /= full.sum(axis=-1, keepdims=True)
+    weights = [full[h, :, : shape[1]] for h in range(4)]
+    np.testing.assert_array_equal(alignment_matrix(weights), alignment_reference(weights))
 
 
 def test_split_words(tiny_model):

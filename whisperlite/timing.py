@@ -21,7 +21,7 @@ from whisperlite.audio import TOKENS_PER_SECOND
 from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 
-MEDIAN_WIDTH = 7  # frames of 20 ms smoothed together (openai/whisper's choice)
+MEDIAN_WIDTH = 7  # frames of 20 ms smoothed together (openai/whisper's choice; _add_median7's network)
 # Scripts written without spaces between words: one character (or token run that decodes to
 # whole characters) per "word".
 NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
@@ -59,6 +59,7 @@ def _dtw_numba(cost: np.ndarray, trace: np.ndarray) -> None:
             trace[i, j] = move
 
 
+@numba.njit(cache=True)
 def _backtrace(trace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """From the end cell back to the start; returns the path's (token, frame) indices in order.
 
@@ -66,10 +67,12 @@ def _backtrace(trace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     path ends exactly there.
     """
     i, j = trace.shape[0] - 1, trace.shape[1] - 1
-    rows, cols = [], []
+    rows = np.empty(i + j, np.int64)
+    cols = np.empty(i + j, np.int64)
+    k = i + j
     while i > 0 and j > 0:
-        rows.append(i - 1)
-        cols.append(j - 1)
+        k -= 1
+        rows[k], cols[k] = i - 1, j - 1
         move = trace[i, j]
         if move == 0:
             i, j = i - 1, j - 1
@@ -77,7 +80,7 @@ def _backtrace(trace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             i -= 1
         else:
             j -= 1
-    return np.asarray(rows[::-1], np.int64), np.asarray(cols[::-1], np.int64)
+    return rows[k:], cols[k:]
 
 
 def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -92,14 +95,127 @@ def dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _backtrace(trace)
 
 
-def median_filter(x: np.ndarray, width: int) -> np.ndarray:
-    """Running median along the last axis (odd width, edges reflected)."""
-    pad = width // 2
-    if x.shape[-1] <= pad:
-        return x
-    padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)], mode="reflect")
-    return np.median(np.lib.stride_tricks.sliding_window_view(padded, width, axis=-1), axis=-1)
+@numba.njit(cache=True)
+def _pairwise_sum(x: np.ndarray) -> float:
+    """Sum of a float64 row in numpy's order (8 running sums per block of ≤128, blocks
+    halved recursively), so that normalizing gives np.sum's result bit for bit."""
+    n = x.shape[0]
+    if n < 8:
+        s = -0.0
+        for i in range(n):
+            s += x[i]
+        return s
+    if n <= 128:
+        r0, r1, r2, r3, r4, r5, r6, r7 = x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]
+        i = 8
+        while i < n - n % 8:
+            r0 += x[i]
+            r1 += x[i + 1]
+            r2 += x[i + 2]
+            r3 += x[i + 3]
+            r4 += x[i + 4]
+            r5 += x[i + 5]
+            r6 += x[i + 6]
+            r7 += x[i + 7]
+            i += 8
+        s = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            s += x[i]
+            i += 1
+        return s
+    half = n // 2
+    half -= half % 8
+    return _pairwise_sum(x[:half]) + _pairwise_sum(x[half:])
 
+
+@numba.njit(cache=True, inline="always")
+def _sort2(a: float, b: float) -> tuple[float, float]:
+    return min(a, b), max(a, b)
+
+
+@numba.njit(cache=True)
+def _add_median7(x: np.ndarray, padded: np.ndarray, out: np.ndarray) -> None:
+    """out += running median of width 7 over x (edges reflected; len(x) ≥ 4).
+
+    A sorting network of min/max on a padded copy (`padded`: len(x) + 6 scratch): no
+    branches, so the loop vectorizes; the median is one of the 7 values, exactly the one
+    np.median picks.
+    """
+    n = x.shape[0]
+    padded[3 : n + 3] = x
+    for k in range(1, 4):
+        padded[3 - k] = x[k]
+        padded[n + 2 + k] = x[n - 1 - k]
+    for f in range(n):
+        a0, a1, a2, a3, a4, a5, a6 = (padded[f], padded[f + 1], padded[f + 2], padded[f + 3], padded[f + 4],
+                                      padded[f + 5], padded[f + 6])
+        a0, a6 = _sort2(a0, a6)
+        a2, a3 = _sort2(a2, a3)
+        a4, a5 = _sort2(a4, a5)
+        a0, a2 = _sort2(a0, a2)
+        a1, a4 = _sort2(a1, a4)
+        a3, a6 = _sort2(a3, a6)
+        a0, a1 = _sort2(a0, a1)
+        a2, a5 = _sort2(a2, a5)
+        a3, a4 = _sort2(a3, a4)
+        a1, a2 = _sort2(a1, a2)
+        a4, a6 = _sort2(a4, a6)
+        a2, a3 = _sort2(a2, a3)
+        a4, a5 = _sort2(a4, a5)
+        a3, a4 = _sort2(a3, a4)  # the last layer's other pairs, (1,2) and (5,6), cannot move a3
+        out[f] += a3
+
+
+
+@numba.njit(cache=True)
+def _add_smoothed_head(w: np.ndarray, out: np.ndarray, z: np.ndarray) -> None:
+    """out (T, F) += one head's attention w (T tokens, F frames) scaled to sum to 1 over the
+    frames of each token, standardized over the tokens at each frame, median-filtered in time.
+
+    Computed in float64 in numpy's order of operations, so the result equals the plain numpy
+    formulation bit for bit, without its (heads, T, F, width) temporaries; `z` is (T, F)
+    float64 scratch.
+    """
+    n_tok, n_frames = w.shape
+    for t in range(n_tok):
+        for f in range(n_frames):
+            z[t, f] = w[t, f]
+        total = max(_pairwise_sum(z[t]), 1e-12)
+        for f in range(n_frames):
+            z[t, f] /= total
+    mean = np.zeros(n_frames)
+    for t in range(n_tok):
+        for f in range(n_frames):
+            mean[f] += z[t, f]
+    mean /= n_tok
+    var = np.zeros(n_frames)
+    for t in range(n_tok):
+        for f in range(n_frames):
+            d = z[t, f] - mean[f]
+            var[f] += d * d
+    scale = np.maximum(np.sqrt(var / n_tok), 1e-12)
+    padded = np.empty(n_frames + MEDIAN_WIDTH - 1)
+    for t in range(n_tok):
+        for f in range(n_frames):
+            z[t, f] = (z[t, f] - mean[f]) / scale[f]
+        if n_frames > MEDIAN_WIDTH // 2:
+            _add_median7(z[t], padded, out[t])
+        else:  # too short to filter
+            out[t] += z[t]
+
+
+def median_filter(x: np.ndarray) -> np.ndarray:
+    """Running median of MEDIAN_WIDTH values along the last axis (edges reflected), as float64;
+    rows too short to reflect come back unfiltered."""
+    rows = np.ascontiguousarray(x, np.float64).reshape(-1, x.shape[-1])
+    n = rows.shape[1]
+    if n <= MEDIAN_WIDTH // 2:
+        return rows.reshape(x.shape).copy()
+    out = np.zeros_like(rows)
+    padded = np.empty(n + MEDIAN_WIDTH - 1)
+    for r in range(rows.shape[0]):
+        _add_median7(rows[r], padded, out[r])
+    return out.reshape(x.shape)
 
 def split_words(tokenizer: WhisperTokenizer, tokens: Sequence[int], language: str | None) -> list[list[int]]:
     """Group text tokens into words: at spaces, or per character for scripts without spaces.
@@ -168,19 +284,27 @@ def attention_matrix(model: Whisper, tokenizer: WhisperTokenizer, cross: KVCache
     """
     prefix = tokenizer.sot_sequence(language, task) + [tokenizer.special.notimestamps]
     tokens = np.asarray([prefix + list(text_tokens)], np.int64)
-    _, crosses = model.decoder(tokens, cross.fork(1), want_cross=True)
+    _, crosses = model.decoder(tokens, cross.fork(1), positions=(), want_cross=True)  # no logits needed
     heads = model.alignment_heads
     if heads is None or len(heads) == 0:
         # No alignment heads known: every head of the upper half of the layers.
         n_layer, n_head = model.dims.n_text_layer, model.dims.n_text_head
         heads = np.array([(layer, h) for layer in range(n_layer // 2, n_layer) for h in range(n_head)])
-    w = np.stack([crosses[int(layer)][0, int(h)] for layer, h in heads])  # (H, n_tokens, n_audio_ctx)
-    w = w[:, len(prefix) - 1 :, :n_frames].astype(np.float64)
-    # Re-normalize over the frames that hold audio (the rest of the window is padding).
-    w /= np.maximum(w.sum(axis=-1, keepdims=True), 1e-12)
-    # Each head on a common scale: standardized over tokens, for every frame.
-    w = (w - w.mean(axis=-2, keepdims=True)) / np.maximum(w.std(axis=-2, keepdims=True), 1e-12)
-    return median_filter(w, MEDIAN_WIDTH).mean(axis=0)
+    first = len(prefix) - 1
+    return alignment_matrix([crosses[int(layer)][0, int(h), first:, :n_frames] for layer, h in heads])
+
+
+def alignment_matrix(weights: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean over heads of each head's attention (tokens, frames), re-normalized over the
+    frames given (those that hold audio; the rest of the window is padding), standardized
+    over the tokens at each frame (every head on a common scale) and median-filtered in time.
+    """
+    out = np.zeros(weights[0].shape)
+    scratch = np.empty(weights[0].shape)
+    for w in weights:
+        _add_smoothed_head(w, out, scratch)
+    out /= len(weights)
+    return out
 
 
 def align_words(model: Whisper, tokenizer: WhisperTokenizer, cross: KVCache, segments_tokens: Sequence[Sequence[int]],
@@ -204,10 +328,9 @@ def align_words(model: Whisper, tokenizer: WhisperTokenizer, cross: KVCache, seg
         return [[] for _ in segments_tokens]
     matrix = attention_matrix(model, tokenizer, cross, all_tokens, n_frames // 2, language, task)
     rows, cols = dtw(-matrix)
-    # First frame at which the path reaches each row = start time of that row's token.
-    first = np.full(matrix.shape[0], -1, np.int64)
-    for r, c in zip(rows[::-1], cols[::-1]):
-        first[r] = c
+    # First frame at which the path reaches each row = start time of that row's token
+    # (the path visits every row, in order).
+    first = cols[np.flatnonzero(np.diff(rows, prepend=-1))]
     starts = first / TOKENS_PER_SECOND + time_offset
 
     out: list[list[Word]] = []
