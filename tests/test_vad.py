@@ -101,3 +101,33 @@ def test_no_text_without_vad(tiny_model, kind):
     # The decoder's own gates (digital silence, no-speech probability) without the VAD pass.
     segments, _ = tiny_model.transcribe(NON_SPEECH[kind](), vad=False)
     assert [s.text for s in segments] == []
+
+
+def test_missing_model_is_vad_unavailable(monkeypatch):
+    from whisperlite import vad
+
+    def missing():
+        raise FileNotFoundError("silero_vad.onnx is missing")
+
+    monkeypatch.setattr(vad, "_WEIGHTS", None)
+    monkeypatch.setattr(vad, "load_weights", missing)
+    with pytest.raises(vad.VadUnavailableError, match="--no-vad"):
+        SpeechFilter(iter([np.zeros(SR, np.float32)]))
+
+
+def test_filters_have_their_own_state(jfk_audio):
+    """A stream keeps the same audio when other streams are filtered while it runs (each
+    iteration has its own model state; one shared Silero session would be reset under it)."""
+    def chunks(audio):
+        return (audio[i : i + SR] for i in range(0, len(audio), SR))
+
+    a = np.concatenate([jfk_audio, np.zeros(5 * SR, np.float32), jfk_audio])
+    b = np.concatenate([np.zeros(3 * SR, np.float32), jfk_audio[::-1].copy()])
+    alone = np.concatenate(list(SpeechFilter(chunks(a))))
+
+    def interrupted():
+        for chunk in chunks(a):
+            list(SpeechFilter(chunks(b)))
+            yield chunk
+
+    assert np.array_equal(np.concatenate(list(SpeechFilter(interrupted()))), alone)

