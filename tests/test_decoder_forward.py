@@ -83,6 +83,23 @@ def test_forward_matches_numpy(qtype, cross_f16, threads):
         set_threads(2)
 
 
+def test_weights_only_pass():
+    """No positions: the cross-attention weights and the cache as with logits, no logits."""
+    dec = random_decoder(QType.F16, cross_f16=True)
+    rng = np.random.default_rng(6)
+    features = rng.standard_normal((AUDIO_CTX, STATE)).astype(np.float32)
+    tokens = rng.integers(0, VOCAB, (1, 9))
+    full, short = dec.new_cache(features), dec.new_cache(features)
+    _, want = dec.forward(tokens, full, want_cross=True)
+    logits, got = dec.forward(tokens, short, positions=(), want_cross=True)
+    assert logits.shape == (1, 0, VOCAB) and short.length == full.length == 9
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(short.k, full.k)
+    logits, crosses = dec.forward(tokens, dec.new_cache(features), positions=())
+    assert logits.shape == (1, 0, VOCAB) and crosses == []
+
+
 def test_cross_cache_float16_is_numpy_rounding():
     """new_cache's float16 keys/values are numpy's rounding of the float32 ones, per head."""
     d16, d32 = random_decoder(QType.F16, cross_f16=True), random_decoder(QType.F16, cross_f16=False)

@@ -81,40 +81,43 @@ def softmax_prefix_(x, lengths):
     return x
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, out: np.ndarray, lengths: np.ndarray | None = None,
-              weights: np.ndarray | None = None) -> np.ndarray:
+def _as_f32(x: np.ndarray, buf: np.ndarray | None) -> np.ndarray:
+    """x (t, hd) as float32: itself, or widened from float16 into buf."""
+    return x if buf is None else widen_f16(x.view(np.uint16), buf)
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, out: np.ndarray | None,
+              lengths: np.ndarray | None = None, weights: np.ndarray | None = None) -> np.ndarray | None:
     """Multi-head attention of B sequences -> out.
 
     q (B, n, h*hd) float32 queries, already scaled; k, v (B, h, t, hd) float32 or float16
-    (views: each head's (t, hd) rows must have unit column stride); out (B, n, h*hd) float32.
+    (views: each head's (t, hd) rows must have unit column stride); out (B, n, h*hd) float32,
+    None: only the weights are wanted (the product with the values is skipped).
     lengths (n,): query row i sees keys 0 … lengths[i]-1 (causal); None: all t.
     weights (B, h, n, t) float32: receives the attention weights (else they are scratch).
     """
     bsz, n, _ = q.shape
     n_head, t, hd = k.shape[1:]
     lengths = np.full(n, t, np.int64) if lengths is None else np.asarray(lengths, np.int64)
-    f16 = k.dtype == np.float16
+    f16 = k.dtype == np.float16  # then v is float16 too
     jobs: queue.SimpleQueue = queue.SimpleQueue()
     for job in np.ndindex(bsz, n_head):
         jobs.put(job)
 
     def worker(_: int) -> None:
         scores = np.empty((n, t), np.float32) if weights is None else None
-        kv = np.empty((2, t, hd), np.float32) if f16 else None
+        buf = np.empty((t, hd), np.float32) if f16 else None  # one head's keys, then its values
         while True:
             try:
                 b, h = jobs.get_nowait()
             except queue.Empty:
                 return
-            kh, vh = k[b, h], v[b, h]
-            if f16:
-                kh = widen_f16(kh.view(np.uint16), kv[0])
-                vh = widen_f16(vh.view(np.uint16), kv[1])
             s = scores if weights is None else weights[b, h]
             cols = slice(h * hd, (h + 1) * hd)
-            np.matmul(q[b, :, cols], kh.T, out=s)
+            np.matmul(q[b, :, cols], _as_f32(k[b, h], buf).T, out=s)
             softmax_prefix_(s, lengths)
-            np.matmul(s, vh, out=out[b, :, cols])
+            if out is not None:
+                np.matmul(s, _as_f32(v[b, h], buf), out=out[b, :, cols])
 
     parts = min(get_threads(), bsz * n_head)
     if bsz * n * t * n_head * hd < SPLIT_MIN_MACS:

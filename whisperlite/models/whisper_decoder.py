@@ -266,7 +266,9 @@ class TextDecoder:
 
     def forward(self, tokens: np.ndarray, cache: KVCache, positions: Sequence[int] = (-1,),
                 want_cross: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
-        """The general path (any number of new tokens; cross-attention weights on request)."""
+        """The general path (any number of new tokens; cross-attention weights on request).
+        No positions (word alignment: weights only) skips all work past the last layer's
+        cross-attention weights."""
         bsz, n = tokens.shape
         start = cache.length
         if start + n > self.dims.n_text_ctx:
@@ -277,23 +279,30 @@ class TextDecoder:
         x = self.embed(tokens.reshape(-1)) + np.tile(self.pos[start:t], (bsz, 1))
         crosses: list[np.ndarray] = []
         for li, b in enumerate(self.blocks):
+            last = li == len(self.blocks) - 1
             qkv = linear(b.attn_ln(x), b.qkv, b.qkv_b)
             cache.k[li, :bsz, start:t] = qkv[:, d : 2 * d].reshape(bsz, n, d)
             cache.v[li, :bsz, start:t] = qkv[:, 2 * d :].reshape(bsz, n, d)
-            if li == len(self.blocks) - 1 and not want_cross:
+            if last and not want_cross:
                 # the last layer's keys/values are cached: past them only the rows whose
                 # logits are asked for matter
                 rows = rows[list(positions)]
+                if not len(rows):
+                    break
                 x = x.reshape(bsz, n, d)[:, rows].reshape(-1, d)
                 qkv = qkv.reshape(bsz, n, 3 * d)[:, rows].reshape(-1, 3 * d)
             x = add_(linear(self._self_attention(qkv[:, :d], cache, li, bsz, start + rows), b.out, b.out_b), x)
             qc = linear(b.cross_ln(x), b.cross_q, b.cross_q_b)
-            o, wts = self._cross_attention(qc, cache, li, want_cross)
+            o, wts = self._cross_attention(qc, cache, li, want_cross, not (last and not len(positions)))
             if want_cross:
                 crosses.append(wts.reshape(-1, bsz, n, wts.shape[-1]).transpose(1, 0, 2, 3))
+            if o is None:
+                break
             x = add_(linear(o, b.cross_out, b.cross_out_b), x)
             x = add_(b.mlp(x), x)
         cache.length = t
+        if not len(positions):
+            return np.empty((bsz, 0, self.dims.n_vocab), np.float32), crosses
         if want_cross:
             x = x.reshape(bsz, n, d)[:, list(positions)].reshape(-1, d)
         logits = linear(self.ln(np.ascontiguousarray(x)), self.token_embedding)
@@ -310,14 +319,14 @@ class TextDecoder:
         mha.attention(qs, heads(cache.k), heads(cache.v), out, lengths=at + 1)
         return out.reshape(-1, d)
 
-    def _cross_attention(self, q: np.ndarray, cache: KVCache, li: int,
-                         want_weights: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _cross_attention(self, q: np.ndarray, cache: KVCache, li: int, want_weights: bool,
+                         want_out: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Every sequence attends to the same audio: all query rows (m, d) in one pass ->
-        out (m, d) and, if wanted, the weights (h, m, n_audio_ctx)."""
+        out (m, d) if wanted and the weights (h, m, n_audio_ctx) if wanted."""
         nh = self.dims.n_text_head
         k, v = cache.cross_k[li], cache.cross_v[li]
         qs = (q * np.float32(k.shape[-1] ** -0.5))[None]
-        out = np.empty_like(qs)
+        out = np.empty_like(qs) if want_out else None
         wts = np.empty((1, nh, q.shape[0], k.shape[1]), np.float32) if want_weights else None
         mha.attention(qs, k[None], v[None], out, weights=wts)
-        return out[0], None if wts is None else wts[0]
+        return None if out is None else out[0], None if wts is None else wts[0]
