@@ -2,10 +2,11 @@
 alignment (which wants the weights) and the per-window cross-attention keys/values.
 
 One head at a time: BLAS for the two products around a serial softmax, the heads pulled by
-the kernel threads from a queue. Per layer of tiny.en over 1500 audio frames this ran 1.6x
-cheaper (CPU) than one batched numpy product over all heads: each head's (n, t) scores stay
-in cache between the products, and float16 keys/values (the decoder's cross-attention cache)
-are widened per head by F16C instead of by numpy's scalar astype (~2 ns a value).
+the kernel threads from a queue; float16 keys/values (the decoder's cross-attention cache)
+are widened per head by F16C, where numpy's astype converts one value at a time (~2 ns a
+value). Measured on tiny.en's cross-attention (200 query rows, 1500 audio frames, one
+thread): 8.6 ms per layer, against 13.7 ms for numpy's batched products over all heads
+after astype (3.7 ms of it the astype).
 """
 from __future__ import annotations
 
@@ -31,12 +32,11 @@ SPLIT_MIN_MACS = 4_000_000
 @intrinsic
 def _f32_to_f16_bits_f16c(typingctx, x):
     """float32 -> float16 bits by `fptrunc` (vcvtps2ph: round half to even, as numpy)."""
-    if not isinstance(x, types.Float):
+    if x != types.float32:  # a float64 would be rounded twice
         return None
 
     def codegen(context, builder, sig, args):
-        v = args[0] if x.bitwidth == 32 else builder.fptrunc(args[0], ir.FloatType())
-        return builder.zext(builder.bitcast(builder.fptrunc(v, ir.HalfType()), I16), ir.IntType(32))
+        return builder.zext(builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), I16), ir.IntType(32))
 
     return types.uint32(x), codegen
 
