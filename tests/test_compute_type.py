@@ -1,8 +1,10 @@
 """Compute types: which decoder matrices each one holds quantized."""
+import numpy as np
 from gguf import GGMLQuantizationType as QType
 
 from whisperlite import loader
 from whisperlite.kernels import QTensor
+from whisperlite.kernels.quant import quantize
 from whisperlite.models.whisper import Whisper
 
 
@@ -28,3 +30,15 @@ def test_q8_0_and_f32():
     assert _qtype(q8.weights["encoder.blocks.0.mlp.0.weight"]) != QType.Q8_0  # the encoder stays float
     f32 = loader.apply_compute_type(stored, "f32")
     assert not any(isinstance(w, QTensor) for w in f32.weights.values())
+
+
+
+def test_q8_0_in_row_slices_equals_the_whole_matrix(monkeypatch):
+    """The embedding is quantized a slice of rows at a time: the same blocks as at once."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((101, 64)).astype(np.float32)
+    half = w.astype(np.float16)
+    monkeypatch.setattr(loader, "_QUANT_SLICE_VALUES", 7 * 64)  # slices of 7 rows, the last of 3
+    for src, ref in ((w, w), (QTensor(QType.F16, w.shape, half), half.astype(np.float32))):
+        got = loader._quantize_q8_0(src)
+        assert got.shape == w.shape and np.array_equal(got.data, quantize(ref, QType.Q8_0))

@@ -19,8 +19,8 @@ from gguf import GGMLQuantizationType as QType
 
 from whisperlite import _env
 from whisperlite.errors import ModelFormatError, ModelNotFoundError
-from whisperlite.kernels import QTensor, set_threads
-from whisperlite.kernels.quant import quantize
+from whisperlite.kernels import QTensor, Weight, set_threads
+from whisperlite.kernels.quant import bytes_per_row, quantize
 from whisperlite.models.checkpoint import WhisperCheckpoint
 from whisperlite.models.whisper import Whisper
 from whisperlite.tokenizer.whisper import WhisperTokenizer
@@ -126,11 +126,28 @@ def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str) -> WhisperChe
                  and w.shape[-1] % 32 == 0 and "positional" not in key
                  and (compute_type == "q8_0" or (compute_type == "auto" and key == EMBEDDING)))
         if to_q8:
-            w = QTensor(QType.Q8_0, tuple(w.shape), quantize(w.dequantize() if isinstance(w, QTensor) else w, QType.Q8_0))
+            w = _quantize_q8_0(w)
         elif compute_type == "f32" and isinstance(w, QTensor):
             w = w.dequantize()
         out[key] = w
     return replace(ckpt, weights=out)
+
+
+# Rows quantized at a time: a float32 slice of about 4 MB, where the whole float32 token
+# embedding would be 80 MB (tiny) to 260 MB (large) on top of the model at its peak.
+_QUANT_SLICE_VALUES = 1 << 20
+
+
+def _quantize_q8_0(w: Weight) -> QTensor:
+    """A float matrix as Q8_0, quantized a slice of rows at a time (rows are independent)."""
+    rows, cols = (int(n) for n in w.shape)
+    out = np.empty((rows, bytes_per_row(QType.Q8_0, cols)), np.uint8)
+    step = max(1, _QUANT_SLICE_VALUES // cols)
+    for a in range(0, rows, step):
+        b = min(a + step, rows)
+        part = QTensor(w.qtype, (b - a, cols), w.data[a:b]).dequantize() if isinstance(w, QTensor) else w[a:b]
+        out[a:b] = quantize(part, QType.Q8_0)
+    return QTensor(QType.Q8_0, (rows, cols), out)
 
 
 def _source_digest() -> str:
