@@ -188,4 +188,5 @@ def load_model(name: str = DEFAULT_MODEL, threads: int | None = None, compute_ty
     ckpt = apply_compute_type(read_checkpoint(resolve(name)), compute_type)
     model = Whisper(ckpt)
     _warm_up(model, compute_type)
+    ckpt.release_mapped_pages()
     return WhisperModel(model, tokenizer_for(ckpt), name, n)

@@ -49,14 +49,16 @@ class _Cursor:
         return bytes(self.take(self.u16())).rstrip(b"\0").decode("utf-8", "replace")
 
 
-def read_ct2_variables(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All variables of a CTranslate2 model.bin as read-only views on a memory map."""
-    path = str(path)
+def _map(path: str) -> mmap.mmap:
     try:
         with open(path, "rb") as fh:
-            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     except (OSError, ValueError) as e:
         raise ModelFormatError(f"{path}: cannot read model file ({e})") from None
+
+
+def read_ct2_variables(mm: mmap.mmap, path: str) -> dict[str, np.ndarray]:
+    """All variables of a CTranslate2 model.bin (mapped as `mm`) as read-only views on it."""
     cur = _Cursor(memoryview(mm), path)
     version = cur.u32()
     if not 1 <= version <= 6:
@@ -153,7 +155,8 @@ def load_ct2(directory: str | os.PathLike) -> WhisperCheckpoint:
     model_bin = d / "model.bin"
     if not model_bin.is_file():
         raise ModelFormatError(f"{d}: no model.bin (not a CTranslate2 model directory)")
-    w = read_ct2_variables(model_bin)
+    mm = _map(str(model_bin))
+    w = read_ct2_variables(mm, str(model_bin))
     try:
         config = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else {}
         n_audio_layer = _count_layers(w, "encoder")
@@ -199,6 +202,7 @@ def load_ct2(directory: str | os.PathLike) -> WhisperCheckpoint:
         tokenizer_json=str(tok) if tok.is_file() else None,
         alignment_heads=np.asarray(heads, dtype=np.int64) if heads else None,
         source=str(d),
+        mapping=mm,
         extra={"suppress_ids": config.get("suppress_ids"), "suppress_ids_begin": config.get("suppress_ids_begin"),
                "lang_ids": config.get("lang_ids")},
     )

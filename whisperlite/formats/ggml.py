@@ -267,7 +267,7 @@ def read_ggml(path: str | os.PathLike) -> WhisperCheckpoint:
     ftype_name = next(n for n, (code, _) in FTYPES.items() if code == ftype)
     return WhisperCheckpoint(dims=dims, weights=weights, token_bytes=token_bytes, source=path,
                              alignment_heads=preset_alignment_heads(dims),
-                             extra={"mel_filters": mel_filters, "ftype": ftype_name})
+                             extra={"mel_filters": mel_filters, "ftype": ftype_name}, mapping=buf)
 
 
 # --- writing -------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The in-memory Whisper checkpoint every format reader produces and every writer consumes."""
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,6 +74,7 @@ class WhisperCheckpoint:
     `token_bytes[i]` is the byte string of regular token i (0 … eot-1); special tokens are
     implied by n_vocab as in whisper.cpp. `tokenizer_json` is a path to a HF tokenizer.json
     when the source had one. `alignment_heads` is (k, 2) [layer, head] or None.
+    `mapping` is the memory map the weights view, when the reader mapped the file.
     """
 
     dims: WhisperDims
@@ -82,3 +84,15 @@ class WhisperCheckpoint:
     alignment_heads: np.ndarray | None = None
     source: str = ""
     extra: dict = field(default_factory=dict)
+    mapping: mmap.mmap | None = None
+
+    def release_mapped_pages(self) -> None:
+        """Take the mapped file's pages out of this process's resident memory.
+
+        A built model has read most of them once and holds its own copy (the encoder's
+        float32, a quantized embedding, fused rows); still counted in the resident set they
+        doubled those weights' share of it. Weights used in place fault their pages back in
+        from the page cache as they are read, so this is safe at any time.
+        """
+        if self.mapping is not None and hasattr(mmap, "MADV_DONTNEED"):  # not on Windows
+            self.mapping.madvise(mmap.MADV_DONTNEED)
