@@ -185,7 +185,7 @@ def load_weights(path: str | Path | None = None) -> SileroWeights:
     # Mapped, not read: the file's pages leave with the mapping, where a 2.3 MB buffer freed
     # under the weights' copies would stay resident in the heap.
     data = memoryview(np.memmap(path if path is not None else model_path(), np.uint8, mode="r"))
-    graphs = [v for k, v in _fields(data) if k == _MODEL_GRAPH]
+    graphs = _get(_fields(data), _MODEL_GRAPH)
     if not graphs:
         raise ValueError("not an ONNX model: no graph")
     # Views into `data`: every array kept below is a copy, or it would hold the whole file.
@@ -221,7 +221,8 @@ def _frames_with_context(samples: np.ndarray, context: np.ndarray) -> np.ndarray
     stream = np.concatenate([context, samples])
     width = CONTEXT + FRAME
     x = np.empty((n, width + CONTEXT), np.float32)
-    x[:, :width] = np.lib.stride_tricks.as_strided(stream, (n, width), (FRAME * 4, 4))
+    step = stream.itemsize
+    x[:, :width] = np.lib.stride_tricks.as_strided(stream, (n, width), (FRAME * step, step))
     x[:, width:] = x[:, width - 2 : width - 2 - CONTEXT : -1]  # reflection without the edge sample
     return x
 
@@ -244,7 +245,8 @@ def encode_frames(weights: SileroWeights, x: np.ndarray) -> np.ndarray:
     → LSTM input projections plus biases (n, 4·HIDDEN)."""
     n = len(x)
     n_windows = (x.shape[1] - WINDOW) // HOP + 1
-    windows = np.lib.stride_tricks.as_strided(x, (n, n_windows, WINDOW), (x.strides[0], HOP * 4, 4))
+    step = x.itemsize
+    windows = np.lib.stride_tricks.as_strided(x, (n, n_windows, WINDOW), (x.strides[0], HOP * step, step))
     spectrum = windows.reshape(n * n_windows, WINDOW) @ weights.basis
     np.square(spectrum, out=spectrum)
     magnitude = spectrum[:, :N_BINS] + spectrum[:, N_BINS:]
