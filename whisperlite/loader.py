@@ -182,6 +182,47 @@ def _warm_up(model: Whisper, compute_type: str) -> None:
         pass  # read-only cache: numba recompiles each run anyway, the notice stays honest
 
 
+def _code_mappings(library: str) -> list[tuple[int, int]]:
+    """(start, end) of this process's mappings of `library` that hold only file pages:
+    read-only, and no page copied privately (relocated data has; it must stay)."""
+    found, cur = [], None
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            field = line.split()
+            if field[0].endswith(":"):  # a property of the mapping above
+                if cur and field[0] == "Anonymous:" and field[1] == "0":
+                    found.append(cur)
+                continue
+            writable = "w" in field[1]
+            named = len(field) > 5 and os.path.basename(field[5]).startswith(library)
+            cur = tuple(int(a, 16) for a in field[0].split("-")) if named and not writable else None
+    return found
+
+
+def _release_compiler_pages() -> None:
+    """Drop LLVM's code from the resident set once the kernels are loaded.
+
+    numba maps all of libllvmlite (170 MB) and runs ~70 MB of it to compile kernels or load
+    them from its cache; decoding never calls it, yet those file pages counted in RSS
+    for the whole run. Kernels loaded later fault back in what they use (~12 MB), read
+    from the page cache like any code."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    try:
+        spans = _code_mappings("libllvmlite")
+    except OSError:
+        return  # no /proc: nothing to release
+    for start, end in spans:
+        madvise(start, end - start, _MADV_DONTNEED)
+
+
+_MADV_DONTNEED = 4  # <sys/mman.h> on Linux
+
+
 def load_model(name: str = DEFAULT_MODEL, threads: int | None = None, compute_type: str = "auto") -> WhisperModel:
     """Load a Whisper model by name or path; `threads` sets numba and BLAS threads."""
     n = set_threads(threads)
@@ -189,4 +230,5 @@ def load_model(name: str = DEFAULT_MODEL, threads: int | None = None, compute_ty
     model = Whisper(ckpt)
     _warm_up(model, compute_type)
     ckpt.release_mapped_pages()
+    _release_compiler_pages()
     return WhisperModel(model, tokenizer_for(ckpt), name, n)
