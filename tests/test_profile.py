@@ -48,6 +48,32 @@ def test_background_cpu_is_not_charged_to_main_thread_stages():
     assert p.stages["vad"].cpu >= 0.25
 
 
+@pytest.mark.skipif(not hasattr(time, "pthread_getcpuclockid"), reason="needs per-thread CPU clocks")
+def test_stage_timed_on_a_background_thread_is_reported_apart():
+    # Word alignment of one window runs on a worker while the main thread decodes the next:
+    # its wall time overlaps the main thread's and must not be subtracted from "other".
+    p = Profile()
+    started = threading.Event()
+
+    def work():
+        with p.background():
+            started.set()
+            with p.stage("words", 1, "windows"):
+                _burn(0.2)
+
+    t = threading.Thread(target=work)
+    t0 = time.perf_counter()
+    t.start()
+    started.wait()
+    with p.stage("decode", 1, "windows"):
+        time.sleep(0.2)
+    wall = time.perf_counter() - t0
+    t.join()
+    assert p.stages["words"].background and not p.stages["decode"].background
+    other = next(ln for ln in p.report(None, wall, 0.25).splitlines() if ln.startswith("other (main thread)"))
+    assert 0 <= float(other.split()[3]) < 0.1  # the main thread's wall less its stage, not less the worker's
+
+
 def test_timed_charges_production_of_each_item():
     p = Profile()
 

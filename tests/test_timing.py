@@ -1,10 +1,12 @@
 """Word timestamps: the numba DTW against a numpy reference, and words on real speech."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
-from whisperlite.timing import alignment_matrix, dtw, median_filter, split_words
+from whisperlite.timing import align_words, alignment_matrix, dtw, median_filter, split_words
 
 
 def dtw_reference(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -147,3 +149,57 @@ def test_ggml_model_words_match_ct2_words(jfk_words, jfk_audio):
     assert [w.word for w in got] == [w.word for w in want]
     errors = np.abs([g.start - w.start for g, w in zip(got, want)])
     assert errors.mean() < 0.03 and errors.max() < 0.1
+
+
+# Words aligned on a worker thread (more than one thread) while the next window decodes.
+
+def _worker_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == "whisperlite-words"]
+
+
+@pytest.fixture(scope="module")
+def long_audio(jfk_audio):
+    return np.concatenate([jfk_audio] * 4)  # 44 s: several windows
+
+
+def _words(segments) -> list[tuple]:
+    # not the probabilities: the vocabulary projection may sum in another order run to run
+    return [(s.id, s.start, s.end, s.text, [(w.word, w.start, w.end) for w in s.words]) for s in segments]
+
+
+def test_background_alignment_equals_inline(tiny_model, long_audio, monkeypatch):
+    segments, info = tiny_model.transcribe(long_audio, word_timestamps=True, beam_size=1, vad=False)
+    behind = list(segments)
+    assert len({s.seek for s in behind}) >= 2 and info.profile.stages["words"].background
+    assert info.profile.stages["words"].items == len({s.seek for s in behind})
+    monkeypatch.setattr(tiny_model, "threads", 1)
+    segments, info = tiny_model.transcribe(long_audio, word_timestamps=True, beam_size=1, vad=False)
+    assert _words(segments) == _words(behind)
+    assert not info.profile.stages["words"].background and "words wait" not in info.profile.stages
+    assert not _worker_threads()
+
+
+def test_alignment_error_is_raised_by_the_iterator(tiny_model, long_audio, monkeypatch):
+    import whisperlite.transcribe as transcribe
+
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("alignment failed")
+        return align_words(*args, **kwargs)
+
+    monkeypatch.setattr(transcribe, "align_words", failing)
+    segments, _ = tiny_model.transcribe(long_audio, word_timestamps=True, beam_size=1, vad=False)
+    with pytest.raises(RuntimeError, match="alignment failed"):
+        list(segments)
+    assert not _worker_threads()
+
+
+def test_closing_the_iterator_early_ends_the_worker(tiny_model, long_audio):
+    segments, _ = tiny_model.transcribe(long_audio, word_timestamps=True, beam_size=1, vad=False)
+    first = next(segments)
+    assert first.words and _worker_threads()
+    segments.close()
+    assert not _worker_threads()

@@ -1,10 +1,12 @@
 """Wall and CPU time per stage of a transcription: the `--profile` breakdown.
 
 Audio decoding and voice activity detection run on a background thread while the main
-thread encodes and decodes, so process CPU time alone would charge their work to whatever
-the main thread is doing. A stage timed on the main thread is charged the process's CPU
-time less that of the registered background threads (so it keeps the kernel threads it
-starts); a stage timed on a background thread is charged that thread's own CPU time.
+thread encodes and decodes (and word alignment, with more than one thread, while it decodes
+the next window), so process CPU time alone would charge their work to whatever the main
+thread is doing. A stage timed on the main thread is charged the process's CPU time less
+that of the registered background threads (so it keeps the kernel threads it starts); a
+stage timed on a background thread is charged that thread's own CPU time and is reported
+apart from the main thread's wall time, which it overlaps.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class Stage:
     calls: int = 0
     items: int = 0  # what `unit` counts: windows, tokens, frames …
     unit: str = ""
+    background: bool = False  # timed on a background thread: overlaps the main thread
 
 
 # Report order and labels; a name "parent/child" is part of "parent" and printed indented.
@@ -44,9 +47,9 @@ LABELS = {
     "decode/steps": "token steps (decoder)",
     "decode/logic": "decoding logic",
     "words": "word timestamps (DTW)",
+    "words wait": "waiting for word timestamps",
     "write": "writing outputs",
 }
-BACKGROUND = ("audio", "vad")  # overlap the main thread: not part of its wall time
 
 
 class Profile:
@@ -83,10 +86,12 @@ class Profile:
                     del self._background[ident]
                     self._background_done += time.clock_gettime(clock)
 
+    def _on_background(self) -> bool:
+        return threading.get_ident() in self._background
+
     def _cpu(self) -> float:
-        ident = threading.get_ident()
         with self._lock:
-            if ident in self._background:
+            if self._on_background():
                 return time.thread_time()
             others = sum(time.clock_gettime(c) for c in self._background.values())
             return time.process_time() - others - self._background_done
@@ -99,7 +104,7 @@ class Profile:
         wall, cpu = time.perf_counter() - mark[0], self._cpu() - mark[1]
         s = self.stages.get(name)
         if s is None:
-            s = self.stages[name] = Stage(unit=unit)
+            s = self.stages[name] = Stage(unit=unit, background=self._on_background())
         s.wall += wall
         s.cpu += cpu
         s.calls += 1
@@ -139,7 +144,7 @@ class Profile:
             share = 100 * s.wall / wall if wall > 0 else 0.0
             lines.append(f"{label:<30} {s.wall:8.2f} {s.cpu:8.2f} {share:7.1f} {count:>14} {per}")
 
-        main_wall = main_cpu = 0.0
+        main_wall = main_cpu = background_cpu = 0.0
         stages = self.ordered()
         for i, (name, s) in enumerate(stages):
             parent, _, child = name.partition("/")
@@ -151,10 +156,11 @@ class Profile:
                     row("  rest", Stage(p.wall - sum(k.wall for k in kids), p.cpu - sum(k.cpu for k in kids)))
                 continue
             row(LABELS.get(name, name), s)
-            if name not in BACKGROUND:
+            if s.background:
+                background_cpu += s.cpu
+            else:
                 main_wall += s.wall
                 main_cpu += s.cpu
-        background_cpu = sum(self.stages[n].cpu for n in BACKGROUND if n in self.stages)
         row("other (main thread)", Stage(wall - main_wall, cpu - main_cpu - background_cpu, 0, 0))
         speed = f", {audio_seconds / wall:.1f}x real time" if audio_seconds and wall > 0 else ""
         audio = f"{audio_seconds:.1f} s of audio in " if audio_seconds else ""

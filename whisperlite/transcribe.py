@@ -7,9 +7,13 @@ needed (a sign the context itself misled the model).
 """
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator
+from functools import partial
+from typing import Callable, Generator, Iterable, Iterator
 
+import numba
 import numpy as np
 
 from whisperlite.audio import (
@@ -106,6 +110,17 @@ class TranscriptionInfo:
     warning: str | None = None
     timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (see `profile`)
     profile: Profile | None = field(default=None, repr=False)  # wall, CPU and counts per stage
+
+
+@dataclass
+class _Window:
+    """A decoded window's segments, with what aligning their words needs."""
+
+    segments: list[Segment]
+    cross: KVCache  # the window's cross-attention keys/values
+    mel: np.ndarray
+    frames: int  # mel frames of audio in the window
+    time_offset: float
 
 
 class _WindowReader:
@@ -259,6 +274,34 @@ class WhisperModel:
 
     def _segments(self, reader: _WindowReader, opts: TranscribeOptions, info: TranscriptionInfo,
                   report: DecodeReport, speech: SpeechFilter | None) -> Iterator[Segment]:
+        profile = info.profile
+        assert profile is not None
+        windows = self._windows(reader, opts, info, report, speech)
+        align = partial(self._add_words, language=info.language, task=opts.task)
+        if not opts.word_timestamps:
+            batches: Generator[list[Segment], None, None] = (w.segments for w in windows)
+        elif self.threads > 1:
+            batches = _aligned_behind(windows, align, profile)
+        else:
+            batches = _aligned_inline(windows, align, profile)
+        seg_id = 0
+        try:
+            for segments in batches:
+                for seg in segments:
+                    if not seg.text.strip() or seg.end <= seg.start:
+                        continue
+                    seg.id = seg_id
+                    seg_id += 1
+                    if speech is not None:
+                        _to_input_times(seg, speech)
+                    yield seg
+        finally:
+            batches.close()
+            windows.close()
+
+    def _windows(self, reader: _WindowReader, opts: TranscribeOptions, info: TranscriptionInfo,
+                 report: DecodeReport, speech: SpeechFilter | None) -> Generator[_Window, None, None]:
+        """Decode window after window; each yields its segments (words not yet aligned)."""
         tok = self.tokenizer
         decode_opts = DecodeOptions(
             task=opts.task, language=info.language, beam_size=opts.beam_size, best_of=opts.best_of,
@@ -274,7 +317,6 @@ class WhisperModel:
         # Last in the context, so that trimming a long context to its newest tokens keeps them.
         hotwords = tuple(tok.encode(" " + opts.hotwords.strip())) if opts.hotwords else ()
         seek = 0  # in mel frames
-        seg_id = 0
         profile = info.profile
         assert profile is not None
         while True:
@@ -303,18 +345,7 @@ class WhisperModel:
                 continue
             new_segments, advance = self._split(result, seek, time_offset, segment_frames)
             seek += advance
-            if opts.word_timestamps:
-                with profile.stage("words", 1, "windows"):
-                    self._add_words(new_segments, cross, voiced_frames(mel, segment_frames), segment_frames, time_offset,
-                                    info.language, opts.task)
-            for seg in new_segments:
-                if not seg.text.strip() or seg.end <= seg.start:
-                    continue
-                seg.id = seg_id
-                seg_id += 1
-                if speech is not None:
-                    _to_input_times(seg, speech)
-                yield seg
+            yield _Window(new_segments, cross, mel, segment_frames, time_offset)
             if opts.condition_on_previous_text and result.temperature < opts.prompt_reset_on_temperature:
                 prompt.extend(t for s in new_segments for t in s.tokens)
             else:
@@ -324,15 +355,16 @@ class WhisperModel:
             info.duration = total / SAMPLE_RATE
         info.warning = report.warning
 
-    def _add_words(self, segments: list[Segment], cross: KVCache, voiced: np.ndarray | None, segment_frames: int,
-                   time_offset: float, language: str | None, task: str) -> None:
+    def _add_words(self, window: _Window, language: str | None, task: str) -> None:
         eot = self.tokenizer.eot
+        segments, offset = window.segments, window.time_offset
         texts = [[t for t in s.tokens if t < eot] for s in segments]
         probs = [[p for t, p in zip(s.tokens, s.token_probs) if t < eot] for s in segments]
-        words = align_words(self.model, self.tokenizer, cross, texts, probs, segment_frames, time_offset, language, task)
+        words = align_words(self.model, self.tokenizer, window.cross, texts, probs, window.frames, offset, language, task)
+        voiced = voiced_frames(window.mel, window.frames)
         for seg, ws in zip(segments, words):
             if voiced is not None:
-                snap_to_voice(ws, voiced, time_offset)
+                snap_to_voice(ws, voiced, offset)
             fit_words(ws, seg.start, seg.end)
             seg.words = ws
 
@@ -377,6 +409,65 @@ class WhisperModel:
             segments.append(make(0, len(tokens), time_offset, time_offset + duration))
             advance = segment_frames
         return segments, max(advance, 1)
+
+
+def _aligned_inline(windows: Iterator[_Window], align: Callable[[_Window], None],
+                    profile: Profile) -> Generator[list[Segment], None, None]:
+    """Each window's segments, with words (one thread: aligned before the next window decodes)."""
+    for window in windows:
+        with profile.stage("words", 1, "windows"):
+            align(window)
+        yield window.segments
+
+
+def _aligned_behind(windows: Iterator[_Window], align: Callable[[_Window], None],
+                    profile: Profile) -> Generator[list[Segment], None, None]:
+    """Each window's segments, with words aligned on a worker thread while the caller decodes
+    the next window (the seek position does not depend on word times), so a window comes out
+    once the next one is decoded and its own alignment is done.
+
+    Token-by-token decoding keeps one core busy; the alignment's decoder pass fills the other.
+    Windows come out in order; an error raised by `align` is raised here; the worker ends
+    (after the window it is aligning) when this generator does.
+    """
+    jobs: queue.SimpleQueue[_Window | None] = queue.SimpleQueue()
+    done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
+
+    def work() -> None:
+        # numba's thread count is per thread: the worker's kernels stay on the spare core.
+        numba.set_num_threads(1)
+        with profile.background():
+            while (window := jobs.get()) is not None:
+                try:
+                    with profile.stage("words", 1, "windows"):
+                        align(window)
+                except BaseException as e:  # handed to the caller, which raises it
+                    done.put(e)
+                else:
+                    done.put(None)
+
+    def finished(window: _Window) -> list[Segment]:
+        mark = profile.start()
+        error = done.get()
+        profile.stop("words wait", mark)
+        if error is not None:
+            raise error
+        return window.segments
+
+    worker = threading.Thread(target=work, name="whisperlite-words", daemon=True)
+    worker.start()
+    try:
+        previous = None
+        for window in windows:
+            jobs.put(window)
+            if previous is not None:
+                yield finished(previous)
+            previous = window
+        if previous is not None:
+            yield finished(previous)
+    finally:
+        jobs.put(None)
+        worker.join()
 
 
 def _to_input_times(seg: Segment, speech: SpeechFilter) -> None:
