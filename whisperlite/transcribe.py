@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable, Generator, Iterable, Iterator
 
-import numba
 import numpy as np
 
 from whisperlite.audio import (
@@ -35,6 +34,7 @@ from whisperlite.decoding import (
     WindowDecoder,
     decode_with_fallback,
 )
+from whisperlite.kernels.threads import one_thread_here
 from whisperlite.mel import log_mel_spectrogram, pad_or_trim
 from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.timing import Word, align_words, fit_words, snap_to_voice, voiced_frames
@@ -434,8 +434,7 @@ def _aligned_behind(windows: Iterator[_Window], align: Callable[[_Window], None]
     done: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
 
     def work() -> None:
-        # numba's thread count is per thread: the worker's kernels stay on the spare core.
-        numba.set_num_threads(1)
+        one_thread_here()  # the worker's products stay on the spare core
         with profile.background():
             while (window := jobs.get()) is not None:
                 try:

@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 from whisperlite.cpu import physical_cores
 
 _state: dict = {"threads": None, "limiter": None, "pool": None}
+_local = threading.local()  # a thread's own count (one_thread_here), else the shared one
 
 
 def set_threads(n: int | None) -> int:
@@ -39,7 +40,15 @@ def set_threads(n: int | None) -> int:
 
 
 def get_threads() -> int:
-    return _state["threads"] or numba.get_num_threads()
+    return getattr(_local, "threads", None) or _state["threads"] or numba.get_num_threads()
+
+
+def one_thread_here() -> None:
+    """Kernels called from this thread run on it alone, for a background worker that is
+    itself the use of a spare core: its products would otherwise queue on the shared pool
+    behind the main thread's and slow both down (numba's count is per thread already)."""
+    _local.threads = 1
+    numba.set_num_threads(1)
 
 
 def run_parallel(task: Callable[[int], None], n_tasks: int) -> None:
