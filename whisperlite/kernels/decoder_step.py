@@ -33,7 +33,6 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from whisperlite.kernels.atomics import atomic_cas, atomic_load, atomic_store, spin_pause
 from whisperlite.kernels.gemv import idot_rows, row_dots
 from whisperlite.kernels.llvm_ir import F32 as IR_F32  # F32 here is the float32 kind code
 from whisperlite.kernels.llvm_ir import HAS_AVX2  # noqa: F401 (callers choose int8 by it)
@@ -408,19 +407,19 @@ def _to_f32_impl(v):
 
 
 @numba.njit(inline="always", **_SER)
-def _self_attention(qkv, kc, vc, pos, n_head, h0, h1, scores, out):
+def _self_attention(qkv, kc, vc, pos, n_head, scores, out):
     """qkv (B, 3d) this token's query | key | value rows; kc, vc (≥B, n_ctx, d) the layer's
-    cache, rows 0 … pos-1 filled: for heads h0 … h1-1, writes their columns of row pos, then
-    their columns of out (B, d) = causal attention; scores (·, > pos) scratch, row 0 used."""
+    cache, rows 0 … pos-1 filled: writes row pos, then out (B, d) = causal attention;
+    scores (·, > pos) scratch, row 0 used."""
     n, d3 = qkv.shape
     d = d3 // 3
     hd = d // n_head
     scale = np.float32(hd ** -0.5)
     for b in range(n):
-        for c in range(h0 * hd, h1 * hd):
+        for c in range(d):
             kc[b, pos, c] = qkv[b, d + c]
             vc[b, pos, c] = qkv[b, 2 * d + c]
-        for h in range(h0, h1):
+        for h in range(n_head):
             o = h * hd
             for t in range(pos + 1):
                 acc = np.float32(0.0)
@@ -437,14 +436,13 @@ def _self_attention(qkv, kc, vc, pos, n_head, h0, h1, scores, out):
 
 
 @numba.njit(inline="always", **_SER)
-def _cross_attention(q, k, v, h0, h1, scores, out):
+def _cross_attention(q, k, v, scores, out):
     """q (B, d); k, v (h, n_audio, hd) float32 or float16 bits; scores (B, n_audio) scratch
-    -> columns of heads h0 … h1-1 of out (B, d). Each key and value row is read once for
-    all B sequences."""
+    -> out (B, d). Each key and value row is read once for all B sequences."""
     n, d = q.shape
     n_head, na, hd = k.shape
     scale = np.float32(hd ** -0.5)
-    for h in range(h0, h1):
+    for h in range(n_head):
         o = h * hd
         for t in range(na):
             for b in range(n):
@@ -467,22 +465,11 @@ def _cross_attention(q, k, v, h0, h1, scores, out):
 
 @numba.njit(inline="always", **_SER)
 def _add_bias(y, bias, res):
-    """res += (y + bias), the sum rounded first (as `decoder_split` does it, which adds the
-    bias where the product is made and the residual later: the same bits either way)."""
+    """res += y + bias (residual)."""
     n, d = y.shape
     for b in range(n):
         for j in range(d):
-            y[b, j] += bias[j]
-    _residual(y, res)
-
-
-@numba.njit(inline="always", **_SER)
-def _residual(y, res):
-    """res += y."""
-    n, d = y.shape
-    for b in range(n):
-        for j in range(d):
-            res[b, j] += y[b, j]
+            res[b, j] += y[b, j] + bias[j]
 
 
 # ---------------------------------------------------------------- the layer stack
@@ -518,7 +505,7 @@ def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
         for b in range(n):
             for j in range(3 * d):
                 qkv[b, j] += b_qkv[li, j]
-        _self_attention(qkv, k_self[li], v_self[li], pos, n_head, 0, n_head, scores, att)
+        _self_attention(qkv, k_self[li], v_self[li], pos, n_head, scores, att)
         _product(kinds[1], w_out[li], att, xq, xd, xs, buf, y, int8)
         _add_bias(y, b_out[li], x)
 
@@ -527,7 +514,7 @@ def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
         for b in range(n):
             for j in range(d):
                 y[b, j] += b_cq[li, j]
-        _cross_attention(y, k_cross[li], v_cross[li], 0, n_head, scores, att)
+        _cross_attention(y, k_cross[li], v_cross[li], scores, att)
         _product(kinds[3], w_co[li], att, xq, xd, xs, buf, y, int8)
         _add_bias(y, b_co[li], x)
 
@@ -539,136 +526,6 @@ def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
         _product(kinds[5], w_fc2[li], mlp, xq, xd, xs, buf, y, int8)
         _add_bias(y, b_fc2[li], x)
     _layer_norm(x, lnf_g, lnf_b, h)
-
-
-# ---------------------------------------------------------------- the step on two threads
-
-# Slots are int64s 64 bytes apart, so the two threads' flags never share a cache line.
-SLOT = 8
-PHASES_PER_LAYER = 8
-VOCAB_CHUNKS = 8
-
-
-def split_slots(n_layer: int) -> int:
-    """Length of the claim and done arrays `decoder_split` takes for n_layer layers."""
-    return (PHASES_PER_LAYER * n_layer + 1) * VOCAB_CHUNKS * SLOT
-
-
-@numba.njit(inline="always", **_SER)
-def _claim(claim, slot, g):
-    """Take chunk `slot` of step g unless a thread already has (slots hold the last step
-    that claimed them, so nothing is reset between steps)."""
-    v = atomic_load(claim, slot * SLOT)
-    return v < g and atomic_cas(claim, slot * SLOT, v, g) == v
-
-
-@numba.njit(inline="always", **_SER)
-def _await(done, slot0, n, g):
-    """Spin until chunks slot0 … slot0+n-1 of step g are finished."""
-    for c in range(n):
-        while atomic_load(done, (slot0 + c) * SLOT) < g:
-            spin_pause()
-
-
-@numba.njit(inline="always", **_SER)
-def _rows_phase(tid, g, claim, done, slot0, nch, kind, w, bias, gelu, h, xq, xd, xs, buf, out, int8):
-    """out[:, rows] = h @ W[rows].T + bias (GELU'd if gelu) for the chunks of rows this
-    thread claims (its own half first), then wait for all of them."""
-    rows = w.shape[0]
-    n = h.shape[0]
-    for k in range(nch):
-        c = (k + tid * (nch // 2)) % nch
-        if _claim(claim, slot0 + c, g):
-            r0, r1 = rows * c // nch, rows * (c + 1) // nch
-            _linear(kind, w, h, xq, xd, xs, buf, out, r0, r1, int8)
-            if bias.shape[0]:
-                for b in range(n):
-                    for r in range(r0, r1):
-                        v = out[b, r] + bias[r]
-                        out[b, r] = _gelu(v) if gelu else v
-            atomic_store(done, (slot0 + c) * SLOT, g)
-    _await(done, slot0, nch, g)
-
-
-@numba.njit(**_SER)
-def decoder_split(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
-                  w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
-                  lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
-                  s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8):
-    """`decoder_layers` and the vocabulary projection for step g, run by two threads at once
-    (tid 0 and 1): every product's rows and every attention's heads come in chunks that
-    whichever thread gets there first claims, so a thread that starts late or is slowed
-    by another process leaves its work to the other, and one thread alone finishes the
-    step. Each thread keeps its own residual stream x2[tid] and normalized rows h2[tid]
-    (recomputed by both: cheaper than a hand-off); every phase writes its own per-layer
-    buffer (s_* (L, B, ·)), so a late thread replays the stream from finished results.
-    g must grow by one or more from call to call on the same claim/done arrays.
-    Scratch per thread: x2, h2 (2, B, d), xq2 (2, B*4d), xd2, xs2 (2, B*4d/32), buf2 (2, 2, 4d),
-    scores2 (2, B, ·); logits (B, vocab) out.
-    """
-    x, h, xq, xd, xs, buf, scores = x2[tid], h2[tid], xq2[tid], xd2[tid], xs2[tid], buf2[tid], scores2[tid]
-    n = tokens.shape[0]
-    d = x.shape[1]
-    half = n_head // 2
-    no_bias = b_qkv[0, :0]
-    for b in range(n):
-        _decode_row(emb_kind, emb[tokens[b, 0]], d, buf[0])
-        for j in range(d):
-            x[b, j] = buf[0, j] + pos_emb[pos, j]
-    slot = 0
-    for li in range(len(w_qkv)):
-        _layer_norm(x, ln_g[li, 0], ln_b[li, 0], h)
-        q1, d1, s1 = _prepare(kinds[0], h, xq, xd, xs, int8)
-        _rows_phase(tid, g, claim, done, slot, 2, kinds[0], w_qkv[li], b_qkv[li], False, h, q1, d1, s1, buf,
-                    s_qkv[li], int8)
-        slot += VOCAB_CHUNKS
-        for c in range(2):
-            hc = (c + tid) % 2
-            if _claim(claim, slot + hc, g):
-                _self_attention(s_qkv[li], k_self[li], v_self[li], pos, n_head, hc * half,
-                                half if hc == 0 else n_head, scores, s_att[li])
-                atomic_store(done, (slot + hc) * SLOT, g)
-        _await(done, slot, 2, g)
-        slot += VOCAB_CHUNKS
-        q1, d1, s1 = _prepare(kinds[1], s_att[li], xq, xd, xs, int8)
-        _rows_phase(tid, g, claim, done, slot, 2, kinds[1], w_out[li], b_out[li], False, s_att[li], q1, d1, s1,
-                    buf, s_y[li, 0], int8)
-        slot += VOCAB_CHUNKS
-        _residual(s_y[li, 0], x)
-
-        _layer_norm(x, ln_g[li, 1], ln_b[li, 1], h)
-        q1, d1, s1 = _prepare(kinds[2], h, xq, xd, xs, int8)
-        _rows_phase(tid, g, claim, done, slot, 2, kinds[2], w_cq[li], b_cq[li], False, h, q1, d1, s1, buf,
-                    s_q[li], int8)
-        slot += VOCAB_CHUNKS
-        for c in range(2):
-            hc = (c + tid) % 2
-            if _claim(claim, slot + hc, g):
-                _cross_attention(s_q[li], k_cross[li], v_cross[li], hc * half, half if hc == 0 else n_head,
-                                 scores, s_catt[li])
-                atomic_store(done, (slot + hc) * SLOT, g)
-        _await(done, slot, 2, g)
-        slot += VOCAB_CHUNKS
-        q1, d1, s1 = _prepare(kinds[3], s_catt[li], xq, xd, xs, int8)
-        _rows_phase(tid, g, claim, done, slot, 2, kinds[3], w_co[li], b_co[li], False, s_catt[li], q1, d1, s1,
-                    buf, s_y[li, 1], int8)
-        slot += VOCAB_CHUNKS
-        _residual(s_y[li, 1], x)
-
-        _layer_norm(x, ln_g[li, 2], ln_b[li, 2], h)
-        q1, d1, s1 = _prepare(kinds[4], h, xq, xd, xs, int8)
-        _rows_phase(tid, g, claim, done, slot, 2, kinds[4], w_fc1[li], b_fc1[li], True, h, q1, d1, s1, buf,
-                    s_mlp[li], int8)
-        slot += VOCAB_CHUNKS
-        q1, d1, s1 = _prepare(kinds[5], s_mlp[li], xq, xd, xs, int8)
-        _rows_phase(tid, g, claim, done, slot, 2, kinds[5], w_fc2[li], b_fc2[li], False, s_mlp[li], q1, d1, s1,
-                    buf, s_y[li, 2], int8)
-        slot += VOCAB_CHUNKS
-        _residual(s_y[li, 2], x)
-    _layer_norm(x, lnf_g, lnf_b, h)
-    q1, d1, s1 = _prepare(emb_kind, h, xq, xd, xs, int8)
-    _rows_phase(tid, g, claim, done, slot, VOCAB_CHUNKS, emb_kind, emb, no_bias, False, h, q1, d1, s1, buf,
-                logits, int8)
 
 
 # ---------------------------------------------------------------- vocabulary projection

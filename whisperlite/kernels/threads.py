@@ -62,29 +62,3 @@ def run_parallel(task: Callable[[int], None], n_tasks: int) -> None:
     task(0)
     for f in futures:
         f.result()
-
-
-class Partner:
-    """One persistent thread that runs fn(1, *args) each time `start(fn, args)` is called,
-    while the caller runs fn(0, *args) itself: for kernels that split their work between
-    exactly two threads and tolerate the partner starting late or not at all (they claim
-    work in chunks, see decoder_step.decoder_split). A signal given while the partner is
-    still busy with the previous call is taken up when it is done; only the newest
-    arguments are run."""
-
-    def __init__(self) -> None:
-        self._go = threading.Event()
-        self._job: tuple[Callable, tuple] | None = None
-        self._thread = threading.Thread(target=self._loop, name="whisperlite-partner", daemon=True)
-        self._thread.start()
-
-    def start(self, fn: Callable, args: tuple) -> None:
-        self._job = (fn, args)
-        self._go.set()
-
-    def _loop(self) -> None:
-        while True:
-            self._go.wait()
-            self._go.clear()
-            fn, args = self._job
-            fn(1, *args)

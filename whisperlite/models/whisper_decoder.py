@@ -15,9 +15,7 @@ from whisperlite.kernels import decoder_step as fused
 from whisperlite.kernels import mha
 from whisperlite.kernels.ops import add_
 from whisperlite.kernels.quant import dequantize_rows
-from whisperlite.kernels.threads import Partner
 from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
-from whisperlite.models.decoder_split import SplitStep
 from whisperlite.models.whisper_blocks import Block, Norm, load_block, split_heads
 
 
@@ -39,7 +37,6 @@ class KVCache:
         bits = (lambda a: a.view(np.uint16)) if cross_k.dtype == np.float16 else (lambda a: a)  # noqa: E731
         self.cross_k_in, self.cross_v_in = bits(cross_k), bits(cross_v)
         self.scratch: _StepScratch | None = None
-        self.split: SplitStep | None = None
 
     def fork(self, batch: int) -> "KVCache":
         """An empty self-attention cache for `batch` sequences over the same audio."""
@@ -83,9 +80,8 @@ class _StepScratch:
 
 
 class _SplitChooser:
-    """Runs one of two variants of a step's work — on one thread, or split over threads (the
-    vocabulary projection; the whole step) — whichever has been faster lately. On a shared
-    2-core machine a split waits for the other core, and when
+    """Runs the vocabulary projection on one thread or split over all, whichever has been
+    faster lately. On a shared 2-core machine a split waits for the other core, and when
     another process holds it the split is slower than one thread (measured up to 1.4x): so
     each variant's time is tracked (moving average) and the slower one re-tried now and then,
     so that `-t 2` is never slower than `-t 1` for long."""
@@ -97,16 +93,14 @@ class _SplitChooser:
         self.avg = [0.0, 0.0]  # serial, split; 0: not measured yet
         self.calls = 0
 
-    def run(self, serial: Callable, split: Callable, args: tuple):
-        """The chosen variant's result."""
+    def run(self, serial: Callable, split: Callable, args: tuple) -> None:
         self.calls += 1
         best = int(self.avg[1] < self.avg[0]) if all(self.avg) else int(self.avg[1] == 0.0)
         use = 1 - best if self.calls % self.PROBE_EVERY == 0 else best
         t = time.perf_counter()
-        result = (split if use else serial)(*args)
+        (split if use else serial)(*args)
         dt = time.perf_counter() - t
         self.avg[use] = dt if not self.avg[use] else (1 - self.ALPHA) * self.avg[use] + self.ALPHA * dt
-        return result
 
 
 class _StepWeights:
@@ -161,8 +155,6 @@ class TextDecoder:
         self.ln = Norm(w["decoder.ln.weight"], w["decoder.ln.bias"])
         self.step_weights = _StepWeights.build(self.blocks, self.token_embedding, self.ln)
         self._split: dict[tuple[int, int], _SplitChooser] = {}
-        self._step_choice: dict[int, _SplitChooser] = {}
-        self._partner: Partner | None = None
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
         """Embedding rows for token ids (n,) -> (n, d) float32, dequantizing only those rows."""
@@ -208,41 +200,12 @@ class TextDecoder:
         return self.forward(tokens, cache, positions, want_cross)
 
     def step(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
-        """tokens (B, 1) -> logits (B, 1, vocab): one token per sequence, fused kernels.
-
-        With several threads the step runs either on this thread (the vocabulary projection
-        split or not) or split between two threads (decoder_split.SplitStep), whichever has
-        been faster lately: splitting nearly halves a step on an idle second core, and
-        loses when another process holds it."""
+        """tokens (B, 1) -> logits (B, 1, vocab): one token per sequence, fused kernels."""
         bsz = tokens.shape[0]
         pos = cache.length
         if pos + 1 > self.dims.n_text_ctx:
             raise ValueError(f"decoder context of {self.dims.n_text_ctx} tokens exceeded")
-        tokens = np.asarray(tokens, np.int64)
         threads = get_threads()
-        if threads == 1:
-            logits = self._step_here(tokens, cache, threads)
-        else:
-            if self._partner is None:
-                self._partner = Partner()
-            split = cache.split
-            if split is None or split.batch != bsz:
-                split = cache.split = SplitStep(self.dims, bsz, self._partner)
-            chooser = self._step_choice.get(bsz)
-            if chooser is None:
-                chooser = self._step_choice[bsz] = _SplitChooser()
-            w = self.step_weights
-            weights = (w.emb_kind, w.emb, self.pos, w.kinds, w.ln_g, w.ln_b,
-                       *(a for mat, bias in zip(w.mats, w.biases) for a in (mat, bias)), w.lnf_g, w.lnf_b)
-            cache_args = (cache.k, cache.v, cache.cross_k_in, cache.cross_v_in, self.dims.n_text_head)
-            logits = chooser.run(self._step_here, lambda *_: split.run(weights, cache_args, tokens, pos, self.int8),
-                                 (tokens, cache, threads))
-        cache.length = pos + 1
-        return logits
-
-    def _step_here(self, tokens: np.ndarray, cache: KVCache, threads: int) -> np.ndarray:
-        """The step's layers on this thread, its vocabulary projection split or not."""
-        bsz = tokens.shape[0]
         s = cache.scratch
         if s is None or s.batch != bsz or s.bufs.shape[0] != threads:
             s = cache.scratch = _StepScratch(self.dims, bsz, threads)
@@ -250,10 +213,11 @@ class TextDecoder:
         b = w.biases
         (qkv, out, cq, co, fc1, fc2) = w.mats
         fused.decoder_layers(
-            tokens, cache.length, w.emb_kind, w.emb, self.pos, w.kinds, w.ln_g, w.ln_b,
+            np.asarray(tokens, np.int64), pos, w.emb_kind, w.emb, self.pos, w.kinds, w.ln_g, w.ln_b,
             qkv, b[0], out, b[1], cq, b[2], co, b[3], fc1, b[4], fc2, b[5], w.lnf_g, w.lnf_b,
             cache.k, cache.v, cache.cross_k_in, cache.cross_v_in, self.dims.n_text_head,
             s.x, s.h, s.qkv, s.att, s.y, s.mlp, s.xq, s.xd, s.xs, s.buf, s.scores, self.int8)
+        cache.length = pos + 1
         args = (w.emb_kind, w.emb, s.h, s.xq, s.xd, s.xs, s.bufs, s.logits2d, self.int8)
         if threads == 1:
             fused.vocab_serial(*args)
