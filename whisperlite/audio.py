@@ -157,8 +157,9 @@ _POLL_SECONDS = 0.1
 def prefetch(items: Iterable[T], depth: int = 1, profile: Profile | None = None) -> Iterator[T]:
     """`items`, produced on a background thread at most `depth` ahead of the consumer.
 
-    Audio decoding (ffmpeg's pipe) and voice activity detection (Silero's C call) release
-    the GIL, so they run on the second core while the main thread encodes and decodes.
+    Audio decoding (ffmpeg's pipe) and voice activity detection (Silero's BLAS products and
+    nogil numba loop) release the GIL, so they run on the second core while the main thread
+    encodes and decodes.
     An error raised while producing is raised here, in the consumer, at the point it
     occurred in the sequence. When the consumer stops early the producer thread stops and
     closes `items` (killing ffmpeg) before this generator finishes: no thread or process

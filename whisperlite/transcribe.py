@@ -206,7 +206,7 @@ class WhisperModel:
         speech = SpeechFilter(chunks, opts.vad_options, profile) if opts.vad else None
         source = iter(speech) if speech is not None else iter(chunks)
         if speech is not None or not isinstance(audio, np.ndarray):
-            # ffmpeg's pipe and Silero release the GIL: they run ahead on another thread.
+            # ffmpeg's pipe and Silero's kernels release the GIL: they run ahead on another thread.
             source = prefetch(source, profile=profile)
         reader = _WindowReader(source)
         probability = 1.0
