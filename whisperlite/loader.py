@@ -17,7 +17,7 @@ import numpy as np
 
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite import _env
+from whisperlite import _env, timing, vad
 from whisperlite.errors import ModelFormatError, ModelNotFoundError
 from whisperlite.kernels import QTensor, Weight, set_threads
 from whisperlite.kernels.quant import bytes_per_row, quantize
@@ -174,6 +174,13 @@ def _warm_up(model: Whisper, compute_type: str) -> None:
     cache = model.decoder.new_cache(features, batch=2)
     model.decoder(np.zeros((1, 3), np.int64), cache, positions=(0, -1))
     model.decoder(np.zeros((2, 1), np.int64), cache)
+    # Word timing and the speech filter too: otherwise they compile inside the first window.
+    _, crosses = model.decoder(np.zeros((1, 4), np.int64), cache.fork(1), positions=(), want_cross=True)
+    timing.dtw(-timing.alignment_matrix([crosses[-1][0, 0, 1:, :8]]))
+    try:
+        vad.SileroVad(vad.silero_weights())(np.zeros(2 * vad.FRAME, np.float32))
+    except vad.VadUnavailableError:
+        pass  # transcriptions with the VAD will report it; the others do not need it
     sys.stderr.write(f"whisperlite: kernels compiled in {time.perf_counter() - t0:.0f} s\n")
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)

@@ -73,7 +73,7 @@ class TimeMap:
 _WEIGHTS: SileroWeights | None = None
 
 
-def _silero_weights() -> SileroWeights:
+def silero_weights() -> SileroWeights:
     """Read once per process (~30 ms); each stream runs its own SileroVad state on them."""
     global _WEIGHTS
     if _WEIGHTS is None:
@@ -96,7 +96,7 @@ class SpeechFilter:
     def __init__(self, chunks: Iterable[np.ndarray], opts: VadOptions = VadOptions(), profile: Profile | None = None):
         self.opts = opts
         self.profile = profile  # VAD time goes to its stage "vad"
-        _silero_weights()  # fail before the first window if the model cannot load
+        silero_weights()  # fail before the first window if the model cannot load
         self._chunks = iter(chunks)
         ms = SAMPLE_RATE // 1000
         self._pad = opts.speech_pad_ms * ms
@@ -109,7 +109,7 @@ class SpeechFilter:
         self.speech_seconds = 0.0
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        model = SileroVad(_silero_weights())
+        model = SileroVad(silero_weights())
         out: list[np.ndarray] = []
         out_len = 0
         in_pos = 0  # input sample index of the next frame
