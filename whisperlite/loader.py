@@ -65,21 +65,16 @@ def resolve(name: str) -> Path:
         return embedded_model_dir()
     if os.path.sep in name or os.path.exists(name) or name.endswith((".bin", ".gguf")):
         return Path(name)
-    try:
-        from whisperlite.quantize import resolve_derived
+    from whisperlite import hub  # imported here: quantize imports this module
+    from whisperlite.quantize import DERIVED_NAMES, resolve_derived
 
-        derived = resolve_derived(name)
-    except ImportError:
-        derived = None
+    derived = resolve_derived(name)
     if derived is not None:
         return derived
-    try:
-        from whisperlite import hub
-
-        return hub.cached_path(name)
-    except ImportError:
-        pass
-    raise ModelNotFoundError(f"unknown model '{name}' (try 'tiny.en', or a path to a model file)")
+    if name not in hub.MODELS:
+        known = ", ".join([DEFAULT_MODEL, *DERIVED_NAMES, *sorted(hub.MODELS)])
+        raise ModelNotFoundError(f"unknown model '{name}' (known: {known}; or a path to a model file)")
+    return hub.cached_path(name)
 
 
 def tokenizer_for(ckpt: WhisperCheckpoint) -> WhisperTokenizer:
