@@ -146,10 +146,12 @@ def _quantize_q8_0(w: Weight) -> QTensor:
 
 
 def _source_digest() -> str:
-    """Digest of the package's sources: kernels change between commits of one version
-    number, and each change recompiles them."""
-    h = hashlib.sha1()
-    for f in sorted(Path(__file__).parent.rglob("*.py")):
+    """Digest of the package's sources and where they are: kernels change between commits of
+    one version number, and numba files its cache by the sources' directory, so the same
+    sources installed elsewhere (a checkout and its `pip install .`) compile again."""
+    package = Path(__file__).resolve().parent
+    h = hashlib.sha1(str(package).encode())
+    for f in sorted(package.rglob("*.py")):
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
 
