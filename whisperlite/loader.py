@@ -20,7 +20,7 @@ from gguf import GGMLQuantizationType as QType
 from whisperlite import _env, timing, vad
 from whisperlite.errors import ModelFormatError, ModelNotFoundError
 from whisperlite.kernels import QTensor, Weight, set_threads
-from whisperlite.kernels.quant import bytes_per_row, quantize
+from whisperlite.kernels.quant import bytes_per_row, dequantize_rows, quantize
 from whisperlite.models.checkpoint import WhisperCheckpoint
 from whisperlite.models.whisper import Whisper
 from whisperlite.tokenizer.whisper import WhisperTokenizer
@@ -138,9 +138,10 @@ def _quantize_q8_0(w: Weight) -> QTensor:
     rows, cols = (int(n) for n in w.shape)
     out = np.empty((rows, bytes_per_row(QType.Q8_0, cols)), np.uint8)
     step = max(1, _QUANT_SLICE_VALUES // cols)
+    buf = np.empty((min(step, rows), cols), np.float32)
     for a in range(0, rows, step):
         b = min(a + step, rows)
-        part = QTensor(w.qtype, (b - a, cols), w.data[a:b]).dequantize() if isinstance(w, QTensor) else w[a:b]
+        part = dequantize_rows(w.data, w.qtype, w.shape, a, b, buf[: b - a]) if isinstance(w, QTensor) else w[a:b]
         out[a:b] = quantize(part, QType.Q8_0)
     return QTensor(QType.Q8_0, (rows, cols), out)
 
