@@ -227,13 +227,14 @@ def _decode_row(kind, w, w16, w32, r, k, buf):
 
 @numba.njit(inline="always", **_SER)
 def _float_views(kind, w):
-    """w (rows, bytes) as uint16 and float32 matrices for the float kinds (block-type rows
-    need not be a whole number of either: empty views then, unused)."""
+    """w (rows, bytes) as uint16 and float32 matrices for the float kinds; empty arrays in
+    the unused slot (block-type rows need not be a whole number of either). All are
+    C-contiguous: an empty *view* would type as any-layout and de-vectorize the loops."""
     if kind == F16:
-        return w.view(np.uint16), w[:0, :0].view(np.float32)
+        return w.view(np.uint16), np.empty((0, 0), np.float32)
     if kind == F32:
-        return w[:0, :0].view(np.uint16), w.view(np.float32)
-    return w[:0, :0].view(np.uint16), w[:0, :0].view(np.float32)
+        return np.empty((0, 0), np.uint16), w.view(np.float32)
+    return np.empty((0, 0), np.uint16), np.empty((0, 0), np.float32)
 
 
 # ---------------------------------------------------------------- products
