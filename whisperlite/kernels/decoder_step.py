@@ -175,11 +175,11 @@ def _idot_multi_intrinsic(kind):
             with cgutils.for_range(builder, nbv) as bl:
                 b = bl.index
                 q, d, m, signed = emit_block_i8(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(I64, size))]))
-                qabs, neg = sign_split(builder, q, signed)
+                qabs, sign = sign_split(builder, q, signed)
                 with cgutils.for_range(builder, nv) as tl:
                     t = tl.index
                     y = load_v32b(builder, qbase, builder.add(builder.mul(t, k), builder.mul(b, ir.Constant(I64, QK))))
-                    p32 = byte_dot(builder, qabs, neg, y)
+                    p32 = byte_dot(builder, qabs, sign, y)
                     tb = builder.add(builder.mul(t, nbv), b)
                     scale = builder.fmul(d, builder.load(builder.gep(xdbase, [tb])))
                     ap = builder.gep(accs, [t])

@@ -325,8 +325,8 @@ def _row_idot(kind):
             with cgutils.for_range(builder, nbv) as loop:
                 b = loop.index
                 q, d, m, signed = emit_block_i8(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(I64, size))]))
-                qabs, neg = sign_split(builder, q, signed)
-                p32 = byte_dot(builder, qabs, neg, load_v32b(builder, qbase, builder.mul(b, ir.Constant(I64, QK))))
+                qabs, sign = sign_split(builder, q, signed)
+                p32 = byte_dot(builder, qabs, sign, load_v32b(builder, qbase, builder.mul(b, ir.Constant(I64, QK))))
                 scale = builder.fmul(d, builder.load(builder.gep(xdbase, [b])))
                 builder.store(fma8(builder, builder.sitofp(p32, V8F), splat(builder, scale, 8), builder.load(acc)), acc)
                 if m is not None:
@@ -366,8 +366,8 @@ def _rows_idot(kind, nrows):
                 xs_b = builder.load(builder.gep(xsbase, [b])) if LAYOUT[kind][1] is not None else None
                 for i in range(nrows):
                     q, d, m, signed = emit_block_i8(builder, kind, builder.gep(bases[i], [builder.mul(b, ir.Constant(I64, size))]))
-                    qabs, neg = sign_split(builder, q, signed)
-                    p32 = byte_dot(builder, qabs, neg, y)
+                    qabs, sign = sign_split(builder, q, signed)
+                    p32 = byte_dot(builder, qabs, sign, y)
                     scale = builder.fmul(d, xd_b)
                     builder.store(fma8(builder, builder.sitofp(p32, V8F), splat(builder, scale, 8),
                                        builder.load(accs[i])), accs[i])

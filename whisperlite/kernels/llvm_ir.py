@@ -195,26 +195,27 @@ def fma1(builder: ir.IRBuilder, a: ir.Value, b: ir.Value, c: ir.Value) -> ir.Val
 
 
 def sign_split(builder: ir.IRBuilder, q: ir.Value, signed: bool):
-    """<32 x i8> weights -> (|q|, the lanes where q < 0, or None for unsigned q): vpmaddubsw
+    """<32 x i8> weights -> (|q|, q as the sign source, or None for unsigned q): vpmaddubsw
     takes unsigned × signed bytes, so a signed weight enters as |w| times x with w's sign
     (ggml's mul_sum_i8_pairs). Split once per block when several activations share it."""
     if not signed:
         return q, None
-    neg = builder.icmp_signed("<", q, ir.Constant(V32B, [0] * 32))
     absb = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V32B, [V32B, I1]), "llvm.abs.v32i8")
-    return builder.call(absb, [q, ir.Constant(I1, 0)]), neg
+    return builder.call(absb, [q, ir.Constant(I1, 0)]), q
 
 
-def byte_dot(builder: ir.IRBuilder, qabs: ir.Value, neg, y: ir.Value) -> ir.Value:
-    """The 32 products of a block's weights (`sign_split`'s |q| and sign lanes) and int8
+def byte_dot(builder: ir.IRBuilder, qabs: ir.Value, sign, y: ir.Value) -> ir.Value:
+    """The 32 products of a block's weights (`sign_split`'s |q| and sign source) and int8
     activations y (<32 x i8>) summed exactly into <8 x i32>, lane m = products 4m..4m+3
-    (vpmaddubsw, then vpmaddwd by ones)."""
+    (vpsignb gives y the weights' signs — y·0 where a weight is 0, whose product is 0
+    anyway — then vpmaddubsw, then vpmaddwd by ones: one instruction for the signs where
+    compare + negate + blend took three)."""
     mod = builder.module
     maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(V16W, [V32B, V32B]), "llvm.x86.avx2.pmadd.ub.sw")
     maddwd = cgutils.get_or_insert_function(mod, ir.FunctionType(V8I, [V16W, V16W]), "llvm.x86.avx2.pmadd.wd")
-    if neg is not None:
-        zero = ir.Constant(V32B, [0] * 32)
-        y = builder.select(neg, builder.sub(zero, y), y)
+    if sign is not None:
+        psign = cgutils.get_or_insert_function(mod, ir.FunctionType(V32B, [V32B, V32B]), "llvm.x86.avx2.psign.b")
+        y = builder.call(psign, [y, sign])
     return builder.call(maddwd, [builder.call(maddubs, [qabs, y]), ir.Constant(V16W, [1] * 16)])
 
 
