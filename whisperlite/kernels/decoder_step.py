@@ -33,12 +33,12 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from whisperlite.kernels.gemv import idot_rows, row_dots
+from whisperlite.kernels.gemv import PREFETCH_ROWS, idot_rows, row_dots
 from whisperlite.kernels.llvm_ir import F32 as IR_F32  # F32 here is the float32 kind code
 from whisperlite.kernels.llvm_ir import HAS_AVX2  # noqa: F401 (callers choose int8 by it)
 from whisperlite.kernels.llvm_ir import (
     I32, I64, LAYOUT, OFFSET, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32, fma1,
-    fma8, hsum, load_v32b, sign_split, splat, vec)
+    fma8, hsum, load_v32b, prefetch_row, sign_split, splat, vec)
 from whisperlite.kernels.ops import _gelu, exp_shifted_row, layer_norm_row
 from whisperlite.kernels.quant import QK
 from whisperlite.kernels.tensor import QTensor, Weight
@@ -352,10 +352,46 @@ def _rows_f32(w, x, out, r0, r1):
         out[0, r] = acc
 
 
+# One sequence, block types, int8 activations (gemv's ggml-order integer dots): one
+# compiled loop per type, its code a constant — with the type a runtime value the Q8_0 loop
+# compiled ~15 % slower (1.57 vs 1.37 ms for the vocabulary projection).
 @numba.njit(**_SER)
+def _rows_int8_q8_0(w, xq, xd, xs, out, r0, r1):
+    idot_rows(0, w, r0, r1, xq.shape[1] // QK, xq, xd, xs, 0, out)
+
+
+@numba.njit(**_SER)
+def _rows_int8_q4_0(w, xq, xd, xs, out, r0, r1):
+    idot_rows(1, w, r0, r1, xq.shape[1] // QK, xq, xd, xs, 0, out)
+
+
+@numba.njit(**_SER)
+def _rows_int8_q4_1(w, xq, xd, xs, out, r0, r1):
+    idot_rows(2, w, r0, r1, xq.shape[1] // QK, xq, xd, xs, 0, out)
+
+
+@numba.njit(**_SER)
+def _rows_int8_q5_0(w, xq, xd, xs, out, r0, r1):
+    idot_rows(3, w, r0, r1, xq.shape[1] // QK, xq, xd, xs, 0, out)
+
+
+@numba.njit(**_SER)
+def _rows_int8_q5_1(w, xq, xd, xs, out, r0, r1):
+    idot_rows(4, w, r0, r1, xq.shape[1] // QK, xq, xd, xs, 0, out)
+
+
+@numba.njit(inline="always", **_SER)
 def _rows_int8(kind, w, xq, xd, xs, out, r0, r1):
-    """One sequence, block types, int8 activations (gemv's ggml-order integer dots)."""
-    idot_rows(kind - Q8_0, w, r0, r1, xq.shape[1] // QK, xq, xd, xs, 0, out)
+    if kind == Q8_0:
+        _rows_int8_q8_0(w, xq, xd, xs, out, r0, r1)
+    elif kind == Q4_0:
+        _rows_int8_q4_0(w, xq, xd, xs, out, r0, r1)
+    elif kind == Q4_1:
+        _rows_int8_q4_1(w, xq, xd, xs, out, r0, r1)
+    elif kind == Q5_0:
+        _rows_int8_q5_0(w, xq, xd, xs, out, r0, r1)
+    else:
+        _rows_int8_q5_1(w, xq, xd, xs, out, r0, r1)
 
 
 @numba.njit(**_SER)

@@ -46,7 +46,7 @@ from whisperlite.kernels.quant import quantize_rows_q8_serial
 from whisperlite.kernels.llvm_ir import HAS_AVX2  # noqa: F401 (callers choose gemv_i8 by it)
 from whisperlite.kernels.llvm_ir import (
     F32, I8, I32, I64, LAYOUT, OFFSET, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32,
-    fma1, fma8, hadd, hsum, load_v32b, sign_split, splat, vec)
+    fma1, fma8, hadd, hsum, load_v32b, prefetch_row, sign_split, splat, vec)
 from whisperlite.kernels.quant import QK
 
 # Reassociation (to vectorize the sums) and FMA contraction, but not the no-NaN/no-inf
@@ -415,6 +415,9 @@ _idot_q8_0, _idot_q4_0, _idot_q4_1, _idot_q5_0, _idot_q5_1 = (_idot[k] for k in 
 I8_KIND = {QType.Q8_0: 0, QType.Q4_0: 1, QType.Q4_1: 2, QType.Q5_0: 3, QType.Q5_1: 4}
 
 
+PREFETCH_ROWS = 8  # rows ahead that one-row loops ask the cache for (llvm_ir.prefetch_row)
+
+
 @numba.njit(inline="always", cache=True)
 def idot_rows(kind, w, r0, r1, nb, xq, xd, xs, t, out):
     """out[t, r] = `_row_idot` of weight row r with xq[t] for r0 <= r < r1, `kind` an I8_KIND
@@ -422,18 +425,23 @@ def idot_rows(kind, w, r0, r1, nb, xq, xd, xs, t, out):
     one-sequence 51864-row product)."""
     if kind == 0:
         for r in range(r0, r1):
+            prefetch_row(w, r + PREFETCH_ROWS)
             out[t, r] = _idot_q8_0(w[r], nb, xq, xd, xs, t)
     elif kind == 1:
         for r in range(r0, r1):
+            prefetch_row(w, r + PREFETCH_ROWS)
             out[t, r] = _idot_q4_0(w[r], nb, xq, xd, xs, t)
     elif kind == 2:
         for r in range(r0, r1):
+            prefetch_row(w, r + PREFETCH_ROWS)
             out[t, r] = _idot_q4_1(w[r], nb, xq, xd, xs, t)
     elif kind == 3:
         for r in range(r0, r1):
+            prefetch_row(w, r + PREFETCH_ROWS)
             out[t, r] = _idot_q5_0(w[r], nb, xq, xd, xs, t)
     else:
         for r in range(r0, r1):
+            prefetch_row(w, r + PREFETCH_ROWS)
             out[t, r] = _idot_q5_1(w[r], nb, xq, xd, xs, t)
 
 
