@@ -33,12 +33,12 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from whisperlite.kernels.gemv import PREFETCH_ROWS, idot_rows, row_dots
+from whisperlite.kernels.gemv import idot_rows, row_dots
 from whisperlite.kernels.llvm_ir import F32 as IR_F32  # F32 here is the float32 kind code
 from whisperlite.kernels.llvm_ir import HAS_AVX2  # noqa: F401 (callers choose int8 by it)
 from whisperlite.kernels.llvm_ir import (
     I32, I64, LAYOUT, OFFSET, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32, fma1,
-    fma8, hsum, load_v32b, prefetch_row, sign_split, splat, vec)
+    fma8, hsum, load_v32b, sign_split, splat, vec)
 from whisperlite.kernels.ops import _gelu, exp_shifted_row, layer_norm_row
 from whisperlite.kernels.quant import QK
 from whisperlite.kernels.tensor import QTensor, Weight
