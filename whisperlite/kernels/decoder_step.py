@@ -5,9 +5,10 @@ numpy/numba calls each costs more in dispatch and temporaries than in arithmetic
 `decoder_layers` runs the whole layer stack for B sequences in one call (embedding, layer
 norms, QKV + bias, KV-cache write, self-attention, out-proj + residual, cross-attention over
 the window's audio, MLP with GELU, final norm) into caller-owned scratch, and
-`vocab_serial` / `vocab_parallel` do the vocabulary projection, the one product big enough
-to split over threads (waking numba's pool costs ~0.1-0.3 ms on this VM, more than any
-layer product).
+`vocab_serial` does the vocabulary projection, the one product big enough to share with a
+second thread: `step_overlapped` runs both in one parallel region whose second thread
+wakes while the layers run (waking numba's pool costs ~0.1-0.2 ms on this VM, more than
+any layer product and as much as half the projection saves).
 
 Every weight matrix is a uint8 view (rows, bytes per row) plus a kind code, so one compiled
 kernel serves float32, float16 and the ggml block types; the block decoders are llvm_ir.py's
@@ -33,6 +34,7 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
+from whisperlite.kernels.atomics import atomic_cas, atomic_load, atomic_store, spin_pause, yield_cpu
 from whisperlite.kernels.gemv import idot_rows, row_dots
 from whisperlite.kernels.llvm_ir import F32 as IR_F32  # F32 here is the float32 kind code
 from whisperlite.kernels.llvm_ir import HAS_AVX2  # noqa: F401 (callers choose int8 by it)
@@ -626,15 +628,86 @@ def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
 # ---------------------------------------------------------------- vocabulary projection
 
 
-def _vocab_body(kind, w, h, xq, xd, xs, bufs, out, int8):
-    """out (B, vocab) = h (B, d) @ W.T, rows split into len(bufs) ranges (bufs (parts, 2, d)
-    scratch, one per range); xq, xd, xs, int8 as for `decoder_layers`."""
-    xq2, xd2, xs2 = _prepare(kind, h, xq, xd, xs, int8)
-    rows = w.shape[0]
-    parts = bufs.shape[0]
-    for p in prange(parts):
-        _linear(kind, w, h, xq2, xd2, xs2, bufs[p], out, rows * p // parts, rows * (p + 1) // parts, int8)
+@numba.njit(**_SER)
+def _prepare_vocab(kind, h, xq, xd, xs, int8):
+    """`_prepare` for the vocabulary projection as one compiled function, called by both
+    `vocab_serial` and `step_overlapped`: inlined into each, fast-math let LLVM round the
+    activations' quantization differently (one greedy log-probability moved by 1e-6)."""
+    return _prepare(kind, h, xq, xd, xs, int8)
 
 
-vocab_serial = numba.njit(**_SER)(_vocab_body)
-vocab_parallel = numba.njit(**_PAR)(_vocab_body)
+@numba.njit(**_SER)
+def vocab_serial(kind, w, h, xq, xd, xs, bufs, out, int8):
+    """out (B, vocab) = h (B, d) @ W.T on this thread; bufs (·, 2, d) scratch (the first
+    used); xq, xd, xs, int8 as for `decoder_layers`."""
+    xq2, xd2, xs2 = _prepare_vocab(kind, h, xq, xd, xs, int8)
+    _linear(kind, w, h, xq2, xd2, xs2, bufs[0], out, 0, w.shape[0], int8)
+
+
+# ---------------------------------------------------------------- the step with a second thread
+
+# Slots are int64s 64 bytes apart, so the two threads' flags never share a cache line.
+SLOT = 8
+VOCAB_CHUNKS = 16
+# A helper thread that has not seen the layers finish after this many spins gives
+# up (~0.2 s) and leaves everything to the first thread (a safety valve: with one thread in the
+# pool both iterations run in order on it, and the first sets the flag before the second).
+MAX_SPINS = 1 << 22
+YIELD_EVERY = 64  # spins between yields of the core to other runnable threads (~2 µs)
+
+
+def overlap_slots() -> int:
+    """Length of the int64 control array `step_overlapped` takes (flag + chunk claims)."""
+    return (VOCAB_CHUNKS + 1) * SLOT
+
+
+@numba.njit(**_PAR)
+def step_overlapped(g, ctl, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
+                    w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
+                    lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
+                    x, h, qkv, att, y, mlp, xq, xd, xs, buf, scores, bufs, logits, int8):
+    """`decoder_layers` then the vocabulary projection, in one parallel region of two
+    iterations: the first runs the layers while the pool's second thread wakes up (waking
+    it costs ~0.1-0.2 ms on a shared VM, as much as its half of the projection saved when it
+    was woken after the layers), then both take chunks of the vocabulary rows as they come.
+    g: this step's number, growing from call to call on the same ctl (overlap_slots() int64s,
+    zero at first). bufs (2, 2, d) scratch, one per thread; the rest as `decoder_layers`."""
+    rows = emb.shape[0]
+    for p in prange(2):
+        if p == 0:
+            decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
+                           w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
+                           lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
+                           x, h, qkv, att, y, mlp, xq, xd, xs, buf, scores, int8)
+            _prepare_vocab(emb_kind, h, xq, xd, xs, int8)
+            atomic_store(ctl, 0, g)
+            go = True
+        else:
+            spins = 0
+            while atomic_load(ctl, 0) < g and spins < MAX_SPINS:
+                spins += 1
+                if spins % YIELD_EVERY == 0:
+                    yield_cpu()
+                else:
+                    spin_pause()
+            go = spins < MAX_SPINS
+        if go:
+            n, d = h.shape
+            nb = d // QK
+            hq = xq[: n * d].reshape((n, d))
+            hd = xd[: n * nb].reshape((n, nb))
+            hs = xs[: n * nb].reshape((n, nb))
+            for k in range(VOCAB_CHUNKS):
+                c = (k + p * (VOCAB_CHUNKS // 2)) % VOCAB_CHUNKS
+                slot = (c + 1) * SLOT
+                v = atomic_load(ctl, slot)
+                if v < g and atomic_cas(ctl, slot, v, g) == v:
+                    _linear(emb_kind, emb, h, hq, hd, hs, bufs[p], logits, _chunk_start(rows, c),
+                            _chunk_start(rows, c + 1), int8)
+
+
+@numba.njit(inline="always", **_SER)
+def _chunk_start(rows, c):
+    """First row of vocabulary chunk c (rows at c = VOCAB_CHUNKS): even, so that several
+    sequences' float rows pair up as in one pass over all rows (same bits)."""
+    return rows if c == VOCAB_CHUNKS else rows * c // VOCAB_CHUNKS // 2 * 2

@@ -63,7 +63,7 @@ class KVCache:
 class _StepScratch:
     """Per-token buffers of the fused step for `batch` sequences, allocated once per cache."""
 
-    def __init__(self, dims: WhisperDims, batch: int, parts: int):
+    def __init__(self, dims: WhisperDims, batch: int):
         d, f32 = dims.n_text_state, np.float32
         self.batch = batch
         self.x, self.h, self.att, self.y = (np.empty((batch, d), f32) for _ in range(4))
@@ -74,14 +74,18 @@ class _StepScratch:
         self.xs = np.empty(batch * 4 * d // 32, f32)
         self.buf = np.empty((2, 4 * d), f32)
         self.scores = np.empty((batch, max(dims.n_text_ctx, dims.n_audio_ctx)), f32)
-        self.bufs = np.empty((parts, 2, d), f32)
+        self.bufs = np.empty((2, 2, d), f32)  # one (2, d) per thread of step_overlapped
         self.logits = np.empty((batch, 1, dims.n_vocab), f32)
         self.logits2d = self.logits.reshape(batch, dims.n_vocab)
+        # step_overlapped's flag and chunk claims (hold step numbers: never reset)
+        self.ctl = np.zeros(fused.overlap_slots(), np.int64)
+        self.steps = 0
 
 
 class _SplitChooser:
-    """Runs the vocabulary projection on one thread or split over all, whichever has been
-    faster lately. On a shared 2-core machine a split waits for the other core, and when
+    """Runs a step on one thread or with a second (the vocabulary projection shared,
+    decoder_step.step_overlapped), whichever has been faster lately. On a shared 2-core
+    machine the second thread waits for the other core, and when
     another process holds it the split is slower than one thread (measured up to 1.4x): so
     each variant's time is tracked (moving average) and the slower one re-tried now and then,
     so that `-t 2` is never slower than `-t 1` for long."""
@@ -93,14 +97,16 @@ class _SplitChooser:
         self.avg = [0.0, 0.0]  # serial, split; 0: not measured yet
         self.calls = 0
 
-    def run(self, serial: Callable, split: Callable, args: tuple) -> None:
+    def run(self, serial: Callable, split: Callable, args: tuple):
+        """The chosen variant's result."""
         self.calls += 1
         best = int(self.avg[1] < self.avg[0]) if all(self.avg) else int(self.avg[1] == 0.0)
         use = 1 - best if self.calls % self.PROBE_EVERY == 0 else best
         t = time.perf_counter()
-        (split if use else serial)(*args)
+        result = (split if use else serial)(*args)
         dt = time.perf_counter() - t
         self.avg[use] = dt if not self.avg[use] else (1 - self.ALPHA) * self.avg[use] + self.ALPHA * dt
+        return result
 
 
 class _StepWeights:
@@ -200,32 +206,50 @@ class TextDecoder:
         return self.forward(tokens, cache, positions, want_cross)
 
     def step(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
-        """tokens (B, 1) -> logits (B, 1, vocab): one token per sequence, fused kernels."""
+        """tokens (B, 1) -> logits (B, 1, vocab): one token per sequence, fused kernels. With
+        several threads the vocabulary projection is shared with a second thread woken at the
+        start of the step, or the step stays on this one, whichever has been faster lately."""
         bsz = tokens.shape[0]
-        pos = cache.length
-        if pos + 1 > self.dims.n_text_ctx:
+        if cache.length + 1 > self.dims.n_text_ctx:
             raise ValueError(f"decoder context of {self.dims.n_text_ctx} tokens exceeded")
         threads = get_threads()
+        if threads == 1:
+            return self.step_serial(tokens, cache)
+        chooser = self._split.get((bsz, threads))
+        if chooser is None:
+            chooser = self._split[(bsz, threads)] = _SplitChooser()
+        return chooser.run(self.step_serial, self.step_overlapped, (tokens, cache))
+
+    def _step_args(self, tokens: np.ndarray, cache: KVCache) -> tuple[_StepScratch, tuple]:
+        """The cache's scratch and decoder_layers' arguments for one step."""
+        bsz = tokens.shape[0]
         s = cache.scratch
-        if s is None or s.batch != bsz or s.bufs.shape[0] != threads:
-            s = cache.scratch = _StepScratch(self.dims, bsz, threads)
+        if s is None or s.batch != bsz:
+            s = cache.scratch = _StepScratch(self.dims, bsz)
         w = self.step_weights
         b = w.biases
         (qkv, out, cq, co, fc1, fc2) = w.mats
-        fused.decoder_layers(
-            np.asarray(tokens, np.int64), pos, w.emb_kind, w.emb, self.pos, w.kinds, w.ln_g, w.ln_b,
-            qkv, b[0], out, b[1], cq, b[2], co, b[3], fc1, b[4], fc2, b[5], w.lnf_g, w.lnf_b,
-            cache.k, cache.v, cache.cross_k_in, cache.cross_v_in, self.dims.n_text_head,
-            s.x, s.h, s.qkv, s.att, s.y, s.mlp, s.xq, s.xd, s.xs, s.buf, s.scores, self.int8)
-        cache.length = pos + 1
-        args = (w.emb_kind, w.emb, s.h, s.xq, s.xd, s.xs, s.bufs, s.logits2d, self.int8)
-        if threads == 1:
-            fused.vocab_serial(*args)
-        else:
-            chooser = self._split.get((bsz, threads))
-            if chooser is None:
-                chooser = self._split[(bsz, threads)] = _SplitChooser()
-            chooser.run(fused.vocab_serial, fused.vocab_parallel, args)
+        return s, (np.asarray(tokens, np.int64), cache.length, w.emb_kind, w.emb, self.pos, w.kinds, w.ln_g, w.ln_b,
+                   qkv, b[0], out, b[1], cq, b[2], co, b[3], fc1, b[4], fc2, b[5], w.lnf_g, w.lnf_b,
+                   cache.k, cache.v, cache.cross_k_in, cache.cross_v_in, self.dims.n_text_head,
+                   s.x, s.h, s.qkv, s.att, s.y, s.mlp, s.xq, s.xd, s.xs, s.buf, s.scores, self.int8)
+
+    def step_serial(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
+        """`step` on this thread alone."""
+        s, args = self._step_args(tokens, cache)
+        fused.decoder_layers(*args)
+        w = self.step_weights
+        fused.vocab_serial(w.emb_kind, w.emb, s.h, s.xq, s.xd, s.xs, s.bufs, s.logits2d, self.int8)
+        cache.length += 1
+        return s.logits
+
+    def step_overlapped(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
+        """`step` with the vocabulary projection shared by a second thread of numba's pool
+        (decoder_step.step_overlapped; the same logits bit for bit)."""
+        s, args = self._step_args(tokens, cache)
+        s.steps += 1
+        fused.step_overlapped(s.steps, s.ctl, *args[:-1], s.bufs, s.logits2d, self.int8)
+        cache.length += 1
         return s.logits
 
     def forward(self, tokens: np.ndarray, cache: KVCache, positions: Sequence[int] = (-1,),
