@@ -171,7 +171,11 @@ def _warm_up(model: Whisper, compute_type: str) -> None:
     features = model.encoder(np.zeros((model.dims.n_mels, 2 * model.dims.n_audio_ctx), np.float32))
     cache = model.decoder.new_cache(features, batch=2)
     model.decoder(np.zeros((1, 3), np.int64), cache, positions=(0, -1))
-    model.decoder(np.zeros((2, 1), np.int64), cache)
+    if model.decoder.step_weights is not None:  # both step variants, whatever this run's -t
+        model.decoder.step_serial(np.zeros((2, 1), np.int64), cache)
+        model.decoder.step_overlapped(np.zeros((2, 1), np.int64), cache)
+    else:
+        model.decoder(np.zeros((2, 1), np.int64), cache)
     # Word timing and the speech filter too: otherwise they compile inside the first window.
     _, crosses = model.decoder(np.zeros((1, 4), np.int64), cache.fork(1), positions=(), want_cross=True)
     timing.dtw(-timing.alignment_matrix([crosses[-1][0, 0, 1:, :8]]))
