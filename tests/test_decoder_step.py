@@ -97,7 +97,7 @@ def test_integer_dots_match_numpy(qtype):
     out = np.empty((1, rows), np.float32)
     xq, xd, xs = np.empty(k, np.int8), np.empty(k // 32, np.float32), np.empty(k // 32, np.float32)
     kind, view = fused.weight_kind(QTensor(qtype, (rows, k), data))
-    fused.vocab_serial(kind, view, h, xq, xd, xs, np.empty((1, 2, k), np.float32), out, True)
+    fused.product(kind, view, h, xq, xd, xs, np.empty((2, k), np.float32), out, True)
     assert (xq == q).all()
     ref = QTensor(qtype, (rows, k), data).dequantize().astype(np.float64) @ h[0].astype(np.float64)
     np.testing.assert_allclose(out[0], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
@@ -126,10 +126,10 @@ def test_int8_beam_rows_equal_single_rows(qtype):
     h = rng.standard_normal((n, k)).astype(np.float32)
     scratch = lambda: (np.empty(n * k, np.int8), np.empty(n * k // 32, np.float32), np.empty(n * k // 32, np.float32))  # noqa: E731
     many = np.empty((n, rows), np.float32)
-    fused.vocab_serial(kind, view, h, *scratch(), np.empty((1, 2, k), np.float32), many, True)
+    fused.product(kind, view, h, *scratch(), np.empty((2, k), np.float32), many, True)
     for t in range(n):
         one = np.empty((1, rows), np.float32)
-        fused.vocab_serial(kind, view, h[t : t + 1], *scratch(), np.empty((1, 2, k), np.float32), one, True)
+        fused.product(kind, view, h[t : t + 1], *scratch(), np.empty((2, k), np.float32), one, True)
         np.testing.assert_allclose(many[t], one[0], rtol=1e-6, atol=1e-6)
 
 
@@ -146,10 +146,10 @@ def test_step_over_threads(threads):
 @pytest.mark.parametrize("pool", [1, 2])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("qtype", [None, QType.F16, QType.Q8_0, QType.Q4_1], ids=lambda q: "F32" if q is None else q.name)
-def test_overlapped_step_equals_serial_step(qtype, batch, pool):
-    """The vocabulary projection shared with a second thread gives the one-thread step's
-    logits bit for bit, also when numba's pool has a single thread (which then runs the
-    region's two iterations in order: the second finds every chunk taken)."""
+def test_parallel_step_equals_serial_step(qtype, batch, pool):
+    """The step on two threads gives the one-thread step's logits bit for bit, also when
+    numba's pool has a single thread (which then runs the region's two iterations in order:
+    the second finds every chunk done), and writes the same self-attention cache."""
     dec = random_decoder(qtype, int8=fused.HAS_AVX2)
     rng = np.random.default_rng(7)
     features = rng.standard_normal((AUDIO_CTX, STATE)).astype(np.float32)
@@ -163,8 +163,9 @@ def test_overlapped_step_equals_serial_step(qtype, batch, pool):
         for _ in range(4):
             tokens = rng.integers(0, VOCAB, (batch, 1))
             a = dec.step_serial(tokens, one).copy()
-            b = dec.step_overlapped(tokens, two)
+            b = dec.step_parallel(tokens, two)
             assert np.array_equal(a, b), (np.abs(a - b).max(), (a != b).sum(), a.shape)
+            assert np.array_equal(one.k, two.k) and np.array_equal(one.v, two.v)
             rows = rng.integers(0, batch, batch)
             one.reorder(rows)
             two.reorder(rows)

@@ -173,7 +173,7 @@ def _warm_up(model: Whisper, compute_type: str) -> None:
     model.decoder(np.zeros((1, 3), np.int64), cache, positions=(0, -1))
     if model.decoder.step_weights is not None:  # both step variants, whatever this run's -t
         model.decoder.step_serial(np.zeros((2, 1), np.int64), cache)
-        model.decoder.step_overlapped(np.zeros((2, 1), np.int64), cache)
+        model.decoder.step_parallel(np.zeros((2, 1), np.int64), cache)
     else:
         model.decoder(np.zeros((2, 1), np.int64), cache)
     # Word timing and the speech filter too: otherwise they compile inside the first window.

@@ -1,9 +1,9 @@
 """Atomic int64 operations on numpy arrays for numba kernels, and a spin-wait hint.
 
-numba has no atomics for CPU code. The decoder step's vocabulary projection is shared by
-two threads (decoder_step.step_overlapped): one publishes that the layers are done with a
-release store (every write before it becomes visible first), the other observes it with an
-acquire load, and both claim chunks of rows with a compare-and-swap.
+numba has no atomics for CPU code. The decoder step runs on two threads
+(decoder_step.step_parallel) that claim chunks of work with a compare-and-swap, publish a
+finished chunk with a release store (every write before it becomes visible first) and
+observe it with an acquire load.
 """
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
-"""Whisper's decoder step — one new token per sequence — as two numba kernels.
+"""Whisper's decoder step — one new token per sequence — as one numba kernel.
 
 Per token the tiny decoder does ~80 small products and elementwise steps; as separate
 numpy/numba calls each costs more in dispatch and temporaries than in arithmetic. Here
-`decoder_layers` runs the whole layer stack for B sequences in one call (embedding, layer
-norms, QKV + bias, KV-cache write, self-attention, out-proj + residual, cross-attention over
-the window's audio, MLP with GELU, final norm) into caller-owned scratch, and
-`vocab_serial` does the vocabulary projection, the one product big enough to share with a
-second thread: `step_overlapped` runs both in one parallel region whose second thread
-wakes while the layers run (waking numba's pool costs ~0.1-0.2 ms on this VM, more than
-any layer product and as much as half the projection saves).
+`step_body` runs the whole step for B sequences in one call (embedding, layer norms, QKV +
+bias, KV-cache write, self-attention, out-proj + residual, cross-attention over the window's
+audio, MLP with GELU, final norm, vocabulary projection) into caller-owned scratch, on one
+thread (`step_serial`) or on two at once (`step_parallel`): the step streams ~47 MB of
+weights and audio keys/values per token, and one core cannot pull that from memory as fast
+as two. The threads split every product's rows and every attention's heads by claiming
+chunks, so the logits are the same bits on one thread or two.
 
 Every weight matrix is a uint8 view (rows, bytes per row) plus a kind code, so one compiled
 kernel serves float32, float16 and the ggml block types; the block decoders are llvm_ir.py's
@@ -410,13 +410,13 @@ def _linear(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8):
         _rows_block_float(kind, w, x, xs, out, r0, r1)
 
 
-
-
-@numba.njit(inline="always", **_SER)
+@numba.njit(**_SER)
 def _prepare(kind, x, xqf, xdf, xsf, int8):
     """What the block types' dots read, as (n, k) / (n, k/32) views of the flat scratch
     xqf, xdf, xsf: per 32-block sums xs of x and, if int8, each block quantized as ggml's
-    Q8_0 does (xd = amax/127, xq = x/xd rounded to nearest)."""
+    Q8_0 does (xd = amax/127, xq = x/xd rounded to nearest). One compiled function for
+    every caller: inlined into different bodies, fast-math let LLVM round the quantization
+    differently (one greedy log-probability moved by 1e-6)."""
     n, k = x.shape
     nb = k // QK
     xq = xqf[: n * k].reshape((n, k))
@@ -441,9 +441,10 @@ def _prepare(kind, x, xqf, xdf, xsf, int8):
     return xq, xd, xs
 
 
-@numba.njit(inline="always", **_SER)
-def _product(kind, w, x, xqf, xdf, xsf, buf, out, int8):
-    """out = x @ W.T (all rows)."""
+@numba.njit(**_SER)
+def product(kind, w, x, xqf, xdf, xsf, buf, out, int8):
+    """out (B, rows) = x (B, k) @ W.T on this thread: W (rows, bytes) uint8 of `kind`
+    (`weight_kind`), xqf (B*k,) int8, xdf, xsf (B*k/32,) float32 and buf (2, k) scratch."""
     xq, xd, xs = _prepare(kind, x, xqf, xdf, xsf, int8)
     _linear(kind, w, x, xq, xd, xs, buf, out, 0, w.shape[0], int8)
 
@@ -469,21 +470,30 @@ def _to_f32_impl(v):
     return lambda v: v
 
 
-@numba.njit(inline="always", **_SER)
-def _self_attention(qkv, kc, vc, pos, n_head, scores, out):
+# Attention over a range of heads [h0, h1) loops over every head and skips the others: with
+# `range(h0, h1)` numba cannot prove the head index non-negative, so every array index in
+# the inner loops keeps its negative-index wrap-around and the loops stop vectorizing
+# (measured 8x slower for the cross-attention scores).
+
+
+@numba.njit(**_SER)
+def _self_attention(qkv, kc, vc, pos, n_head, h0, h1, scores, out):
     """qkv (B, 3d) this token's query | key | value rows; kc, vc (≥B, n_ctx, d) the layer's
-    cache, rows 0 … pos-1 filled: writes row pos, then out (B, d) = causal attention;
-    scores (·, > pos) scratch, row 0 used."""
+    cache, rows 0 … pos-1 filled. For heads h0 … h1-1: writes their columns of cache row
+    pos, then their columns of out (B, d) = causal attention; scores (·, > pos) scratch,
+    row 0 used."""
     n, d3 = qkv.shape
     d = d3 // 3
     hd = d // n_head
     scale = np.float32(hd ** -0.5)
     for b in range(n):
-        for c in range(d):
-            kc[b, pos, c] = qkv[b, d + c]
-            vc[b, pos, c] = qkv[b, 2 * d + c]
         for h in range(n_head):
+            if h < h0 or h >= h1:
+                continue
             o = h * hd
+            for c in range(hd):
+                kc[b, pos, o + c] = qkv[b, d + o + c]
+                vc[b, pos, o + c] = qkv[b, 2 * d + o + c]
             for t in range(pos + 1):
                 acc = np.float32(0.0)
                 for c in range(hd):
@@ -498,14 +508,17 @@ def _self_attention(qkv, kc, vc, pos, n_head, scores, out):
                     out[b, o + c] += p * vc[b, t, o + c]
 
 
-@numba.njit(inline="always", **_SER)
-def _cross_attention(q, k, v, scores, out):
+@numba.njit(**_SER)
+def _cross_attention(q, k, v, h0, h1, scores, out):
     """q (B, d); k, v (h, n_audio, hd) float32 or float16 bits; scores (B, n_audio) scratch
-    -> out (B, d). Each key and value row is read once for all B sequences."""
+    -> the columns of heads h0 … h1-1 of out (B, d). Each key and value row is read once
+    for all B sequences."""
     n, d = q.shape
     n_head, na, hd = k.shape
     scale = np.float32(hd ** -0.5)
     for h in range(n_head):
+        if h < h0 or h >= h1:
+            continue
         o = h * hd
         for t in range(na):
             for b in range(n):
@@ -527,154 +540,191 @@ def _cross_attention(q, k, v, scores, out):
 
 
 @numba.njit(inline="always", **_SER)
-def _add_bias(y, bias, res):
-    """res += y + bias (residual)."""
+def _residual(y, res):
+    """res += y."""
     n, d = y.shape
     for b in range(n):
         for j in range(d):
-            res[b, j] += y[b, j] + bias[j]
+            res[b, j] += y[b, j]
 
 
-# ---------------------------------------------------------------- the layer stack
+# ---------------------------------------------------------------- the step, on one or two threads
+
+# Slots are int64s 64 bytes apart, so that flags written by different threads never share a
+# cache line.
+SLOT = 8
+PRODUCT_CHUNKS = 4  # per layer product: a thread that arrives late can still take some
+VOCAB_CHUNKS = 16
+YIELD_EVERY = 64  # spins between yields of the core to other runnable threads (~2 µs)
+
+
+def step_slots(n_layer: int, n_head: int) -> int:
+    """Length of each of the int64 claim and done arrays the step takes."""
+    return (n_layer * (6 * PRODUCT_CHUNKS + 2 * n_head) + VOCAB_CHUNKS) * SLOT
+
+
+@numba.njit(inline="always", **_SER)
+def _claim(claim, slot, g):
+    """Take chunk `slot` of step g unless a thread already has (a slot holds the last step
+    that claimed it, so nothing is reset between steps)."""
+    v = atomic_load(claim, slot * SLOT)
+    return v < g and atomic_cas(claim, slot * SLOT, v, g) == v
+
+
+@numba.njit(inline="always", **_SER)
+def _finish(done, slot, g):
+    atomic_store(done, slot * SLOT, g)
+
+
+@numba.njit(inline="always", **_SER)
+def _await(done, slot0, n, g):
+    """Wait until chunks slot0 … slot0+n-1 of step g are finished. Every chunk waited for
+    has been claimed by a running thread, so this ends; the waiting thread yields its core
+    now and then to the alignment and audio threads."""
+    spins = 0
+    for c in range(n):
+        while atomic_load(done, (slot0 + c) * SLOT) < g:
+            spins += 1
+            if spins % YIELD_EVERY == 0:
+                yield_cpu()
+            else:
+                spin_pause()
+
+
+@numba.njit(inline="always", **_SER)
+def _chunk_start(rows, c, chunks):
+    """First row of chunk c of `chunks` (rows at c = chunks): even, so that several
+    sequences' float rows pair up as in one pass over all rows (same bits)."""
+    return rows if c == chunks else rows * c // chunks // 2 * 2
 
 
 @numba.njit(**_SER)
-def decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
-                   w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
-                   lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
-                   x, h, qkv, att, y, mlp, xq, xd, xs, buf, scores, int8):
-    """One decoder step for tokens (B, 1), one per sequence, at position `pos` -> h (B, d), the
-    final-norm hidden state the vocabulary projection reads.
+def _rows_phase(tid, g, claim, done, slot0, chunks, kind, w, bias, gelu, x, xqf, xdf, xsf, buf, out, int8):
+    """out = x @ W.T + bias (GELU'd if gelu; no bias if it is empty) for the chunks of rows
+    this thread claims, its own half first; then wait for the rest."""
+    xq, xd, xs = _prepare(kind, x, xqf, xdf, xsf, int8)
+    rows = w.shape[0]
+    n = x.shape[0]
+    for k in range(chunks):
+        c = (k + tid * (chunks // 2)) % chunks
+        if _claim(claim, slot0 + c, g):
+            r0, r1 = _chunk_start(rows, c, chunks), _chunk_start(rows, c + 1, chunks)
+            _linear(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8)
+            if bias.shape[0]:
+                for b in range(n):
+                    for r in range(r0, r1):
+                        v = out[b, r] + bias[r]
+                        out[b, r] = _gelu(v) if gelu else v
+            _finish(done, slot0 + c, g)
+    _await(done, slot0, chunks, g)
 
-    emb (vocab, bytes) token embedding of `emb_kind`, pos_emb (n_ctx, d); kinds (6,) the
-    kinds of qkv, out, cross query, cross out, fc1, fc2; per layer l: ln_g/ln_b (L, 3, d)
-    for the attention, cross-attention and MLP norms, w_* tuples of L (rows, bytes) matrices,
-    b_* (L, rows);
-    k_self/v_self (L, ≥B, n_ctx, d) the self-attention cache (row pos written here);
-    k_cross, v_cross (L, h, n_audio, hd) float32 or float16 bits.
-    Scratch: x, h, att, y (B, d), qkv (B, 3d), mlp (B, 4d), xq (B*4d,) int8, xd and xs
-    (B*4d/32,), buf (2, 4d), scores (B, max(n_ctx, n_audio)). int8: products on block-type
-    weights take integer dots over per-block int8 activations.
+
+@numba.njit(**_SER)
+def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
+              w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
+              lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
+              s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8):
+    """Decoder step g for tokens (B, 1), one per sequence, at position `pos` -> logits
+    (B, vocab), run by thread `tid` (0 or 1) alone or by both at once.
+
+    Every product's rows and every attention's heads come in chunks that whichever thread
+    gets there first claims (claim/done: `step_slots` int64s, zero at first; g must grow
+    from call to call on them), so a thread that starts late — waking numba's pool costs
+    ~0.1-0.2 ms on a shared VM, a twentieth of the step — leaves its work to the other, and
+    one thread alone does the whole step. Each chunk is computed by one thread with the same
+    code, so the logits are the same bits whoever computes what. Each thread keeps its own
+    residual stream x2[tid] and normalized rows h2[tid] (recomputed by both: cheaper than a
+    hand-off), read from per-layer phase outputs s_* that nothing overwrites within the
+    step, so a late thread replays the stream from finished results.
+
+    emb (vocab, bytes) token embedding of `emb_kind` (also the vocabulary projection),
+    pos_emb (n_ctx, d); kinds (6,) the kinds of qkv, out, cross query, cross out, fc1, fc2;
+    ln_g/ln_b (L, 3, d) the attention, cross-attention and MLP norms; w_* tuples of L
+    (rows, bytes) matrices, b_* (L, rows); k_self/v_self (L, ≥B, n_ctx, d) the
+    self-attention cache (row pos written here); k_cross, v_cross (L, h, n_audio, hd)
+    float32 or float16 bits. Phase outputs: s_qkv (L, B, 3d), s_att, s_q, s_catt (L, B, d),
+    s_y (L, 3, B, d), s_mlp (L, B, 4d). Per thread: x2, h2 (2, B, d), xq2 (2, B*4d) int8,
+    xd2, xs2 (2, B*4d/32), buf2 (2, 2, 4d), scores2 (2, B, max(n_ctx, n_audio)). int8:
+    products on block-type weights take integer dots over per-block int8 activations.
     """
+    x, h, xq, xd, xs, buf, scores = x2[tid], h2[tid], xq2[tid], xd2[tid], xs2[tid], buf2[tid], scores2[tid]
     n = tokens.shape[0]
     d = x.shape[1]
+    half = n_head // 2
+    no_bias = b_qkv[0, :0]
     e16, e32 = _float_views(emb_kind, emb)
     for b in range(n):
         _decode_row(emb_kind, emb, e16, e32, tokens[b, 0], d, buf[0])
         for j in range(d):
             x[b, j] = buf[0, j] + pos_emb[pos, j]
+    slot = 0
     for li in range(len(w_qkv)):
         _layer_norm(x, ln_g[li, 0], ln_b[li, 0], h)
-        _product(kinds[0], w_qkv[li], h, xq, xd, xs, buf, qkv, int8)
-        for b in range(n):
-            for j in range(3 * d):
-                qkv[b, j] += b_qkv[li, j]
-        _self_attention(qkv, k_self[li], v_self[li], pos, n_head, scores, att)
-        _product(kinds[1], w_out[li], att, xq, xd, xs, buf, y, int8)
-        _add_bias(y, b_out[li], x)
+        _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[0], w_qkv[li], b_qkv[li], False, h,
+                    xq, xd, xs, buf, s_qkv[li], int8)
+        slot += PRODUCT_CHUNKS
+        for c in range(n_head):
+            hc = (c + tid * half) % n_head
+            if _claim(claim, slot + hc, g):
+                _self_attention(s_qkv[li], k_self[li], v_self[li], pos, n_head, hc, hc + 1, scores, s_att[li])
+                _finish(done, slot + hc, g)
+        _await(done, slot, n_head, g)
+        slot += n_head
+        _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[1], w_out[li], b_out[li], False, s_att[li],
+                    xq, xd, xs, buf, s_y[li, 0], int8)
+        slot += PRODUCT_CHUNKS
+        _residual(s_y[li, 0], x)
 
         _layer_norm(x, ln_g[li, 1], ln_b[li, 1], h)
-        _product(kinds[2], w_cq[li], h, xq, xd, xs, buf, y, int8)
-        for b in range(n):
-            for j in range(d):
-                y[b, j] += b_cq[li, j]
-        _cross_attention(y, k_cross[li], v_cross[li], scores, att)
-        _product(kinds[3], w_co[li], att, xq, xd, xs, buf, y, int8)
-        _add_bias(y, b_co[li], x)
+        _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[2], w_cq[li], b_cq[li], False, h,
+                    xq, xd, xs, buf, s_q[li], int8)
+        slot += PRODUCT_CHUNKS
+        for c in range(n_head):
+            hc = (c + tid * half) % n_head
+            if _claim(claim, slot + hc, g):
+                _cross_attention(s_q[li], k_cross[li], v_cross[li], hc, hc + 1, scores, s_catt[li])
+                _finish(done, slot + hc, g)
+        _await(done, slot, n_head, g)
+        slot += n_head
+        _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[3], w_co[li], b_co[li], False, s_catt[li],
+                    xq, xd, xs, buf, s_y[li, 1], int8)
+        slot += PRODUCT_CHUNKS
+        _residual(s_y[li, 1], x)
 
         _layer_norm(x, ln_g[li, 2], ln_b[li, 2], h)
-        _product(kinds[4], w_fc1[li], h, xq, xd, xs, buf, mlp, int8)
-        for b in range(n):
-            for j in range(mlp.shape[1]):
-                mlp[b, j] = _gelu(mlp[b, j] + b_fc1[li, j])
-        _product(kinds[5], w_fc2[li], mlp, xq, xd, xs, buf, y, int8)
-        _add_bias(y, b_fc2[li], x)
+        _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[4], w_fc1[li], b_fc1[li], True, h,
+                    xq, xd, xs, buf, s_mlp[li], int8)
+        slot += PRODUCT_CHUNKS
+        _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[5], w_fc2[li], b_fc2[li], False, s_mlp[li],
+                    xq, xd, xs, buf, s_y[li, 2], int8)
+        slot += PRODUCT_CHUNKS
+        _residual(s_y[li, 2], x)
     _layer_norm(x, lnf_g, lnf_b, h)
-
-
-# ---------------------------------------------------------------- vocabulary projection
-
-
-@numba.njit(**_SER)
-def _prepare_vocab(kind, h, xq, xd, xs, int8):
-    """`_prepare` for the vocabulary projection as one compiled function, called by both
-    `vocab_serial` and `step_overlapped`: inlined into each, fast-math let LLVM round the
-    activations' quantization differently (one greedy log-probability moved by 1e-6)."""
-    return _prepare(kind, h, xq, xd, xs, int8)
+    _rows_phase(tid, g, claim, done, slot, VOCAB_CHUNKS, emb_kind, emb, no_bias, False, h, xq, xd, xs, buf,
+                logits, int8)
 
 
 @numba.njit(**_SER)
-def vocab_serial(kind, w, h, xq, xd, xs, bufs, out, int8):
-    """out (B, vocab) = h (B, d) @ W.T on this thread; bufs (·, 2, d) scratch (the first
-    used); xq, xd, xs, int8 as for `decoder_layers`."""
-    xq2, xd2, xs2 = _prepare_vocab(kind, h, xq, xd, xs, int8)
-    _linear(kind, w, h, xq2, xd2, xs2, bufs[0], out, 0, w.shape[0], int8)
-
-
-# ---------------------------------------------------------------- the step with a second thread
-
-# Slots are int64s 64 bytes apart, so the two threads' flags never share a cache line.
-SLOT = 8
-VOCAB_CHUNKS = 16
-# A helper thread that has not seen the layers finish after this many spins gives
-# up (~0.2 s) and leaves everything to the first thread (a safety valve: with one thread in the
-# pool both iterations run in order on it, and the first sets the flag before the second).
-MAX_SPINS = 1 << 22
-YIELD_EVERY = 64  # spins between yields of the core to other runnable threads (~2 µs)
-
-
-def overlap_slots() -> int:
-    """Length of the int64 control array `step_overlapped` takes (flag + chunk claims)."""
-    return (VOCAB_CHUNKS + 1) * SLOT
+def step_serial(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
+                w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
+                lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
+                s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8):
+    """`step_body` on the calling thread alone (it claims every chunk)."""
+    step_body(0, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
+              w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
+              lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
+              s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8)
 
 
 @numba.njit(**_PAR)
-def step_overlapped(g, ctl, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
-                    w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
-                    lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
-                    x, h, qkv, att, y, mlp, xq, xd, xs, buf, scores, bufs, logits, int8):
-    """`decoder_layers` then the vocabulary projection, in one parallel region of two
-    iterations: the first runs the layers while the pool's second thread wakes up (waking
-    it costs ~0.1-0.2 ms on a shared VM, as much as its half of the projection saved when it
-    was woken after the layers), then both take chunks of the vocabulary rows as they come.
-    g: this step's number, growing from call to call on the same ctl (overlap_slots() int64s,
-    zero at first). bufs (2, 2, d) scratch, one per thread; the rest as `decoder_layers`."""
-    rows = emb.shape[0]
+def step_parallel(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
+                  w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
+                  lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
+                  s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8):
+    """`step_body` on two threads of numba's pool (with a one-thread pool the two run in
+    order: the second finds every chunk done)."""
     for p in prange(2):
-        if p == 0:
-            decoder_layers(tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
-                           w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
-                           lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
-                           x, h, qkv, att, y, mlp, xq, xd, xs, buf, scores, int8)
-            _prepare_vocab(emb_kind, h, xq, xd, xs, int8)
-            atomic_store(ctl, 0, g)
-            go = True
-        else:
-            spins = 0
-            while atomic_load(ctl, 0) < g and spins < MAX_SPINS:
-                spins += 1
-                if spins % YIELD_EVERY == 0:
-                    yield_cpu()
-                else:
-                    spin_pause()
-            go = spins < MAX_SPINS
-        if go:
-            n, d = h.shape
-            nb = d // QK
-            hq = xq[: n * d].reshape((n, d))
-            hd = xd[: n * nb].reshape((n, nb))
-            hs = xs[: n * nb].reshape((n, nb))
-            for k in range(VOCAB_CHUNKS):
-                c = (k + p * (VOCAB_CHUNKS // 2)) % VOCAB_CHUNKS
-                slot = (c + 1) * SLOT
-                v = atomic_load(ctl, slot)
-                if v < g and atomic_cas(ctl, slot, v, g) == v:
-                    _linear(emb_kind, emb, h, hq, hd, hs, bufs[p], logits, _chunk_start(rows, c),
-                            _chunk_start(rows, c + 1), int8)
-
-
-@numba.njit(inline="always", **_SER)
-def _chunk_start(rows, c):
-    """First row of vocabulary chunk c (rows at c = VOCAB_CHUNKS): even, so that several
-    sequences' float rows pair up as in one pass over all rows (same bits)."""
-    return rows if c == VOCAB_CHUNKS else rows * c // VOCAB_CHUNKS // 2 * 2
+        step_body(p, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
+                  w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
+                  lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
+                  s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8)

@@ -1,7 +1,7 @@
 """Whisper's text decoder: pre-LN blocks with cross-attention over the encoder output.
 Self-attention keys/values live in a preallocated cache so each new token costs one row of
 work per layer, and a prompt of any length is one batched pass. The token-by-token step
-(one new token per sequence) runs as two fused kernels (kernels/decoder_step.py) into
+(one new token per sequence) runs as one fused kernel (kernels/decoder_step.py) into
 scratch kept on the cache, so it allocates nothing per token."""
 from __future__ import annotations
 
@@ -64,27 +64,30 @@ class _StepScratch:
     """Per-token buffers of the fused step for `batch` sequences, allocated once per cache."""
 
     def __init__(self, dims: WhisperDims, batch: int):
-        d, f32 = dims.n_text_state, np.float32
+        d, f32, L = dims.n_text_state, np.float32, dims.n_text_layer
         self.batch = batch
-        self.x, self.h, self.att, self.y = (np.empty((batch, d), f32) for _ in range(4))
-        self.qkv = np.empty((batch, 3 * d), f32)
-        self.mlp = np.empty((batch, 4 * d), f32)
-        self.xq = np.empty(batch * 4 * d, np.int8)
-        self.xd = np.empty(batch * 4 * d // 32, f32)
-        self.xs = np.empty(batch * 4 * d // 32, f32)
-        self.buf = np.empty((2, 4 * d), f32)
-        self.scores = np.empty((batch, max(dims.n_text_ctx, dims.n_audio_ctx)), f32)
-        self.bufs = np.empty((2, 2, d), f32)  # one (2, d) per thread of step_overlapped
+        # phase outputs, per layer (a late second thread replays the step from them)
+        self.qkv = np.empty((L, batch, 3 * d), f32)
+        self.att, self.q, self.catt = (np.empty((L, batch, d), f32) for _ in range(3))
+        self.y = np.empty((L, 3, batch, d), f32)
+        self.mlp = np.empty((L, batch, 4 * d), f32)
+        # one of each per thread
+        self.x, self.h = np.empty((2, batch, d), f32), np.empty((2, batch, d), f32)
+        self.xq = np.empty((2, batch * 4 * d), np.int8)
+        self.xd, self.xs = (np.empty((2, batch * 4 * d // 32), f32) for _ in range(2))
+        self.buf = np.empty((2, 2, 4 * d), f32)
+        self.scores = np.empty((2, batch, max(dims.n_text_ctx, dims.n_audio_ctx)), f32)
         self.logits = np.empty((batch, 1, dims.n_vocab), f32)
         self.logits2d = self.logits.reshape(batch, dims.n_vocab)
-        # step_overlapped's flag and chunk claims (hold step numbers: never reset)
-        self.ctl = np.zeros(fused.overlap_slots(), np.int64)
+        # chunk claims and completions (hold step numbers: never reset)
+        slots = fused.step_slots(L, dims.n_text_head)
+        self.claim, self.done = np.zeros(slots, np.int64), np.zeros(slots, np.int64)
         self.steps = 0
 
 
 class _SplitChooser:
-    """Runs a step on one thread or with a second (the vocabulary projection shared,
-    decoder_step.step_overlapped), whichever has been faster lately. On a shared 2-core
+    """Runs a step on one thread or on two (decoder_step.step_parallel), whichever has been
+    faster lately. On a shared 2-core
     machine the second thread waits for the other core, and when
     another process holds it the split is slower than one thread (measured up to 1.4x): so
     each variant's time is tracked (moving average) and the slower one re-tried now and then,
@@ -206,9 +209,9 @@ class TextDecoder:
         return self.forward(tokens, cache, positions, want_cross)
 
     def step(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
-        """tokens (B, 1) -> logits (B, 1, vocab): one token per sequence, fused kernels. With
-        several threads the vocabulary projection is shared with a second thread woken at the
-        start of the step, or the step stays on this one, whichever has been faster lately."""
+        """tokens (B, 1) -> logits (B, 1, vocab): one token per sequence, one fused kernel.
+        With several threads the step runs on two, or stays on this one, whichever has been
+        faster lately (the same logits either way)."""
         bsz = tokens.shape[0]
         if cache.length + 1 > self.dims.n_text_ctx:
             raise ValueError(f"decoder context of {self.dims.n_text_ctx} tokens exceeded")
@@ -218,37 +221,35 @@ class TextDecoder:
         chooser = self._split.get((bsz, threads))
         if chooser is None:
             chooser = self._split[(bsz, threads)] = _SplitChooser()
-        return chooser.run(self.step_serial, self.step_overlapped, (tokens, cache))
+        return chooser.run(self.step_serial, self.step_parallel, (tokens, cache))
 
     def _step_args(self, tokens: np.ndarray, cache: KVCache) -> tuple[_StepScratch, tuple]:
-        """The cache's scratch and decoder_layers' arguments for one step."""
+        """The cache's scratch and the step kernel's arguments for one step."""
         bsz = tokens.shape[0]
         s = cache.scratch
         if s is None or s.batch != bsz:
             s = cache.scratch = _StepScratch(self.dims, bsz)
+        s.steps += 1
         w = self.step_weights
         b = w.biases
         (qkv, out, cq, co, fc1, fc2) = w.mats
-        return s, (np.asarray(tokens, np.int64), cache.length, w.emb_kind, w.emb, self.pos, w.kinds, w.ln_g, w.ln_b,
-                   qkv, b[0], out, b[1], cq, b[2], co, b[3], fc1, b[4], fc2, b[5], w.lnf_g, w.lnf_b,
-                   cache.k, cache.v, cache.cross_k_in, cache.cross_v_in, self.dims.n_text_head,
-                   s.x, s.h, s.qkv, s.att, s.y, s.mlp, s.xq, s.xd, s.xs, s.buf, s.scores, self.int8)
+        return s, (s.steps, s.claim, s.done, np.asarray(tokens, np.int64), cache.length, w.emb_kind, w.emb,
+                   self.pos, w.kinds, w.ln_g, w.ln_b, qkv, b[0], out, b[1], cq, b[2], co, b[3], fc1, b[4], fc2, b[5],
+                   w.lnf_g, w.lnf_b, cache.k, cache.v, cache.cross_k_in, cache.cross_v_in, self.dims.n_text_head,
+                   s.qkv, s.att, s.y, s.q, s.catt, s.mlp, s.x, s.h, s.xq, s.xd, s.xs, s.buf, s.scores, s.logits2d,
+                   self.int8)
 
     def step_serial(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
         """`step` on this thread alone."""
         s, args = self._step_args(tokens, cache)
-        fused.decoder_layers(*args)
-        w = self.step_weights
-        fused.vocab_serial(w.emb_kind, w.emb, s.h, s.xq, s.xd, s.xs, s.bufs, s.logits2d, self.int8)
+        fused.step_serial(*args)
         cache.length += 1
         return s.logits
 
-    def step_overlapped(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
-        """`step` with the vocabulary projection shared by a second thread of numba's pool
-        (decoder_step.step_overlapped; the same logits bit for bit)."""
+    def step_parallel(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
+        """`step` on two threads of numba's pool (decoder_step.step_parallel)."""
         s, args = self._step_args(tokens, cache)
-        s.steps += 1
-        fused.step_overlapped(s.steps, s.ctl, *args[:-1], s.bufs, s.logits2d, self.int8)
+        fused.step_parallel(*args)
         cache.length += 1
         return s.logits
 
