@@ -87,13 +87,16 @@ class _StepScratch:
 
 class _SplitChooser:
     """Runs a step on one thread or on two (decoder_step.step_parallel), whichever has been
-    faster lately. On a shared 2-core
-    machine the second thread waits for the other core, and when
-    another process holds it the split is slower than one thread (measured up to 1.4x): so
-    each variant's time is tracked (moving average) and the slower one re-tried now and then,
-    so that `-t 2` is never slower than `-t 1` for long."""
+    faster lately. On a shared 2-core machine the second thread waits for the other core,
+    and when another process holds it the split is slower than one thread (measured up to
+    1.4x): so each variant's time is tracked (moving average) and the slower one re-tried
+    now and then, so that `-t 2` is never slower than `-t 1` for long."""
 
     PROBE_EVERY = 32  # calls between re-tries of the variant not in use
+    # The first calls alternate, and each variant's first time is not counted: it includes
+    # loading the compiled kernel from numba's cache (~0.1 s, 30x a step), which would
+    # otherwise keep the moving average off that variant for hundreds of steps.
+    FIRST = 10
     ALPHA = 0.25  # weight of the newest time in the moving averages
 
     def __init__(self) -> None:
@@ -103,12 +106,16 @@ class _SplitChooser:
     def run(self, serial: Callable, split: Callable, args: tuple):
         """The chosen variant's result."""
         self.calls += 1
-        best = int(self.avg[1] < self.avg[0]) if all(self.avg) else int(self.avg[1] == 0.0)
-        use = 1 - best if self.calls % self.PROBE_EVERY == 0 else best
+        if self.calls <= self.FIRST:
+            use = self.calls % 2
+        else:
+            best = int(self.avg[1] < self.avg[0])
+            use = 1 - best if self.calls % self.PROBE_EVERY == 0 else best
         t = time.perf_counter()
         result = (split if use else serial)(*args)
         dt = time.perf_counter() - t
-        self.avg[use] = dt if not self.avg[use] else (1 - self.ALPHA) * self.avg[use] + self.ALPHA * dt
+        if self.calls > 2:
+            self.avg[use] = dt if not self.avg[use] else (1 - self.ALPHA) * self.avg[use] + self.ALPHA * dt
         return result
 
 
