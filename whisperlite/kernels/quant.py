@@ -318,7 +318,7 @@ def _pack_q8_1(d, s, q, out):
 # order as gguf-py: d*q (+ m) in float32, products rounded before the add.
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _dequantize_f16(data, r0, r1, out):
     # F16C's vcvtph2ps (the bit arithmetic where the CPU lacks it): 6x the scalar decode,
     # and these tiles feed every float16 product of the prompt pass.
@@ -328,7 +328,7 @@ def _dequantize_f16(data, r0, r1, out):
             out[r, c] = f16_bits_to_f32(data[r0 + r, c])
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _dequantize_q8_0(data, r0, r1, out):
     nb = data.shape[1] // 34
     for r in prange(r1 - r0):
@@ -339,7 +339,7 @@ def _dequantize_q8_0(data, r0, r1, out):
                 out[r, b * QK + j] = np.float32(np.int8(row[b * 34 + 2 + j])) * d
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _dequantize_q8_1(data, r0, r1, out):
     nb = data.shape[1] // 36
     for r in prange(r1 - r0):
@@ -350,7 +350,7 @@ def _dequantize_q8_1(data, r0, r1, out):
                 out[r, b * QK + j] = np.float32(np.int8(row[b * 36 + 4 + j])) * d
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _dequantize_q4_0(data, r0, r1, out):
     nb = data.shape[1] // 18
     for r in prange(r1 - r0):
@@ -363,7 +363,7 @@ def _dequantize_q4_0(data, r0, r1, out):
                 out[r, b * QK + j + 16] = d * np.float32(np.int32(v >> 4) - 8)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _dequantize_q4_1(data, r0, r1, out):
     nb = data.shape[1] // 20
     for r in prange(r1 - r0):
@@ -387,7 +387,7 @@ def _load_u32(row, off):
     )
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _dequantize_q5_0(data, r0, r1, out):
     nb = data.shape[1] // 22
     for r in prange(r1 - r0):
@@ -403,7 +403,7 @@ def _dequantize_q5_0(data, r0, r1, out):
                 out[r, b * QK + j + 16] = d * np.float32(((v >> 4) | h1) - 16)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _dequantize_q5_1(data, r0, r1, out):
     nb = data.shape[1] // 24
     for r in prange(r1 - r0):
@@ -420,7 +420,7 @@ def _dequantize_q5_1(data, r0, r1, out):
                 out[r, b * QK + j + 16] = d * np.float32((v >> 4) | h1) + m
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _dequantize_q4_k(data, r0, r1, out):
     nb = data.shape[1] // 144
     for r in prange(r1 - r0):
@@ -447,7 +447,7 @@ def _dequantize_q4_k(data, r0, r1, out):
                     out[r, b * QK_K + sub * 32 + j] = dl * np.float32(q) - ml
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _dequantize_q6_k(data, r0, r1, out):
     nb = data.shape[1] // 210
     for r in prange(r1 - r0):

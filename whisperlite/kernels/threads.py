@@ -51,6 +51,18 @@ def one_thread_here() -> None:
     numba.set_num_threads(1)
 
 
+def one_numba_thread(task: Callable[[int], None], i: int) -> None:
+    """task(i) with numba kernels on this thread alone (restored after): for tasks that are
+    themselves one share of a split over the pool, whose kernels would otherwise each wake
+    the whole numba pool."""
+    n = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        task(i)
+    finally:
+        numba.set_num_threads(n)
+
+
 def run_parallel(task: Callable[[int], None], n_tasks: int) -> None:
     """Run task(0 … n_tasks-1) over the pool and the calling thread; re-raises the first error."""
     pool = _state["pool"]
