@@ -4,7 +4,7 @@ import pytest
 
 from whisperlite.decoding import TimestampRules, compression_ratio
 from whisperlite.loader import embedded_model_dir
-from whisperlite.logits import row_logsumexp
+from whisperlite.logits import TOPK_BLOCK, row_logsumexp, row_topk
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 
 TB = 50363
@@ -76,3 +76,14 @@ def test_row_logsumexp_matches_float64_reference():
     ref = (m + np.log(np.exp(x[finite].astype(np.float64) - m).sum(axis=-1, keepdims=True)))[:, 0]
     np.testing.assert_allclose(got[finite], ref, rtol=1e-6)
     assert got[2] == -np.inf
+
+
+@pytest.mark.parametrize("k", [1, 6])
+def test_row_topk_matches_stable_argsort(k):
+    """Largest first, ties to the lower index, over rows longer than a skip block, with
+    suppressed (-inf) tokens and repeated values."""
+    rng = np.random.default_rng(5)
+    x = np.round(rng.standard_normal((4, 3 * TOPK_BLOCK + 17)) * 4).astype(np.float32)  # many ties
+    x[:, ::5] = -np.inf
+    x[1, -3:] = 50.0  # the best at the very end of the last, partial block
+    np.testing.assert_array_equal(row_topk(x, k), np.argsort(-x, axis=1, kind="stable")[:, :k])

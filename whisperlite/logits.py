@@ -17,6 +17,7 @@ from whisperlite.kernels.ops import expf
 # Reordering sums and maxima lets LLVM vectorize the reductions; no "ninf"/"nnan": -inf
 # marks suppressed tokens.
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
+TOPK_BLOCK = 256  # row_topk skips blocks whose maximum cannot enter the best k
 
 
 @numba.njit(cache=True, fastmath=_FAST)
@@ -107,18 +108,23 @@ def row_topk(logits: np.ndarray, k: int) -> np.ndarray:
     for r in range(logits.shape[0]):
         row = logits[r]
         n = 0
-        for j in range(row.shape[0]):
-            v = row[j]
-            if n == k and not v > best[k - 1]:
+        for j0 in range(0, row.shape[0], TOPK_BLOCK):
+            j1 = min(row.shape[0], j0 + TOPK_BLOCK)
+            # once k are held, most blocks hold nothing better: a branch-free maximum skips them
+            if n == k and not _max(row, j0, j1) > best[k - 1]:
                 continue
-            # insertion into the sorted best-so-far: k is a beam size, a handful of entries
-            i = n if n < k else k - 1
-            while i > 0 and v > best[i - 1]:
-                best[i] = best[i - 1]
-                out[r, i] = out[r, i - 1]
-                i -= 1
-            best[i] = v
-            out[r, i] = j
-            if n < k:
-                n += 1
+            for j in range(j0, j1):
+                v = row[j]
+                if n == k and not v > best[k - 1]:
+                    continue
+                # insertion into the sorted best-so-far: k is a beam size, a handful of entries
+                i = n if n < k else k - 1
+                while i > 0 and v > best[i - 1]:
+                    best[i] = best[i - 1]
+                    out[r, i] = out[r, i - 1]
+                    i -= 1
+                best[i] = v
+                out[r, i] = j
+                if n < k:
+                    n += 1
     return out
