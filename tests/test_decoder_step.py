@@ -229,3 +229,22 @@ def test_real_model_step_matches_general_path(tiny_model):
                 assert np.abs(a - b).max() / np.abs(b).max() < tol
                 assert (a.argmax(-1) == b.argmax(-1)).all()
     dec.int8 = saved
+
+
+def test_reorder_moves_sequences_by_index_and_materialize_copies_them():
+    """A reorder only re-points positions (KVCache.src); the general path first copies the
+    keys/values into place, and gets what physically moved sequences would hold."""
+    dec = random_decoder(None)
+    rng = np.random.default_rng(9)
+    cache = dec.new_cache(rng.standard_normal((AUDIO_CTX, STATE)).astype(np.float32), 3)
+    dec.forward(rng.integers(0, VOCAB, (3, 4)), cache)
+    k0, v0 = cache.k.copy(), cache.v.copy()
+    first, second = np.array([2, 0, 0]), np.array([1, 1, 2])
+    cache.reorder(first)
+    cache.reorder(second)
+    assert np.array_equal(cache.k, k0)  # nothing copied yet
+    cache.materialize(3)
+    for i in range(3):
+        assert np.array_equal(cache.k[:, i, :4], k0[:, first[second[i]], :4])
+        assert np.array_equal(cache.v[:, i, :4], v0[:, first[second[i]], :4])
+    assert (cache.src[:3, :4] == np.arange(3)[:, None]).all()

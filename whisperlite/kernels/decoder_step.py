@@ -477,11 +477,11 @@ def _to_f32_impl(v):
 
 
 @numba.njit(**_SER)
-def _self_attention(qkv, kc, vc, pos, n_head, h0, h1, scores, out):
+def _self_attention(qkv, kc, vc, src, pos, n_head, h0, h1, scores, out):
     """qkv (B, 3d) this token's query | key | value rows; kc, vc (≥B, n_ctx, d) the layer's
-    cache, rows 0 … pos-1 filled. For heads h0 … h1-1: writes their columns of cache row
-    pos, then their columns of out (B, d) = causal attention; scores (·, > pos) scratch,
-    row 0 used."""
+    cache, where sequence b's position t is in row src[b, t] (positions 0 … pos-1 filled).
+    For heads h0 … h1-1: writes their columns of position pos in row b, then their columns
+    of out (B, d) = causal attention; scores (·, > pos) scratch, row 0 used."""
     n, d3 = qkv.shape
     d = d3 // 3
     hd = d // n_head
@@ -495,17 +495,19 @@ def _self_attention(qkv, kc, vc, pos, n_head, h0, h1, scores, out):
                 kc[b, pos, o + c] = qkv[b, d + o + c]
                 vc[b, pos, o + c] = qkv[b, 2 * d + o + c]
             for t in range(pos + 1):
+                r = src[b, t]
                 acc = np.float32(0.0)
                 for c in range(hd):
-                    acc += qkv[b, o + c] * kc[b, t, o + c]
+                    acc += qkv[b, o + c] * kc[r, t, o + c]
                 scores[0, t] = acc * scale
             inv = np.float32(1.0) / exp_shifted_row(scores, 0, pos + 1)
             for c in range(hd):
                 out[b, o + c] = np.float32(0.0)
             for t in range(pos + 1):
                 p = scores[0, t] * inv
+                r = src[b, t]
                 for c in range(hd):
-                    out[b, o + c] += p * vc[b, t, o + c]
+                    out[b, o + c] += p * vc[r, t, o + c]
 
 
 @numba.njit(**_SER)
@@ -622,7 +624,7 @@ def _rows_phase(tid, g, claim, done, slot0, chunks, kind, w, bias, gelu, x, xqf,
 @numba.njit(**_SER)
 def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
               w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
-              lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
+              lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
               s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8):
     """Decoder step g for tokens (B, 1), one per sequence, at position `pos` -> logits
     (B, vocab), run by thread `tid` (0 or 1) alone or by both at once.
@@ -641,7 +643,8 @@ def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, l
     pos_emb (n_ctx, d); kinds (6,) the kinds of qkv, out, cross query, cross out, fc1, fc2;
     ln_g/ln_b (L, 3, d) the attention, cross-attention and MLP norms; w_* tuples of L
     (rows, bytes) matrices, b_* (L, rows); k_self/v_self (L, ≥B, n_ctx, d) the
-    self-attention cache (row pos written here); k_cross, v_cross (L, h, n_audio, hd)
+    self-attention cache (sequence b's position t in row src[b, t]; position pos written in
+    row b, and src[b, pos] must already be b); k_cross, v_cross (L, h, n_audio, hd)
     float32 or float16 bits. Phase outputs: s_qkv (L, B, 3d), s_att, s_q, s_catt (L, B, d),
     s_y (L, 3, B, d), s_mlp (L, B, 4d). Per thread: x2, h2 (2, B, d), xq2 (2, B*4d) int8,
     xd2, xs2 (2, B*4d/32), buf2 (2, 2, 4d), scores2 (2, B, max(n_ctx, n_audio)). int8:
@@ -666,7 +669,7 @@ def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, l
         for c in range(n_head):
             hc = (c + tid * half) % n_head
             if _claim(claim, slot + hc, g):
-                _self_attention(s_qkv[li], k_self[li], v_self[li], pos, n_head, hc, hc + 1, scores, s_att[li])
+                _self_attention(s_qkv[li], k_self[li], v_self[li], src, pos, n_head, hc, hc + 1, scores, s_att[li])
                 _finish(done, slot + hc, g)
         _await(done, slot, n_head, g)
         slot += n_head
@@ -707,24 +710,24 @@ def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, l
 @numba.njit(**_SER)
 def step_serial(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
                 w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
-                lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
+                lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
                 s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8):
     """`step_body` on the calling thread alone (it claims every chunk)."""
     step_body(0, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
               w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
-              lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
+              lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
               s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8)
 
 
 @numba.njit(**_PAR)
 def step_parallel(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
                   w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
-                  lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
+                  lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
                   s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8):
     """`step_body` on two threads of numba's pool (with a one-thread pool the two run in
     order: the second finds every chunk done)."""
     for p in prange(2):
         step_body(p, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
                   w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
-                  lnf_g, lnf_b, k_self, v_self, k_cross, v_cross, n_head,
+                  lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
                   s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8)
