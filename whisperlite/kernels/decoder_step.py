@@ -622,6 +622,41 @@ def _rows_phase(tid, g, claim, done, slot0, chunks, kind, w, bias, gelu, x, xqf,
 
 
 @numba.njit(**_SER)
+def _heads_phase(tid, g, claim, done, slot0, n_head, cross, q, k, v, src, pos, scores, out):
+    """Attention for the heads this thread claims, its own half first, then wait for the
+    rest: cross-attention (q, k, v as `_cross_attention` takes them) if `cross`, else
+    self-attention (q the qkv rows, k, v the layer's cache, src and pos as
+    `_self_attention`). Compiled once per value of `cross`, each with its branch only."""
+    literally(cross)
+    for c in range(n_head):
+        hc = (c + tid * (n_head // 2)) % n_head
+        if _claim(claim, slot0 + hc, g):
+            if cross:
+                _cross_attention(q, k, v, hc, hc + 1, scores, out)
+            else:
+                _self_attention(q, k, v, src, pos, n_head, hc, hc + 1, scores, out)
+            _finish(done, slot0 + hc, g)
+    _await(done, slot0, n_head, g)
+
+
+@numba.njit(**_SER)
+def _attention_block(tid, g, claim, done, slot, n_head, cross, x, ln_g, ln_b, h, kind_in, w_in, b_in, s_in,
+                     k, v, src, pos, scores, s_heads, kind_out, w_out, b_out, s_y, xq, xd, xs, buf, int8):
+    """x += out-projection of attention over layer-normed x: the input product (query|key|value,
+    or the cross-attention query) into s_in, the heads into s_heads, the output product into
+    s_y; chunks from slot on (2 * PRODUCT_CHUNKS + n_head of them). Arguments as
+    `_heads_phase` and `_rows_phase`."""
+    _layer_norm(x, ln_g, ln_b, h)
+    _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kind_in, w_in, b_in, False, h, xq, xd, xs, buf, s_in, int8)
+    slot += PRODUCT_CHUNKS
+    _heads_phase(tid, g, claim, done, slot, n_head, cross, s_in, k, v, src, pos, scores, s_heads)
+    slot += n_head
+    _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kind_out, w_out, b_out, False, s_heads, xq, xd, xs, buf,
+                s_y, int8)
+    _residual(s_y, x)
+
+
+@numba.njit(**_SER)
 def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
               w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
               lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
@@ -653,7 +688,6 @@ def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, l
     x, h, xq, xd, xs, buf, scores = x2[tid], h2[tid], xq2[tid], xd2[tid], xs2[tid], buf2[tid], scores2[tid]
     n = tokens.shape[0]
     d = x.shape[1]
-    half = n_head // 2
     no_bias = b_qkv[0, :0]
     e16, e32 = _float_views(emb_kind, emb)
     for b in range(n):
@@ -662,38 +696,14 @@ def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, l
             x[b, j] = buf[0, j] + pos_emb[pos, j]
     slot = 0
     for li in range(len(w_qkv)):
-        _layer_norm(x, ln_g[li, 0], ln_b[li, 0], h)
-        _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[0], w_qkv[li], b_qkv[li], False, h,
-                    xq, xd, xs, buf, s_qkv[li], int8)
-        slot += PRODUCT_CHUNKS
-        for c in range(n_head):
-            hc = (c + tid * half) % n_head
-            if _claim(claim, slot + hc, g):
-                _self_attention(s_qkv[li], k_self[li], v_self[li], src, pos, n_head, hc, hc + 1, scores, s_att[li])
-                _finish(done, slot + hc, g)
-        _await(done, slot, n_head, g)
-        slot += n_head
-        _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[1], w_out[li], b_out[li], False, s_att[li],
-                    xq, xd, xs, buf, s_y[li, 0], int8)
-        slot += PRODUCT_CHUNKS
-        _residual(s_y[li, 0], x)
-
-        _layer_norm(x, ln_g[li, 1], ln_b[li, 1], h)
-        _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[2], w_cq[li], b_cq[li], False, h,
-                    xq, xd, xs, buf, s_q[li], int8)
-        slot += PRODUCT_CHUNKS
-        for c in range(n_head):
-            hc = (c + tid * half) % n_head
-            if _claim(claim, slot + hc, g):
-                _cross_attention(s_q[li], k_cross[li], v_cross[li], hc, hc + 1, scores, s_catt[li])
-                _finish(done, slot + hc, g)
-        _await(done, slot, n_head, g)
-        slot += n_head
-        _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[3], w_co[li], b_co[li], False, s_catt[li],
-                    xq, xd, xs, buf, s_y[li, 1], int8)
-        slot += PRODUCT_CHUNKS
-        _residual(s_y[li, 1], x)
-
+        _attention_block(tid, g, claim, done, slot, n_head, False, x, ln_g[li, 0], ln_b[li, 0], h,
+                         kinds[0], w_qkv[li], b_qkv[li], s_qkv[li], k_self[li], v_self[li], src, pos, scores,
+                         s_att[li], kinds[1], w_out[li], b_out[li], s_y[li, 0], xq, xd, xs, buf, int8)
+        slot += 2 * PRODUCT_CHUNKS + n_head
+        _attention_block(tid, g, claim, done, slot, n_head, True, x, ln_g[li, 1], ln_b[li, 1], h,
+                         kinds[2], w_cq[li], b_cq[li], s_q[li], k_cross[li], v_cross[li], src, pos, scores,
+                         s_catt[li], kinds[3], w_co[li], b_co[li], s_y[li, 1], xq, xd, xs, buf, int8)
+        slot += 2 * PRODUCT_CHUNKS + n_head
         _layer_norm(x, ln_g[li, 2], ln_b[li, 2], h)
         _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[4], w_fc1[li], b_fc1[li], True, h,
                     xq, xd, xs, buf, s_mlp[li], int8)
