@@ -122,3 +122,9 @@ def test_help_and_version():
     assert r.returncode == 0 and "Examples:" in r.stdout and "-osrt" in r.stdout
     r = run_cli("--version")
     assert r.returncode == 0 and "whisperlite" in r.stdout
+
+
+def test_missing_input_fails_before_loading_the_model(tmp_path):
+    r = run_cli("transcribe", str(tmp_path / "nope.wav"), "-osrt")
+    one_line_error(r, "nope.wav: no such file")
+    assert "loaded" not in r.stderr and "compiling" not in r.stderr

@@ -123,6 +123,9 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
     inputs = list(files) + list(extra_files)
     if not inputs:
         fail("no input files (give FILE arguments or -f FILE)")
+    if not any(os.path.exists(p) for p in inputs):
+        # before loading the model, which on a fresh install first compiles the kernels (minutes)
+        fail(f"{inputs[0]}: no such file" if len(inputs) == 1 else "none of the input files exists")
     if output_file and len(inputs) > 1:
         fail("-of/--output-file names one output: use it with a single input (or use -o DIR)")
     formats = [fmt for fmt, on in (("srt", out_srt), ("vtt", out_vtt), ("txt", out_txt), ("json", out_json or out_json_full),
