@@ -53,7 +53,7 @@ class KVCache:
     def reorder(self, rows: np.ndarray) -> None:
         """Keep/duplicate sequences (best-of, beams): new sequence i is old sequence rows[i]."""
         n = self.length
-        self.src[:, :n] = self.src[np.asarray(rows)][:, :n]
+        self.src[:, :n] = self.src[np.asarray(rows), :n]
 
     def broadcast(self, batch: int) -> None:
         """Make sequences 1 … batch-1 copies of sequence 0 (a shared prompt)."""
