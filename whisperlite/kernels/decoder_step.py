@@ -511,10 +511,10 @@ def _self_attention(qkv, kc, vc, src, pos, n_head, h0, h1, scores, out):
 
 
 @numba.njit(**_SER)
-def _cross_attention(q, k, v, h0, h1, scores, out):
+def _cross_attention(q, k, v, src, pos, n_head, h0, h1, scores, out):
     """q (B, d); k, v (h, n_audio, hd) float32 or float16 bits; scores (B, n_audio) scratch
     -> the columns of heads h0 … h1-1 of out (B, d). Each key and value row is read once
-    for all B sequences."""
+    for all B sequences. (src, pos, n_head: unused, `_self_attention`'s arguments.)"""
     n, d = q.shape
     n_head, na, hd = k.shape
     scale = np.float32(hd ** -0.5)
@@ -551,6 +551,13 @@ def _residual(y, res):
 
 
 # ---------------------------------------------------------------- the step, on one or two threads
+
+# The phases below are inlined into step_body (numba IR), not compiled functions: numba links
+# every callee's code into each caller and optimizes and emits the whole again, so each
+# level of compiled function between step_body and the row kernels cost the row kernels'
+# compile once more (first use compiled in ~290 s with the phases as functions, ~110 s
+# inlined; same step time). The row kernels and attentions stay functions of their own (see
+# `_linear`).
 
 # Slots are int64s 64 bytes apart, so that flags written by different threads never share a
 # cache line.
@@ -600,7 +607,7 @@ def _chunk_start(rows, c, chunks):
     return rows if c == chunks else rows * c // chunks // 2 * 2
 
 
-@numba.njit(**_SER)
+@numba.njit(inline="always", **_SER)
 def _rows_phase(tid, g, claim, done, slot0, chunks, kind, w, bias, gelu, x, xqf, xdf, xsf, buf, out, int8):
     """out = x @ W.T + bias (GELU'd if gelu; no bias if it is empty) for the chunks of rows
     this thread claims, its own half first; then wait for the rest."""
@@ -621,26 +628,20 @@ def _rows_phase(tid, g, claim, done, slot0, chunks, kind, w, bias, gelu, x, xqf,
     _await(done, slot0, chunks, g)
 
 
-@numba.njit(**_SER)
-def _heads_phase(tid, g, claim, done, slot0, n_head, cross, q, k, v, src, pos, scores, out):
-    """Attention for the heads this thread claims, its own half first, then wait for the
-    rest: cross-attention (q, k, v as `_cross_attention` takes them) if `cross`, else
-    self-attention (q the qkv rows, k, v the layer's cache, src and pos as
-    `_self_attention`). Compiled once per value of `cross`, each with its branch only."""
-    literally(cross)
+@numba.njit(inline="always", **_SER)
+def _heads_phase(tid, g, claim, done, slot0, n_head, attend, q, k, v, src, pos, scores, out):
+    """`attend` (`_self_attention` or `_cross_attention`, arguments as theirs) for the heads
+    this thread claims, its own half first, then wait for the rest."""
     for c in range(n_head):
         hc = (c + tid * (n_head // 2)) % n_head
         if _claim(claim, slot0 + hc, g):
-            if cross:
-                _cross_attention(q, k, v, hc, hc + 1, scores, out)
-            else:
-                _self_attention(q, k, v, src, pos, n_head, hc, hc + 1, scores, out)
+            attend(q, k, v, src, pos, n_head, hc, hc + 1, scores, out)
             _finish(done, slot0 + hc, g)
     _await(done, slot0, n_head, g)
 
 
-@numba.njit(**_SER)
-def _attention_block(tid, g, claim, done, slot, n_head, cross, x, ln_g, ln_b, h, kind_in, w_in, b_in, s_in,
+@numba.njit(inline="always", **_SER)
+def _attention_block(tid, g, claim, done, slot, n_head, attend, x, ln_g, ln_b, h, kind_in, w_in, b_in, s_in,
                      k, v, src, pos, scores, s_heads, kind_out, w_out, b_out, s_y, xq, xd, xs, buf, int8):
     """x += out-projection of attention over layer-normed x: the input product (query|key|value,
     or the cross-attention query) into s_in, the heads into s_heads, the output product into
@@ -648,11 +649,9 @@ def _attention_block(tid, g, claim, done, slot, n_head, cross, x, ln_g, ln_b, h,
     `_heads_phase` and `_rows_phase`."""
     _layer_norm(x, ln_g, ln_b, h)
     _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kind_in, w_in, b_in, False, h, xq, xd, xs, buf, s_in, int8)
-    slot += PRODUCT_CHUNKS
-    _heads_phase(tid, g, claim, done, slot, n_head, cross, s_in, k, v, src, pos, scores, s_heads)
-    slot += n_head
-    _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kind_out, w_out, b_out, False, s_heads, xq, xd, xs, buf,
-                s_y, int8)
+    _heads_phase(tid, g, claim, done, slot + PRODUCT_CHUNKS, n_head, attend, s_in, k, v, src, pos, scores, s_heads)
+    _rows_phase(tid, g, claim, done, slot + PRODUCT_CHUNKS + n_head, PRODUCT_CHUNKS, kind_out, w_out, b_out, False,
+                s_heads, xq, xd, xs, buf, s_y, int8)
     _residual(s_y, x)
 
 
@@ -696,11 +695,11 @@ def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, l
             x[b, j] = buf[0, j] + pos_emb[pos, j]
     slot = 0
     for li in range(len(w_qkv)):
-        _attention_block(tid, g, claim, done, slot, n_head, False, x, ln_g[li, 0], ln_b[li, 0], h,
+        _attention_block(tid, g, claim, done, slot, n_head, _self_attention, x, ln_g[li, 0], ln_b[li, 0], h,
                          kinds[0], w_qkv[li], b_qkv[li], s_qkv[li], k_self[li], v_self[li], src, pos, scores,
                          s_att[li], kinds[1], w_out[li], b_out[li], s_y[li, 0], xq, xd, xs, buf, int8)
         slot += 2 * PRODUCT_CHUNKS + n_head
-        _attention_block(tid, g, claim, done, slot, n_head, True, x, ln_g[li, 1], ln_b[li, 1], h,
+        _attention_block(tid, g, claim, done, slot, n_head, _cross_attention, x, ln_g[li, 1], ln_b[li, 1], h,
                          kinds[2], w_cq[li], b_cq[li], s_q[li], k_cross[li], v_cross[li], src, pos, scores,
                          s_catt[li], kinds[3], w_co[li], b_co[li], s_y[li, 1], xq, xd, xs, buf, int8)
         slot += 2 * PRODUCT_CHUNKS + n_head
@@ -737,7 +736,9 @@ def step_parallel(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln
     """`step_body` on two threads of numba's pool (with a one-thread pool the two run in
     order: the second finds every chunk done)."""
     for p in prange(2):
-        step_body(p, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
+        # int64 as step_serial passes it: prange's index is unsigned, and a second type
+        # would compile the whole step body a second time (~45 s on first use)
+        step_body(np.int64(p), g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
                   w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
                   lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
                   s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8)
