@@ -722,7 +722,7 @@ def step_serial(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g
                 lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
                 s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8):
     """`step_body` on the calling thread alone (it claims every chunk)."""
-    step_body(0, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
+    step_body(np.int64(0), g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
               w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
               lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
               s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8)
@@ -736,8 +736,8 @@ def step_parallel(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln
     """`step_body` on two threads of numba's pool (with a one-thread pool the two run in
     order: the second finds every chunk done)."""
     for p in prange(2):
-        # int64 as step_serial passes it: prange's index is unsigned, and a second type
-        # would compile the whole step body a second time (~45 s on first use)
+        # int64 as step_serial passes it (a literal 0 there, prange's unsigned index here
+        # would each compile the whole step body once more: ~25 s)
         step_body(np.int64(p), g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
                   w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
                   lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
