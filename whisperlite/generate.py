@@ -14,14 +14,18 @@ from datetime import datetime
 from typing import Callable, Iterator
 
 import jinja2
+import numpy as np
+from gguf import GGMLQuantizationType as QType
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from whisperlite.errors import ModelNotFoundError, WhisperliteError
 from whisperlite.formats.gguf import read_gguf
+from whisperlite.kernels import QTensor
 from whisperlite.kernels.ggml_order import GgmlArith
 from whisperlite.models.llama import KVCache, Llama
 from whisperlite.sampling import Sampler, SamplingOptions
 from whisperlite.tokenizer.llama import LlamaTokenizer
+from whisperlite.warmup import compile_once
 
 # What llama.cpp falls back to when a model has no tokenizer.chat_template.
 CHATML_TEMPLATE = (
@@ -118,6 +122,7 @@ class Generator:
         t0 = time.perf_counter()
         gguf = read_gguf(path)
         self.model = Llama(gguf, ggml_exact=ggml_exact, arith=arith)
+        compile_once(_kernel_key(self.model), lambda: _warm_up(self.model))
         self.tokenizer = LlamaTokenizer(gguf)
         self.path = path
         n_ctx = min(n_ctx, self.model.config.n_ctx_train) if n_ctx > 0 else self.model.config.n_ctx_train
@@ -213,6 +218,26 @@ class Generator:
             if on_text:
                 on_text(tail)
         return Generation(tokens, "".join(parts), stop[0] if stop else "length")
+
+
+WARM_PROMPT = 64  # tokens: enough that every kernel's threaded variant runs, as one token runs the others
+
+
+def _warm_up(model: Llama) -> None:
+    """A prompt and one more token on a scratch cache: the kernels a generation reaches."""
+    cache = model.new_cache(WARM_PROMPT + 1)
+    model.forward(np.zeros(WARM_PROMPT, np.int64), cache)
+    model.forward([0], cache)
+
+
+def _kernel_key(model: Llama) -> str:
+    """What decides which kernels a model compiles: its weight types and arithmetic."""
+    weights = [model.tok_embd, model.output]
+    for layer in model.layers:
+        weights += [layer.wqkv, layer.wo, layer.w_gate_up, layer.w_down]
+    types = sorted({QType(w.qtype).name if isinstance(w, QTensor) else str(w.dtype) for w in weights})
+    a = model.arith
+    return f"llama-{'+'.join(types)}-{'ggml' if model.ggml_exact else 'float'}-{a.lanes}x{a.kv_pad}"
 
 
 def load_generator(model: str, n_ctx: int = 4096, ggml_exact: bool = True,

@@ -5,11 +5,8 @@ or a pulled model such as `base`), a CTranslate2 directory, or a whisper.cpp ggm
 """
 from __future__ import annotations
 
-import hashlib
-
 import os
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import numpy as np
 
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite import _env, timing, vad
+from whisperlite import timing, vad
 from whisperlite.errors import ModelFormatError, ModelNotFoundError
 from whisperlite.kernels import QTensor, Weight, set_threads
 from whisperlite.kernels.quant import bytes_per_row, dequantize_rows, quantize
@@ -25,6 +22,7 @@ from whisperlite.models.checkpoint import WhisperCheckpoint
 from whisperlite.models.whisper import Whisper
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 from whisperlite.transcribe import WhisperModel
+from whisperlite.warmup import compile_once
 
 DEFAULT_MODEL = "tiny.en"
 GGML_MAGIC = b"lmgg"  # 0x67676d6c as a little-endian int32
@@ -146,28 +144,8 @@ def _quantize_q8_0(w: Weight) -> QTensor:
     return QTensor(QType.Q8_0, (rows, cols), out)
 
 
-def _source_digest() -> str:
-    """Digest of the package's sources and where they are: kernels change between commits of
-    one version number, and numba files its cache by the sources' directory, so the same
-    sources installed elsewhere (a checkout and its `pip install .`) compile again."""
-    package = Path(__file__).resolve().parent
-    h = hashlib.sha1(str(package).encode())
-    for f in sorted(package.rglob("*.py")):
-        h.update(f.read_bytes())
-    return h.hexdigest()[:12]
-
-
-def _warm_up(model: Whisper, compute_type: str) -> None:
-    """Compile the kernels this model uses once, with a notice, instead of silently stalling
-    the first window. numba caches them on disk, so a marker per version and compute type
-    (weights types decide which kernels run) records that the cache is warm."""
-    import numba
-
-    marker = Path(_env.CACHE_DIR) / "numba" / f".warm-{_source_digest()}-{numba.__version__}-{compute_type}"
-    if marker.exists():
-        return
-    sys.stderr.write("whisperlite: compiling kernels for first use (cached afterwards)…\n")
-    t0 = time.perf_counter()
+def _warm_up(model: Whisper) -> None:
+    """Calls that reach every kernel a transcription with this model uses."""
     features = model.encoder(np.zeros((model.dims.n_mels, 2 * model.dims.n_audio_ctx), np.float32))
     cache = model.decoder.new_cache(features, batch=2)
     model.decoder(np.zeros((1, 3), np.int64), cache, positions=(0, -1))
@@ -183,12 +161,6 @@ def _warm_up(model: Whisper, compute_type: str) -> None:
         vad.SileroVad(vad.silero_weights())(np.zeros(2 * vad.FRAME, np.float32))
     except vad.VadUnavailableError:
         pass  # transcriptions with the VAD will report it; the others do not need it
-    sys.stderr.write(f"whisperlite: kernels compiled in {time.perf_counter() - t0:.0f} s\n")
-    try:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
-    except OSError:
-        pass  # read-only cache: numba recompiles each run anyway, the notice stays honest
 
 
 def _code_mappings(library: str) -> list[tuple[int, int]]:
@@ -237,7 +209,8 @@ def load_model(name: str = DEFAULT_MODEL, threads: int | None = None, compute_ty
     n = set_threads(threads)
     ckpt = apply_compute_type(read_checkpoint(resolve(name)), compute_type)
     model = Whisper(ckpt)
-    _warm_up(model, compute_type)
+    # weight types decide which kernels run: one marker per compute type
+    compile_once(f"whisper-{compute_type}", lambda: _warm_up(model))
     ckpt.release_mapped_pages()
     _release_compiler_pages()
     return WhisperModel(model, tokenizer_for(ckpt), name, n)

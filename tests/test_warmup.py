@@ -1,0 +1,39 @@
+"""compile_once: the warm-up runs once per source version and key, with a notice."""
+from whisperlite import _env, warmup
+
+
+def test_warm_up_runs_once_per_key_with_a_notice(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(_env, "CACHE_DIR", str(tmp_path))
+    calls = []
+    warmup.compile_once("k1", lambda: calls.append("k1"))
+    assert calls == ["k1"]
+    assert "compiling kernels for first use" in capsys.readouterr().err
+    warmup.compile_once("k1", lambda: calls.append("again"))
+    warmup.compile_once("k2", lambda: calls.append("k2"))
+    assert calls == ["k1", "k2"]
+    assert capsys.readouterr().err.count("compiling kernels") == 1
+
+
+def test_failed_warm_up_leaves_no_marker(tmp_path, monkeypatch):
+    monkeypatch.setattr(_env, "CACHE_DIR", str(tmp_path))
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    try:
+        warmup.compile_once("k", broken)
+    except RuntimeError:
+        pass
+    calls = []
+    warmup.compile_once("k", lambda: calls.append(1))
+    assert calls == [1]
+
+
+def test_read_only_cache_still_runs(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setattr(_env, "CACHE_DIR", str(blocker))  # a file: no directory can be made in it
+    calls = []
+    warmup.compile_once("k", lambda: calls.append(1))
+    warmup.compile_once("k", lambda: calls.append(2))
+    assert calls == [1, 2]
