@@ -159,7 +159,7 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
     t0 = time.perf_counter()
     wm = load_model(model, threads=threads, compute_type=compute_type)
     if not quiet:
-        click.echo(f"whisperlite: model {model} loaded in {time.perf_counter() - t0:.2f} s, {wm.threads} threads", err=True)
+        click.echo(f"whisperlite: model {model} loaded in {time.perf_counter() - t0:.2f} s, {wm.threads} thread{'s' if wm.threads > 1 else ''}", err=True)
     failed = 0
     for path in inputs:
         try:

@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
 from gguf import GGMLQuantizationType as QType
 
 from whisperlite import timing, vad
@@ -144,14 +143,22 @@ def _quantize_q8_0(w: Weight) -> QTensor:
     return QTensor(QType.Q8_0, (rows, cols), out)
 
 
-def _warm_up(model: Whisper) -> None:
-    """Calls that reach every kernel a transcription with this model uses."""
+def _kernel_key(ckpt: WhisperCheckpoint, threads: int) -> str:
+    """What decides which kernels a transcription compiles: the weight types (a q5_0 file
+    and tiny.en's float16 share no product kernel), and one thread needs no two-thread step."""
+    types = sorted({QType(w.qtype).name if isinstance(w, QTensor) else str(w.dtype) for w in ckpt.weights.values()})
+    return f"whisper-{'+'.join(types)}{'-1t' if threads == 1 else ''}"
+
+
+def _warm_up(model: Whisper, threads: int) -> None:
+    """Calls that reach every kernel a transcription with this model on `threads` uses."""
     features = model.encoder(np.zeros((model.dims.n_mels, 2 * model.dims.n_audio_ctx), np.float32))
     cache = model.decoder.new_cache(features, batch=2)
     model.decoder(np.zeros((1, 3), np.int64), cache, positions=(0, -1))
-    if model.decoder.step_weights is not None:  # both step variants, whatever this run's -t
+    if model.decoder.step_weights is not None:
         model.decoder.step_serial(np.zeros((2, 1), np.int64), cache)
-        model.decoder.step_parallel(np.zeros((2, 1), np.int64), cache)
+        if threads > 1:  # the two-thread step is a compile of its own (~30 s), unused at -t 1
+            model.decoder.step_parallel(np.zeros((2, 1), np.int64), cache)
     else:
         model.decoder(np.zeros((2, 1), np.int64), cache)
     # Word timing and the speech filter too: otherwise they compile inside the first window.
@@ -209,8 +216,7 @@ def load_model(name: str = DEFAULT_MODEL, threads: int | None = None, compute_ty
     n = set_threads(threads)
     ckpt = apply_compute_type(read_checkpoint(resolve(name)), compute_type)
     model = Whisper(ckpt)
-    # weight types decide which kernels run: one marker per compute type
-    compile_once(f"whisper-{compute_type}", lambda: _warm_up(model))
+    compile_once(_kernel_key(ckpt, n), lambda: _warm_up(model, n))
     ckpt.release_mapped_pages()
     _release_compiler_pages()
     return WhisperModel(model, tokenizer_for(ckpt), name, n)
