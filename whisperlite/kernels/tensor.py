@@ -20,6 +20,14 @@ class QTensor:
     shape: tuple[int, int]
     data: np.ndarray
 
+    def __post_init__(self) -> None:
+        # Read-only, as mapped files are: numba compiles a kernel once per array mutability,
+        # so weights converted in memory and weights read from disk would each compile it.
+        if self.data.flags.writeable:
+            view = self.data.view()
+            view.flags.writeable = False
+            object.__setattr__(self, "data", view)
+
     def dequantize(self) -> np.ndarray:
         from whisperlite.kernels.quant import dequantize
 
