@@ -15,17 +15,15 @@ from typing import Callable, Iterator
 
 import jinja2
 import numpy as np
-from gguf import GGMLQuantizationType as QType
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from whisperlite.errors import ModelNotFoundError, WhisperliteError
 from whisperlite.formats.gguf import read_gguf
-from whisperlite.kernels import QTensor
 from whisperlite.kernels.ggml_order import GgmlArith
 from whisperlite.models.llama import KVCache, Llama
 from whisperlite.sampling import Sampler, SamplingOptions
 from whisperlite.tokenizer.llama import LlamaTokenizer
-from whisperlite.warmup import compile_once
+from whisperlite.warmup import compile_once, weight_types
 
 # What llama.cpp falls back to when a model has no tokenizer.chat_template.
 CHATML_TEMPLATE = (
@@ -235,9 +233,8 @@ def _kernel_key(model: Llama) -> str:
     weights = [model.tok_embd, model.output]
     for layer in model.layers:
         weights += [layer.wqkv, layer.wo, layer.w_gate_up, layer.w_down]
-    types = sorted({QType(w.qtype).name if isinstance(w, QTensor) else str(w.dtype) for w in weights})
     a = model.arith
-    return f"llama-{'+'.join(types)}-{'ggml' if model.ggml_exact else 'float'}-{a.lanes}x{a.kv_pad}"
+    return f"llama-{weight_types(weights)}-{'ggml' if model.ggml_exact else 'float'}-{a.lanes}x{a.kv_pad}"
 
 
 def load_generator(model: str, n_ctx: int = 4096, ggml_exact: bool = True,

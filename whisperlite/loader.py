@@ -21,7 +21,7 @@ from whisperlite.models.checkpoint import WhisperCheckpoint
 from whisperlite.models.whisper import Whisper
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 from whisperlite.transcribe import WhisperModel
-from whisperlite.warmup import compile_once
+from whisperlite.warmup import compile_once, weight_types
 
 DEFAULT_MODEL = "tiny.en"
 GGML_MAGIC = b"lmgg"  # 0x67676d6c as a little-endian int32
@@ -146,8 +146,7 @@ def _quantize_q8_0(w: Weight) -> QTensor:
 def _kernel_key(ckpt: WhisperCheckpoint, threads: int) -> str:
     """What decides which kernels a transcription compiles: the weight types (a q5_0 file
     and tiny.en's float16 share no product kernel), and one thread needs no two-thread step."""
-    types = sorted({QType(w.qtype).name if isinstance(w, QTensor) else str(w.dtype) for w in ckpt.weights.values()})
-    return f"whisper-{'+'.join(types)}{'-1t' if threads == 1 else ''}"
+    return f"whisper-{weight_types(ckpt.weights.values())}{'-1t' if threads == 1 else ''}"
 
 
 def _warm_up(model: Whisper, threads: int) -> None:

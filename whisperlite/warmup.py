@@ -12,9 +12,12 @@ import hashlib
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
+
+from gguf import GGMLQuantizationType as QType
 
 from whisperlite import _env
+from whisperlite.kernels import QTensor, Weight
 
 
 def _source_digest() -> str:
@@ -45,3 +48,8 @@ def compile_once(key: str, warm: Callable[[], None]) -> None:
         marker.touch()
     except OSError:
         pass  # read-only cache: numba recompiles each run anyway, the notice stays honest
+
+
+def weight_types(weights: Iterable[Weight]) -> str:
+    """The weights' types, as a key part: they decide which product kernels a model compiles."""
+    return "+".join(sorted({QType(w.qtype).name if isinstance(w, QTensor) else str(w.dtype) for w in weights}))
