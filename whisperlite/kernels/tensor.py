@@ -8,6 +8,17 @@ import numpy as np
 from gguf import GGMLQuantizationType as QType
 
 
+def readonly(a: np.ndarray) -> np.ndarray:
+    """`a`, or a read-only view of it. Weights go to kernels read-only, as mapped files are:
+    numba compiles a kernel once per array mutability, so weights converted in memory and
+    weights read from disk would each compile it."""
+    if not a.flags.writeable:
+        return a
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
 @dataclass(frozen=True)
 class QTensor:
     """A 2-D weight (rows, cols) stored as raw ggml blocks, one row per `data` row.
@@ -21,12 +32,7 @@ class QTensor:
     data: np.ndarray
 
     def __post_init__(self) -> None:
-        # Read-only, as mapped files are: numba compiles a kernel once per array mutability,
-        # so weights converted in memory and weights read from disk would each compile it.
-        if self.data.flags.writeable:
-            view = self.data.view()
-            view.flags.writeable = False
-            object.__setattr__(self, "data", view)
+        object.__setattr__(self, "data", readonly(self.data))
 
     def dequantize(self) -> np.ndarray:
         from whisperlite.kernels.quant import dequantize

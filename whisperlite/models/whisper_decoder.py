@@ -15,6 +15,7 @@ from whisperlite.kernels import decoder_step as fused
 from whisperlite.kernels import mha
 from whisperlite.kernels.ops import add_
 from whisperlite.kernels.quant import dequantize_rows
+from whisperlite.kernels.tensor import readonly
 from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
 from whisperlite.models.whisper_blocks import Block, Norm, load_block, split_heads
 
@@ -132,12 +133,6 @@ class _SplitChooser:
         return result
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    v = a.view()
-    v.flags.writeable = False
-    return v
-
-
 class _StepWeights:
     """The decoder's weights as the fused step takes them: matrices as per-layer tuples of
     uint8 views (no copies), one kind code per matrix role, norms and biases stacked."""
@@ -147,10 +142,10 @@ class _StepWeights:
     def __init__(self, kinds: list[int], mats: list[tuple[np.ndarray, ...]], emb_kind: int, emb: np.ndarray,
                  blocks: list[Block], ln: Norm):
         self.kinds = np.asarray(kinds, np.int64)
-        # All read-only (mapped weights are, converted ones are not): numba compiles a
-        # kernel per array mutability, and the step's row kernels twice over took ~15 s.
-        self.mats = [tuple(_readonly(m) for m in ms) for ms in mats]
-        self.emb_kind, self.emb = emb_kind, _readonly(emb)
+        # float32 weights are plain arrays, writable when converted: the step's row kernels
+        # compiled for both mutabilities took ~15 s more
+        self.mats = [tuple(readonly(m) for m in ms) for ms in mats]
+        self.emb_kind, self.emb = emb_kind, readonly(emb)
         st = lambda f: np.ascontiguousarray(np.stack([f(b) for b in blocks]), np.float32)  # noqa: E731
         self.ln_g = st(lambda b: np.stack([b.attn_ln.g, b.cross_ln.g, b.mlp_ln.g]))
         self.ln_b = st(lambda b: np.stack([b.attn_ln.b, b.cross_ln.b, b.mlp_ln.b]))
