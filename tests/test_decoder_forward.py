@@ -100,6 +100,26 @@ def test_weights_only_pass():
     assert logits.shape == (1, 0, VOCAB) and crosses == []
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("qtype", [QType.F16, QType.Q5_0])
+def test_cross_cache_is_keys_and_values_per_head(threads, qtype):
+    """new_cache (rows shared out over the threads): each layer's cross-attention keys and
+    values, biased, split per head."""
+    dec = random_decoder(qtype, cross_f16=False)
+    features = np.random.default_rng(3).standard_normal((AUDIO_CTX, STATE)).astype(np.float32)
+    set_threads(threads)
+    try:
+        cache = dec.new_cache(features)
+    finally:
+        set_threads(None)
+    nh = dec.dims.n_text_head
+    for li, b in enumerate(dec.blocks):
+        kv = features.astype(np.float64) @ dense(b.cross_kv).T + b.cross_kv_b
+        k, v = (m.reshape(AUDIO_CTX, nh, -1).transpose(1, 0, 2) for m in np.split(kv, 2, axis=1))
+        np.testing.assert_allclose(cache.cross_k[li], k, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(cache.cross_v[li], v, rtol=1e-4, atol=1e-4)
+
+
 def test_cross_cache_float16_is_numpy_rounding():
     """new_cache's float16 keys/values are numpy's rounding of the float32 ones, per head."""
     d16, d32 = random_decoder(QType.F16, cross_f16=True), random_decoder(QType.F16, cross_f16=False)
@@ -122,7 +142,7 @@ def test_float16_conversions_are_exact():
     x = np.concatenate([rng.standard_normal(4000 - len(special)) * 10 ** rng.uniform(-9, 5, 4000 - len(special)),
                         special]).astype(np.float32).reshape(50, 80)
     out = np.empty((4, 50, 20), np.uint16)
-    mha.split_heads_f16(x, out)
+    mha.split_heads_f16(x, np.zeros(80, np.float32), out, 0)
     with np.errstate(over="ignore"):  # numpy warns as it rounds the large values to inf
         want = x.astype(np.float16)
     np.testing.assert_array_equal(out.view(np.float16), want.reshape(50, 4, 20).transpose(1, 0, 2))

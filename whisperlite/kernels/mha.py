@@ -56,13 +56,25 @@ def widen_f16(src, out):
 
 
 @numba.njit(**_SER)
-def split_heads_f16(x, out):
-    """x (t, h*k) float32 -> out (h, t, k) float16 bits (uint16): one head's rows contiguous."""
-    n_head, t, k = out.shape
+def split_heads_f16(x, bias, out, r0):
+    """x (n, h*k) float32 + bias (h*k,) -> rows r0 … r0+n-1 of out (h, t, k) as float16
+    bits (uint16): one head's rows contiguous."""
+    n_head, _, k = out.shape
     for h in range(n_head):
-        for i in range(t):
+        for i in range(x.shape[0]):
             for j in range(k):
-                out[h, i, j] = np.uint16(_f32_to_f16_bits(x[i, h * k + j]))
+                out[h, r0 + i, j] = np.uint16(_f32_to_f16_bits(x[i, h * k + j] + bias[h * k + j]))
+    return out
+
+
+@numba.njit(**_SER)
+def split_heads_f32(x, bias, out, r0):
+    """As split_heads_f16, into a float32 out."""
+    n_head, _, k = out.shape
+    for h in range(n_head):
+        for i in range(x.shape[0]):
+            for j in range(k):
+                out[h, r0 + i, j] = x[i, h * k + j] + bias[h * k + j]
     return out
 
 

@@ -92,9 +92,3 @@ def load_block(w: dict, p: str, cross: bool, d: int) -> Block:
         blk.cross_out = w[f"{p}.cross_attn.out.weight"]
         blk.cross_out_b = w[f"{p}.cross_attn.out.bias"]
     return blk
-
-
-def split_heads(x: np.ndarray, n_head: int) -> np.ndarray:
-    """(n, h*64) -> (h, n, 64)"""
-    n, d = x.shape
-    return x.reshape(n, n_head, d // n_head).transpose(1, 0, 2)

@@ -11,13 +11,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from whisperlite.kernels import QTensor, Weight, get_threads, linear
+from whisperlite.kernels.threads import one_numba_thread, run_parallel
 from whisperlite.kernels import decoder_step as fused
 from whisperlite.kernels import mha
 from whisperlite.kernels.ops import add_
 from whisperlite.kernels.quant import dequantize_rows
 from whisperlite.kernels.tensor import readonly
 from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
-from whisperlite.models.whisper_blocks import Block, Norm, load_block, split_heads
+from whisperlite.models.whisper_blocks import Block, Norm, load_block
 
 
 class KVCache:
@@ -200,18 +201,34 @@ class TextDecoder:
 
     def new_cache(self, audio_features: np.ndarray, batch: int = 1) -> KVCache:
         """A cache for one window: cross-attention keys/values of `audio_features` (n_audio_ctx, d)."""
-        nh = self.dims.n_text_head
-        shape = (len(self.blocks), nh, audio_features.shape[0], self.dims.n_text_state // nh)
+        nh, d = self.dims.n_text_head, self.dims.n_text_state
+        x = np.ascontiguousarray(audio_features, np.float32)
+        n = x.shape[0]
+        shape = (len(self.blocks), nh, n, d // nh)
         ks, vs = np.empty(shape, self.cross_dtype), np.empty(shape, self.cross_dtype)
-        for li, b in enumerate(self.blocks):
-            kv = linear(audio_features, b.cross_kv, b.cross_kv_b)
-            k, v = np.split(kv, 2, axis=1)
-            if self.cross_dtype == np.float16:  # numpy's float16 cast is scalar: F16C instead
-                mha.split_heads_f16(k, ks[li].view(np.uint16))
-                mha.split_heads_f16(v, vs[li].view(np.uint16))
-            else:
-                ks[li] = split_heads(k, nh)
-                vs[li] = split_heads(v, nh)
+        if self.cross_dtype == np.float16:  # numpy's float16 cast is scalar: F16C instead
+            split, k_out, v_out = mha.split_heads_f16, ks.view(np.uint16), vs.view(np.uint16)
+        else:
+            split, k_out, v_out = mha.split_heads_f32, ks, vs
+        # Each thread takes a share of the audio rows through every layer: one pool wake per
+        # window, and the bias and head split run in parallel on rows still in cache.
+        parts = max(1, min(get_threads(), n // 64))
+        bounds = [n * i // parts for i in range(parts + 1)]
+
+        def part(i: int) -> None:
+            a, b = bounds[i], bounds[i + 1]
+            kv = np.empty((b - a, 2 * d), np.float32)
+            wbuf = None  # block-quantized weights: each thread dequantizes a layer's (2d, d) for itself
+            for li, blk in enumerate(self.blocks):
+                w = blk.cross_kv
+                if isinstance(w, QTensor):
+                    wbuf = np.empty(w.shape, np.float32) if wbuf is None else wbuf
+                    w = dequantize_rows(w.data, w.qtype, w.shape, 0, w.shape[0], wbuf)
+                np.matmul(x[a:b], w.T, out=kv)
+                split(kv[:, :d], blk.cross_kv_b[:d], k_out[li], a)
+                split(kv[:, d:], blk.cross_kv_b[d:], v_out[li], a)
+
+        run_parallel(lambda i: one_numba_thread(part, i), parts)
         return KVCache(self.dims, batch, ks, vs)
 
     def __call__(self, tokens: np.ndarray, cache: KVCache, positions: Sequence[int] = (-1,),
