@@ -71,6 +71,20 @@ def test_output_beside_input_and_output_base(jfk_variants, tmp_path):
     assert r.returncode == 0 and (tmp_path / "named.srt").exists()
 
 
+def test_words_aligned_only_for_outputs_that_use_them(tmp_path):
+    """Word alignment costs ~60 ms CPU a window: on for SRT/VTT/JSON, off for text alone,
+    and the flag overrides either way."""
+    wav = str(FIXTURES / "jfk.wav")
+    r = run_cli("transcribe", wav, "-otxt", "-of", str(tmp_path / "t"), "-q", "--profile")
+    assert r.returncode == 0 and "word timestamps" not in r.stderr and "encoder" in r.stderr
+    r = run_cli("transcribe", wav, "-oj", "-of", str(tmp_path / "j"), "-q")
+    assert r.returncode == 0 and all(seg["words"] for seg in json.loads((tmp_path / "j.json").read_text())["segments"])
+    r = run_cli("transcribe", wav, "-oj", "-of", str(tmp_path / "n"), "-q", "--no-word-timestamps")
+    assert r.returncode == 0 and all("words" not in seg for seg in json.loads((tmp_path / "n.json").read_text())["segments"])
+    r = run_cli("transcribe", wav, "-otxt", "-of", str(tmp_path / "w"), "-q", "--profile", "--word-timestamps")
+    assert r.returncode == 0 and "word timestamps" in r.stderr
+
+
 def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
     assert r.returncode != 0
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]

@@ -13,7 +13,7 @@ from whisperlite.errors import WhisperliteError
 from whisperlite.subtitles import DEFAULT_LINE_COUNT, DEFAULT_LINE_WIDTH, SubtitleOptions
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 from whisperlite.transcribe import Segment, TranscribeOptions, TranscriptionInfo
-from whisperlite.writers import WRITERS, WriterOptions, check_output_dir, format_timestamp, write_outputs
+from whisperlite.writers import WORD_FORMATS, WRITERS, WriterOptions, check_output_dir, format_timestamp, write_outputs
 
 EXAMPLES = """
 \b
@@ -100,8 +100,9 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
 @click.option("--prompt", "initial_prompt", default=None, help="Initial prompt: vocabulary and style hints.")
 @click.option("--hotwords", default=None, help="Words or names to expect, given to the model as context for every window.")
 @click.option("--no-context", is_flag=True, help="Do not condition each window on the previous text.")
-@click.option("--word-timestamps/--no-word-timestamps", default=True, show_default=True,
-              help="Word times from cross-attention (in JSON; subtitle cues are cut at word times).")
+@click.option("--word-timestamps/--no-word-timestamps", default=None,
+              help="Word times from cross-attention (in JSON; subtitle cues are cut at word times) "
+                   "[default: on when writing SRT, VTT or JSON].")
 @click.option("-ml", "--max-len", "max_line_width", type=click.IntRange(0), default=DEFAULT_LINE_WIDTH, show_default=True,
               help="Maximum characters per subtitle line (0: no limit).")
 @click.option("--max-line-count", type=click.IntRange(0), default=DEFAULT_LINE_COUNT, show_default=True,
@@ -130,6 +131,8 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
         fail("-of/--output-file names one output: use it with a single input (or use -o DIR)")
     formats = [fmt for fmt, on in (("srt", out_srt), ("vtt", out_vtt), ("txt", out_txt), ("json", out_json or out_json_full),
                                    ("csv", out_csv), ("lrc", out_lrc)) if on]
+    if word_timestamps is None:  # aligning words costs ~60 ms CPU a window: only for outputs that show them
+        word_timestamps = any(f in WORD_FORMATS for f in formats)
     writer_options = WriterOptions(SubtitleOptions(max_line_width, max_line_count, split_on_word), json_full=out_json_full)
     assert all(f in WRITERS for f in formats)
     if output_dir:

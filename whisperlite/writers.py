@@ -110,6 +110,8 @@ def _lrc(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOptio
 WRITERS: dict[str, Callable[..., str]] = {  # (segments, info, WriterOptions | None) -> text
     "srt": _srt, "vtt": _vtt, "txt": _txt, "json": _json, "csv": _csv, "lrc": _lrc,
 }
+# formats that use word times (subtitle cues are cut at them; JSON lists them)
+WORD_FORMATS = frozenset({"srt", "vtt", "json"})
 
 
 def atomic_write_text(path: str, text: str) -> None:
