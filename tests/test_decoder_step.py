@@ -1,5 +1,8 @@
 """The fused decoder step (kernels/decoder_step.py) against the general decoder path, on a
 tiny random model for every weight type and on the real tiny.en."""
+import pickle
+from dataclasses import replace
+
 import numba
 import numpy as np
 import pytest
@@ -28,13 +31,13 @@ def _matrix(x: np.ndarray, qtype: QType | None):
 
 
 def random_decoder(qtype: QType | None, seed: int = 0, cross_f16: bool = False, mixed: bool = False,
-                   int8: bool = False) -> TextDecoder:
+                   int8: bool = False, layers: int = LAYERS) -> TextDecoder:
     rng = np.random.default_rng(seed)
     r = lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
     w = {"decoder.token_embedding.weight": _matrix(r(VOCAB, STATE, s=0.5), qtype),
          "decoder.positional_embedding": r(TEXT_CTX, STATE),
          "decoder.ln.weight": 1 + r(STATE), "decoder.ln.bias": r(STATE)}
-    for i in range(LAYERS):
+    for i in range(layers):
         p = f"decoder.blocks.{i}"
         for ln in ("attn_ln", "cross_attn_ln", "mlp_ln"):
             w[f"{p}.{ln}.weight"], w[f"{p}.{ln}.bias"] = 1 + r(STATE), r(STATE)
@@ -47,7 +50,8 @@ def random_decoder(qtype: QType | None, seed: int = 0, cross_f16: bool = False, 
         up = QType.Q8_0 if mixed and i == 1 else qtype
         w[f"{p}.mlp.0.weight"], w[f"{p}.mlp.0.bias"] = _matrix(r(4 * STATE, STATE), up), r(4 * STATE)
         w[f"{p}.mlp.2.weight"], w[f"{p}.mlp.2.bias"] = _matrix(r(STATE, 4 * STATE, s=0.1), qtype), r(STATE)
-    return TextDecoder(WhisperCheckpoint(DIMS, w), cross_f16=cross_f16, int8=int8)
+    dims = DIMS if layers == LAYERS else replace(DIMS, n_text_layer=layers)
+    return TextDecoder(WhisperCheckpoint(dims, w), cross_f16=cross_f16, int8=int8)
 
 
 def compare_steps(dec: TextDecoder, batch: int, steps: int = 5, seed: int = 1) -> float:
@@ -187,6 +191,37 @@ def test_float16_cross_attention_values():
         a = dec16(np.asarray(t), c16)[0].copy()
         b = dec32(np.asarray(t), c32)[0]
         assert np.abs(a - b).max() / np.abs(b).max() < 3e-3
+
+
+def test_one_compiled_step_for_every_depth():
+    """Layers reach the step as addresses: a deeper model (base has 6 layers, tiny 4) runs
+    the kernel already compiled, where a tuple of matrices compiled the step per depth."""
+    features = np.random.default_rng(4).standard_normal((AUDIO_CTX, STATE)).astype(np.float32)
+    seen = None
+    for layers in (LAYERS, LAYERS + 1):
+        dec = random_decoder(QType.F16, layers=layers)
+        cache = dec.new_cache(features)
+        dec.forward(np.zeros((1, 2), np.int64), cache)
+        dec.step_serial(np.zeros((1, 1), np.int64), cache)
+        if seen is not None:
+            assert len(fused.step_serial.signatures) == seen
+        seen = len(fused.step_serial.signatures)
+    assert compare_steps(dec, 1) < 1e-5
+
+
+def test_unpickled_decoder_steps_on_its_own_weights():
+    """The step's weight addresses are the process's own after unpickling (the copy's arrays
+    live elsewhere; the original may be gone)."""
+    dec = random_decoder(QType.Q8_0)
+    features = np.random.default_rng(5).standard_normal((AUDIO_CTX, STATE)).astype(np.float32)
+    copy = pickle.loads(pickle.dumps(dec))
+    del dec
+    sw = copy.step_weights
+    assert all(a[i] == m[i].ctypes.data for a, m in zip(sw.addrs, sw.mats) for i in range(LAYERS))
+    assert compare_steps(copy, 2) < 1e-5
+    want = copy.forward(np.zeros((1, 1), np.int64), copy.new_cache(features))[0]
+    got = copy.step(np.zeros((1, 1), np.int64), copy.new_cache(features))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_unsupported_weights_take_general_path():

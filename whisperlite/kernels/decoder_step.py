@@ -67,6 +67,28 @@ def weight_kind(w: Weight) -> tuple[int, np.ndarray] | None:
     return kind, data.view(np.uint8)
 
 
+@intrinsic
+def _address(typingctx, addr):
+    """An int64 address as a uint8 pointer."""
+    if not isinstance(addr, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
+
+    return types.CPointer(types.uint8)(addr), codegen
+
+
+@numba.njit(inline="always", **_SER)
+def _matrix(addrs, shapes, role, li):
+    """Layer li's matrix of `role`: (rows, bytes) uint8 at addrs[li], shaped shapes[role].
+
+    The layers' matrices are passed as addresses, not as a tuple of arrays: a tuple's type
+    holds its length, so every model depth (tiny 4 layers, base 6, small 12 …) compiled the
+    whole step again (~75 s), inside its first tokens."""
+    return numba.carray(_address(addrs[li]), (shapes[role, 0], shapes[role, 1]))
+
+
 # ---------------------------------------------------------------- row decoders
 
 
@@ -656,7 +678,7 @@ def _attention_block(tid, g, claim, done, slot, n_head, attend, x, ln_g, ln_b, h
 
 
 @numba.njit(**_SER)
-def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
+def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, shapes, ln_g, ln_b,
               w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
               lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
               s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8):
@@ -674,9 +696,10 @@ def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, l
     step, so a late thread replays the stream from finished results.
 
     emb (vocab, bytes) token embedding of `emb_kind` (also the vocabulary projection),
-    pos_emb (n_ctx, d); kinds (6,) the kinds of qkv, out, cross query, cross out, fc1, fc2;
-    ln_g/ln_b (L, 3, d) the attention, cross-attention and MLP norms; w_* tuples of L
-    (rows, bytes) matrices, b_* (L, rows); k_self/v_self (L, ≥B, n_ctx, d) the
+    pos_emb (n_ctx, d); kinds (6,) the kinds of qkv, out, cross query, cross out, fc1, fc2,
+    shapes (6, 2) their (rows, bytes); ln_g/ln_b (L, 3, d) the attention, cross-attention
+    and MLP norms; w_* (L,) int64 addresses of each layer's C-contiguous matrix of that
+    role (see `_matrix`), b_* (L, rows); k_self/v_self (L, ≥B, n_ctx, d) the
     self-attention cache (sequence b's position t in row src[b, t]; position pos written in
     row b, and src[b, pos] must already be b); k_cross, v_cross (L, h, n_audio, hd)
     float32 or float16 bits. Phase outputs: s_qkv (L, B, 3d), s_att, s_q, s_catt (L, B, d),
@@ -694,20 +717,20 @@ def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, l
         for j in range(d):
             x[b, j] = buf[0, j] + pos_emb[pos, j]
     slot = 0
-    for li in range(len(w_qkv)):
+    for li in range(w_qkv.shape[0]):
         _attention_block(tid, g, claim, done, slot, n_head, _self_attention, x, ln_g[li, 0], ln_b[li, 0], h,
-                         kinds[0], w_qkv[li], b_qkv[li], s_qkv[li], k_self[li], v_self[li], src, pos, scores,
-                         s_att[li], kinds[1], w_out[li], b_out[li], s_y[li, 0], xq, xd, xs, buf, int8)
+                         kinds[0], _matrix(w_qkv, shapes, 0, li), b_qkv[li], s_qkv[li], k_self[li], v_self[li], src, pos, scores,
+                         s_att[li], kinds[1], _matrix(w_out, shapes, 1, li), b_out[li], s_y[li, 0], xq, xd, xs, buf, int8)
         slot += 2 * PRODUCT_CHUNKS + n_head
         _attention_block(tid, g, claim, done, slot, n_head, _cross_attention, x, ln_g[li, 1], ln_b[li, 1], h,
-                         kinds[2], w_cq[li], b_cq[li], s_q[li], k_cross[li], v_cross[li], src, pos, scores,
-                         s_catt[li], kinds[3], w_co[li], b_co[li], s_y[li, 1], xq, xd, xs, buf, int8)
+                         kinds[2], _matrix(w_cq, shapes, 2, li), b_cq[li], s_q[li], k_cross[li], v_cross[li], src, pos, scores,
+                         s_catt[li], kinds[3], _matrix(w_co, shapes, 3, li), b_co[li], s_y[li, 1], xq, xd, xs, buf, int8)
         slot += 2 * PRODUCT_CHUNKS + n_head
         _layer_norm(x, ln_g[li, 2], ln_b[li, 2], h)
-        _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[4], w_fc1[li], b_fc1[li], True, h,
+        _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[4], _matrix(w_fc1, shapes, 4, li), b_fc1[li], True, h,
                     xq, xd, xs, buf, s_mlp[li], int8)
         slot += PRODUCT_CHUNKS
-        _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[5], w_fc2[li], b_fc2[li], False, s_mlp[li],
+        _rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[5], _matrix(w_fc2, shapes, 5, li), b_fc2[li], False, s_mlp[li],
                     xq, xd, xs, buf, s_y[li, 2], int8)
         slot += PRODUCT_CHUNKS
         _residual(s_y[li, 2], x)
@@ -717,19 +740,19 @@ def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, l
 
 
 @numba.njit(**_SER)
-def step_serial(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
+def step_serial(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, shapes, ln_g, ln_b,
                 w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
                 lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
                 s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8):
     """`step_body` on the calling thread alone (it claims every chunk)."""
-    step_body(np.int64(0), g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
+    step_body(np.int64(0), g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, shapes, ln_g, ln_b,
               w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
               lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
               s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8)
 
 
 @numba.njit(**_PAR)
-def step_parallel(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
+def step_parallel(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, shapes, ln_g, ln_b,
                   w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
                   lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
                   s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8):
@@ -738,7 +761,7 @@ def step_parallel(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln
     for p in prange(2):
         # int64 as step_serial passes it (a literal 0 there, prange's unsigned index here
         # would each compile the whole step body once more: ~25 s)
-        step_body(np.int64(p), g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, ln_g, ln_b,
+        step_body(np.int64(p), g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, shapes, ln_g, ln_b,
                   w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
                   lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
                   s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8)

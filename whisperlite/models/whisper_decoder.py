@@ -135,17 +135,20 @@ class _SplitChooser:
 
 
 class _StepWeights:
-    """The decoder's weights as the fused step takes them: matrices as per-layer tuples of
-    uint8 views (no copies), one kind code per matrix role, norms and biases stacked."""
+    """The decoder's weights as the fused step takes them: each role's matrices as the
+    addresses of the layers' uint8 views (no copies; `mats` keeps them alive) with one
+    shape and one kind code per role, norms and biases stacked."""
 
     ROLES = ("qkv", "out", "cross_q", "cross_out", "fc1", "fc2")
 
     def __init__(self, kinds: list[int], mats: list[tuple[np.ndarray, ...]], emb_kind: int, emb: np.ndarray,
                  blocks: list[Block], ln: Norm):
         self.kinds = np.asarray(kinds, np.int64)
+        self.mats = mats
+        self.addrs = self._addresses(mats)
+        self.shapes = np.asarray([ms[0].shape for ms in mats], np.int64)
         # float32 weights are plain arrays, writable when converted: the step's row kernels
         # compiled for both mutabilities took ~15 s more
-        self.mats = [tuple(readonly(m) for m in ms) for ms in mats]
         self.emb_kind, self.emb = emb_kind, readonly(emb)
         st = lambda f: np.ascontiguousarray(np.stack([f(b) for b in blocks]), np.float32)  # noqa: E731
         self.ln_g = st(lambda b: np.stack([b.attn_ln.g, b.cross_ln.g, b.mlp_ln.g]))
@@ -154,6 +157,17 @@ class _StepWeights:
         self.lnf_g = np.ascontiguousarray(ln.g, np.float32)
         self.lnf_b = np.ascontiguousarray(ln.b, np.float32)
 
+    @staticmethod
+    def _addresses(mats: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
+        return [np.asarray([m.ctypes.data for m in ms], np.int64) for ms in mats]
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "addrs"}
+
+    def __setstate__(self, state: dict) -> None:
+        # an unpickled copy holds new arrays: the addresses are this process's
+        self.__dict__.update(state, addrs=self._addresses(state["mats"]))
+
     @classmethod
     def build(cls, blocks: list[Block], emb: Weight, ln: Norm) -> "_StepWeights | None":
         """None when some weight has a type the fused step does not take (the general path
@@ -161,7 +175,7 @@ class _StepWeights:
         kinds, mats = [], []
         for role in cls.ROLES:
             found = [fused.weight_kind(getattr(b, role)) for b in blocks]
-            if any(f is None for f in found) or len({f[0] for f in found}) != 1:
+            if any(f is None for f in found) or len({(f[0], f[1].shape) for f in found}) != 1:
                 return None
             kinds.append(found[0][0])
             mats.append(tuple(np.asarray(f[1]) for f in found))
@@ -273,9 +287,9 @@ class TextDecoder:
         cache.src[:bsz, cache.length] = np.arange(bsz, dtype=np.int32)
         w = self.step_weights
         b = w.biases
-        (qkv, out, cq, co, fc1, fc2) = w.mats
+        (qkv, out, cq, co, fc1, fc2) = w.addrs
         return s, (s.steps, s.claim, s.done, np.asarray(tokens, np.int64), cache.length, w.emb_kind, w.emb,
-                   self.pos, w.kinds, w.ln_g, w.ln_b, qkv, b[0], out, b[1], cq, b[2], co, b[3], fc1, b[4], fc2, b[5],
+                   self.pos, w.kinds, w.shapes, w.ln_g, w.ln_b, qkv, b[0], out, b[1], cq, b[2], co, b[3], fc1, b[4], fc2, b[5],
                    w.lnf_g, w.lnf_b, cache.k, cache.v, cache.src, cache.cross_k_in, cache.cross_v_in, self.dims.n_text_head,
                    s.qkv, s.att, s.y, s.q, s.catt, s.mlp, s.x, s.h, s.xq, s.xd, s.xs, s.buf, s.scores, s.logits2d,
                    self.int8)
