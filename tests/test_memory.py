@@ -47,10 +47,12 @@ def resident():
 
 
 def test_model_file_pages_are_not_kept_resident(resident):
-    """tiny.en's model.bin is 75 MB; once the model is built, only the float16 decoder
-    matrices read in place (about 13 MB) come back as they are used."""
+    """tiny.en's model.bin is 75 MB; once the model is built, only the float16 matrices read
+    in place come back as they are used: the decoder's (about 13 MB) and the encoder's
+    (about 11 MB; it converts one layer at a time per window, where a float32 copy of all
+    of them took 28 MB)."""
     assert resident["loaded"]["model.bin"] < 5
-    assert resident["transcribed"]["model.bin"] < 20
+    assert resident["transcribed"]["model.bin"] < 30
 
 
 def test_compiler_code_is_not_kept_resident(resident):

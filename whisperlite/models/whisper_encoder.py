@@ -71,7 +71,8 @@ class _Workspace:
             }
             for _ in range(threads)
         ]
-        # block-quantized weights (ggml q5_0 … files): dequantized once per window per layer
+        # weights as stored (float16, ggml blocks): dequantized per window, a layer at a time,
+        # into one float32 buffer per role
         self.dense: dict[str, np.ndarray] = {}
 
 
