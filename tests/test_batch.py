@@ -109,6 +109,8 @@ def test_batch_records_failures_goes_on_and_skips_done(tmp_path):
     assert sorted(r["status"] for r in records) == ["done", "done", "failed", "failed"]
     done = [r for r in records if r["status"] == "done"]
     assert all(r["duration"] == pytest.approx(11.0) and len(r["sha256"]) == 64 and r["model"] == "tiny.en" for r in done)
+    # SRT asked for: cues cut at word times, as `transcribe` writes them
+    assert all(r["options"]["word_timestamps"] for r in done)
     assert all(r["error"] for r in records if r["status"] == "failed")
     assert not list(out.rglob(".whisperlite-*"))  # no temp files left
 

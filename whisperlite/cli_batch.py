@@ -9,6 +9,7 @@ import click
 from whisperlite.cli_common import fail, friendly_errors
 from whisperlite.cli_transcribe import _format_flags
 from whisperlite.transcribe import TranscribeOptions
+from whisperlite.writers import WORD_FORMATS
 
 EXAMPLES = """
 \b
@@ -36,11 +37,14 @@ options; --force redoes them. Exit status 1 if any input failed.
 @click.option("-bs", "--beam-size", type=click.IntRange(1, 16), default=TranscribeOptions().beam_size, show_default=True, help="Beam size (1 or unset: greedy).")
 @click.option("--prompt", "initial_prompt", default=None, help="Initial prompt: vocabulary and style hints.")
 @click.option("--no-context", is_flag=True, help="Do not condition each window on the previous text.")
+@click.option("--word-timestamps/--no-word-timestamps", default=None,
+              help="Word times from cross-attention (in JSON; subtitle cues are cut at word times) "
+                   "[default: on when writing SRT, VTT or JSON].")
 @click.option("--force", is_flag=True, help="Redo inputs the manifest records as done.")
 @click.option("--scheduler", default=None, metavar="tcp://HOST:8786", help="Run on this Dask distributed scheduler (needs whisperlite[dask]).")
 @friendly_errors
 def batch(inputs, output_dir, out_srt, out_vtt, out_txt, out_json, out_csv, out_lrc, model, jobs, threads, processors,
-          language, translate, beam_size, initial_prompt, no_context, force, scheduler):
+          language, translate, beam_size, initial_prompt, no_context, word_timestamps, force, scheduler):
     """Transcribe many files, folders (searched recursively) or input lists into OUTDIR."""
     from whisperlite.batch import BatchOptions, run_batch
 
@@ -50,9 +54,11 @@ def batch(inputs, output_dir, out_srt, out_vtt, out_txt, out_json, out_csv, out_
         fail("choose at least one output format (-osrt, -ovtt, -otxt, -oj, -ocsv, -olrc)")
     if scheduler and jobs:
         fail("-j sets local worker processes; with --scheduler the cluster's workers do the work")
+    if word_timestamps is None:  # as `transcribe`: the same subtitles from either command
+        word_timestamps = any(f in WORD_FORMATS for f in formats)
     options = TranscribeOptions(language=language, task="translate" if translate else "transcribe",
                                 beam_size=beam_size, initial_prompt=initial_prompt,
-                                condition_on_previous_text=not no_context)
+                                condition_on_previous_text=not no_context, word_timestamps=word_timestamps)
     opts = BatchOptions(output_dir=os.path.abspath(output_dir), formats=formats, model=model,
                         jobs=jobs or processors, threads=threads, processors=processors, force=force,
                         scheduler=scheduler, options=options)
