@@ -104,7 +104,7 @@ def test_transcription_profile_counts_windows_and_tokens(tiny_model):
 
 
 def test_cli_profile_flag(tmp_path):
-    r = run_cli("transcribe", str(FIXTURES / "jfk.wav"), "-bs", "1", "--profile", "-otxt", "-o", str(tmp_path), "-t", "1")
+    r = run_cli("transcribe", str(FIXTURES / "jfk.wav"), "-bs", "1", "--profile", "-osrt", "-o", str(tmp_path), "-t", "1")
     assert r.returncode == 0, r.stderr
     for label in ("audio decode", "log-mel", "encoder", "prompt pass", "token steps (decoder)", "decoding logic",
                   "word timestamps", "writing outputs", "total: 11.0 s of audio"):
