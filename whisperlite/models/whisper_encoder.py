@@ -55,25 +55,34 @@ class _Workspace:
         self.t_in, self.threads, self.chunks = t_in, threads, chunks
         self.t = (t_in - 1) // 2 + 1
         self.rows = rows = -(-self.t // (chunks * threads))
-        self.conv1 = np.empty((t_in, d), np.float32)
         self.x = np.empty((self.t, d), np.float32)
         self.qkv = [np.empty((self.t, 3 * d), np.float32) for _ in range(2)]
-        self.scratch = [
-            {
-                "cols1": np.empty((2 * rows, 3 * c_in), np.float32),
-                "cols2": np.empty((rows, 3 * d), np.float32),
-                "scores": np.empty((rows, self.t), np.float32),
+        # Buffers share memory where their uses never overlap (peak memory): the second
+        # query|key|value buffer is first written by layer 0, after the convolutions; a
+        # chunk's attention scores are dead once its MLP starts, and the convolutions'
+        # columns before any layer.
+        self.conv1 = _view(self.qkv[1], (t_in, d))
+        self.scratch = []
+        for _ in range(threads):
+            f = np.empty((rows, max(enc.n_mlp, self.t, 3 * d, 2 * 3 * c_in)), np.float32)
+            self.scratch.append({
+                "cols1": _view(f, (2 * rows, 3 * c_in)),
+                "cols2": _view(f, (rows, 3 * d)),
+                "scores": _view(f, (rows, self.t)),
                 "sums": np.empty((nh, rows), np.float32),
                 "att": np.empty((rows, d), np.float32),
                 "h": np.empty((rows, d), np.float32),
                 "y": np.empty((rows, d), np.float32),
-                "f": np.empty((rows, enc.n_mlp), np.float32),
-            }
-            for _ in range(threads)
-        ]
+                "f": _view(f, (rows, enc.n_mlp)),
+            })
         # weights as stored (float16, ggml blocks): dequantized per window, a layer at a time,
         # into one float32 buffer per role
         self.dense: dict[str, np.ndarray] = {}
+
+
+def _view(buf: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The first elements of buf as a C-contiguous array of `shape`."""
+    return buf.reshape(-1)[: shape[0] * shape[1]].reshape(shape)
 
 
 def _chunks(n: int, rows: int) -> list[tuple[int, int]]:
