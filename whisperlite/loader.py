@@ -98,7 +98,8 @@ def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str) -> WhisperChe
           float16 for tiny) — becomes Q8_0, multiplied on int8 activations: steps 23 % less
           CPU on the 10-minute benchmark with a byte-identical greedy transcript (as
           faster-whisper's int8 and whisper.cpp's q8_0 files quantize it too).
-          The encoder converts its float16 matrices to float32 itself (BLAS-bound).
+          The encoder dequantizes its float16 matrices a layer at a time per window
+          (BLAS-bound).
     f32:  every matrix float32.
     q8_0: every float decoder matrix Q8_0, the token embedding (vocabulary projection)
           included as whisper.cpp's q8_0 files have it (a quarter of float32's bytes).
