@@ -6,10 +6,11 @@ word error rate is exact), then runs each engine in its own process at each thre
 and prints audio-seconds per wall-second, peak RSS and WER, with ratios to whisperlite, then
 each engine's time per stage (whisperlite's profile, whisper.cpp's whisper_print_timings,
 faster-whisper's audio decode, mel, encoder and decoding timed around its methods).
-Peers run when installed: faster-whisper (int8, on the same CTranslate2 tiny.en) and
-whisper.cpp (pywhispercpp, on a ggml f16 file converted from the same model).
+Peers run when installed: faster-whisper (int8, on the same CTranslate2 model) and
+whisper.cpp (pywhispercpp, on a ggml f16 file converted from the same model). --model base
+runs the multilingual base (`whisperlite models pull base`) with the language set to English.
 
-    python scripts/bench_transcribe.py --minutes 10 --threads 1 2
+    python scripts/bench_transcribe.py --minutes 10 --threads 1 2 [--model base]
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ PIECES = ["jfk.wav", "librispeech-2412-153948-0000.flac"]  # single-speaker piec
 
 CHILD = r"""
 import json, resource, sys, time
-engine, path, threads, beam = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+engine, path, threads, beam, model, ggml = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
 stages = {}  # label -> [seconds, count, unit]: each engine's own breakdown where it has one
 
 
@@ -51,10 +52,10 @@ if engine.startswith("whisperlite"):
     import whisperlite
     from whisperlite.profiling import LABELS
     compute_type = engine.partition(":")[2] or "auto"
-    m = whisperlite.load_model("tiny.en", threads=threads, compute_type=compute_type)
+    m = whisperlite.load_model(model, threads=threads, compute_type=compute_type)
     load = time.perf_counter() - t0
     t1 = time.perf_counter()
-    segs, info = m.transcribe(path, beam_size=beam if beam > 1 else None)
+    segs, info = m.transcribe(path, beam_size=beam if beam > 1 else None, language="en")
     text = " ".join(s.text for s in segs)
     for name, st in info.profile.ordered():
         label = ("  " if "/" in name else "") + LABELS.get(name, name)
@@ -62,8 +63,8 @@ if engine.startswith("whisperlite"):
 elif engine == "faster-whisper":
     import faster_whisper.transcribe as fwt
     from faster_whisper import WhisperModel
-    from whisperlite.loader import embedded_model_dir
-    m = WhisperModel(str(embedded_model_dir()), device="cpu", compute_type="int8", cpu_threads=threads)
+    from whisperlite.loader import resolve
+    m = WhisperModel(str(resolve(model)), device="cpu", compute_type="int8", cpu_threads=threads)
     load = time.perf_counter() - t0
     # No breakdown of its own: time its stages from outside (the mel of the whole file is one call).
     fwt.decode_audio = timing("audio decode (PyAV)", fwt.decode_audio)
@@ -84,8 +85,7 @@ elif engine == "faster-whisper":
     text = " ".join(s.text for s in segs)
 elif engine == "whisper.cpp":
     from pywhispercpp.model import Model
-    from whisperlite.quantize import resolve_derived
-    m = Model(str(resolve_derived("tiny.en-f16")), n_threads=threads, print_realtime=False, print_progress=False)
+    m = Model(ggml, n_threads=threads, print_realtime=False, print_progress=False)
     load = time.perf_counter() - t0
     t1 = time.perf_counter()
     params = {"strategy": 1, "beam_search": {"beam_size": beam, "patience": -1.0}} if beam > 1 else {}
@@ -96,6 +96,15 @@ if engine == "whisper.cpp":
     m.print_timings()  # whisper_print_timings on stderr, parsed by the parent
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print("RESULT " + json.dumps({"load": load, "wall": wall, "rss_mb": rss, "text": text, "stages": stages}))
+"""
+
+# whisper.cpp's file: the model converted to ggml float16 (whisperlite's own writer)
+GGML = r"""
+import sys
+from whisperlite.formats.ggml import write_ggml
+from whisperlite.loader import read_checkpoint, resolve
+from whisperlite.quantize import quantize_checkpoint
+write_ggml(quantize_checkpoint(read_checkpoint(resolve(sys.argv[1])), "f16"), sys.argv[2], "f16")
 """
 
 
@@ -152,9 +161,9 @@ WHISPER_CPP_STAGES = {"mel": "log-mel", "sample": "sampling (decoding logic)", "
                       "decode": "token steps (decoder)", "batchd": "batched steps (beams)", "prompt": "prompt pass"}
 
 
-def run(engine: str, path: Path, threads: int, beam: int) -> dict:
+def run(engine: str, path: Path, threads: int, beam: int, model: str, ggml: Path) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
-    p = subprocess.run([sys.executable, "-c", CHILD, engine, str(path), str(threads), str(beam)],
+    p = subprocess.run([sys.executable, "-c", CHILD, engine, str(path), str(threads), str(beam), model, str(ggml)],
                        capture_output=True, text=True, env=env)
     for line in p.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -183,6 +192,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--beam", type=int, default=1, help="1: greedy for every engine")
+    ap.add_argument("--model", default="tiny.en", choices=["tiny.en", "base"], help="the same weights for every engine")
     ap.add_argument("--engines", nargs="+", default=["whisperlite", "whisperlite:q8_0", "faster-whisper", "whisper.cpp"],
                     help="whisperlite:COMPUTE_TYPE selects load_model's compute_type")
     args = ap.parse_args()
@@ -190,16 +200,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         wav, transcript, seconds = build_input(args.minutes, Path(tmp))
         ref = normalize(transcript)
-        # numba's compile cache and the derived ggml file are made once, outside the timed runs
+        # numba's compile cache (per thread count: one thread warms no two-thread step) and
+        # the ggml file are made once, outside the timed runs
         for engine in engines:
             if engine.startswith("whisperlite"):
                 ct = engine.partition(":")[2] or "auto"
-                subprocess.run([sys.executable, "-m", "whisperlite", "transcribe", str(FIXTURES / "jfk.wav"), "-q",
-                                "--compute-type", ct], check=True)
+                for t in args.threads:
+                    subprocess.run([sys.executable, "-m", "whisperlite", "transcribe", str(FIXTURES / "jfk.wav"), "-q",
+                                    "--compute-type", ct, "-m", args.model, "-l", "en", "-t", str(t)], check=True)
+        ggml = Path(tmp) / f"ggml-{args.model}-f16.bin"
         if "whisper.cpp" in engines:
-            subprocess.run([sys.executable, "-c", "from whisperlite.quantize import resolve_derived as r; r('tiny.en-f16')"],
-                           check=True)
-        print(f"# {time.strftime('%Y-%m-%d')} · {platform.machine()} · {os.cpu_count()} cores · "
+            subprocess.run([sys.executable, "-c", GGML, args.model, str(ggml)], check=True)
+        print(f"# {time.strftime('%Y-%m-%d')} · {platform.machine()} · {os.cpu_count()} cores · {args.model} · "
               f"{seconds / 60:.1f} min of speech · beam {args.beam} · `{' '.join(sys.argv)}`\n")
         print("| engine | threads | load s | wall s | audio s / wall s | vs whisperlite | peak RSS MB | WER % |")
         print("|---|---|---|---|---|---|---|---|")
@@ -207,7 +219,7 @@ def main() -> None:
         for t in args.threads:
             base = None
             for engine in engines:
-                r = run(engine, wav, t, args.beam)
+                r = run(engine, wav, t, args.beam, args.model, ggml)
                 speed = seconds / r["wall"]
                 base = base or speed
                 print(f"| {engine} | {t} | {r['load']:.2f} | {r['wall']:.1f} | {speed:.1f} | {speed / base:.2f}x | "
