@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType as QType
 
+from whisperlite import logits as logit_rules
 from whisperlite import timing, vad
 from whisperlite.errors import ModelFormatError, ModelNotFoundError
 from whisperlite.kernels import QTensor, Weight, set_threads
@@ -161,7 +162,14 @@ def _warm_up(model: Whisper, threads: int) -> None:
             model.decoder.step_parallel(np.zeros((2, 1), np.int64), cache)
     else:
         model.decoder(np.zeros((2, 1), np.int64), cache)
-    # Word timing and the speech filter too: otherwise they compile inside the first window.
+    # The decoding logic's kernels (row log-sum-exp, top-k for beams, timestamp rules on
+    # greedy's contiguous tokens and on the beams' view of their buffer), word timing and
+    # the speech filter too: otherwise they compile inside the first window (~5 s).
+    logits = np.zeros((2, model.dims.n_vocab), np.float32)
+    logit_rules.row_logsumexp(logits)
+    logit_rules.row_topk(logits, 2)
+    for tokens in (np.zeros((2, 3), np.int64), np.zeros((2, 4), np.int64)[:, :3]):
+        logit_rules.apply_timestamp_rules(logits, tokens, 1, model.dims.n_vocab - 1, 0, 0, 0)
     _, crosses = model.decoder(np.zeros((1, 4), np.int64), cache.fork(1), positions=(), want_cross=True)
     timing.dtw(-timing.alignment_matrix([crosses[-1][0, 0, 1:, :8]]))
     try:
