@@ -16,7 +16,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from whisperlite.kernels.llvm_ir import HAS_F16C, I16, f16_bits_to_f32
 from whisperlite.kernels.ops import exp_shifted_row
@@ -55,26 +55,26 @@ def widen_f16(src, out):
     return out
 
 
+def _stored(v, out):
+    """v (float32) as out's elements hold it: float16 bits when out is uint16."""
+
+
+@overload(_stored, inline="always")
+def _stored_impl(v, out):
+    if out.dtype == types.uint16:
+        return lambda v, out: np.uint16(_f32_to_f16_bits(v))
+    return lambda v, out: v
+
+
 @numba.njit(**_SER)
-def split_heads_f16(x, bias, out, r0):
-    """x (n, h*k) float32 + bias (h*k,) -> rows r0 … r0+n-1 of out (h, t, k) as float16
-    bits (uint16): one head's rows contiguous."""
+def split_heads(x, bias, out, r0):
+    """x (n, h*k) float32 + bias (h*k,) -> rows r0 … r0+n-1 of out (h, t, k), float32 or
+    float16 bits (uint16): one head's rows contiguous."""
     n_head, _, k = out.shape
     for h in range(n_head):
         for i in range(x.shape[0]):
             for j in range(k):
-                out[h, r0 + i, j] = np.uint16(_f32_to_f16_bits(x[i, h * k + j] + bias[h * k + j]))
-    return out
-
-
-@numba.njit(**_SER)
-def split_heads_f32(x, bias, out, r0):
-    """As split_heads_f16, into a float32 out."""
-    n_head, _, k = out.shape
-    for h in range(n_head):
-        for i in range(x.shape[0]):
-            for j in range(k):
-                out[h, r0 + i, j] = x[i, h * k + j] + bias[h * k + j]
+                out[h, r0 + i, j] = _stored(x[i, h * k + j] + bias[h * k + j], out)
     return out
 
 

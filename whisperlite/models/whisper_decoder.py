@@ -220,10 +220,8 @@ class TextDecoder:
         n = x.shape[0]
         shape = (len(self.blocks), nh, n, d // nh)
         ks, vs = np.empty(shape, self.cross_dtype), np.empty(shape, self.cross_dtype)
-        if self.cross_dtype == np.float16:  # numpy's float16 cast is scalar: F16C instead
-            split, k_out, v_out = mha.split_heads_f16, ks.view(np.uint16), vs.view(np.uint16)
-        else:
-            split, k_out, v_out = mha.split_heads_f32, ks, vs
+        # float16 as its bits: numpy's float16 cast is scalar, the split converts by F16C
+        k_out, v_out = (ks.view(np.uint16), vs.view(np.uint16)) if self.cross_dtype == np.float16 else (ks, vs)
         # Each thread takes a share of the audio rows through every layer: one pool wake per
         # window, and the bias and head split run in parallel on rows still in cache.
         parts = max(1, min(get_threads(), n // 64))
@@ -239,8 +237,8 @@ class TextDecoder:
                     wbuf = np.empty(w.shape, np.float32) if wbuf is None else wbuf
                     w = dequantize_rows(w.data, w.qtype, w.shape, 0, w.shape[0], wbuf)
                 np.matmul(x[a:b], w.T, out=kv)
-                split(kv[:, :d], blk.cross_kv_b[:d], k_out[li], a)
-                split(kv[:, d:], blk.cross_kv_b[d:], v_out[li], a)
+                mha.split_heads(kv[:, :d], blk.cross_kv_b[:d], k_out[li], a)
+                mha.split_heads(kv[:, d:], blk.cross_kv_b[d:], v_out[li], a)
 
         run_parallel(lambda i: one_numba_thread(part, i), parts)
         return KVCache(self.dims, batch, ks, vs)
