@@ -1,11 +1,24 @@
-import pytest
+import json
+from pathlib import Path
 
+import pytest
+from tokenizers import Tokenizer
+
+from whisperlite.formats.ggml import token_bytes_from_tokenizer_json
 from whisperlite.loader import embedded_model_dir
-from whisperlite.tokenizer.whisper import SpecialTokens, WhisperTokenizer, vocab_json_bytes
+from whisperlite.tokenizer.bpe import ByteBPE
+from whisperlite.tokenizer.whisper import SpecialTokens, WhisperTokenizer
 
 TOKENIZER = str(embedded_model_dir() / "tokenizer.json")
 TEXTS = [" And so my fellow Americans, ask not what your country can do for you.",
          "Héllo wörld — 12,345.67 dollars!", " 你好，世界", " ♪♪ music ♪♪", "  two  spaces\nnewline"]
+# Harder cases for the split pattern and the merges: contractions, digits next to letters,
+# runs of spaces before words and at the end, tabs, combining marks, emoji, scripts whose
+# characters are several UTF-8 bytes and split across tokens.
+HARD = ["I'm sure they'll've done it, 'twas the 1990s' style", "abc123def  456\t\tx   ", " \n\n  \n",
+        "naïve café (e\u0301) Æsir ½ ⅷ", "😀👍🏽 🇩🇪 emoji", " Привет, мир! Ελληνικά עברית العربية",
+        " 東京都の天気は晴れです。", "'S 'T 'RE 'Ve", "x" * 300,
+        "".join(chr(c) for c in range(0x20, 0x250))]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +47,7 @@ def test_special_layout_english_and_multilingual():
 
 def test_sot_sequence(tok):
     assert tok.sot_sequence() == [50257]  # English-only models take no language/task tokens
-    ml = WhisperTokenizer(tok._tok, 51865, True)
+    ml = WhisperTokenizer(token_bytes_from_tokenizer_json(TOKENIZER) + [b"<|endoftext|>"], 51865)
     assert ml.sot_sequence("de", "translate") == [50258, 50261, 50358]
 
 
@@ -43,11 +56,53 @@ def test_decode_drops_specials(tok):
     assert tok.decode(ids) == " hi"
 
 
+def _corpus() -> list[str]:
+    manifest = json.loads((Path(__file__).parent.parent / "fixtures" / "manifest.json").read_text())
+    return TEXTS + HARD + [" " + f["transcript"] for f in manifest if f.get("transcript")]
+
+
+def test_encode_matches_the_tokenizers_library():
+    """The rank BPE gives the ids of the model's own tokenizer.json run by Hugging Face's
+    `tokenizers` (the reference the fixtures' transcripts and prompts were checked with)."""
+    reference = Tokenizer.from_file(TOKENIZER)
+    ours = WhisperTokenizer.from_file(TOKENIZER, 51864)
+    for text in _corpus():
+        ids = ours.encode(text)
+        assert ids == reference.encode(text, add_special_tokens=False).ids, text
+        assert ours.decode(ids) == reference.decode(ids, skip_special_tokens=False) == text
+
+
 def test_tokenizer_from_whisper_cpp_vocabulary_matches(tok):
-    """whisper.cpp files carry only token bytes: the BPE rebuilt from ranks must encode the same."""
-    rebuilt = WhisperTokenizer.from_bytes(vocab_json_bytes(TOKENIZER)[:50256], 51864)
-    for text in TEXTS:
+    """whisper.cpp files carry only token bytes (plus placeholders past eot): same ids."""
+    rebuilt = WhisperTokenizer(token_bytes_from_tokenizer_json(TOKENIZER) + [b"[_extra_]"], 51864)
+    for text in _corpus():
         assert rebuilt.encode(text) == tok.encode(text)
+
+
+def test_rank_bpe_merges_lowest_rank_pair_first():
+    base = [bytes([b]) for b in range(256)]
+    bpe = ByteBPE(base + [b"bc", b"ab", b"abc", b"cd"])  # ranks 256 … 259
+    assert bpe.encode("bcd") == [256, ord("d")]  # bc (256) before cd (259)
+    assert bpe.encode("abcd") == [258, ord("d")]  # bc, then a+bc is the token abc
+    assert bpe.encode("abc") == [258]
+    assert bpe.decode([258, ord("d")]) == "abcd"
+
+
+def test_special_token_names_in_text_stay_text(tok):
+    """A prompt cannot smuggle in control tokens: "<|endoftext|>" in text is plain text."""
+    ids = tok.encode("<|endoftext|> hi")
+    assert tok.eot not in ids and tok.decode(ids) == "<|endoftext|> hi"
+
+
+def test_decode_marks_cut_characters():
+    bpe = ByteBPE([bytes([b]) for b in range(256)])
+    ids = bpe.encode("é")
+    assert len(ids) == 2 and bpe.decode(ids[:1]) == "\ufffd"
+
+
+def test_vocabulary_without_every_byte_is_refused():
+    with pytest.raises(ValueError, match="single bytes"):
+        ByteBPE([b"a", b"b"])
 
 
 def test_non_speech_tokens(tok):

@@ -80,7 +80,7 @@ def tokenizer_for(ckpt: WhisperCheckpoint) -> WhisperTokenizer:
     if ckpt.tokenizer_json:
         return WhisperTokenizer.from_file(ckpt.tokenizer_json, n_vocab)
     if ckpt.token_bytes:
-        return WhisperTokenizer.from_bytes(ckpt.token_bytes, n_vocab)
+        return WhisperTokenizer(ckpt.token_bytes, n_vocab)
     raise ModelFormatError(f"{ckpt.source}: model has no vocabulary")
 
 

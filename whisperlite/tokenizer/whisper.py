@@ -1,4 +1,4 @@
-"""Whisper's tokenizer: byte-level BPE through `tokenizers`, plus the special-token layout.
+"""Whisper's tokenizer: byte-level BPE by rank (bpe.py), plus the special-token layout.
 
 Special tokens follow the regular vocabulary in a fixed order (as whisper.cpp derives them
 from n_vocab): eot, sot, one token per language, translate, transcribe, startoflm,
@@ -6,12 +6,12 @@ startofprev, nospeech, notimestamps, then 1501 timestamps <|0.00|> … <|30.00|>
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
-from typing import Sequence
+from functools import cached_property
+from typing import Callable, Sequence
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from whisperlite.formats.ggml import token_bytes_from_tokenizer_json
+from whisperlite.tokenizer.bpe import ByteBPE
 
 # openai/whisper tokenizer.py LANGUAGES order: the position is the language token offset.
 LANGUAGES = (
@@ -21,56 +21,17 @@ LANGUAGES = (
 ).split()
 
 
-@lru_cache(maxsize=1)
-def _byte_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte→printable-character map used by byte-level BPE vocabularies."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    table, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
-def _merges_from_ranks(vocab: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
-    """Recover BPE merges from a rank-ordered vocabulary (tiktoken style: rank = id).
-
-    Each multi-byte token is the last merge of running BPE on its own bytes with only
-    lower-ranked tokens allowed; the two parts left are its merge pair.
-    """
-    merges = []
-    for token, rank in sorted(vocab.items(), key=lambda kv: kv[1]):
-        if len(token) < 2:
-            continue
-        parts = [bytes([b]) for b in token]
-        while len(parts) > 2:
-            best, best_rank = None, None
-            for i in range(len(parts) - 1):
-                r = vocab.get(parts[i] + parts[i + 1])
-                if r is not None and r < rank and (best_rank is None or r < best_rank):
-                    best, best_rank = i, r
-            if best is None:
-                break
-            parts[best : best + 2] = [parts[best] + parts[best + 1]]
-        if len(parts) == 2:
-            merges.append((parts[0], parts[1]))
-    return merges
-
-
-def tokenizer_from_bytes(token_bytes: Sequence[bytes]) -> Tokenizer:
-    """A `tokenizers` byte-level BPE from whisper.cpp's vocabulary (token i = token_bytes[i])."""
-    b2u = _byte_to_unicode()
-    to_str = lambda b: "".join(b2u[x] for x in b)  # noqa: E731
-    ranks = {b: i for i, b in enumerate(token_bytes)}
-    vocab = {to_str(b): i for b, i in ranks.items()}
-    merges = [(to_str(a), to_str(b)) for a, b in _merges_from_ranks(ranks)]
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    return tok
+def _packed(read: Callable[[str], list[bytes]], path: str) -> list[bytes]:
+    """read(path), its tokens copied into fresh memory: as parsed they lie scattered among
+    the freed JSON objects and keep ~12 MB of allocator pages resident for the whole run."""
+    tokens = read(path)
+    blob, lengths = b"".join(tokens), [len(t) for t in tokens]
+    del tokens  # the last reference: every page of the parse is free now
+    packed, at = [], 0
+    for n in lengths:
+        packed.append(blob[at : at + n])
+        at += n
+    return packed
 
 
 @dataclass(frozen=True)
@@ -102,19 +63,17 @@ class SpecialTokens:
 class WhisperTokenizer:
     """Text ↔ ids for one Whisper model, plus the prompt (sot) sequence and token classes."""
 
-    def __init__(self, tokenizer: Tokenizer, n_vocab: int, multilingual: bool):
-        self._tok = tokenizer
+    def __init__(self, token_bytes: Sequence[bytes], n_vocab: int):
+        """token_bytes: the regular tokens' bytes by id (entries from eot on are ignored)."""
         self.n_vocab = n_vocab
-        self.multilingual = multilingual
+        self.multilingual = n_vocab >= 51865
         self.special = SpecialTokens.for_vocab(n_vocab)
+        self._bpe = ByteBPE(token_bytes[: self.special.eot])
 
     @classmethod
     def from_file(cls, path: str, n_vocab: int) -> "WhisperTokenizer":
-        return cls(Tokenizer.from_file(path), n_vocab, n_vocab >= 51865)
-
-    @classmethod
-    def from_bytes(cls, token_bytes: Sequence[bytes], n_vocab: int) -> "WhisperTokenizer":
-        return cls(tokenizer_from_bytes(token_bytes), n_vocab, n_vocab >= 51865)
+        """From a Hugging Face tokenizer.json (CTranslate2 and Transformers folders)."""
+        return cls(_packed(token_bytes_from_tokenizer_json, path), n_vocab)
 
     @property
     def eot(self) -> int:
@@ -125,11 +84,13 @@ class WhisperTokenizer:
         return self.special.timestamp_begin
 
     def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
+        """Ids of `text` as plain text (a special token's name in it is encoded as text)."""
+        return self._bpe.encode(text)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of the regular tokens in `ids` (special and timestamp tokens dropped)."""
-        return self._tok.decode([i for i in ids if i < self.special.eot], skip_special_tokens=False)
+        eot = self.special.eot
+        return self._bpe.decode([i for i in ids if i < eot])
 
     def sot_sequence(self, language: str | None = "en", task: str = "transcribe") -> list[int]:
         seq = [self.special.sot]
@@ -151,15 +112,3 @@ class WhisperTokenizer:
                 if len(ids) == 1 or sym in misc:
                     result.add(ids[0])
         return tuple(sorted(result))
-
-
-def vocab_json_bytes(path: str) -> list[bytes]:
-    """Regular-token byte strings from a tokenizer.json (for writing whisper.cpp vocabularies)."""
-    data = json.loads(open(path, encoding="utf-8").read())
-    vocab = data["model"]["vocab"]
-    u2b = {v: k for k, v in _byte_to_unicode().items()}
-    out = [b""] * len(vocab)
-    for piece, i in vocab.items():
-        if i < len(out):
-            out[i] = bytes(u2b[c] for c in piece)
-    return out
