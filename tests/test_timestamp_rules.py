@@ -87,3 +87,21 @@ def test_row_topk_matches_stable_argsort(k):
     x[:, ::5] = -np.inf
     x[1, -3:] = 50.0  # the best at the very end of the last, partial block
     np.testing.assert_array_equal(row_topk(x, k), np.argsort(-x, axis=1, kind="stable")[:, :k])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_range_max_matches_numpy(dtype):
+    """The vector maximum the rules, log-sum-exp and top-k share: every split of a range
+    into 32-lane blocks and a tail, -inf entries, empty ranges, NaN ignored."""
+    import numba
+
+    from whisperlite.kernels.llvm_ir import range_max
+
+    rng_max = numba.njit(lambda x, lo, hi: range_max(x, lo, hi))
+    x = np.random.default_rng(1).standard_normal(1000).astype(dtype)
+    x[::3] = -np.inf
+    for lo, hi in [(0, 1000), (0, 31), (0, 32), (1, 33), (5, 100), (999, 1000), (7, 7)]:
+        assert rng_max(x, lo, hi) == (x[lo:hi].max() if hi > lo else -np.inf)
+    assert rng_max(np.full(64, -np.inf, dtype), 0, 64) == -np.inf
+    x[10] = np.nan
+    assert rng_max(x, 0, 1000) == np.nanmax(x)

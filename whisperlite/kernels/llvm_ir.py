@@ -203,6 +203,57 @@ def hsum(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
     return builder.extract_element(v, ir.Constant(I32, 0))
 
 
+def _vmax(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
+    """(Lane-wise) a > b ? a : b (vmaxps; a NaN in a keeps b)."""
+    return builder.select(builder.fcmp_ordered(">", a, b), a, b)
+
+
+def _keep_max(builder: ir.IRBuilder, ptr: ir.Value, a: ir.Value) -> None:
+    builder.store(_vmax(builder, a, builder.load(ptr)), ptr)
+
+
+_MAX_LANES = 32  # 4 <8 x float> accumulators: vmaxps latency hidden
+
+
+@intrinsic
+def range_max(typingctx, x, lo, hi):
+    """max(x[lo:hi]) for a C-contiguous float32 or float64 array, -inf when empty (NaN
+    ignored).
+
+    LLVM keeps a float maximum loop scalar (vmaxss) under any flags numba sets: 31 us per
+    50k-wide row of float32 logits, numpy's 8; here 32 lanes at a time, 3 us."""
+    if not (isinstance(x, types.Array) and x.dtype in (types.float32, types.float64) and x.layout == "C"
+            and isinstance(lo, types.Integer) and isinstance(hi, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        lo_ = context.cast(builder, args[1], sig.args[1], types.int64)
+        hi_ = context.cast(builder, args[2], sig.args[2], types.int64)
+        base = elem_ptr(context, builder, sig.args[0], args[0], lo_)
+        n = builder.sub(hi_, lo_)
+        elem = context.get_value_type(sig.args[0].dtype)
+        ninf = ir.Constant(elem, float("-inf"))
+        accs = [cgutils.alloca_once_value(builder, splat(builder, ninf, 8)) for _ in range(_MAX_LANES // 8)]
+        blocks = builder.sdiv(n, ir.Constant(I64, _MAX_LANES))
+        with cgutils.for_range(builder, blocks) as loop:
+            at = builder.gep(base, [builder.mul(loop.index, ir.Constant(I64, _MAX_LANES))])
+            for j, acc in enumerate(accs):
+                ptr = builder.bitcast(builder.gep(at, [ir.Constant(I64, 8 * j)]), vec(elem, 8).as_pointer())
+                _keep_max(builder, acc, builder.load(ptr, align=sig.args[0].dtype.bitwidth // 8))
+        v = builder.load(accs[0])
+        for acc in accs[1:]:
+            v = _vmax(builder, builder.load(acc), v)
+        best = cgutils.alloca_once_value(builder, ninf)
+        for lane in range(8):
+            _keep_max(builder, best, builder.extract_element(v, ir.Constant(I32, lane)))
+        done = builder.mul(blocks, ir.Constant(I64, _MAX_LANES))
+        with cgutils.for_range(builder, builder.sub(n, done)) as loop:
+            _keep_max(builder, best, builder.load(builder.gep(base, [builder.add(done, loop.index)])))
+        return builder.load(best)
+
+    return x.dtype(x, lo, hi), codegen
+
+
 def hadd(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
     """vhaddps on <8 x float>: [a0+a1, a2+a3, b0+b1, b2+b3, a4+a5, a6+a7, b4+b5, b6+b7]."""
     ev = ir.Constant(vec(I32, 8), [0, 2, 8, 10, 4, 6, 12, 14])
