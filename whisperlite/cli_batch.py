@@ -28,7 +28,7 @@ options; --force redoes them. Exit status 1 if any input failed.
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output-dir", required=True, help="Directory for outputs and manifest.jsonl (input folders are mirrored).")
 @_format_flags
-@click.option("-m", "--model", default="tiny.en", show_default=True, help="Model name (tiny.en, tiny.en-q5_0, base …) or path.")
+@click.option("-m", "--model", default="tiny.en", show_default=True, help="Model name (tiny.en, tiny.en-q5_0, base …) or path (./base: a folder named like a model).")
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None, help="Worker processes, each loading the model once [default: 1, or N with -p N].")
 @click.option("-t", "--threads", type=click.IntRange(1, 256), default=None, help="Threads per worker [default: cores / workers; all cores on Dask workers].")
 @click.option("-p", "--processors", type=click.IntRange(1, 64), default=1, show_default=True, help="Split inputs longer than a minute at pauses into up to N parts run in parallel.")

@@ -73,7 +73,7 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
 @click.command(epilog=EXAMPLES)
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("-f", "--file", "extra_files", multiple=True, type=click.Path(dir_okay=False), help="Input file (repeatable).")
-@click.option("-m", "--model", default="tiny.en", show_default=True, help="Model name (tiny.en, tiny.en-q5_0, base …) or path.")
+@click.option("-m", "--model", default="tiny.en", show_default=True, help="Model name (tiny.en, tiny.en-q5_0, base …) or path (./base: a folder named like a model).")
 @click.option("--compute-type", type=click.Choice(["auto", "f32", "q8_0"]), default="auto", show_default=True,
               help="How weights are held: auto (f32, Q8_0 vocabulary projection), f32 (exact), q8_0 (fastest).")
 @click.option("-t", "--threads", type=click.IntRange(1, 256), default=None, help="Threads for all kernels [default: physical cores].")

@@ -58,10 +58,13 @@ def read_checkpoint(path: str | os.PathLike) -> WhisperCheckpoint:
 
 
 def resolve(name: str) -> Path:
-    """A model name or path → the file or directory holding it."""
+    """A model name or path → the file or directory holding it.
+
+    A known name wins over a file or folder of that name in the working directory (`-m
+    base` next to a folder called base means the model); `./base` means the folder."""
     if name in (DEFAULT_MODEL, "tiny.en-f16-ct2"):
         return embedded_model_dir()
-    if os.path.sep in name or os.path.exists(name) or name.endswith((".bin", ".gguf")):
+    if os.path.sep in name or name.endswith((".bin", ".gguf")):
         return Path(name)
     from whisperlite import hub  # imported here: quantize imports this module
     from whisperlite.quantize import DERIVED_NAMES, resolve_derived
@@ -69,10 +72,12 @@ def resolve(name: str) -> Path:
     derived = resolve_derived(name)
     if derived is not None:
         return derived
-    if name not in hub.MODELS:
-        known = ", ".join([DEFAULT_MODEL, *DERIVED_NAMES, *sorted(hub.MODELS)])
-        raise ModelNotFoundError(f"unknown model '{name}' (known: {known}; or a path to a model file)")
-    return hub.cached_path(name)
+    if name in hub.MODELS:
+        return hub.cached_path(name)
+    if os.path.exists(name):
+        return Path(name)
+    known = ", ".join([DEFAULT_MODEL, *DERIVED_NAMES, *sorted(hub.MODELS)])
+    raise ModelNotFoundError(f"unknown model '{name}' (known: {known}; or a path to a model file)")
 
 
 def tokenizer_for(ckpt: WhisperCheckpoint) -> WhisperTokenizer:
