@@ -72,6 +72,19 @@ def test_encode_matches_the_tokenizers_library():
         assert ours.decode(ids) == reference.decode(ids, skip_special_tokens=False) == text
 
 
+def test_encode_matches_tiktoken(tok):
+    """openai/whisper encodes with tiktoken over its rank files; given the same ranks (the
+    vocabulary's tokens by id, equal to gpt2.tiktoken's), tiktoken's encoder gives our ids.
+    (The `tokenizers` reference above agrees on this English vocabulary only: base's
+    multilingual tokenizer.json carries merges that split " the" into " " + "the".)"""
+    tiktoken = pytest.importorskip("tiktoken")
+    ranks = {b: i for i, b in enumerate(token_bytes_from_tokenizer_json(TOKENIZER))}
+    pattern = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # openai/whisper's
+    reference = tiktoken.Encoding(name="gpt2-whisper", pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
+    for text in _corpus():
+        assert tok.encode(text) == reference.encode_ordinary(text), text
+
+
 def test_tokenizer_from_whisper_cpp_vocabulary_matches(tok):
     """whisper.cpp files carry only token bytes (plus placeholders past eot): same ids."""
     rebuilt = WhisperTokenizer(token_bytes_from_tokenizer_json(TOKENIZER) + [b"[_extra_]"], 51864)

@@ -3,7 +3,10 @@
 A Whisper vocabulary is rank-ordered: token id = merge priority. So encoding needs only the
 tokens' bytes: text is split by GPT-2's pattern, each piece's UTF-8 bytes start as single
 bytes, and the adjacent pair whose concatenation has the lowest rank merges until no pair
-is a token. Decoding joins the tokens' bytes.
+is a token. Decoding joins the tokens' bytes. The ids equal tiktoken's over openai/whisper's
+rank files (gpt2 and multilingual: same tokens by id as the models' vocabularies; checked on
+the fixtures' transcripts and mixed scripts), where the `tokenizers` BPE of the CTranslate2
+multilingual tokenizer.json differs (its merges split " the" into " " + "the").
 
 Pure Python on purpose: a transcription encodes only its prompt and a few symbols, and the
 `tokenizers` BPE rebuilt for that from a rank vocabulary (merges recovered first) left a
