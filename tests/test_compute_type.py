@@ -63,3 +63,16 @@ def test_a_folder_named_like_a_model_does_not_shadow_it(tmp_path, monkeypatch):
     assert loader.resolve("my-model").resolve() == tmp_path / "my-model"
     with pytest.raises(ModelNotFoundError, match="unknown model 'nothing-here'"):
         loader.resolve("nothing-here")
+
+
+def test_a_vocabulary_without_every_byte_is_a_model_format_error():
+    from dataclasses import replace
+
+    import pytest
+
+    from whisperlite.errors import ModelFormatError
+
+    ckpt = replace(loader.read_checkpoint(loader.resolve("tiny.en")), tokenizer_json=None,
+                   token_bytes=[b"a", b"b"], source="broken.bin")
+    with pytest.raises(ModelFormatError, match="broken.bin: vocabulary lacks 254 single bytes"):
+        loader.tokenizer_for(ckpt)

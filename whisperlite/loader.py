@@ -82,10 +82,13 @@ def resolve(name: str) -> Path:
 
 def tokenizer_for(ckpt: WhisperCheckpoint) -> WhisperTokenizer:
     n_vocab = ckpt.dims.n_vocab
-    if ckpt.tokenizer_json:
-        return WhisperTokenizer.from_file(ckpt.tokenizer_json, n_vocab)
-    if ckpt.token_bytes:
-        return WhisperTokenizer(ckpt.token_bytes, n_vocab)
+    try:
+        if ckpt.tokenizer_json:
+            return WhisperTokenizer.from_file(ckpt.tokenizer_json, n_vocab)
+        if ckpt.token_bytes:
+            return WhisperTokenizer(ckpt.token_bytes, n_vocab)
+    except ValueError as e:  # a vocabulary BPE cannot run on (single bytes missing)
+        raise ModelFormatError(f"{ckpt.source}: {e}") from e
     raise ModelFormatError(f"{ckpt.source}: model has no vocabulary")
 
 
