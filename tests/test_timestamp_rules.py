@@ -1,8 +1,10 @@
 """The timestamp rules on hand-made logits: pairs, monotonic, bounded first timestamp."""
+import numba
 import numpy as np
 import pytest
 
 from whisperlite.decoding import TimestampRules, compression_ratio
+from whisperlite.kernels.llvm_ir import range_max
 from whisperlite.loader import embedded_model_dir
 from whisperlite.logits import TOPK_BLOCK, row_logsumexp, row_topk
 from whisperlite.tokenizer.whisper import WhisperTokenizer
@@ -93,10 +95,6 @@ def test_row_topk_matches_stable_argsort(k):
 def test_range_max_matches_numpy(dtype):
     """The vector maximum the rules, log-sum-exp and top-k share: every split of a range
     into 32-lane blocks and a tail, -inf entries, empty ranges, NaN ignored."""
-    import numba
-
-    from whisperlite.kernels.llvm_ir import range_max
-
     rng_max = numba.njit(lambda x, lo, hi: range_max(x, lo, hi))
     x = np.random.default_rng(1).standard_normal(1000).astype(dtype)
     x[::3] = -np.inf
