@@ -42,4 +42,3 @@ def test_q8_0_in_row_slices_equals_the_whole_matrix(monkeypatch):
     for src, ref in ((w, w), (QTensor(QType.F16, w.shape, half), half.astype(np.float32))):
         got = loader._quantize_q8_0(src)
         assert got.shape == w.shape and np.array_equal(got.data, quantize(ref, QType.Q8_0))
-

@@ -21,17 +21,12 @@ _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 TOPK_BLOCK = 256  # row_topk skips blocks whose maximum cannot enter the best k
 
 
-@numba.njit(inline="always", cache=True)
-def _max(x: np.ndarray, lo: int, hi: int) -> float:
-    return range_max(x, lo, hi)
-
-
 @numba.njit(cache=True, fastmath=_FAST)
 def _lse(x: np.ndarray, lo: int, hi: int) -> float:
     # log(sum(exp(x[lo:hi]))), shifted by the maximum; -inf when all are -inf. The
     # exponentials in float32 (as openai/whisper's logsumexp over float32 log-probabilities;
     # libm's float64 exp is a scalar call, 22 us per 1501 timestamps), summed in float64.
-    m = _max(x, lo, hi)
+    m = range_max(x, lo, hi)
     if m == -np.inf:
         return -np.inf
     s = 0.0
@@ -44,7 +39,7 @@ def _lse(x: np.ndarray, lo: int, hi: int) -> float:
 def _rows_lse(logits: np.ndarray, out: np.ndarray) -> None:
     for b in range(logits.shape[0]):
         row = logits[b]
-        m = _max(row, 0, row.shape[0])
+        m = range_max(row, 0, row.shape[0])
         if not np.isfinite(m):
             m = np.float32(0.0)  # all -inf: the sum is 0 and the result -inf
         s = np.float32(0.0)
@@ -96,7 +91,7 @@ def apply_timestamp_rules(logits: np.ndarray, tokens: np.ndarray, sample_begin: 
             if max_initial_index >= 0 and ts_begin + max_initial_index + 1 < n_vocab:
                 row[ts_begin + max_initial_index + 1 :] = -np.inf
         # Compared in raw logits: normalizing would subtract the same constant from both sides.
-        if _lse(row, ts_begin, n_vocab) > _max(row, 0, ts_begin):
+        if _lse(row, ts_begin, n_vocab) > range_max(row, 0, ts_begin):
             row[:ts_begin] = -np.inf
 
 
@@ -111,7 +106,7 @@ def row_topk(logits: np.ndarray, k: int) -> np.ndarray:
         for j0 in range(0, row.shape[0], TOPK_BLOCK):
             j1 = min(row.shape[0], j0 + TOPK_BLOCK)
             # once k are held, most blocks hold nothing better: a branch-free maximum skips them
-            if n == k and not _max(row, j0, j1) > best[k - 1]:
+            if n == k and not range_max(row, j0, j1) > best[k - 1]:
                 continue
             for j in range(j0, j1):
                 v = row[j]

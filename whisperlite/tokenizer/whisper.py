@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Sequence
+from typing import Sequence
 
 from whisperlite.formats.ggml import token_bytes_from_tokenizer_json
 from whisperlite.tokenizer.bpe import ByteBPE
@@ -21,10 +21,10 @@ LANGUAGES = (
 ).split()
 
 
-def _packed(read: Callable[[str], list[bytes]], path: str) -> list[bytes]:
-    """read(path), its tokens copied into fresh memory: as parsed they lie scattered among
-    the freed JSON objects and keep ~12 MB of allocator pages resident for the whole run."""
-    tokens = read(path)
+def _packed_tokens(path: str) -> list[bytes]:
+    """A tokenizer.json's tokens, copied into fresh memory: as parsed they lie scattered
+    among the freed JSON objects and keep ~12 MB of allocator pages resident for the whole run."""
+    tokens = token_bytes_from_tokenizer_json(path)
     blob, lengths = b"".join(tokens), [len(t) for t in tokens]
     del tokens  # the last reference: every page of the parse is free now
     packed, at = [], 0
@@ -73,7 +73,7 @@ class WhisperTokenizer:
     @classmethod
     def from_file(cls, path: str, n_vocab: int) -> "WhisperTokenizer":
         """From a Hugging Face tokenizer.json (CTranslate2 and Transformers folders)."""
-        return cls(_packed(token_bytes_from_tokenizer_json, path), n_vocab)
+        return cls(_packed_tokens(path), n_vocab)
 
     @property
     def eot(self) -> int:
