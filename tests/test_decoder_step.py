@@ -204,8 +204,8 @@ def test_one_compiled_step_for_every_depth():
         dec.forward(np.zeros((1, 2), np.int64), cache)
         dec.step_serial(np.zeros((1, 1), np.int64), cache)
         if seen is not None:
-            assert len(fused.step_serial.signatures) == seen
-        seen = len(fused.step_serial.signatures)
+            assert len(fused.step_body.signatures) == seen
+        seen = len(fused.step_body.signatures)
     assert compare_steps(dec, 1) < 1e-5
 
 

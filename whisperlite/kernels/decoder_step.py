@@ -5,7 +5,7 @@ numpy/numba calls each costs more in dispatch and temporaries than in arithmetic
 `step_body` runs the whole step for B sequences in one call (embedding, layer norms, QKV +
 bias, KV-cache write, self-attention, out-proj + residual, cross-attention over the window's
 audio, MLP with GELU, final norm, vocabulary projection) into caller-owned scratch, on one
-thread (`step_serial`) or on two at once (`step_parallel`): the step streams ~47 MB of
+thread (called from Python) or on two at once (`step_parallel`): the step streams ~47 MB of
 weights and audio keys/values per token, and one core cannot pull that from memory as fast
 as two. The threads split every product's rows and every attention's heads by claiming
 chunks, so the logits are the same bits on one thread or two.
@@ -739,18 +739,6 @@ def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, s
                 logits, int8)
 
 
-@numba.njit(**_SER)
-def step_serial(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, shapes, ln_g, ln_b,
-                w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
-                lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
-                s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8):
-    """`step_body` on the calling thread alone (it claims every chunk)."""
-    step_body(np.int64(0), g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, shapes, ln_g, ln_b,
-              w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
-              lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
-              s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8)
-
-
 @numba.njit(**_PAR)
 def step_parallel(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, shapes, ln_g, ln_b,
                   w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
@@ -759,8 +747,8 @@ def step_parallel(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, sh
     """`step_body` on two threads of numba's pool (with a one-thread pool the two run in
     order: the second finds every chunk done)."""
     for p in prange(2):
-        # int64 as step_serial passes it (a literal 0 there, prange's unsigned index here
-        # would each compile the whole step body once more: ~25 s)
+        # int64 as a Python int from TextDecoder.step_serial (prange's unsigned index here
+        # would compile the whole step body once more: ~25 s)
         step_body(np.int64(p), g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, shapes, ln_g, ln_b,
                   w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
                   lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,

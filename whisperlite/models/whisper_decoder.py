@@ -293,9 +293,11 @@ class TextDecoder:
                    self.int8)
 
     def step_serial(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
-        """`step` on this thread alone."""
+        """`step` on this thread alone: step_body claims every chunk itself. (Called from here,
+        not from a compiled wrapper: numba would link and optimize the whole body again for
+        the wrapper, ~9 s of a first run's compile.)"""
         s, args = self._step_args(tokens, cache)
-        fused.step_serial(*args)
+        fused.step_body(0, *args)
         cache.length += 1
         return s.logits
 
