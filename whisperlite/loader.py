@@ -6,6 +6,7 @@ or a pulled model such as `base`), a CTranslate2 directory, or a whisper.cpp ggm
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from whisperlite.errors import ModelFormatError, ModelNotFoundError
 from whisperlite.kernels import QTensor, Weight, set_threads
 from whisperlite.kernels.quant import bytes_per_row, dequantize_rows, quantize
 from whisperlite.models.checkpoint import WhisperCheckpoint
-from whisperlite.models.whisper import Whisper
+from whisperlite.models.whisper import TextDecoder, Whisper
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 from whisperlite.transcribe import WhisperModel
 from whisperlite.warmup import compile_once, weight_types
@@ -159,31 +160,68 @@ def _kernel_key(ckpt: WhisperCheckpoint, threads: int) -> str:
     return f"whisper-{weight_types(ckpt.weights.values())}{'-1t' if threads == 1 else ''}"
 
 
-def _warm_up(model: Whisper, threads: int) -> None:
-    """Calls that reach every kernel a transcription with this model on `threads` uses."""
-    features = model.encoder(np.zeros((model.dims.n_mels, 2 * model.dims.n_audio_ctx), np.float32))
-    cache = model.decoder.new_cache(features, batch=2)
-    model.decoder(np.zeros((1, 3), np.int64), cache, positions=(0, -1))
-    if model.decoder.step_weights is not None:
-        model.decoder.step_serial(np.zeros((2, 1), np.int64), cache)
-        if threads > 1:  # the two-thread step is a compile of its own (~30 s), unused at -t 1
-            model.decoder.step_parallel(np.zeros((2, 1), np.int64), cache)
-    else:
-        model.decoder(np.zeros((2, 1), np.int64), cache)
-    # The decoding logic's kernels (row log-sum-exp, top-k for beams, timestamp rules on
-    # greedy's contiguous tokens and on the beams' view of their buffer), word timing and
-    # the speech filter too: otherwise they compile inside the first window (~5 s).
-    logits = np.zeros((2, model.dims.n_vocab), np.float32)
-    logit_rules.row_logsumexp(logits)
-    logit_rules.row_topk(logits, 2)
-    for tokens in (np.zeros((2, 3), np.int64), np.zeros((2, 4), np.int64)[:, :3]):
-        logit_rules.apply_timestamp_rules(logits, tokens, 1, model.dims.n_vocab - 1, 0, 0, 0)
-    _, crosses = model.decoder(np.zeros((1, 4), np.int64), cache.fork(1), positions=(), want_cross=True)
-    timing.dtw(-timing.alignment_matrix([crosses[-1][0, 0, 1:, :8]]))
+def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str) -> None:
+    """Calls that reach every kernel a transcription with this model on `threads` uses.
+
+    The fused decoder step is most of a first compile (~90 of ~135 s on a 2-core VM, one
+    core busy): with a second core, another process compiles it into numba's disk cache
+    while this one compiles the rest, and the step then loads from the cache."""
+    helper = _compile_step_elsewhere(path, compute_type) if threads > 1 and model.decoder.step_weights is not None else None
     try:
-        vad.SileroVad(vad.silero_weights())(np.zeros(2 * vad.FRAME, np.float32))
-    except vad.VadUnavailableError:
-        pass  # transcriptions with the VAD will report it; the others do not need it
+        features = model.encoder(np.zeros((model.dims.n_mels, 2 * model.dims.n_audio_ctx), np.float32))
+        cache = model.decoder.new_cache(features, batch=2)
+        model.decoder(np.zeros((1, 3), np.int64), cache, positions=(0, -1))
+        # The decoding logic's kernels (row log-sum-exp, top-k for beams, timestamp rules on
+        # greedy's contiguous tokens and on the beams' view of their buffer), word timing and
+        # the speech filter too: otherwise they compile inside the first window (~5 s).
+        logits = np.zeros((2, model.dims.n_vocab), np.float32)
+        logit_rules.row_logsumexp(logits)
+        logit_rules.row_topk(logits, 2)
+        for tokens in (np.zeros((2, 3), np.int64), np.zeros((2, 4), np.int64)[:, :3]):
+            logit_rules.apply_timestamp_rules(logits, tokens, 1, model.dims.n_vocab - 1, 0, 0, 0)
+        _, crosses = model.decoder(np.zeros((1, 4), np.int64), cache.fork(1), positions=(), want_cross=True)
+        timing.dtw(-timing.alignment_matrix([crosses[-1][0, 0, 1:, :8]]))
+        try:
+            vad.SileroVad(vad.silero_weights())(np.zeros(2 * vad.FRAME, np.float32))
+        except vad.VadUnavailableError:
+            pass  # transcriptions with the VAD will report it; the others do not need it
+        if helper is not None:
+            helper.wait()  # whatever it did not finish (it failed, say) compiles here instead
+        _warm_step(model.decoder, threads, cache)
+    finally:
+        if helper is not None and helper.poll() is None:
+            helper.kill()  # interrupted: no orphan compiling on
+
+
+def _warm_step(decoder: TextDecoder, threads: int, cache=None) -> None:
+    """The decoder step's kernels: on one thread, and on two unless `threads` is 1 (the
+    two-thread step is a compile of its own, ~35 s, unused at -t 1)."""
+    if cache is None:
+        d = decoder.dims
+        cache = decoder.new_cache(np.zeros((d.n_audio_ctx, d.n_audio_state), np.float32), batch=2)
+    if decoder.step_weights is None:
+        decoder(np.zeros((2, 1), np.int64), cache)
+        return
+    decoder.step_serial(np.zeros((2, 1), np.int64), cache)
+    if threads > 1:
+        decoder.step_parallel(np.zeros((2, 1), np.int64), cache)
+
+
+def _compile_step_elsewhere(path: Path, compute_type: str) -> subprocess.Popen | None:
+    """A process that compiles the decoder step of the model at `path` (see `compile_step`)."""
+    code = "import sys; from whisperlite.loader import compile_step; compile_step(sys.argv[1], sys.argv[2])"
+    try:
+        return subprocess.Popen([sys.executable, "-c", code, os.path.abspath(path), compute_type],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None  # no second process: this one compiles everything
+
+
+def compile_step(path: str, compute_type: str) -> None:
+    """Compile the two-thread decoder step for the model at `path` into numba's disk cache,
+    with the same argument types as a transcription's (the helper process of the warm-up)."""
+    set_threads(2)
+    _warm_step(TextDecoder(apply_compute_type(read_checkpoint(path), compute_type)), 2)
 
 
 def _code_mappings(library: str) -> list[tuple[int, int]]:
@@ -230,9 +268,10 @@ _MADV_DONTNEED = 4  # <sys/mman.h> on Linux
 def load_model(name: str = DEFAULT_MODEL, threads: int | None = None, compute_type: str = "auto") -> WhisperModel:
     """Load a Whisper model by name or path; `threads` sets numba and BLAS threads."""
     n = set_threads(threads)
-    ckpt = apply_compute_type(read_checkpoint(resolve(name)), compute_type)
+    path = resolve(name)
+    ckpt = apply_compute_type(read_checkpoint(path), compute_type)
     model = Whisper(ckpt)
-    compile_once(_kernel_key(ckpt, n), lambda: _warm_up(model, n))
+    compile_once(_kernel_key(ckpt, n), lambda: _warm_up(model, n, path, compute_type))
     ckpt.release_mapped_pages()
     _release_compiler_pages()
     return WhisperModel(model, tokenizer_for(ckpt), name, n)

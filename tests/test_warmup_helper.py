@@ -1,0 +1,51 @@
+"""The warm-up's helper process, which compiles the decoder step while the warm-up
+compiles the rest: it works, its failure costs only time, and an interrupted warm-up
+leaves no helper behind."""
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from whisperlite import loader
+from whisperlite.kernels import decoder_step as fused
+from whisperlite.models.whisper import Whisper
+
+
+@pytest.fixture(scope="module")
+def model_path():
+    """The embedded tiny.en: the step kernels it compiles are the ones the transcription
+    tests use (same argument types), so they are compiled once for the whole suite."""
+    return loader.resolve(loader.DEFAULT_MODEL)
+
+
+def test_helper_compiles_the_step(model_path):
+    helper = loader._compile_step_elsewhere(model_path, "auto")
+    assert helper is not None
+    assert helper.wait(timeout=600) == 0
+
+
+def test_failed_helper_leaves_the_step_to_the_warm_up(model_path, monkeypatch):
+    monkeypatch.setattr(loader, "_compile_step_elsewhere",
+                        lambda *a: subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]))
+    model = Whisper(loader.apply_compute_type(loader.read_checkpoint(model_path), "auto"))
+    loader._warm_up(model, 2, model_path, "auto")
+    assert fused.step_body.signatures and fused.step_parallel.signatures
+
+
+def test_interrupted_warm_up_kills_the_helper(model_path, monkeypatch):
+    helpers = []
+
+    def sleeper(*_):
+        helpers.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+        return helpers[-1]
+
+    def interrupted(_mel):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loader, "_compile_step_elsewhere", sleeper)
+    model = SimpleNamespace(encoder=interrupted, decoder=SimpleNamespace(step_weights=object()),
+                            dims=SimpleNamespace(n_mels=80, n_audio_ctx=1500))
+    with pytest.raises(KeyboardInterrupt):
+        loader._warm_up(model, 2, model_path, "auto")
+    assert helpers[0].wait(timeout=10) != 0
