@@ -89,6 +89,14 @@ def _matrix(addrs, shapes, role, li):
     return numba.carray(_address(addrs[li]), (shapes[role, 0], shapes[role, 1]))
 
 
+@numba.njit(inline="always", **_SER)
+def _as_matrix(w):
+    """w (rows, bytes) uint8, maybe read-only, as the type `_matrix` gives: a read-only
+    array is a numba type of its own, and the vocabulary projection would compile every row
+    kernel a second time (~20 s of a first run)."""
+    return numba.carray(_address(w.ctypes.data), w.shape)
+
+
 # ---------------------------------------------------------------- row decoders
 
 
@@ -708,6 +716,7 @@ def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, s
     products on block-type weights take integer dots over per-block int8 activations.
     """
     x, h, xq, xd, xs, buf, scores = x2[tid], h2[tid], xq2[tid], xd2[tid], xs2[tid], buf2[tid], scores2[tid]
+    emb = _as_matrix(emb)
     n = tokens.shape[0]
     d = x.shape[1]
     no_bias = b_qkv[0, :0]
