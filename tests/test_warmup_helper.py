@@ -20,7 +20,7 @@ def model_path():
 
 
 def test_helper_compiles_the_step(model_path):
-    helper = loader._compile_step_elsewhere(model_path, "auto")
+    helper = loader._compile_step_elsewhere(model_path, "auto", 2)
     assert helper is not None
     assert helper.wait(timeout=600) == 0
 

@@ -16,6 +16,7 @@ from gguf import GGMLQuantizationType as QType
 
 from whisperlite import logits as logit_rules
 from whisperlite import timing, vad
+from whisperlite.cpu import physical_cores
 from whisperlite.errors import ModelFormatError, ModelNotFoundError
 from whisperlite.kernels import QTensor, Weight, set_threads
 from whisperlite.kernels.quant import bytes_per_row, dequantize_rows, quantize
@@ -163,10 +164,13 @@ def _kernel_key(ckpt: WhisperCheckpoint, threads: int) -> str:
 def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str) -> None:
     """Calls that reach every kernel a transcription with this model on `threads` uses.
 
-    The fused decoder step is most of a first compile (~90 of ~135 s on a 2-core VM, one
-    core busy): with a second core, another process compiles it into numba's disk cache
-    while this one compiles the rest, and the step then loads from the cache."""
-    helper = _compile_step_elsewhere(path, compute_type) if threads > 1 and model.decoder.step_weights is not None else None
+    The fused decoder step is most of a first compile (~70 of ~115 s on a 2-core VM, one
+    core busy): on a machine with a second core, another process compiles it into numba's
+    disk cache while this one compiles the rest (even at -t 1: compiling is once, not the
+    transcription's work), and the step then loads from the cache."""
+    helper = None
+    if physical_cores() > 1 and model.decoder.step_weights is not None:
+        helper = _compile_step_elsewhere(path, compute_type, threads)
     try:
         features = model.encoder(np.zeros((model.dims.n_mels, 2 * model.dims.n_audio_ctx), np.float32))
         cache = model.decoder.new_cache(features, batch=2)
@@ -207,21 +211,21 @@ def _warm_step(decoder: TextDecoder, threads: int, cache=None) -> None:
         decoder.step_parallel(np.zeros((2, 1), np.int64), cache)
 
 
-def _compile_step_elsewhere(path: Path, compute_type: str) -> subprocess.Popen | None:
+def _compile_step_elsewhere(path: Path, compute_type: str, threads: int) -> subprocess.Popen | None:
     """A process that compiles the decoder step of the model at `path` (see `compile_step`)."""
-    code = "import sys; from whisperlite.loader import compile_step; compile_step(sys.argv[1], sys.argv[2])"
+    code = "import sys; from whisperlite.loader import compile_step; compile_step(sys.argv[1], sys.argv[2], int(sys.argv[3]))"
     try:
-        return subprocess.Popen([sys.executable, "-c", code, os.path.abspath(path), compute_type],
+        return subprocess.Popen([sys.executable, "-c", code, os.path.abspath(path), compute_type, str(threads)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError:
         return None  # no second process: this one compiles everything
 
 
-def compile_step(path: str, compute_type: str) -> None:
-    """Compile the two-thread decoder step for the model at `path` into numba's disk cache,
-    with the same argument types as a transcription's (the helper process of the warm-up)."""
-    set_threads(2)
-    _warm_step(TextDecoder(apply_compute_type(read_checkpoint(path), compute_type)), 2)
+def compile_step(path: str, compute_type: str, threads: int) -> None:
+    """Compile the decoder step a transcription on `threads` uses, for the model at `path`,
+    into numba's disk cache, with a transcription's argument types (the helper process of
+    the warm-up)."""
+    _warm_step(TextDecoder(apply_compute_type(read_checkpoint(path), compute_type)), threads)
 
 
 def _code_mappings(library: str) -> list[tuple[int, int]]:
