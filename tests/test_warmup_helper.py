@@ -49,3 +49,12 @@ def test_interrupted_warm_up_kills_the_helper(model_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         loader._warm_up(model, 2, model_path, "auto")
     assert helpers[0].wait(timeout=10) != 0
+
+
+def test_no_helper_without_a_writable_cache(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(blocker / "numba"))  # no directory can be made in a file
+    assert not loader._numba_cache_writable()
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    assert loader._numba_cache_writable()

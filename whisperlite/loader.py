@@ -169,7 +169,7 @@ def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str) -> Non
     disk cache while this one compiles the rest (even at -t 1: compiling is once, not the
     transcription's work), and the step then loads from the cache."""
     helper = None
-    if physical_cores() > 1 and model.decoder.step_weights is not None:
+    if physical_cores() > 1 and model.decoder.step_weights is not None and _numba_cache_writable():
         helper = _compile_step_elsewhere(path, compute_type, threads)
     try:
         features = model.encoder(np.zeros((model.dims.n_mels, 2 * model.dims.n_audio_ctx), np.float32))
@@ -209,6 +209,17 @@ def _warm_step(decoder: TextDecoder, threads: int, cache=None) -> None:
     decoder.step_serial(np.zeros((2, 1), np.int64), cache)
     if threads > 1:
         decoder.step_parallel(np.zeros((2, 1), np.int64), cache)
+
+
+def _numba_cache_writable() -> bool:
+    """Whether compiled kernels reach numba's disk cache: the helper's work reaches this
+    process only through it."""
+    d = os.environ.get("NUMBA_CACHE_DIR", "")
+    try:
+        os.makedirs(d, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(d, os.W_OK)
 
 
 def _compile_step_elsewhere(path: Path, compute_type: str, threads: int) -> subprocess.Popen | None:
