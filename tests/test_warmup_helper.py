@@ -58,3 +58,13 @@ def test_no_helper_without_a_writable_cache(tmp_path, monkeypatch):
     assert not loader._numba_cache_writable()
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
     assert loader._numba_cache_writable()
+
+
+def test_helper_imports_this_package_whatever_the_working_directory(model_path, tmp_path, monkeypatch):
+    """From a checkout after `pip install .`, `python -c` would import the checkout's sources,
+    whose compiled kernels the installed package never finds."""
+    decoy = tmp_path / "whisperlite"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise SystemExit(7)\n")
+    monkeypatch.chdir(tmp_path)
+    assert loader._compile_step_elsewhere(model_path, "auto", 1).wait(timeout=600) == 0

@@ -223,10 +223,16 @@ def _numba_cache_writable() -> bool:
 
 
 def _compile_step_elsewhere(path: Path, compute_type: str, threads: int) -> subprocess.Popen | None:
-    """A process that compiles the decoder step of the model at `path` (see `compile_step`)."""
-    code = "import sys; from whisperlite.loader import compile_step; compile_step(sys.argv[1], sys.argv[2], int(sys.argv[3]))"
+    """A process that compiles the decoder step of the model at `path` (see `compile_step`).
+
+    It imports this very package: numba files its cache by the sources' directory, and
+    `python -c` would import a `whisperlite` folder in the working directory first (a
+    checkout after `pip install .`), whose kernels this process would never find."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from whisperlite.loader import compile_step; "
+            "compile_step(sys.argv[2], sys.argv[3], int(sys.argv[4]))")
+    package_root = str(Path(__file__).resolve().parent.parent)
     try:
-        return subprocess.Popen([sys.executable, "-c", code, os.path.abspath(path), compute_type, str(threads)],
+        return subprocess.Popen([sys.executable, "-c", code, package_root, os.path.abspath(path), compute_type, str(threads)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError:
         return None  # no second process: this one compiles everything
