@@ -10,7 +10,9 @@ from gguf import GGMLQuantizationType as QType
 
 from whisperlite.kernels import QTensor, set_threads
 from whisperlite.kernels import decoder_step as fused
+from whisperlite.kernels import quant
 from whisperlite.kernels.quant import quantize
+from whisperlite.kernels.tensor import readonly
 from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
 from whisperlite.models.whisper_decoder import TextDecoder
 
@@ -31,7 +33,8 @@ def _matrix(x: np.ndarray, qtype: QType | None):
 
 
 def random_decoder(qtype: QType | None, seed: int = 0, cross_f16: bool = False, mixed: bool = False,
-                   int8: bool = False, layers: int = LAYERS) -> TextDecoder:
+                   int8: bool = False, layers: int = LAYERS, mapped: bool = False) -> TextDecoder:
+    """mapped: every weight read-only, as from a memory-mapped ggml file."""
     rng = np.random.default_rng(seed)
     r = lambda *shape, s=0.2: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
     w = {"decoder.token_embedding.weight": _matrix(r(VOCAB, STATE, s=0.5), qtype),
@@ -50,6 +53,8 @@ def random_decoder(qtype: QType | None, seed: int = 0, cross_f16: bool = False, 
         up = QType.Q8_0 if mixed and i == 1 else qtype
         w[f"{p}.mlp.0.weight"], w[f"{p}.mlp.0.bias"] = _matrix(r(4 * STATE, STATE), up), r(4 * STATE)
         w[f"{p}.mlp.2.weight"], w[f"{p}.mlp.2.bias"] = _matrix(r(STATE, 4 * STATE, s=0.1), qtype), r(STATE)
+    if mapped:
+        w = {k: QTensor(v.qtype, v.shape, readonly(v.data)) if isinstance(v, QTensor) else readonly(v) for k, v in w.items()}
     dims = DIMS if layers == LAYERS else replace(DIMS, n_text_layer=layers)
     return TextDecoder(WhisperCheckpoint(dims, w), cross_f16=cross_f16, int8=int8)
 
@@ -207,6 +212,20 @@ def test_one_compiled_step_for_every_depth():
             assert len(fused.step_body.signatures) == seen
         seen = len(fused.step_body.signatures)
     assert compare_steps(dec, 1) < 1e-5
+
+
+def test_one_compiled_step_for_mapped_and_in_memory_weights():
+    """A ggml file's weights are read-only (mapped), a CTranslate2 model's float16 arrays
+    not: a read-only array is a numba type of its own, and each would compile the step
+    (~50 s) for itself."""
+    features = np.random.default_rng(6).standard_normal((AUDIO_CTX, STATE)).astype(np.float32)
+    counts = []
+    for mapped in (False, True):
+        dec = random_decoder(QType.Q8_0, mapped=mapped)
+        dec.step_serial(np.zeros((1, 1), np.int64), dec.new_cache(features))
+        dec.embed(np.array([1, 2]))
+        counts.append((len(fused.step_body.signatures), len(quant._dequantize_q8_0.signatures)))
+    assert counts[0] == counts[1]
 
 
 def test_unpickled_decoder_steps_on_its_own_weights():

@@ -154,8 +154,10 @@ class _StepWeights:
         self.ln_g = st(lambda b: np.stack([b.attn_ln.g, b.cross_ln.g, b.mlp_ln.g]))
         self.ln_b = st(lambda b: np.stack([b.attn_ln.b, b.cross_ln.b, b.mlp_ln.b]))
         self.biases = [st(lambda b, r=r: getattr(b, f"{r}_b")) for r in self.ROLES]
-        self.lnf_g = np.ascontiguousarray(ln.g, np.float32)
-        self.lnf_b = np.ascontiguousarray(ln.b, np.float32)
+        # read-only like weights mapped from a file (ggml), so that a CTranslate2 model's step
+        # and a ggml model's are one compiled kernel, not two (~50 s each)
+        self.lnf_g = readonly(np.ascontiguousarray(ln.g, np.float32))
+        self.lnf_b = readonly(np.ascontiguousarray(ln.b, np.float32))
 
     @staticmethod
     def _addresses(mats: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
@@ -197,7 +199,7 @@ class TextDecoder:
         self.cross_dtype = np.float16 if cross_f16 else np.float32
         self.int8 = int8 and fused.HAS_AVX2
         self.token_embedding = w["decoder.token_embedding.weight"]  # also the output projection (tied)
-        self.pos = np.ascontiguousarray(w["decoder.positional_embedding"], np.float32)
+        self.pos = readonly(np.ascontiguousarray(w["decoder.positional_embedding"], np.float32))  # see lnf_g
         self.blocks = [load_block(w, f"decoder.blocks.{i}", True, d.n_text_state) for i in range(d.n_text_layer)]
         self.ln = Norm(w["decoder.ln.weight"], w["decoder.ln.bias"])
         self.step_weights = _StepWeights.build(self.blocks, self.token_embedding, self.ln)
@@ -209,7 +211,7 @@ class TextDecoder:
         if not isinstance(emb, QTensor):
             return emb[ids]
         # the stored rows gathered first: one kernel call for all ids, not a pool wake per id
-        rows = emb.data[np.asarray(ids)]
+        rows = readonly(emb.data[np.asarray(ids)])  # as the mapped matrices: one compiled dequantizer
         out = np.empty((len(rows), emb.shape[1]), np.float32)
         return dequantize_rows(rows, emb.qtype, (len(rows), emb.shape[1]), 0, len(rows), out)
 
