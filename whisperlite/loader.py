@@ -21,7 +21,7 @@ from whisperlite.errors import ModelFormatError, ModelNotFoundError
 from whisperlite.kernels import QTensor, Weight, set_threads
 from whisperlite.kernels.quant import bytes_per_row, dequantize_rows, quantize
 from whisperlite.models.checkpoint import WhisperCheckpoint
-from whisperlite.models.whisper import TextDecoder, Whisper
+from whisperlite.models.whisper import KVCache, TextDecoder, Whisper
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 from whisperlite.transcribe import WhisperModel
 from whisperlite.warmup import compile_once, weight_types
@@ -164,8 +164,8 @@ def _kernel_key(ckpt: WhisperCheckpoint, threads: int) -> str:
 def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str) -> None:
     """Calls that reach every kernel a transcription with this model on `threads` uses.
 
-    The fused decoder step is most of a first compile (~70 of ~115 s on a 2-core VM, one
-    core busy): on a machine with a second core, another process compiles it into numba's
+    The fused decoder step is most of a first compile (~70 of ~115 s of compiling on a
+    2-core VM, on one core): on a machine with a second core, another process compiles it into numba's
     disk cache while this one compiles the rest (even at -t 1: compiling is once, not the
     transcription's work), and the step then loads from the cache."""
     helper = None
@@ -197,9 +197,9 @@ def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str) -> Non
             helper.kill()  # interrupted: no orphan compiling on
 
 
-def _warm_step(decoder: TextDecoder, threads: int, cache=None) -> None:
+def _warm_step(decoder: TextDecoder, threads: int, cache: KVCache | None = None) -> None:
     """The decoder step's kernels: on one thread, and on two unless `threads` is 1 (the
-    two-thread step is a compile of its own, ~35 s, unused at -t 1)."""
+    two-thread step is a compile of its own, ~30 s, unused at -t 1)."""
     if cache is None:
         d = decoder.dims
         cache = decoder.new_cache(np.zeros((d.n_audio_ctx, d.n_audio_state), np.float32), batch=2)
