@@ -165,9 +165,9 @@ def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str) -> Non
     """Calls that reach every kernel a transcription with this model on `threads` uses.
 
     The fused decoder step is most of a first compile (~70 of ~115 s of compiling on a
-    2-core VM, on one core): on a machine with a second core, another process compiles it into numba's
-    disk cache while this one compiles the rest (even at -t 1: compiling is once, not the
-    transcription's work), and the step then loads from the cache."""
+    2-core VM, on one core): on a machine with a second core, another process compiles it
+    into numba's disk cache while this one compiles the rest (even at -t 1: compiling is
+    once, not the transcription's work), and the step then loads from the cache."""
     helper = None
     if physical_cores() > 1 and model.decoder.step_weights is not None and _numba_cache_writable():
         helper = _compile_step_elsewhere(path, compute_type, threads)
