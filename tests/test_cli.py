@@ -71,6 +71,13 @@ def test_output_beside_input_and_output_base(jfk_variants, tmp_path):
     assert r.returncode == 0 and (tmp_path / "named.srt").exists()
 
 
+def test_summary_line_counts_segments(tmp_path):
+    short = tmp_path / "short.wav"
+    ffmpeg("-i", str(FIXTURES / "jfk.wav"), "-t", "5", str(short))
+    r = run_cli("transcribe", str(short), "-bs", "1", "-otxt", "-of", str(tmp_path / "s"))
+    assert r.returncode == 0 and ": 1 segment in " in r.stderr, r.stderr
+
+
 def test_words_aligned_only_for_outputs_that_use_them(tmp_path):
     """Word alignment costs ~60 ms CPU a window: on for SRT/VTT/JSON, off for text alone,
     and the flag overrides either way."""

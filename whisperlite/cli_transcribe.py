@@ -196,7 +196,8 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
             if not quiet:
                 took = time.perf_counter() - start
                 speed = f", {info.duration / took:.1f}x real time" if info.duration else ""
-                click.echo(f"whisperlite: {path}: {len(segments)} segments in {took:.1f} s{speed}"
+                count = f"{len(segments)} segment{'' if len(segments) == 1 else 's'}"
+                click.echo(f"whisperlite: {path}: {count} in {took:.1f} s{speed}"
                            + (f" → {', '.join(written)}" if written else ""), err=True)
             if profile:
                 click.echo(profile_report(info, time.perf_counter() - start, time.process_time() - start_cpu), err=True)
