@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from whisperlite.kernels import Weight
+from whisperlite.kernels.tensor import readonly
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,12 @@ class WhisperCheckpoint:
     source: str = ""
     extra: dict = field(default_factory=dict)
     mapping: mmap.mmap | None = None
+
+    def __post_init__(self) -> None:
+        # Float weights read-only whatever the format, as a QTensor's blocks are: a ggml
+        # file's are (mapped), a CTranslate2 model's were not, and numba compiles a kernel
+        # once per array mutability (the whole decoder step again, ~50 s, for the second).
+        self.weights = {k: readonly(v) if isinstance(v, np.ndarray) else v for k, v in self.weights.items()}
 
     def release_mapped_pages(self) -> None:
         """Take the mapped file's pages out of this process's resident memory.

@@ -147,17 +147,13 @@ class _StepWeights:
         self.mats = mats
         self.addrs = self._addresses(mats)
         self.shapes = np.asarray([ms[0].shape for ms in mats], np.int64)
-        # float32 weights are plain arrays, writable when converted: the step's row kernels
-        # compiled for both mutabilities took ~15 s more
-        self.emb_kind, self.emb = emb_kind, readonly(emb)
+        self.emb_kind, self.emb = emb_kind, emb  # read-only, as every checkpoint weight
         st = lambda f: np.ascontiguousarray(np.stack([f(b) for b in blocks]), np.float32)  # noqa: E731
         self.ln_g = st(lambda b: np.stack([b.attn_ln.g, b.cross_ln.g, b.mlp_ln.g]))
         self.ln_b = st(lambda b: np.stack([b.attn_ln.b, b.cross_ln.b, b.mlp_ln.b]))
         self.biases = [st(lambda b, r=r: getattr(b, f"{r}_b")) for r in self.ROLES]
-        # read-only like weights mapped from a file (ggml), so that a CTranslate2 model's step
-        # and a ggml model's are one compiled kernel, not two (~50 s each)
-        self.lnf_g = readonly(np.ascontiguousarray(ln.g, np.float32))
-        self.lnf_b = readonly(np.ascontiguousarray(ln.b, np.float32))
+        self.lnf_g = np.ascontiguousarray(ln.g, np.float32)
+        self.lnf_b = np.ascontiguousarray(ln.b, np.float32)
 
     @staticmethod
     def _addresses(mats: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
@@ -199,7 +195,7 @@ class TextDecoder:
         self.cross_dtype = np.float16 if cross_f16 else np.float32
         self.int8 = int8 and fused.HAS_AVX2
         self.token_embedding = w["decoder.token_embedding.weight"]  # also the output projection (tied)
-        self.pos = readonly(np.ascontiguousarray(w["decoder.positional_embedding"], np.float32))  # see lnf_g
+        self.pos = np.ascontiguousarray(w["decoder.positional_embedding"], np.float32)
         self.blocks = [load_block(w, f"decoder.blocks.{i}", True, d.n_text_state) for i in range(d.n_text_layer)]
         self.ln = Norm(w["decoder.ln.weight"], w["decoder.ln.bias"])
         self.step_weights = _StepWeights.build(self.blocks, self.token_embedding, self.ln)
