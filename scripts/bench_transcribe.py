@@ -9,8 +9,10 @@ faster-whisper's audio decode, mel, encoder and decoding timed around its method
 Peers run when installed: faster-whisper (int8, on the same CTranslate2 model) and
 whisper.cpp (pywhispercpp, on a ggml f16 file converted from the same model). --model base
 runs the multilingual base (`whisperlite models pull base`) with the language set to English.
+--audio with --text runs the same comparison on any recording and its reference transcript.
 
     python scripts/bench_transcribe.py --minutes 10 --threads 1 2 [--model base]
+    python scripts/bench_transcribe.py --audio talk.mp3 --text talk.txt --threads 2
 """
 from __future__ import annotations
 
@@ -193,12 +195,23 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--beam", type=int, default=1, help="1: greedy for every engine")
     ap.add_argument("--model", default="tiny.en", choices=["tiny.en", "base"], help="the same weights for every engine")
+    ap.add_argument("--audio", type=Path, help="a recording to use instead of the concatenated fixtures")
+    ap.add_argument("--text", type=Path, help="--audio's reference transcript (a text file)")
     ap.add_argument("--engines", nargs="+", default=["whisperlite", "whisperlite:q8_0", "faster-whisper", "whisper.cpp"],
                     help="whisperlite:COMPUTE_TYPE selects load_model's compute_type")
     args = ap.parse_args()
+    if (args.audio is None) != (args.text is None):
+        ap.error("--audio and --text go together")
     engines = [e for e in args.engines if available(e)]
     with tempfile.TemporaryDirectory() as tmp:
-        wav, transcript, seconds = build_input(args.minutes, Path(tmp))
+        if args.audio:
+            from whisperlite.audio import probe_duration
+
+            wav, transcript, seconds = args.audio, args.text.read_text(), probe_duration(str(args.audio))
+            if not seconds:
+                ap.error(f"{args.audio}: cannot read its duration")
+        else:
+            wav, transcript, seconds = build_input(args.minutes, Path(tmp))
         ref = normalize(transcript)
         # numba's compile cache (per thread count: one thread warms no two-thread step) and
         # the ggml file are made once, outside the timed runs
@@ -212,7 +225,7 @@ def main() -> None:
         if "whisper.cpp" in engines:
             subprocess.run([sys.executable, "-c", GGML, args.model, str(ggml)], check=True)
         print(f"# {time.strftime('%Y-%m-%d')} · {platform.machine()} · {os.cpu_count()} cores · {args.model} · "
-              f"{seconds / 60:.1f} min of speech · beam {args.beam} · `{' '.join(sys.argv)}`\n")
+              f"{seconds / 60:.1f} min of {args.audio.name if args.audio else 'speech'} · beam {args.beam} · `{' '.join(sys.argv)}`\n")
         print("| engine | threads | load s | wall s | audio s / wall s | vs whisperlite | peak RSS MB | WER % |")
         print("|---|---|---|---|---|---|---|---|")
         breakdowns = []
