@@ -205,11 +205,16 @@ def main() -> None:
     engines = [e for e in args.engines if available(e)]
     with tempfile.TemporaryDirectory() as tmp:
         if args.audio:
-            from whisperlite.audio import probe_duration
+            from whisperlite.audio import ffmpeg_exe, probe_duration
 
-            wav, transcript, seconds = args.audio, args.text.read_text(), probe_duration(str(args.audio))
+            # every engine reads the same 16 kHz mono wav (pywhispercpp decodes other formats only
+            # with an ffmpeg on PATH): decoding the original is not part of the comparison
+            seconds = probe_duration(str(args.audio))
             if not seconds:
                 ap.error(f"{args.audio}: cannot read its duration")
+            wav, transcript = Path(tmp) / (args.audio.stem + ".wav"), args.text.read_text()
+            subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", str(args.audio), "-ar", "16000",
+                            "-ac", "1", "-c:a", "pcm_s16le", str(wav)], check=True)
         else:
             wav, transcript, seconds = build_input(args.minutes, Path(tmp))
         ref = normalize(transcript)
