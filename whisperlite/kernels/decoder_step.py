@@ -198,31 +198,35 @@ def _idot_multi_intrinsic(kind):
             xdbase = elem_ptr(context, builder, sig.args[4], xdv, ir.Constant(I64, 0))
             xsbase = elem_ptr(context, builder, sig.args[5], xsv, ir.Constant(I64, 0))
             rbase = elem_ptr(context, builder, sig.args[6], resv, ir.Constant(I64, 0))
+            # The sequences are unrolled (constant indices, each under `t < n`), so that LLVM
+            # keeps the accumulators in registers across blocks; a loop over t indexed them in
+            # stack memory, a load and a store per block and sequence on the critical path.
             accs = cgutils.alloca_once(builder, V8F, size=MAX_SEQS)
             offs = cgutils.alloca_once(builder, IR_F32, size=MAX_SEQS)
-            with cgutils.for_range(builder, nv) as loop:
-                builder.store(ir.Constant(V8F, [0.0] * 8), builder.gep(accs, [loop.index]))
-                builder.store(ir.Constant(IR_F32, 0.0), builder.gep(offs, [loop.index]))
+            seqs = [ir.Constant(I64, i) for i in range(MAX_SEQS)]
+            for t in seqs:
+                builder.store(ir.Constant(V8F, [0.0] * 8), builder.gep(accs, [t]))
+                builder.store(ir.Constant(IR_F32, 0.0), builder.gep(offs, [t]))
             k = builder.mul(nbv, ir.Constant(I64, QK))
             with cgutils.for_range(builder, nbv) as bl:
                 b = bl.index
                 q, d, m, signed = emit_block_i8(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(I64, size))]))
                 qabs, sign = sign_split(builder, q, signed)
-                with cgutils.for_range(builder, nv) as tl:
-                    t = tl.index
-                    y = load_v32b(builder, qbase, builder.add(builder.mul(t, k), builder.mul(b, ir.Constant(I64, QK))))
-                    p32 = byte_dot(builder, qabs, sign, y)
-                    tb = builder.add(builder.mul(t, nbv), b)
-                    scale = builder.fmul(d, builder.load(builder.gep(xdbase, [tb])))
-                    ap = builder.gep(accs, [t])
-                    builder.store(fma8(builder, builder.sitofp(p32, V8F), splat(builder, scale, 8), builder.load(ap)), ap)
-                    if m is not None:
-                        op = builder.gep(offs, [t])
-                        builder.store(fma1(builder, m, builder.load(builder.gep(xsbase, [tb])), builder.load(op)), op)
-            with cgutils.for_range(builder, nv) as loop:
-                t = loop.index
-                total = builder.fadd(hsum(builder, builder.load(builder.gep(accs, [t]))), builder.load(builder.gep(offs, [t])))
-                builder.store(total, builder.gep(rbase, [t]))
+                for t in seqs:
+                    with builder.if_then(builder.icmp_signed("<", t, nv), likely=True):
+                        y = load_v32b(builder, qbase, builder.add(builder.mul(t, k), builder.mul(b, ir.Constant(I64, QK))))
+                        p32 = byte_dot(builder, qabs, sign, y)
+                        tb = builder.add(builder.mul(t, nbv), b)
+                        scale = builder.fmul(d, builder.load(builder.gep(xdbase, [tb])))
+                        ap = builder.gep(accs, [t])
+                        builder.store(fma8(builder, builder.sitofp(p32, V8F), splat(builder, scale, 8), builder.load(ap)), ap)
+                        if m is not None:
+                            op = builder.gep(offs, [t])
+                            builder.store(fma1(builder, m, builder.load(builder.gep(xsbase, [tb])), builder.load(op)), op)
+            for t in seqs:
+                with builder.if_then(builder.icmp_signed("<", t, nv), likely=True):
+                    total = builder.fadd(hsum(builder, builder.load(builder.gep(accs, [t]))), builder.load(builder.gep(offs, [t])))
+                    builder.store(total, builder.gep(rbase, [t]))
             return context.get_dummy_value()
 
         return types.none(row, nb, n, xq, xd, xs, res), codegen
