@@ -125,6 +125,15 @@ def wer(ref: list[str], hyp: list[str]) -> float:
     return prev[-1] / max(1, len(ref))
 
 
+def to_wav16k(src: Path, dst: Path, *filters: str) -> Path:
+    """src as 16 kHz mono 16-bit wav (after ffmpeg audio `filters`), what every engine reads."""
+    from whisperlite.audio import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", str(src), "-ar", "16000", "-ac", "1",
+                    "-c:a", "pcm_s16le", *(("-af", ",".join(filters)) if filters else ()), str(dst)], check=True)
+    return dst
+
+
 def build_input(minutes: float, out: Path) -> tuple[Path, str, float]:
     """Concatenate the fixtures (with 0.5 s gaps) until `minutes`; returns path, transcript, seconds."""
     from whisperlite.audio import ffmpeg_exe
@@ -133,9 +142,7 @@ def build_input(minutes: float, out: Path) -> tuple[Path, str, float]:
     # the concat demuxer needs identical stream parameters: normalise each piece first
     uniform = {}
     for name in PIECES:
-        uniform[name] = out / (Path(name).stem + ".wav")
-        subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", str(FIXTURES / name), "-ar", "16000",
-                        "-ac", "1", "-c:a", "pcm_s16le", "-af", "apad=pad_dur=0.5", str(uniform[name])], check=True)
+        uniform[name] = to_wav16k(FIXTURES / name, out / (Path(name).stem + ".wav"), "apad=pad_dur=0.5")
     listing, words, total = [], [], 0.0
     i = 0
     while total < minutes * 60:
@@ -205,16 +212,14 @@ def main() -> None:
     engines = [e for e in args.engines if available(e)]
     with tempfile.TemporaryDirectory() as tmp:
         if args.audio:
-            from whisperlite.audio import ffmpeg_exe, probe_duration
+            from whisperlite.audio import probe_duration
 
             # every engine reads the same 16 kHz mono wav (pywhispercpp decodes other formats only
             # with an ffmpeg on PATH): decoding the original is not part of the comparison
             seconds = probe_duration(str(args.audio))
             if not seconds:
                 ap.error(f"{args.audio}: cannot read its duration")
-            wav, transcript = Path(tmp) / (args.audio.stem + ".wav"), args.text.read_text()
-            subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", str(args.audio), "-ar", "16000",
-                            "-ac", "1", "-c:a", "pcm_s16le", str(wav)], check=True)
+            wav, transcript = to_wav16k(args.audio, Path(tmp) / (args.audio.stem + ".wav")), args.text.read_text()
         else:
             wav, transcript, seconds = build_input(args.minutes, Path(tmp))
         ref = normalize(transcript)
