@@ -23,7 +23,7 @@ import numpy as np
 
 import whisperlite  # noqa: F401  (environment before numba loads)
 from whisperlite.kernels import set_threads
-from whisperlite.loader import apply_compute_type, read_checkpoint, resolve
+from whisperlite.registry.loader import apply_compute_type, read_checkpoint, resolve
 from whisperlite.models.whisper_decoder import TextDecoder
 
 # (label, model name, compute type)

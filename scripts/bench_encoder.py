@@ -19,12 +19,12 @@ import argparse
 import time
 from collections import defaultdict
 
-import whisperlite._env  # noqa: F401  (OMP_WAIT_POLICY, numba cache dir: before numba loads)
+import whisperlite.core.env  # noqa: F401  (OMP_WAIT_POLICY, numba cache dir: before numba loads)
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from whisperlite.kernels import ops, set_threads
-from whisperlite.loader import read_checkpoint, resolve
+from whisperlite.registry.loader import read_checkpoint, resolve
 from whisperlite.models import whisper_encoder
 from whisperlite.models.whisper_encoder import AudioEncoder
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from whisperlite.generate import load_generator
+from whisperlite.generation.generate import load_generator
 from whisperlite.kernels import set_threads
 
 PROMPT = "Building a website can be done in 10 simple steps:"

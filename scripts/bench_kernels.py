@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import whisperlite._env  # noqa: F401  (OMP_WAIT_POLICY, numba cache dir: before numba loads)
+import whisperlite.core.env  # noqa: F401  (OMP_WAIT_POLICY, numba cache dir: before numba loads)
 import numpy as np
 from gguf import GGMLQuantizationType as QType
 

@@ -51,7 +51,7 @@ if engine == "whisperlite":
     text = " ".join(s.text for s in segs)
 else:
     from pywhispercpp.model import Model
-    from whisperlite.quantize import resolve_derived
+    from whisperlite.registry.derived import resolve_derived
     m = Model(str(resolve_derived(model)), n_threads=1, print_realtime=False, print_progress=False)
     t0 = time.process_time()
     params = {"strategy": 1, "beam_search": {"beam_size": beam, "patience": -1.0}} if beam > 1 else {}
@@ -102,8 +102,8 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 def agreement(wav: Path, models: list[tuple[str, str]], window_s: float = 30.0) -> None:
     """Teacher-forced comparison of each (model, compute type) with float32 tiny.en."""
     import whisperlite
-    from whisperlite.audio import N_SAMPLES, SAMPLE_RATE, load_audio
-    from whisperlite.mel import log_mel_spectrogram, pad_or_trim
+    from whisperlite.audio.ffmpeg import N_SAMPLES, SAMPLE_RATE, load_audio
+    from whisperlite.audio.mel import log_mel_spectrogram, pad_or_trim
 
     audio = load_audio(str(wav))
     step = int(window_s * SAMPLE_RATE)

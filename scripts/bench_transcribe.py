@@ -52,7 +52,7 @@ def timing(label, fn, unit="calls"):
 t0 = time.perf_counter()
 if engine.startswith("whisperlite"):
     import whisperlite
-    from whisperlite.profiling import LABELS
+    from whisperlite.core.profiling import LABELS
     compute_type = engine.partition(":")[2] or "auto"
     m = whisperlite.load_model(model, threads=threads, compute_type=compute_type)
     load = time.perf_counter() - t0
@@ -65,7 +65,7 @@ if engine.startswith("whisperlite"):
 elif engine == "faster-whisper":
     import faster_whisper.transcribe as fwt
     from faster_whisper import WhisperModel
-    from whisperlite.loader import resolve
+    from whisperlite.registry.loader import resolve
     m = WhisperModel(str(resolve(model)), device="cpu", compute_type="int8", cpu_threads=threads)
     load = time.perf_counter() - t0
     # No breakdown of its own: time its stages from outside (the mel of the whole file is one call).
@@ -104,8 +104,8 @@ print("RESULT " + json.dumps({"load": load, "wall": wall, "rss_mb": rss, "text":
 GGML = r"""
 import sys
 from whisperlite.formats.ggml import write_ggml
-from whisperlite.loader import read_checkpoint, resolve
-from whisperlite.quantize import quantize_checkpoint
+from whisperlite.registry.loader import read_checkpoint, resolve
+from whisperlite.registry.derived import quantize_checkpoint
 write_ggml(quantize_checkpoint(read_checkpoint(resolve(sys.argv[1])), "f16"), sys.argv[2], "f16")
 """
 
@@ -127,7 +127,7 @@ def wer(ref: list[str], hyp: list[str]) -> float:
 
 def to_wav16k(src: Path, dst: Path, *filters: str) -> Path:
     """src as 16 kHz mono 16-bit wav (after ffmpeg audio `filters`), what every engine reads."""
-    from whisperlite.audio import ffmpeg_exe
+    from whisperlite.audio.ffmpeg import ffmpeg_exe
 
     subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", str(src), "-ar", "16000", "-ac", "1",
                     "-c:a", "pcm_s16le", *(("-af", ",".join(filters)) if filters else ()), str(dst)], check=True)
@@ -136,7 +136,7 @@ def to_wav16k(src: Path, dst: Path, *filters: str) -> Path:
 
 def build_input(minutes: float, out: Path) -> tuple[Path, str, float]:
     """Concatenate the fixtures (with 0.5 s gaps) until `minutes`; returns path, transcript, seconds."""
-    from whisperlite.audio import ffmpeg_exe
+    from whisperlite.audio.ffmpeg import ffmpeg_exe
 
     manifest = {e["file"]: e for e in json.loads((FIXTURES / "manifest.json").read_text())}
     # the concat demuxer needs identical stream parameters: normalise each piece first
@@ -212,7 +212,7 @@ def main() -> None:
     engines = [e for e in args.engines if available(e)]
     with tempfile.TemporaryDirectory() as tmp:
         if args.audio:
-            from whisperlite.audio import probe_duration
+            from whisperlite.audio.ffmpeg import probe_duration
 
             # every engine reads the same 16 kHz mono wav (pywhispercpp decodes other formats only
             # with an ffmpeg on PATH): decoding the original is not part of the comparison

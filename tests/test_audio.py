@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 
 from conftest import FIXTURES
-from whisperlite.audio import DecodeReport, ffmpeg_exe, load_audio, prefetch, stream_audio
-from whisperlite.errors import AudioDecodeError
+from whisperlite.audio.ffmpeg import DecodeReport, ffmpeg_exe, load_audio, prefetch, stream_audio
+from whisperlite.core.errors import AudioDecodeError
 
 
 def test_wav_matches_soundfile(jfk_audio):

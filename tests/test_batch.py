@@ -14,13 +14,13 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import FIXTURES, ROOT, normalize
-from whisperlite import batch
-from whisperlite.audio import SAMPLE_RATE, ffmpeg_exe
-from whisperlite.batch import BatchOptions, ManifestWriter, discover, quietest_point, read_manifest, run_batch
-from whisperlite.cli import main
-from whisperlite.errors import OutputError
+from whisperlite.batch import run as batch
+from whisperlite.audio.ffmpeg import SAMPLE_RATE, ffmpeg_exe
+from whisperlite.batch.run import BatchOptions, ManifestWriter, discover, quietest_point, read_manifest, run_batch
+from whisperlite.cli.main import main
+from whisperlite.core.errors import OutputError
 from whisperlite.kernels import get_threads, set_threads
-from whisperlite.transcribe import TranscribeOptions
+from whisperlite.transcription.transcribe import TranscribeOptions
 
 JFK = FIXTURES / "jfk.wav"
 GREEDY = TranscribeOptions(beam_size=1)  # these tests are about the batch machinery: the fastest decoding

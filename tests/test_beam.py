@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from whisperlite.audio import N_SAMPLES, load_audio
-from whisperlite.decoding import BeamSearchDecoder, DecodeOptions, WindowDecoder
-from whisperlite.mel import log_mel_spectrogram, pad_or_trim
+from whisperlite.audio.ffmpeg import N_SAMPLES, load_audio
+from whisperlite.transcription.decoding import BeamSearchDecoder, DecodeOptions, WindowDecoder
+from whisperlite.audio.mel import log_mel_spectrogram, pad_or_trim
 
 from conftest import FIXTURES
 

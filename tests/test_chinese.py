@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from whisperlite.chinese import convert_segment, convert_text
-from whisperlite.timing import Word
-from whisperlite.transcribe import Segment
+from whisperlite.output.chinese import convert_segment, convert_text
+from whisperlite.transcription.timing import Word
+from whisperlite.transcription.transcribe import Segment
 
 SIMPLIFIED = "头发和发展都很重要。"
 TRADITIONAL = "頭髮和發展都很重要。"

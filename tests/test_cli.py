@@ -8,7 +8,7 @@ import pytest
 import srt
 
 from conftest import FIXTURES, JFK_TEXT, normalize, run_cli
-from whisperlite.audio import ffmpeg_exe
+from whisperlite.audio.ffmpeg import ffmpeg_exe
 
 
 def ffmpeg(*args: str) -> None:

@@ -2,7 +2,7 @@
 import numpy as np
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite import loader
+from whisperlite.registry import loader
 from whisperlite.kernels import QTensor
 from whisperlite.kernels.quant import quantize
 from whisperlite.models.whisper import Whisper

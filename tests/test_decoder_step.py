@@ -13,7 +13,7 @@ from whisperlite.kernels import decoder_step as fused
 from whisperlite.kernels import quant
 from whisperlite.kernels.quant import quantize
 from whisperlite.kernels.tensor import readonly
-from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
+from whisperlite.formats.checkpoint import WhisperCheckpoint, WhisperDims
 from whisperlite.models.whisper_decoder import TextDecoder
 
 # d = 96: three 32-value blocks per row; fc2 rows have twelve. An odd vocabulary exercises

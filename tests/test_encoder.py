@@ -7,7 +7,7 @@ from scipy.special import erf
 from whisperlite.kernels import QTensor, set_threads
 from whisperlite.kernels.quant import quantize
 from whisperlite.models import whisper_encoder
-from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
+from whisperlite.formats.checkpoint import WhisperCheckpoint, WhisperDims
 
 N_MELS, CTX, STATE, HEADS, LAYERS = 16, 40, 64, 4, 2
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite.errors import ModelFormatError, QuantizationError
+from whisperlite.core.errors import ModelFormatError, QuantizationError
 from whisperlite.formats.ggml import (FTYPES, QUANT_FTYPES, QNT_VERSION, expected_shapes, read_ggml,
                                       write_ggml)
 from whisperlite.kernels.tensor import QTensor
-from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
-from whisperlite.quantize import quantize_checkpoint
+from whisperlite.formats.checkpoint import WhisperCheckpoint, WhisperDims
+from whisperlite.registry.derived import quantize_checkpoint
 
 REAL_Q5_0 = Path("/work/shared/models/ggml-tiny.en-q5_0.bin")
 needs_real = pytest.mark.skipif(not REAL_Q5_0.is_file(), reason="whisper.cpp-quantized tiny.en not available")
@@ -221,7 +221,7 @@ def test_real_whisper_cpp_q5_0_file_loads(tmp_path):
 @pytest.fixture(scope="module")
 def embedded_q5_0():
     from whisperlite.formats.ct2 import load_ct2
-    from whisperlite.loader import embedded_model_dir
+    from whisperlite.registry.loader import embedded_model_dir
 
     return quantize_checkpoint(load_ct2(embedded_model_dir()), "q5_0")
 

@@ -8,7 +8,7 @@ from gguf import GGUFReader
 
 from llama_tiny import write_tiny_llama
 from conftest import run_cli
-from whisperlite.errors import ModelFormatError
+from whisperlite.core.errors import ModelFormatError
 from whisperlite.formats.gguf import read_gguf
 from whisperlite.kernels import QTensor
 

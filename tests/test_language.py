@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from whisperlite.transcribe import LanguageError
+from whisperlite.transcription.transcribe import LanguageError
 
 SR = 16000
 
@@ -25,7 +25,7 @@ def test_detects_english_and_transcribes(base_model, jfk_audio):
 
 
 def test_language_probabilities_sum_to_one(base_model, jfk_audio):
-    from whisperlite.audio import N_SAMPLES
+    from whisperlite.audio.ffmpeg import N_SAMPLES
 
     _, features = base_model._encode(jfk_audio[:N_SAMPLES])
     probs, no_speech = base_model.language_probabilities(features)
@@ -71,7 +71,7 @@ def _chars(text: str) -> list[str]:
 def test_detects_real_speech_language(base_model, name, language, min_prob, max_cer):
     from conftest import FIXTURES, edit_rate
 
-    from whisperlite.chinese import convert_text
+    from whisperlite.output.chinese import convert_text
 
     segments, info = base_model.transcribe(str(FIXTURES / name), beam_size=1)
     text = "".join(s.text for s in segments)

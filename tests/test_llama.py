@@ -10,12 +10,12 @@ import pytest
 from gguf import GGMLQuantizationType as QType
 
 from llama_tiny import TinyDims, reference_forward, write_tiny_llama
-from whisperlite.errors import ModelFormatError
+from whisperlite.core.errors import ModelFormatError
 from whisperlite.formats.gguf import read_gguf
-from whisperlite.generate import GenerateOptions, Generator
+from whisperlite.generation.generate import GenerateOptions, Generator
 from whisperlite.kernels.ggml_order import LLAMA_CPP_C392E509_AVX512
 from whisperlite.models.llama import Llama, LlamaConfig
-from whisperlite.sampling import SamplingOptions
+from whisperlite.generation.sampling import SamplingOptions
 
 DATA = Path(__file__).parent / "data" / "llama"
 KERNELS = Path(__file__).parent / "data" / "llama_kernels"  # ggml's single-operation outputs
@@ -80,7 +80,7 @@ def test_unsupported_architecture_is_one_line(tmp_path):
 
 @pytest.fixture(scope="session")
 def smollm2() -> Generator:
-    from whisperlite import hub
+    from whisperlite.registry import hub
 
     try:
         path = hub.pull("smollm2", progress=lambda m: None)

@@ -109,8 +109,8 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def both():
     llama_cpp = pytest.importorskip("llama_cpp")
-    from whisperlite import hub
-    from whisperlite.generate import Generator
+    from whisperlite.registry import hub
+    from whisperlite.generation.generate import Generator
 
     try:
         path = hub.pull("smollm2", progress=lambda m: None)

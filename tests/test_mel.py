@@ -4,7 +4,7 @@ import librosa
 import numpy as np
 import pytest
 
-from whisperlite.mel import log_mel_spectrogram, mel_filters, pad_or_trim
+from whisperlite.audio.mel import log_mel_spectrogram, mel_filters, pad_or_trim
 
 
 def reference_log_mel(audio: np.ndarray, n_mels: int) -> np.ndarray:

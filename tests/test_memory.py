@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="
 _CHILD = r"""
 import json, sys
 import whisperlite
-from whisperlite.audio import load_audio
+from whisperlite.audio.ffmpeg import load_audio
 
 def resident_mb():
     # resident pages of each mapped file of interest, from this process's smaps

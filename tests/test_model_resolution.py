@@ -5,8 +5,9 @@ from dataclasses import replace
 
 import pytest
 
-from whisperlite import hub, loader
-from whisperlite.errors import ModelFormatError, ModelNotFoundError
+from whisperlite.registry import hub
+from whisperlite.registry import loader
+from whisperlite.core.errors import ModelFormatError, ModelNotFoundError
 
 
 def test_a_folder_named_like_a_model_does_not_shadow_it(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import FIXTURES, run_cli
-from whisperlite.profiling import Profile, timed
+from whisperlite.core.profiling import Profile, timed
 
 
 def _burn(seconds: float) -> None:

@@ -8,7 +8,7 @@ import pytest
 from gguf import GGMLQuantizationType as QType
 from gguf import quants
 
-from whisperlite.errors import QuantizationError
+from whisperlite.core.errors import QuantizationError
 from whisperlite.kernels import quant
 
 DATA = Path(__file__).parent / "data" / "llama_kernels"
@@ -141,7 +141,7 @@ def test_bad_shapes_and_types():
 @pytest.fixture(scope="module")
 def tiny_ckpt():
     from whisperlite.formats.ct2 import load_ct2
-    from whisperlite.loader import embedded_model_dir
+    from whisperlite.registry.loader import embedded_model_dir
 
     return load_ct2(embedded_model_dir())
 

@@ -4,11 +4,11 @@ import pytest
 from click.testing import CliRunner
 from gguf import GGMLQuantizationType as QType
 
-import whisperlite.quantize
-from whisperlite.cli import main
+import whisperlite.registry.derived
+from whisperlite.cli.main import main
 from whisperlite.formats.ggml import read_ggml, write_ggml
 from whisperlite.kernels.tensor import QTensor
-from whisperlite.quantize import DERIVED_NAMES, resolve_derived
+from whisperlite.registry.derived import DERIVED_NAMES, resolve_derived
 
 from test_ggml import tiny_checkpoint
 
@@ -81,7 +81,7 @@ def test_unknown_type_is_a_usage_error(tiny_f16, tmp_path):
 
 
 def test_derived_model_is_made_once_and_cached(tmp_path, monkeypatch):
-    monkeypatch.setattr(whisperlite.quantize, "CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(whisperlite.registry.derived, "CACHE_DIR", str(tmp_path))
     assert resolve_derived("tiny.en") is None and resolve_derived("base-q5_0") is None
     assert "tiny.en-q4_0" in DERIVED_NAMES
     path = resolve_derived("tiny.en-q4_0")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from whisperlite.sampling import Sampler, SamplingOptions, apply_repeat_penalty, candidate_probs
+from whisperlite.generation.sampling import Sampler, SamplingOptions, apply_repeat_penalty, candidate_probs
 
 LOGITS = np.array([1.0, 3.0, 2.0, -1.0, 0.5, 2.9], np.float32)
 

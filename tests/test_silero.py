@@ -7,8 +7,8 @@ import pytest
 from conftest import FIXTURES
 from test_vad import NON_SPEECH
 
-from whisperlite import silero
-from whisperlite.silero import (
+from whisperlite.audio import silero
+from whisperlite.audio.silero import (
     CONTEXT,
     FRAME,
     HIDDEN,
@@ -44,7 +44,7 @@ def _in_pieces(model: SileroVad, audio: np.ndarray, frames_per_piece: int) -> np
 
 
 def _speech(name: str) -> np.ndarray:
-    from whisperlite.audio import load_audio
+    from whisperlite.audio.ffmpeg import load_audio
 
     return _whole_frames(load_audio(str(FIXTURES / name)))
 

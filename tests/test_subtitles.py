@@ -7,9 +7,9 @@ import pytest
 import srt
 
 from conftest import FIXTURES, JFK_TEXT, normalize, run_cli
-from whisperlite.subtitles import SubtitleOptions, make_cues
-from whisperlite.timing import Word
-from whisperlite.transcribe import Segment
+from whisperlite.output.subtitles import SubtitleOptions, make_cues
+from whisperlite.transcription.timing import Word
+from whisperlite.transcription.transcribe import Segment
 
 TEXT = " And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 

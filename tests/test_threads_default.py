@@ -3,7 +3,7 @@ import os
 
 import numba
 
-from whisperlite.cpu import physical_cores
+from whisperlite.core.cpu import physical_cores
 from whisperlite.kernels import get_threads, set_threads
 
 

@@ -3,10 +3,10 @@ import numba
 import numpy as np
 import pytest
 
-from whisperlite.decoding import TimestampRules, compression_ratio
+from whisperlite.transcription.decoding import TimestampRules, compression_ratio
 from whisperlite.kernels.llvm_ir import range_max
-from whisperlite.loader import embedded_model_dir
-from whisperlite.logits import TOPK_BLOCK, row_logsumexp, row_topk
+from whisperlite.registry.loader import embedded_model_dir
+from whisperlite.transcription.logits import TOPK_BLOCK, row_logsumexp, row_topk
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 
 TB = 50363

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from whisperlite.timing import align_words, alignment_matrix, dtw, median_filter, split_words
+from whisperlite.transcription.timing import align_words, alignment_matrix, dtw, median_filter, split_words
 
 
 def dtw_reference(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +129,7 @@ def test_words_land_near_known_times(jfk_words):
 def test_alignment_head_presets_match_ct2_config(tiny_model):
     # ggml files store no heads: the preset for tiny.en must be the one the CTranslate2
     # model carries in its config.json.
-    from whisperlite.models.checkpoint import preset_alignment_heads
+    from whisperlite.formats.checkpoint import preset_alignment_heads
 
     dims = tiny_model.model.dims
     np.testing.assert_array_equal(preset_alignment_heads(dims), tiny_model.model.alignment_heads)
@@ -180,7 +180,7 @@ def test_background_alignment_equals_inline(tiny_model, long_audio, monkeypatch)
 
 
 def test_alignment_error_is_raised_by_the_iterator(tiny_model, long_audio, monkeypatch):
-    import whisperlite.transcribe as transcribe
+    import whisperlite.transcription.transcribe as transcribe
 
     calls = []
 

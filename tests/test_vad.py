@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from whisperlite.vad import FRAME, SpeechFilter, TimeMap, VadOptions
+from whisperlite.audio.vad import FRAME, SpeechFilter, TimeMap, VadOptions
 
 SR = 16000
 
@@ -104,7 +104,7 @@ def test_no_text_without_vad(tiny_model, kind):
 
 
 def test_missing_model_is_vad_unavailable(monkeypatch):
-    from whisperlite import vad
+    from whisperlite.audio import vad
 
     def missing():
         raise FileNotFoundError("silero_vad.onnx is missing")

@@ -1,5 +1,6 @@
 """compile_once: the warm-up runs once per source version and key, with a notice."""
-from whisperlite import _env, warmup
+from whisperlite.core import env as _env
+from whisperlite.registry import warmup
 
 
 def test_warm_up_runs_once_per_key_with_a_notice(tmp_path, monkeypatch, capsys):

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from whisperlite import loader
+from whisperlite.registry import loader
 from whisperlite.kernels import decoder_step as fused
 from whisperlite.models.whisper import Whisper
 

@@ -4,9 +4,9 @@ import os
 import pytest
 import srt
 
-from whisperlite.errors import OutputError
-from whisperlite.transcribe import Segment, TranscribeOptions, TranscriptionInfo
-from whisperlite.writers import WRITERS, atomic_write_text, format_timestamp, write_outputs
+from whisperlite.core.errors import OutputError
+from whisperlite.transcription.transcribe import Segment, TranscribeOptions, TranscriptionInfo
+from whisperlite.output.writers import WRITERS, atomic_write_text, format_timestamp, write_outputs
 
 SEGS = [
     Segment(0, 0, 0.0, 7.6, " And so my fellow Americans,", [1, 2], -0.2, 0.01, 0.0, 1.1),

@@ -1,3 +1,3 @@
-from whisperlite.cli import main
+from whisperlite.cli.main import main
 
 main()

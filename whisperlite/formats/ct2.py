@@ -18,9 +18,9 @@ import numpy as np
 
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite.errors import ModelFormatError
+from whisperlite.core.errors import ModelFormatError
 from whisperlite.kernels import QTensor, Weight
-from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
+from whisperlite.formats.checkpoint import WhisperCheckpoint, WhisperDims
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 

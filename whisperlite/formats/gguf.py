@@ -24,7 +24,7 @@ from gguf import GGMLQuantizationType as QType
 from gguf import GGUFValueType as VT
 from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC
 
-from whisperlite.errors import ModelFormatError
+from whisperlite.core.errors import ModelFormatError
 from whisperlite.kernels.tensor import QTensor, Weight
 
 # Little-endian struct formats of the fixed-size GGUF value types.

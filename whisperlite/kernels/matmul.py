@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite.errors import QuantizationError
+from whisperlite.core.errors import QuantizationError
 from whisperlite.kernels import gemv
 from whisperlite.kernels.actquant import quantize_activations
 from whisperlite.kernels.quant import QK, dequantize_rows

@@ -15,7 +15,7 @@ import numpy as np
 from gguf import GGMLQuantizationType as QType
 from numba import prange
 
-from whisperlite.errors import QuantizationError
+from whisperlite.core.errors import QuantizationError
 from whisperlite.kernels.llvm_ir import f16_bits_to_f32
 
 QK = 32  # weights per block of the "legacy" quants

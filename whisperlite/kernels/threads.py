@@ -16,7 +16,7 @@ from typing import Callable
 import numba
 from threadpoolctl import threadpool_limits
 
-from whisperlite.cpu import physical_cores
+from whisperlite.core.cpu import physical_cores
 
 _state: dict = {"threads": None, "limiter": None, "pool": None}
 _local = threading.local()  # a thread's own count (one_thread_here), else the shared one

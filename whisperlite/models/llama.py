@@ -15,7 +15,7 @@ import numpy as np
 
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite.errors import ModelFormatError, QuantizationError
+from whisperlite.core.errors import ModelFormatError, QuantizationError
 from whisperlite.formats.gguf import GGUFModel
 from whisperlite.kernels import QTensor, Weight, ggml_order, matmul, ops
 from whisperlite.kernels.attention import attention, round_f16

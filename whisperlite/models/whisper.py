@@ -1,7 +1,7 @@
 """Whisper: encoder + decoder on the shared kernels (see whisper_encoder / whisper_decoder)."""
 from __future__ import annotations
 
-from whisperlite.models.checkpoint import WhisperCheckpoint
+from whisperlite.formats.checkpoint import WhisperCheckpoint
 from whisperlite.models.whisper_decoder import KVCache, TextDecoder
 from whisperlite.models.whisper_encoder import AudioEncoder
 

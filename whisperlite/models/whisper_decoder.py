@@ -17,7 +17,7 @@ from whisperlite.kernels import mha
 from whisperlite.kernels.ops import add_
 from whisperlite.kernels.quant import dequantize_rows
 from whisperlite.kernels.tensor import readonly
-from whisperlite.models.checkpoint import WhisperCheckpoint, WhisperDims
+from whisperlite.formats.checkpoint import WhisperCheckpoint, WhisperDims
 from whisperlite.models.whisper_blocks import Block, Norm, load_block
 
 

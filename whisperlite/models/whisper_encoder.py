@@ -23,7 +23,7 @@ from whisperlite.kernels import QTensor, Weight
 from whisperlite.kernels import ops
 from whisperlite.kernels.quant import dequantize_rows
 from whisperlite.kernels.threads import get_threads, run_parallel
-from whisperlite.models.checkpoint import WhisperCheckpoint
+from whisperlite.formats.checkpoint import WhisperCheckpoint
 from whisperlite.models.whisper_blocks import LN_EPS, Block, Norm, load_block
 
 # Chunks per thread and phase. Measured on tiny.en (AVX2, OpenBLAS, 1500 positions): 1

@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 
-from whisperlite.errors import ModelFormatError
+from whisperlite.core.errors import ModelFormatError
 from whisperlite.formats.gguf import GGUFModel
 
 # tokenizer.ggml.token_type values (llama.cpp's llama_token_type).

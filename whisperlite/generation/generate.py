@@ -17,13 +17,13 @@ import jinja2
 import numpy as np
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from whisperlite.errors import ModelNotFoundError, WhisperliteError
+from whisperlite.core.errors import ModelNotFoundError, WhisperliteError
 from whisperlite.formats.gguf import read_gguf
 from whisperlite.kernels.ggml_order import GgmlArith
 from whisperlite.models.llama import KVCache, Llama
-from whisperlite.sampling import Sampler, SamplingOptions
+from whisperlite.generation.sampling import Sampler, SamplingOptions
 from whisperlite.tokenizer.llama import LlamaTokenizer
-from whisperlite.warmup import compile_once, weight_types
+from whisperlite.registry.warmup import compile_once, weight_types
 
 # What llama.cpp falls back to when a model has no tokenizer.chat_template.
 CHATML_TEMPLATE = (
@@ -239,8 +239,8 @@ def _kernel_key(model: Llama) -> str:
 
 def load_generator(model: str, n_ctx: int = 4096, ggml_exact: bool = True,
                    arith: GgmlArith | None = None) -> Generator:
-    """A Generator for a GGUF path or a model name known to `whisperlite.hub`."""
-    from whisperlite import hub
+    """A Generator for a GGUF path or a model name known to `whisperlite.registry.hub`."""
+    from whisperlite.registry import hub
 
     if os.path.exists(model):
         path = model

@@ -16,15 +16,15 @@ def main() -> None:
 
 
 def _register() -> None:
-    from whisperlite.cli_quantize import convert, quantize
-    from whisperlite.cli_transcribe import transcribe
+    from whisperlite.cli.quantize import convert, quantize
+    from whisperlite.cli.transcribe import transcribe
 
     main.add_command(transcribe)
-    from whisperlite.cli_batch import batch; main.add_command(batch)
+    from whisperlite.cli.batch import batch; main.add_command(batch)
     main.add_command(quantize)
     main.add_command(convert)
-    from whisperlite.cli_generate import generate
-    from whisperlite.cli_models import models
+    from whisperlite.cli.generate import generate
+    from whisperlite.cli.models import models
 
     main.add_command(generate)
     main.add_command(models)

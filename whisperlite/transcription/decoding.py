@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from whisperlite.logits import apply_timestamp_rules, row_logsumexp, row_topk
+from whisperlite.transcription.logits import apply_timestamp_rules, row_logsumexp, row_topk
 from whisperlite.models.whisper import KVCache, Whisper
-from whisperlite.profiling import Profile
+from whisperlite.core.profiling import Profile
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 
 SECONDS_PER_TOKEN = 0.02  # timestamp resolution: one encoder position = 2 mel frames of 10 ms

@@ -14,17 +14,18 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite import logits as logit_rules
-from whisperlite import timing, vad
-from whisperlite.cpu import physical_cores
-from whisperlite.errors import ModelFormatError, ModelNotFoundError
+from whisperlite.transcription import logits as logit_rules
+from whisperlite.transcription import timing
+from whisperlite.audio import vad
+from whisperlite.core.cpu import physical_cores
+from whisperlite.core.errors import ModelFormatError, ModelNotFoundError
 from whisperlite.kernels import QTensor, Weight, set_threads
 from whisperlite.kernels.quant import bytes_per_row, dequantize_rows, quantize
-from whisperlite.models.checkpoint import WhisperCheckpoint
+from whisperlite.formats.checkpoint import WhisperCheckpoint
 from whisperlite.models.whisper import KVCache, TextDecoder, Whisper
 from whisperlite.tokenizer.whisper import WhisperTokenizer
-from whisperlite.transcribe import WhisperModel
-from whisperlite.warmup import compile_once, weight_types
+from whisperlite.transcription.transcribe import WhisperModel
+from whisperlite.registry.warmup import compile_once, weight_types
 
 DEFAULT_MODEL = "tiny.en"
 GGML_MAGIC = b"lmgg"  # 0x67676d6c as a little-endian int32
@@ -68,8 +69,8 @@ def resolve(name: str) -> Path:
         return embedded_model_dir()
     if os.path.sep in name or name.endswith((".bin", ".gguf")):
         return Path(name)
-    from whisperlite import hub  # imported here: quantize imports this module
-    from whisperlite.quantize import DERIVED_NAMES, resolve_derived
+    from whisperlite.registry import hub  # imported here: quantize imports this module
+    from whisperlite.registry.derived import DERIVED_NAMES, resolve_derived
 
     derived = resolve_derived(name)
     if derived is not None:
@@ -228,7 +229,7 @@ def _compile_step_elsewhere(path: Path, compute_type: str, threads: int) -> subp
     It imports this very package: numba files its cache by the sources' directory, and
     `python -c` would import a `whisperlite` folder in the working directory first (a
     checkout after `pip install .`), whose kernels this process would never find."""
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from whisperlite.loader import compile_step; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from whisperlite.registry.loader import compile_step; "
             "compile_step(sys.argv[2], sys.argv[3], int(sys.argv[4]))")
     package_root = str(Path(__file__).resolve().parent.parent)
     try:

@@ -18,8 +18,8 @@ from typing import Iterable, Iterator, TypeVar
 import ffmpeg
 import numpy as np
 
-from whisperlite.errors import AudioDecodeError
-from whisperlite.profiling import Profile
+from whisperlite.core.errors import AudioDecodeError
+from whisperlite.core.profiling import Profile
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite import _env
+from whisperlite.core import env as _env
 from whisperlite.kernels import QTensor, Weight
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import uuid
 from typing import Iterator, Sequence
 
-from whisperlite.batch import Job, JobResult, ProgressFn, WorkerConfig, run_job
-from whisperlite.errors import WhisperliteError
+from whisperlite.batch.run import Job, JobResult, ProgressFn, WorkerConfig, run_job
+from whisperlite.core.errors import WhisperliteError
 
 CONNECT_TIMEOUT = "15s"
 

@@ -9,11 +9,11 @@ import sys
 
 import click
 
-from whisperlite.cli_common import friendly_errors
-from whisperlite.errors import WhisperliteError
-from whisperlite.generate import GenerateOptions, Generator, load_generator
+from whisperlite.cli.common import friendly_errors
+from whisperlite.core.errors import WhisperliteError
+from whisperlite.generation.generate import GenerateOptions, Generator, load_generator
 from whisperlite.kernels import set_threads
-from whisperlite.sampling import SamplingOptions
+from whisperlite.generation.sampling import SamplingOptions
 
 _S = SamplingOptions()
 _G = GenerateOptions()

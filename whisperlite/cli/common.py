@@ -8,7 +8,7 @@ from typing import Callable
 
 import click
 
-from whisperlite.errors import WhisperliteError
+from whisperlite.core.errors import WhisperliteError
 
 EXIT_FAILURE = 1
 

@@ -12,10 +12,10 @@ import dataclasses
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from whisperlite.errors import WhisperliteError
+from whisperlite.core.errors import WhisperliteError
 
 if TYPE_CHECKING:
-    from whisperlite.transcribe import Segment
+    from whisperlite.transcription.transcribe import Segment
 
 SCRIPTS = ("simplified", "traditional")
 # Languages written in Chinese characters whose output is converted (Cantonese too).

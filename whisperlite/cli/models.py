@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from whisperlite import hub
-from whisperlite.cli_common import friendly_errors
+from whisperlite.registry import hub
+from whisperlite.cli.common import friendly_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -16,10 +16,10 @@ from typing import Callable, Sequence
 
 import srt
 
-from whisperlite.atomic import atomic_output
-from whisperlite.errors import OutputError
-from whisperlite.subtitles import SubtitleOptions, make_cues
-from whisperlite.transcribe import Segment, TranscriptionInfo
+from whisperlite.core.atomic import atomic_output
+from whisperlite.core.errors import OutputError
+from whisperlite.output.subtitles import SubtitleOptions, make_cues
+from whisperlite.transcription.transcribe import Segment, TranscriptionInfo
 
 
 @dataclass(frozen=True)

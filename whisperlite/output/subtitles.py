@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from whisperlite.transcribe import Segment
+from whisperlite.transcription.transcribe import Segment
 
 # Broadcast subtitle guidelines (e.g. BBC, Netflix): about 42 characters, at most two lines.
 DEFAULT_LINE_WIDTH = 42

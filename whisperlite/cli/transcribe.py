@@ -7,13 +7,13 @@ import time
 
 import click
 
-from whisperlite.chinese import CHINESE_LANGUAGES, convert_segment
-from whisperlite.cli_common import fail, friendly_errors
-from whisperlite.errors import WhisperliteError
-from whisperlite.subtitles import DEFAULT_LINE_COUNT, DEFAULT_LINE_WIDTH, SubtitleOptions
+from whisperlite.output.chinese import CHINESE_LANGUAGES, convert_segment
+from whisperlite.cli.common import fail, friendly_errors
+from whisperlite.core.errors import WhisperliteError
+from whisperlite.output.subtitles import DEFAULT_LINE_COUNT, DEFAULT_LINE_WIDTH, SubtitleOptions
 from whisperlite.tokenizer.whisper import WhisperTokenizer
-from whisperlite.transcribe import Segment, TranscribeOptions, TranscriptionInfo
-from whisperlite.writers import WORD_FORMATS, WRITERS, WriterOptions, check_output_dir, format_timestamp, write_outputs
+from whisperlite.transcription.transcribe import Segment, TranscribeOptions, TranscriptionInfo
+from whisperlite.output.writers import WORD_FORMATS, WRITERS, WriterOptions, check_output_dir, format_timestamp, write_outputs
 
 EXAMPLES = """
 \b
@@ -157,7 +157,7 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
         vad=vad, hotwords=hotwords,
     )
 
-    from whisperlite.loader import load_model
+    from whisperlite.registry.loader import load_model
 
     t0 = time.perf_counter()
     wm = load_model(model, threads=threads, compute_type=compute_type)
@@ -171,7 +171,7 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
                 check_output_dir(os.path.dirname(base) or ".")
             start, start_cpu = time.perf_counter(), time.process_time()
             if processors > 1:
-                from whisperlite.batch import transcribe_split
+                from whisperlite.batch.run import transcribe_split
 
                 segments_iter, info = transcribe_split(wm, path, options, processors, threads)
             else:

@@ -17,7 +17,7 @@ from typing import Sequence
 import numba
 import numpy as np
 
-from whisperlite.audio import TOKENS_PER_SECOND
+from whisperlite.audio.ffmpeg import TOKENS_PER_SECOND
 from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 

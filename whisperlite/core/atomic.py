@@ -6,7 +6,7 @@ import uuid
 from contextlib import contextmanager
 from typing import IO, Iterator
 
-from whisperlite.errors import OutputError
+from whisperlite.core.errors import OutputError
 
 
 @contextmanager

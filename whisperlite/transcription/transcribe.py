@@ -15,7 +15,7 @@ from typing import Callable, Generator, Iterable, Iterator
 
 import numpy as np
 
-from whisperlite.audio import (
+from whisperlite.audio.ffmpeg import (
     HOP_LENGTH,
     N_FRAMES,
     N_SAMPLES,
@@ -25,7 +25,7 @@ from whisperlite.audio import (
     probe_duration,
     stream_audio,
 )
-from whisperlite.decoding import (
+from whisperlite.transcription.decoding import (
     SECONDS_PER_TOKEN,
     log_softmax,
     DecodeOptions,
@@ -35,12 +35,12 @@ from whisperlite.decoding import (
     decode_with_fallback,
 )
 from whisperlite.kernels.threads import one_thread_here
-from whisperlite.mel import log_mel_spectrogram, pad_or_trim
+from whisperlite.audio.mel import log_mel_spectrogram, pad_or_trim
 from whisperlite.models.whisper import KVCache, Whisper
-from whisperlite.timing import Word, align_words, fit_words, snap_to_voice, voiced_frames
-from whisperlite.errors import WhisperliteError
-from whisperlite.profiling import Profile, timed
-from whisperlite.vad import SpeechFilter, VadOptions
+from whisperlite.transcription.timing import Word, align_words, fit_words, snap_to_voice, voiced_frames
+from whisperlite.core.errors import WhisperliteError
+from whisperlite.core.profiling import Profile, timed
+from whisperlite.audio.vad import SpeechFilter, VadOptions
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 
 FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE  # 0.01 s per mel frame

@@ -5,15 +5,15 @@ import os
 
 import click
 
-from whisperlite.cli_common import friendly_errors
-from whisperlite.errors import ModelNotFoundError, QuantizationError
+from whisperlite.cli.common import friendly_errors
+from whisperlite.core.errors import ModelNotFoundError, QuantizationError
 from whisperlite.formats.ggml import QUANT_FTYPES, write_ggml
 from whisperlite.kernels.tensor import QTensor
-from whisperlite.models.checkpoint import WhisperCheckpoint
+from whisperlite.formats.checkpoint import WhisperCheckpoint
 
 
 def _load(model: str) -> WhisperCheckpoint:
-    from whisperlite.loader import read_checkpoint, resolve
+    from whisperlite.registry.loader import read_checkpoint, resolve
 
     try:
         return read_checkpoint(resolve(model))

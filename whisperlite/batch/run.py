@@ -33,11 +33,11 @@ from typing import Callable, Iterator, Sequence, TextIO
 
 import numpy as np
 
-from whisperlite.audio import FRAMES_PER_SECOND, SAMPLE_RATE, ffmpeg_exe, probe_duration
-from whisperlite.cpu import physical_cores
-from whisperlite.errors import AudioDecodeError, OutputError, WhisperliteError
-from whisperlite.transcribe import Segment, TranscribeOptions, TranscriptionInfo, WhisperModel
-from whisperlite.writers import check_output_dir, write_outputs
+from whisperlite.audio.ffmpeg import FRAMES_PER_SECOND, SAMPLE_RATE, ffmpeg_exe, probe_duration
+from whisperlite.core.cpu import physical_cores
+from whisperlite.core.errors import AudioDecodeError, OutputError, WhisperliteError
+from whisperlite.transcription.transcribe import Segment, TranscribeOptions, TranscriptionInfo, WhisperModel
+from whisperlite.output.writers import check_output_dir, write_outputs
 
 # What a folder search picks up: containers ffmpeg reads that usually carry speech.
 AUDIO_EXTENSIONS = frozenset(
@@ -259,7 +259,7 @@ def run_job(job: Job, config: WorkerConfig, report: Callable[[float], None] | No
         with _MODEL_LOCK:
             model = _MODELS.get((config.model, config.threads))
             if model is None:
-                from whisperlite.loader import load_model
+                from whisperlite.registry.loader import load_model
 
                 model = _MODELS[(config.model, config.threads)] = load_model(config.model, threads=config.threads)
             from whisperlite.kernels import set_threads
@@ -522,7 +522,7 @@ def run_batch(inputs: Sequence[str], opts: BatchOptions, out: TextIO | None = No
     if not files:
         raise WhisperliteError("no audio or video files found in the given inputs")
     check_output_dir(opts.output_dir)
-    from whisperlite.loader import resolve
+    from whisperlite.registry.loader import resolve
 
     resolve(opts.model)  # an unknown model name fails once here, not once per input
     manifest_path = os.path.join(opts.output_dir, MANIFEST_NAME)
@@ -592,7 +592,7 @@ def _worker_config(opts: BatchOptions) -> WorkerConfig:
 
 def _backend(opts: BatchOptions) -> Callable[[Sequence[Job], WorkerConfig, ProgressFn], Iterator[JobResult]]:
     if opts.scheduler:
-        from whisperlite.batch_dask import run_on_dask
+        from whisperlite.batch.dask import run_on_dask
 
         return lambda jobs, config, progress: run_on_dask(opts.scheduler, jobs, config, progress)
     if opts.jobs > 1:

@@ -6,10 +6,10 @@ import sys
 
 import click
 
-from whisperlite.cli_common import fail, friendly_errors
-from whisperlite.cli_transcribe import _format_flags
-from whisperlite.transcribe import TranscribeOptions
-from whisperlite.writers import WORD_FORMATS
+from whisperlite.cli.common import fail, friendly_errors
+from whisperlite.cli.transcribe import _format_flags
+from whisperlite.transcription.transcribe import TranscribeOptions
+from whisperlite.output.writers import WORD_FORMATS
 
 EXAMPLES = """
 \b
@@ -46,7 +46,7 @@ options; --force redoes them. Exit status 1 if any input failed.
 def batch(inputs, output_dir, out_srt, out_vtt, out_txt, out_json, out_csv, out_lrc, model, jobs, threads, processors,
           language, translate, beam_size, initial_prompt, no_context, word_timestamps, force, scheduler):
     """Transcribe many files, folders (searched recursively) or input lists into OUTDIR."""
-    from whisperlite.batch import BatchOptions, run_batch
+    from whisperlite.batch.run import BatchOptions, run_batch
 
     formats = tuple(fmt for fmt, on in (("srt", out_srt), ("vtt", out_vtt), ("txt", out_txt), ("json", out_json),
                                         ("csv", out_csv), ("lrc", out_lrc)) if on)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from whisperlite import _env
-from whisperlite.errors import ModelNotFoundError, WhisperliteError
+from whisperlite.core import env as _env
+from whisperlite.core.errors import ModelNotFoundError, WhisperliteError
 
 
 @dataclass(frozen=True)
