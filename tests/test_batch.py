@@ -20,10 +20,10 @@ from whisperlite.batch.run import BatchOptions, ManifestWriter, discover, quiete
 from whisperlite.cli.main import main
 from whisperlite.core.errors import OutputError
 from whisperlite.kernels import get_threads, set_threads
-from whisperlite.transcription.transcribe import TranscribeOptions
+from whisperlite.transcription.options import DecodeOptions, TranscribeOptions
 
 JFK = FIXTURES / "jfk.wav"
-GREEDY = TranscribeOptions(beam_size=1)  # these tests are about the batch machinery: the fastest decoding
+GREEDY = TranscribeOptions(decode=DecodeOptions(beam_size=1))  # these tests are about the batch machinery: the fastest decoding
 
 
 @pytest.fixture(autouse=True)

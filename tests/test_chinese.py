@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 
 from whisperlite.output.chinese import convert_segment, convert_text
-from whisperlite.transcription.timing import Word
-from whisperlite.transcription.transcribe import Segment
+from whisperlite.transcription.results import Segment, Word
 
 SIMPLIFIED = "头发和发展都很重要。"
 TRADITIONAL = "頭髮和發展都很重要。"

@@ -221,7 +221,7 @@ def test_real_whisper_cpp_q5_0_file_loads(tmp_path):
 @pytest.fixture(scope="module")
 def embedded_q5_0():
     from whisperlite.formats.ct2 import load_ct2
-    from whisperlite.registry.loader import embedded_model_dir
+    from whisperlite.registry.embedded import embedded_model_dir
 
     return quantize_checkpoint(load_ct2(embedded_model_dir()), "q5_0")
 

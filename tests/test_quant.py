@@ -141,7 +141,7 @@ def test_bad_shapes_and_types():
 @pytest.fixture(scope="module")
 def tiny_ckpt():
     from whisperlite.formats.ct2 import load_ct2
-    from whisperlite.registry.loader import embedded_model_dir
+    from whisperlite.registry.embedded import embedded_model_dir
 
     return load_ct2(embedded_model_dir())
 

@@ -8,8 +8,7 @@ import srt
 
 from conftest import FIXTURES, JFK_TEXT, normalize, run_cli
 from whisperlite.output.subtitles import SubtitleOptions, make_cues
-from whisperlite.transcription.timing import Word
-from whisperlite.transcription.transcribe import Segment
+from whisperlite.transcription.results import Segment, Word
 
 TEXT = " And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 

@@ -5,7 +5,7 @@ import pytest
 
 from whisperlite.transcription.decoding import TimestampRules, compression_ratio
 from whisperlite.kernels.llvm_ir import range_max
-from whisperlite.registry.loader import embedded_model_dir
+from whisperlite.registry.embedded import embedded_model_dir
 from whisperlite.transcription.logits import TOPK_BLOCK, row_logsumexp, row_topk
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 

@@ -5,7 +5,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from whisperlite.formats.ggml import token_bytes_from_tokenizer_json
-from whisperlite.registry.loader import embedded_model_dir
+from whisperlite.registry.embedded import embedded_model_dir
 from whisperlite.tokenizer.bpe import ByteBPE
 from whisperlite.tokenizer.whisper import SpecialTokens, WhisperTokenizer
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from whisperlite.audio.vad import FRAME, SpeechFilter, TimeMap, VadOptions
+from whisperlite.audio.vad import FRAME, SpeechFilter, TimeMap
+from whisperlite.transcription.options import VadOptions
 
 SR = 16000
 

@@ -5,7 +5,8 @@ import pytest
 import srt
 
 from whisperlite.core.errors import OutputError
-from whisperlite.transcription.transcribe import Segment, TranscribeOptions, TranscriptionInfo
+from whisperlite.transcription.options import TranscribeOptions
+from whisperlite.transcription.results import Segment, TranscriptionInfo
 from whisperlite.output.writers import WRITERS, atomic_write_text, format_timestamp, write_outputs
 
 SEGS = [

@@ -7,8 +7,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from whisperlite.core.env import CACHE_DIR
 from whisperlite.audio.ffmpeg import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from whisperlite.core.env import CACHE_DIR
 
 
 @lru_cache(maxsize=4)

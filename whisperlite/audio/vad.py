@@ -16,26 +16,16 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from whisperlite.audio.ffmpeg import SAMPLE_RATE
+from whisperlite.audio.silero import FRAME, SileroVad, SileroWeights, load_weights
 from whisperlite.core.errors import WhisperliteError
 from whisperlite.core.profiling import Profile
-from whisperlite.audio.silero import FRAME, SileroVad, SileroWeights, load_weights
+from whisperlite.transcription.options import VadOptions
 
 OUTPUT_CHUNK = 30 * SAMPLE_RATE  # kept audio is handed on in pieces of about one window
 
 
 class VadUnavailableError(WhisperliteError):
     """The VAD model could not be loaded."""
-
-
-@dataclass(frozen=True)
-class VadOptions:
-    """Silero/faster-whisper defaults: cut pauses of 2 s or more, keep 0.4 s around speech."""
-
-    threshold: float = 0.5  # a frame at or above this starts speech
-    neg_threshold: float | None = None  # speech continues down to this; None: threshold - 0.15
-    min_speech_duration_ms: int = 250  # shorter bursts (clicks, coughs) are dropped
-    min_silence_duration_ms: int = 2000  # shorter pauses are kept
-    speech_pad_ms: int = 400  # audio kept before and after each stretch of speech
 
 
 @dataclass

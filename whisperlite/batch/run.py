@@ -33,11 +33,18 @@ from typing import Callable, Iterator, Sequence, TextIO
 
 import numpy as np
 
-from whisperlite.audio.ffmpeg import FRAMES_PER_SECOND, SAMPLE_RATE, ffmpeg_exe, probe_duration
+from whisperlite.audio.ffmpeg import (
+    FRAMES_PER_SECOND,
+    SAMPLE_RATE,
+    ffmpeg_exe,
+    probe_duration,
+)
 from whisperlite.core.cpu import physical_cores
 from whisperlite.core.errors import AudioDecodeError, OutputError, WhisperliteError
-from whisperlite.transcription.transcribe import Segment, TranscribeOptions, TranscriptionInfo, WhisperModel
 from whisperlite.output.writers import check_output_dir, write_outputs
+from whisperlite.transcription.options import TranscribeOptions
+from whisperlite.transcription.results import Segment, TranscriptionInfo
+from whisperlite.transcription.transcribe import WhisperModel
 
 # What a folder search picks up: containers ffmpeg reads that usually carry speech.
 AUDIO_EXTENSIONS = frozenset(
@@ -259,7 +266,7 @@ def run_job(job: Job, config: WorkerConfig, report: Callable[[float], None] | No
         with _MODEL_LOCK:
             model = _MODELS.get((config.model, config.threads))
             if model is None:
-                from whisperlite.registry.loader import load_model
+                from whisperlite.transcription.transcribe import load_model
 
                 model = _MODELS[(config.model, config.threads)] = load_model(config.model, threads=config.threads)
             from whisperlite.kernels import set_threads

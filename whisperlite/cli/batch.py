@@ -8,8 +8,12 @@ import click
 
 from whisperlite.cli.common import fail, friendly_errors
 from whisperlite.cli.transcribe import _format_flags
-from whisperlite.transcription.transcribe import TranscribeOptions
 from whisperlite.output.writers import WORD_FORMATS
+from whisperlite.transcription.options import (
+    ContextOptions,
+    DecodeOptions,
+    TranscribeOptions,
+)
 
 EXAMPLES = """
 \b
@@ -34,7 +38,7 @@ options; --force redoes them. Exit status 1 if any input failed.
 @click.option("-p", "--processors", type=click.IntRange(1, 64), default=1, show_default=True, help="Split inputs longer than a minute at pauses into up to N parts run in parallel.")
 @click.option("-l", "--language", default=None, help="Spoken language code (en, de, …) [default: en for .en models].")
 @click.option("-tr", "--translate", is_flag=True, help="Translate to English (multilingual models).")
-@click.option("-bs", "--beam-size", type=click.IntRange(1, 16), default=TranscribeOptions().beam_size, show_default=True, help="Beam size (1 or unset: greedy).")
+@click.option("-bs", "--beam-size", type=click.IntRange(1, 16), default=DecodeOptions.beam_size, show_default=True, help="Beam size (1 or unset: greedy).")
 @click.option("--prompt", "initial_prompt", default=None, help="Initial prompt: vocabulary and style hints.")
 @click.option("--no-context", is_flag=True, help="Do not condition each window on the previous text.")
 @click.option("--word-timestamps/--no-word-timestamps", default=None,
@@ -56,9 +60,10 @@ def batch(inputs, output_dir, out_srt, out_vtt, out_txt, out_json, out_csv, out_
         fail("-j sets local worker processes; with --scheduler the cluster's workers do the work")
     if word_timestamps is None:  # as `transcribe`: the same subtitles from either command
         word_timestamps = any(f in WORD_FORMATS for f in formats)
-    options = TranscribeOptions(language=language, task="translate" if translate else "transcribe",
-                                beam_size=beam_size, initial_prompt=initial_prompt,
-                                condition_on_previous_text=not no_context, word_timestamps=word_timestamps)
+    options = TranscribeOptions(
+        decode=DecodeOptions(language=language, task="translate" if translate else "transcribe", beam_size=beam_size),
+        context=ContextOptions(condition_on_previous_text=not no_context, initial_prompt=initial_prompt),
+        word_timestamps=word_timestamps)
     opts = BatchOptions(output_dir=os.path.abspath(output_dir), formats=formats, model=model,
                         jobs=jobs or processors, threads=threads, processors=processors, force=force,
                         scheduler=scheduler, options=options)

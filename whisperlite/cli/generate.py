@@ -12,8 +12,8 @@ import click
 from whisperlite.cli.common import friendly_errors
 from whisperlite.core.errors import WhisperliteError
 from whisperlite.generation.generate import GenerateOptions, Generator, load_generator
-from whisperlite.kernels import set_threads
 from whisperlite.generation.sampling import SamplingOptions
+from whisperlite.kernels import set_threads
 
 _S = SamplingOptions()
 _G = GenerateOptions()

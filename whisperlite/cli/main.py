@@ -9,6 +9,7 @@ import click
 
 from whisperlite import __version__
 
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="whisperlite")
 def main() -> None:

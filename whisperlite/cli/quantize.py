@@ -7,9 +7,9 @@ import click
 
 from whisperlite.cli.common import friendly_errors
 from whisperlite.core.errors import ModelNotFoundError, QuantizationError
+from whisperlite.formats.checkpoint import WhisperCheckpoint
 from whisperlite.formats.ggml import QUANT_FTYPES, write_ggml
 from whisperlite.kernels.tensor import QTensor
-from whisperlite.formats.checkpoint import WhisperCheckpoint
 
 
 def _load(model: str) -> WhisperCheckpoint:

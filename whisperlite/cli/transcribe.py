@@ -7,13 +7,27 @@ import time
 
 import click
 
-from whisperlite.output.chinese import CHINESE_LANGUAGES, convert_segment
 from whisperlite.cli.common import fail, friendly_errors
 from whisperlite.core.errors import WhisperliteError
-from whisperlite.output.subtitles import DEFAULT_LINE_COUNT, DEFAULT_LINE_WIDTH, SubtitleOptions
+from whisperlite.output.chinese import CHINESE_LANGUAGES, convert_segment
+from whisperlite.output.writers import (
+    WORD_FORMATS,
+    WRITERS,
+    check_output_dir,
+    format_timestamp,
+    write_outputs,
+)
 from whisperlite.tokenizer.whisper import WhisperTokenizer
-from whisperlite.transcription.transcribe import Segment, TranscribeOptions, TranscriptionInfo
-from whisperlite.output.writers import WORD_FORMATS, WRITERS, WriterOptions, check_output_dir, format_timestamp, write_outputs
+from whisperlite.transcription.options import (
+    ContextOptions,
+    DecodeOptions,
+    FallbackOptions,
+    OutputOptions,
+    SubtitleOptions,
+    TranscribeOptions,
+    VadOptions,
+)
+from whisperlite.transcription.results import Segment, TranscriptionInfo
 
 EXAMPLES = """
 \b
@@ -103,9 +117,9 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
 @click.option("--word-timestamps/--no-word-timestamps", default=None,
               help="Word times from cross-attention (in JSON; subtitle cues are cut at word times) "
                    "[default: on when writing SRT, VTT or JSON].")
-@click.option("-ml", "--max-len", "max_line_width", type=click.IntRange(0), default=DEFAULT_LINE_WIDTH, show_default=True,
+@click.option("-ml", "--max-len", "max_line_width", type=click.IntRange(0), default=SubtitleOptions.max_line_width, show_default=True,
               help="Maximum characters per subtitle line (0: no limit).")
-@click.option("--max-line-count", type=click.IntRange(0), default=DEFAULT_LINE_COUNT, show_default=True,
+@click.option("--max-line-count", type=click.IntRange(0), default=SubtitleOptions.max_line_count, show_default=True,
               help="Maximum lines per subtitle cue (0: no limit).")
 @click.option("-sow/-nsow", "--split-on-word/--no-split-on-word", default=True, show_default=True,
               help="Break lines only between words (off: cut words longer than a line).")
@@ -133,7 +147,8 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
                                    ("csv", out_csv), ("lrc", out_lrc)) if on]
     if word_timestamps is None:  # aligning words costs ~60 ms CPU a window: only for outputs that show them
         word_timestamps = any(f in WORD_FORMATS for f in formats)
-    writer_options = WriterOptions(SubtitleOptions(max_line_width, max_line_count, split_on_word), json_full=out_json_full)
+    writer_options = OutputOptions(tuple(formats), SubtitleOptions(max_line_width, max_line_count, split_on_word), json_full=out_json_full,
+                                   zh_script=zh_script)
     assert all(f in WRITERS for f in formats)
     if output_dir:
         check_output_dir(output_dir)
@@ -149,15 +164,14 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
     else:
         temperatures = (temperature,)
     options = TranscribeOptions(
-        language=language, task="translate" if translate else "transcribe", beam_size=beam_size, best_of=best_of,
-        patience=patience, length_penalty=length_penalty,
-        temperatures=temperatures, compression_ratio_threshold=compression_ratio_threshold,
-        logprob_threshold=logprob_threshold, no_speech_threshold=no_speech_threshold,
-        condition_on_previous_text=not no_context, initial_prompt=initial_prompt, word_timestamps=word_timestamps,
-        vad=vad, hotwords=hotwords,
+        decode=DecodeOptions(language=language, task="translate" if translate else "transcribe", beam_size=beam_size,
+                             best_of=best_of, patience=patience, length_penalty=length_penalty),
+        fallback=FallbackOptions(temperatures, compression_ratio_threshold, logprob_threshold, no_speech_threshold),
+        context=ContextOptions(condition_on_previous_text=not no_context, initial_prompt=initial_prompt, hotwords=hotwords),
+        vad=VadOptions(enabled=vad), word_timestamps=word_timestamps,
     )
 
-    from whisperlite.registry.loader import load_model
+    from whisperlite.transcription.transcribe import load_model
 
     t0 = time.perf_counter()
     wm = load_model(model, threads=threads, compute_type=compute_type)
@@ -176,12 +190,12 @@ def transcribe(files, extra_files, model, compute_type, threads, language, trans
                 segments_iter, info = transcribe_split(wm, path, options, processors, threads)
             else:
                 segments_iter, info = wm.transcribe(path, options)
-            if not quiet and wm.is_multilingual and options.language in (None, "auto"):
+            if not quiet and wm.is_multilingual and options.decode.language in (None, "auto"):
                 click.echo(f"whisperlite: {path}: detected language {info.language} "
                            f"(p={info.language_probability:.2f})", err=True)
             segments = []
             for seg in segments_iter:
-                if zh_script and info.language in CHINESE_LANGUAGES and options.task == "transcribe":
+                if zh_script and info.language in CHINESE_LANGUAGES and options.decode.task == "transcribe":
                     seg = convert_segment(seg, zh_script)
                 segments.append(seg)
                 if not quiet:

@@ -15,12 +15,11 @@ import struct
 from pathlib import Path
 
 import numpy as np
-
 from gguf import GGMLQuantizationType as QType
 
 from whisperlite.core.errors import ModelFormatError
-from whisperlite.kernels import QTensor, Weight
 from whisperlite.formats.checkpoint import WhisperCheckpoint, WhisperDims
+from whisperlite.kernels import QTensor, Weight
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 

@@ -25,10 +25,18 @@ from gguf import GGML_QUANT_SIZES
 from gguf import GGMLQuantizationType as QType
 
 from whisperlite.core.atomic import atomic_output
-from whisperlite.core.errors import ModelFormatError, ModelNotFoundError, QuantizationError
+from whisperlite.core.errors import (
+    ModelFormatError,
+    ModelNotFoundError,
+    QuantizationError,
+)
+from whisperlite.formats.checkpoint import (
+    WhisperCheckpoint,
+    WhisperDims,
+    preset_alignment_heads,
+)
 from whisperlite.kernels.quant import quantize
 from whisperlite.kernels.tensor import QTensor, Weight
-from whisperlite.formats.checkpoint import WhisperCheckpoint, WhisperDims, preset_alignment_heads
 
 MAGIC = 0x67676D6C
 # GGML_QNT_VERSION in ggml.h: 2 since Q8_0 scales became f16 (1 was the Q4/Q5 bit-layout

@@ -19,11 +19,11 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from whisperlite.core.errors import ModelNotFoundError, WhisperliteError
 from whisperlite.formats.gguf import read_gguf
+from whisperlite.generation.sampling import Sampler, SamplingOptions
 from whisperlite.kernels.ggml_order import GgmlArith
 from whisperlite.models.llama import KVCache, Llama
-from whisperlite.generation.sampling import Sampler, SamplingOptions
-from whisperlite.tokenizer.llama import LlamaTokenizer
 from whisperlite.registry.warmup import compile_once, weight_types
+from whisperlite.tokenizer.llama import LlamaTokenizer
 
 # What llama.cpp falls back to when a model has no tokenizer.chat_template.
 CHATML_TEMPLATE = (

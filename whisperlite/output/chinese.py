@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from whisperlite.core.errors import WhisperliteError
 
 if TYPE_CHECKING:
-    from whisperlite.transcription.transcribe import Segment
+    from whisperlite.transcription.results import Segment
 
 SCRIPTS = ("simplified", "traditional")
 # Languages written in Chinese characters whose output is converted (Cantonese too).

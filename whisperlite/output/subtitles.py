@@ -10,20 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from whisperlite.transcription.transcribe import Segment
-
-# Broadcast subtitle guidelines (e.g. BBC, Netflix): about 42 characters, at most two lines.
-DEFAULT_LINE_WIDTH = 42
-DEFAULT_LINE_COUNT = 2
-
-
-@dataclass(frozen=True)
-class SubtitleOptions:
-    """How segments become cues; 0 means no limit (whisper.cpp's -ml 0)."""
-
-    max_line_width: int = DEFAULT_LINE_WIDTH  # -ml: characters per line
-    max_line_count: int = DEFAULT_LINE_COUNT  # lines per cue
-    split_on_word: bool = True  # -sow: break only between words; off: cut words longer than a line
+from whisperlite.transcription.options import SubtitleOptions
+from whisperlite.transcription.results import Segment
 
 
 @dataclass

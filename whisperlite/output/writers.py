@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import os
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable, Sequence
 
@@ -18,16 +17,9 @@ import srt
 
 from whisperlite.core.atomic import atomic_output
 from whisperlite.core.errors import OutputError
-from whisperlite.output.subtitles import SubtitleOptions, make_cues
-from whisperlite.transcription.transcribe import Segment, TranscriptionInfo
-
-
-@dataclass(frozen=True)
-class WriterOptions:
-    """How outputs are rendered: cue size for srt/vtt, and how much the JSON holds."""
-
-    subtitles: SubtitleOptions = field(default_factory=SubtitleOptions)
-    json_full: bool = False  # -ojf: per-token ids and probabilities in the .json
+from whisperlite.output.subtitles import make_cues
+from whisperlite.transcription.options import OutputOptions
+from whisperlite.transcription.results import Segment, TranscriptionInfo
 
 
 def format_timestamp(seconds: float, sep: str = ".", hours: bool = True) -> str:
@@ -39,8 +31,8 @@ def format_timestamp(seconds: float, sep: str = ".", hours: bool = True) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}" if hours or h else f"{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def _srt(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOptions | None = None) -> str:
-    cues = make_cues(segments, (opts or WriterOptions()).subtitles)
+def _srt(segments: Sequence[Segment], info: TranscriptionInfo, opts: OutputOptions | None = None) -> str:
+    cues = make_cues(segments, (opts or OutputOptions()).subtitles)
     subs = [
         srt.Subtitle(index=i + 1, start=timedelta(seconds=c.start), end=timedelta(seconds=c.end), content=c.text)
         for i, c in enumerate(cues)
@@ -48,14 +40,14 @@ def _srt(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOptio
     return srt.compose(subs, reindex=False)
 
 
-def _vtt(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOptions | None = None) -> str:
+def _vtt(segments: Sequence[Segment], info: TranscriptionInfo, opts: OutputOptions | None = None) -> str:
     lines = ["WEBVTT", ""]
-    for c in make_cues(segments, (opts or WriterOptions()).subtitles):
+    for c in make_cues(segments, (opts or OutputOptions()).subtitles):
         lines += [f"{format_timestamp(c.start)} --> {format_timestamp(c.end)}", c.text.replace("-->", "->"), ""]
     return "\n".join(lines)
 
 
-def _txt(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOptions | None = None) -> str:
+def _txt(segments: Sequence[Segment], info: TranscriptionInfo, opts: OutputOptions | None = None) -> str:
     return "".join(s.text.strip() + "\n" for s in segments)
 
 
@@ -77,8 +69,8 @@ def _json_segment(s: Segment, full: bool) -> dict:
     return seg
 
 
-def _json(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOptions | None = None) -> str:
-    full = (opts or WriterOptions()).json_full
+def _json(segments: Sequence[Segment], info: TranscriptionInfo, opts: OutputOptions | None = None) -> str:
+    full = (opts or OutputOptions()).json_full
     doc = {
         "language": info.language,
         "language_probability": info.language_probability,
@@ -89,7 +81,7 @@ def _json(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOpti
     return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
 
 
-def _csv(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOptions | None = None) -> str:
+def _csv(segments: Sequence[Segment], info: TranscriptionInfo, opts: OutputOptions | None = None) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["start", "end", "text"])  # milliseconds, as whisper.cpp's -ocsv
@@ -98,7 +90,7 @@ def _csv(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOptio
     return buf.getvalue()
 
 
-def _lrc(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOptions | None = None) -> str:
+def _lrc(segments: Sequence[Segment], info: TranscriptionInfo, opts: OutputOptions | None = None) -> str:
     def stamp(t: float) -> str:
         cs = int(round(t * 100))
         m, cs = divmod(cs, 6000)
@@ -107,7 +99,7 @@ def _lrc(segments: Sequence[Segment], info: TranscriptionInfo, opts: WriterOptio
     return "".join(f"{stamp(s.start)}{s.text.strip()}\n" for s in segments)
 
 
-WRITERS: dict[str, Callable[..., str]] = {  # (segments, info, WriterOptions | None) -> text
+WRITERS: dict[str, Callable[..., str]] = {  # (segments, info, OutputOptions | None) -> text
     "srt": _srt, "vtt": _vtt, "txt": _txt, "json": _json, "csv": _csv, "lrc": _lrc,
 }
 # formats that use word times (subtitle cues are cut at them; JSON lists them)
@@ -121,7 +113,7 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def write_outputs(segments: Sequence[Segment], info: TranscriptionInfo, base: str, formats: Sequence[str],
-                  options: WriterOptions | None = None) -> list[str]:
+                  options: OutputOptions | None = None) -> list[str]:
     """Render all formats, then write `base.<ext>` for each; returns the paths written."""
     rendered = [(f"{base}.{fmt}", WRITERS[fmt](segments, info, options)) for fmt in formats]
     for path, text in rendered:

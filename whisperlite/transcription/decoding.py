@@ -13,42 +13,17 @@ from typing import Sequence
 
 import numpy as np
 
-from whisperlite.transcription.logits import apply_timestamp_rules, row_logsumexp, row_topk
-from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.core.profiling import Profile
+from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.tokenizer.whisper import WhisperTokenizer
+from whisperlite.transcription.logits import (
+    apply_timestamp_rules,
+    row_logsumexp,
+    row_topk,
+)
+from whisperlite.transcription.options import DecodeOptions, FallbackOptions
 
 SECONDS_PER_TOKEN = 0.02  # timestamp resolution: one encoder position = 2 mel frames of 10 ms
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    """How one window is decoded (openai/whisper DecodingOptions defaults)."""
-
-    task: str = "transcribe"
-    language: str | None = "en"
-    temperature: float = 0.0
-    sample_len: int | None = None  # max new tokens; None: half the text context (224)
-    best_of: int = 5  # independent samples when temperature > 0
-    beam_size: int | None = None  # None: greedy
-    patience: float = 1.0
-    length_penalty: float | None = None
-    prompt: tuple[int, ...] = ()  # previous-text tokens (conditioning)
-    suppress_tokens: tuple[int, ...] | None = None  # None: the non-speech set
-    suppress_blank: bool = True
-    without_timestamps: bool = False
-    max_initial_timestamp: float = 1.0
-    seed: int | None = None
-
-
-@dataclass(frozen=True)
-class FallbackOptions:
-    """Quality gates of the long-form loop (openai/whisper and whisper.cpp defaults)."""
-
-    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-    compression_ratio_threshold: float | None = 2.4
-    logprob_threshold: float | None = -1.0
-    no_speech_threshold: float | None = 0.6
 
 
 @dataclass

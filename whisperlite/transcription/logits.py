@@ -14,7 +14,6 @@ import numpy as np
 from whisperlite.kernels.llvm_ir import range_max
 from whisperlite.kernels.ops import expf
 
-
 # Reordering sums and maxima lets LLVM vectorize the reductions; no "ninf"/"nnan": -inf
 # marks suppressed tokens.
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}

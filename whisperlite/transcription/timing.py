@@ -11,7 +11,6 @@ start of the next word (the row predicting end-of-text closes the last one).
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
 from typing import Sequence
 
 import numba
@@ -20,6 +19,7 @@ import numpy as np
 from whisperlite.audio.ffmpeg import TOKENS_PER_SECOND
 from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.tokenizer.whisper import WhisperTokenizer
+from whisperlite.transcription.results import Word
 
 MEDIAN_WIDTH = 7  # frames of 20 ms smoothed together (openai/whisper's choice; _add_median7's network)
 # Scripts written without spaces between words: one character (or token run that decodes to
@@ -29,15 +29,6 @@ NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
 LEADING_PUNCT = frozenset("\"'“¿([{«")
 # … and words that are only trailing punctuation belong to the previous word.
 TRAILING_PUNCT = frozenset("\"'.。,，!！?？:：”)]}、»")
-
-
-@dataclass
-class Word:
-    start: float
-    end: float
-    word: str  # with its leading space, as the tokens decode
-    probability: float
-    tokens: list[int]
 
 
 @numba.njit(cache=True)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable, Generator, Iterable, Iterator
 
 import numpy as np
 
+from whisperlite.audio import vad
 from whisperlite.audio.ffmpeg import (
     HOP_LENGTH,
     N_FRAMES,
@@ -25,23 +26,36 @@ from whisperlite.audio.ffmpeg import (
     probe_duration,
     stream_audio,
 )
-from whisperlite.transcription.decoding import (
-    SECONDS_PER_TOKEN,
-    log_softmax,
-    DecodeOptions,
-    DecodeResult,
-    FallbackOptions,
-    WindowDecoder,
-    decode_with_fallback,
-)
-from whisperlite.kernels.threads import one_thread_here
 from whisperlite.audio.mel import log_mel_spectrogram, pad_or_trim
-from whisperlite.models.whisper import KVCache, Whisper
-from whisperlite.transcription.timing import Word, align_words, fit_words, snap_to_voice, voiced_frames
+from whisperlite.audio.vad import SpeechFilter
 from whisperlite.core.errors import WhisperliteError
 from whisperlite.core.profiling import Profile, timed
-from whisperlite.audio.vad import SpeechFilter, VadOptions
+from whisperlite.kernels.threads import one_thread_here
+from whisperlite.models.whisper import KVCache, Whisper
+from whisperlite.registry.loader import load_whisper
 from whisperlite.tokenizer.whisper import WhisperTokenizer
+from whisperlite.transcription import logits as logit_rules
+from whisperlite.transcription import timing
+from whisperlite.transcription.decoding import (
+    SECONDS_PER_TOKEN,
+    DecodeResult,
+    WindowDecoder,
+    decode_with_fallback,
+    log_softmax,
+)
+from whisperlite.transcription.options import (
+    DEFAULT_MODEL,
+    FallbackOptions,
+    TranscribeOptions,
+    with_values,
+)
+from whisperlite.transcription.results import Segment, TranscriptionInfo
+from whisperlite.transcription.timing import (
+    align_words,
+    fit_words,
+    snap_to_voice,
+    voiced_frames,
+)
 
 FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE  # 0.01 s per mel frame
 INPUT_STRIDE = 2  # mel frames per encoder position (and per timestamp step of 0.02 s)
@@ -55,61 +69,6 @@ SILENCE_RMS = 10 ** (-70 / 20)
 
 class LanguageError(WhisperliteError):
     """An unknown language code, or a language/task the model cannot do."""
-
-
-@dataclass(frozen=True)
-class TranscribeOptions:
-    """Everything that shapes a transcription; built by the CLI or passed as keywords."""
-
-    language: str | None = None  # None or "auto": detect (multilingual models); English for .en models
-    task: str = "transcribe"
-    beam_size: int | None = 5  # None or 1: greedy (as whisper.cpp and faster-whisper: 5)
-    best_of: int = 5
-    patience: float = 1.0
-    length_penalty: float | None = None
-    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-    compression_ratio_threshold: float | None = 2.4
-    logprob_threshold: float | None = -1.0
-    no_speech_threshold: float | None = 0.6
-    condition_on_previous_text: bool = True
-    prompt_reset_on_temperature: float = 0.5
-    initial_prompt: str | None = None
-    hotwords: str | None = None  # words to expect: in the context of every window, even after a reset
-    suppress_tokens: tuple[int, ...] | None = None
-    suppress_blank: bool = True
-    without_timestamps: bool = False
-    max_initial_timestamp: float = 1.0
-    seed: int | None = 0
-    word_timestamps: bool = False
-    vad: bool = True  # drop long non-speech stretches before decoding (Silero VAD)
-    vad_options: VadOptions = VadOptions()
-
-
-@dataclass
-class Segment:
-    id: int
-    seek: int  # mel frame where the window of this segment began
-    start: float
-    end: float
-    text: str
-    tokens: list[int]
-    avg_logprob: float
-    no_speech_prob: float
-    temperature: float
-    compression_ratio: float
-    words: list[Word] | None = None  # with word_timestamps
-    token_probs: list[float] = field(default_factory=list)  # probability of each of `tokens`
-
-
-@dataclass
-class TranscriptionInfo:
-    language: str
-    language_probability: float
-    duration: float | None  # container duration if known up front; exact once segments are consumed
-    options: TranscribeOptions
-    warning: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (see `profile`)
-    profile: Profile | None = field(default=None, repr=False)  # wall, CPU and counts per stage
 
 
 @dataclass
@@ -168,6 +127,29 @@ class _WindowReader:
         return self._start + len(self._buf) if self.eof else None
 
 
+def _warm_decoding(model: Whisper, cache: KVCache) -> None:
+    """The decoding logic's kernels (row log-sum-exp, top-k for beams, timestamp rules on
+    greedy's contiguous tokens and on the beams' view of their buffer), word timing and the
+    speech filter: otherwise they compile inside the first window."""
+    logits = np.zeros((2, model.dims.n_vocab), np.float32)
+    logit_rules.row_logsumexp(logits)
+    logit_rules.row_topk(logits, 2)
+    for tokens in (np.zeros((2, 3), np.int64), np.zeros((2, 4), np.int64)[:, :3]):
+        logit_rules.apply_timestamp_rules(logits, tokens, 1, model.dims.n_vocab - 1, 0, 0, 0)
+    _, crosses = model.decoder(np.zeros((1, 4), np.int64), cache.fork(1), positions=(), want_cross=True)
+    timing.dtw(-timing.alignment_matrix([crosses[-1][0, 0, 1:, :8]]))
+    try:
+        vad.SileroVad(vad.silero_weights())(np.zeros(2 * vad.FRAME, np.float32))
+    except vad.VadUnavailableError:
+        pass  # transcriptions with the VAD will report it; the others do not need it
+
+
+def load_model(name: str = DEFAULT_MODEL, threads: int | None = None, compute_type: str = "auto") -> "WhisperModel":
+    """Load a Whisper model by name or path; `threads` sets numba and BLAS threads."""
+    model, tokenizer, n = load_whisper(name, threads, compute_type, warm_more=_warm_decoding)
+    return WhisperModel(model, tokenizer, name, n)
+
+
 class WhisperModel:
     """A loaded Whisper model: `segments, info = model.transcribe(path)`."""
 
@@ -187,9 +169,10 @@ class WhisperModel:
         """Segments are produced lazily as the returned iterator is consumed.
 
         `audio` is a path (decoded by ffmpeg, streamed) or float32 samples at 16 kHz.
-        Keyword arguments override fields of `options`.
+        Keyword arguments override leaves of `options` by flat name (`beam_size=1`, `vad=False`;
+        see `options.FLAT_NAMES`).
         """
-        opts = replace(options or TranscribeOptions(), **kwargs)
+        opts = with_values(options or TranscribeOptions(), **kwargs)
         report = DecodeReport()
         profile = Profile({"mel": 0.0, "encode": 0.0, "decode": 0.0})
         language = self._check_language(opts)
@@ -203,7 +186,7 @@ class WhisperModel:
             chunks = timed(_prepend(first, stream), profile, "audio", "chunks")
             with profile.stage("probe"):
                 duration = probe_duration(audio)
-        speech = SpeechFilter(chunks, opts.vad_options, profile) if opts.vad else None
+        speech = SpeechFilter(chunks, opts.vad, profile) if opts.vad.enabled else None
         source = iter(speech) if speech is not None else iter(chunks)
         if speech is not None or not isinstance(audio, np.ndarray):
             # ffmpeg's pipe and Silero's kernels release the GIL: they run ahead on another thread.
@@ -219,12 +202,12 @@ class WhisperModel:
 
     def _check_language(self, opts: TranscribeOptions) -> str | None:
         """The language to decode in, or None to detect it."""
-        language = None if opts.language in (None, "auto") else opts.language.lower()
+        language = None if opts.decode.language in (None, "auto") else opts.decode.language.lower()
         if not self.is_multilingual:
             if language not in (None, "en"):
                 raise LanguageError(f"{self.name} is an English-only model: use a multilingual model (e.g. -m base) "
                                     f"for language '{language}'")
-            if opts.task == "translate":
+            if opts.decode.task == "translate":
                 raise LanguageError(f"{self.name} is an English-only model: translation needs a multilingual model")
             return "en"
         if language is not None and language not in self.tokenizer.special.languages:
@@ -254,7 +237,9 @@ class WhisperModel:
     def _detect(self, reader: "_WindowReader", opts: TranscribeOptions, profile: Profile) -> tuple[str, float]:
         """Language of the first window that holds speech (at most DETECT_WINDOWS ahead)."""
         best: tuple[float, str, float] | None = None  # (no-speech, language, probability)
-        threshold = opts.no_speech_threshold if opts.no_speech_threshold is not None else 0.6
+        threshold = opts.fallback.no_speech_threshold
+        if threshold is None:  # no window is skipped as silent, but detection still wants speech
+            threshold = FallbackOptions().no_speech_threshold
         for k in range(DETECT_WINDOWS):
             samples = reader.peek(k * N_SAMPLES, N_SAMPLES)
             if len(samples) < HOP_LENGTH:
@@ -277,7 +262,7 @@ class WhisperModel:
         profile = info.profile
         assert profile is not None
         windows = self._windows(reader, opts, info, report, speech)
-        align = partial(self._add_words, language=info.language, task=opts.task)
+        align = partial(self._add_words, language=info.language, task=opts.decode.task)
         if not opts.word_timestamps:
             batches: Generator[list[Segment], None, None] = (w.segments for w in windows)
         elif self.threads > 1:
@@ -303,19 +288,13 @@ class WhisperModel:
                  report: DecodeReport, speech: SpeechFilter | None) -> Generator[_Window, None, None]:
         """Decode window after window; each yields its segments (words not yet aligned)."""
         tok = self.tokenizer
-        decode_opts = DecodeOptions(
-            task=opts.task, language=info.language, beam_size=opts.beam_size, best_of=opts.best_of,
-            patience=opts.patience, length_penalty=opts.length_penalty, suppress_tokens=opts.suppress_tokens,
-            suppress_blank=opts.suppress_blank, without_timestamps=opts.without_timestamps,
-            max_initial_timestamp=opts.max_initial_timestamp, seed=opts.seed,
-        )
-        fallback = FallbackOptions(opts.temperatures, opts.compression_ratio_threshold,
-                                   opts.logprob_threshold, opts.no_speech_threshold)
+        decode_opts = replace(opts.decode, language=info.language)
+        fallback, context = opts.fallback, opts.context
         prompt: list[int] = []
-        if opts.initial_prompt:
-            prompt = tok.encode(" " + opts.initial_prompt.strip())
+        if context.initial_prompt:
+            prompt = tok.encode(" " + context.initial_prompt.strip())
         # Last in the context, so that trimming a long context to its newest tokens keeps them.
-        hotwords = tuple(tok.encode(" " + opts.hotwords.strip())) if opts.hotwords else ()
+        hotwords = tuple(tok.encode(" " + context.hotwords.strip())) if context.hotwords else ()
         seek = 0  # in mel frames
         profile = info.profile
         assert profile is not None
@@ -339,14 +318,14 @@ class WhisperModel:
                 result = decode_with_fallback(self._decoder, cross, replace(decode_opts, prompt=tuple(prompt) + hotwords),
                                               fallback, profile)
             time_offset = seek * FRAME_SECONDS
-            if (opts.no_speech_threshold is not None and result.no_speech_prob > opts.no_speech_threshold
-                    and (opts.logprob_threshold is None or result.avg_logprob < opts.logprob_threshold)):
+            if (fallback.no_speech_threshold is not None and result.no_speech_prob > fallback.no_speech_threshold
+                    and (fallback.logprob_threshold is None or result.avg_logprob < fallback.logprob_threshold)):
                 seek += segment_frames  # silence: nothing to emit
                 continue
             new_segments, advance = self._split(result, seek, time_offset, segment_frames)
             seek += advance
             yield _Window(new_segments, cross, mel, segment_frames, time_offset)
-            if opts.condition_on_previous_text and result.temperature < opts.prompt_reset_on_temperature:
+            if context.condition_on_previous_text and result.temperature < context.prompt_reset_on_temperature:
                 prompt.extend(t for s in new_segments for t in s.tokens)
             else:
                 prompt = []

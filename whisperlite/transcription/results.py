@@ -1,0 +1,47 @@
+"""What a transcription produces: segments with their words, and facts about the input.
+
+Writers, subtitles, batch and the loop all read these types; nothing here computes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from whisperlite.core.profiling import Profile
+from whisperlite.transcription.options import TranscribeOptions
+
+
+@dataclass
+class Word:
+    start: float
+    end: float
+    word: str  # with its leading space, as the tokens decode
+    probability: float
+    tokens: list[int]
+
+
+@dataclass
+class Segment:
+    id: int
+    seek: int  # mel frame where the window of this segment began
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    avg_logprob: float
+    no_speech_prob: float
+    temperature: float
+    compression_ratio: float
+    words: list[Word] | None = None  # with word_timestamps
+    token_probs: list[float] = field(default_factory=list)  # probability of each of `tokens`
+
+@dataclass
+class TranscriptionInfo:
+    language: str
+    language_probability: float
+    duration: float | None  # container duration if known up front; exact once segments are consumed
+    options: TranscribeOptions
+    warning: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (see `profile`)
+    profile: Profile | None = field(default=None, repr=False)  # wall, CPU and counts per stage
+
+
