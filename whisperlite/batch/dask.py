@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Iterator, Sequence
 
-from whisperlite.batch.run import Job, JobResult, ProgressFn, WorkerConfig, run_job
+from whisperlite.batch.jobs import Job, JobResult, ProgressFn, WorkerConfig, run_job
 from whisperlite.core.errors import WhisperliteError
 
 CONNECT_TIMEOUT = "15s"

@@ -1,6 +1,7 @@
-"""Shared CLI plumbing: one-line errors for every command."""
+"""Shared CLI plumbing: one-line errors for every command, usage errors included."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -16,6 +17,35 @@ EXIT_FAILURE = 1
 def fail(message: str, code: int = EXIT_FAILURE) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+class OneLineUsageError(click.UsageError):
+    """A usage error as one line, like every other error (click prints usage and a hint too)."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class Group(click.Group):
+    """A command group whose usage errors, and its commands', are one line on stderr."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        with _one_line_usage():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context):
+        with _one_line_usage():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _one_line_usage():
+    try:
+        yield
+    except OneLineUsageError:
+        raise
+    except click.UsageError as e:
+        raise OneLineUsageError(e.format_message(), e.ctx) from None
 
 
 def friendly_errors(fn: Callable) -> Callable:

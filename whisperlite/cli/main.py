@@ -8,20 +8,22 @@ from __future__ import annotations
 import click
 
 from whisperlite import __version__
+from whisperlite.cli.common import Group
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="whisperlite")
 def main() -> None:
     """whisperlite: CPU-first speech-to-subtitles (Whisper) and GGUF text generation."""
 
 
 def _register() -> None:
+    from whisperlite.cli.batch import batch
     from whisperlite.cli.quantize import convert, quantize
     from whisperlite.cli.transcribe import transcribe
 
     main.add_command(transcribe)
-    from whisperlite.cli.batch import batch; main.add_command(batch)
+    main.add_command(batch)
     main.add_command(quantize)
     main.add_command(convert)
     from whisperlite.cli.generate import generate

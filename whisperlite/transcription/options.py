@@ -57,6 +57,7 @@ class ContextOptions:
     prompt_reset_on_temperature: float = 0.5  # drop that context after an attempt this hot
     initial_prompt: str | None = None  # vocabulary and style hints before the first window
     hotwords: str | None = None  # words to expect: in the context of every window, even after a reset
+    max_context: int | None = None  # most previous-text tokens kept as context (whisper.cpp -mc); None: half the text context
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from whisperlite.transcription.decoding import (
 )
 from whisperlite.transcription.options import (
     DEFAULT_MODEL,
+    ClipOptions,
     FallbackOptions,
     TranscribeOptions,
     with_values,
@@ -186,6 +187,11 @@ class WhisperModel:
             chunks = timed(_prepend(first, stream), profile, "audio", "chunks")
             with profile.stage("probe"):
                 duration = probe_duration(audio)
+        if opts.clip != ClipOptions():
+            chunks = _clip(chunks, opts.clip)
+            if duration is not None:
+                duration = max(0.0, duration - opts.clip.offset)
+                duration = duration if opts.clip.duration is None else min(duration, opts.clip.duration)
         speech = SpeechFilter(chunks, opts.vad, profile) if opts.vad.enabled else None
         source = iter(speech) if speech is not None else iter(chunks)
         if speech is not None or not isinstance(audio, np.ndarray):
@@ -279,6 +285,8 @@ class WhisperModel:
                     seg_id += 1
                     if speech is not None:
                         _to_input_times(seg, speech)
+                    if opts.clip.offset:
+                        _shift(seg, opts.clip.offset)
                     yield seg
         finally:
             batches.close()
@@ -315,7 +323,8 @@ class WhisperModel:
             with profile.stage("decode", 1, "windows"):
                 with profile.stage("decode/cross", 1, "windows"):
                     cross = self.model.decoder.new_cache(features)
-                result = decode_with_fallback(self._decoder, cross, replace(decode_opts, prompt=tuple(prompt) + hotwords),
+                kept = prompt if context.max_context is None else prompt[max(0, len(prompt) - context.max_context):]
+                result = decode_with_fallback(self._decoder, cross, replace(decode_opts, prompt=tuple(kept) + hotwords),
                                               fallback, profile)
             time_offset = seek * FRAME_SECONDS
             if (fallback.no_speech_threshold is not None and result.no_speech_prob > fallback.no_speech_threshold
@@ -454,6 +463,36 @@ def _to_input_times(seg: Segment, speech: SpeechFilter) -> None:
     seg.start, seg.end = round(tm.to_input(seg.start), 3), round(tm.to_input(seg.end, is_end=True), 3)
     for w in seg.words or []:
         w.start, w.end = round(tm.to_input(w.start), 3), round(tm.to_input(w.end, is_end=True), 3)
+
+
+def _shift(seg: Segment, seconds: float) -> None:
+    """Times in the clip → times in the input (-ot: the clip starts `seconds` into it)."""
+    seg.start, seg.end = round(seg.start + seconds, 3), round(seg.end + seconds, 3)
+    seg.seek += int(round(seconds / FRAME_SECONDS))
+    for w in seg.words or []:
+        w.start, w.end = round(w.start + seconds, 3), round(w.end + seconds, 3)
+
+
+def _clip(chunks: Iterable[np.ndarray], clip: ClipOptions) -> Iterator[np.ndarray]:
+    """The samples of `chunks` from `clip.offset` for `clip.duration` seconds (to the end: None)."""
+    skip = round(clip.offset * SAMPLE_RATE)
+    left = None if clip.duration is None else round(clip.duration * SAMPLE_RATE)
+    try:
+        for chunk in chunks:
+            if skip:
+                dropped = min(skip, len(chunk))
+                chunk, skip = chunk[dropped:], skip - dropped
+            if left is not None:
+                chunk = chunk[:left]
+                left -= len(chunk)
+            if len(chunk):
+                yield chunk
+            if left == 0:
+                return
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # stops ffmpeg when the clip ends before the input
 
 
 def _prepend(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
