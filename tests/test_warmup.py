@@ -3,16 +3,17 @@ from whisperlite.core import env as _env
 from whisperlite.registry import warmup
 
 
-def test_warm_up_runs_once_per_key_with_a_notice(tmp_path, monkeypatch, capsys):
+def test_warm_up_runs_once_per_key_with_a_notice(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(_env, "CACHE_DIR", str(tmp_path))
     calls = []
     warmup.compile_once("k1", lambda: calls.append("k1"))
     assert calls == ["k1"]
-    assert "compiling kernels for first use" in capsys.readouterr().err
+    assert "compiling kernels for first use" in caplog.text
+    caplog.clear()
     warmup.compile_once("k1", lambda: calls.append("again"))
     warmup.compile_once("k2", lambda: calls.append("k2"))
     assert calls == ["k1", "k2"]
-    assert capsys.readouterr().err.count("compiling kernels") == 1
+    assert caplog.text.count("compiling kernels") == 1
 
 
 def test_failed_warm_up_leaves_no_marker(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import sys
 from typing import Callable
@@ -46,6 +47,21 @@ def _one_line_usage():
         raise
     except click.UsageError as e:
         raise OneLineUsageError(e.format_message(), e.ctx) from None
+
+
+class _Notices(logging.Handler):
+    """The package's notices (model made, kernels compiling) as plain lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(record.getMessage(), err=True)
+
+
+def show_notices() -> None:
+    log = logging.getLogger("whisperlite")
+    if not any(isinstance(h, _Notices) for h in log.handlers):
+        log.addHandler(_Notices())
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def friendly_errors(fn: Callable) -> Callable:

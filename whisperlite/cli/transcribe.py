@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,8 +13,10 @@ from whisperlite.cli.flags import pop_run_options, transcription_flags
 from whisperlite.core.errors import WhisperliteError
 from whisperlite.output.chinese import CHINESE_LANGUAGES, convert_segment
 from whisperlite.output.writers import check_output_dir, format_timestamp, write_outputs
-from whisperlite.tokenizer.whisper import WhisperTokenizer
 from whisperlite.transcription.results import Segment, TranscriptionInfo
+
+if TYPE_CHECKING:  # the tokenizer's module loads numba: only once a model does
+    from whisperlite.tokenizer.whisper import WhisperTokenizer
 
 EXAMPLES = """
 \b

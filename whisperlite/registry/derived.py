@@ -3,7 +3,7 @@ model names (`tiny.en-q5_0`, …) built once from the embedded default model and
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 from pathlib import Path
 
 from gguf import GGMLQuantizationType as QType
@@ -19,6 +19,9 @@ from whisperlite.formats.ggml import (
 )
 from whisperlite.registry.embedded import embedded_model_dir
 from whisperlite.transcription.options import DEFAULT_MODEL
+
+# Notices for the user (the CLI shows them on stderr; elsewhere logging's default does).
+log = logging.getLogger("whisperlite")
 
 DERIVED_TYPES = ("q8_0", "q5_0", "q5_1", "q4_0", "q4_1", "f16")
 DERIVED_NAMES = tuple(f"{DEFAULT_MODEL}-{t}" for t in DERIVED_TYPES)
@@ -58,7 +61,7 @@ def resolve_derived(name: str) -> Path | None:
         from whisperlite.formats.ct2 import load_ct2
 
         qtype = name.rsplit("-", 1)[1]
-        print(f"whisperlite: making {name} from {DEFAULT_MODEL} (once) -> {path}", file=sys.stderr)
+        log.warning("whisperlite: making %s from %s (once) -> %s", name, DEFAULT_MODEL, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         # write_ggml is atomic, so a killed run leaves no half file to be mistaken for a model
         write_ggml(quantize_checkpoint(load_ct2(embedded_model_dir()), qtype), path, qtype)

@@ -9,7 +9,7 @@ starts; a marker file per source version and model kind records that the cache i
 from __future__ import annotations
 
 import hashlib
-import sys
+import logging
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -18,6 +18,9 @@ from gguf import GGMLQuantizationType as QType
 
 from whisperlite.core import env as _env
 from whisperlite.kernels import QTensor, Weight
+
+# Notices for the user (the CLI shows them on stderr; elsewhere logging's default does).
+log = logging.getLogger("whisperlite")
 
 
 def _source_digest() -> str:
@@ -39,10 +42,10 @@ def compile_once(key: str, warm: Callable[[], None]) -> None:
     marker = Path(_env.CACHE_DIR) / "numba" / f".warm-{_source_digest()}-{numba.__version__}-{key}"
     if marker.exists():
         return
-    sys.stderr.write("whisperlite: compiling kernels for first use (cached afterwards)…\n")
+    log.warning("whisperlite: compiling kernels for first use (cached afterwards)…")
     t0 = time.perf_counter()
     warm()
-    sys.stderr.write(f"whisperlite: kernels compiled in {time.perf_counter() - t0:.0f} s\n")
+    log.warning("whisperlite: kernels compiled in %.0f s", time.perf_counter() - t0)
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
