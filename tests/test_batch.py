@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +15,38 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import FIXTURES, ROOT, normalize
-from whisperlite.batch import run as batch
 from whisperlite.audio.ffmpeg import SAMPLE_RATE, ffmpeg_exe
-from whisperlite.batch.run import BatchOptions, ManifestWriter, discover, quietest_point, read_manifest, run_batch
+from whisperlite.batch import split
+from whisperlite.batch.discover import discover
+from whisperlite.batch.manifest import ManifestWriter, read_manifest
+from whisperlite.batch.run import BatchOptions, run_batch
+from whisperlite.batch.split import quietest_point
 from whisperlite.cli.main import main
 from whisperlite.core.errors import OutputError
 from whisperlite.kernels import get_threads, set_threads
-from whisperlite.transcription.options import DecodeOptions, TranscribeOptions
+from whisperlite.batch.dask import run_on_dask
+from whisperlite.batch.jobs import Job, WorkerConfig, run_in_processes
+from whisperlite.transcription.flags import leaf_value, leaves
+from whisperlite.transcription.options import (
+    ClipOptions,
+    ContextOptions,
+    DecodeOptions,
+    FallbackOptions,
+    OutputOptions,
+    RunOptions,
+    RuntimeOptions,
+    SubtitleOptions,
+    TranscribeOptions,
+    VadOptions,
+)
 
 JFK = FIXTURES / "jfk.wav"
-GREEDY = TranscribeOptions(decode=DecodeOptions(beam_size=1))  # these tests are about the batch machinery: the fastest decoding
+
+
+def greedy(*formats: str, threads: int | None = 1, processors: int = 1) -> RunOptions:
+    """These tests are about the batch machinery: the fastest decoding."""
+    return RunOptions(TranscribeOptions(decode=DecodeOptions(beam_size=1)), OutputOptions(formats),
+                      RuntimeOptions(threads=threads, processors=processors))
 
 
 @pytest.fixture(autouse=True)
@@ -110,7 +133,7 @@ def test_batch_records_failures_goes_on_and_skips_done(tmp_path):
     done = [r for r in records if r["status"] == "done"]
     assert all(r["duration"] == pytest.approx(11.0) and len(r["sha256"]) == 64 and r["model"] == "tiny.en" for r in done)
     # SRT asked for: cues cut at word times, as `transcribe` writes them
-    assert all(r["options"]["word_timestamps"] for r in done)
+    assert all(r["options"]["transcribe"]["word_timestamps"] for r in done)
     assert all(r["error"] for r in records if r["status"] == "failed")
     assert not list(out.rglob(".whisperlite-*"))  # no temp files left
 
@@ -120,13 +143,12 @@ def test_batch_records_failures_goes_on_and_skips_done(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.srt")} == mtimes
 
 
-def test_split_long_input_stitches_timeline(tmp_path, monkeypatch):
+def test_split_long_input_stitches_timeline(tmp_path, monkeypatch, jfk2):
     # Two JFK readings back to back, split into two parts transcribed by two worker processes.
-    monkeypatch.setattr(batch, "MIN_PART_SECONDS", 10.0)
-    src = tmp_path / "jfk2.wav"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-stream_loop", "1", "-i", str(JFK), "-c", "copy", str(src)], check=True)
+    monkeypatch.setattr(split, "MIN_PART_SECONDS", 10.0)
+    src = jfk2
     out = tmp_path / "out"
-    opts = BatchOptions(output_dir=str(out), formats=("json",), jobs=2, threads=1, processors=2, options=GREEDY)
+    opts = BatchOptions(output_dir=str(out), run=greedy("json", processors=2), jobs=2)
     summary = run_batch([str(src)], opts, out=io.StringIO())
     assert summary.done == 1
     (record,) = read_manifest(str(out / "manifest.jsonl"))
@@ -168,11 +190,72 @@ def test_dask_cluster_matches_local_run(tmp_path):
     distributed = pytest.importorskip("distributed")
     shutil.copy(JFK, _touch(tmp_path / "in/one/jfk.wav"))
     shutil.copy(FIXTURES / "jfk.mp3", _touch(tmp_path / "in/two/jfk.mp3"))
-    local = BatchOptions(output_dir=str(tmp_path / "local"), formats=("srt",), threads=1, options=GREEDY)
+    local = BatchOptions(output_dir=str(tmp_path / "local"), run=greedy("srt"))
     assert run_batch([str(tmp_path / "in")], local, out=io.StringIO()).done == 2
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        remote = BatchOptions(output_dir=str(tmp_path / "dask"), formats=("srt",), threads=1, options=GREEDY,
-                              scheduler=cluster.scheduler_address)
+        remote = BatchOptions(output_dir=str(tmp_path / "dask"), run=greedy("srt"), scheduler=cluster.scheduler_address)
         assert run_batch([str(tmp_path / "in")], remote, out=io.StringIO()).done == 2
     for rel in ("one/jfk.srt", "two/jfk.srt"):
         assert (tmp_path / "dask" / rel).read_text() == (tmp_path / "local" / rel).read_text()
+
+
+def every_leaf_changed() -> RunOptions:
+    """A tree whose every leaf differs from its default, but for the model (one is embedded)
+    and the task (tiny.en cannot translate)."""
+    run = RunOptions(
+        TranscribeOptions(
+            DecodeOptions(language="en", temperature=0.1, sample_len=100, best_of=2, beam_size=2, patience=1.5,
+                          length_penalty=0.5, prompt=(50256,), suppress_tokens=(1, 2), suppress_blank=False,
+                          without_timestamps=True, max_initial_timestamp=0.5, seed=3),
+            FallbackOptions((0.0, 0.5), 2.0, -2.0, 0.7),
+            ContextOptions(False, 0.3, "Kennedy.", "Americans", 10),
+            VadOptions(False, 0.4, 0.3, 200, 1000, 300),
+            ClipOptions(0.5, 21.0),
+            word_timestamps=False),
+        OutputOptions(("srt",), SubtitleOptions(30, 1, False), True, "simplified"),
+        RuntimeOptions(compute_type="f32", threads=1, processors=2),
+    )
+    default = RunOptions()
+    same = [leaf for leaf in leaves() if leaf_value(run, leaf) == leaf_value(default, leaf)]
+    assert same == ["transcribe.decode.task", "runtime.model"]
+    return run
+
+
+@pytest.fixture(scope="module")
+def jfk2(tmp_path_factory) -> Path:
+    """Two JFK readings back to back (22 s)."""
+    src = tmp_path_factory.mktemp("jfk2") / "jfk2.wav"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-stream_loop", "1", "-i", str(JFK), "-c", "copy", str(src)], check=True)
+    return src
+
+
+def test_every_option_reaches_each_part(jfk2, tiny_model, monkeypatch):
+    """`transcribe -p 2`: each part's worker loads the model as asked (compute type and threads
+    too) and decodes with the whole tree; the clip is the parts' spans."""
+    monkeypatch.setattr(split, "MIN_PART_SECONDS", 5.0)
+    seen = []
+
+    def recording(*args, **kwargs):
+        results = list(run_in_processes(*args, **kwargs))
+        seen.extend(results)
+        return results
+
+    monkeypatch.setattr(split, "run_in_processes", recording)
+    run = every_leaf_changed()
+    split.transcribe_split(tiny_model, str(jfk2), run)
+    assert sorted((r.job.start, r.job.end) for r in seen)[0][0] == 0.5
+    assert sorted((r.job.start, r.job.end) for r in seen)[-1][1] == 21.5
+    assert len(seen) == 2 and not any(r.error for r in seen)
+    for r in seen:
+        assert r.info.options == replace(run.transcribe, clip=ClipOptions())
+        assert r.runtime == run.runtime
+
+
+def test_every_option_reaches_a_dask_worker():
+    distributed = pytest.importorskip("distributed")
+    run = every_leaf_changed()
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        (result,) = run_on_dask(cluster.scheduler_address, [Job(0, 0, str(JFK))], WorkerConfig(run))
+    assert result.error is None
+    assert result.info.options == run.transcribe and result.runtime == run.runtime
+    assert result.segments and result.segments[0].start >= 0.5  # the clip was honoured
