@@ -22,7 +22,7 @@ options; --force redoes them. Exit status 1 if any input failed.
 """
 
 
-@click.command(epilog=EXAMPLES)
+@click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @transcription_flags
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output-dir", required=True, help="Directory for outputs and manifest.jsonl (input folders are mirrored).")

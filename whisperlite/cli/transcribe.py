@@ -62,7 +62,9 @@ def print_segment(s: Segment, tok: WhisperTokenizer | None = None, colors: bool 
                   times: bool = True) -> None:
     """One line per segment, as whisper.cpp prints it; `tok` is needed for colours or special tokens."""
     text = segment_text(s, tok, colors, special) if tok is not None and (colors or special) else s.text.strip()
-    click.echo(f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}]  {text}" if times else text)
+    # colours asked for are printed even into a pipe, as whisper.cpp does
+    click.echo(f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}]  {text}" if times else text,
+               color=True if colors else None)
 
 
 def profile_report(info: TranscriptionInfo, wall: float, cpu: float) -> str:
@@ -83,7 +85,7 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
     return os.path.join(output_dir if output_dir else os.path.dirname(os.path.abspath(path)), stem)
 
 
-@click.command(epilog=EXAMPLES)
+@click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @transcription_flags
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("-f", "--file", "extra_files", multiple=True, type=click.Path(dir_okay=False), help="Input file (repeatable).")
