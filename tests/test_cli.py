@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 import srt
@@ -149,3 +150,14 @@ def test_missing_input_fails_before_loading_the_model(tmp_path):
     r = run_cli("transcribe", str(tmp_path / "nope.wav"), "-osrt")
     one_line_error(r, "nope.wav: no such file")
     assert "loaded" not in r.stderr and "compiling" not in r.stderr
+
+
+def test_library_notices_reach_stderr_as_before(tmp_path):
+    """The registry logs its notices; the CLI shows them on stderr as plain lines."""
+    code = ("import sys; from whisperlite.cli.common import show_notices; show_notices(); "
+            "from whisperlite.core import env; env.CACHE_DIR = sys.argv[1]; "
+            "from whisperlite.registry import warmup; warmup.compile_once('k', lambda: None)")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert r.stderr.splitlines() == ["whisperlite: compiling kernels for first use (cached afterwards)…",
+                                     "whisperlite: kernels compiled in 0 s"]
+    assert r.stdout == ""
