@@ -61,7 +61,6 @@ def show_notices() -> None:
     if not any(isinstance(h, _Notices) for h in log.handlers):
         log.addHandler(_Notices())
     log.setLevel(logging.INFO)
-    log.propagate = False
 
 
 def friendly_errors(fn: Callable) -> Callable:
