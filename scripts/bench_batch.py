@@ -76,7 +76,7 @@ def run_batch(inputs: list[Path], out: Path, jobs: int, threads: int, model: str
 
 
 def audio_done(out: Path) -> float:
-    from whisperlite.batch.run import read_manifest
+    from whisperlite.batch.manifest import read_manifest
 
     return sum(r.get("duration") or 0.0 for r in read_manifest(str(out / "manifest.jsonl")) if r["status"] == "done")
 
