@@ -242,7 +242,8 @@ def test_every_option_reaches_each_part(jfk2, tiny_model, monkeypatch):
 
     monkeypatch.setattr(split, "run_in_processes", recording)
     run = every_leaf_changed()
-    split.transcribe_split(tiny_model, str(jfk2), run)
+    _, info = split.transcribe_split(tiny_model, str(jfk2), run)
+    assert info.options == run.transcribe  # the stitched info: the options asked for
     assert sorted((r.job.start, r.job.end) for r in seen)[0][0] == 0.5
     assert sorted((r.job.start, r.job.end) for r in seen)[-1][1] == 21.5
     assert len(seen) == 2 and not any(r.error for r in seen)

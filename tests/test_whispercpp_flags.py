@@ -220,3 +220,15 @@ def test_printing_flags(folder):
         r = cli(CLIP, spelling)
         assert r.exit_code == 0 and "detected language en" in r.stdout and "fellow" not in r.stdout
     assert files(folder) == [CLIP]
+
+
+def test_clip_of_samples_through_the_api(tiny_model, jfk_audio):
+    """ClipOptions on an array: only [offset, offset + duration) is decoded, times stay the input's."""
+    from whisperlite.transcription.options import ClipOptions, TranscribeOptions, with_values
+
+    options = with_values(TranscribeOptions(clip=ClipOptions(3.0, 5.0)), beam_size=1)
+    segments, info = tiny_model.transcribe(jfk_audio, options)
+    segments = list(segments)
+    assert info.duration == pytest.approx(5.0)
+    assert segments[0].start >= 3.0 and segments[-1].end <= 8.0
+    assert segments[0].text.strip().lower().startswith("ask not")

@@ -186,7 +186,7 @@ def _finish(p: _Pending, opts: BatchOptions, base_record: dict) -> dict:
     errors = [r.error for r in sorted(p.results, key=lambda r: r.job.part) if r.error]
     if errors:
         return _record(base_record, p.file, p.sha256, None, wall, [], errors[0], parts=p.n_parts)
-    segments, info = stitch(p.results)
+    segments, info = stitch(p.results, opts.run.transcribe)
     output = opts.run.output
     if output.zh_script and info.language in CHINESE_LANGUAGES and info.options.decode.task == "transcribe":
         segments = [convert_segment(seg, output.zh_script) for seg in segments]

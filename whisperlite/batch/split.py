@@ -13,7 +13,7 @@ from whisperlite.audio.ffmpeg import SAMPLE_RATE, ffmpeg_exe, probe_duration
 from whisperlite.batch.jobs import Job, JobResult, WorkerConfig, run_in_processes
 from whisperlite.core.cpu import physical_cores
 from whisperlite.core.errors import WhisperliteError
-from whisperlite.transcription.options import ClipOptions, RunOptions
+from whisperlite.transcription.options import ClipOptions, RunOptions, TranscribeOptions
 from whisperlite.transcription.results import Segment, TranscriptionInfo
 from whisperlite.transcription.transcribe import WhisperModel
 
@@ -79,8 +79,9 @@ def _decode_range(path: str, start: float, length: float) -> np.ndarray:
     return np.frombuffer(out[: len(out) // 2 * 2], "<i2").astype(np.float32) / 32768.0
 
 
-def stitch(results: Sequence[JobResult]) -> tuple[list[Segment], TranscriptionInfo]:
-    """The parts of one input (already on its timeline) → one segment list and one info."""
+def stitch(results: Sequence[JobResult], options: TranscribeOptions) -> tuple[list[Segment], TranscriptionInfo]:
+    """The parts of one input (already on its timeline) → one segment list and one info, whose
+    options are those asked for (`options`: the parts ran without the clip their spans are)."""
     results = sorted(results, key=lambda r: r.job.part)
     infos = [r.info for r in results]
     segments = [seg for r in results for seg in r.segments]
@@ -97,7 +98,7 @@ def stitch(results: Sequence[JobResult]) -> tuple[list[Segment], TranscriptionIn
     durations = [info.duration for info in infos]
     return segments, TranscriptionInfo(
         language=first.language, language_probability=first.language_probability,
-        duration=sum(durations) if None not in durations else None, options=first.options,
+        duration=sum(durations) if None not in durations else None, options=options,
         warning="; ".join(warnings) or None, timings=timings,
     )
 
@@ -121,4 +122,4 @@ def transcribe_split(model: WhisperModel, path: str, options: RunOptions) -> tup
     for r in results:
         if r.error:
             raise WhisperliteError(r.error)
-    return stitch(results)
+    return stitch(results, options.transcribe)

@@ -163,7 +163,7 @@ def run_options(values: Mapping[str, Any], word_formats: Collection[str] = ()) -
     unknown = sorted(set(values) - set(BY_NAME))
     if unknown:
         raise TypeError(f"unknown flag value(s): {', '.join(unknown)}")
-    given = {name: values[name] for name in values}
+    given = dict(values)
     leaves: dict[str, Any] = {}
     for name, value in given.items():
         flag = BY_NAME[name]
