@@ -1,7 +1,7 @@
 """The batch on a Dask distributed cluster: `whisperlite batch --scheduler tcp://HOST:8786`.
 
-Tasks are `batch.run_job` calls; each worker process keeps the model it loaded on its first
-task in `batch._MODELS`, so a model loads once per worker, not once per input. Segments come
+Tasks are `jobs.run_job` calls; each worker process keeps the model it loaded on its first
+task in `jobs._MODELS`, so a model loads once per worker, not once per input. Segments come
 back to this client, which writes every output and the manifest, so workers need the inputs
 at the same paths (a shared filesystem) but never write anywhere.
 """
