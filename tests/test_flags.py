@@ -13,6 +13,7 @@ from whisperlite.transcription.options import (
     ContextOptions,
     FallbackOptions,
     RunOptions,
+    TranscribeOptions,
 )
 
 
@@ -49,7 +50,7 @@ def parsed(*args: str) -> RunOptions:
 
 def test_defaults_are_the_options_tree_defaults():
     # words are timed when an output shows them; no output asked for here
-    assert parsed() == RunOptions(transcribe=RunOptions().transcribe.__class__(word_timestamps=False))
+    assert parsed() == RunOptions(transcribe=TranscribeOptions(word_timestamps=False))
     with_srt = parsed("-osrt")
     assert with_srt.transcribe == RunOptions().transcribe and with_srt.output.formats == ("srt",)
 
