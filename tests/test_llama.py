@@ -90,6 +90,7 @@ def smollm2() -> Generator:
     return Generator(str(path), n_ctx=512, arith=LLAMA_CPP_C392E509_AVX512)
 
 
+@pytest.mark.network
 def test_real_q4_1_kernel_is_bit_exact_with_ggml(smollm2):
     """One Q4_1 and one Q8_0 product on real weights through the shared kernels' ggml mode,
     against ggml's own outputs: equal bit for bit."""
@@ -105,6 +106,7 @@ def test_real_q4_1_kernel_is_bit_exact_with_ggml(smollm2):
         assert np.array_equal(got, np.fromfile(KERNELS / ref, np.float32)), name
 
 
+@pytest.mark.network
 def test_greedy_continuation_matches_llama_cpp(smollm2):
     """The seed's prompt, 64 greedy steps: every token equal to llama.cpp's, the first
     steps' logits equal to its print precision (bit-exact arithmetic)."""
@@ -123,6 +125,7 @@ def test_greedy_continuation_matches_llama_cpp(smollm2):
     assert produced == ref["generated_ids"]
 
 
+@pytest.mark.network
 def test_chat_turn_matches_llama_cpp(smollm2):
     ref = json.loads((DATA / "chat.json").read_text())["hf_jinja_template"]
     gen = smollm2

@@ -121,6 +121,7 @@ def both():
 
 
 @pytest.mark.parametrize("prompt", PROMPTS, ids=range(len(PROMPTS)))
+@pytest.mark.network
 def test_greedy_matches_installed_llama_cpp(both, prompt):
     """The prompt in one batch, then 64 greedy steps on each side: the same ids (the
     arithmetic followed is that of the installed llama.cpp's build for this CPU)."""

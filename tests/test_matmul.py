@@ -183,6 +183,7 @@ def _inputs():
         ("mm_lm_head_q80_x1col0", "token_embd.weight", "x1col0"),
     ],
 )
+@pytest.mark.network
 def test_ggml_exact_reproduces_llama_cpp(smollm2, case, tensor, xname):
     x1, x2 = _inputs()
     x = {"x1": x1, "x1col0": x1[:1], "x2": x2}[xname]
@@ -195,6 +196,7 @@ def test_ggml_exact_reproduces_llama_cpp(smollm2, case, tensor, xname):
     assert np.abs(matmul(x, w) - want).max() > 100 * np.abs(got - want).max()
 
 
+@pytest.mark.network
 def test_ggml_vec_dot_and_get_rows(smollm2):
     ref = json.loads((DATA / "kernel_ref.json").read_text())["outputs"]
     x1, _ = _inputs()
