@@ -121,6 +121,7 @@ def test_prefetch_stops_and_closes_its_source_when_the_consumer_stops():
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc to list child processes")
+@pytest.mark.slow
 def test_stopping_a_transcription_early_leaves_no_thread_or_ffmpeg(tiny_model, tmp_path):
     # Long enough that ffmpeg is still running when the first segment arrives.
     long = tmp_path / "long.wav"

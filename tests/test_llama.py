@@ -37,6 +37,7 @@ def test_config_from_gguf(tiny):
     assert cfg.n_vocab == 3 + 256 + 6 and cfg.rope_freq_base == d.rope_base
 
 
+@pytest.mark.slow
 def test_forward_matches_numpy_reference(tiny):
     path, wts = tiny
     model = Llama(read_gguf(path), ggml_exact=False)
@@ -45,6 +46,7 @@ def test_forward_matches_numpy_reference(tiny):
     np.testing.assert_allclose(got, ref, rtol=0, atol=2e-3 * np.abs(ref).max())
 
 
+@pytest.mark.slow
 def test_incremental_decoding_equals_one_batch(tiny):
     """Prompt in one batch, then token by token through the KV cache: same last logits."""
     path, _ = tiny

@@ -53,6 +53,7 @@ def test_tiles_cover_all_rows(qtype, monkeypatch):
 
 
 @pytest.mark.parametrize("qtype", [QType.Q4_K, QType.Q6_K], ids=lambda t: t.name)
+@pytest.mark.slow
 def test_k_quants_through_tiles(qtype):
     rng = np.random.default_rng(2)
     _, size = quant.layout(qtype)
@@ -226,6 +227,7 @@ def test_gemv_beam_rows_match_single_rows(qtype, ggml_exact):
     close(single, reference(x, w) if not ggml_exact else ggml_emulation(x, w), rel=2e-6 if not ggml_exact else 1e-6)
 
 
+@pytest.mark.slow
 def test_gemv_f16_special_values():
     # subnormal, inf and the largest half pass through the F16 GEMV as numpy converts them
     from whisperlite.kernels import gemv

@@ -2,6 +2,8 @@
 size and whether it is here, against a model cache of the test's own."""
 import re
 
+import pytest
+
 from conftest import FIXTURES, run_cli
 
 
@@ -40,6 +42,7 @@ def test_list_shows_every_name_with_kind_size_and_state(tmp_path):
         assert f"tiny.en-{qtype}" in rows
 
 
+@pytest.mark.slow
 def test_every_name_the_model_flag_knows_is_listed(tmp_path):
     """An unknown -m lists the names it knows: each of them is a row of `models list`."""
     env = {"WHISPERLITE_CACHE": str(tmp_path)}

@@ -19,6 +19,7 @@ def model_path():
     return loader.resolve(loader.DEFAULT_MODEL)
 
 
+@pytest.mark.slow
 def test_helper_compiles_the_step(model_path):
     helper = loader._compile_step_elsewhere(model_path, "auto", 2)
     assert helper is not None

@@ -50,6 +50,7 @@ def test_matching_skips_misrecognized_words():
     np.testing.assert_allclose(matched_start_errors(ref, hyp), [-0.1, 0.1])
 
 
+@pytest.mark.slow
 def test_tiny_en_word_starts_near_alignment(tiny_model):
     errors = []
     for name in ("praatio-bobby.flac", "praatio-mary.flac"):
