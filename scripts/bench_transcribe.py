@@ -29,6 +29,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
+# The tests' word normalization and edit distance (tests/wer.py): the WER column means what a
+# test's "the transcript is right" means.
+sys.path.insert(0, str(ROOT / "tests"))
+from wer import normalize, wer  # noqa: E402
+
 PIECES = ["jfk.wav", "librispeech-2412-153948-0000.flac"]  # single-speaker pieces: exact references
 
 CHILD = r"""
@@ -108,21 +113,6 @@ from whisperlite.registry.loader import read_checkpoint, resolve
 from whisperlite.registry.derived import quantize_checkpoint
 write_ggml(quantize_checkpoint(read_checkpoint(resolve(sys.argv[1])), "f16"), sys.argv[2], "f16")
 """
-
-
-def normalize(text: str) -> list[str]:
-    return "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text).split()
-
-
-def wer(ref: list[str], hyp: list[str]) -> float:
-    """Word error rate by edit distance (substitutions + insertions + deletions) / len(ref)."""
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1] / max(1, len(ref))
 
 
 def to_wav16k(src: Path, dst: Path, *filters: str) -> Path:

@@ -10,17 +10,16 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
-# The benchmark's word normalization and edit distance (edits / len(ref), any sequences):
-# tests judge transcripts as the benchmark does.
-sys.path.insert(0, str(ROOT / "scripts"))
-from bench_transcribe import normalize  # noqa: F401
-from bench_transcribe import wer as edit_rate  # noqa: F401
+# Tests judge transcripts as the benchmarks do (scripts/bench_transcribe.py imports wer.py too).
+from wer import normalize  # noqa: F401
+from wer import wer as edit_rate  # noqa: F401
 
 
-def run_cli(*args: str, cwd: str | os.PathLike | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """The real CLI in a child process, as a user runs it."""
+def run_cli(*args: str, cwd: str | os.PathLike | None = None, timeout: int = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The real CLI in a child process, as a user runs it; `env` adds to this process's environment."""
     return subprocess.run([sys.executable, "-m", "whisperlite", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
+                          cwd=cwd, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="session")

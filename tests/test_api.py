@@ -1,10 +1,13 @@
 """The Python API the CLI is built on (faster-whisper style)."""
 import types
 
+import pytest
+
 from conftest import FIXTURES, JFK_TEXT, normalize
 from whisperlite import Segment, TranscribeOptions
 
 
+@pytest.mark.slow
 def test_transcribe_path_lazily(tiny_model):
     segments, info = tiny_model.transcribe(str(FIXTURES / "jfk.mp3"))
     assert isinstance(segments, types.GeneratorType)  # nothing decoded until iterated

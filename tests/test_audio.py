@@ -29,10 +29,19 @@ def test_streaming_chunks_cover_the_file(jfk_audio):
     assert np.array_equal(np.concatenate(chunks), jfk_audio)
 
 
+def _close_or_fail(gen, seconds: float = 60) -> None:
+    """gen.close() on a helper thread: a close that hangs (a reader blocked on a full pipe, a
+    thread never joined) fails this test instead of stopping the suite."""
+    closer = threading.Thread(target=gen.close, daemon=True)
+    closer.start()
+    closer.join(seconds)
+    assert not closer.is_alive(), f"close() still running after {seconds} s"
+
+
 def test_early_stop_does_not_hang():
     gen = stream_audio(str(FIXTURES / "jfk.wav"), chunk_samples=1000)
     next(gen)
-    gen.close()
+    _close_or_fail(gen)
 
 
 @pytest.mark.parametrize("bits,rate,channels", [("pcm_s24le", 48000, 2), ("pcm_u8", 8000, 1), ("pcm_f32le", 22050, 6)])
@@ -107,11 +116,12 @@ def test_prefetch_stops_and_closes_its_source_when_the_consumer_stops():
     gen = prefetch(endless(), depth=1)
     next(gen)
     time.sleep(0.3)  # the producer is now blocked on the full queue
-    gen.close()
+    _close_or_fail(gen)
     assert closed.is_set() and not _audio_threads()
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs /proc to list child processes")
+@pytest.mark.slow
 def test_stopping_a_transcription_early_leaves_no_thread_or_ffmpeg(tiny_model, tmp_path):
     # Long enough that ffmpeg is still running when the first segment arrives.
     long = tmp_path / "long.wav"
@@ -120,6 +130,6 @@ def test_stopping_a_transcription_early_leaves_no_thread_or_ffmpeg(tiny_model, t
     segments, _ = tiny_model.transcribe(str(long), beam_size=1)
     next(segments)
     assert _audio_threads()  # decoding ahead on its thread
-    segments.close()
+    _close_or_fail(segments)
     assert not _audio_threads()
     assert _child_pids() <= before

@@ -114,6 +114,7 @@ def _srt_texts(path: Path) -> str:
     return " ".join(s.content for s in srt.parse(path.read_text()))
 
 
+@pytest.mark.slow
 def test_batch_records_failures_goes_on_and_skips_done(tmp_path):
     shutil.copy(JFK, _touch(tmp_path / "in/a/jfk.wav"))
     shutil.copy(JFK, _touch(tmp_path / "in/b/jfk.wav"))
@@ -143,6 +144,7 @@ def test_batch_records_failures_goes_on_and_skips_done(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.srt")} == mtimes
 
 
+@pytest.mark.slow
 def test_split_long_input_stitches_timeline(tmp_path, monkeypatch, jfk2):
     # Two JFK readings back to back, split into two parts transcribed by two worker processes.
     monkeypatch.setattr(split, "MIN_PART_SECONDS", 10.0)
@@ -162,6 +164,7 @@ def test_split_long_input_stitches_timeline(tmp_path, monkeypatch, jfk2):
     assert 10.0 < second["start"] < 13.0 and segs[-1]["end"] <= 22.0
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_keeps_finished_inputs(tmp_path):
     for i in range(2):
         shutil.copy(JFK, tmp_path / f"ep{i}.wav")
@@ -186,6 +189,7 @@ def test_kill_9_then_rerun_keeps_finished_inputs(tmp_path):
     assert all(p.stat().st_mtime_ns == m for p, m in mtimes.items())  # finished outputs untouched
 
 
+@pytest.mark.slow
 def test_dask_cluster_matches_local_run(tmp_path):
     distributed = pytest.importorskip("distributed")
     shutil.copy(JFK, _touch(tmp_path / "in/one/jfk.wav"))

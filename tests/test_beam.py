@@ -29,6 +29,7 @@ def _score(result) -> float:
 
 
 @pytest.mark.parametrize("name", ["stereo_diarization.wav", "jfk.wav"])
+@pytest.mark.slow
 def test_beam_never_scores_worse_than_greedy(model, name):
     dec = WindowDecoder(model.model, model.tokenizer)
     cross = _cross(model, name)

@@ -36,6 +36,7 @@ def transcribed(jfk_variants, tmp_path_factory):
     return r, out, [os.path.splitext(n)[0] for n in names]
 
 
+@pytest.mark.slow
 def test_every_container_gives_the_known_sentence(transcribed):
     r, out, stems = transcribed
     assert r.returncode == 0, r.stderr
@@ -62,6 +63,7 @@ def test_segments_printed_like_whisper_cpp(transcribed):
     assert normalize(first.split("]  ", 1)[1])[:5] == normalize("And so my fellow Americans")
 
 
+@pytest.mark.slow
 def test_output_beside_input_and_output_base(jfk_variants, tmp_path):
     src = tmp_path / "talk.wav"
     shutil.copy(jfk_variants / "jfk.wav", src)
@@ -72,6 +74,7 @@ def test_output_beside_input_and_output_base(jfk_variants, tmp_path):
     assert r.returncode == 0 and (tmp_path / "named.srt").exists()
 
 
+@pytest.mark.slow
 def test_summary_line_counts_segments(tmp_path):
     short = tmp_path / "short.wav"
     ffmpeg("-i", str(FIXTURES / "jfk.wav"), "-t", "5", str(short))
@@ -79,6 +82,7 @@ def test_summary_line_counts_segments(tmp_path):
     assert r.returncode == 0 and ": 1 segment in " in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_words_aligned_only_for_outputs_that_use_them(tmp_path):
     """Word alignment costs ~60 ms CPU a window: on for SRT/VTT/JSON, off for text alone,
     and the flag overrides either way."""
@@ -102,6 +106,7 @@ def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
         assert any(needle in ln for ln in lines), (needle, r.stderr)
 
 
+@pytest.mark.slow
 def test_bad_audio_inputs(tmp_path):
     bad = tmp_path / "in"
     bad.mkdir()
@@ -118,6 +123,7 @@ def test_bad_audio_inputs(tmp_path):
     assert os.listdir(out) == []  # no partial outputs
 
 
+@pytest.mark.slow
 def test_unwritable_output_dir(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
@@ -125,12 +131,14 @@ def test_unwritable_output_dir(tmp_path):
     one_line_error(r, "cannot create output directory")
 
 
+@pytest.mark.slow
 def test_unknown_model_name():
     r = run_cli("transcribe", str(FIXTURES / "jfk.wav"), "-m", "no-such-model")
     one_line_error(r, "unknown model 'no-such-model'")
 
 
 @pytest.mark.parametrize("content", [b"lmgg" + b"\x01" * 20, b"\x06\x00\x00\x00garbage"])
+@pytest.mark.slow
 def test_corrupt_model_file(tmp_path, content):
     model = tmp_path / "model.bin"
     model.write_bytes(content)
@@ -139,6 +147,7 @@ def test_corrupt_model_file(tmp_path, content):
     assert not (tmp_path / "o" / "jfk.srt").exists()
 
 
+@pytest.mark.slow
 def test_help_and_version():
     r = run_cli("transcribe", "--help")
     assert r.returncode == 0 and "Examples:" in r.stdout and "-osrt" in r.stdout
@@ -146,6 +155,7 @@ def test_help_and_version():
     assert r.returncode == 0 and "whisperlite" in r.stdout
 
 
+@pytest.mark.slow
 def test_missing_input_fails_before_loading_the_model(tmp_path):
     r = run_cli("transcribe", str(tmp_path / "nope.wav"), "-osrt")
     one_line_error(r, "nope.wav: no such file")

@@ -185,6 +185,7 @@ def test_attention_kernel_strided_views(threads):
         np.testing.assert_allclose(w[i], ww, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_real_model_prompt_pass(tiny_model):
     """tiny.en: the prompt pass and a continuation equal the float64 reference on the
     cache's float16 keys/values."""

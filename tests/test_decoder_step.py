@@ -260,6 +260,7 @@ def test_context_overflow_is_an_error():
         dec(np.asarray([[1]]), cache)
 
 
+@pytest.mark.slow
 def test_real_model_step_matches_general_path(tiny_model):
     model = tiny_model.model
     dec = model.decoder

@@ -72,6 +72,7 @@ def test_wrong_magic(tmp_path, q41_file):
 
 
 @pytest.mark.parametrize("case", ["truncated", "magic", "arch"])
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path, q41_file, case):
     path = tmp_path / f"{case}.gguf"
     if case == "truncated":

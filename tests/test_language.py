@@ -10,6 +10,7 @@ from whisperlite.transcription.transcribe import LanguageError
 SR = 16000
 
 
+@pytest.mark.network
 def test_detects_english_after_a_silent_intro(base_model, jfk_audio):
     # Without VAD the first window is pure silence: detection must look past it.
     audio = np.concatenate([np.zeros(35 * SR, np.float32), jfk_audio])
@@ -18,12 +19,14 @@ def test_detects_english_after_a_silent_intro(base_model, jfk_audio):
     assert info.timings["encode"] > 0  # the windows looked at are encoded once, then reused
 
 
+@pytest.mark.network
 def test_detects_english_and_transcribes(base_model, jfk_audio):
     segments, info = base_model.transcribe(jfk_audio, beam_size=1)
     assert info.language == "en" and info.language_probability > 0.8
     assert "ask not what your country" in "".join(s.text for s in segments).lower()
 
 
+@pytest.mark.network
 def test_language_probabilities_sum_to_one(base_model, jfk_audio):
     from whisperlite.audio.ffmpeg import N_SAMPLES
 
@@ -42,6 +45,7 @@ def test_english_only_model_rejects_other_languages_and_translation(tiny_model, 
     assert info.language == "en"
 
 
+@pytest.mark.network
 def test_unknown_language_code(base_model, jfk_audio):
     with pytest.raises(LanguageError, match="unknown language 'xx'"):
         base_model.transcribe(jfk_audio, language="xx")
@@ -68,6 +72,7 @@ def _chars(text: str) -> list[str]:
     ("sppas-cmn-f2_P7.flac", "zh", 0.95, 0.25),
     ("sppas-eng-ENG_M15_ENG_T02.flac", "en", 0.80, 0.05),
 ])
+@pytest.mark.network
 def test_detects_real_speech_language(base_model, name, language, min_prob, max_cer):
     from conftest import FIXTURES, edit_rate
 
@@ -82,6 +87,7 @@ def test_detects_real_speech_language(base_model, name, language, min_prob, max_
     assert edit_rate(_chars(ref), _chars(text)) < max_cer, text
 
 
+@pytest.mark.network
 def test_cli_zh_simplified_and_traditional(base_model, tmp_path):
     import json
 

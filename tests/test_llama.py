@@ -37,6 +37,7 @@ def test_config_from_gguf(tiny):
     assert cfg.n_vocab == 3 + 256 + 6 and cfg.rope_freq_base == d.rope_base
 
 
+@pytest.mark.slow
 def test_forward_matches_numpy_reference(tiny):
     path, wts = tiny
     model = Llama(read_gguf(path), ggml_exact=False)
@@ -45,6 +46,7 @@ def test_forward_matches_numpy_reference(tiny):
     np.testing.assert_allclose(got, ref, rtol=0, atol=2e-3 * np.abs(ref).max())
 
 
+@pytest.mark.slow
 def test_incremental_decoding_equals_one_batch(tiny):
     """Prompt in one batch, then token by token through the KV cache: same last logits."""
     path, _ = tiny
@@ -90,6 +92,7 @@ def smollm2() -> Generator:
     return Generator(str(path), n_ctx=512, arith=LLAMA_CPP_C392E509_AVX512)
 
 
+@pytest.mark.network
 def test_real_q4_1_kernel_is_bit_exact_with_ggml(smollm2):
     """One Q4_1 and one Q8_0 product on real weights through the shared kernels' ggml mode,
     against ggml's own outputs: equal bit for bit."""
@@ -105,6 +108,7 @@ def test_real_q4_1_kernel_is_bit_exact_with_ggml(smollm2):
         assert np.array_equal(got, np.fromfile(KERNELS / ref, np.float32)), name
 
 
+@pytest.mark.network
 def test_greedy_continuation_matches_llama_cpp(smollm2):
     """The seed's prompt, 64 greedy steps: every token equal to llama.cpp's, the first
     steps' logits equal to its print precision (bit-exact arithmetic)."""
@@ -123,6 +127,7 @@ def test_greedy_continuation_matches_llama_cpp(smollm2):
     assert produced == ref["generated_ids"]
 
 
+@pytest.mark.network
 def test_chat_turn_matches_llama_cpp(smollm2):
     ref = json.loads((DATA / "chat.json").read_text())["hf_jinja_template"]
     gen = smollm2

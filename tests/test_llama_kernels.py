@@ -20,6 +20,7 @@ FLOAT_KERNEL = {QType.Q8_0: gemv.gemv_q8_0, QType.Q4_0: gemv.gemv_q4_0, QType.Q4
 @pytest.mark.skipif(not gemv.HAS_AVX2, reason="integer dots need AVX2")
 @pytest.mark.parametrize("qtype", list(FLOAT_KERNEL), ids=lambda q: q.name)
 @pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.slow
 def test_integer_dots_equal_float_integer_dots(qtype, n):
     """gemv_i8 (int8 activations, byte multiply-adds) equals the float-integer kernel bit
     for bit, and both are within rounding of numpy's product of the dequantized values."""
@@ -82,6 +83,7 @@ def _f16_dot_reference(a: np.ndarray, b: np.ndarray, ne: int, batched: bool, w: 
 @pytest.mark.parametrize("w", [8, 16])
 @pytest.mark.parametrize("batched", [False, True])
 @pytest.mark.parametrize("n,ne", [(64, 64), (256, 41), (256, 256), (96, 70), (40, 40)])
+@pytest.mark.slow
 def test_f16_dot_matches_reference_order(w, batched, n, ne):
     import numba
 
@@ -121,6 +123,7 @@ def both():
 
 
 @pytest.mark.parametrize("prompt", PROMPTS, ids=range(len(PROMPTS)))
+@pytest.mark.network
 def test_greedy_matches_installed_llama_cpp(both, prompt):
     """The prompt in one batch, then 64 greedy steps on each side: the same ids (the
     arithmetic followed is that of the installed llama.cpp's build for this CPU)."""

@@ -27,6 +27,7 @@ def smol_tokenizer() -> LlamaTokenizer:
     return LlamaTokenizer(read_gguf(path))
 
 
+@pytest.mark.network
 def test_ids_equal_llama_cpp(smol_tokenizer):
     ref = json.loads((DATA / "tokenize.json").read_text())
     for case in ref["cases"]:
@@ -34,6 +35,7 @@ def test_ids_equal_llama_cpp(smol_tokenizer):
         assert smol_tokenizer.encode(case["text"], parse_special=False) == case["ids_no_parse_special"], case["name"]
 
 
+@pytest.mark.network
 def test_decode_round_trip_and_specials(smol_tokenizer):
     ref = json.loads((DATA / "tokenize.json").read_text())
     for case in ref["cases"]:
@@ -43,6 +45,7 @@ def test_decode_round_trip_and_specials(smol_tokenizer):
     assert smol_tokenizer.eog_ids >= {2} and not smol_tokenizer.add_bos
 
 
+@pytest.mark.network
 def test_streamer_holds_split_utf8(smol_tokenizer):
     ids = smol_tokenizer.encode("naïve 🙂 你好")
     s = smol_tokenizer.streamer()
@@ -50,6 +53,7 @@ def test_streamer_holds_split_utf8(smol_tokenizer):
     assert "".join(pieces) == "naïve 🙂 你好" and all("\ufffd" not in p for p in pieces)
 
 
+@pytest.mark.network
 def test_chat_template_renders_as_hf(smol_tokenizer):
     ref = json.loads((DATA / "chat.json").read_text())["hf_jinja_template"]
     tok = smol_tokenizer

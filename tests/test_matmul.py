@@ -53,6 +53,7 @@ def test_tiles_cover_all_rows(qtype, monkeypatch):
 
 
 @pytest.mark.parametrize("qtype", [QType.Q4_K, QType.Q6_K], ids=lambda t: t.name)
+@pytest.mark.slow
 def test_k_quants_through_tiles(qtype):
     rng = np.random.default_rng(2)
     _, size = quant.layout(qtype)
@@ -183,6 +184,7 @@ def _inputs():
         ("mm_lm_head_q80_x1col0", "token_embd.weight", "x1col0"),
     ],
 )
+@pytest.mark.network
 def test_ggml_exact_reproduces_llama_cpp(smollm2, case, tensor, xname):
     x1, x2 = _inputs()
     x = {"x1": x1, "x1col0": x1[:1], "x2": x2}[xname]
@@ -195,6 +197,7 @@ def test_ggml_exact_reproduces_llama_cpp(smollm2, case, tensor, xname):
     assert np.abs(matmul(x, w) - want).max() > 100 * np.abs(got - want).max()
 
 
+@pytest.mark.network
 def test_ggml_vec_dot_and_get_rows(smollm2):
     ref = json.loads((DATA / "kernel_ref.json").read_text())["outputs"]
     x1, _ = _inputs()
@@ -224,6 +227,7 @@ def test_gemv_beam_rows_match_single_rows(qtype, ggml_exact):
     close(single, reference(x, w) if not ggml_exact else ggml_emulation(x, w), rel=2e-6 if not ggml_exact else 1e-6)
 
 
+@pytest.mark.slow
 def test_gemv_f16_special_values():
     # subnormal, inf and the largest half pass through the F16 GEMV as numpy converts them
     from whisperlite.kernels import gemv

@@ -17,6 +17,7 @@ def reference_log_mel(audio: np.ndarray, n_mels: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("n_mels", [80, 128])
+@pytest.mark.slow
 def test_log_mel_matches_reference(jfk_audio, n_mels):
     ours = log_mel_spectrogram(jfk_audio, n_mels)
     ref = reference_log_mel(jfk_audio, n_mels)

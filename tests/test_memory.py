@@ -46,6 +46,7 @@ def resident():
     return r
 
 
+@pytest.mark.slow
 def test_model_file_pages_are_not_kept_resident(resident):
     """tiny.en's model.bin is 75 MB; once the model is built, only the float16 matrices read
     in place come back as they are used: the decoder's (about 13 MB) and the encoder's

@@ -56,12 +56,14 @@ def test_no_text_with_default_options(tiny_model, kind):
 
 
 @pytest.mark.parametrize("kind", ["white noise", "pink noise"])
+@pytest.mark.slow
 def test_no_text_on_noise_without_vad(tiny_model, kind):
     audio = white_noise(60) if kind == "white noise" else pink_noise(60)
     segments, _ = tiny_model.transcribe(audio, vad=False)
     assert [s.text for s in segments] == []
 
 
+@pytest.mark.slow
 def test_cli_writes_empty_subtitles_for_noise(tmp_path):
     wav = tmp_path / "noise.wav"
     sf.write(wav, pink_noise(60), SR, subtype="PCM_16")

@@ -103,6 +103,7 @@ def test_transcription_profile_counts_windows_and_tokens(tiny_model):
     assert "token steps (decoder)" in report and "voice activity" in report and report.splitlines()[-1].startswith("total:")
 
 
+@pytest.mark.slow
 def test_cli_profile_flag(tmp_path):
     r = run_cli("transcribe", str(FIXTURES / "jfk.wav"), "-bs", "1", "--profile", "-osrt", "-o", str(tmp_path), "-t", "1")
     assert r.returncode == 0, r.stderr

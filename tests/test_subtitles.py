@@ -50,6 +50,7 @@ def test_unlimited():
     assert len(cues) == 1 and cues[0].text == TEXT.strip()
 
 
+@pytest.mark.slow
 def test_cli_max_len_and_words_in_json(tmp_path):
     r = run_cli("transcribe", str(FIXTURES / "jfk.wav"), "-osrt", "-ovtt", "-ojf", "-ml", "16", "-bs", "1",
                 "-o", str(tmp_path), "-q")

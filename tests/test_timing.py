@@ -138,6 +138,7 @@ def test_alignment_head_presets_match_ct2_config(tiny_model):
     assert preset_alignment_heads(large_v2) is None  # v1 and v2 cannot be told apart
 
 
+@pytest.mark.slow
 def test_ggml_model_words_match_ct2_words(jfk_words, jfk_audio):
     import whisperlite
 
@@ -167,6 +168,7 @@ def _words(segments) -> list[tuple]:
     return [(s.id, s.start, s.end, s.text, [(w.word, w.start, w.end) for w in s.words]) for s in segments]
 
 
+@pytest.mark.slow
 def test_background_alignment_equals_inline(tiny_model, long_audio, monkeypatch):
     segments, info = tiny_model.transcribe(long_audio, word_timestamps=True, beam_size=1, vad=False)
     behind = list(segments)
@@ -179,6 +181,7 @@ def test_background_alignment_equals_inline(tiny_model, long_audio, monkeypatch)
     assert not _worker_threads()
 
 
+@pytest.mark.slow
 def test_alignment_error_is_raised_by_the_iterator(tiny_model, long_audio, monkeypatch):
     import whisperlite.transcription.transcribe as transcribe
 
@@ -197,6 +200,7 @@ def test_alignment_error_is_raised_by_the_iterator(tiny_model, long_audio, monke
     assert not _worker_threads()
 
 
+@pytest.mark.slow
 def test_closing_the_iterator_early_ends_the_worker(tiny_model, long_audio):
     segments, _ = tiny_model.transcribe(long_audio, word_timestamps=True, beam_size=1, vad=False)
     first = next(segments)

@@ -48,6 +48,7 @@ def test_time_map():
     assert tm.to_input(2.5) == 10.5 and tm.to_input(2.5, is_end=True) == 10.5
 
 
+@pytest.mark.slow
 def test_pauses_cut_and_times_mapped_back(tiny_model, jfk_audio):
     gap = np.zeros(10 * SR, np.float32)
     audio = np.concatenate([gap[: 5 * SR], jfk_audio, gap, jfk_audio, gap[: 5 * SR]])

@@ -19,6 +19,7 @@ def model_path():
     return loader.resolve(loader.DEFAULT_MODEL)
 
 
+@pytest.mark.slow
 def test_helper_compiles_the_step(model_path):
     helper = loader._compile_step_elsewhere(model_path, "auto", 2)
     assert helper is not None
@@ -26,10 +27,22 @@ def test_helper_compiles_the_step(model_path):
 
 
 def test_failed_helper_leaves_the_step_to_the_warm_up(model_path, monkeypatch):
-    monkeypatch.setattr(loader, "_compile_step_elsewhere",
-                        lambda *a: subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]))
+    """The warm-up waits for its helper, which failed, then compiles the step itself. What it
+    did is recorded: an earlier test in this process may have compiled the step already, and
+    the kernels' signatures alone would then pass whatever the warm-up did."""
+    failing = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    monkeypatch.setattr(loader, "_compile_step_elsewhere", lambda *a: failing)
+    stepped = []
+    warm_step = loader._warm_step
+
+    def recorded(decoder, threads, cache=None):
+        stepped.append((threads, failing.poll()))
+        warm_step(decoder, threads, cache)
+
+    monkeypatch.setattr(loader, "_warm_step", recorded)
     model = Whisper(loader.apply_compute_type(loader.read_checkpoint(model_path), "auto"))
-    loader._warm_up(model, 2, model_path, "auto")
+    loader._warm_up(model, 2, model_path, "auto", None)
+    assert stepped == [(2, 3)]  # both thread counts' steps, after the helper had exited with 3
     assert fused.step_body.signatures and fused.step_parallel.signatures
 
 
@@ -47,7 +60,7 @@ def test_interrupted_warm_up_kills_the_helper(model_path, monkeypatch):
     model = SimpleNamespace(encoder=interrupted, decoder=SimpleNamespace(step_weights=object()),
                             dims=SimpleNamespace(n_mels=80, n_audio_ctx=1500))
     with pytest.raises(KeyboardInterrupt):
-        loader._warm_up(model, 2, model_path, "auto")
+        loader._warm_up(model, 2, model_path, "auto", None)
     assert helpers[0].wait(timeout=10) != 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from conftest import FIXTURES
 
 
@@ -49,6 +50,7 @@ def test_matching_skips_misrecognized_words():
     np.testing.assert_allclose(matched_start_errors(ref, hyp), [-0.1, 0.1])
 
 
+@pytest.mark.slow
 def test_tiny_en_word_starts_near_alignment(tiny_model):
     errors = []
     for name in ("praatio-bobby.flac", "praatio-mary.flac"):
@@ -61,6 +63,7 @@ def test_tiny_en_word_starts_near_alignment(tiny_model):
     assert np.mean(np.abs(errors)) < 0.15 and np.max(np.abs(errors)) < 0.3
 
 
+@pytest.mark.network
 def test_base_german_word_starts_near_forced_alignment(base_model):
     name = "sppas-deu-DEU_F10_DEU_T02.flac"
     segments, info = base_model.transcribe(str(FIXTURES / name), word_timestamps=True)

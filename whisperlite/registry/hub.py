@@ -39,8 +39,9 @@ class ModelFile:
 @dataclass(frozen=True)
 class HubModel:
     name: str
-    kind: str  # "llama" (a GGUF file) or "whisper" (a CTranslate2 directory)
+    kind: str  # "llama" (a GGUF file, for `generate`) or "whisper" (a CTranslate2 directory)
     description: str
+    size_mb: int  # on disk once pulled, as `models list` shows it before the download
     files: tuple[ModelFile, ...]
     entry: str | None  # the file `cached_path` returns; None: the directory itself
 
@@ -56,7 +57,8 @@ MODELS: dict[str, HubModel] = {
         HubModel(
             name="smollm2",
             kind="llama",
-            description="SmolLM2-135M-Instruct, GGUF Q4_1 (98 MB, Apache-2.0)",
+            description="SmolLM2-135M-Instruct, GGUF Q4_1, Apache-2.0",
+            size_mb=98,
             files=(ModelFile(
                 "SmolLM2-135M-Instruct.Q4_1.gguf",
                 "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
@@ -67,7 +69,8 @@ MODELS: dict[str, HubModel] = {
         HubModel(
             name="base",
             kind="whisper",
-            description="Whisper base (multilingual), CTranslate2 float16 (145 MB, MIT)",
+            description="Whisper base (multilingual), CTranslate2 float16, MIT",
+            size_mb=145,
             files=(
                 ModelFile(
                     "model.bin",
