@@ -4,11 +4,12 @@ import pytest
 from click.testing import CliRunner
 from gguf import GGMLQuantizationType as QType
 
-import whisperlite.registry.derived
+import whisperlite.registry.embedded
 from whisperlite.cli.main import main
 from whisperlite.formats.ggml import read_ggml, write_ggml
 from whisperlite.kernels.tensor import QTensor
-from whisperlite.registry.derived import DERIVED_NAMES, resolve_derived
+from whisperlite.registry.derived import resolve_derived
+from whisperlite.registry.embedded import DERIVED_NAMES
 
 from test_ggml import tiny_checkpoint
 
@@ -81,7 +82,7 @@ def test_unknown_type_is_a_usage_error(tiny_f16, tmp_path):
 
 
 def test_derived_model_is_made_once_and_cached(tmp_path, monkeypatch):
-    monkeypatch.setattr(whisperlite.registry.derived, "CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(whisperlite.registry.embedded, "CACHE_DIR", str(tmp_path))
     assert resolve_derived("tiny.en") is None and resolve_derived("base-q5_0") is None
     assert "tiny.en-q4_0" in DERIVED_NAMES
     path = resolve_derived("tiny.en-q4_0")

@@ -23,7 +23,7 @@ COMMANDS = {
     "quantize": ("whisperlite.cli.quantize", "quantize", "Quantize IN into the whisper.cpp ggml file OUT."),
     "convert": ("whisperlite.cli.quantize", "convert", "Convert IN into the whisper.cpp ggml file OUT."),
     "generate": ("whisperlite.cli.generate", "generate", "Generate text with a LLaMA-family GGUF model."),
-    "models": ("whisperlite.cli.models", "models", "Models available by name, and the local cache."),
+    "models": ("whisperlite.cli.models", "models", "Model names for -m, and the local cache."),
 }
 
 

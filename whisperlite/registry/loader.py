@@ -61,7 +61,8 @@ def resolve(name: str) -> Path:
     if os.path.sep in name or name.endswith((".bin", ".gguf")):
         return Path(name)
     from whisperlite.registry import hub
-    from whisperlite.registry.derived import DERIVED_NAMES, resolve_derived
+    from whisperlite.registry.derived import resolve_derived
+    from whisperlite.registry.embedded import DERIVED_NAMES
 
     derived = resolve_derived(name)
     if derived is not None:
@@ -209,7 +210,7 @@ def _compile_step_elsewhere(path: Path, compute_type: str, threads: int) -> subp
     checkout after `pip install .`), whose kernels this process would never find."""
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from whisperlite.registry.loader import compile_step; "
             "compile_step(sys.argv[2], sys.argv[3], int(sys.argv[4]))")
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])
     try:
         return subprocess.Popen([sys.executable, "-c", code, package_root, os.path.abspath(path), compute_type, str(threads)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
