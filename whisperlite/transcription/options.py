@@ -20,6 +20,9 @@ from whisperlite.core.errors import WhisperliteError
 
 DEFAULT_MODEL = "tiny.en"  # embedded in a dependency: works with no download
 COMPUTE_TYPES = ("auto", "f32", "q8_0")
+# faster-whisper's compute types that have a CPU equivalent here, and whisperlite's own
+COMPUTE_TYPE_NAMES = {"default": "auto", "int8": "q8_0", "int8_float32": "q8_0", "float32": "f32",
+                      **{name: name for name in COMPUTE_TYPES}}
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,9 @@ class ClipOptions:
 
     offset: float = 0.0  # seconds skipped at the start
     duration: float | None = None  # seconds transcribed from the offset; None: to the end
-    clip_timestamps: tuple[float, ...] = ()  # start, end, start, end, … seconds decoded (odd count: the last to the end); (): all
+    # start, end, start, end, … seconds decoded (odd count: the last to the end); (): all.
+    # Given, they say where the speech is: the VAD is not run.
+    clip_timestamps: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
