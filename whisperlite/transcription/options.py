@@ -238,7 +238,7 @@ def _vad_parameters(value: object) -> dict[str, object]:
 
 # faster-whisper's names (and value forms) for leaves: name → (flat names and values).
 ALIASES: dict[str, Callable[[object], dict[str, object]]] = {
-    "temperature": lambda v: {"temperatures": _temperatures(v)},
+    "temperature": lambda v: {"temperatures": v},
     "log_prob_threshold": lambda v: {"logprob_threshold": v},
     "vad_filter": lambda v: {"vad": bool(v)},
     "vad_parameters": lambda v: {} if v is None else _vad_parameters(v),
@@ -277,8 +277,17 @@ def _canonical(values: dict[str, object]) -> dict[str, object]:
         for flat, v in (ALIASES[name](value) if name in ALIASES else {name: value}).items():
             if flat in out:
                 raise TypeError(f"transcription option {flat} given twice (as {given_as[flat]} and as {name})")
-            out[flat], given_as[flat] = (_FORMS[flat](v) if flat in _FORMS else v), name
+            out[flat], given_as[flat] = (_leaf_form(flat, v) if flat in _FORMS else v), name
     return out
+
+
+def _leaf_form(flat: str, value: object) -> object:
+    try:
+        return _FORMS[flat](value)
+    except OptionError:
+        raise
+    except (TypeError, ValueError):
+        raise OptionError(f"{flat}: cannot take {_show(value)}") from None
 
 
 def with_values(options: TranscribeOptions, **values: object) -> TranscribeOptions:

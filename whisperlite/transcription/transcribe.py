@@ -38,7 +38,6 @@ from whisperlite.core.profiling import Profile, timed
 from whisperlite.kernels.threads import one_thread_here
 from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.registry.loader import load_whisper
-from whisperlite.tokenizer.whisper import WhisperTokenizer
 from whisperlite.transcription import logits as logit_rules
 from whisperlite.transcription import timing
 from whisperlite.transcription.decoding import (
@@ -282,10 +281,10 @@ class WhisperModel:
                 reader.encoded = (at * HOP_LENGTH, len(samples), mel, features)  # the loop starts with this window
             probs, no_speech = self.language_probabilities(features)
             code = max(probs, key=probs.__getitem__)
-            if best is None or no_speech < best[0]:
+            found = no_speech < threshold and (wanted is None or probs[code] >= wanted)
+            if found or best is None or no_speech < best[0]:
                 best = (no_speech, code, probs[code], probs)
-            if no_speech < threshold and (wanted is None or probs[code] >= wanted):
-                best = (no_speech, code, probs[code], probs)
+            if found:
                 break
         if best is None:  # no audio at all: nothing will be decoded either
             return "en", 0.0, None
