@@ -27,6 +27,20 @@ def test_detects_english_and_transcribes(base_model, jfk_audio):
 
 
 @pytest.mark.network
+def test_detect_language_from_audio_and_from_features(base_model, jfk_audio):
+    """faster-whisper's detect_language: (language, probability, all languages most probable first)."""
+    from whisperlite.audio.mel import log_mel_spectrogram
+
+    language, probability, ranked = base_model.detect_language(jfk_audio)
+    assert (language, probability) == ranked[0] and language == "en" and probability > 0.8
+    assert [p for _, p in ranked] == sorted((p for _, p in ranked), reverse=True)
+    from_features = base_model.detect_language(features=log_mel_spectrogram(jfk_audio, padding=30 * SR - len(jfk_audio)))
+    assert from_features[0] == "en" and from_features[1] == pytest.approx(probability, abs=1e-4)
+    padded = np.concatenate([np.zeros(35 * SR, np.float32), jfk_audio])  # a silent first window, cut by the VAD
+    assert base_model.detect_language(padded, vad_filter=True)[0] == "en"
+
+
+@pytest.mark.network
 def test_language_probabilities_sum_to_one(base_model, jfk_audio):
     from whisperlite.audio.ffmpeg import N_SAMPLES
 

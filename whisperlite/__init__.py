@@ -10,6 +10,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_model": "whisperlite.transcription.transcribe",
     "WhisperModel": "whisperlite.transcription.transcribe",
+    "BatchedInferencePipeline": "whisperlite.transcription.transcribe",
+    "available_models": "whisperlite.transcription.transcribe",
+    "download_model": "whisperlite.transcription.transcribe",
+    "decode_audio": "whisperlite.audio.ffmpeg",
+    "VadOptions": "whisperlite.transcription.options",
     "Segment": "whisperlite.transcription.results",
     "Word": "whisperlite.transcription.results",
     "TranscriptionInfo": "whisperlite.transcription.results",

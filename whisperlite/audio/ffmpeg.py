@@ -1,10 +1,12 @@
 """Any ffmpeg-readable input → 16 kHz mono float32, streamed in chunks.
 
 The decoder process writes s16le PCM to a pipe (`ffmpeg -ac 1 -ar 16000 -f s16le`); we read
-it in fixed-size chunks so that a two-hour file never sits in memory as one buffer.
+it in fixed-size chunks so that a two-hour file never sits in memory as one buffer. Inputs
+are paths, bytes or binary file objects (piped into ffmpeg), or samples already decoded.
 """
 from __future__ import annotations
 
+import io
 import os
 import queue
 import shutil
@@ -13,7 +15,7 @@ import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Iterator, TypeVar
+from typing import BinaryIO, Iterable, Iterator, TypeVar, Union
 
 import ffmpeg
 import numpy as np
@@ -22,6 +24,8 @@ from whisperlite.core.errors import AudioDecodeError
 from whisperlite.core.profiling import Profile
 
 T = TypeVar("T")
+# What ffmpeg decodes: a path, the bytes of a file, or a binary file object.
+AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 
 SAMPLE_RATE = 16000
 N_FFT = 400  # 25 ms window
@@ -63,6 +67,59 @@ def _check_input(path: str) -> None:
         raise AudioDecodeError(f"{path}: permission denied")
 
 
+@dataclass(frozen=True)
+class _Input:
+    """How ffmpeg gets an input: a path, or data piped into its stdin."""
+
+    url: str  # ffmpeg's input: the path, or pipe:0
+    data: bytes | BinaryIO | None  # written to ffmpeg's stdin
+    name: str  # the input in messages: a path, never raw bytes
+
+
+def _input(source: AudioSource) -> _Input:
+    """The ffmpeg input for `source`, or a one-line AudioDecodeError for what cannot be one."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        _check_input(path)
+        return _Input(path, None, path)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if not data:
+            raise AudioDecodeError("audio bytes: empty")
+        return _Input("pipe:0", data, f"audio bytes ({len(data)} bytes)")
+    if isinstance(source, io.TextIOBase):
+        raise AudioDecodeError(f"{getattr(source, 'name', 'file object')}: opened in text mode; open audio with 'rb'")
+    if callable(getattr(source, "read", None)):
+        name = getattr(source, "name", None)
+        return _Input("pipe:0", source, name if isinstance(name, str) else "audio file object")
+    raise AudioDecodeError(f"cannot read audio from type {type(source).__name__}: expected a path, bytes, "
+                           "a binary file object or a numpy array of samples")
+
+
+def _feed(stdin: BinaryIO, data: bytes | BinaryIO, errors: list[str]) -> None:
+    """Write `data` into ffmpeg's stdin (on a thread: ffmpeg's output is read meanwhile)."""
+    try:
+        if isinstance(data, bytes):
+            stdin.write(data)
+        else:
+            while chunk := data.read(1 << 16):
+                if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                    errors.append(f"file object gave {type(chunk).__name__}, not bytes: open audio with 'rb'")
+                    break
+                stdin.write(chunk)
+    except (BrokenPipeError, ValueError):
+        pass  # ffmpeg stopped reading (done, or failed: its exit status tells)
+    except OSError as e:
+        errors.append(f"cannot read the file object ({e})")
+    finally:
+        try:
+            stdin.close()
+        except OSError:
+            pass
+
+
 def _ffmpeg_message(stderr: bytes, path: str) -> str:
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
     text = " ".join(lines).lower()
@@ -75,32 +132,39 @@ def _ffmpeg_message(stderr: bytes, path: str) -> str:
 
 
 def stream_audio(
-    path: str, chunk_samples: int = N_SAMPLES, report: DecodeReport | None = None
+    source: AudioSource, chunk_samples: int = N_SAMPLES, report: DecodeReport | None = None,
+    sample_rate: int = SAMPLE_RATE, channels: int = 1,
 ) -> Iterator[np.ndarray]:
-    """Yield float32 mono 16 kHz chunks of `chunk_samples` (the last may be shorter).
+    """Yield float32 chunks of `chunk_samples` (the last may be shorter) at `sample_rate`:
+    mono, or (n, channels) frames.
 
     Raises AudioDecodeError (one readable line) when nothing decodes. Damage after audio has
     decoded (a recording cut off mid-stream) is reported in `report.warning` instead: the
     audio up to that point is still worth transcribing.
     """
-    path = os.fspath(path)
-    _check_input(path)
+    src = _input(source)
+    path = src.name
     report = report if report is not None else DecodeReport()
     cmd = (
-        ffmpeg.input(path)
-        .output("pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=SAMPLE_RATE, map="0:a:0")
+        ffmpeg.input(src.url)
+        .output("pipe:", format="s16le", acodec="pcm_s16le", ac=channels, ar=sample_rate, map="0:a:0")
         .global_args("-nostdin", "-hide_banner", "-v", "error")
         .compile(cmd=ffmpeg_exe())
     )
+    stdin = subprocess.DEVNULL if src.data is None else subprocess.PIPE
     try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as e:
         raise AudioDecodeError(f"cannot run ffmpeg ({e})") from None
+    feed_errors: list[str] = []
+    if src.data is not None:
+        threading.Thread(target=_feed, args=(proc.stdin, src.data, feed_errors), daemon=True).start()
     err_chunks: list[bytes] = []
     # ffmpeg can fill the stderr pipe while we block on stdout: drain it on a thread.
     drain = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
     drain.start()
-    nbytes = chunk_samples * 2
+    frame_bytes = 2 * channels
+    nbytes = chunk_samples * frame_bytes
     finished = False
     try:
         while True:
@@ -108,10 +172,11 @@ def stream_audio(
             if not buf:
                 finished = True
                 break
-            if len(buf) % 2:
-                buf = buf[:-1]
-            report.samples += len(buf) // 2
-            yield np.frombuffer(buf, dtype="<i2").astype(np.float32) / 32768.0
+            if len(buf) % frame_bytes:
+                buf = buf[: len(buf) - len(buf) % frame_bytes]
+            report.samples += len(buf) // frame_bytes
+            samples = np.frombuffer(buf, dtype="<i2").astype(np.float32) / 32768.0
+            yield samples if channels == 1 else samples.reshape(-1, channels)
     finally:
         if not finished:
             # The consumer stopped early: don't wait for ffmpeg to finish decoding.
@@ -120,6 +185,8 @@ def stream_audio(
         rc = proc.wait()
         drain.join()
     stderr = b"".join(err_chunks)
+    if feed_errors and report.samples == 0:
+        raise AudioDecodeError(f"{path}: {feed_errors[0]}")
     if rc != 0 and report.samples == 0:
         raise AudioDecodeError(_ffmpeg_message(stderr, path))
     if report.samples == 0:
@@ -129,14 +196,54 @@ def stream_audio(
         report.warning = f"{path}: damaged or truncated audio, transcribing what decoded ({first})"
 
 
-def load_audio(path: str, report: DecodeReport | None = None) -> np.ndarray:
+def load_audio(source: AudioSource, report: DecodeReport | None = None) -> np.ndarray:
     """The whole input as one float32 array: for short files and tests."""
-    chunks = list(stream_audio(path, report=report))
+    chunks = list(stream_audio(source, report=report))
     return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
 
 
-def probe_duration(path: str) -> float | None:
-    """Container duration in seconds, or None if ffprobe-less ffmpeg cannot tell cheaply."""
+def samples_from_array(audio: np.ndarray) -> np.ndarray:
+    """Samples given as an array (16 kHz) → float32 mono: stereo, (2, n) or (n, 2), is
+    averaged; integer samples are scaled to [-1, 1)."""
+    a = np.asarray(audio)
+    if a.dtype.kind not in "fiu":
+        raise AudioDecodeError(f"audio array of {a.dtype} values: expected float or integer samples")
+    if a.dtype.kind in "iu":
+        info = np.iinfo(a.dtype)
+        a = (a.astype(np.float64) - (info.max + 1 + info.min) / 2) / ((info.max - info.min + 1) / 2)
+    if a.ndim == 2 and min(a.shape) <= 8:  # channels: the short axis
+        a = a.mean(axis=0 if a.shape[0] <= a.shape[1] else 1)
+    if a.ndim != 1:
+        raise AudioDecodeError(f"audio array of shape {a.shape}: expected samples (n,) or channels (2, n) / (n, 2)")
+    return np.ascontiguousarray(a, np.float32)
+
+
+def decode_audio(source: AudioSource | np.ndarray, sampling_rate: int = SAMPLE_RATE,
+                 split_stereo: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The whole input as float32 samples at `sampling_rate` (faster-whisper's `decode_audio`):
+    mono, or with `split_stereo` the (left, right) channels (a mono input gives both the same).
+    An array is taken as samples at `sampling_rate` already."""
+    if isinstance(source, np.ndarray):
+        a = np.asarray(source)
+        if not split_stereo:
+            return samples_from_array(a)
+        if a.ndim == 2 and 2 in a.shape:
+            left, right = (a[0], a[1]) if a.shape[0] == 2 else (a[:, 0], a[:, 1])
+            return samples_from_array(left), samples_from_array(right)
+        mono = samples_from_array(a)
+        return mono, mono.copy()
+    if not split_stereo:
+        chunks = list(stream_audio(source, sample_rate=sampling_rate))
+        return np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+    frames = np.concatenate(list(stream_audio(source, sample_rate=sampling_rate, channels=2)))
+    return np.ascontiguousarray(frames[:, 0]), np.ascontiguousarray(frames[:, 1])
+
+
+def probe_duration(path: AudioSource) -> float | None:
+    """Container duration in seconds, or None if ffprobe-less ffmpeg cannot tell cheaply (or
+    the input is not a path)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return None
     try:
         out = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", path], capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):

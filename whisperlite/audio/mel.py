@@ -7,7 +7,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from whisperlite.audio.ffmpeg import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from whisperlite.audio.ffmpeg import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE, AudioSource, load_audio
 from whisperlite.core.env import CACHE_DIR
 
 
@@ -62,8 +62,11 @@ def _power_spectrum(audio: np.ndarray) -> np.ndarray:
     return power
 
 
-def log_mel_spectrogram(audio: np.ndarray, n_mels: int = 80, padding: int = 0) -> np.ndarray:
-    """audio (n,) float32 at 16 kHz → (n_mels, n_frames) float32, n_frames = (n + padding) // 160."""
+def log_mel_spectrogram(audio: np.ndarray | AudioSource, n_mels: int = 80, padding: int = 0) -> np.ndarray:
+    """audio (n,) float32 at 16 kHz (or a path, bytes or file to decode) → (n_mels, n_frames)
+    float32, n_frames = (n + padding) // 160."""
+    if not isinstance(audio, np.ndarray):
+        audio = load_audio(audio)
     if padding:
         audio = np.pad(audio, (0, padding))
     mel = mel_filters(n_mels) @ _power_spectrum(audio)

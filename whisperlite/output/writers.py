@@ -114,8 +114,11 @@ def atomic_write_text(path: str, text: str) -> None:
 
 def write_outputs(segments: Sequence[Segment], info: TranscriptionInfo, base: str, formats: Sequence[str],
                   options: OutputOptions | None = None) -> list[str]:
-    """Render all formats, then write `base.<ext>` for each; returns the paths written."""
+    """Render all formats, then write `base.<ext>` for each (creating its folder); returns the
+    paths written."""
     rendered = [(f"{base}.{fmt}", WRITERS[fmt](segments, info, options)) for fmt in formats]
+    if rendered:
+        check_output_dir(os.path.dirname(base) or ".")
     for path, text in rendered:
         atomic_write_text(path, text)
     return [p for p, _ in rendered]

