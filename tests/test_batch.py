@@ -204,13 +204,15 @@ def test_dask_cluster_matches_local_run(tmp_path):
 
 
 def every_leaf_changed() -> RunOptions:
-    """A tree whose every leaf differs from its default, but for the model (one is embedded)
-    and the task (tiny.en cannot translate)."""
+    """A tree whose every leaf differs from its default, but for the model (one is embedded),
+    the task (tiny.en cannot translate) and the API's clip_timestamps (spans of their own, which
+    -p parts replace as they replace -ot/-d)."""
     run = RunOptions(
         TranscribeOptions(
             DecodeOptions(language="en", temperature=0.1, sample_len=100, best_of=2, beam_size=2, patience=1.5,
                           length_penalty=0.5, prompt=(50256,), suppress_tokens=(1, 2), suppress_blank=False,
-                          without_timestamps=True, max_initial_timestamp=0.5, seed=3),
+                          without_timestamps=True, max_initial_timestamp=0.5, seed=3, prefix="And so",
+                          multilingual=True, language_detection_segments=2, language_detection_threshold=0.5),
             FallbackOptions((0.0, 0.5), 2.0, -2.0, 0.7),
             ContextOptions(False, 0.3, "Kennedy.", "Americans", 10),
             VadOptions(False, 0.4, 0.3, 200, 1000, 300),
@@ -221,7 +223,7 @@ def every_leaf_changed() -> RunOptions:
     )
     default = RunOptions()
     same = [leaf for leaf in leaves() if leaf_value(run, leaf) == leaf_value(default, leaf)]
-    assert same == ["transcribe.decode.task", "runtime.model"]
+    assert same == ["transcribe.decode.task", "transcribe.clip.clip_timestamps", "runtime.model"]
     return run
 
 
