@@ -1,7 +1,7 @@
 """Whisper's text decoder: pre-LN blocks with cross-attention over the encoder output.
 Self-attention keys/values live in a preallocated cache so each new token costs one row of
 work per layer, and a prompt of any length is one batched pass. The token-by-token step
-(one new token per sequence) runs as one fused kernel (kernels/decoder_step.py) into
+(one new token per sequence) runs as one fused kernel (whisper_step.py) into
 scratch kept on the cache, so it allocates nothing per token."""
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import numpy as np
 
 from whisperlite.kernels import QTensor, Weight, get_threads, linear
 from whisperlite.kernels.threads import one_numba_thread, run_parallel
-from whisperlite.kernels import decoder_step as fused
 from whisperlite.kernels import mha
+from whisperlite.kernels.llvm_ir import HAS_AVX2
 from whisperlite.kernels.ops import add_
 from whisperlite.kernels.quant import dequantize_rows
+from whisperlite.kernels.rowdots import weight_kind
 from whisperlite.kernels.tensor import readonly
 from whisperlite.formats.checkpoint import WhisperCheckpoint, WhisperDims
+from whisperlite.models import whisper_step
 from whisperlite.models.whisper_blocks import Block, Norm, load_block
 
 
@@ -95,13 +97,13 @@ class _StepScratch:
         self.logits = np.empty((batch, 1, dims.n_vocab), f32)
         self.logits2d = self.logits.reshape(batch, dims.n_vocab)
         # chunk claims and completions (hold step numbers: never reset)
-        slots = fused.step_slots(L, dims.n_text_head)
+        slots = whisper_step.step_slots(L, dims.n_text_head)
         self.claim, self.done = np.zeros(slots, np.int64), np.zeros(slots, np.int64)
         self.steps = 0
 
 
 class _SplitChooser:
-    """Runs a step on one thread or on two (decoder_step.step_parallel), whichever has been
+    """Runs a step on one thread or on two (whisper_step.step_parallel), whichever has been
     faster lately. On a shared 2-core machine the second thread waits for the other core,
     and when another process holds it the split is slower than one thread (measured up to
     1.4x): so each variant's time is tracked (moving average) and the slower one re-tried
@@ -172,19 +174,19 @@ class _StepWeights:
         then serves every call)."""
         kinds, mats = [], []
         for role in cls.ROLES:
-            found = [fused.weight_kind(getattr(b, role)) for b in blocks]
+            found = [weight_kind(getattr(b, role)) for b in blocks]
             if any(f is None for f in found) or len({(f[0], f[1].shape) for f in found}) != 1:
                 return None
             kinds.append(found[0][0])
             mats.append(tuple(np.asarray(f[1]) for f in found))
-        e = fused.weight_kind(emb)
+        e = weight_kind(emb)
         if e is None:
             return None
         return cls(kinds, mats, e[0], np.asarray(e[1]), blocks, ln)
 
 
 class TextDecoder:
-    def __init__(self, ckpt: WhisperCheckpoint, cross_f16: bool = True, int8: bool = fused.HAS_AVX2):
+    def __init__(self, ckpt: WhisperCheckpoint, cross_f16: bool = True, int8: bool = HAS_AVX2):
         """cross_f16: keep each window's cross-attention keys/values in float16 (as
         whisper.cpp does): half the bytes of the largest per-token read after the weights.
         int8: steps on block-quantized weights quantize activations per 32 values to int8
@@ -193,7 +195,7 @@ class TextDecoder:
         d, w = ckpt.dims, ckpt.weights
         self.dims = d
         self.cross_dtype = np.float16 if cross_f16 else np.float32
-        self.int8 = int8 and fused.HAS_AVX2
+        self.int8 = int8 and HAS_AVX2
         self.token_embedding = w["decoder.token_embedding.weight"]  # also the output projection (tied)
         self.pos = np.ascontiguousarray(w["decoder.positional_embedding"], np.float32)
         self.blocks = [load_block(w, f"decoder.blocks.{i}", True, d.n_text_state) for i in range(d.n_text_layer)]
@@ -295,14 +297,14 @@ class TextDecoder:
         not from a compiled wrapper: numba would link and optimize the whole body again for
         the wrapper, ~9 s of a first run's compile.)"""
         s, args = self._step_args(tokens, cache)
-        fused.step_body(0, *args)
+        whisper_step.step_body(0, *args)
         cache.length += 1
         return s.logits
 
     def step_parallel(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
-        """`step` on two threads of numba's pool (decoder_step.step_parallel)."""
+        """`step` on two threads of numba's pool (whisper_step.step_parallel)."""
         s, args = self._step_args(tokens, cache)
-        fused.step_parallel(*args)
+        whisper_step.step_parallel(*args)
         cache.length += 1
         return s.logits
 

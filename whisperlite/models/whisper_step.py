@@ -1,0 +1,168 @@
+"""Whisper's decoder step — one new token per sequence — as one numba kernel.
+
+Per token the tiny decoder does ~80 small products and elementwise steps; as separate
+numpy/numba calls each costs more in dispatch and temporaries than in arithmetic. Here
+`step_body` runs the whole step for B sequences in one call (embedding, layer norms, QKV +
+bias, KV-cache write, self-attention, out-proj + residual, cross-attention over the window's
+audio, MLP with GELU, final norm, vocabulary projection) into caller-owned scratch, on one
+thread (called from Python) or on two at once (`step_parallel`): the step streams ~47 MB of
+weights and audio keys/values per token, and one core cannot pull that from memory as fast
+as two. The threads split every product's rows and every attention's heads by claiming
+chunks (kernels/worksplit.py), so the logits are the same bits on one thread or two.
+
+This module is the program: Whisper's layer structure over model-free kernels, the row
+products of any weight kind (kernels/rowdots.py) and the one-row attentions (kernels/mha.py).
+
+Cross-attention keys/values may be float32 or float16 bits (uint16): they are the largest
+per-token read after the weights (1500 audio positions x d per layer, keys and values:
+18 MB per token for tiny in float32), and both are read row by row, once for all B.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from whisperlite.kernels.mha import cross_attention_heads, self_attention_heads
+from whisperlite.kernels.ops import layer_norm_row
+from whisperlite.kernels.rowdots import address, as_matrix, decode_row, float_views
+from whisperlite.kernels.worksplit import heads_phase, rows_phase, slots_length
+
+_SER = dict(fastmath={"reassoc", "contract", "nsz", "arcp"}, error_model="numpy", nogil=True, cache=True)
+_PAR = dict(_SER, parallel=True)
+
+PRODUCT_CHUNKS = 4  # per layer product: a thread that arrives late can still take some
+VOCAB_CHUNKS = 16
+
+
+def step_slots(n_layer: int, n_head: int) -> int:
+    """Length of each of the int64 claim and done arrays the step takes."""
+    return slots_length(n_layer * (6 * PRODUCT_CHUNKS + 2 * n_head) + VOCAB_CHUNKS)
+
+
+@numba.njit(inline="always", **_SER)
+def _matrix(addrs, shapes, role, li):
+    """Layer li's matrix of `role`: (rows, bytes) uint8 at addrs[li], shaped shapes[role].
+
+    The layers' matrices are passed as addresses, not as a tuple of arrays: a tuple's type
+    holds its length, so every model depth (tiny 4 layers, base 6, small 12 …) compiled the
+    whole step again (~75 s), inside its first tokens."""
+    return numba.carray(address(addrs[li]), (shapes[role, 0], shapes[role, 1]))
+
+
+@numba.njit(inline="always", **_SER)
+def _layer_norm(x, g, b, out):
+    """LayerNorm of each row of x (B, d) -> out, as ops.layer_norm (Whisper's eps 1e-5)."""
+    for i in range(x.shape[0]):
+        layer_norm_row(x, i, g, b, 1e-5, out)
+
+
+@numba.njit(inline="always", **_SER)
+def _residual(y, res):
+    """res += y."""
+    n, d = y.shape
+    for b in range(n):
+        for j in range(d):
+            res[b, j] += y[b, j]
+
+
+# The phases below are inlined into step_body (numba IR), not compiled functions: numba links
+# every callee's code into each caller and optimizes and emits the whole again, so each
+# level of compiled function between step_body and the row kernels cost the row kernels'
+# compile once more (first use compiled in ~290 s with the phases as functions, ~110 s
+# inlined; same step time). The row kernels and attentions stay functions of their own (see
+# rowdots.rows_product).
+
+
+@numba.njit(inline="always", **_SER)
+def _attention_block(tid, g, claim, done, slot, n_head, attend, x, ln_g, ln_b, h, kind_in, w_in, b_in, s_in,
+                     k, v, src, pos, scores, s_heads, kind_out, w_out, b_out, s_y, xq, xd, xs, buf, int8):
+    """x += out-projection of attention over layer-normed x: the input product (query|key|value,
+    or the cross-attention query) into s_in, the heads into s_heads, the output product into
+    s_y; chunks from slot on (2 * PRODUCT_CHUNKS + n_head of them). Arguments as
+    worksplit.heads_phase and worksplit.rows_phase take them."""
+    _layer_norm(x, ln_g, ln_b, h)
+    rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kind_in, w_in, b_in, False, h, xq, xd, xs, buf, s_in, int8)
+    heads_phase(tid, g, claim, done, slot + PRODUCT_CHUNKS, n_head, attend, s_in, k, v, src, pos, scores, s_heads)
+    rows_phase(tid, g, claim, done, slot + PRODUCT_CHUNKS + n_head, PRODUCT_CHUNKS, kind_out, w_out, b_out, False,
+                s_heads, xq, xd, xs, buf, s_y, int8)
+    _residual(s_y, x)
+
+
+@numba.njit(**_SER)
+def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, shapes, ln_g, ln_b,
+              w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
+              lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
+              s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8):
+    """Decoder step g for tokens (B, 1), one per sequence, at position `pos` -> logits
+    (B, vocab), run by thread `tid` (0 or 1) alone or by both at once.
+
+    Every product's rows and every attention's heads come in chunks that whichever thread
+    gets there first claims (claim/done: `step_slots` int64s, zero at first; g must grow
+    from call to call on them), so a thread that starts late — waking numba's pool costs
+    ~0.1-0.2 ms on a shared VM, a twentieth of the step — leaves its work to the other, and
+    one thread alone does the whole step. Each chunk is computed by one thread with the same
+    code, so the logits are the same bits whoever computes what. Each thread keeps its own
+    residual stream x2[tid] and normalized rows h2[tid] (recomputed by both: cheaper than a
+    hand-off), read from per-layer phase outputs s_* that nothing overwrites within the
+    step, so a late thread replays the stream from finished results.
+
+    emb (vocab, bytes) token embedding of `emb_kind` (also the vocabulary projection),
+    pos_emb (n_ctx, d); kinds (6,) the kinds of qkv, out, cross query, cross out, fc1, fc2,
+    shapes (6, 2) their (rows, bytes); ln_g/ln_b (L, 3, d) the attention, cross-attention
+    and MLP norms; w_* (L,) int64 addresses of each layer's C-contiguous matrix of that
+    role (see `_matrix`), b_* (L, rows); k_self/v_self (L, ≥B, n_ctx, d) the
+    self-attention cache (sequence b's position t in row src[b, t]; position pos written in
+    row b, and src[b, pos] must already be b); k_cross, v_cross (L, h, n_audio, hd)
+    float32 or float16 bits. Phase outputs: s_qkv (L, B, 3d), s_att, s_q, s_catt (L, B, d),
+    s_y (L, 3, B, d), s_mlp (L, B, 4d). Per thread: x2, h2 (2, B, d), xq2 (2, B*4d) int8,
+    xd2, xs2 (2, B*4d/32), buf2 (2, 2, 4d), scores2 (2, B, max(n_ctx, n_audio)). int8:
+    products on block-type weights take integer dots over per-block int8 activations.
+    """
+    x, h, xq, xd, xs, buf, scores = x2[tid], h2[tid], xq2[tid], xd2[tid], xs2[tid], buf2[tid], scores2[tid]
+    emb = as_matrix(emb)
+    n = tokens.shape[0]
+    d = x.shape[1]
+    no_bias = b_qkv[0, :0]
+    e16, e32 = float_views(emb_kind, emb)
+    for b in range(n):
+        decode_row(emb_kind, emb, e16, e32, tokens[b, 0], d, buf[0])
+        for j in range(d):
+            x[b, j] = buf[0, j] + pos_emb[pos, j]
+    slot = 0
+    for li in range(w_qkv.shape[0]):
+        _attention_block(tid, g, claim, done, slot, n_head, self_attention_heads, x, ln_g[li, 0], ln_b[li, 0], h,
+                         kinds[0], _matrix(w_qkv, shapes, 0, li), b_qkv[li], s_qkv[li], k_self[li], v_self[li], src, pos, scores,
+                         s_att[li], kinds[1], _matrix(w_out, shapes, 1, li), b_out[li], s_y[li, 0], xq, xd, xs, buf, int8)
+        slot += 2 * PRODUCT_CHUNKS + n_head
+        _attention_block(tid, g, claim, done, slot, n_head, cross_attention_heads, x, ln_g[li, 1], ln_b[li, 1], h,
+                         kinds[2], _matrix(w_cq, shapes, 2, li), b_cq[li], s_q[li], k_cross[li], v_cross[li], src, pos, scores,
+                         s_catt[li], kinds[3], _matrix(w_co, shapes, 3, li), b_co[li], s_y[li, 1], xq, xd, xs, buf, int8)
+        slot += 2 * PRODUCT_CHUNKS + n_head
+        _layer_norm(x, ln_g[li, 2], ln_b[li, 2], h)
+        rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[4], _matrix(w_fc1, shapes, 4, li), b_fc1[li], True, h,
+                    xq, xd, xs, buf, s_mlp[li], int8)
+        slot += PRODUCT_CHUNKS
+        rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[5], _matrix(w_fc2, shapes, 5, li), b_fc2[li], False, s_mlp[li],
+                    xq, xd, xs, buf, s_y[li, 2], int8)
+        slot += PRODUCT_CHUNKS
+        _residual(s_y[li, 2], x)
+    _layer_norm(x, lnf_g, lnf_b, h)
+    rows_phase(tid, g, claim, done, slot, VOCAB_CHUNKS, emb_kind, emb, no_bias, False, h, xq, xd, xs, buf,
+                logits, int8)
+
+
+@numba.njit(**_PAR)
+def step_parallel(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, shapes, ln_g, ln_b,
+                  w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
+                  lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
+                  s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8):
+    """`step_body` on two threads of numba's pool (with a one-thread pool the two run in
+    order: the second finds every chunk done)."""
+    for p in prange(2):
+        # int64 as a Python int from TextDecoder.step_serial (prange's unsigned index here
+        # would compile the whole step body once more: ~25 s)
+        step_body(np.int64(p), g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, shapes, ln_g, ln_b,
+                  w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
+                  lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
+                  s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8)
