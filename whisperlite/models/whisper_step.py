@@ -19,6 +19,8 @@ per-token read after the weights (1500 audio positions x d per layer, keys and v
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba
 import numpy as np
 from numba import prange
@@ -89,80 +91,126 @@ def _attention_block(tid, g, claim, done, slot, n_head, attend, x, ln_g, ln_b, h
     _residual(s_y, x)
 
 
+class Weights(NamedTuple):
+    """The decoder's weights as the step reads them. Matrices are uint8 (rows, bytes) views
+    of a kind code (rowdots.weight_kind); the layers' matrices of each role as int64
+    addresses (see `_matrix`)."""
+
+    emb_kind: int  # the token embedding's kind
+    emb: np.ndarray  # (vocab, bytes) the token embedding, also the vocabulary projection
+    pos_emb: np.ndarray  # (n_ctx, d)
+    kinds: np.ndarray  # (6,) the kinds of qkv, out, cross query, cross out, fc1, fc2
+    shapes: np.ndarray  # (6, 2) their (rows, bytes)
+    ln_g: np.ndarray  # (L, 3, d) the attention, cross-attention and MLP norms
+    ln_b: np.ndarray
+    w_qkv: np.ndarray  # (L,) int64 addresses of each layer's C-contiguous matrix of a role
+    b_qkv: np.ndarray  # (L, rows) its biases
+    w_out: np.ndarray
+    b_out: np.ndarray
+    w_cq: np.ndarray
+    b_cq: np.ndarray
+    w_co: np.ndarray
+    b_co: np.ndarray
+    w_fc1: np.ndarray
+    b_fc1: np.ndarray
+    w_fc2: np.ndarray
+    b_fc2: np.ndarray
+    lnf_g: np.ndarray  # (d,) the final norm
+    lnf_b: np.ndarray
+    n_head: int
+
+
+class Cache(NamedTuple):
+    """Keys and values: this window's audio, and the self-attention cache."""
+
+    k_self: np.ndarray  # (L, ≥B, n_ctx, d): sequence b's position t in row src[b, t]
+    v_self: np.ndarray
+    src: np.ndarray  # (≥B, n_ctx) int32
+    k_cross: np.ndarray  # (L, h, n_audio, hd) float32, or float16 as its bits (uint16)
+    v_cross: np.ndarray
+
+
+class Scratch(NamedTuple):
+    """Everything the step writes: chunk claims, per-layer phase outputs (nothing overwrites
+    them within a step, so a late thread replays the stream from them), per-thread rows."""
+
+    claim: np.ndarray  # (step_slots,) int64, zero at first: the chunks' claims and completions
+    done: np.ndarray
+    qkv: np.ndarray  # (L, B, 3d)
+    att: np.ndarray  # (L, B, d)
+    y: np.ndarray  # (L, 3, B, d) the three residual branches' outputs
+    q: np.ndarray  # (L, B, d)
+    catt: np.ndarray  # (L, B, d)
+    mlp: np.ndarray  # (L, B, 4d)
+    x: np.ndarray  # (2, B, d) each thread's residual stream
+    h: np.ndarray  # (2, B, d) and its normalized rows
+    xq: np.ndarray  # (2, B*4d) int8: activations quantized per block
+    xd: np.ndarray  # (2, B*4d/32) their scales
+    xs: np.ndarray  # (2, B*4d/32) block sums
+    buf: np.ndarray  # (2, 2, 4d) decoded weight rows
+    scores: np.ndarray  # (2, B, max(n_ctx, n_audio))
+    logits: np.ndarray  # (B, vocab)
+
+
 @numba.njit(**_SER)
-def step_body(tid, g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, shapes, ln_g, ln_b,
-              w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
-              lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
-              s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8):
-    """Decoder step g for tokens (B, 1), one per sequence, at position `pos` -> logits
-    (B, vocab), run by thread `tid` (0 or 1) alone or by both at once.
+def step_body(tid, g, tokens, pos, int8, w, kv, s):
+    """Decoder step g for tokens (B, 1), one per sequence, at position `pos` -> s.logits
+    (B, vocab), run by thread `tid` (0 or 1) alone or by both at once; w `Weights`, kv
+    `Cache` (position pos is written in row b, and src[b, pos] must already be b), s
+    `Scratch`. int8: products on block-type weights take integer dots over per-block int8
+    activations.
 
     Every product's rows and every attention's heads come in chunks that whichever thread
-    gets there first claims (claim/done: `step_slots` int64s, zero at first; g must grow
-    from call to call on them), so a thread that starts late — waking numba's pool costs
-    ~0.1-0.2 ms on a shared VM, a twentieth of the step — leaves its work to the other, and
-    one thread alone does the whole step. Each chunk is computed by one thread with the same
-    code, so the logits are the same bits whoever computes what. Each thread keeps its own
-    residual stream x2[tid] and normalized rows h2[tid] (recomputed by both: cheaper than a
-    hand-off), read from per-layer phase outputs s_* that nothing overwrites within the
-    step, so a late thread replays the stream from finished results.
-
-    emb (vocab, bytes) token embedding of `emb_kind` (also the vocabulary projection),
-    pos_emb (n_ctx, d); kinds (6,) the kinds of qkv, out, cross query, cross out, fc1, fc2,
-    shapes (6, 2) their (rows, bytes); ln_g/ln_b (L, 3, d) the attention, cross-attention
-    and MLP norms; w_* (L,) int64 addresses of each layer's C-contiguous matrix of that
-    role (see `_matrix`), b_* (L, rows); k_self/v_self (L, ≥B, n_ctx, d) the
-    self-attention cache (sequence b's position t in row src[b, t]; position pos written in
-    row b, and src[b, pos] must already be b); k_cross, v_cross (L, h, n_audio, hd)
-    float32 or float16 bits. Phase outputs: s_qkv (L, B, 3d), s_att, s_q, s_catt (L, B, d),
-    s_y (L, 3, B, d), s_mlp (L, B, 4d). Per thread: x2, h2 (2, B, d), xq2 (2, B*4d) int8,
-    xd2, xs2 (2, B*4d/32), buf2 (2, 2, 4d), scores2 (2, B, max(n_ctx, n_audio)). int8:
-    products on block-type weights take integer dots over per-block int8 activations.
+    gets there first claims (worksplit.py; g must grow from call to call on s.claim and
+    s.done), so a thread that starts late — waking numba's pool costs ~0.1-0.2 ms on a
+    shared VM, a twentieth of the step — leaves its work to the other, and one thread alone
+    does the whole step. Each chunk is computed by one thread with the same code, so the
+    logits are the same bits whoever computes what. Each thread keeps its own residual
+    stream s.x[tid] and normalized rows s.h[tid] (recomputed by both: cheaper than a
+    hand-off), read from per-layer phase outputs that nothing overwrites within the step,
+    so a late thread replays the stream from finished results.
     """
-    x, h, xq, xd, xs, buf, scores = x2[tid], h2[tid], xq2[tid], xd2[tid], xs2[tid], buf2[tid], scores2[tid]
-    emb = as_matrix(emb)
+    claim, done, n_head, kinds, shapes = s.claim, s.done, w.n_head, w.kinds, w.shapes
+    x, h, xq, xd, xs, buf, scores = s.x[tid], s.h[tid], s.xq[tid], s.xd[tid], s.xs[tid], s.buf[tid], s.scores[tid]
+    emb = as_matrix(w.emb)
     n = tokens.shape[0]
     d = x.shape[1]
-    no_bias = b_qkv[0, :0]
-    e16, e32 = float_views(emb_kind, emb)
+    no_bias = w.b_qkv[0, :0]
+    e16, e32 = float_views(w.emb_kind, emb)
     for b in range(n):
-        decode_row(emb_kind, emb, e16, e32, tokens[b, 0], d, buf[0])
+        decode_row(w.emb_kind, emb, e16, e32, tokens[b, 0], d, buf[0])
         for j in range(d):
-            x[b, j] = buf[0, j] + pos_emb[pos, j]
+            x[b, j] = buf[0, j] + w.pos_emb[pos, j]
     slot = 0
-    for li in range(w_qkv.shape[0]):
-        _attention_block(tid, g, claim, done, slot, n_head, self_attention_heads, x, ln_g[li, 0], ln_b[li, 0], h,
-                         kinds[0], _matrix(w_qkv, shapes, 0, li), b_qkv[li], s_qkv[li], k_self[li], v_self[li], src, pos, scores,
-                         s_att[li], kinds[1], _matrix(w_out, shapes, 1, li), b_out[li], s_y[li, 0], xq, xd, xs, buf, int8)
+    for li in range(w.w_qkv.shape[0]):
+        _attention_block(tid, g, claim, done, slot, n_head, self_attention_heads, x, w.ln_g[li, 0], w.ln_b[li, 0], h,
+                         kinds[0], _matrix(w.w_qkv, shapes, 0, li), w.b_qkv[li], s.qkv[li], kv.k_self[li],
+                         kv.v_self[li], kv.src, pos, scores, s.att[li], kinds[1], _matrix(w.w_out, shapes, 1, li),
+                         w.b_out[li], s.y[li, 0], xq, xd, xs, buf, int8)
         slot += 2 * PRODUCT_CHUNKS + n_head
-        _attention_block(tid, g, claim, done, slot, n_head, cross_attention_heads, x, ln_g[li, 1], ln_b[li, 1], h,
-                         kinds[2], _matrix(w_cq, shapes, 2, li), b_cq[li], s_q[li], k_cross[li], v_cross[li], src, pos, scores,
-                         s_catt[li], kinds[3], _matrix(w_co, shapes, 3, li), b_co[li], s_y[li, 1], xq, xd, xs, buf, int8)
+        _attention_block(tid, g, claim, done, slot, n_head, cross_attention_heads, x, w.ln_g[li, 1], w.ln_b[li, 1], h,
+                         kinds[2], _matrix(w.w_cq, shapes, 2, li), w.b_cq[li], s.q[li], kv.k_cross[li],
+                         kv.v_cross[li], kv.src, pos, scores, s.catt[li], kinds[3], _matrix(w.w_co, shapes, 3, li),
+                         w.b_co[li], s.y[li, 1], xq, xd, xs, buf, int8)
         slot += 2 * PRODUCT_CHUNKS + n_head
-        _layer_norm(x, ln_g[li, 2], ln_b[li, 2], h)
-        rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[4], _matrix(w_fc1, shapes, 4, li), b_fc1[li], True, h,
-                    xq, xd, xs, buf, s_mlp[li], int8)
+        _layer_norm(x, w.ln_g[li, 2], w.ln_b[li, 2], h)
+        rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[4], _matrix(w.w_fc1, shapes, 4, li), w.b_fc1[li],
+                   True, h, xq, xd, xs, buf, s.mlp[li], int8)
         slot += PRODUCT_CHUNKS
-        rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[5], _matrix(w_fc2, shapes, 5, li), b_fc2[li], False, s_mlp[li],
-                    xq, xd, xs, buf, s_y[li, 2], int8)
+        rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[5], _matrix(w.w_fc2, shapes, 5, li), w.b_fc2[li],
+                   False, s.mlp[li], xq, xd, xs, buf, s.y[li, 2], int8)
         slot += PRODUCT_CHUNKS
-        _residual(s_y[li, 2], x)
-    _layer_norm(x, lnf_g, lnf_b, h)
-    rows_phase(tid, g, claim, done, slot, VOCAB_CHUNKS, emb_kind, emb, no_bias, False, h, xq, xd, xs, buf,
-                logits, int8)
+        _residual(s.y[li, 2], x)
+    _layer_norm(x, w.lnf_g, w.lnf_b, h)
+    rows_phase(tid, g, claim, done, slot, VOCAB_CHUNKS, w.emb_kind, emb, no_bias, False, h, xq, xd, xs, buf,
+               s.logits, int8)
 
 
 @numba.njit(**_PAR)
-def step_parallel(g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, shapes, ln_g, ln_b,
-                  w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
-                  lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
-                  s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8):
+def step_parallel(g, tokens, pos, int8, w, kv, s):
     """`step_body` on two threads of numba's pool (with a one-thread pool the two run in
     order: the second finds every chunk done)."""
     for p in prange(2):
         # int64 as a Python int from TextDecoder.step_serial (prange's unsigned index here
         # would compile the whole step body once more: ~25 s)
-        step_body(np.int64(p), g, claim, done, tokens, pos, emb_kind, emb, pos_emb, kinds, shapes, ln_g, ln_b,
-                  w_qkv, b_qkv, w_out, b_out, w_cq, b_cq, w_co, b_co, w_fc1, b_fc1, w_fc2, b_fc2,
-                  lnf_g, lnf_b, k_self, v_self, src, k_cross, v_cross, n_head,
-                  s_qkv, s_att, s_y, s_q, s_catt, s_mlp, x2, h2, xq2, xd2, xs2, buf2, scores2, logits, int8)
+        step_body(np.int64(p), g, tokens, pos, int8, w, kv, s)
