@@ -10,7 +10,7 @@ such as quant.py's kernel codes) would otherwise load stale from the cache after
 """
 import hashlib
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import platformdirs
@@ -20,7 +20,7 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 _COMPILER_IMPORTS = (b"\nimport numba", b"\nfrom numba", b"\nimport llvmlite", b"\nfrom llvmlite")
 
 
-@lru_cache(maxsize=None)
+@cache
 def kernel_digest() -> str:
     """Digest of the sources numba compiles: every module of kernels/ (kernels read each
     other's module constants) and every other module that imports numba or llvmlite."""

@@ -165,8 +165,8 @@ class _StepWeights:
     def _view(self) -> whisper_step.Weights:
         b = self.biases
         qkv, out, cq, co, fc1, fc2 = self.addrs
-        return whisper_step.Weights(self.emb_kind, self.emb, self.pos_emb, self.kinds, self.shapes, self.ln_g, self.ln_b,
-                                    qkv, b[0], out, b[1], cq, b[2], co, b[3], fc1, b[4], fc2, b[5],
+        return whisper_step.Weights(self.emb_kind, self.emb, self.pos_emb, self.kinds, self.shapes, self.ln_g,
+                                    self.ln_b, qkv, b[0], out, b[1], cq, b[2], co, b[3], fc1, b[4], fc2, b[5],
                                     self.lnf_g, self.lnf_b, self.n_head)
 
     @staticmethod
@@ -182,7 +182,8 @@ class _StepWeights:
         self.step_view = self._view()
 
     @classmethod
-    def build(cls, blocks: list[Block], emb: Weight, pos_emb: np.ndarray, ln: Norm, n_head: int) -> "_StepWeights | None":
+    def build(cls, blocks: list[Block], emb: Weight, pos_emb: np.ndarray, ln: Norm,
+              n_head: int) -> "_StepWeights | None":
         """None when some weight has a type the fused step does not take (the general path
         then serves every call)."""
         kinds, mats = [], []
