@@ -9,7 +9,6 @@ starts; a marker file per source version and model kind records that the cache i
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Callable, Iterable
 
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite.core import env as _env  # noqa: F401 (sets NUMBA_CACHE_DIR)
+from whisperlite.core import env as _env
 from whisperlite.kernels import QTensor, Weight
 
 
@@ -37,8 +36,7 @@ def compile_once(key: str, warm: Callable[[], None]) -> None:
     earlier run of these sources already has, reporting the compile on stderr."""
     import numba
 
-    # beside the compiled kernels it vouches for (core.env keys that directory on the kernel sources)
-    marker = Path(os.environ["NUMBA_CACHE_DIR"]) / f".warm-{_source_digest()}-{numba.__version__}-{key}"
+    marker = Path(_env.CACHE_DIR) / "numba" / f".warm-{_source_digest()}-{numba.__version__}-{key}"
     if marker.exists():
         return
     sys.stderr.write("whisperlite: compiling kernels for first use (cached afterwards)…\n")
