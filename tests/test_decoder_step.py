@@ -1,4 +1,4 @@
-"""The fused decoder step (kernels/decoder_step.py) against the general decoder path, on a
+"""The fused decoder step (models/whisper_step.py) against the general decoder path, on a
 tiny random model for every weight type and on the real tiny.en."""
 import pickle
 from dataclasses import replace
@@ -9,11 +9,13 @@ import pytest
 from gguf import GGMLQuantizationType as QType
 
 from whisperlite.kernels import QTensor, set_threads
-from whisperlite.kernels import decoder_step as fused
+from whisperlite.kernels import rowdots
+from whisperlite.kernels.llvm_ir import HAS_AVX2
 from whisperlite.kernels import quant
 from whisperlite.kernels.quant import quantize
 from whisperlite.kernels.tensor import readonly
 from whisperlite.formats.checkpoint import WhisperCheckpoint, WhisperDims
+from whisperlite.models import whisper_step
 from whisperlite.models.whisper_decoder import TextDecoder
 
 # d = 96: three 32-value blocks per row; fc2 rows have twelve. An odd vocabulary exercises
@@ -90,7 +92,7 @@ def test_fused_step_matches_general_path(qtype, batch):
     assert compare_steps(dec, batch) < 1e-4
 
 
-@pytest.mark.skipif(not fused.HAS_AVX2, reason="integer dots need AVX2")
+@pytest.mark.skipif(not HAS_AVX2, reason="integer dots need AVX2")
 @pytest.mark.parametrize("qtype", TYPES[2:], ids=lambda q: q.name)
 def test_integer_dots_match_numpy(qtype):
     """int8 mode, one sequence: activations whose per-block quantization is exact (integers
@@ -105,14 +107,14 @@ def test_integer_dots_match_numpy(qtype):
     h = (q * 2.0**-6).astype(np.float32)[None, :]
     out = np.empty((1, rows), np.float32)
     xq, xd, xs = np.empty(k, np.int8), np.empty(k // 32, np.float32), np.empty(k // 32, np.float32)
-    kind, view = fused.weight_kind(QTensor(qtype, (rows, k), data))
-    fused.product(kind, view, h, xq, xd, xs, np.empty((2, k), np.float32), out, True)
+    kind, view = rowdots.weight_kind(QTensor(qtype, (rows, k), data))
+    rowdots.product(kind, view, h, xq, xd, xs, np.empty((2, k), np.float32), out, True)
     assert (xq == q).all()
     ref = QTensor(qtype, (rows, k), data).dequantize().astype(np.float64) @ h[0].astype(np.float64)
     np.testing.assert_allclose(out[0], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
-@pytest.mark.skipif(not fused.HAS_AVX2, reason="integer dots need AVX2")
+@pytest.mark.skipif(not HAS_AVX2, reason="integer dots need AVX2")
 @pytest.mark.parametrize("qtype", TYPES, ids=lambda q: "F32" if q is None else q.name)
 def test_int8_mode_step(qtype):
     """int8 mode changes only products on block types, by the activation rounding (as
@@ -124,21 +126,21 @@ def test_int8_mode_step(qtype):
         assert err < (1e-4 if qtype in (None, QType.F16) else 0.25)
 
 
-@pytest.mark.skipif(not fused.HAS_AVX2, reason="integer dots need AVX2")
+@pytest.mark.skipif(not HAS_AVX2, reason="integer dots need AVX2")
 @pytest.mark.parametrize("qtype", TYPES[2:], ids=lambda q: q.name)
 def test_int8_beam_rows_equal_single_rows(qtype):
     """The multi-sequence integer dot gives each sequence what the single-sequence dot does."""
     rng = np.random.default_rng(4)
     rows, k, n = 37, 4 * 32, 10
     data = quantize((rng.standard_normal((rows, k)) * 0.3).astype(np.float32), qtype).reshape(rows, -1)
-    kind, view = fused.weight_kind(QTensor(qtype, (rows, k), data))
+    kind, view = rowdots.weight_kind(QTensor(qtype, (rows, k), data))
     h = rng.standard_normal((n, k)).astype(np.float32)
     scratch = lambda: (np.empty(n * k, np.int8), np.empty(n * k // 32, np.float32), np.empty(n * k // 32, np.float32))  # noqa: E731
     many = np.empty((n, rows), np.float32)
-    fused.product(kind, view, h, *scratch(), np.empty((2, k), np.float32), many, True)
+    rowdots.product(kind, view, h, *scratch(), np.empty((2, k), np.float32), many, True)
     for t in range(n):
         one = np.empty((1, rows), np.float32)
-        fused.product(kind, view, h[t : t + 1], *scratch(), np.empty((2, k), np.float32), one, True)
+        rowdots.product(kind, view, h[t : t + 1], *scratch(), np.empty((2, k), np.float32), one, True)
         np.testing.assert_allclose(many[t], one[0], rtol=1e-6, atol=1e-6)
 
 
@@ -159,7 +161,7 @@ def test_parallel_step_equals_serial_step(qtype, batch, pool):
     """The step on two threads gives the one-thread step's logits bit for bit, also when
     numba's pool has a single thread (which then runs the region's two iterations in order:
     the second finds every chunk done), and writes the same self-attention cache."""
-    dec = random_decoder(qtype, int8=fused.HAS_AVX2)
+    dec = random_decoder(qtype, int8=HAS_AVX2)
     rng = np.random.default_rng(7)
     features = rng.standard_normal((AUDIO_CTX, STATE)).astype(np.float32)
     one, two = dec.new_cache(features, batch), dec.new_cache(features, batch)
@@ -209,8 +211,8 @@ def test_one_compiled_step_for_every_depth():
         dec.forward(np.zeros((1, 2), np.int64), cache)
         dec.step_serial(np.zeros((1, 1), np.int64), cache)
         if seen is not None:
-            assert len(fused.step_body.signatures) == seen
-        seen = len(fused.step_body.signatures)
+            assert len(whisper_step.step_body.signatures) == seen
+        seen = len(whisper_step.step_body.signatures)
     assert compare_steps(dec, 1) < 1e-5
 
 
@@ -224,7 +226,7 @@ def test_one_compiled_step_for_mapped_and_in_memory_weights():
         dec = random_decoder(QType.Q8_0, mapped=mapped)
         dec.step_serial(np.zeros((1, 1), np.int64), dec.new_cache(features))
         dec.embed(np.array([1, 2]))
-        counts.append((len(fused.step_body.signatures), len(quant._dequantize_q8_0.signatures)))
+        counts.append((len(whisper_step.step_body.signatures), len(quant._dequantize_q8_0.signatures)))
     assert counts[0] == counts[1]
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QType
 from gguf import quants
+from gguf.constants import GGML_QUANT_SIZES
 
 from whisperlite.core.errors import QuantizationError
 from whisperlite.kernels import quant
@@ -133,6 +134,76 @@ def test_bad_shapes_and_types():
     with pytest.raises(QuantizationError, match="unsupported"):
         quant.layout(QType.IQ2_XXS)
     assert quant.cols_from_bytes(QType.Q5_1, 48) == 64
+
+
+# --- the one table of stored types and what derives from it ---------------------------------
+
+
+def test_table_sizes_are_ggmls():
+    """Each block size is the sum of its fields and ggml's (gguf-py's table lags on Q8_1:
+    it still has the old 40-byte float d, float s block)."""
+    for qtype, t in quant.QUANT_TYPES.items():
+        assert quant.layout(qtype) == (t.block, t.size) == (t.block, sum(n for _, n in t.fields))
+        if qtype != QType.Q8_1:
+            assert (t.block, t.size) == GGML_QUANT_SIZES[qtype], qtype.name
+    assert quant.layout(QType.Q8_1) == (32, 36)
+
+
+def _dequantize_from_table(data: np.ndarray, qtype: QType) -> np.ndarray:
+    """A numpy decoder of the legacy block types that knows nothing but the table's
+    fields: d (and m) at their offsets, 8-bit or nibble quants at qs, fifth bits at qh."""
+    t = quant.QUANT_TYPES[qtype]
+    blocks = data.reshape(-1, t.size)
+    field = lambda name, n: blocks[:, t.offset(name) : t.offset(name) + n]  # noqa: E731
+    d = field("d", 2).copy().view(np.float16).astype(np.float32)
+    m = field("m", 2).copy().view(np.float16).astype(np.float32) if t.offset("m") is not None else None
+    if t.bits == 8:
+        q = field("qs", t.block).view(np.int8).astype(np.int32)
+    else:
+        qs = field("qs", t.block // 2).astype(np.int32)
+        q = np.concatenate([qs & 15, qs >> 4], axis=1)
+        if t.offset("qh") is not None:
+            qh = field("qh", 4).copy().view("<u4").astype(np.int64)
+            q |= (((qh >> np.arange(t.block)) & 1) << 4).astype(np.int32)
+    w = d * (q - t.zero).astype(np.float32) if m is None else d * q.astype(np.float32) + m
+    return w.reshape(data.shape[0], -1)
+
+
+@pytest.mark.parametrize("qtype", BLOCK_TYPES, ids=lambda t: t.name)
+def test_table_fields_describe_the_stored_bytes(qtype):
+    """The table's offsets, bits and zero points are where ggml keeps them: a decoder
+    written from the table alone gives gguf-py's dequantized values bit for bit."""
+    x = random_weights(seed=2)
+    ref = quants.quantize(x, qtype)
+    assert same_bits(_dequantize_from_table(ref, qtype), quants.dequantize(ref, qtype))
+
+
+def test_every_type_enumeration_agrees_with_the_table():
+    from whisperlite.kernels import QTensor, actquant, gemv, rowdots
+
+    kinds = quant.KIND
+    # codes number the types the row kernels take, in the table's order, floats first
+    assert list(kinds) == [q for q, t in quant.QUANT_TYPES.items() if t.kernels]
+    assert sorted(kinds.values()) == list(range(len(kinds)))
+    for q, k in kinds.items():
+        assert (k >= quant.FIRST_BLOCK_KIND) == (quant.QUANT_TYPES[q].block > 1)
+    # each module-level constant names its own type's code
+    names = [n for n in vars(quant) if n.startswith("KIND_")]
+    assert len(names) == len(kinds)
+    for n in names:
+        assert getattr(quant, n) == kinds[QType[n.removeprefix("KIND_")]]
+    dots = {q: t.dot_with for q, t in quant.QUANT_TYPES.items() if t.dot_with is not None}
+    assert gemv.I8_KIND == {q: kinds[q] for q in dots}
+    assert actquant.ACTIVATION_TYPE == dots
+    assert set(dots.values()) == {QType.Q8_0, QType.Q8_1}
+    # the weights the row kernels take are coded as the table says
+    assert rowdots.weight_kind(np.zeros((2, 32), np.float32))[0] == quant.KIND_F32
+    for q, t in quant.QUANT_TYPES.items():
+        if q == QType.F32:
+            continue
+        w = QTensor(q, (2, t.block), np.zeros((2, t.size), np.uint8))
+        got = rowdots.weight_kind(w)
+        assert (got is None) == (not t.kernels) and (got is None or got[0] == kinds[q]), q.name
 
 
 # --- the real tiny.en decoder: every product path against float64 ----------------------------

@@ -17,16 +17,10 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite.kernels.quant import QK, quantize_rows_q8, quantize_rows_q8_serial
+from whisperlite.kernels.quant import QK, QUANT_TYPES, quantize_rows_q8, quantize_rows_q8_serial
 
 # weight type -> the activation type ggml's CPU backend pairs it with (its vec_dot_type)
-ACTIVATION_TYPE = {
-    QType.Q8_0: QType.Q8_0,
-    QType.Q4_0: QType.Q8_0,
-    QType.Q5_0: QType.Q8_0,
-    QType.Q4_1: QType.Q8_1,
-    QType.Q5_1: QType.Q8_1,
-}
+ACTIVATION_TYPE = {q: t.dot_with for q, t in QUANT_TYPES.items() if t.dot_with is not None}
 
 # Below this many values the quantizer runs on the calling thread (one decoding row).
 PARALLEL_MIN = 16384

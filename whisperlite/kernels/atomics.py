@@ -1,9 +1,8 @@
 """Atomic int64 operations on numpy arrays for numba kernels, and a spin-wait hint.
 
-numba has no atomics for CPU code. The decoder step runs on two threads
-(decoder_step.step_parallel) that claim chunks of work with a compare-and-swap, publish a
-finished chunk with a release store (every write before it becomes visible first) and
-observe it with an acquire load.
+numba has no atomics for CPU code. The decoder step runs on two threads (worksplit.py)
+that claim chunks of work with a compare-and-swap, publish a finished chunk with a release
+store (every write before it becomes visible first) and observe it with an acquire load.
 """
 from __future__ import annotations
 

@@ -36,18 +36,21 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from gguf import GGMLQuantizationType as QType
 from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from whisperlite.kernels.quant import quantize_rows_q8_serial
 from whisperlite.kernels.llvm_ir import HAS_AVX2  # noqa: F401 (callers choose gemv_i8 by it)
 from whisperlite.kernels.llvm_ir import (
-    F32, I8, I32, I64, LAYOUT, OFFSET, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32,
-    fma1, fma8, hadd, hsum, load_v32b, prefetch_row, sign_split, splat, vec)
-from whisperlite.kernels.quant import QK
+    F32, I8, I32, I64, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32, fma1, fma8, hadd,
+    hsum, load_v32b, prefetch_row, sign_split, splat, vec)
+from whisperlite.kernels.quant import (
+    KIND, KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q5_1, KIND_Q8_0, QK, QUANT_TYPES, quantize_rows_q8_serial)
+
+# The block types with ggml's integer dots -> their codes (quant.KIND), which `gemv_i8` and
+# `_gemv_block` take.
+I8_KIND = {q: k for q, k in KIND.items() if QUANT_TYPES[q].dot_with is not None}
 
 # Reassociation (to vectorize the sums) and FMA contraction, but not the no-NaN/no-inf
 # assumptions, so a stray inf in a weight still reads as inf.
@@ -72,14 +75,14 @@ def block_sums(x: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- float-integer row dots
 
 
-def _row_dot(kind):
-    """Intrinsic f(row, nb, x, xd, xs, t) -> row · x[t] with x[t]'s block scales xd[t], in
+def _row_dot(lay):
+    """Intrinsic f(row, nb, x, xd, xs, t) for blocks of layout `lay` (quant.QuantTraits) -> row · x[t] with x[t]'s block scales xd[t], in
     ggml's order (ggml_vec_dot_*_q8_* on AVX2/AVX-512): per block, the 32 products q*x,
     lane m of 8 holding the sum of products 4m..4m+3 (exact integers when x holds ggml's Q8
     integers), scaled by d*xd once: acc = fma(lanes, d*xd, acc); the row is hsum_float_8
     of the lanes. The "_0" offsets (-8, -16) come off each weight before the products, as
     ggml does; the "_1" types add summs = fma(m, xs[t, b], summs) after the lane sum."""
-    size = LAYOUT[kind][0]
+    size = lay.size
     unperm = ir.Constant(vec(I32, 8), [0, 4, 1, 5, 2, 6, 3, 7])
 
     @intrinsic
@@ -101,9 +104,9 @@ def _row_dot(kind):
             b = builder.phi(I64)
             acc = builder.phi(V8F)
             off = builder.phi(F32)
-            q, d, m = emit_block(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(I64, size))]))
-            if kind in OFFSET:  # exact: small integers
-                q = builder.fsub(q, ir.Constant(q.type, [OFFSET[kind]] * 32))
+            q, d, m = emit_block(builder, lay, builder.gep(base, [builder.mul(b, ir.Constant(I64, size))]))
+            if lay.zero:  # exact: small integers
+                q = builder.fsub(q, ir.Constant(q.type, [float(lay.zero)] * 32))
             xb = builder.load(builder.bitcast(builder.gep(xbase, [builder.mul(b, ir.Constant(I64, QK))]),
                                               V32F.as_pointer()), align=4)
             p = builder.fmul(q, xb)
@@ -142,8 +145,10 @@ def _row_dot(kind):
     return dot
 
 
-_dot = {kind: _row_dot(kind) for kind in LAYOUT}
-_dot_q8_0, _dot_q4_0, _dot_q4_1, _dot_q5_0, _dot_q5_1 = (_dot[k] for k in LAYOUT)
+_dot = {kind: _row_dot(QUANT_TYPES[q]) for q, kind in I8_KIND.items()}
+_dot_q8_0, _dot_q4_0, _dot_q4_1, _dot_q5_0 = _dot[KIND_Q8_0], _dot[KIND_Q4_0], _dot[KIND_Q4_1], _dot[KIND_Q5_0]
+_dot_q5_1 = _dot[KIND_Q5_1]
+
 # ---------------------------------------------------------------- dots and scaffolding
 
 
@@ -237,20 +242,20 @@ PARALLEL_MIN_BYTES = 1 << 18
 
 @numba.njit(inline="always", cache=True)
 def _dot_kind(kind, row, nb, x, xd, xs, t):
-    """`_row_dot` of the block type with code `kind` (I8_KIND's codes, LAYOUT's order)."""
-    if kind == 0:
+    """`_row_dot` of the block type with code `kind` (quant.KIND)."""
+    if kind == KIND_Q8_0:
         return _dot_q8_0(row, nb, x, xd, xs, t)
-    if kind == 1:
+    if kind == KIND_Q4_0:
         return _dot_q4_0(row, nb, x, xd, xs, t)
-    if kind == 2:
+    if kind == KIND_Q4_1:
         return _dot_q4_1(row, nb, x, xd, xs, t)
-    if kind == 3:
+    if kind == KIND_Q5_0:
         return _dot_q5_0(row, nb, x, xd, xs, t)
     return _dot_q5_1(row, nb, x, xd, xs, t)
 
 
 def _gemv_block_body(kind, x, xd, xs, w, out):
-    """x (n, k) @ block-type w (d, bytes).T -> out (n, d) for the type coded `kind`; every
+    """x (n, k) @ block-type w (d, bytes).T -> out (n, d) for the type of code `kind`; every
     activation row through the fused row dot (ggml's order, so beam rows equal single rows)."""
     n, k = x.shape
     rows, nb = w.shape[0], k // QK
@@ -274,27 +279,27 @@ def _gemv_block(kind: int, x: np.ndarray, xd: np.ndarray, xs: np.ndarray, w: np.
 
 def gemv_q8_0(x, xd, xs, w, out):
     """x (n, k) @ Q8_0 w (d, k/32*34).T -> out (n, d), w = d*q."""
-    return _gemv_block(0, x, xd, xs, w, out)
+    return _gemv_block(KIND_Q8_0, x, xd, xs, w, out)
 
 
 def gemv_q4_0(x, xd, xs, w, out):
     """x (n, k) @ Q4_0 w (d, k/32*18).T -> out (n, d), w = d*(q-8)."""
-    return _gemv_block(1, x, xd, xs, w, out)
+    return _gemv_block(KIND_Q4_0, x, xd, xs, w, out)
 
 
 def gemv_q4_1(x, xd, xs, w, out):
     """x (n, k) @ Q4_1 w (d, k/32*20).T -> out (n, d), w = d*q + m."""
-    return _gemv_block(2, x, xd, xs, w, out)
+    return _gemv_block(KIND_Q4_1, x, xd, xs, w, out)
 
 
 def gemv_q5_0(x, xd, xs, w, out):
     """x (n, k) @ Q5_0 w (d, k/32*22).T -> out (n, d), w = d*(q-16)."""
-    return _gemv_block(3, x, xd, xs, w, out)
+    return _gemv_block(KIND_Q5_0, x, xd, xs, w, out)
 
 
 def gemv_q5_1(x, xd, xs, w, out):
     """x (n, k) @ Q5_1 w (d, k/32*24).T -> out (n, d), w = d*q + m."""
-    return _gemv_block(4, x, xd, xs, w, out)
+    return _gemv_block(KIND_Q5_1, x, xd, xs, w, out)
 
 
 # ---------------------------------------------------------------- integer dots (ggml mode)
@@ -303,14 +308,14 @@ def gemv_q5_1(x, xd, xs, w, out):
 # sums are exact).
 
 
-def _row_idot(kind):
+def _row_idot(lay):
     """Intrinsic f(row, nb, xq, xd, xs, t) -> row · x[t] for int8 activations xq (n, k)
     (ggml's Q8_0/Q8_1 values), in ggml's AVX2 order: per block the 32 byte products summed
     exactly into 8 int32 lanes (lane m = products 4m..4m+3; signed weights as |w| times x
     with w's sign, as ggml's mul_sum_i8_pairs), converted and scaled once by d*xd:
     acc = fma(lanes, d*xd, acc); the row is hsum_float_8(acc), plus, for the "_1" types,
     summs = fma(m, xs[t, b], summs). Equal bit for bit to `_row_dot` on the same values."""
-    size = LAYOUT[kind][0]
+    size = lay.size
 
     @intrinsic
     def dot(typingctx, row, nb, xq, xd, xs, t):
@@ -324,7 +329,7 @@ def _row_idot(kind):
             off = cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0))
             with cgutils.for_range(builder, nbv) as loop:
                 b = loop.index
-                q, d, m, signed = emit_block_i8(builder, kind, builder.gep(base, [builder.mul(b, ir.Constant(I64, size))]))
+                q, d, m, signed = emit_block_i8(builder, lay, builder.gep(base, [builder.mul(b, ir.Constant(I64, size))]))
                 qabs, sign = sign_split(builder, q, signed)
                 p32 = byte_dot(builder, qabs, sign, load_v32b(builder, qbase, builder.mul(b, ir.Constant(I64, QK))))
                 scale = builder.fmul(d, builder.load(builder.gep(xdbase, [b])))
@@ -339,12 +344,12 @@ def _row_idot(kind):
     return dot
 
 
-def _rows_idot(kind, nrows):
+def _rows_idot(lay, nrows):
     """Intrinsic f(w, r, nb, xq, xd, xs, t, out): out[t, r + i] = `_row_idot` of weight row
     r + i with x[t], for i < nrows, in one pass over the blocks: the rows share each
     activation block's loads and their multiply-add chains overlap (each row's arithmetic
     and order are unchanged, so results are bit-equal to one row at a time)."""
-    size = LAYOUT[kind][0]
+    size = lay.size
 
     @intrinsic
     def dots(typingctx, w, r, nb, xq, xd, xs, t, out):
@@ -363,9 +368,9 @@ def _rows_idot(kind, nrows):
                 b = loop.index
                 y = load_v32b(builder, qbase, builder.mul(b, ir.Constant(I64, QK)))
                 xd_b = builder.load(builder.gep(xdbase, [b]))
-                xs_b = builder.load(builder.gep(xsbase, [b])) if LAYOUT[kind][1] is not None else None
+                xs_b = builder.load(builder.gep(xsbase, [b])) if lay.offset("m") is not None else None
                 for i in range(nrows):
-                    q, d, m, signed = emit_block_i8(builder, kind, builder.gep(bases[i], [builder.mul(b, ir.Constant(I64, size))]))
+                    q, d, m, signed = emit_block_i8(builder, lay, builder.gep(bases[i], [builder.mul(b, ir.Constant(I64, size))]))
                     qabs, sign = sign_split(builder, q, signed)
                     p32 = byte_dot(builder, qabs, sign, y)
                     scale = builder.fmul(d, xd_b)
@@ -379,7 +384,7 @@ def _rows_idot(kind, nrows):
                                    F32.as_pointer())
             for i in range(nrows):
                 total = hsum(builder, builder.load(accs[i]))
-                if LAYOUT[kind][1] is not None:
+                if lay.offset("m") is not None:
                     total = builder.fadd(total, builder.load(offs[i]))
                 builder.store(total, builder.gep(orow, [builder.add(rv, ir.Constant(I64, i))]))
             return context.get_dummy_value()
@@ -390,29 +395,28 @@ def _rows_idot(kind, nrows):
 
 
 ROWS_PER_PASS = 4
-_idots = {kind: _rows_idot(kind, ROWS_PER_PASS) for kind in LAYOUT}
-_idots_q8_0, _idots_q4_0, _idots_q4_1, _idots_q5_0, _idots_q5_1 = (_idots[k] for k in LAYOUT)
+_idots = {kind: _rows_idot(QUANT_TYPES[q], ROWS_PER_PASS) for q, kind in I8_KIND.items()}
+_idots_q8_0, _idots_q4_0, _idots_q4_1 = _idots[KIND_Q8_0], _idots[KIND_Q4_0], _idots[KIND_Q4_1]
+_idots_q5_0, _idots_q5_1 = _idots[KIND_Q5_0], _idots[KIND_Q5_1]
 
 
 @numba.njit(inline="always", cache=True)
 def _idots_kind(kind, w, r, nb, xq, xd, xs, t, out):
-    if kind == 0:
+    if kind == KIND_Q8_0:
         _idots_q8_0(w, r, nb, xq, xd, xs, t, out)
-    elif kind == 1:
+    elif kind == KIND_Q4_0:
         _idots_q4_0(w, r, nb, xq, xd, xs, t, out)
-    elif kind == 2:
+    elif kind == KIND_Q4_1:
         _idots_q4_1(w, r, nb, xq, xd, xs, t, out)
-    elif kind == 3:
+    elif kind == KIND_Q5_0:
         _idots_q5_0(w, r, nb, xq, xd, xs, t, out)
     else:
         _idots_q5_1(w, r, nb, xq, xd, xs, t, out)
 
 
-_idot = {kind: _row_idot(kind) for kind in LAYOUT}
-_idot_q8_0, _idot_q4_0, _idot_q4_1, _idot_q5_0, _idot_q5_1 = (_idot[k] for k in LAYOUT)
-
-# weight type codes of `gemv_i8` and `_gemv_block`, in LAYOUT's order
-I8_KIND = {QType.Q8_0: 0, QType.Q4_0: 1, QType.Q4_1: 2, QType.Q5_0: 3, QType.Q5_1: 4}
+_idot = {kind: _row_idot(QUANT_TYPES[q]) for q, kind in I8_KIND.items()}
+_idot_q8_0, _idot_q4_0, _idot_q4_1 = _idot[KIND_Q8_0], _idot[KIND_Q4_0], _idot[KIND_Q4_1]
+_idot_q5_0, _idot_q5_1 = _idot[KIND_Q5_0], _idot[KIND_Q5_1]
 
 
 PREFETCH_ROWS = 8  # rows ahead that one-row loops ask the cache for (llvm_ir.prefetch_row)
@@ -421,21 +425,21 @@ PREFETCH_ROWS = 8  # rows ahead that one-row loops ask the cache for (llvm_ir.pr
 @numba.njit(inline="always", cache=True)
 def idot_rows(kind, w, r0, r1, nb, xq, xd, xs, t, out):
     """out[t, r] = `_row_idot` of weight row r with xq[t] for r0 <= r < r1, `kind` an I8_KIND
-    code: one loop per type, its branch taken once rather than per row (measured ~5 % of a
+    code (quant.KIND): one loop per type, its branch taken once rather than per row (measured ~5 % of a
     one-sequence 51864-row product)."""
-    if kind == 0:
+    if kind == KIND_Q8_0:
         for r in range(r0, r1):
             prefetch_row(w, r + PREFETCH_ROWS)
             out[t, r] = _idot_q8_0(w[r], nb, xq, xd, xs, t)
-    elif kind == 1:
+    elif kind == KIND_Q4_0:
         for r in range(r0, r1):
             prefetch_row(w, r + PREFETCH_ROWS)
             out[t, r] = _idot_q4_0(w[r], nb, xq, xd, xs, t)
-    elif kind == 2:
+    elif kind == KIND_Q4_1:
         for r in range(r0, r1):
             prefetch_row(w, r + PREFETCH_ROWS)
             out[t, r] = _idot_q4_1(w[r], nb, xq, xd, xs, t)
-    elif kind == 3:
+    elif kind == KIND_Q5_0:
         for r in range(r0, r1):
             prefetch_row(w, r + PREFETCH_ROWS)
             out[t, r] = _idot_q5_0(w[r], nb, xq, xd, xs, t)
@@ -457,7 +461,7 @@ def _gemv_i8_body(kind, xq, xd, xs, w, out):
             r = r0
             # Q4_1 only: measured 15-20 % faster; Q8_0 rows (612 bytes) ran 1.8x slower in
             # fours, the four streams defeating the prefetcher.
-            while kind == 2 and r + ROWS_PER_PASS <= r1:
+            while kind == KIND_Q4_1 and r + ROWS_PER_PASS <= r1:
                 _idots_kind(kind, w, r, nb, xq, xd, xs, t, out)
                 r += ROWS_PER_PASS
             idot_rows(kind, w, r, r1, nb, xq, xd, xs, t, out)

@@ -1,22 +1,24 @@
-"""LLVM IR building blocks for the numba intrinsics of gemv.py and decoder_step.py.
+"""LLVM IR building blocks for the numba intrinsics of gemv.py and rowdots.py.
 
 numba does not vectorize per-weight block decoding (its SLP vectorizer cannot reorder the
 stores around the loads, and small integers are promoted to int64, whose conversion to
 float has no AVX2 instruction), so the block dots emit vector IR directly. The pieces they
-share live here once: vector types, loads, float16 conversion, the ggml block layouts and
-their decoders (to float and to int8), horizontal sums and the AVX2 byte dot.
-
-numba's on-disk cache is keyed on the file that defines each compiled function, not on
-this one: after editing this module, touch gemv.py and decoder_step.py (or delete their
-__pycache__) so that their kernels recompile.
+share live here once: vector types, loads, float16 conversion, the ggml block decoders (to
+float and to int8, for a block layout of quant.py's table), horizontal sums and the AVX2
+byte dot.
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import llvmlite.binding as _llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+if TYPE_CHECKING:
+    from whisperlite.kernels.quant import QuantTraits
 
 I1, I8, I16, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 F32 = ir.FloatType()
@@ -117,22 +119,10 @@ def load(builder: ir.IRBuilder, ptr: ir.Value, offset, ty: ir.Type) -> ir.Value:
     return builder.load(builder.bitcast(builder.gep(ptr, [off]), ty.as_pointer()), align=1)
 
 
-# ggml block layouts: bytes per block, offset of m (the "_1" types), of qh (Q5), of qs.
-LAYOUT = {
-    "q8_0": (34, None, None, 2),
-    "q4_0": (18, None, None, 2),
-    "q4_1": (20, 2, None, 4),
-    "q5_0": (22, None, 2, 6),
-    "q5_1": (24, 2, 4, 8),
-}
-
-OFFSET = {"q4_0": 8.0, "q5_0": 16.0}  # the "_0" types' w = d*(q - offset)
-
-
-def _scales(builder: ir.IRBuilder, kind: str, blk: ir.Value):
+def _scales(builder: ir.IRBuilder, lay: QuantTraits, blk: ir.Value):
     """The block's float scale d and, for the "_1" types, its float m (else None)."""
-    moff = LAYOUT[kind][1]
-    d = ir_f16_to_f32(builder, load(builder, blk, 0, I16))
+    moff = lay.offset("m")
+    d = ir_f16_to_f32(builder, load(builder, blk, lay.offset("d"), I16))
     return d, None if moff is None else ir_f16_to_f32(builder, load(builder, blk, moff, I16))
 
 
@@ -155,16 +145,16 @@ def _nibbles(builder: ir.IRBuilder, blk: ir.Value, qoff: int) -> ir.Value:
     return builder.shuffle_vector(lo, hi, ir.Constant(vec(I32, 32), list(range(32))))
 
 
-def emit_block(builder: ir.IRBuilder, kind: str, blk: ir.Value):
-    """One ggml block at i8* blk -> (<32 x float> q, exact small integers without the "_0"
-    types' offset, the float scale d, the float m of the "_1" types or None).
+def emit_block(builder: ir.IRBuilder, lay: QuantTraits, blk: ir.Value):
+    """One ggml block of layout `lay` at i8* blk -> (<32 x float> q, exact small integers
+    without the "_0" types' zero, the float scale d, the float m of the "_1" types or None).
 
     Q4 bytes are converted to float once and split in float (hi = floor(b/16), lo = b -
     16*hi, all exact): fewer instructions than widening 32 nibbles. Q5 nibbles and fifth
     bits are assembled as <32 x i8> and widened once."""
-    _, _, hoff, qoff = LAYOUT[kind]
-    d, m = _scales(builder, kind, blk)
-    if kind == "q8_0":
+    hoff, qoff = lay.offset("qh"), lay.offset("qs")
+    d, m = _scales(builder, lay, blk)
+    if lay.bits == 8:
         return builder.sitofp(load(builder, blk, qoff, V32B), V32F), d, m
     if hoff is None:
         f16v = vec(F32, 16)
@@ -177,18 +167,18 @@ def emit_block(builder: ir.IRBuilder, kind: str, blk: ir.Value):
     return builder.uitofp(q, V32F), d, m
 
 
-def emit_block_i8(builder: ir.IRBuilder, kind: str, blk: ir.Value):
-    """One ggml block at i8* blk -> (<32 x i8> q, d, m or None, signed): q - offset for
-    the "_0" types and Q8_0 (signed), the plain q of the "_1" types (unsigned)."""
-    _, _, hoff, qoff = LAYOUT[kind]
-    d, m = _scales(builder, kind, blk)
-    if kind == "q8_0":
+def emit_block_i8(builder: ir.IRBuilder, lay: QuantTraits, blk: ir.Value):
+    """One ggml block of layout `lay` at i8* blk -> (<32 x i8> q, d, m or None, signed):
+    q - zero for the "_0" types and Q8_0 (signed), the plain q of the "_1" types (unsigned)."""
+    hoff, qoff = lay.offset("qh"), lay.offset("qs")
+    d, m = _scales(builder, lay, blk)
+    if lay.bits == 8:
         return load(builder, blk, qoff, V32B), d, m, True
     q = _nibbles(builder, blk, qoff)
     if hoff is not None:
         q = _fifth_bits(builder, q, blk, hoff)
-    if kind in OFFSET:
-        return builder.sub(q, ir.Constant(V32B, [int(OFFSET[kind])] * 32)), d, m, True
+    if lay.zero:
+        return builder.sub(q, ir.Constant(V32B, [lay.zero] * 32)), d, m, True
     return q, d, m, False
 
 

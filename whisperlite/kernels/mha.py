@@ -1,5 +1,6 @@
 """Multi-head attention for many query rows at once: the decoder's prompt pass, word
-alignment (which wants the weights) and the per-window cross-attention keys/values.
+alignment (which wants the weights) and the per-window cross-attention keys/values; and
+for one new query row per sequence, the decoder step's.
 
 One head at a time: BLAS for the two products around a serial softmax, the heads pulled by
 the kernel threads from a queue; float16 keys/values (the decoder's cross-attention cache)
@@ -19,7 +20,7 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 from whisperlite.kernels.llvm_ir import HAS_F16C, I16, f16_bits_to_f32
-from whisperlite.kernels.ops import exp_shifted_row
+from whisperlite.kernels.ops import exp_shifted_row, to_f32
 from whisperlite.kernels.quant import f32_to_f16
 from whisperlite.kernels.threads import get_threads, run_parallel
 
@@ -136,3 +137,78 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, out: np.ndarray | Non
         parts = 1
     run_parallel(worker, parts)
     return out
+
+
+# ---------------------------------------------------------------- one query row per sequence
+
+# The decoder step's attentions (models/whisper_step.py), for the heads h0 … h1-1 that one
+# thread takes. They loop over every head and skip the others: with `range(h0, h1)` numba
+# cannot prove the head index non-negative, so every array index in the inner loops keeps
+# its negative-index wrap-around and the loops stop vectorizing (measured 8x slower for the
+# cross-attention scores).
+
+
+@numba.njit(**_SER)
+def self_attention_heads(qkv, kc, vc, src, pos, n_head, h0, h1, scores, out):
+    """qkv (B, 3d) this token's query | key | value rows; kc, vc (≥B, n_ctx, d) the layer's
+    cache, where sequence b's position t is in row src[b, t] (positions 0 … pos-1 filled).
+    For heads h0 … h1-1: writes their columns of position pos in row b, then their columns
+    of out (B, d) = causal attention; scores (·, > pos) scratch, row 0 used."""
+    n, d3 = qkv.shape
+    d = d3 // 3
+    hd = d // n_head
+    scale = np.float32(hd ** -0.5)
+    for b in range(n):
+        for h in range(n_head):
+            if h < h0 or h >= h1:
+                continue
+            o = h * hd
+            for c in range(hd):
+                kc[b, pos, o + c] = qkv[b, d + o + c]
+                vc[b, pos, o + c] = qkv[b, 2 * d + o + c]
+            for t in range(pos + 1):
+                r = src[b, t]
+                acc = np.float32(0.0)
+                for c in range(hd):
+                    acc += qkv[b, o + c] * kc[r, t, o + c]
+                scores[0, t] = acc * scale
+            inv = np.float32(1.0) / exp_shifted_row(scores, 0, pos + 1)
+            for c in range(hd):
+                out[b, o + c] = np.float32(0.0)
+            for t in range(pos + 1):
+                p = scores[0, t] * inv
+                r = src[b, t]
+                for c in range(hd):
+                    out[b, o + c] += p * vc[r, t, o + c]
+
+
+
+@numba.njit(**_SER)
+def cross_attention_heads(q, k, v, src, pos, n_head, h0, h1, scores, out):
+    """q (B, d); k, v (h, n_audio, hd) float32 or float16 bits; scores (B, n_audio) scratch
+    -> the columns of heads h0 … h1-1 of out (B, d). Each key and value row is read once
+    for all B sequences. (src, pos, n_head: unused, `self_attention_heads`'s arguments.)"""
+    n, d = q.shape
+    n_head, na, hd = k.shape
+    scale = np.float32(hd ** -0.5)
+    for h in range(n_head):
+        if h < h0 or h >= h1:
+            continue
+        o = h * hd
+        for t in range(na):
+            for b in range(n):
+                acc = np.float32(0.0)
+                for c in range(hd):
+                    acc += q[b, o + c] * to_f32(k[h, t, c])
+                scores[b, t] = acc * scale
+        for b in range(n):
+            inv = np.float32(1.0) / exp_shifted_row(scores, b, na)
+            for t in range(na):
+                scores[b, t] *= inv
+            for c in range(hd):
+                out[b, o + c] = np.float32(0.0)
+        for t in range(na):
+            for b in range(n):
+                p = scores[b, t]
+                for c in range(hd):
+                    out[b, o + c] += p * to_f32(v[h, t, c])

@@ -16,7 +16,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from whisperlite.kernels.llvm_ir import range_max
+from whisperlite.kernels.llvm_ir import f16_bits_to_f32, range_max
 
 # Below this many elements a kernel runs on the calling thread (measured: waking the
 # OpenMP pool in passive mode costs ~0.1–0.5 ms, more than a 384-wide row takes).
@@ -93,6 +93,17 @@ def _bias_gelu_body(x, b):
         for j in range(d):
             x[i, j] = _gelu(x[i, j] + b[j])
     return x
+
+
+def to_f32(v):
+    """A float32 value, or float16 bits (uint16) converted to float32."""
+
+
+@overload(to_f32, inline="always")
+def _to_f32_impl(v):
+    if isinstance(v, types.Integer):
+        return lambda v: f16_bits_to_f32(v)
+    return lambda v: v
 
 
 @numba.njit(inline="always", fastmath=_FAST, cache=True)

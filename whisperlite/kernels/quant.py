@@ -9,6 +9,7 @@ Rows are independent, so every kernel runs `prange` over rows and any row range 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -21,20 +22,72 @@ from whisperlite.kernels.llvm_ir import f16_bits_to_f32
 QK = 32  # weights per block of the "legacy" quants
 QK_K = 256  # weights per K-quant super-block
 
-# qtype -> (weights per block, bytes per block), each size written as the sum of its fields.
-QUANT_LAYOUTS: dict[QType, tuple[int, int]] = {
-    QType.F16: (1, 2),
-    QType.Q8_0: (QK, 2 + QK),  # f16 d, i8 q[32]
-    QType.Q4_0: (QK, 2 + QK // 2),  # f16 d, u8 qs[16] (low nibble: w0-15, high: w16-31)
-    QType.Q4_1: (QK, 2 + 2 + QK // 2),  # f16 d, f16 m, u8 qs[16]
-    QType.Q5_0: (QK, 2 + 4 + QK // 2),  # f16 d, u32 qh (5th bits), u8 qs[16]
-    QType.Q5_1: (QK, 2 + 2 + 4 + QK // 2),  # f16 d, f16 m, u32 qh, u8 qs[16]
-    # f16 d, f16 s (= d*sum q), i8 q[32]. Today's ggml packs d and s as halves (36 bytes);
-    # gguf-py's GGML_QUANT_SIZES still says 40 (the old float d, float s block).
-    QType.Q8_1: (QK, 2 + 2 + QK),
-    QType.Q4_K: (QK_K, 2 + 2 + 12 + QK_K // 2),  # f16 d, f16 dmin, 6-bit scales/mins, 4-bit q
-    QType.Q6_K: (QK_K, QK_K // 2 + QK_K // 4 + QK_K // 16 + 2),  # ql, qh, i8 scales, f16 d
+
+@dataclass(frozen=True)
+class QuantTraits:
+    """One stored weight type (ggml's type traits): `block` weights per block, stored as
+    `fields`, (name, bytes) in storage order."""
+
+    block: int
+    fields: tuple[tuple[str, int], ...]
+    zero: int = 0  # the "_0" types store w = d * (q - zero)
+    dot_with: QType | None = None  # the activation type of ggml's integer dots (its vec_dot_type)
+    kernels: bool = True  # the fused row kernels (gemv, the decoder step) take it
+
+    @property
+    def size(self) -> int:
+        """Bytes per block: the sum of its fields."""
+        return sum(n for _, n in self.fields)
+
+    def offset(self, name: str) -> int | None:
+        """Byte offset of field `name` in a block, or None when the type has no such field."""
+        at = 0
+        for field, n in self.fields:
+            if field == name:
+                return at
+            at += n
+        return None
+
+    @property
+    def bits(self) -> int:
+        """Bits per weight of its quants (the qs bytes, plus the fifth bits in qh)."""
+        nbytes = dict(self.fields)
+        return 8 * (nbytes.get("qs", 0) + nbytes.get("qh", 0)) // self.block
+
+
+# The one table of stored types, byte-for-byte ggml's blocks; every other enumeration of
+# them (kernel codes, LLVM block decoders, integer-dot types, activation types) derives
+# from it. d: float16 scale, m: float16 min, qh: the fifth bits, qs: the quants (4-bit
+# types: low nibbles hold w0-15, high nibbles w16-31).
+QUANT_TYPES: dict[QType, QuantTraits] = {
+    QType.F32: QuantTraits(1, (("w", 4),)),
+    QType.F16: QuantTraits(1, (("w", 2),)),
+    QType.Q8_0: QuantTraits(QK, (("d", 2), ("qs", QK)), dot_with=QType.Q8_0),
+    QType.Q4_0: QuantTraits(QK, (("d", 2), ("qs", QK // 2)), zero=8, dot_with=QType.Q8_0),
+    QType.Q4_1: QuantTraits(QK, (("d", 2), ("m", 2), ("qs", QK // 2)), dot_with=QType.Q8_1),
+    QType.Q5_0: QuantTraits(QK, (("d", 2), ("qh", 4), ("qs", QK // 2)), zero=16, dot_with=QType.Q8_0),
+    QType.Q5_1: QuantTraits(QK, (("d", 2), ("m", 2), ("qh", 4), ("qs", QK // 2)), dot_with=QType.Q8_1),
+    # s = d * sum(q) as float16 too: today's ggml block (36 bytes); gguf-py's
+    # GGML_QUANT_SIZES still says 40 (the old float d, float s block). Activations only.
+    QType.Q8_1: QuantTraits(QK, (("d", 2), ("s", 2), ("qs", QK)), kernels=False),
+    # K-quants are read-only here (dequantize and the tiled matmul)
+    QType.Q4_K: QuantTraits(QK_K, (("d", 2), ("dmin", 2), ("scales", 12), ("qs", QK_K // 2)), kernels=False),
+    QType.Q6_K: QuantTraits(QK_K, (("ql", QK_K // 2), ("qh", QK_K // 4), ("scales", QK_K // 16), ("d", 2)),
+                            kernels=False),
 }
+
+# Kernel codes: the types the fused row kernels take, numbered in the table's order (float
+# types first, so `kind >= FIRST_BLOCK_KIND` tells block types). The codes are module-level
+# ints because numba freezes globals into compiled code as constants.
+KIND: dict[QType, int] = {q: i for i, q in enumerate(q for q, t in QUANT_TYPES.items() if t.kernels)}
+KIND_F32 = KIND[QType.F32]
+KIND_F16 = KIND[QType.F16]
+KIND_Q8_0 = KIND[QType.Q8_0]
+KIND_Q4_0 = KIND[QType.Q4_0]
+KIND_Q4_1 = KIND[QType.Q4_1]
+KIND_Q5_0 = KIND[QType.Q5_0]
+KIND_Q5_1 = KIND[QType.Q5_1]
+FIRST_BLOCK_KIND = min(k for q, k in KIND.items() if QUANT_TYPES[q].block > 1)
 
 # Types `quantize` can produce (K-quants are read-only here: dequantize and matmul only).
 QUANTIZABLE = (QType.F16, QType.Q8_0, QType.Q4_0, QType.Q4_1, QType.Q5_0, QType.Q5_1, QType.Q8_1)
@@ -43,10 +96,11 @@ QUANTIZABLE = (QType.F16, QType.Q8_0, QType.Q4_0, QType.Q4_1, QType.Q5_0, QType.
 def layout(qtype: QType) -> tuple[int, int]:
     """(weights per block, bytes per block) of `qtype`, or QuantizationError if unsupported."""
     try:
-        return QUANT_LAYOUTS[QType(qtype)]
+        t = QUANT_TYPES[QType(qtype)]
     except (KeyError, ValueError):
         name = getattr(qtype, "name", str(qtype))
         raise QuantizationError(f"unsupported quantization type {name}") from None
+    return t.block, t.size
 
 
 def bytes_per_row(qtype: QType, cols: int) -> int:

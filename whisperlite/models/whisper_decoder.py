@@ -1,7 +1,7 @@
 """Whisper's text decoder: pre-LN blocks with cross-attention over the encoder output.
 Self-attention keys/values live in a preallocated cache so each new token costs one row of
 work per layer, and a prompt of any length is one batched pass. The token-by-token step
-(one new token per sequence) runs as one fused kernel (kernels/decoder_step.py) into
+(one new token per sequence) runs as one fused kernel (whisper_step.py) into
 scratch kept on the cache, so it allocates nothing per token."""
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import numpy as np
 
 from whisperlite.kernels import QTensor, Weight, get_threads, linear
 from whisperlite.kernels.threads import one_numba_thread, run_parallel
-from whisperlite.kernels import decoder_step as fused
 from whisperlite.kernels import mha
+from whisperlite.kernels.llvm_ir import HAS_AVX2
 from whisperlite.kernels.ops import add_
 from whisperlite.kernels.quant import dequantize_rows
+from whisperlite.kernels.rowdots import weight_kind
 from whisperlite.kernels.tensor import readonly
 from whisperlite.formats.checkpoint import WhisperCheckpoint, WhisperDims
+from whisperlite.models import whisper_step
 from whisperlite.models.whisper_blocks import Block, Norm, load_block
 
 
@@ -45,7 +47,7 @@ class KVCache:
         self.cross_v = cross_v
         # the fused step reads float16 as its bits
         bits = (lambda a: a.view(np.uint16)) if cross_k.dtype == np.float16 else (lambda a: a)  # noqa: E731
-        self.cross_k_in, self.cross_v_in = bits(cross_k), bits(cross_v)
+        self.step_view = whisper_step.Cache(self.k, self.v, self.src, bits(cross_k), bits(cross_v))
         self.scratch: _StepScratch | None = None
 
     def fork(self, batch: int) -> "KVCache":
@@ -95,13 +97,16 @@ class _StepScratch:
         self.logits = np.empty((batch, 1, dims.n_vocab), f32)
         self.logits2d = self.logits.reshape(batch, dims.n_vocab)
         # chunk claims and completions (hold step numbers: never reset)
-        slots = fused.step_slots(L, dims.n_text_head)
+        slots = whisper_step.step_slots(L, dims.n_text_head)
         self.claim, self.done = np.zeros(slots, np.int64), np.zeros(slots, np.int64)
         self.steps = 0
+        self.step_view = whisper_step.Scratch(self.claim, self.done, self.qkv, self.att, self.y, self.q, self.catt,
+                                              self.mlp, self.x, self.h, self.xq, self.xd, self.xs, self.buf,
+                                              self.scores, self.logits2d)
 
 
 class _SplitChooser:
-    """Runs a step on one thread or on two (decoder_step.step_parallel), whichever has been
+    """Runs a step on one thread or on two (whisper_step.step_parallel), whichever has been
     faster lately. On a shared 2-core machine the second thread waits for the other core,
     and when another process holds it the split is slower than one thread (measured up to
     1.4x): so each variant's time is tracked (moving average) and the slower one re-tried
@@ -135,56 +140,67 @@ class _SplitChooser:
 
 
 class _StepWeights:
-    """The decoder's weights as the fused step takes them: each role's matrices as the
-    addresses of the layers' uint8 views (no copies; `mats` keeps them alive) with one
-    shape and one kind code per role, norms and biases stacked."""
+    """The decoder's weights as the fused step takes them (`step_view`): each role's
+    matrices as the addresses of the layers' uint8 views (no copies; `mats` keeps them
+    alive) with one shape and one kind code per role, norms and biases stacked."""
 
     ROLES = ("qkv", "out", "cross_q", "cross_out", "fc1", "fc2")
 
     def __init__(self, kinds: list[int], mats: list[tuple[np.ndarray, ...]], emb_kind: int, emb: np.ndarray,
-                 blocks: list[Block], ln: Norm):
+                 pos_emb: np.ndarray, blocks: list[Block], ln: Norm, n_head: int):
         self.kinds = np.asarray(kinds, np.int64)
         self.mats = mats
         self.addrs = self._addresses(mats)
         self.shapes = np.asarray([ms[0].shape for ms in mats], np.int64)
         self.emb_kind, self.emb = emb_kind, emb  # read-only, as every checkpoint weight
+        self.pos_emb, self.n_head = pos_emb, n_head
         st = lambda f: np.ascontiguousarray(np.stack([f(b) for b in blocks]), np.float32)  # noqa: E731
         self.ln_g = st(lambda b: np.stack([b.attn_ln.g, b.cross_ln.g, b.mlp_ln.g]))
         self.ln_b = st(lambda b: np.stack([b.attn_ln.b, b.cross_ln.b, b.mlp_ln.b]))
         self.biases = [st(lambda b, r=r: getattr(b, f"{r}_b")) for r in self.ROLES]
         self.lnf_g = np.ascontiguousarray(ln.g, np.float32)
         self.lnf_b = np.ascontiguousarray(ln.b, np.float32)
+        self.step_view = self._view()
+
+    def _view(self) -> whisper_step.Weights:
+        b = self.biases
+        qkv, out, cq, co, fc1, fc2 = self.addrs
+        return whisper_step.Weights(self.emb_kind, self.emb, self.pos_emb, self.kinds, self.shapes, self.ln_g,
+                                    self.ln_b, qkv, b[0], out, b[1], cq, b[2], co, b[3], fc1, b[4], fc2, b[5],
+                                    self.lnf_g, self.lnf_b, self.n_head)
 
     @staticmethod
     def _addresses(mats: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
         return [np.asarray([m.ctypes.data for m in ms], np.int64) for ms in mats]
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "addrs"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("addrs", "step_view")}
 
     def __setstate__(self, state: dict) -> None:
         # an unpickled copy holds new arrays: the addresses are this process's
         self.__dict__.update(state, addrs=self._addresses(state["mats"]))
+        self.step_view = self._view()
 
     @classmethod
-    def build(cls, blocks: list[Block], emb: Weight, ln: Norm) -> "_StepWeights | None":
+    def build(cls, blocks: list[Block], emb: Weight, pos_emb: np.ndarray, ln: Norm,
+              n_head: int) -> "_StepWeights | None":
         """None when some weight has a type the fused step does not take (the general path
         then serves every call)."""
         kinds, mats = [], []
         for role in cls.ROLES:
-            found = [fused.weight_kind(getattr(b, role)) for b in blocks]
+            found = [weight_kind(getattr(b, role)) for b in blocks]
             if any(f is None for f in found) or len({(f[0], f[1].shape) for f in found}) != 1:
                 return None
             kinds.append(found[0][0])
             mats.append(tuple(np.asarray(f[1]) for f in found))
-        e = fused.weight_kind(emb)
+        e = weight_kind(emb)
         if e is None:
             return None
-        return cls(kinds, mats, e[0], np.asarray(e[1]), blocks, ln)
+        return cls(kinds, mats, e[0], np.asarray(e[1]), pos_emb, blocks, ln, n_head)
 
 
 class TextDecoder:
-    def __init__(self, ckpt: WhisperCheckpoint, cross_f16: bool = True, int8: bool = fused.HAS_AVX2):
+    def __init__(self, ckpt: WhisperCheckpoint, cross_f16: bool = True, int8: bool = HAS_AVX2):
         """cross_f16: keep each window's cross-attention keys/values in float16 (as
         whisper.cpp does): half the bytes of the largest per-token read after the weights.
         int8: steps on block-quantized weights quantize activations per 32 values to int8
@@ -193,12 +209,12 @@ class TextDecoder:
         d, w = ckpt.dims, ckpt.weights
         self.dims = d
         self.cross_dtype = np.float16 if cross_f16 else np.float32
-        self.int8 = int8 and fused.HAS_AVX2
+        self.int8 = int8 and HAS_AVX2
         self.token_embedding = w["decoder.token_embedding.weight"]  # also the output projection (tied)
         self.pos = np.ascontiguousarray(w["decoder.positional_embedding"], np.float32)
         self.blocks = [load_block(w, f"decoder.blocks.{i}", True, d.n_text_state) for i in range(d.n_text_layer)]
         self.ln = Norm(w["decoder.ln.weight"], w["decoder.ln.bias"])
-        self.step_weights = _StepWeights.build(self.blocks, self.token_embedding, self.ln)
+        self.step_weights = _StepWeights.build(self.blocks, self.token_embedding, self.pos, self.ln, d.n_text_head)
         self._split: dict[tuple[int, int], _SplitChooser] = {}
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
@@ -281,28 +297,22 @@ class TextDecoder:
             s = cache.scratch = _StepScratch(self.dims, bsz)
         s.steps += 1
         cache.src[:bsz, cache.length] = np.arange(bsz, dtype=np.int32)
-        w = self.step_weights
-        b = w.biases
-        (qkv, out, cq, co, fc1, fc2) = w.addrs
-        return s, (s.steps, s.claim, s.done, np.asarray(tokens, np.int64), cache.length, w.emb_kind, w.emb,
-                   self.pos, w.kinds, w.shapes, w.ln_g, w.ln_b, qkv, b[0], out, b[1], cq, b[2], co, b[3], fc1, b[4], fc2, b[5],
-                   w.lnf_g, w.lnf_b, cache.k, cache.v, cache.src, cache.cross_k_in, cache.cross_v_in, self.dims.n_text_head,
-                   s.qkv, s.att, s.y, s.q, s.catt, s.mlp, s.x, s.h, s.xq, s.xd, s.xs, s.buf, s.scores, s.logits2d,
-                   self.int8)
+        return s, (s.steps, np.asarray(tokens, np.int64), cache.length, self.int8, self.step_weights.step_view,
+                   cache.step_view, s.step_view)
 
     def step_serial(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
         """`step` on this thread alone: step_body claims every chunk itself. (Called from here,
         not from a compiled wrapper: numba would link and optimize the whole body again for
         the wrapper, ~9 s of a first run's compile.)"""
         s, args = self._step_args(tokens, cache)
-        fused.step_body(0, *args)
+        whisper_step.step_body(0, *args)
         cache.length += 1
         return s.logits
 
     def step_parallel(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
-        """`step` on two threads of numba's pool (decoder_step.step_parallel)."""
+        """`step` on two threads of numba's pool (whisper_step.step_parallel)."""
         s, args = self._step_args(tokens, cache)
-        fused.step_parallel(*args)
+        whisper_step.step_parallel(*args)
         cache.length += 1
         return s.logits
 

@@ -27,7 +27,7 @@ def _source_digest() -> str:
     """Digest of the package's sources and where they are: kernels change between commits of
     one version number, and numba files its cache by the sources' directory, so the same
     sources installed elsewhere (a checkout and its `pip install .`) compile again."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # the whole whisperlite package
     h = hashlib.sha1(str(package).encode())
     for f in sorted(package.rglob("*.py")):
         h.update(f.read_bytes())

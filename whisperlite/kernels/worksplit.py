@@ -1,0 +1,102 @@
+"""A work split for two threads that never wait for each other to start: the chunks of a
+program's phases (a product's rows, an attention's heads) are claimed by whichever thread
+gets there first, so a thread that starts late (waking numba's pool costs ~0.1-0.2 ms on a
+shared VM) leaves its work to the other, and one thread alone runs the whole program.
+
+A program numbers its chunks: chunk i of call g is claimed by a compare-and-swap of
+claim[i * SLOT] from below g to g and finished by storing g in done[i * SLOT] (int64
+arrays of `slots_length(chunks)`, zero at first; g must grow from call to call on them, so
+nothing is reset between calls). Each chunk is computed by one thread with the same code,
+so results are the same bits whoever computes what. The phases are inlined into the
+program (numba IR), see models/whisper_step.py.
+"""
+from __future__ import annotations
+
+import numba
+
+from whisperlite.kernels.atomics import atomic_cas, atomic_load, atomic_store, spin_pause, yield_cpu
+from whisperlite.kernels.ops import _gelu
+from whisperlite.kernels.rowdots import prepare, rows_product
+
+_SER = dict(fastmath={"reassoc", "contract", "nsz", "arcp"}, error_model="numpy", nogil=True, cache=True)
+
+# Slots are int64s 64 bytes apart, so that flags written by different threads never share a
+# cache line.
+SLOT = 8
+YIELD_EVERY = 64  # spins between yields of the core to other runnable threads (~2 µs)
+
+
+def slots_length(chunks: int) -> int:
+    """Length of each of the int64 claim and done arrays for `chunks` chunks per call."""
+    return chunks * SLOT
+
+
+@numba.njit(inline="always", **_SER)
+def _claim(claim, slot, g):
+    """Take chunk `slot` of call g unless a thread already has (a slot holds the last call
+    that claimed it)."""
+    v = atomic_load(claim, slot * SLOT)
+    return v < g and atomic_cas(claim, slot * SLOT, v, g) == v
+
+
+@numba.njit(inline="always", **_SER)
+def _finish(done, slot, g):
+    atomic_store(done, slot * SLOT, g)
+
+
+@numba.njit(inline="always", **_SER)
+def _await(done, slot0, n, g):
+    """Wait until chunks slot0 … slot0+n-1 of call g are finished. Every chunk waited for
+    has been claimed by a running thread, so this ends; the waiting thread yields its core
+    now and then to the alignment and audio threads."""
+    spins = 0
+    for c in range(n):
+        while atomic_load(done, (slot0 + c) * SLOT) < g:
+            spins += 1
+            if spins % YIELD_EVERY == 0:
+                yield_cpu()
+            else:
+                spin_pause()
+
+
+@numba.njit(inline="always", **_SER)
+def _chunk_start(rows, c, chunks):
+    """First row of chunk c of `chunks` (rows at c = chunks): even, so that several
+    sequences' float rows pair up as in one pass over all rows (same bits)."""
+    return rows if c == chunks else rows * c // chunks // 2 * 2
+
+
+@numba.njit(inline="always", **_SER)
+def rows_phase(tid, g, claim, done, slot0, chunks, kind, w, bias, gelu, x, xqf, xdf, xsf, buf, out, int8):
+    """out = x @ W.T + bias (GELU'd if gelu; no bias if it is empty), W (rows, bytes) of
+    `kind` in `chunks` chunks of rows from slot0 on: those this thread `tid` (0 or 1)
+    claims, its own half first; then wait for the rest. xqf, xdf, xsf, buf: scratch, as
+    rowdots.prepare and rowdots.rows_product take it."""
+    xq, xd, xs = prepare(kind, x, xqf, xdf, xsf, int8)
+    rows = w.shape[0]
+    n = x.shape[0]
+    for k in range(chunks):
+        c = (k + tid * (chunks // 2)) % chunks
+        if _claim(claim, slot0 + c, g):
+            r0, r1 = _chunk_start(rows, c, chunks), _chunk_start(rows, c + 1, chunks)
+            rows_product(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8)
+            if bias.shape[0]:
+                for b in range(n):
+                    for r in range(r0, r1):
+                        v = out[b, r] + bias[r]
+                        out[b, r] = _gelu(v) if gelu else v
+            _finish(done, slot0 + c, g)
+    _await(done, slot0, chunks, g)
+
+
+@numba.njit(inline="always", **_SER)
+def heads_phase(tid, g, claim, done, slot0, n_head, attend, q, k, v, src, pos, scores, out):
+    """`attend` (mha.self_attention_heads or mha.cross_attention_heads, arguments as theirs)
+    for the heads this thread claims, one chunk per head from slot0 on, its own half first;
+    then wait for the rest."""
+    for c in range(n_head):
+        hc = (c + tid * (n_head // 2)) % n_head
+        if _claim(claim, slot0 + hc, g):
+            attend(q, k, v, src, pos, n_head, hc, hc + 1, scores, out)
+            _finish(done, slot0 + hc, g)
+    _await(done, slot0, n_head, g)
