@@ -62,7 +62,8 @@ if engine.startswith("whisperlite"):
     m = whisperlite.load_model(model, threads=threads, compute_type=compute_type)
     load = time.perf_counter() - t0
     t1 = time.perf_counter()
-    segs, info = m.transcribe(path, beam_size=beam if beam > 1 else None, language="en")
+    # text only, as the peers run here: word timing is its own stage
+    segs, info = m.transcribe(path, beam_size=beam if beam > 1 else None, language="en", word_timestamps=False)
     text = " ".join(s.text for s in segs)
     for name, st in info.profile.ordered():
         label = ("  " if "/" in name else "") + LABELS.get(name, name)
