@@ -179,7 +179,7 @@ def test_dtw(N: int, M: int):
     assert np.allclose(np.array(trace).T, np.array(dtw(x)))
 
 
-@pytest.mark.parametrize("shape", [(10,), (1, 15), (4, 5, 345), (6, 12, 240, 512)])
+@pytest.mark.parametrize("shape", [(10,), (1, 15), (4, 5, 345), pytest.param((6, 12, 240, 512), marks=pytest.mark.slow)])
 def test_median_filter(shape):
     """test_median_filter: widths 3, 5, 7, 13 along the last axis equal scipy's median filter
     on the reflect-padded input."""

@@ -203,6 +203,7 @@ def test_output_file_and_file(folder):
     assert r.exit_code == 0 and (folder / "clip.txt").exists()
 
 
+@pytest.mark.slow
 def test_printing_flags(folder):
     for spelling in ("-np", "--no-prints"):  # the results and nothing else
         r = cli(CLIP, spelling, "-bs", "1")
