@@ -14,7 +14,7 @@ def test_a_folder_named_like_a_model_does_not_shadow_it(tmp_path, monkeypatch):
     """`-m base` next to a folder called base means the model; `./base` means the folder."""
     (tmp_path / "base").mkdir()
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(hub, "is_cached", lambda name: True)
+    monkeypatch.setattr(hub, "is_cached", lambda name, root=None: True)
     assert loader.resolve("base") == hub.cached_path("base") != tmp_path / "base"
     assert loader.resolve(os.path.join(".", "base")).resolve() == tmp_path / "base"
     assert loader.resolve("tiny.en") == loader.embedded_model_dir()

@@ -439,8 +439,6 @@ def test_download_model(tmp_path, base_model):
 
 
 @pytest.mark.network
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="not ported: whisperlite keeps one model cache (its "
-                   "user cache directory), so download_model takes no cache_dir")
 def test_download_model_in_cache(tmp_path, base_model):
     """test_download_model_in_cache: cache_dir is created and holds the model."""
     cache_dir = tmp_path / "model"

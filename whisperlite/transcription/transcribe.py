@@ -13,6 +13,7 @@ import shutil
 import threading
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import Callable, Generator, Iterable, Iterator
 
 import numpy as np
@@ -647,12 +648,18 @@ def available_models() -> list[str]:
     return [DEFAULT_MODEL, *DERIVED_NAMES, *(name for name, m in sorted(hub.MODELS.items()) if m.kind == "whisper")]
 
 
-def download_model(size_or_id: str, output_dir: str | None = None) -> str:
-    """Pull a published model into whisperlite's cache (faster-whisper's `download_model`);
-    with `output_dir`, copy its files there as plain files. Returns the model's folder."""
+def download_model(size_or_id: str, output_dir: str | None = None, local_files_only: bool = False,
+                   cache_dir: str | None = None) -> str:
+    """Pull a published model into whisperlite's cache, or the models folder `cache_dir`
+    (faster-whisper's `download_model`); `local_files_only`: never download, fail if absent.
+    With `output_dir`, copy its files there as plain files. Returns the model's folder."""
     from whisperlite.registry import hub
 
-    path = hub.pull(size_or_id, progress=lambda message: None)
+    root = Path(cache_dir) if cache_dir else None
+    if local_files_only:
+        path = hub.cached_path(size_or_id, root)
+    else:
+        path = hub.pull(size_or_id, progress=lambda message: None, root=root)
     if output_dir is None:
         return str(path)
     os.makedirs(output_dir, exist_ok=True)
