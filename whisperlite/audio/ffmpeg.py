@@ -6,10 +6,13 @@ are paths, bytes or binary file objects (piped into ffmpeg), or samples already 
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
 import queue
+import re
 import shutil
+import stat
 import subprocess
 import threading
 from contextlib import nullcontext
@@ -56,22 +59,52 @@ class DecodeReport:
     warning: str | None = None
 
 
-def _check_input(path: str) -> None:
-    if not os.path.exists(path):
-        raise AudioDecodeError(f"{path}: no such file")
-    if os.path.isdir(path):
+# A name ffmpeg would read as a protocol or URL (concat:, file:, http://, pipe:): two or more
+# scheme characters then a colon, so a Windows drive letter (C:) is not one.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+# Only these protocols may open anything, including what a playlist or demuxer names inside a file.
+PROTOCOL_WHITELIST = "file,pipe"
+
+
+def check_input_file(path: str) -> None:
+    """A one-line AudioDecodeError unless `path` names a readable, non-empty regular file.
+
+    Inputs are files: a name is never a URL or an ffmpeg protocol, and FIFOs, devices and
+    sockets are refused because they can block or never end. Front ends call this before
+    loading a model, so a bad name fails in a moment, not after a load.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise AudioDecodeError(f"{path}: symbolic link loop") from None
+        if e.errno == errno.ENOENT and _URL.match(path):
+            raise AudioDecodeError(f"{path}: no such file (inputs are files, not URLs or ffmpeg protocols)") from None
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise AudioDecodeError(f"{path}: no such file") from None
+        raise AudioDecodeError(f"{path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise AudioDecodeError(f"{path}: is a directory, not an audio file")
-    if os.path.getsize(path) == 0:
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
+        raise AudioDecodeError(f"{path}: is {kind}, not a regular file")
+    if st.st_size == 0:
         raise AudioDecodeError(f"{path}: file is empty")
     if not os.access(path, os.R_OK):
         raise AudioDecodeError(f"{path}: permission denied")
+
+
+def file_url(path: str) -> str:
+    """`path` as ffmpeg's input: the file protocol and an absolute path, so no name (`concat:a`,
+    `-`, `http:x`) is read as another protocol or an option."""
+    return "file:" + os.path.abspath(path)
 
 
 @dataclass(frozen=True)
 class _Input:
     """How ffmpeg gets an input: a path, or data piped into its stdin."""
 
-    url: str  # ffmpeg's input: the path, or pipe:0
+    url: str  # ffmpeg's input: file:ABSPATH, or pipe:0
     data: bytes | BinaryIO | None  # written to ffmpeg's stdin
     name: str  # the input in messages: a path, never raw bytes
 
@@ -82,8 +115,8 @@ def _input(source: AudioSource) -> _Input:
         path = os.fspath(source)
         if isinstance(path, bytes):
             path = os.fsdecode(path)
-        _check_input(path)
-        return _Input(path, None, path)
+        check_input_file(path)
+        return _Input(file_url(path), None, path)
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if not data:
@@ -146,7 +179,7 @@ def stream_audio(
     path = src.name
     report = report if report is not None else DecodeReport()
     cmd = (
-        ffmpeg.input(src.url)
+        ffmpeg.input(src.url, protocol_whitelist=PROTOCOL_WHITELIST)
         .output("pipe:", format="s16le", acodec="pcm_s16le", ac=channels, ar=sample_rate, map="0:a:0")
         .global_args("-nostdin", "-hide_banner", "-v", "error")
         .compile(cmd=ffmpeg_exe())
@@ -245,7 +278,8 @@ def probe_duration(path: AudioSource) -> float | None:
     if not isinstance(path, (str, os.PathLike)):
         return None
     try:
-        out = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", path], capture_output=True, timeout=30)
+        out = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-protocol_whitelist", PROTOCOL_WHITELIST,
+                              "-i", file_url(os.fspath(path))], capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
     for line in out.stderr.decode("utf-8", "replace").splitlines():

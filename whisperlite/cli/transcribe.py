@@ -87,8 +87,8 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @transcription_flags
-@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
-@click.option("-f", "--file", "extra_files", multiple=True, type=click.Path(dir_okay=False), help="Input file (repeatable).")
+@click.argument("files", nargs=-1)
+@click.option("-f", "--file", "extra_files", multiple=True, help="Input file (repeatable).")
 @click.option("-of", "--output-file", default=None, help="Output base name (extension added per format).")
 @click.option("-o", "--output-dir", default=None, help="Directory for outputs [default: beside each input].")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors and warnings.")
@@ -108,9 +108,20 @@ def transcribe(files, extra_files, output_file, output_dir, quiet, no_prints, pr
     inputs = list(files) + list(extra_files)
     if not inputs:
         fail("no input files (give FILE arguments or -f FILE)")
-    if not any(os.path.exists(p) for p in inputs):
-        # before loading the model, which on a fresh install first compiles the kernels (minutes)
-        fail(f"{inputs[0]}: no such file" if len(inputs) == 1 else "none of the input files exists")
+    # Before loading the model, which on a fresh install first compiles the kernels (minutes).
+    from whisperlite.audio.ffmpeg import check_input_file
+
+    failed = 0
+    readable = []
+    for path in inputs:
+        try:
+            check_input_file(path)
+            readable.append(path)
+        except WhisperliteError as e:
+            failed += 1
+            click.echo(f"error: {e}", err=True)
+    if not readable:
+        sys.exit(1)
     if output_file and len(inputs) > 1:
         fail("-of/--output-file names one output: use it with a single input (or use -o DIR)")
     if not detect_language:
@@ -127,8 +138,7 @@ def transcribe(files, extra_files, output_file, output_dir, quiet, no_prints, pr
     if notices:
         click.echo(f"whisperlite: model {run.runtime.model} loaded in {time.perf_counter() - t0:.2f} s, "
                    f"{wm.threads} thread{'s' if wm.threads > 1 else ''}", err=True)
-    failed = 0
-    for path in inputs:
+    for path in readable:
         try:
             if detect_language:
                 _, info = wm.transcribe(path, options)
