@@ -5,6 +5,7 @@ Flags keep llama.cpp's spellings (-m -p -f -n -t -c --temp --top-k --top-p --min
 """
 from __future__ import annotations
 
+import math
 import sys
 
 import click
@@ -17,6 +18,17 @@ from whisperlite.kernels import set_threads
 
 _S = SamplingOptions()
 _G = GenerateOptions()
+
+
+class _Finite(click.FloatRange):
+    """A float in a range, and a number: FloatRange alone lets nan through (every comparison
+    with nan is false)."""
+
+    def convert(self, value, param, ctx):  # click's signature
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{rv} is not a finite number.", param, ctx)
+        return rv
 
 
 def _out(text: str) -> None:
@@ -38,16 +50,16 @@ def _reply(gen: Generator, messages: list[dict[str, str]], opts: GenerateOptions
 @click.option("-m", "--model", default="smollm2", show_default=True, help="GGUF file, or a model name from `whisperlite models list`.")
 @click.option("-p", "--prompt", default=None, help="Prompt text (the user message with --chat / -i).")
 @click.option("-f", "--file", "prompt_file", type=click.Path(dir_okay=False), default=None, help="Read the prompt from a file.")
-@click.option("-n", "--n-predict", default=_G.n_predict, show_default=True, help="Tokens to generate (-1: until end of text or full context).")
-@click.option("-t", "--threads", default=None, type=int, help="Threads (default: all cores).")
-@click.option("-c", "--ctx-size", default=_G.n_ctx, show_default=True, help="Context length (0: the model's own).")
-@click.option("--temp", default=_S.temp, show_default=True, help="Temperature; 0 is greedy.")
-@click.option("--top-k", default=_S.top_k, show_default=True, help="Keep the k most likely tokens (0: off).")
-@click.option("--top-p", default=_S.top_p, show_default=True, help="Nucleus sampling mass (1.0: off).")
-@click.option("--min-p", default=_S.min_p, show_default=True, help="Drop tokens below min-p x the best probability (0: off).")
-@click.option("--repeat-penalty", default=_S.repeat_penalty, show_default=True, help="Penalty for recent tokens (1.0: off).")
-@click.option("--repeat-last-n", default=_S.repeat_last_n, show_default=True, help="How many recent tokens the penalty sees.")
-@click.option("--seed", default=_S.seed, show_default=True, help="Random seed (-1: a new one each run).")
+@click.option("-n", "--n-predict", default=_G.n_predict, show_default=True, type=click.IntRange(min=-1), help="Tokens to generate (-1: until end of text or full context).")
+@click.option("-t", "--threads", default=None, type=click.IntRange(1, 256), help="Threads (default: all cores).")
+@click.option("-c", "--ctx-size", default=_G.n_ctx, show_default=True, type=click.IntRange(min=0), help="Context length (0: the model's own).")
+@click.option("--temp", default=_S.temp, show_default=True, type=_Finite(min=0.0), help="Temperature; 0 is greedy.")
+@click.option("--top-k", default=_S.top_k, show_default=True, type=click.IntRange(min=0), help="Keep the k most likely tokens (0: off).")
+@click.option("--top-p", default=_S.top_p, show_default=True, type=_Finite(0.0, 1.0), help="Nucleus sampling mass (1.0: off).")
+@click.option("--min-p", default=_S.min_p, show_default=True, type=_Finite(0.0, 1.0), help="Drop tokens below min-p x the best probability (0: off).")
+@click.option("--repeat-penalty", default=_S.repeat_penalty, show_default=True, type=_Finite(min=0.0, min_open=True), help="Penalty for recent tokens (1.0: off).")
+@click.option("--repeat-last-n", default=_S.repeat_last_n, show_default=True, type=click.IntRange(min=0), help="How many recent tokens the penalty sees.")
+@click.option("--seed", default=_S.seed, show_default=True, type=click.IntRange(min=-1), help="Random seed (-1: a new one each run).")
 @click.option("--chat", is_flag=True, help="Answer the prompt as one chat turn, with the model's chat template.")
 @click.option("-i", "--interactive", is_flag=True, help="Chat in the terminal (Ctrl-D ends).")
 @click.option("--system", default=None, help="System prompt for --chat / -i.")
@@ -98,7 +110,8 @@ def generate(model: str, prompt: str | None, prompt_file: str | None, n_predict:
         if not no_display_prompt:
             _out(prompt)
         result = gen.generate(ids, opts, on_text=_out)
-        _out("\n")
+        if result.text or not no_display_prompt:
+            _out("\n")
         if result.stop == "context":
             click.echo(f"context full ({gen.n_ctx} tokens): stopping", err=True)
     click.echo(gen.timings.report(), err=True)

@@ -166,6 +166,10 @@ class Generator:
             raise WhisperliteError("empty prompt")
         if len(prompt) >= self.n_ctx:
             raise WhisperliteError(f"prompt of {len(prompt)} tokens does not fit the context of {self.n_ctx}")
+        if opts.n_predict == 0:  # nothing asked for: not even the prompt is evaluated
+            if on_stop:
+                on_stop("length")
+            return
         sampler = Sampler(opts.sampling)
         for t in prompt:
             sampler.accept(t)
