@@ -6,31 +6,21 @@ total), so the two can be compared line for line.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Callable, Iterator
 
-import jinja2
 import numpy as np
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from whisperlite.core.errors import ModelNotFoundError, WhisperliteError
 from whisperlite.formats.gguf import read_gguf
+from whisperlite.generation.chat_template import CHATML_TEMPLATE, render_chat
 from whisperlite.generation.sampling import Sampler, SamplingOptions
 from whisperlite.kernels.ggml_order import GgmlArith
 from whisperlite.models.llama import KVCache, Llama
 from whisperlite.registry.warmup import compile_once, weight_types
 from whisperlite.tokenizer.llama import LlamaTokenizer
-
-# What llama.cpp falls back to when a model has no tokenizer.chat_template.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
-    " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
 
 @dataclass(frozen=True)
 class GenerateOptions:
@@ -84,31 +74,6 @@ class Generation:
     tokens: list[int]
     text: str
     stop: str
-
-
-def render_chat(template: str, messages: list[dict[str, str]], add_generation_prompt: bool,
-                bos_token: str, eos_token: str) -> str:
-    """Render a chat template as Hugging Face's apply_chat_template does (sandboxed jinja2,
-    trim_blocks + lstrip_blocks, loop controls, tojson, raise_exception)."""
-
-    def raise_exception(message: str) -> None:
-        raise jinja2.TemplateError(message)
-
-    def tojson(x: object, ensure_ascii: bool = False, indent: int | None = None,
-               separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    try:
-        return env.from_string(template).render(
-            messages=messages, add_generation_prompt=add_generation_prompt,
-            bos_token=bos_token, eos_token=eos_token,
-        )
-    except jinja2.TemplateError as e:
-        raise WhisperliteError(f"chat template failed: {e}") from e
 
 
 class Generator:
