@@ -349,17 +349,32 @@ def _byte_decoder() -> dict[str, int]:
 
 
 def token_bytes_from_tokenizer_json(path: str | os.PathLike) -> list[bytes]:
-    """Regular tokens 0 … eot-1 of a byte-level BPE tokenizer.json, as raw bytes."""
-    spec = json.loads(Path(path).read_text(encoding="utf-8"))
-    vocab: dict[str, int] = spec["model"]["vocab"]
-    specials = {t["content"]: t["id"] for t in spec.get("added_tokens", [])}
+    """Regular tokens 0 … eot-1 of a byte-level BPE tokenizer.json, as raw bytes; a file
+    without that structure is a one-line ModelFormatError naming the field."""
+    try:
+        spec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ModelFormatError(f"{path}: not JSON ({e})".replace("\n", " ")) from None
+    model = spec.get("model") if isinstance(spec, dict) else None
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    if not isinstance(vocab, dict) or not all(type(i) is int for i in vocab.values()):
+        raise ModelFormatError(f"{path}: model.vocab: not an object of token ids")
+    added = spec.get("added_tokens", [])
+    if not isinstance(added, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("content"), str) and type(t.get("id")) is int for t in added):
+        raise ModelFormatError(f"{path}: added_tokens: not a list of {{content, id}} objects")
+    specials = {t["content"]: t["id"] for t in added}
     eot = specials.get("<|endoftext|>", vocab.get("<|endoftext|>"))
     if eot is None:
         raise ModelFormatError(f"{path}: no <|endoftext|> token")
+    if not 0 < eot <= len(vocab):  # ids 0 … eot-1 must all be in the vocabulary
+        raise ModelFormatError(f"{path}: <|endoftext|> id {eot} is not in 1..{len(vocab)}")
     decode = _byte_decoder()
     tokens: list[bytes | None] = [None] * eot
     for text, i in vocab.items():
-        if i < eot:
+        if 0 <= i < eot:
+            if not all(c in decode for c in text):
+                raise ModelFormatError(f"{path}: model.vocab: token {i} is not byte-level BPE text")
             tokens[i] = bytes(decode[c] for c in text)
     if any(t is None for t in tokens):
         raise ModelFormatError(f"{path}: token ids 0…{eot - 1} are not all present")
