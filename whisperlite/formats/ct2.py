@@ -56,7 +56,11 @@ class _Cursor:
         return n
 
     def string(self) -> str:
-        return bytes(self.take(self.u16())).rstrip(b"\0").decode("utf-8", "replace")
+        at = self.pos
+        s = bytes(self.take(self.u16())).rstrip(b"\0").decode("utf-8", "replace")
+        if not s.isprintable():  # names go into one-line messages
+            raise ModelFormatError(f"{self.path}: the name at byte {at} is not printable text")
+        return s
 
 
 def _map(path: str) -> mmap.mmap:

@@ -307,9 +307,9 @@ def read_ggml(path: str | os.PathLike) -> WhisperCheckpoint:
         except ValueError:
             qtype = None
         if qtype not in _TENSOR_TYPES:
-            raise r.fail(f"tensor {name} has unknown or unsupported type {type_id}")
+            raise r.fail(f"tensor {name!r} has unknown or unsupported type {type_id}")
         if name not in shapes:
-            raise r.fail(f"unknown tensor {name}")
+            raise r.fail(f"unknown tensor {name!r}")
         if name in weights:
             raise r.fail(f"duplicate tensor {name}")
         file_shape = tuple(reversed(ne))

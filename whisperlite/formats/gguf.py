@@ -218,6 +218,8 @@ def read_gguf(path: str | os.PathLike) -> GGUFModel:
         for i in range(n_kv):
             field = f"metadata entry {i}"
             key = cur.string()
+            if not key.isprintable():  # it goes into one-line messages
+                raise bad(field, "key is not printable text")
             field = key
             if key in metadata:
                 raise bad(key, "duplicate metadata key")
@@ -227,6 +229,8 @@ def read_gguf(path: str | os.PathLike) -> GGUFModel:
         for i in range(n_tensors):
             field = f"tensor {i}"
             name = cur.string()
+            if not name.isprintable():
+                raise bad(field, "name is not printable text")
             field = f"tensor {name}"
             if name in names:
                 raise bad(field, "duplicate tensor name")
