@@ -1,6 +1,8 @@
 """GGUF reader: agrees with gguf.GGUFReader, returns views, and fails in one line."""
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QType
@@ -71,7 +73,7 @@ def test_wrong_magic(tmp_path, q41_file):
     _one_line_error(path, "not a GGUF file")
 
 
-@pytest.mark.parametrize("case", ["truncated", "magic", "arch"])
+@pytest.mark.parametrize("case", ["truncated", "magic", "arch", "rope"])
 @pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path, q41_file, case):
     path = tmp_path / f"{case}.gguf"
@@ -79,8 +81,13 @@ def test_cli_errors_are_one_line(tmp_path, q41_file, case):
         path.write_bytes(q41_file.read_bytes()[:5000])
     elif case == "magic":
         path.write_bytes(b"\0\0\0\0" + q41_file.read_bytes()[4:])
-    else:
+    elif case == "arch":
         write_tiny_llama(path, arch="bert")
+    else:  # the probe's heap overflow: llama.rope.dimension_count = 4096 (a UINT32 value)
+        data = bytearray(q41_file.read_bytes())
+        at = data.index(b"llama.rope.dimension_count") + len("llama.rope.dimension_count") + 4
+        data[at:at + 4] = struct.pack("<I", 4096)
+        path.write_bytes(bytes(data))
     r = run_cli("generate", "-m", str(path), "-p", "hi", "-n", "2", timeout=300)
     assert r.returncode != 0 and r.stdout == ""
     lines = r.stderr.strip().splitlines()

@@ -9,6 +9,7 @@ model.bin layout (little endian, binary version ≤ 6):
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
@@ -19,9 +20,13 @@ from gguf import GGMLQuantizationType as QType
 
 from whisperlite.core.errors import ModelFormatError
 from whisperlite.formats.checkpoint import WhisperCheckpoint, WhisperDims
+from whisperlite.formats.ggml import expected_shapes
 from whisperlite.kernels import QTensor, Weight
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+# Variables and aliases a model.bin may declare: large-v3 has about 1,400; each becomes a
+# Python object of ~200 bytes from as few as 8 bytes of file.
+MAX_VARIABLES = 1 << 16
 
 
 class _Cursor:
@@ -44,8 +49,18 @@ class _Cursor:
     def u32(self) -> int:
         return struct.unpack("<I", self.take(4))[0]
 
+    def count(self, what: str) -> int:
+        n = self.u32()
+        if n > MAX_VARIABLES:
+            raise ModelFormatError(f"{self.path}: {n} {what} (at most {MAX_VARIABLES})")
+        return n
+
     def string(self) -> str:
-        return bytes(self.take(self.u16())).rstrip(b"\0").decode("utf-8", "replace")
+        at = self.pos
+        s = bytes(self.take(self.u16())).rstrip(b"\0").decode("utf-8", "replace")
+        if not s.isprintable():  # names go into one-line messages
+            raise ModelFormatError(f"{self.path}: the name at byte {at} is not printable text")
+        return s
 
 
 def _map(path: str) -> mmap.mmap:
@@ -68,7 +83,7 @@ def read_ct2_variables(mm: mmap.mmap, path: str) -> dict[str, np.ndarray]:
     if spec and "Whisper" not in spec:
         raise ModelFormatError(f"{path}: CTranslate2 model is a {spec}, not Whisper")
     out: dict[str, np.ndarray] = {}
-    for _ in range(cur.u32()):
+    for _ in range(cur.count("variables")):
         name = cur.string()
         shape = tuple(cur.u32() for _ in range(cur.u8()))
         dtype = cur.u8()
@@ -76,12 +91,12 @@ def read_ct2_variables(mm: mmap.mmap, path: str) -> dict[str, np.ndarray]:
             raise ModelFormatError(f"{path}: variable {name} has unsupported dtype {dtype}")
         nbytes = cur.u32()
         raw = cur.take(nbytes)
-        arr = np.frombuffer(raw, dtype=_DTYPES[dtype])
-        if arr.size != int(np.prod(shape)):
+        itemsize = np.dtype(_DTYPES[dtype]).itemsize
+        if nbytes != math.prod(shape) * itemsize:
             raise ModelFormatError(f"{path}: variable {name} size does not match its shape {shape}")
-        out[name] = arr.reshape(shape)
+        out[name] = np.frombuffer(raw, dtype=_DTYPES[dtype]).reshape(shape)
     if version >= 3:
-        for _ in range(cur.u32()):
+        for _ in range(cur.count("aliases")):
             alias, target = cur.string(), cur.string()
             if target not in out:
                 raise ModelFormatError(f"{path}: alias {alias} points to missing {target}")
@@ -102,6 +117,9 @@ def _mat(a: np.ndarray) -> Weight:
 
 
 def _split(a: np.ndarray, n: int) -> list[np.ndarray]:
+    """Fused rows in n equal parts; a count that does not split surfaces as a shape error."""
+    if a.ndim == 0 or a.shape[0] % n:
+        return [a] * n
     return np.split(a, n, axis=0)
 
 
@@ -148,35 +166,84 @@ def _count_layers(w: dict, prefix: str) -> int:
     return n
 
 
+def _config(d: Path) -> dict:
+    """config.json as a JSON object ({} when the folder has none)."""
+    path = d / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ModelFormatError(f"{path}: not JSON ({e})".replace("\n", " ")) from None
+    if not isinstance(config, dict):
+        raise ModelFormatError(f"{path}: not a JSON object (a {type(config).__name__})")
+    return config
+
+
+def _int_list(config: dict, key: str, path: Path, below: int, pairs: tuple[int, int] | None = None) -> list | None:
+    """config[key] as a list of ints in 0..below-1 (or of [a, b] pairs within `pairs`)."""
+    v = config.get(key)
+    if v is None:
+        return None
+    def ok(x: object, hi: int) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < hi
+    good = isinstance(v, list) and all(
+        isinstance(x, list) and len(x) == 2 and ok(x[0], pairs[0]) and ok(x[1], pairs[1]) if pairs else ok(x, below)
+        for x in v)
+    if not good:
+        what = f"[layer < {pairs[0]}, head < {pairs[1]}] pairs" if pairs else f"token ids below {below}"
+        raise ModelFormatError(f"{path}: {key}: not a list of {what}")
+    return v
+
+
+def _var(w: dict, key: str, ndim: int, path: Path) -> np.ndarray:
+    a = w[key]
+    if a.ndim != ndim:
+        raise ModelFormatError(f"{path}: variable {key} has shape {a.shape}, expected {ndim} dimensions")
+    return a
+
+
 def load_ct2(directory: str | os.PathLike) -> WhisperCheckpoint:
-    """Read a CTranslate2 Whisper directory into a `WhisperCheckpoint` (matrices as stored)."""
+    """Read a CTranslate2 Whisper directory into a `WhisperCheckpoint` (matrices as stored).
+    Every tensor is checked against the dimensions before the checkpoint is returned."""
     d = Path(directory)
     model_bin = d / "model.bin"
     if not model_bin.is_file():
         raise ModelFormatError(f"{d}: no model.bin (not a CTranslate2 model directory)")
+    config = _config(d)
     mm = _map(str(model_bin))
     w = read_ct2_variables(mm, str(model_bin))
     try:
-        config = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else {}
         n_audio_layer = _count_layers(w, "encoder")
         n_text_layer = _count_layers(w, "decoder")
-        conv1 = w["encoder/conv1/weight"]
-        n_audio_state, n_mels = conv1.shape[0], conv1.shape[1]
-        emb = w["decoder/embeddings/weight"]
-        n_vocab, n_text_state = emb.shape
-        n_heads = int(w["encoder/layer_0/self_attention/linear_0/weight"].shape[0] // 3 // 64)
+        n_audio_state, n_mels, _ = _var(w, "encoder/conv1/weight", 3, model_bin).shape
+        n_vocab, n_text_state = _var(w, "decoder/embeddings/weight", 2, model_bin).shape
+        # Whisper's heads are 64 wide; config.json says so for models that differ.
+        qkv = _var(w, "encoder/layer_0/self_attention/linear_0/weight", 2, model_bin)
+        n_heads = config.get("num_heads", qkv.shape[0] // 3 // 64)
+        if not isinstance(n_heads, int) or isinstance(n_heads, bool) or n_heads < 1 \
+                or n_audio_state % n_heads or n_text_state % n_heads:
+            raise ModelFormatError(f"{d / 'config.json'}: num_heads: {n_heads!r} is not a positive integer "
+                                   f"dividing the widths {n_audio_state} and {n_text_state}")
         dims = WhisperDims(
             n_mels=int(n_mels),
-            n_audio_ctx=int(w["encoder/position_encodings/encodings"].shape[0]),
+            n_audio_ctx=int(_var(w, "encoder/position_encodings/encodings", 2, model_bin).shape[0]),
             n_audio_state=int(n_audio_state),
-            n_audio_head=config.get("num_heads", n_heads),
+            n_audio_head=n_heads,
             n_audio_layer=n_audio_layer,
             n_vocab=int(n_vocab),
-            n_text_ctx=int(w["decoder/position_encodings/encodings"].shape[0]),
+            n_text_ctx=int(_var(w, "decoder/position_encodings/encodings", 2, model_bin).shape[0]),
             n_text_state=int(n_text_state),
-            n_text_head=config.get("num_heads", n_heads),
+            n_text_head=n_heads,
             n_text_layer=n_text_layer,
         )
+        if min(dims.n_audio_state, dims.n_text_state) < 4 or dims.n_audio_state % 2 or not n_audio_layer \
+                or not n_text_layer:
+            raise ModelFormatError(f"{model_bin}: not a Whisper model (dimensions {dims})")
+        encodings = w["encoder/position_encodings/encodings"].shape
+        if encodings[1] != dims.n_audio_state:  # checked before the sinusoids it sizes
+            raise ModelFormatError(f"{model_bin}: encoder/position_encodings/encodings has shape {encodings}, "
+                                   f"the conv1 width asks for ({dims.n_audio_ctx}, {dims.n_audio_state})")
         out: dict = {}
         out["encoder.conv1.weight"] = _f32(w["encoder/conv1/weight"])
         out["encoder.conv1.bias"] = _f32(w["encoder/conv1/bias"])
@@ -186,14 +253,19 @@ def load_ct2(directory: str | os.PathLike) -> WhisperCheckpoint:
         for i in range(n_audio_layer):
             _block(w, f"encoder/layer_{i}", f"encoder.blocks.{i}", out, cross=False)
         _norm(w, "encoder/layer_norm", "encoder.ln_post", out)
-        out["decoder.token_embedding.weight"] = _mat(emb)
+        out["decoder.token_embedding.weight"] = _mat(w["decoder/embeddings/weight"])
         out["decoder.positional_embedding"] = _f32(w["decoder/position_encodings/encodings"])
         for i in range(n_text_layer):
             _block(w, f"decoder/layer_{i}", f"decoder.blocks.{i}", out, cross=True)
         _norm(w, "decoder/layer_norm", "decoder.ln", out)
     except KeyError as e:
         raise ModelFormatError(f"{model_bin}: missing variable {e.args[0]} (not a Whisper model)") from None
-    heads = config.get("alignment_heads")
+    for name, shape in expected_shapes(dims).items():
+        if tuple(out[name].shape) != shape:
+            raise ModelFormatError(f"{model_bin}: {name} has shape {tuple(out[name].shape)}, "
+                                   f"the dimensions ask for {shape}")
+    cfg = d / "config.json"
+    heads = _int_list(config, "alignment_heads", cfg, 0, (n_text_layer, n_heads))
     tok = d / "tokenizer.json"
     return WhisperCheckpoint(
         dims=dims,
@@ -202,8 +274,8 @@ def load_ct2(directory: str | os.PathLike) -> WhisperCheckpoint:
         alignment_heads=np.asarray(heads, dtype=np.int64) if heads else None,
         source=str(d),
         mapping=mm,
-        extra={"suppress_ids": config.get("suppress_ids"), "suppress_ids_begin": config.get("suppress_ids_begin"),
-               "lang_ids": config.get("lang_ids")},
+        extra={key: _int_list(config, key, cfg, dims.n_vocab)
+               for key in ("suppress_ids", "suppress_ids_begin", "lang_ids")},
     )
 
 

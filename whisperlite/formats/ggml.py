@@ -35,7 +35,7 @@ from whisperlite.formats.checkpoint import (
     WhisperDims,
     preset_alignment_heads,
 )
-from whisperlite.kernels.quant import quantize
+from whisperlite.kernels.quant import QUANT_TYPES, quantize
 from whisperlite.kernels.tensor import QTensor, Weight
 
 MAGIC = 0x67676D6C
@@ -58,6 +58,7 @@ FTYPES: dict[str, tuple[int, QType]] = {
 QUANT_FTYPES = tuple(name for name in FTYPES if name.startswith("q"))
 _FTYPE_CODES = {code for code, _ in FTYPES.values()}
 _TENSOR_TYPES = {qtype for _, qtype in FTYPES.values()}
+FTYPES_BY_CODE = {code: qtype for code, qtype in FTYPES.values()}
 
 # 2-D tensors whisper.cpp keeps in f32 whatever the file type (examples/quantize `to_skip`;
 # the conv biases are on that list too but are 1-D here).
@@ -65,6 +66,8 @@ _ALWAYS_F32 = frozenset({"encoder.positional_embedding", "decoder.positional_emb
 # Conv biases are 1-D in the checkpoint but stored (n_state, 1) in the file.
 _CONV_BIASES = frozenset({"encoder.conv1.bias", "encoder.conv2.bias"})
 _MAX_DIMS = 4  # GGML_MAX_DIMS
+# The shortest tensor name of a whisper.cpp model: "decoder.ln.bias".
+MIN_NAME = len("decoder.ln.bias")
 
 
 def expected_shapes(dims: WhisperDims) -> dict[str, tuple[int, ...]]:
@@ -211,6 +214,57 @@ def _checkpoint_weight(name: str, qtype: QType, shape: tuple[int, ...], raw: np.
     return QTensor(qtype, shape, raw.reshape(shape[0], -1))
 
 
+def _tensor_count(dims: WhisperDims) -> int:
+    """Tensors in a whisper.cpp model: 5 + 2 around the encoder's blocks of 15, 4 + 2
+    around the decoder's blocks of 24 (see expected_shapes)."""
+    return 5 + 15 * dims.n_audio_layer + 2 + 4 + 24 * dims.n_text_layer + 2
+
+
+def _check_fits(r: _Reader, dims: WhisperDims, wtype: QType) -> None:
+    """Hyperparameters the rest of the file can hold, checked before `expected_shapes`
+    builds a table as long as they say (a header claiming 2^31 layers would build one of
+    tens of GB first). Each tensor record is a 12-byte header, a dimension and a name of
+    at least MIN_NAME bytes; the largest tensors must fit whole."""
+    left = len(r.buf) - r.pos
+    n = _tensor_count(dims)
+    if n * (12 + 4 + MIN_NAME) > left:
+        raise r.fail(f"n_audio_layer {dims.n_audio_layer} / n_text_layer {dims.n_text_layer}: "
+                     f"{n} tensors cannot fit in the {left} bytes left")
+    block, block_bytes = GGML_QUANT_SIZES[wtype]
+    largest = {
+        "n_vocab": dims.n_vocab * dims.n_text_state * block_bytes // block,
+        "n_text_ctx": dims.n_text_ctx * dims.n_text_state * 4,
+        "n_audio_ctx": dims.n_audio_ctx * dims.n_audio_state * 4,
+        "n_mels": dims.n_audio_state * dims.n_mels * 3 * 2,
+    }
+    for field, n_bytes in largest.items():
+        if n_bytes > left:
+            raise r.fail(f"{field} {getattr(dims, field)}: its tensor needs {n_bytes} bytes, "
+                         f"the file has {left} left")
+
+
+# Exponent bits all set mark inf and NaN: (bit pattern view, exponent mask) per float type.
+_EXPONENT = {QType.F32: (np.uint32, 0x7F800000), QType.F16: (np.uint16, 0x7C00)}
+_FINITE_CHUNK = 1 << 22  # elements tested at a time: a bounded temporary
+
+
+def _all_finite(raw: np.ndarray, qtype: QType) -> bool:
+    """Whether a tensor's floats (every value of a float type; the float16 scales and
+    minimums of a block type) are finite: a NaN weight makes every logit NaN downstream.
+    Bit tests on integer views: a third of np.isfinite's time on float16."""
+    if qtype in _EXPONENT:
+        bits, mask = _EXPONENT[qtype]
+        values = raw.view(bits)
+    else:
+        t = QUANT_TYPES[qtype]
+        blocks = raw.reshape(-1, t.size)
+        offsets = [t.offset(f) for f in ("d", "m") if t.offset(f) is not None]
+        values = np.concatenate([np.ascontiguousarray(blocks[:, o:o + 2]).view(np.uint16).ravel() for o in offsets])
+        mask = _EXPONENT[QType.F16][1]
+    return not any(((values[i:i + _FINITE_CHUNK] & mask) == mask).any()
+                   for i in range(0, len(values), _FINITE_CHUNK))
+
+
 def read_ggml(path: str | os.PathLike) -> WhisperCheckpoint:
     """Load a whisper.cpp ggml .bin. Tensors are read-only views on a memory map."""
     path = os.fspath(path)
@@ -238,6 +292,7 @@ def read_ggml(path: str | os.PathLike) -> WhisperCheckpoint:
         start = r.need(length, "vocab")
         token_bytes.append(bytes(buf[start:start + length]))
 
+    _check_fits(r, dims, FTYPES_BY_CODE[ftype])
     shapes = expected_shapes(dims)
     weights: dict[str, Weight] = {}
     while r.pos < len(buf):
@@ -252,9 +307,9 @@ def read_ggml(path: str | os.PathLike) -> WhisperCheckpoint:
         except ValueError:
             qtype = None
         if qtype not in _TENSOR_TYPES:
-            raise r.fail(f"tensor {name} has unknown or unsupported type {type_id}")
+            raise r.fail(f"tensor {name!r} has unknown or unsupported type {type_id}")
         if name not in shapes:
-            raise r.fail(f"unknown tensor {name}")
+            raise r.fail(f"unknown tensor {name!r}")
         if name in weights:
             raise r.fail(f"duplicate tensor {name}")
         file_shape = tuple(reversed(ne))
@@ -267,6 +322,8 @@ def read_ggml(path: str | os.PathLike) -> WhisperCheckpoint:
         if shape[-1] % block:
             raise r.fail(f"tensor {name}: rows of {shape[-1]} do not split into {qtype.name} blocks")
         raw = r.array(np.uint8, int(np.prod(shape)) // block * block_bytes, f"data of tensor {name}")
+        if not _all_finite(raw, qtype):
+            raise r.fail(f"tensor {name} holds NaN or infinite values (a damaged file)")
         weights[name] = _checkpoint_weight(name, qtype, shape, raw)
 
     missing = [name for name in shapes if name not in weights]
@@ -292,17 +349,32 @@ def _byte_decoder() -> dict[str, int]:
 
 
 def token_bytes_from_tokenizer_json(path: str | os.PathLike) -> list[bytes]:
-    """Regular tokens 0 … eot-1 of a byte-level BPE tokenizer.json, as raw bytes."""
-    spec = json.loads(Path(path).read_text(encoding="utf-8"))
-    vocab: dict[str, int] = spec["model"]["vocab"]
-    specials = {t["content"]: t["id"] for t in spec.get("added_tokens", [])}
+    """Regular tokens 0 … eot-1 of a byte-level BPE tokenizer.json, as raw bytes; a file
+    without that structure is a one-line ModelFormatError naming the field."""
+    try:
+        spec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ModelFormatError(f"{path}: not JSON ({e})".replace("\n", " ")) from None
+    model = spec.get("model") if isinstance(spec, dict) else None
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    if not isinstance(vocab, dict) or not all(type(i) is int for i in vocab.values()):
+        raise ModelFormatError(f"{path}: model.vocab: not an object of token ids")
+    added = spec.get("added_tokens", [])
+    if not isinstance(added, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("content"), str) and type(t.get("id")) is int for t in added):
+        raise ModelFormatError(f"{path}: added_tokens: not a list of {{content, id}} objects")
+    specials = {t["content"]: t["id"] for t in added}
     eot = specials.get("<|endoftext|>", vocab.get("<|endoftext|>"))
     if eot is None:
         raise ModelFormatError(f"{path}: no <|endoftext|> token")
+    if not 0 < eot <= len(vocab):  # ids 0 … eot-1 must all be in the vocabulary
+        raise ModelFormatError(f"{path}: <|endoftext|> id {eot} is not in 1..{len(vocab)}")
     decode = _byte_decoder()
     tokens: list[bytes | None] = [None] * eot
     for text, i in vocab.items():
-        if i < eot:
+        if 0 <= i < eot:
+            if not all(c in decode for c in text):
+                raise ModelFormatError(f"{path}: model.vocab: token {i} is not byte-level BPE text")
             tokens[i] = bytes(decode[c] for c in text)
     if any(t is None for t in tokens):
         raise ModelFormatError(f"{path}: token ids 0…{eot - 1} are not all present")

@@ -89,7 +89,13 @@ class Generator:
         self.tokenizer = LlamaTokenizer(gguf)
         self.path = path
         n_ctx = min(n_ctx, self.model.config.n_ctx_train) if n_ctx > 0 else self.model.config.n_ctx_train
-        self.cache: KVCache = self.model.new_cache(n_ctx)
+        try:
+            self.cache: KVCache = self.model.new_cache(n_ctx)
+        except MemoryError:  # n_ctx from the file's context_length (bounded, but maybe 2^20)
+            cfg = self.model.config
+            gib = 8 * cfg.n_layer * cfg.n_head_kv * cfg.head_dim * n_ctx / 2**30
+            raise WhisperliteError(f"{path}: a KV cache of {n_ctx} tokens ({gib:.1f} GiB) does not fit in "
+                                   "memory; ask for a shorter context (-c)") from None
         self.cached: list[int] = []  # the tokens whose keys/values are in the cache
         self.timings = Timings(load_ms=1e3 * (time.perf_counter() - t0))
 

@@ -33,6 +33,8 @@ def rope_cache(
     per-pair frequency (Llama 3's long-context rope_freqs tensor).
     """
     half = n_rot // 2
+    if n_rot < 2 or n_rot % 2 or (freq_factors is not None and np.shape(freq_factors) != (half,)):
+        raise ValueError(f"rope_cache: n_rot {n_rot} must be even and positive, with {half} freq_factors")
     # powf's result: computed in float64 and rounded once (glibc's powf is correctly rounded).
     theta_scale = np.float32(np.float64(base) ** np.float64(np.float32(-2.0) / np.float32(n_rot)))
     ff = np.ones(half, np.float32) if freq_factors is None else np.asarray(freq_factors, np.float32)
@@ -94,5 +96,10 @@ _rope_seq = numba.njit(parallel=False, cache=True)(_rope_body)
 def rope_(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, fused: bool = False) -> np.ndarray:
     """Rotate x (n, heads, head_dim) in place with a `rope_cache` for its n positions
     (fused: with the fused multiply-adds of a vectorized FMA build of ggml)."""
+    # The kernel indexes x[t, h, 2i + 1] for i < cos.shape[1] unchecked: sizes come from a
+    # model file, so they are checked here, once per call.
+    if (x.ndim != 3 or cos.ndim != 2 or cos.shape != sin.shape or cos.shape[0] != x.shape[0]
+            or 2 * cos.shape[1] > x.shape[2]):
+        raise ValueError(f"rope_: x {x.shape} does not fit a rope cache of {cos.shape} / {sin.shape}")
     run = _rope_par if x.shape[0] * x.shape[1] >= PARALLEL_MIN_ROWS else _rope_seq
     return run(x, cos, sin, fused)

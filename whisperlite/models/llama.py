@@ -29,6 +29,12 @@ from whisperlite.kernels.rope import rope_, rope_cache
 # GGUF architectures this decoder implements (Mistral and most Llama derivatives are
 # converted as "llama").
 SUPPORTED_ARCHS = ("llama",)
+# Bounds on hyperparameters before the tensors are compared with them: the largest
+# published models stay well below (a 262k vocabulary, 128k-token contexts, a few 10k
+# wide); the context bound keeps a KV cache's address space finite.
+MAX_WIDTH = 1 << 20
+MAX_VOCAB = 1 << 24
+MAX_CONTEXT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -50,36 +56,90 @@ class LlamaConfig:
 
     @classmethod
     def from_gguf(cls, g: GGUFModel) -> "LlamaConfig":
+        """The hyperparameters, each checked for type and range and against the shape of
+        every tensor that depends on it, so no kernel sees a size its arrays do not have."""
         arch = g.architecture
         if arch not in SUPPORTED_ARCHS:
             raise ModelFormatError(
                 f"{g.path}: unsupported architecture {arch or '(none)'!r} (supported: {', '.join(SUPPORTED_ARCHS)})"
             )
-        n_embd = int(g.require(f"{arch}.embedding_length"))
-        n_head = int(g.require(f"{arch}.attention.head_count"))
-        head_dim = int(g.get(f"{arch}.attention.key_length", n_embd // n_head))
+        n_embd = g.integer(f"{arch}.embedding_length", hi=MAX_WIDTH)
+        n_head = g.integer(f"{arch}.attention.head_count", hi=n_embd)
+        n_head_kv = g.integer(f"{arch}.attention.head_count_kv", n_head, hi=n_head)
+        if n_head % n_head_kv:
+            raise ModelFormatError(f"{g.path}: {arch}.attention.head_count_kv: {n_head_kv} does not divide "
+                                   f"the {n_head} query heads")
+        key_length = f"{arch}.attention.key_length"
+        if key_length not in g.metadata and n_embd % n_head:
+            raise ModelFormatError(f"{g.path}: {arch}.attention.head_count: {n_head} does not divide "
+                                   f"the embedding length {n_embd}")
+        head_dim = g.integer(key_length, n_embd // n_head, hi=MAX_WIDTH)
+        value_length = g.integer(f"{arch}.attention.value_length", head_dim, hi=MAX_WIDTH)
+        if value_length != head_dim:
+            raise ModelFormatError(f"{g.path}: {arch}.attention.value_length: {value_length} differs from "
+                                   f"the key length {head_dim}")
+        # llama.cpp's rule for this architecture: the whole head rotates, in pairs.
+        n_rot = g.integer(f"{arch}.rope.dimension_count", head_dim, hi=MAX_WIDTH)
+        if n_rot != head_dim or n_rot % 2:
+            raise ModelFormatError(f"{g.path}: {arch}.rope.dimension_count: {n_rot} is not the head size "
+                                   f"{head_dim}, or not even")
         scaling = g.get(f"{arch}.rope.scaling.type", "none")
-        factor = float(g.get(f"{arch}.rope.scaling.factor", 0.0) or 0.0)
         if scaling not in ("none", "linear"):
-            raise ModelFormatError(f"{g.path}: unsupported rope scaling {scaling!r}")
+            raise ModelFormatError(f"{g.path}: {arch}.rope.scaling.type: unsupported rope scaling {scaling!r}")
+        factor = g.number(f"{arch}.rope.scaling.factor", 0.0, lo=0.0)
         tokens = g.get("tokenizer.ggml.tokens")
         embd = g.tensors.get("token_embd.weight")
-        n_vocab = g.get(f"{arch}.vocab_size") or (len(tokens) if tokens is not None else embd.shape[0])
-        return cls(
-            n_vocab=int(n_vocab),
-            n_ctx_train=int(g.require(f"{arch}.context_length")),
+        if embd is None:
+            raise ModelFormatError(f"{g.path}: missing tensor token_embd.weight")
+        n_vocab = g.integer(f"{arch}.vocab_size", len(tokens) if tokens is not None else embd.shape[0], hi=MAX_VOCAB)
+        if tokens is not None and len(tokens) != n_vocab:
+            raise ModelFormatError(f"{g.path}: tokenizer.ggml.tokens: {len(tokens)} tokens for a vocabulary of {n_vocab}")
+        cfg = cls(
+            n_vocab=n_vocab,
+            n_ctx_train=g.integer(f"{arch}.context_length", hi=MAX_CONTEXT),
             n_embd=n_embd,
-            n_ff=int(g.require(f"{arch}.feed_forward_length")),
-            n_layer=int(g.require(f"{arch}.block_count")),
+            n_ff=g.integer(f"{arch}.feed_forward_length", hi=MAX_WIDTH),
+            n_layer=g.integer(f"{arch}.block_count", hi=len(g.tensors)),
             n_head=n_head,
-            n_head_kv=int(g.get(f"{arch}.attention.head_count_kv", n_head)),
+            n_head_kv=n_head_kv,
             head_dim=head_dim,
-            n_rot=int(g.get(f"{arch}.rope.dimension_count", head_dim)),
-            rope_freq_base=float(g.get(f"{arch}.rope.freq_base", 10000.0)),
+            n_rot=n_rot,
+            rope_freq_base=g.number(f"{arch}.rope.freq_base", 10000.0, lo=1e-6),
             # Linear scaling stretches positions: theta uses p / factor.
             rope_freq_scale=1.0 / factor if scaling == "linear" and factor > 0 else 1.0,
-            rms_eps=float(g.require(f"{arch}.attention.layer_norm_rms_epsilon")),
+            rms_eps=g.number(f"{arch}.attention.layer_norm_rms_epsilon", lo=0.0, hi=1.0),
         )
+        cfg._check_shapes(g)
+        return cfg
+
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor this configuration reads, in numpy shape: (out, in) matrices."""
+        e, f, hd = self.n_embd, self.n_ff, self.head_dim
+        shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (self.n_vocab, e), "output_norm.weight": (e,)}
+        for i in range(self.n_layer):
+            p = f"blk.{i}."
+            shapes.update({
+                p + "attn_norm.weight": (e,), p + "attn_q.weight": (self.n_head * hd, e),
+                p + "attn_k.weight": (self.n_head_kv * hd, e), p + "attn_v.weight": (self.n_head_kv * hd, e),
+                p + "attn_output.weight": (e, self.n_head * hd), p + "ffn_norm.weight": (e,),
+                p + "ffn_gate.weight": (f, e), p + "ffn_up.weight": (f, e), p + "ffn_down.weight": (e, f),
+            })
+        return shapes
+
+    def _check_shapes(self, g: GGUFModel) -> None:
+        optional = {"output.weight": (self.n_vocab, self.n_embd), "rope_freqs.weight": (self.n_rot // 2,)}
+        for name, shape in [*self.tensor_shapes().items(), *optional.items()]:
+            w = g.tensors.get(name)
+            if w is None:
+                if name in optional:
+                    continue
+                raise ModelFormatError(f"{g.path}: missing tensor {name}")
+            # Vectors are float32 arrays; matrices any 2-D weight.
+            ok = tuple(w.shape) == shape and (len(shape) == 2 or isinstance(w, np.ndarray))
+            if not ok:
+                raise ModelFormatError(f"{g.path}: tensor {name}: shape {tuple(w.shape)}"
+                                       f"{'' if isinstance(w, np.ndarray) else ' ' + QType(w.qtype).name}, "
+                                       f"the hyperparameters ask for {shape}")
 
 
 @dataclass(frozen=True)
@@ -144,15 +204,9 @@ class Llama:
         self.ggml_exact = ggml_exact
         self.arith = arith or native_arith()
         self.config = cfg = LlamaConfig.from_gguf(gguf)
-        t = gguf.tensors
-
-        def need(name: str) -> Weight:
-            if name not in t:
-                raise ModelFormatError(f"{gguf.path}: missing tensor {name}")
-            return t[name]
-
-        self.tok_embd = need("token_embd.weight")
-        self.output_norm = need("output_norm.weight")
+        t = gguf.tensors  # every tensor from_gguf's shape check names is present
+        self.tok_embd = t["token_embd.weight"]
+        self.output_norm = t["output_norm.weight"]
         # Without output.weight the output layer is tied to the token embeddings.
         self.output = t.get("output.weight", self.tok_embd)
         freq_factors = t.get("rope_freqs.weight")
@@ -161,12 +215,12 @@ class Llama:
         for i in range(cfg.n_layer):
             p = f"blk.{i}."
             self.layers.append(LlamaLayer(
-                attn_norm=need(p + "attn_norm.weight"),
-                wqkv=_concat_rows([need(p + "attn_q.weight"), need(p + "attn_k.weight"), need(p + "attn_v.weight")]),
-                wo=need(p + "attn_output.weight"),
-                ffn_norm=need(p + "ffn_norm.weight"),
-                w_gate_up=_concat_rows([need(p + "ffn_gate.weight"), need(p + "ffn_up.weight")]),
-                w_down=need(p + "ffn_down.weight"),
+                attn_norm=t[p + "attn_norm.weight"],
+                wqkv=_concat_rows([t[p + "attn_q.weight"], t[p + "attn_k.weight"], t[p + "attn_v.weight"]]),
+                wo=t[p + "attn_output.weight"],
+                ffn_norm=t[p + "ffn_norm.weight"],
+                w_gate_up=_concat_rows([t[p + "ffn_gate.weight"], t[p + "ffn_up.weight"]]),
+                w_down=t[p + "ffn_down.weight"],
             ))
 
     def new_cache(self, n_ctx: int) -> KVCache:

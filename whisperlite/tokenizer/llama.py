@@ -151,7 +151,10 @@ class _Gpt2Bpe:
         pre_tok, ignore_merges = _gpt2_pre_tokenizer(pre, path)
         ids = {t: i for i, t in enumerate(vocab.tokens)}
         pairs = [tuple(m.split(" ", 1)) for m in merges]
-        bpe = models.BPE(vocab=ids, merges=pairs, ignore_merges=ignore_merges)
+        try:
+            bpe = models.BPE(vocab=ids, merges=pairs, ignore_merges=ignore_merges)
+        except Exception as e:  # `tokenizers` raises bare Exception for a merge of unknown tokens
+            raise ModelFormatError(f"{path}: tokenizer.ggml.merges: {str(e).splitlines()[0]}") from None
         self.tok = Tokenizer(bpe)
         self.tok.pre_tokenizer = pre_tok
 
