@@ -63,3 +63,11 @@ def test_beam_step_keeps_best_candidates_and_sets_finished_aside():
     assert rows.tolist() == [1, 0] and nxt.tolist() == [6, 5]
     bs.step(np.concatenate([tokens[rows], nxt[:, None]], axis=1), lp2, np.zeros(2))
     assert bs.done  # patience 1.0: two finished sequences for a beam of two
+
+
+def test_no_finite_candidate_is_a_model_error_not_a_crash():
+    """NaN logits (weights that load finite but overflow) leave no candidate: one line."""
+    from whisperlite.core.errors import ModelFormatError
+
+    with pytest.raises(ModelFormatError, match="no finite scores"):
+        WindowDecoder._pick(None, [], 0.0, DecodeOptions())

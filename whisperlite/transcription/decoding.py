@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from whisperlite.core.errors import ModelFormatError
 from whisperlite.core.profiling import Profile
 from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.tokenizer.whisper import WhisperTokenizer
@@ -342,6 +343,8 @@ class WindowDecoder:
         return self._pick(hyps, no_speech_prob, opts)
 
     def _pick(self, hyps: list[Hypothesis], no_speech_prob: float, opts: DecodeOptions) -> DecodeResult:
+        if not hyps:  # every candidate scored NaN: weights that load finite but overflow
+            raise ModelFormatError("the model gives no finite scores (its weights are out of range: a damaged file?)")
         lengths = np.array([len(h.tokens) for h in hyps])
         sums = np.array([h.sum_logprob for h in hyps])
         if opts.length_penalty is None:
