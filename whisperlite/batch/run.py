@@ -28,7 +28,10 @@ from whisperlite.batch.manifest import (
     file_sha256,
     options_key,
     options_record,
+    path_fields,
+    printable,
     read_manifest,
+    recorded_path,
 )
 from whisperlite.batch.progress import Progress, fmt_duration
 from whisperlite.batch.split import plan_parts, stitch
@@ -90,7 +93,7 @@ def run_batch(inputs: Sequence[str], opts: BatchOptions, out: TextIO | None = No
     manifest_path = os.path.join(opts.output_dir, MANIFEST_NAME)
     summary = BatchSummary()
     with ManifestWriter(manifest_path) as manifest:
-        previous = {_record_key(r): r for r in read_manifest(manifest_path) if "input" in r}
+        previous = {_record_key(r): r for r in read_manifest(manifest_path) if recorded_path(r)}
         options = options_record(run)
         base_record = {"model": run.runtime.model, "options": options, "formats": list(run.output.formats)}
         todo: list[_Pending] = []
@@ -99,8 +102,8 @@ def run_batch(inputs: Sequence[str], opts: BatchOptions, out: TextIO | None = No
                 sha = file_sha256(f.path)
             except OSError as e:
                 reason = "no such file" if isinstance(e, FileNotFoundError) else (e.strerror or str(e))
-                _report_failure(f"{f.path}: {reason}", out)
-                manifest.append(_record(base_record, f, None, None, 0.0, [], f"{f.path}: {reason}"))
+                _report_failure(f"{printable(f.path)}: {reason}", out)
+                manifest.append(_record(base_record, f, None, None, 0.0, [], f"{printable(f.path)}: {reason}"))
                 summary.failed += 1
                 continue
             prev = previous.get((f.path, sha, options_key(options)))
@@ -138,7 +141,7 @@ def run_batch(inputs: Sequence[str], opts: BatchOptions, out: TextIO | None = No
                     summary.failed += 1
                     _report_failure(record["error"], out, progress)
                 progress.file_done(result.job.index, p.n_parts, record["duration"] or p.duration or 0.0,
-                                   p.file.path, record["status"], record["wall_time"])
+                                   printable(p.file.path), record["status"], record["wall_time"])
         finally:
             progress.close()
     summary.wall_seconds = time.perf_counter() - t0
@@ -164,7 +167,7 @@ def _backend(opts: BatchOptions) -> Callable[[Sequence[Job], WorkerConfig, Progr
 
 
 def _record_key(rec: dict) -> tuple[str, str, str]:
-    return rec.get("input"), rec.get("sha256"), options_key(rec.get("options"))
+    return recorded_path(rec), rec.get("sha256"), options_key(rec.get("options"))
 
 
 def _output_paths(f: InputFile, opts: BatchOptions) -> list[str]:
@@ -177,7 +180,7 @@ def _is_done(prev: dict | None, f: InputFile, opts: BatchOptions) -> bool:
         return False
     recorded = set(prev.get("outputs") or ())
     wanted = _output_paths(f, opts)
-    return all(os.path.relpath(p, opts.output_dir) in recorded and os.path.exists(p) for p in wanted)
+    return all(printable(os.path.relpath(p, opts.output_dir)) in recorded and os.path.exists(p) for p in wanted)
 
 
 def _finish(p: _Pending, opts: BatchOptions, base_record: dict) -> dict:
@@ -197,14 +200,14 @@ def _finish(p: _Pending, opts: BatchOptions, base_record: dict) -> dict:
     except OutputError as e:
         return _record(base_record, p.file, p.sha256, info.duration, wall, [], str(e), parts=p.n_parts)
     return _record(base_record, p.file, p.sha256, info.duration, wall,
-                   [os.path.relpath(w, opts.output_dir) for w in written], None,
+                   [printable(os.path.relpath(w, opts.output_dir)) for w in written], None,
                    parts=p.n_parts, segments=len(segments), warning=info.warning)
 
 
 def _record(base: dict, f: InputFile, sha: str | None, duration: float | None, wall: float,
             outputs: list[str], error: str | None, **extra) -> dict:
     return {
-        **base, "input": f.path, "sha256": sha, "duration": duration, "wall_time": round(wall, 3),
+        **base, **path_fields(f.path), "output_base": printable(f.rel), "sha256": sha, "duration": duration, "wall_time": round(wall, 3),
         "outputs": outputs, "status": "failed" if error else "done", "error": error,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra,
     }
