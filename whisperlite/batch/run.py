@@ -21,7 +21,15 @@ from typing import Callable, Iterator, Sequence, TextIO
 
 from whisperlite.audio.ffmpeg import probe_duration
 from whisperlite.batch.discover import InputFile, discover
-from whisperlite.batch.jobs import Job, JobResult, ProgressFn, WorkerConfig, run_in_processes, run_inline
+from whisperlite.batch.jobs import (
+    Job,
+    JobResult,
+    ProgressFn,
+    WorkerConfig,
+    run_in_processes,
+    run_inline,
+    sweep_part_folders,
+)
 from whisperlite.batch.manifest import (
     MANIFEST_NAME,
     ManifestWriter,
@@ -86,6 +94,7 @@ def run_batch(inputs: Sequence[str], opts: BatchOptions, out: TextIO | None = No
     if not files:
         raise WhisperliteError("no audio or video files found in the given inputs")
     check_output_dir(opts.output_dir)
+    sweep_part_folders()  # a killed batch's cut parts
     from whisperlite.registry.loader import resolve
 
     run = opts.run
