@@ -96,6 +96,24 @@ def _signals_as_interrupts():
             signal.signal(sig, handler)
 
 
+def _exit_stopped(message: str, code: int) -> None:
+    """Exit a stopped command with one line, now.
+
+    The cleanup a stop needs ran as the exception unwound (temp files, workers, helpers). An
+    exit would then wait for every thread that is not a daemon, and the kernels' row-split
+    pool's are not: one that was compiling a kernel runs on for as long as that takes, and
+    one started at the moment of the signal never learns of the exit (the process hung for
+    good, once the first compile was interrupted). So with such threads alive, the process
+    ends without waiting for them."""
+    click.echo(f"error: {message}", err=True)
+    others = [t for t in threading.enumerate() if not t.daemon and t is not threading.current_thread()]
+    if others:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def friendly_errors(fn: Callable) -> Callable:
     """Turn expected failures into one line on stderr; tracebacks only with WHISPERLITE_DEBUG=1.
     Ctrl-C, SIGTERM and SIGHUP stop a command cleanly with exit 130, 143 and 129."""
@@ -109,7 +127,7 @@ def friendly_errors(fn: Callable) -> Callable:
             fail(str(e))
         except KeyboardInterrupt as e:
             signum = getattr(e, "signum", signal.SIGINT)
-            fail(STOPPED[signum], 128 + signum)
+            _exit_stopped(STOPPED[signum], 128 + signum)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as e:  # a bug: still one line, with a way to see more
