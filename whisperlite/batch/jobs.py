@@ -17,6 +17,7 @@ from queue import Empty
 from typing import Callable, Iterator, Sequence
 
 from whisperlite.audio.ffmpeg import FRAMES_PER_SECOND, SAMPLE_RATE, ffmpeg_exe
+from whisperlite.batch.manifest import printable
 from whisperlite.core.atomic import pid_alive
 from whisperlite.core.errors import AudioDecodeError, WhisperliteError
 from whisperlite.transcription.options import ClipOptions, RunOptions, RuntimeOptions, TranscribeOptions
@@ -106,20 +107,37 @@ def _transcribe_job(model: WhisperModel, job: Job, options: TranscribeOptions,
             extract_clip(job.path, job.start, job.end, source)
             # the part's span already is the clip (-ot/-d) that was asked for
             options = replace(options, clip=ClipOptions())
-        seg_iter, info = model.transcribe(source, options)
-        segments = []
-        for seg in seg_iter:
-            if job.start:
-                seg.start = round(seg.start + job.start, 3)
-                seg.end = round(seg.end + job.start, 3)
-                seg.seek += int(round(job.start * FRAMES_PER_SECOND))
-                for w in seg.words or []:
-                    w.start, w.end = round(w.start + job.start, 3), round(w.end + job.start, 3)
-            segments.append(seg)
-            if report:
-                report(seg.end - job.start)
+        elif printable(job.path) != job.path:
+            # The audio reader takes a name as UTF-8 text (ffmpeg-python hashes its command
+            # graph as UTF-8): a name that is not reaches it through a link that is.
+            source = os.path.join(tmp, "input")
+            os.symlink(job.path, source)
+        try:
+            segments, info = _run_transcription(model, job, source, options, report)
+        except WhisperliteError as e:
+            if source == job.path:
+                raise
+            raise type(e)(str(e).replace(source, job.path)) from None
         if info.warning and source != job.path:
             info.warning = info.warning.replace(source, job.path)
+    return segments, info
+
+
+def _run_transcription(model: WhisperModel, job: Job, source: str, options: TranscribeOptions,
+                       report: Callable[[float], None] | None) -> tuple[list[Segment], TranscriptionInfo]:
+    """`source` (the job's input, or its part) transcribed, segments on the input's timeline."""
+    seg_iter, info = model.transcribe(source, options)
+    segments = []
+    for seg in seg_iter:
+        if job.start:
+            seg.start = round(seg.start + job.start, 3)
+            seg.end = round(seg.end + job.start, 3)
+            seg.seek += int(round(job.start * FRAMES_PER_SECOND))
+            for w in seg.words or []:
+                w.start, w.end = round(w.start + job.start, 3), round(w.end + job.start, 3)
+        segments.append(seg)
+        if report:
+            report(seg.end - job.start)
     return segments, info
 
 
