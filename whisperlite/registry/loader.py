@@ -173,11 +173,9 @@ def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str,
             helper.wait()  # whatever it did not finish (it failed, say) compiles here instead
         _warm_step(model.decoder, threads, cache)
     finally:
-        if helper is not None:
-            if helper.poll() is None:
-                helper.kill()  # interrupted: no orphan compiling on
-                helper.wait()
-            helper.stdin.close()
+        if helper is not None and helper.poll() is None:
+            helper.kill()  # interrupted: no orphan compiling on
+            helper.wait()
 
 
 def _warm_step(decoder: TextDecoder, threads: int, cache: KVCache | None = None) -> None:
@@ -212,9 +210,11 @@ def _compile_step_elsewhere(path: Path, compute_type: str, threads: int) -> subp
     `python -c` would import a `whisperlite` folder in the working directory first (a
     checkout after `pip install .`), whose kernels this process would never find.
     Its stdin is a pipe this process never writes to: when this process ends, however it
-    ends (kill -9 too), the helper reads end-of-file and exits rather than compile for nobody."""
+    ends (kill -9 too), the helper reads end-of-file and exits rather than compile for nobody.
+    It reads the raw descriptor: a daemon thread blocked in sys.stdin's buffered reader
+    aborts the interpreter at exit (it holds the buffer's lock)."""
     code = ("import os, sys, threading; "
-            "threading.Thread(target=lambda: (sys.stdin.buffer.read(), os._exit(1)), daemon=True).start(); "
+            "threading.Thread(target=lambda: (os.read(0, 1), os._exit(1)), daemon=True).start(); "
             "sys.path.insert(0, sys.argv[1]); from whisperlite.registry.loader import compile_step; "
             "compile_step(sys.argv[2], sys.argv[3], int(sys.argv[4]))")
     package_root = str(Path(__file__).resolve().parents[2])
