@@ -30,8 +30,7 @@ def discover(inputs: Sequence[str]) -> list[InputFile]:
     Outputs mirror each input's place relative to the deepest folder common to all input
     roots (a folder argument is its own root, a file's root is its folder), so the same
     file name in two folders maps to two output folders, and a folder batch keeps its layout
-    however many files are added later. Inputs sharing a stem in one folder (talk.mp3,
-    talk.wav) keep their extension in the output name (talk.mp3.srt, talk.wav.srt).
+    however many files are added later. See `output_names` for inputs whose names clash.
     """
     pairs: dict[str, str] = {}
     seen_lists: set[str] = set()
@@ -41,10 +40,39 @@ def discover(inputs: Sequence[str]) -> list[InputFile]:
     if not pairs:
         return []
     common = os.path.commonpath(list(pairs.values()))
-    rels = {p: os.path.relpath(p, common) for p in pairs}
-    stems = {p: os.path.splitext(r)[0] for p, r in rels.items()}
-    clashes = Counter(s.casefold() for s in stems.values())
-    return [InputFile(p, stems[p] if clashes[stems[p].casefold()] == 1 else rels[p]) for p in pairs]
+    names = output_names({p: os.path.relpath(p, common) for p in pairs})
+    return [InputFile(p, names[p]) for p in pairs]
+
+
+def output_names(rels: dict[str, str]) -> dict[str, str]:
+    """Input path → output base: its relative path without the extension, unless that base
+    would be another input's too.
+
+    An input whose base clashes keeps its extension (talk.mp3 and talk.wav → talk.mp3,
+    talk.wav), which can clash anew (a.wav, a.mp3 and a.wav.mp3 → a.wav twice), so the
+    rule repeats until no two bases are equal. Bases are compared case-folded, as a
+    case-insensitive disk would. Names equal even with their extensions (A.wav, a.wav)
+    get `~2`, `~3` in path order. The result depends on the set of inputs only.
+    """
+    names = {p: os.path.splitext(r)[0] for p, r in rels.items()}
+    while True:
+        counts = Counter(n.casefold() for n in names.values())
+        clashing = [p for p, n in names.items() if counts[n.casefold()] > 1 and n != rels[p]]
+        if not clashing:
+            break
+        for p in clashing:
+            names[p] = rels[p]
+    groups: dict[str, list[str]] = {}
+    for p in sorted(names):
+        groups.setdefault(names[p].casefold(), []).append(p)
+    taken = set(groups)
+    for same in groups.values():
+        for k, p in enumerate(same[1:], start=2):
+            while f"{names[p]}~{k}".casefold() in taken:
+                k += 1
+            names[p] = f"{names[p]}~{k}"
+            taken.add(names[p].casefold())
+    return names
 
 
 def _expand(arg: str, base_dir: str, seen_lists: set[str]) -> Iterator[tuple[str, str]]:

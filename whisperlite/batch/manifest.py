@@ -14,6 +14,31 @@ from whisperlite.transcription.options import RunOptions
 MANIFEST_NAME = "manifest.jsonl"
 
 
+def printable(path: str) -> str:
+    """A path as text any UTF-8 stream takes: a name that is not UTF-8 on disk (its bytes
+    arrive as lone surrogates, PEP 383) shows � where its undecodable bytes are."""
+    return os.fsencode(path).decode("utf-8", "replace")
+
+
+def path_fields(path: str) -> dict:
+    """How an input path is recorded: {"input": text}, plus its exact bytes in hex under
+    "input_bytes" when the name is not UTF-8, so the record is valid UTF-8 JSON and a re-run
+    still finds it."""
+    text = printable(path)
+    return {"input": text} if text == path else {"input": text, "input_bytes": os.fsencode(path).hex()}
+
+
+def recorded_path(record: dict) -> str | None:
+    """The input path a record is about (the inverse of `path_fields`)."""
+    raw = record.get("input_bytes")
+    if isinstance(raw, str):
+        try:
+            return os.fsdecode(bytes.fromhex(raw))
+        except ValueError:
+            return None
+    return record.get("input")
+
+
 def read_manifest(path: str) -> list[dict]:
     """Records in file order; a torn last line (a kill mid-append) or a garbled line is skipped."""
     records = []
@@ -72,7 +97,9 @@ class ManifestWriter:
         os.fsync(self._fd)
 
     def append(self, record: dict) -> None:
-        data = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+        """Append `record`; text in it that is not UTF-8 (a message quoting a path whose name
+        is not) is written with ? there rather than stopping the batch."""
+        data = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8", "replace")
         try:
             view = memoryview(data)
             while view:

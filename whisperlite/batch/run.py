@@ -21,14 +21,25 @@ from typing import Callable, Iterator, Sequence, TextIO
 
 from whisperlite.audio.ffmpeg import probe_duration
 from whisperlite.batch.discover import InputFile, discover
-from whisperlite.batch.jobs import Job, JobResult, ProgressFn, WorkerConfig, run_in_processes, run_inline
+from whisperlite.batch.jobs import (
+    Job,
+    JobResult,
+    ProgressFn,
+    WorkerConfig,
+    run_in_processes,
+    run_inline,
+    sweep_part_folders,
+)
 from whisperlite.batch.manifest import (
     MANIFEST_NAME,
     ManifestWriter,
     file_sha256,
     options_key,
     options_record,
+    path_fields,
+    printable,
     read_manifest,
+    recorded_path,
 )
 from whisperlite.batch.progress import Progress, fmt_duration
 from whisperlite.batch.split import plan_parts, stitch
@@ -83,6 +94,7 @@ def run_batch(inputs: Sequence[str], opts: BatchOptions, out: TextIO | None = No
     if not files:
         raise WhisperliteError("no audio or video files found in the given inputs")
     check_output_dir(opts.output_dir)
+    sweep_part_folders()  # a killed batch's cut parts
     from whisperlite.registry.loader import resolve
 
     run = opts.run
@@ -90,7 +102,7 @@ def run_batch(inputs: Sequence[str], opts: BatchOptions, out: TextIO | None = No
     manifest_path = os.path.join(opts.output_dir, MANIFEST_NAME)
     summary = BatchSummary()
     with ManifestWriter(manifest_path) as manifest:
-        previous = {_record_key(r): r for r in read_manifest(manifest_path) if "input" in r}
+        previous = {_record_key(r): r for r in read_manifest(manifest_path) if recorded_path(r)}
         options = options_record(run)
         base_record = {"model": run.runtime.model, "options": options, "formats": list(run.output.formats)}
         todo: list[_Pending] = []
@@ -99,8 +111,8 @@ def run_batch(inputs: Sequence[str], opts: BatchOptions, out: TextIO | None = No
                 sha = file_sha256(f.path)
             except OSError as e:
                 reason = "no such file" if isinstance(e, FileNotFoundError) else (e.strerror or str(e))
-                _report_failure(f"{f.path}: {reason}", out)
-                manifest.append(_record(base_record, f, None, None, 0.0, [], f"{f.path}: {reason}"))
+                _report_failure(f"{printable(f.path)}: {reason}", out)
+                manifest.append(_record(base_record, f, None, None, 0.0, [], f"{printable(f.path)}: {reason}"))
                 summary.failed += 1
                 continue
             prev = previous.get((f.path, sha, options_key(options)))
@@ -138,7 +150,7 @@ def run_batch(inputs: Sequence[str], opts: BatchOptions, out: TextIO | None = No
                     summary.failed += 1
                     _report_failure(record["error"], out, progress)
                 progress.file_done(result.job.index, p.n_parts, record["duration"] or p.duration or 0.0,
-                                   p.file.path, record["status"], record["wall_time"])
+                                   printable(p.file.path), record["status"], record["wall_time"])
         finally:
             progress.close()
     summary.wall_seconds = time.perf_counter() - t0
@@ -164,7 +176,7 @@ def _backend(opts: BatchOptions) -> Callable[[Sequence[Job], WorkerConfig, Progr
 
 
 def _record_key(rec: dict) -> tuple[str, str, str]:
-    return rec.get("input"), rec.get("sha256"), options_key(rec.get("options"))
+    return recorded_path(rec), rec.get("sha256"), options_key(rec.get("options"))
 
 
 def _output_paths(f: InputFile, opts: BatchOptions) -> list[str]:
@@ -177,7 +189,7 @@ def _is_done(prev: dict | None, f: InputFile, opts: BatchOptions) -> bool:
         return False
     recorded = set(prev.get("outputs") or ())
     wanted = _output_paths(f, opts)
-    return all(os.path.relpath(p, opts.output_dir) in recorded and os.path.exists(p) for p in wanted)
+    return all(printable(os.path.relpath(p, opts.output_dir)) in recorded and os.path.exists(p) for p in wanted)
 
 
 def _finish(p: _Pending, opts: BatchOptions, base_record: dict) -> dict:
@@ -197,14 +209,14 @@ def _finish(p: _Pending, opts: BatchOptions, base_record: dict) -> dict:
     except OutputError as e:
         return _record(base_record, p.file, p.sha256, info.duration, wall, [], str(e), parts=p.n_parts)
     return _record(base_record, p.file, p.sha256, info.duration, wall,
-                   [os.path.relpath(w, opts.output_dir) for w in written], None,
+                   [printable(os.path.relpath(w, opts.output_dir)) for w in written], None,
                    parts=p.n_parts, segments=len(segments), warning=info.warning)
 
 
 def _record(base: dict, f: InputFile, sha: str | None, duration: float | None, wall: float,
             outputs: list[str], error: str | None, **extra) -> dict:
     return {
-        **base, "input": f.path, "sha256": sha, "duration": duration, "wall_time": round(wall, 3),
+        **base, **path_fields(f.path), "output_base": printable(f.rel), "sha256": sha, "duration": duration, "wall_time": round(wall, 3),
         "outputs": outputs, "status": "failed" if error else "done", "error": error,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra,
     }

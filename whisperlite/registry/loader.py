@@ -175,6 +175,7 @@ def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str,
     finally:
         if helper is not None and helper.poll() is None:
             helper.kill()  # interrupted: no orphan compiling on
+            helper.wait()
 
 
 def _warm_step(decoder: TextDecoder, threads: int, cache: KVCache | None = None) -> None:
@@ -207,13 +208,19 @@ def _compile_step_elsewhere(path: Path, compute_type: str, threads: int) -> subp
 
     It imports this very package: numba files its cache by the sources' directory, and
     `python -c` would import a `whisperlite` folder in the working directory first (a
-    checkout after `pip install .`), whose kernels this process would never find."""
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from whisperlite.registry.loader import compile_step; "
+    checkout after `pip install .`), whose kernels this process would never find.
+    Its stdin is a pipe this process never writes to: when this process ends, however it
+    ends (kill -9 too), the helper reads end-of-file and exits rather than compile for nobody.
+    It reads the raw descriptor: a daemon thread blocked in sys.stdin's buffered reader
+    aborts the interpreter at exit (it holds the buffer's lock)."""
+    code = ("import os, sys, threading; "
+            "threading.Thread(target=lambda: (os.read(0, 1), os._exit(1)), daemon=True).start(); "
+            "sys.path.insert(0, sys.argv[1]); from whisperlite.registry.loader import compile_step; "
             "compile_step(sys.argv[2], sys.argv[3], int(sys.argv[4]))")
     package_root = str(Path(__file__).resolve().parents[2])
     try:
         return subprocess.Popen([sys.executable, "-c", code, package_root, os.path.abspath(path), compute_type, str(threads)],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError:
         return None  # no second process: this one compiles everything
 
