@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import BinaryIO, Iterable, Iterator, TypeVar, Union
 
-import ffmpeg
 import numpy as np
 
 from whisperlite.core.errors import AudioDecodeError
@@ -178,12 +177,10 @@ def stream_audio(
     src = _input(source)
     path = src.name
     report = report if report is not None else DecodeReport()
-    cmd = (
-        ffmpeg.input(src.url, protocol_whitelist=PROTOCOL_WHITELIST)
-        .output("pipe:", format="s16le", acodec="pcm_s16le", ac=channels, ar=sample_rate, map="0:a:0")
-        .global_args("-nostdin", "-hide_banner", "-v", "error")
-        .compile(cmd=ffmpeg_exe())
-    )
+    # A plain argument list: a file name that is not UTF-8 passes through as its bytes.
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-protocol_whitelist", PROTOCOL_WHITELIST,
+           "-i", src.url, "-map", "0:a:0", "-f", "s16le", "-acodec", "pcm_s16le", "-ac", str(channels),
+           "-ar", str(sample_rate), "pipe:"]
     stdin = subprocess.DEVNULL if src.data is None else subprocess.PIPE
     try:
         proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -17,7 +17,6 @@ from queue import Empty
 from typing import Callable, Iterator, Sequence
 
 from whisperlite.audio.ffmpeg import FRAMES_PER_SECOND, SAMPLE_RATE, ffmpeg_exe
-from whisperlite.batch.manifest import printable
 from whisperlite.core.atomic import pid_alive
 from whisperlite.core.errors import AudioDecodeError, WhisperliteError
 from whisperlite.transcription.options import ClipOptions, RunOptions, RuntimeOptions, TranscribeOptions
@@ -107,11 +106,6 @@ def _transcribe_job(model: WhisperModel, job: Job, options: TranscribeOptions,
             extract_clip(job.path, job.start, job.end, source)
             # the part's span already is the clip (-ot/-d) that was asked for
             options = replace(options, clip=ClipOptions())
-        elif printable(job.path) != job.path:
-            # The audio reader takes a name as UTF-8 text (ffmpeg-python hashes its command
-            # graph as UTF-8): a name that is not reaches it through a link that is.
-            source = os.path.join(tmp, "input")
-            os.symlink(job.path, source)
         try:
             segments, info = _run_transcription(model, job, source, options, report)
         except WhisperliteError as e:
