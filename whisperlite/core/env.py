@@ -23,8 +23,12 @@ _COMPILER_IMPORTS = (b"\nimport numba", b"\nfrom numba", b"\nimport llvmlite", b
 @cache
 def kernel_digest() -> str:
     """Digest of the sources numba compiles: every module of kernels/ (kernels read each
-    other's module constants) and every other module that imports numba or llvmlite."""
+    other's module constants) and every other module that imports numba or llvmlite, and
+    the switch to the generic kernels (kernels/llvm_ir.py), which compiled code keeps."""
     h = hashlib.sha1()
+    generic = os.environ.get("WHISPERLITE_GENERIC_KERNELS", "")
+    if generic:  # unset: the digest as before the switch existed
+        h.update(b"WHISPERLITE_GENERIC_KERNELS=" + generic.encode() + b"\0")
     for path in sorted(_PACKAGE.rglob("*.py")):
         text = path.read_bytes()
         if path.parent.name == "kernels" or any(i in b"\n" + text for i in _COMPILER_IMPORTS):

@@ -9,6 +9,7 @@ byte dot.
 """
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import llvmlite.binding as _llvm
@@ -23,7 +24,11 @@ if TYPE_CHECKING:
 I1, I8, I16, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.IntType(32), ir.IntType(64)
 F32 = ir.FloatType()
 
-_FEATURES = _llvm.get_host_cpu_features().flatten().split(",")
+# WHISPERLITE_GENERIC_KERNELS=1 takes the paths of a CPU without AVX2 and F16C (older x86,
+# ARM) on this one, so that tests run them; core/env.py keys numba's cache on it too,
+# since compiled kernels keep the choice.
+GENERIC = os.environ.get("WHISPERLITE_GENERIC_KERNELS", "") not in ("", "0")
+_FEATURES = [] if GENERIC else _llvm.get_host_cpu_features().flatten().split(",")
 # F16C (vcvtph2ps): LLVM lowers `fpext half` to it; without it LLVM would call a runtime
 # helper numba does not link, so those CPUs take the bit-arithmetic conversion.
 HAS_F16C = "+f16c" in _FEATURES
