@@ -17,7 +17,7 @@ CHECKED = ["tests/test_llama.py", "tests/test_llama_kernels.py", "tests/test_fuz
 @pytest.mark.slow
 def test_kernels_and_formats_pass_with_bounds_checks(tmp_path):
     env = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path / "numba"))
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", *CHECKED],
+    r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "not slow", *CHECKED],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert re.search(r"\d+ passed", r.stdout), r.stdout[-3000:]
