@@ -1,0 +1,176 @@
+"""The one thread that runs every model step.
+
+numba's threading layers are not safe to enter from two Python threads at once, and a model's
+buffers (KV caches, scratch arrays) belong to one computation at a time: so every model step
+of every request runs on this one thread, and requests only wait for it on the event loop.
+
+Work is an iterator whose every `next()` is one bounded step: a transcription's segments (at
+most one 30-s window of decoding each), a generation's tokens (one forward pass each). The
+engine takes the admitted jobs in turn, one step each, so a 10-s clip waits for one step of
+each other job per step of its own, never for a two-hour file to finish.
+
+Invariants:
+- At most `max_queue` jobs are admitted (running or waiting); `submit` beyond that raises
+  `QueueFull` (503 with Retry-After) before any work is done.
+- An iterator is advanced and closed only on the engine thread; a cancelled job is closed
+  before its next step, so a client that goes away frees the engine within one step.
+- Every admitted job ends exactly once: finished, failed or cancelled; its slot is then free.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Generic, Iterable, Iterator, TypeVar
+
+from whisperlite.server.errors import ApiError
+
+T = TypeVar("T")
+_END = object()
+
+
+class QueueFull(ApiError):
+    def __init__(self, retry_after: int):
+        super().__init__(503, "the server is busy: too many requests queued; retry later", code="queue_full",
+                         headers={"Retry-After": str(retry_after)})
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+@dataclass(eq=False)
+class _Job:
+    work: Iterator[Any]
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: bool = False  # set on the event loop, read by the engine thread
+
+    def put(self, item: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.out.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is waiting for this job
+            self.cancelled = True
+
+
+class JobStream(Generic[T]):
+    """The steps of one admitted job, as they come off the engine thread.
+
+    `async for item in stream` yields each step's result and raises what the work raised;
+    `cancel()` (also on leaving `async with`) tells the engine to drop the job."""
+
+    def __init__(self, job: _Job):
+        self._job = job
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        item = await self._job.out.get()
+        if item is _END:
+            raise StopAsyncIteration
+        if isinstance(item, _Failed):
+            raise item.error
+        return item
+
+    def cancel(self) -> None:
+        self._job.cancelled = True
+
+    async def __aenter__(self) -> "JobStream[T]":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+class Engine:
+    """Round-robin over admitted jobs on one daemon thread; see the module's invariants."""
+
+    def __init__(self, max_queue: int, retry_after: int = 5):
+        self.max_queue = max_queue
+        self.retry_after = retry_after
+        self.steps = 0  # steps run since start (for /metrics)
+        self._jobs: deque[_Job] = deque()  # admitted jobs waiting for their next step
+        self._admitted = 0
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="whisperlite-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def admitted(self) -> int:
+        """Jobs running or waiting now."""
+        return self._admitted
+
+    def submit(self, work: Iterable[T]) -> JobStream[T]:
+        """Admit `work` (its iterator is created here, advanced on the engine thread), or raise
+        QueueFull. Must be called on the event loop that will read the stream."""
+        job = _Job(iter(work), asyncio.get_running_loop())
+        with self._cv:
+            if self._closed:
+                raise ApiError(503, "the server is shutting down", code="shutting_down")
+            if self._admitted >= self.max_queue:
+                raise QueueFull(self.retry_after)
+            self._admitted += 1
+            self._jobs.append(job)
+            self._cv.notify()
+        return JobStream(job)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` as a one-step job on the engine thread (e.g. loading a model)."""
+        async with self.submit(_once(fn, args)) as stream:
+            async for result in stream:
+                return result
+        raise AssertionError("a one-step job ended without its result")
+
+    def close(self) -> None:
+        """Stop after the current step; waiting jobs are closed unrun."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._jobs and not self._closed:
+                    self._cv.wait()
+                if self._closed:
+                    for job in self._jobs:
+                        self._end(job, _Failed(ApiError(503, "the server is shutting down")))
+                    self._jobs.clear()
+                    return
+                job = self._jobs.popleft()
+            if job.cancelled:
+                self._end(job, _END)
+                continue
+            try:
+                item = next(job.work)
+            except StopIteration:
+                self._end(job, _END)
+                continue
+            except BaseException as e:  # noqa: BLE001 (handed to the request that asked)
+                self._end(job, _Failed(e))
+                continue
+            self.steps += 1
+            job.put(item)
+            with self._cv:
+                self._jobs.append(job)
+
+    def _end(self, job: _Job, last: Any) -> None:
+        """Close the job's iterator here, on the engine thread (its `finally` may use a model)."""
+        close = getattr(job.work, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001
+                last = _Failed(e)
+        job.put(last)
+        with self._cv:
+            self._admitted -= 1
+
+
+def _once(fn: Callable[..., T], args: tuple) -> Iterator[T]:
+    yield fn(*args)
