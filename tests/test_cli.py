@@ -1,6 +1,7 @@
 """End to end through the real CLI on real audio, and every bad input a user can give."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -172,3 +173,30 @@ def test_library_notices_reach_stderr_as_before(tmp_path):
     assert r.stderr.splitlines() == ["whisperlite: compiling kernels for first use (cached afterwards)…",
                                      "whisperlite: kernels compiled in 0 s"]
     assert r.stdout == ""
+
+
+@pytest.mark.slow
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    """stderr on a terminal gets a bar counting the audio seconds done (erased when the input is
+    done); stdout keeps whole segment lines."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "whisperlite", "transcribe", str(FIXTURES / "jfk.wav"), "-bs", "1",
+                             "-o", str(tmp_path)], stdout=subprocess.PIPE, stderr=follower, text=True)
+    os.close(follower)
+    out, _ = proc.communicate(timeout=600)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child has gone and the terminal is drained
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert proc.returncode == 0
+    assert re.search(rb"\d+%\|.*\| \d+/11 s audio", seen), seen[-500:]
+    assert "ask not what your country can do for you" in out
+    assert all(line.startswith("[") for line in out.splitlines())

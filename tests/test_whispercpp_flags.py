@@ -41,7 +41,7 @@ USAGE = [
     ("-vmsd", "--vad-max-speech-duration-s", True), ("-vp", "--vad-speech-pad-ms", True),
     ("-vo", "--vad-samples-overlap", True),
 ]
-REJECTED = {"-on", "-ac", "-wt", "-et", "-debug", "-di", "-tdrz", "-owts", "-fp", "--print-confidence", "-pp",
+REJECTED = {"-on", "-ac", "-wt", "-et", "-debug", "-di", "-tdrz", "-owts", "-fp", "--print-confidence",
             "--carry-initial-prompt", "-oved", "-dtw", "-ls", "-dev", "-fa", "--suppress-regex", "--grammar",
             "--grammar-rule", "--grammar-penalty", "-vm", "-vmsd", "-vo"}
 CLIP = "clip.wav"  # 3 s of jfk.wav, copied into each test's folder
@@ -134,7 +134,7 @@ LONG = {short: long for short, long, _ in USAGE if short}
 
 def test_every_supported_flag_is_covered():
     covered = {*TREE_EFFECTS, *OUTPUTS, "-h", "--version", "-ot", "-d", "-ml", "-tr", "-of", "-np", "-ps", "-pc",
-               "-nt", "-dl", "-f"}
+               "-nt", "-dl", "-f", "-pp"}
     assert covered | REJECTED == {short or long for short, long, _ in USAGE}
 
 
@@ -157,6 +157,18 @@ def test_output_flags_write_their_file(flag, folder):
         assert files(folder) == sorted([CLIP, f"clip.{OUTPUTS[flag]}"])
         (folder / f"clip.{OUTPUTS[flag]}").unlink()
     assert parsed("-ojf").output.json_full
+
+
+def test_print_progress_lines_as_whisper_cpp(folder):
+    for spelling in ("-pp", "--print-progress"):
+        r = cli(CLIP, spelling, "-bs", "1")
+        assert r.exit_code == 0, r.stderr
+        percents = [int(m) for m in re.findall(r"progress = +(\d+)%", r.stderr)]
+        assert percents and percents[-1] == 100 and percents == sorted(percents), r.stderr
+        assert all(p % 5 == 0 for p in percents)
+        assert re.search(r"\] +\w", r.stdout)  # the segments still go to stdout
+    assert "progress" not in cli(CLIP, "-bs", "1").stderr  # not asked, not a terminal: no progress
+    assert "progress" not in cli(CLIP, "-pp", "-q", "-bs", "1").stderr
 
 
 def test_help_and_version(folder):

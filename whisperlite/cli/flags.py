@@ -37,7 +37,6 @@ WHISPER_CPP = (
     CppFlag(("-owts", "--output-words"), why="no karaoke script output (-osrt -ovtt -otxt -oj -ocsv -olrc are)"),
     CppFlag(("-fp", "--font-path"), True, "no karaoke script output"),
     CppFlag(("--print-confidence",), why="use -pc/--print-colors"),
-    CppFlag(("-pp", "--print-progress"), why="transcribe prints each segment as it is decoded; batch shows progress"),
     CppFlag(("--carry-initial-prompt",), why="use --hotwords: context kept for every window"),
     CppFlag(("-oved", "--ov-e-device"), True, "no OpenVINO: whisperlite runs on the CPU"),
     CppFlag(("-dtw", "--dtw"), True, "word times always use DTW on the model's alignment heads (--word-timestamps)"),
@@ -61,6 +60,7 @@ WHISPER_CPP = (
     CppFlag(("-ps", "--print-special")),
     CppFlag(("-pc", "--print-colors")),
     CppFlag(("-dl", "--detect-language")),
+    CppFlag(("-pp", "--print-progress")),
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import click
 
@@ -74,6 +74,49 @@ def profile_report(info: TranscriptionInfo, wall: float, cpu: float) -> str:
     return "whisperlite: profile\n" + info.profile.report(info.duration, wall, cpu)
 
 
+class Progress:
+    """How far into an input the transcript is, on stderr: a bar with an ETA on a terminal, or
+    whisper.cpp's `progress = N%` lines every 5 % with -pp (also into a pipe or a log)."""
+
+    STEP = 5  # percent between -pp lines, as whisper.cpp's cli
+
+    def __init__(self, duration: float | None, bar: bool, lines: bool):
+        self.duration, self.lines, self.last = duration, lines, 0
+        self.bar = None
+        if bar and duration:
+            from tqdm import tqdm
+
+            # A terminal that reports no size (some ptys say 0x0) would hide the bar.
+            sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0
+            self.bar = tqdm(total=round(duration, 1), file=sys.stderr, leave=False, dynamic_ncols=sized,
+                            ncols=None if sized else 80, nrows=None if sized else 24,
+                            bar_format="{percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio [{elapsed}<{remaining}]")
+
+    def echo(self, show: Callable[[], None]) -> None:
+        """Print a segment line without tearing the bar."""
+        if self.bar is None:
+            return show()
+        from tqdm import tqdm
+
+        with tqdm.external_write_mode(file=sys.stdout):
+            show()
+
+    def advance(self, seconds: float) -> None:
+        if not self.duration:
+            return
+        seconds = min(seconds, self.duration)
+        if self.bar is not None:
+            self.bar.update(max(0.0, round(seconds, 1) - self.bar.n))
+        percent = int(100 * seconds / self.duration)
+        if self.lines and percent >= self.last + self.STEP:
+            self.last = percent - percent % self.STEP
+            click.echo(f"whisperlite: progress = {self.last:3d}%", err=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def output_base(path: str, output_file: str | None, output_dir: str | None) -> str:
     """talk.mp3 → talk (beside the input, or in --output-dir); -of BASE wins."""
     if output_file:
@@ -96,10 +139,12 @@ def output_base(path: str, output_file: str | None, output_dir: str | None) -> s
 @click.option("-pc", "--print-colors", is_flag=True, help="Colour printed words by confidence.")
 @click.option("-ps", "--print-special", is_flag=True, help="Print special tokens (timestamps) within segments.")
 @click.option("-dl", "--detect-language", is_flag=True, help="Print each input's language and exit (nothing is transcribed).")
+@click.option("-pp", "--print-progress", is_flag=True,
+              help="Print `progress = N%` lines to stderr (a terminal shows a progress bar anyway).")
 @click.option("--profile", is_flag=True, help="Print wall and CPU time per stage (audio, VAD, mel, encoder, decoder, …) to stderr.")
 @friendly_errors
 def transcribe(files, extra_files, output_file, output_dir, quiet, no_prints, print_colors, print_special, detect_language,
-               profile, **flags):
+               print_progress, profile, **flags):
     """Transcribe audio or video files (anything ffmpeg reads) to subtitles and text."""
     if detect_language:
         flags["language"] = "auto"
@@ -159,12 +204,19 @@ def transcribe(files, extra_files, output_file, output_dir, quiet, no_prints, pr
                            f"(p={info.language_probability:.2f})", err=True)
             zh_script = run.output.zh_script
             segments = []
-            for seg in segments_iter:
-                if zh_script and info.language in CHINESE_LANGUAGES and options.decode.task == "transcribe":
-                    seg = convert_segment(seg, zh_script)
-                segments.append(seg)
-                if not quiet:
-                    print_segment(seg, wm.tokenizer, print_colors, print_special, not options.decode.without_timestamps)
+            progress = Progress(info.duration, bar=notices and sys.stderr.isatty(), lines=print_progress and not quiet)
+            try:
+                for seg in segments_iter:
+                    if zh_script and info.language in CHINESE_LANGUAGES and options.decode.task == "transcribe":
+                        seg = convert_segment(seg, zh_script)
+                    segments.append(seg)
+                    if not quiet:
+                        progress.echo(lambda: print_segment(seg, wm.tokenizer, print_colors, print_special,
+                                                            not options.decode.without_timestamps))
+                    progress.advance(seg.end)
+                progress.advance(info.duration or 0.0)
+            finally:
+                progress.close()
             if info.warning:
                 click.echo(f"warning: {info.warning}", err=True)
             if info.profile is not None:
