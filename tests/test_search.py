@@ -210,3 +210,26 @@ def test_kill_9_mid_batch_leaves_index_and_manifest_agreeing(tmp_path):
     hits, _ = search_json(out, " OR ".join(["country", "tedious", "ledger", "barrel"]))
     found = {h["episode"].rsplit(".", 1)[0] for h in hits}
     assert found == done
+
+
+def test_too_many_matches_to_rank_come_newest_first_with_a_note(tmp_path):
+    from whisperlite.batch.index import RANK_CAP
+
+    out = tmp_path / "out"
+    (out / ".segments").mkdir(parents=True)
+    (out / "manifest.jsonl").write_text("".join(json.dumps(
+        {"input": f"/m/{b}.mp3", "output_base": b, "status": "done", "sha256": "0", "finished": "t", "wall_time": 1.0,
+         "outputs": []}) + "\n" for b in ("a", "b")))
+    for base, n in [("a", RANK_CAP), ("b", 3)]:  # b is indexed after a
+        doc = {"segments": [{"start": float(i), "end": i + 1.0, "speaker": None, "text": f"common word {i}"}
+                            for i in range(n)]}
+        (out / ".segments" / f"{base}.json").write_text(json.dumps(doc))
+    proc = run_cli("search", str(out), "common", "--json", "--limit", "5")
+    assert proc.returncode == 0
+    hits = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [(h["episode"], h["start"], h["score"]) for h in hits] == [
+        ("b.mp3", 2.0, None), ("b.mp3", 1.0, None), ("b.mp3", 0.0, None), ("a.mp3", RANK_CAP - 1.0, None),
+        ("a.mp3", RANK_CAP - 2.0, None)]
+    assert proc.stderr.splitlines()[-1].startswith(f"note: over {RANK_CAP} segments match")
+    ranked, err = search_json(out, '"word 7"')  # few matches: ranked
+    assert ranked and all(isinstance(h["score"], float) for h in ranked) and "note" not in err

@@ -29,7 +29,9 @@ from whisperlite.transcription.results import Segment
 INDEX_NAME = "index.sqlite"
 TRANSCRIPTS_DIR = ".segments"  # hidden: a batch over OUTDIR itself does not pick it up
 SCHEMA_VERSION = 1
-SNIPPET_TOKENS = 24  # words of a hit's segment shown around the match
+# Ranking reads every match: a query matching more segments than this (a common word)
+# returns the ones indexed last, unranked, and says so.
+RANK_CAP = 5_000
 
 _SCHEMA = """
 CREATE TABLE episodes(id INTEGER PRIMARY KEY, base TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
@@ -39,12 +41,6 @@ CREATE TABLE segments(id INTEGER PRIMARY KEY, episode INTEGER NOT NULL, start RE
 CREATE INDEX segments_episode ON segments(episode);
 CREATE VIRTUAL TABLE segments_fts USING fts5(text, content='segments', content_rowid='id',
                                              tokenize='unicode61 remove_diacritics 2');
-CREATE TRIGGER segments_ai AFTER INSERT ON segments BEGIN
-  INSERT INTO segments_fts(rowid, text) VALUES (new.id, new.text);
-END;
-CREATE TRIGGER segments_ad AFTER DELETE ON segments BEGIN
-  INSERT INTO segments_fts(segments_fts, rowid, text) VALUES ('delete', old.id, old.text);
-END;
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -58,8 +54,7 @@ class Hit:
     end: float
     speaker: str | None
     text: str
-    snippet: str  # the part of `text` around the match
-    score: float  # FTS5 bm25, negated: higher is more relevant
+    score: float | None  # FTS5 bm25, negated: higher is more relevant (None: too many matches to rank)
 
 
 def transcript_path(output_dir: str, base: str) -> str:
@@ -211,13 +206,17 @@ class SearchIndex:
         c.execute("BEGIN IMMEDIATE")
         try:
             old = c.execute("SELECT id FROM episodes WHERE base = ?", (base,)).fetchone()
+            # The full-text table is filled per statement, not by triggers (one per row).
             if old:
+                c.execute("INSERT INTO segments_fts(segments_fts, rowid, text) "
+                          "SELECT 'delete', id, text FROM segments WHERE episode = ?", old)
                 c.execute("DELETE FROM segments WHERE episode = ?", old)
                 c.execute("DELETE FROM episodes WHERE id = ?", old)
             if stamp is not None:
                 eid = c.execute("INSERT INTO episodes(base, name, stamp) VALUES (?, ?, ?)", (base, name, stamp)).lastrowid
                 c.executemany("INSERT INTO segments(episode, start, end, speaker, text) VALUES (?, ?, ?, ?, ?)",
                               [(eid, *row) for row in rows])
+                c.execute("INSERT INTO segments_fts(rowid, text) SELECT id, text FROM segments WHERE episode = ?", (eid,))
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
@@ -259,9 +258,10 @@ class SearchIndex:
 
     # --- searching -----------------------------------------------------------------------------
 
-    def search(self, query: str, speaker: str | None = None, limit: int = 20) -> list[Hit]:
+    def search(self, query: str, speaker: str | None = None, limit: int = 20) -> tuple[list[Hit], bool]:
         """Hits for `query` in FTS5 syntax (phrases "…", prefixes word*, AND/OR/NOT), best
-        first; text that is not valid FTS5 syntax is searched as its words, all of them."""
+        first; text that is not valid FTS5 syntax is searched as its words, all of them. The
+        flag says the matches were too many to rank all (see RANK_CAP)."""
         if not query.strip():
             raise WhisperliteError("empty query")
         try:
@@ -272,7 +272,7 @@ class SearchIndex:
             self._rebuild(f"{self.path} was unreadable ({e}); rebuilding it from the transcripts")
             return self._search(query, speaker, limit)
 
-    def _search(self, query: str, speaker: str | None, limit: int) -> list[Hit]:
+    def _search(self, query: str, speaker: str | None, limit: int) -> tuple[list[Hit], bool]:
         try:
             return self._query(query, speaker, limit)
         except sqlite3.OperationalError as e:
@@ -283,17 +283,28 @@ class SearchIndex:
                 raise WhisperliteError(f"nothing to search for in {query!r} (no words)") from None
             return self._query(words, speaker, limit)
 
-    def _query(self, match: str, speaker: str | None, limit: int) -> list[Hit]:
-        sql = (
-            "SELECT e.name, s.start, s.end, s.speaker, s.text, "
-            f"snippet(segments_fts, 0, '', '', '…', {SNIPPET_TOKENS}), bm25(segments_fts) AS score "
-            "FROM segments_fts JOIN segments s ON s.id = segments_fts.rowid JOIN episodes e ON e.id = s.episode "
-            "WHERE segments_fts MATCH ?" + (" AND s.speaker = ? COLLATE NOCASE" if speaker is not None else "")
-            + " ORDER BY score, e.name, s.start LIMIT ?"
-        )
-        args = (match, speaker, limit) if speaker is not None else (match, limit)
-        return [Hit(name, start, end, spk, text, snip, -score)
-                for name, start, end, spk, text, snip, score in self._conn.execute(sql, args)]
+    def _query(self, match: str, speaker: str | None, limit: int) -> tuple[list[Hit], bool]:
+        # The newest matches up to the cap first: reading their rowids is cheap, while bm25
+        # reads every match of every phrase (its idf) before it can rank one.
+        where = "WHERE segments_fts MATCH ?"
+        args: tuple = (match,)
+        if speaker is not None:
+            where = "JOIN segments s ON s.id = segments_fts.rowid " + where + " AND s.speaker = ? COLLATE NOCASE"
+            args = (match, speaker)
+        newest = [r for r, in self._conn.execute(
+            f"SELECT segments_fts.rowid FROM segments_fts {where} ORDER BY segments_fts.rowid DESC LIMIT ?",
+            (*args, RANK_CAP + 1))]
+        capped = len(newest) > RANK_CAP
+        if capped:
+            scores = {rowid: None for rowid in newest[:limit]}
+        else:
+            scores = dict(self._conn.execute(
+                f"SELECT segments_fts.rowid, -bm25(segments_fts) AS score FROM segments_fts {where} "
+                "ORDER BY score DESC, segments_fts.rowid DESC LIMIT ?", (*args, limit)))
+        found = {row[0]: row[1:] for row in self._conn.execute(
+            "SELECT s.id, e.name, s.start, s.end, s.speaker, s.text FROM segments s JOIN episodes e ON e.id = s.episode "
+            f"WHERE s.id IN ({','.join('?' * len(scores))})", list(scores))}
+        return [Hit(*found[rowid], score) for rowid, score in scores.items()], capped
 
 
 def fallback_query(query: str) -> str:

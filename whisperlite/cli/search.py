@@ -25,13 +25,14 @@ text that is not valid syntax is searched as its words. Hits are ranked by bm25.
 @click.argument("output_dir", metavar="OUT_DIR", type=click.Path())
 @click.argument("query")
 @click.option("--json", "as_json", is_flag=True,
-              help="One JSON object per hit: episode, start, end, speaker, text, score (higher is better).")
+              help="One JSON object per hit: episode, start, end, speaker, text, score (bm25, higher is better; "
+                   "null when too many segments match to rank).")
 @click.option("--speaker", default=None, metavar="NAME", help="Only segments of this speaker (case-insensitive).")
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="At most this many hits.")
 @friendly_errors
 def search(output_dir, query, as_json, speaker, limit):
     """Search the transcripts of a batch output folder OUT_DIR for QUERY."""
-    from whisperlite.batch.index import SearchIndex
+    from whisperlite.batch.index import RANK_CAP, SearchIndex
     from whisperlite.batch.manifest import MANIFEST_NAME
 
     if not os.path.isfile(os.path.join(output_dir, MANIFEST_NAME)):
@@ -40,11 +41,14 @@ def search(output_dir, query, as_json, speaker, limit):
         fail("empty query")
     with SearchIndex(output_dir, lambda line: click.echo(line, err=True)) as index:
         index.sync()
-        hits = index.search(query, speaker, limit)
+        hits, capped = index.search(query, speaker, limit)
+    if capped:
+        click.echo(f"note: over {RANK_CAP} segments match, too many to rank: the ones indexed last "
+                   "(add words to narrow the search)", err=True)
     if as_json:
         for h in hits:
             click.echo(json.dumps({"episode": h.episode, "start": h.start, "end": h.end, "speaker": h.speaker,
-                                   "text": h.text, "score": round(h.score, 4)}, ensure_ascii=False))
+                                   "text": h.text, "score": h.score if h.score is None else round(h.score, 4)}, ensure_ascii=False))
         return
     if not hits:
         click.echo(f"no hits for {query!r}", err=True)
@@ -52,7 +56,7 @@ def search(output_dir, query, as_json, speaker, limit):
     width = max(len(h.episode) for h in hits)
     for h in hits:
         who = f"[{h.speaker}]  " if h.speaker else ""
-        click.echo(f"{h.episode:<{width}}  {clock(h.start)}  {who}{h.snippet}")
+        click.echo(f"{h.episode:<{width}}  {clock(h.start)}  {who}{h.text}")
 
 
 def clock(seconds: float) -> str:
