@@ -146,7 +146,8 @@ class SearchIndex:
         self.warn(f"warning: {message}")
         self._connect()
         self._missing = False
-        self._sync(read_manifest(self.manifest_path))
+        stamp = self._manifest_stamp()
+        self._sync(read_manifest(self.manifest_path), stamp)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -165,21 +166,24 @@ class SearchIndex:
         """Reconcile with the manifest (`records`: its records, if already read); does nothing
         when the manifest has not changed since the last reconcile."""
         try:
+            # taken before reading: a line appended meanwhile makes the next call look again
+            stamp = self._manifest_stamp()
             if records is None:
-                if self._manifest_stamp() == self._meta("manifest"):
+                if stamp == self._meta("manifest"):
                     return
                 records = read_manifest(self.manifest_path)
             if self._missing and done_records(records):
                 self.warn(f"warning: {self.path} was missing; building it from the transcripts")
             self._missing = False
-            self._sync(records)
+            self._sync(records, stamp)
         except sqlite3.DatabaseError as e:
             if isinstance(e, sqlite3.OperationalError) and not _is_corruption(e):
                 raise OutputError(f"{self.path}: cannot update the search index ({e})") from None
             self._rebuild(f"{self.path} was unreadable ({e}); rebuilding it from the transcripts")
 
-    def _sync(self, records: list[dict]) -> None:
-        stamp = self._manifest_stamp()  # before reading: a line appended meanwhile is seen next time
+    def _sync(self, records: list[dict], stamp: str) -> None:
+        """Make the index hold exactly the done episodes of `records`, read from the manifest
+        when it had `stamp`."""
         done = done_records(records)
         indexed = dict(self._conn.execute("SELECT base, stamp FROM episodes"))
         unreadable = []
@@ -331,7 +335,6 @@ class BatchIndex:
     input (the manifest stays the truth, and the next search or batch reconciles)."""
 
     def __init__(self, output_dir: str, records: list[dict], warn: Callable[[str], None]):
-        self.output_dir = output_dir
         self._warn = warn
         self._index: SearchIndex | None = None
 
@@ -348,7 +351,7 @@ class BatchIndex:
     def close(self) -> None:
         """Reconcile once more (the manifest grew as inputs finished) and close."""
         if self._index is not None:
-            self._guard(lambda: self._index.sync(read_manifest(self._index.manifest_path)))
+            self._guard(self._index.sync)
         if self._index is not None:
             self._index.close()
             self._index = None
