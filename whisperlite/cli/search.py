@@ -31,7 +31,7 @@ text that is not valid syntax is searched as its words. Hits are ranked by bm25.
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True, help="At most this many hits.")
 @friendly_errors
 def search(output_dir, query, as_json, speaker, limit):
-    """Search the transcripts of a batch output folder OUT_DIR for QUERY."""
+    """Search the transcripts of a batch output folder OUT_DIR for QUERY, best hits first."""
     from whisperlite.batch.index import RANK_CAP, SearchIndex
     from whisperlite.batch.manifest import MANIFEST_NAME
 
