@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Sequence, TextIO
 
 from whisperlite.audio.ffmpeg import probe_duration
 from whisperlite.batch.discover import InputFile, discover
+from whisperlite.batch.index import BatchIndex, Row, segment_rows, write_transcript
 from whisperlite.batch.jobs import (
     Job,
     JobResult,
@@ -102,7 +103,10 @@ def run_batch(inputs: Sequence[str], opts: BatchOptions, out: TextIO | None = No
     manifest_path = os.path.join(opts.output_dir, MANIFEST_NAME)
     summary = BatchSummary()
     with ManifestWriter(manifest_path) as manifest:
-        previous = {_record_key(r): r for r in read_manifest(manifest_path) if recorded_path(r)}
+        records = read_manifest(manifest_path)
+        previous = {_record_key(r): r for r in records if recorded_path(r)}
+        progress: Progress | None = None
+        search_index = BatchIndex(opts.output_dir, records, lambda line: _warn(line, progress))
         options = options_record(run)
         base_record = {"model": run.runtime.model, "options": options, "formats": list(run.output.formats)}
         todo: list[_Pending] = []
@@ -141,9 +145,10 @@ def run_batch(inputs: Sequence[str], opts: BatchOptions, out: TextIO | None = No
                 p.results.append(result)
                 if len(p.results) < p.n_parts:
                     continue
-                record = _finish(p, opts, base_record)
+                record, rows = _finish(p, opts, base_record)
                 manifest.append(record)
                 if record["status"] == "done":
+                    search_index.add(record, rows)  # after its manifest line: the manifest is the truth
                     summary.done += 1
                     summary.audio_seconds += record["duration"] or 0.0
                 else:
@@ -153,6 +158,7 @@ def run_batch(inputs: Sequence[str], opts: BatchOptions, out: TextIO | None = No
                                    printable(p.file.path), record["status"], record["wall_time"])
         finally:
             progress.close()
+            search_index.close()
     summary.wall_seconds = time.perf_counter() - t0
     print(summary.line(manifest_path), file=out, flush=True)
     return summary
@@ -192,25 +198,29 @@ def _is_done(prev: dict | None, f: InputFile, opts: BatchOptions) -> bool:
     return all(printable(os.path.relpath(p, opts.output_dir)) in recorded and os.path.exists(p) for p in wanted)
 
 
-def _finish(p: _Pending, opts: BatchOptions, base_record: dict) -> dict:
-    """Write one input's outputs (atomically) and build its manifest record."""
+def _finish(p: _Pending, opts: BatchOptions, base_record: dict) -> tuple[dict, list[Row]]:
+    """Write one input's outputs and its kept transcript (atomically); returns its manifest
+    record and its rows for the search index."""
     wall = sum(r.wall_time for r in p.results)  # worker seconds: parts of one input run side by side
     errors = [r.error for r in sorted(p.results, key=lambda r: r.job.part) if r.error]
     if errors:
-        return _record(base_record, p.file, p.sha256, None, wall, [], errors[0], parts=p.n_parts)
+        return _record(base_record, p.file, p.sha256, None, wall, [], errors[0], parts=p.n_parts), []
     segments, info = stitch(p.results, opts.run.transcribe)
     output = opts.run.output
     if output.zh_script and info.language in CHINESE_LANGUAGES and info.options.decode.task == "transcribe":
         segments = [convert_segment(seg, output.zh_script) for seg in segments]
     base = os.path.join(opts.output_dir, p.file.rel)
+    rows = segment_rows(segments)
     try:
         check_output_dir(os.path.dirname(base))
         written = write_outputs(segments, info, base, output.formats, output)
+        write_transcript(opts.output_dir, printable(p.file.rel), rows)
     except OutputError as e:
-        return _record(base_record, p.file, p.sha256, info.duration, wall, [], str(e), parts=p.n_parts)
-    return _record(base_record, p.file, p.sha256, info.duration, wall,
-                   [printable(os.path.relpath(w, opts.output_dir)) for w in written], None,
-                   parts=p.n_parts, segments=len(segments), warning=info.warning)
+        return _record(base_record, p.file, p.sha256, info.duration, wall, [], str(e), parts=p.n_parts), []
+    record = _record(base_record, p.file, p.sha256, info.duration, wall,
+                     [printable(os.path.relpath(w, opts.output_dir)) for w in written], None,
+                     parts=p.n_parts, segments=len(segments), warning=info.warning)
+    return record, rows
 
 
 def _record(base: dict, f: InputFile, sha: str | None, duration: float | None, wall: float,
@@ -222,9 +232,12 @@ def _record(base: dict, f: InputFile, sha: str | None, duration: float | None, w
     }
 
 
-def _report_failure(message: str, out: TextIO, progress: Progress | None = None) -> None:
-    line = f"error: {message}"
+def _warn(line: str, progress: Progress | None) -> None:
     if progress:
         progress.write_err(line)
     else:
         print(line, file=sys.stderr, flush=True)
+
+
+def _report_failure(message: str, out: TextIO, progress: Progress | None = None) -> None:
+    _warn(f"error: {message}", progress)

@@ -20,6 +20,8 @@ COMMANDS = {
                    "Transcribe audio or video files (anything ffmpeg reads) to subtitles and text."),
     "batch": ("whisperlite.cli.batch", "batch",
               "Transcribe many files, folders (searched recursively) or input lists into OUTDIR."),
+    "search": ("whisperlite.cli.search", "search",
+               "Search the transcripts of a batch output folder OUT_DIR for QUERY, best hits first."),
     "quantize": ("whisperlite.cli.quantize", "quantize", "Quantize IN into the whisper.cpp ggml file OUT."),
     "convert": ("whisperlite.cli.quantize", "convert", "Convert IN into the whisper.cpp ggml file OUT."),
     "generate": ("whisperlite.cli.generate", "generate", "Generate text with a LLaMA-family GGUF model."),
