@@ -71,3 +71,27 @@ def test_no_finite_candidate_is_a_model_error_not_a_crash():
 
     with pytest.raises(ModelFormatError, match="no finite scores"):
         WindowDecoder._pick(None, [], 0.0, DecodeOptions())
+
+
+def test_beam_search_runs_on_while_its_best_candidate_continues():
+    """Enough eot proposals from weaker beams do not end the window while the best candidate
+    still continues: ending there made the long-form loop skip the rest of the window (a
+    sentence or more of speech) as silence."""
+    eot = 9
+    bs = BeamSearchDecoder(beam_size=2, patience=1.0, eot=eot)
+    tokens = np.zeros((2, 1), np.int64)
+    lp = np.log(np.full((2, 10), 1e-6))
+    lp[0, [3, 4, eot]] = np.log([0.4, 0.35, 0.25])
+    rows, nxt = bs.step(tokens, lp, np.zeros(2))
+    tokens = np.concatenate([tokens[rows], nxt[:, None]], axis=1)
+    # both beams' eot rank above the second live candidate: two finished, the best continues
+    lp2 = np.log(np.full((2, 10), 1e-6))
+    lp2[0, 5], lp2[0, eot] = np.log(0.6), np.log(0.4)
+    lp2[1, eot], lp2[1, 6] = np.log(0.45), np.log(0.3)
+    bs.step(tokens, lp2, np.zeros(2))
+    assert len(bs.finished) == 2 and not bs.done
+    # the best candidate is eot: done
+    lp3 = np.log(np.full((2, 10), 1e-6))
+    lp3[:, eot] = np.log(0.99)
+    bs.step(tokens, lp3, np.zeros(2))
+    assert bs.done

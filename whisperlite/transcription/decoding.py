@@ -219,7 +219,11 @@ class BeamSearchDecoder(TokenDecoder):
     Every live beam proposes its beam_size + 1 best continuations (enough that, even if one
     of them is eot, beam_size live ones remain); the best beam_size non-eot candidates by
     cumulative log-probability become the new beams, while eot candidates are set aside as
-    finished. Decoding stops once round(beam_size * patience) sequences have finished.
+    finished. Decoding stops once round(beam_size * patience) sequences have finished and
+    the best candidate of the step is eot (as CTranslate2's beam search does). Stopping at
+    the first round(beam_size * patience) finished ones (openai-whisper's rule) lets a few
+    early eot proposals, after the window's first sentence or two, end the window while its
+    best beams are still transcribing: the long-form loop then skips the rest as silence.
     """
 
     def __init__(self, beam_size: int, patience: float, eot: int):
@@ -232,6 +236,7 @@ class BeamSearchDecoder(TokenDecoder):
         self.scores[0] = 0.0
         self.token_logprobs: list[list[float]] = [[] for _ in range(beam_size)]
         self.finished: list[Hypothesis] = []
+        self.top_finished = False  # the best candidate of the last step was eot
 
     def step(self, tokens: np.ndarray, logits: np.ndarray, lse: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         k = self.beam_size + 1
@@ -242,6 +247,7 @@ class BeamSearchDecoder(TokenDecoder):
         scores = np.full(self.beam_size, -np.inf)
         lps: list[list[float]] = [[] for _ in range(self.beam_size)]
         n_live = 0
+        self.top_finished = bool(top.flat[order[0]] == self.eot) if len(order) else False
         for flat in order:
             score = cand.flat[flat]
             if not np.isfinite(score) or n_live == self.beam_size:
@@ -250,9 +256,8 @@ class BeamSearchDecoder(TokenDecoder):
             token = int(top[row, token])
             lp = float(logits[row, token] - lse[row])
             if token == self.eot:
-                if len(self.finished) < self.max_finished:
-                    prefix = tokens[row].tolist()
-                    self.finished.append(Hypothesis(prefix, float(score), self.token_logprobs[row] + [lp]))
+                prefix = tokens[row].tolist()
+                self.finished.append(Hypothesis(prefix, float(score), self.token_logprobs[row] + [lp]))
                 continue
             rows[n_live], nxt[n_live], scores[n_live] = row, token, score
             lps[n_live] = self.token_logprobs[row] + [lp]
@@ -263,7 +268,7 @@ class BeamSearchDecoder(TokenDecoder):
 
     @property
     def done(self) -> bool:
-        return len(self.finished) >= self.max_finished or not np.isfinite(self.scores).any()
+        return (len(self.finished) >= self.max_finished and self.top_finished) or not np.isfinite(self.scores).any()
 
     def finish(self, tokens: np.ndarray, sample_begin: int) -> list[Hypothesis]:
         hyps = [Hypothesis(h.tokens[sample_begin:], h.sum_logprob, h.token_logprobs) for h in self.finished]
