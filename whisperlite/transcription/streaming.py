@@ -324,7 +324,11 @@ class StreamingTranscriber:
         if cut is None and length > MAX_BUFFER_SECONDS:
             # Nothing agreed for that long: what the last pass gave becomes final.
             events = self._commit(self._pending)
-            cut, self._pending = (self.final[-1].end if self.final else self._clock / SAMPLE_RATE), []
+            if events:
+                cut = self.final[-1].end
+            else:  # no words at all: the last min_chunk may hold the start of some
+                cut = self._clock / SAMPLE_RATE - self.stream.min_chunk_ms / 1000
+            self._pending = []
         if cut is not None:
             self._drop_before(int(cut * SAMPLE_RATE))
         return events
