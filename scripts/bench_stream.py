@@ -44,23 +44,25 @@ PAUSES = (1.5, 2.5, 1.0, 3.0, 2.0)
 TICK = 0.1  # seconds of audio per arrival
 
 
-def recording() -> tuple[np.ndarray, list[str], list[tuple[float, float]]]:
-    """(samples, reference transcripts in order, (start, end) of the silence and noise spans)."""
+def recording() -> tuple[np.ndarray, list[str], list[tuple[float, float]], list[tuple[float, float]]]:
+    """(samples, reference transcripts in order, (start, end) of the silence and noise spans,
+    (start, end) of each clip with the pause after it)."""
     refs = {e["file"]: e.get("transcript", "") for e in json.loads((ROOT / "fixtures/manifest.json").read_text())}
     rng = np.random.default_rng(0)
-    parts, texts, quiet, at = [], [], [], 0.0
+    parts, texts, quiet, spans, at = [], [], [], [], 0.0
     for round_ in range(2):
         for clip, pause in zip(CLIPS, PAUSES):
             audio = load_audio(str(ROOT / "fixtures" / clip))
             parts += [audio, np.zeros(int(pause * SAMPLE_RATE), np.float32)]
             texts.append(refs[clip].replace(" / ", " "))
+            spans.append((at, at + len(audio) / SAMPLE_RATE + pause))
             at += len(audio) / SAMPLE_RATE + pause
         filler = (np.zeros(5 * SAMPLE_RATE, np.float32) if round_ == 0
                   else (rng.standard_normal(5 * SAMPLE_RATE) * 0.03).astype(np.float32))
         parts.append(filler)
         quiet.append((at, at + 5.0))
         at += 5.0
-    return np.concatenate(parts), texts, quiet
+    return np.concatenate(parts), texts, quiet, spans
 
 
 def simulate(engine: StreamingTranscriber, audio: np.ndarray,
@@ -71,7 +73,7 @@ def simulate(engine: StreamingTranscriber, audio: np.ndarray,
     clock, pos, log = 0.0, 0, []
     cpu0, wall0 = time.process_time(), time.perf_counter()
     while pos < len(audio):
-        avail = min(len(audio), int(clock * SAMPLE_RATE) // tick * tick)
+        avail = min(len(audio), int(clock * SAMPLE_RATE + 1e-6) // tick * tick)  # no float shortfall
         if avail <= pos:
             clock = (pos + tick) / SAMPLE_RATE
             continue
@@ -87,17 +89,23 @@ def simulate(engine: StreamingTranscriber, audio: np.ndarray,
     return log, time.process_time() - cpu0, time.perf_counter() - wall0
 
 
-def measure(model, audio, refs, quiet, offline_words, policy: str, opts: TranscribeOptions,
+def measure(model, audio, refs, quiet, spans, offline_words, policy: str, opts: TranscribeOptions,
             now: Callable[[], float]) -> dict:
     engine = StreamingTranscriber(model, opts, StreamOptions(policy=policy))
     log, cpu, wall = simulate(engine, audio, now)
     finals = [(t, w) for t, e in log if e.type == "final" for w in e.words]
     final_norm = [n for _, w in finals for n in normalize(w.word)]
-    # each final word's emission time, matched to the offline words it equals
-    emit = [t for t, w in finals for _ in normalize(w.word)]
+    # Each final word's delay: matched to the offline word it equals within the same clip
+    # (the recording says everything twice, so a match across the whole would pair repeats).
+    delays = []
+    for lo, hi in spans:
+        def inside(w) -> bool:
+            return lo <= (w.start + w.end) / 2 < hi
+        off = [(n, w.end) for w in offline_words if inside(w) for n in normalize(w.word)]
+        got = [(n, t) for t, w in finals if inside(w) for n in normalize(w.word)]
+        sm = difflib.SequenceMatcher(None, [n for n, _ in off], [n for n, _ in got], autojunk=False)
+        delays += [got[b + k][1] - off[a + k][1] for a, b, size in sm.get_matching_blocks() for k in range(size)]
     off_norm = [(n, w.end) for w in offline_words for n in normalize(w.word)]
-    sm = difflib.SequenceMatcher(None, [n for n, _ in off_norm], final_norm, autojunk=False)
-    delays = [emit[b + k] - off_norm[a + k][1] for a, b, size in sm.get_matching_blocks() for k in range(size)]
     # partial churn: each partial's words against the final words at the same places
     shown = changed = 0
     committed = 0
@@ -134,7 +142,7 @@ def main() -> None:
     ap.add_argument("--show-text", action="store_true")
     args = ap.parse_args()
     model = load_model(args.model, threads=args.threads)
-    audio, refs, quiet = recording()
+    audio, refs, quiet, spans = recording()
     opts = TranscribeOptions(decode=DecodeOptions(beam_size=1))
     t0 = time.perf_counter()
     segments, _ = model.transcribe(audio, opts)
@@ -149,7 +157,7 @@ def main() -> None:
           "| CPU (cores at real time) | words on silence/noise | final times went back |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for policy in args.policy or ["agreement", "window"]:
-        r = measure(model, audio, refs, quiet, offline_words, policy, opts,
+        r = measure(model, audio, refs, quiet, spans, offline_words, policy, opts,
                     time.process_time if args.clock == "cpu" else time.perf_counter)
         print(f"| {policy} | {r['passes']} | {r['latency_median']:.2f} | {r['latency_p95']:.2f} | "
               f"{r['wer_vs_offline']:.1f} | {r['wer_vs_reference']:.1f} | {100 * r['partial_changed']:.0f}% of "
