@@ -18,6 +18,8 @@ from whisperlite.cli.common import Group, show_notices
 COMMANDS = {
     "transcribe": ("whisperlite.cli.transcribe", "transcribe",
                    "Transcribe audio or video files (anything ffmpeg reads) to subtitles and text."),
+    "stream": ("whisperlite.cli.stream", "stream",
+               "Transcribe live from the microphone, raw PCM on stdin, or a file played in real time."),
     "batch": ("whisperlite.cli.batch", "batch",
               "Transcribe many files, folders (searched recursively) or input lists into OUTDIR."),
     "search": ("whisperlite.cli.search", "search",

@@ -1,0 +1,136 @@
+"""Live transcription: the streaming engine (both policies), its VAD gate, and `whisperlite stream`."""
+import difflib
+import json
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, ROOT, normalize, run_cli
+from whisperlite.audio.ffmpeg import SAMPLE_RATE, ffmpeg_exe
+from whisperlite.transcription.options import DecodeOptions, TranscribeOptions
+from whisperlite.transcription.streaming import StreamingTranscriber, StreamOptions
+
+GREEDY = TranscribeOptions(decode=DecodeOptions(beam_size=1))
+
+
+def _stream(model, audio: np.ndarray, policy: str, chunk: float = 0.5):
+    engine = StreamingTranscriber(model, GREEDY, StreamOptions(policy=policy))
+    events = []
+    step = int(chunk * SAMPLE_RATE)
+    for i in range(0, len(audio), step):
+        events += engine.feed(audio[i : i + step])
+    events += engine.finish()
+    return engine, events
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["agreement", "window"])
+def test_jfk_in_chunks_finals_match_offline(tiny_model, jfk_audio, policy):
+    audio = np.concatenate([jfk_audio, np.zeros(SAMPLE_RATE, np.float32)])
+    engine, events = _stream(tiny_model, audio, policy)
+    offline, _ = tiny_model.transcribe(jfk_audio, GREEDY)
+    offline_words = normalize(" ".join(s.text for s in offline))
+    finals = [w for e in events if e.type == "final" for w in e.words]
+    words = normalize("".join(w.word for w in finals))
+    # tiny.en decodes a short first utterance a little differently ("am I fellow" for "my
+    # fellow"): all but a few words of offline greedy's, in order
+    same = sum(b.size for b in difflib.SequenceMatcher(None, offline_words, words).get_matching_blocks())
+    assert same >= len(offline_words) - 4 and len(words) <= len(offline_words) + 2, (words, offline_words)
+    assert words[-4:] == ["do", "for", "your", "country"]
+    # times on the stream's clock, in order, within the audio; each final word stays (never retracted)
+    assert all(0 <= w.start <= w.end <= len(audio) / SAMPLE_RATE for w in finals)
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(finals, finals[1:]))
+    assert engine.final == finals
+    assert events[-1].type == "done" and sum(e.type == "done" for e in events) == 1
+    segments = engine.segments()
+    assert "".join(s.text for s in segments) == "".join(w.word for w in finals)
+
+
+@pytest.mark.slow
+def test_silence_and_noise_give_no_text_and_no_decoding(tiny_model):
+    rng = np.random.default_rng(1)
+    quiet = np.concatenate([np.zeros(4 * SAMPLE_RATE, np.float32),
+                            (rng.standard_normal(6 * SAMPLE_RATE) * 0.05).astype(np.float32),
+                            (0.2 * np.sin(2 * np.pi * 440 * np.arange(3 * SAMPLE_RATE) / SAMPLE_RATE)).astype(np.float32)])
+    for policy in ("agreement", "window"):
+        engine, events = _stream(tiny_model, quiet, policy)
+        assert [e.type for e in events] == ["done"]
+        assert engine.passes == 0 and engine.segments() == []
+
+
+def test_options_checked():
+    from whisperlite.transcription.options import OptionError
+
+    for bad in (StreamOptions(policy="fast"), StreamOptions(step_ms=5000, length_ms=3000),
+                StreamOptions(length_ms=40000), StreamOptions(keep_ms=4000)):
+        with pytest.raises(OptionError):
+            bad.check()
+
+
+def _pcm(path, extra=()) -> bytes:
+    """A fixture decoded to raw PCM (16 kHz mono s16le unless `extra` says otherwise), with 1.5 s of silence after it."""
+    return subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(path), "-af", "apad=pad_dur=1.5",
+                           *(extra or ("-ar", "16000", "-ac", "1")), "-f", "s16le", "-"],
+                          capture_output=True, check=True).stdout
+
+
+@pytest.mark.slow
+def test_cli_stdin_writes_outputs(tmp_path):
+    pcm = _pcm(FIXTURES / "jfk.wav", ("-ar", "48000", "-ac", "2"))
+    proc = subprocess.run([sys.executable, "-m", "whisperlite", "stream", "-", "--rate", "48000", "--channels", "2",
+                           "-osrt", "-otxt", "-oj", "-of", "live", "-o", str(tmp_path), "-t", "2"],
+                          input=pcm, capture_output=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr.decode()
+    printed = normalize(proc.stdout.decode())
+    assert printed[-4:] == ["do", "for", "your", "country"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.json", "live.srt", "live.txt"]
+    assert normalize((tmp_path / "live.txt").read_text()) == printed
+    data = json.loads((tmp_path / "live.json").read_text())
+    starts = [s["start"] for s in data["segments"]]
+    assert starts == sorted(starts) and data["segments"][-1]["end"] <= 12.6
+    assert "-->" in (tmp_path / "live.srt").read_text()
+
+
+@pytest.mark.slow
+def test_cli_sigint_mid_stream_writes_complete_outputs(tmp_path):
+    """Ctrl-C while the pipe is still open: what was final is written, exit 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "whisperlite", "stream", "-", "-otxt", "-osrt", "-of", "live",
+                             "-o", str(tmp_path), "-t", "2"], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc.stdin.write(_pcm(FIXTURES / "jfk.wav"))
+    proc.stdin.flush()  # and left open: the stream goes on until the signal
+    lines = []
+    while not (lines and "country" in lines[-1]):
+        line = proc.stdout.readline().decode()
+        assert line, proc.stderr.read().decode()
+        lines.append(line)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert "Traceback" not in err.decode()
+    text = (tmp_path / "live.txt").read_text()
+    assert normalize(text)[-4:] == ["do", "for", "your", "country"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.srt", "live.txt"]
+
+
+def test_cli_devices_and_missing_microphone_one_line():
+    # no capture device on a test machine: a clean line either way (a listing where there is one)
+    for args in (("stream", "--list-devices"), ("stream", "--device", "no-such-device-xyz")):
+        r = run_cli(*args, timeout=60)
+        if r.returncode == 0:
+            assert args[1] == "--list-devices" and r.stdout.strip()
+            continue
+        assert r.returncode == 1 and r.stdout == ""
+        assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: "), r.stderr
+
+
+def test_cli_bad_inputs_one_line(tmp_path):
+    for args in (("stream", str(tmp_path / "missing.wav")), ("stream", str(tmp_path)),
+                 ("stream", "-", "--format", "u8"), ("stream", "--policy", "fast"), ("stream", "-", "--length", "0")):
+        r = run_cli(*args, timeout=60)
+        assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+        assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr

@@ -1,0 +1,382 @@
+"""Live transcription: a stream of 16 kHz samples in, events out, with no I/O of its own.
+
+`StreamingTranscriber(model, options).feed(samples)` takes float32 mono samples as they
+arrive and returns events: `partial` (the words not yet final: they may still change),
+`final` (words that will never change, with times on the stream's clock: seconds since the
+first sample fed) and, from `finish()`, `done`. A front end (the `stream` command, a
+WebSocket) owns the clock and the audio source; this class only decodes.
+
+Silero scores every 32 ms frame as it arrives: only stretches of speech are decoded, so
+silence, noise and music cost no decoding and never produce text. A pause of
+`end_silence_ms` ends an utterance, and its words all become final at once. The audio of
+an utterance stays in the buffer across a pause shorter than the VAD's
+`min_silence_duration_ms` (as the offline VAD keeps such pauses), so the next utterance is
+decoded with the speech before it; after a longer pause the buffer starts afresh.
+
+Two policies decide when words become final within an utterance:
+
+- `agreement` (LocalAgreement-2, as whisper_streaming): the utterance so far is decoded again
+  whenever `min_chunk_ms` of new audio has arrived; a word is final once two consecutive
+  passes agree on it and on every word before it. Each pass is prompted with the final text
+  that has left the buffer, and the buffer is cut after a final sentence end once it is
+  longer than `trim_seconds`, so a pass never decodes more than one 30-s window.
+- `window` (whisper.cpp's `stream`): every `step_ms` the last `length_ms` of audio is decoded
+  and shown as partial; every `length_ms / step_ms - 1` steps that text becomes final and
+  only `keep_ms` of audio is carried into the next line. `step_ms` 0: each utterance is
+  decoded once, when it ends (at most `length_ms` at a time).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from whisperlite.audio.ffmpeg import HOP_LENGTH, SAMPLE_RATE
+from whisperlite.audio.silero import FRAME, SileroVad
+from whisperlite.audio.vad import silero_weights
+from whisperlite.transcription.decoding import compression_ratio
+from whisperlite.transcription.options import OptionError, TranscribeOptions
+from whisperlite.transcription.results import Segment, TranscriptionInfo, Word
+from whisperlite.transcription.transcribe import WhisperModel
+
+POLICIES = ("agreement", "window")
+SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
+# A window holds 30 s; cutting the buffer by 25 s at the latest leaves room for a pass's new audio.
+MAX_BUFFER_SECONDS = 25.0
+PROMPT_CHARS = 200  # final text given as the prompt (whisper_streaming's amount)
+# Words of a pass matched against the last final ones, to drop the repeat where a pass
+# re-decodes audio whose words are already final (n-grams up to this length).
+MAX_OVERLAP_WORDS = 5
+SEGMENT_GAP = 1.0  # seconds between final words that start a new output segment
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a live stream is cut into passes and when its words become final."""
+
+    policy: str = "agreement"  # or "window"
+    min_chunk_ms: int = 1000  # agreement: new audio between passes
+    trim_seconds: float = 15.0  # agreement: cut the buffer at a final sentence end past this
+    step_ms: int = 3000  # window: whisper.cpp --step (0: decode each utterance when it ends)
+    length_ms: int = 10000  # window: whisper.cpp --length, audio per pass
+    keep_ms: int = 200  # window: whisper.cpp --keep, audio carried into the next line
+    end_silence_ms: int = 600  # a pause this long ends an utterance: its words become final
+
+    def check(self) -> None:
+        if self.policy not in POLICIES:
+            raise OptionError(f"policy '{self.policy}': choose from {', '.join(POLICIES)}")
+        if self.min_chunk_ms <= 0 or self.end_silence_ms <= 0 or self.trim_seconds <= 0:
+            raise OptionError("min_chunk_ms, end_silence_ms and trim_seconds must be > 0")
+        if self.step_ms < 0 or self.keep_ms < 0 or self.length_ms <= 0 or self.length_ms > 30000:
+            raise OptionError("step >= 0, keep >= 0 and 0 < length <= 30000 ms")
+        if self.step_ms > self.length_ms or (self.step_ms and self.keep_ms > self.step_ms):
+            raise OptionError("window policy: need keep <= step <= length (ms)")
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """`partial`: the words not yet final (the whole tail, replacing the previous partial);
+    `final`: words newly final, never retracted; `done`: the stream ended."""
+
+    type: str
+    words: tuple[Word, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return "".join(w.word for w in self.words)
+
+    def as_dict(self) -> dict:
+        """The event as JSON-ready data (for a server)."""
+        out: dict = {"type": self.type}
+        if self.type != "done":
+            out["text"] = self.text.strip()
+            out["words"] = [{"start": w.start, "end": w.end, "word": w.word, "probability": round(w.probability, 4)}
+                            for w in self.words]
+        return out
+
+
+def _norm(word: str) -> str:
+    return "".join(c.lower() for c in word if c.isalnum())
+
+
+class _VoiceGate:
+    """Silero over the incoming samples, frame by frame: where speech starts (after
+    `min_speech` of frames at or above the threshold) and where it ends (followed by
+    `end_silence` of frames below the lower threshold), as sample indices of the stream."""
+
+    def __init__(self, threshold: float, neg_threshold: float, min_speech: int, end_silence: int):
+        self._vad = SileroVad(silero_weights())
+        self._threshold, self._neg = threshold, neg_threshold
+        self._min_speech, self._end_silence = min_speech, end_silence
+        self._tail = np.zeros(0, np.float32)
+        self.pos = 0  # stream sample index of the next frame scored
+        self.speaking = False
+        self._run = 0  # samples: a candidate burst (silent), or a pause (speaking)
+
+    def push(self, samples: np.ndarray) -> list[tuple[str, int]]:
+        buf = np.concatenate([self._tail, samples]) if len(self._tail) else samples
+        n = len(buf) // FRAME * FRAME
+        self._tail = buf[n:].copy()
+        changes = []
+        for p in self._vad(buf[:n]).tolist() if n else ():
+            self.pos += FRAME
+            if not self.speaking:
+                self._run = self._run + FRAME if p >= (self._neg if self._run else self._threshold) else 0
+                if self._run >= self._min_speech:
+                    changes.append(("start", self.pos - self._run))
+                    self.speaking, self._run = True, 0
+            else:
+                self._run = self._run + FRAME if p < self._neg else 0
+                if self._run >= self._end_silence:
+                    changes.append(("end", self.pos - self._run))
+                    self.speaking, self._run = False, 0
+        return changes
+
+
+class StreamingTranscriber:
+    """One live stream on a `WhisperModel`: `feed(samples)` → events, `finish()` → the last.
+
+    `options` is the transcription's options tree as `transcribe` takes it (decoding,
+    fallback, context, VAD thresholds); word times are always on, and the VAD always gates.
+    Not thread-safe: one stream, one caller.
+    """
+
+    def __init__(self, model: WhisperModel, options: TranscribeOptions | None = None,
+                 stream: StreamOptions | None = None):
+        self.model = model
+        self.stream = stream or StreamOptions()
+        self.stream.check()
+        opts = options or TranscribeOptions()
+        language = model._check_language(opts)  # a bad language fails now, not on the first speech
+        self.language = language
+        self.options = replace(opts, vad=replace(opts.vad, enabled=False), word_timestamps=True)
+        v = opts.vad
+        ms = SAMPLE_RATE // 1000
+        self._pad = min(v.speech_pad_ms, self.stream.end_silence_ms) * ms
+        neg = v.neg_threshold if v.neg_threshold is not None else max(v.threshold - 0.15, 0.01)
+        self._min_speech = max(v.min_speech_duration_ms * ms, FRAME)
+        self._min_silence = v.min_silence_duration_ms * ms
+        self._gate = _VoiceGate(v.threshold, neg, self._min_speech, self.stream.end_silence_ms * ms)
+        self._audio = np.zeros(0, np.float32)  # the buffer: samples from _start on
+        self._start = 0  # stream sample index of _audio[0]
+        self._clock = 0  # samples fed so far
+        self._last_pass = 0  # stream sample index where the last pass's audio ended
+        self._speech_end: int | None = None  # where the last utterance ended (None: no speech yet)
+        self.final: list[Word] = []  # every final word, in order
+        self._pending: list[Word] = []  # the last pass's words not yet final (agreement), or its line (window)
+        self._passes = 0  # window: passes since the last line became final
+        self._finished = False
+        self.passes = 0  # decoding passes run (for benchmarks)
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio fed so far."""
+        return self._clock / SAMPLE_RATE
+
+    # --- feeding -------------------------------------------------------------------------
+    def feed(self, samples: np.ndarray) -> list[StreamEvent]:
+        """Take the next samples (16 kHz mono float32); events in the order they happened."""
+        if self._finished:
+            raise OptionError("feed after finish: a stream ends once")
+        samples = np.ascontiguousarray(samples, np.float32).reshape(-1)
+        events: list[StreamEvent] = []
+        self._audio = np.concatenate([self._audio, samples]) if len(self._audio) else samples.copy()
+        self._clock += len(samples)
+        for change, at in self._gate.push(samples):
+            if change == "start":
+                self._begin(at)
+            else:
+                events += self._end_utterance(min(at + self._pad, self._clock))
+        if self._gate.speaking:
+            events += self._step(self._clock)
+        elif not self._pending and (self._speech_end is None or self._gate.pos - self._speech_end > self._min_silence):
+            # a long pause: keep only what a speech start found later reaches back to
+            self._drop_before(max(self._gate.pos - self._pad - self._min_speech - FRAME, 0))
+        return events
+
+    def finish(self) -> list[StreamEvent]:
+        """End the stream: the words of the utterance in progress become final, then `done`."""
+        if self._finished:
+            return []
+        events = self._end_utterance(self._clock) if self._gate.speaking or self._pending else []
+        self._finished = True
+        return [*events, StreamEvent("done")]
+
+    def _begin(self, at: int) -> None:
+        """Speech starts at sample `at`: after a long pause the buffer starts one pad before it."""
+        if self._speech_end is None or at - self._speech_end > self._min_silence:
+            self._drop_before(max(at - self._pad, 0))
+        self._last_pass = at
+
+    def _drop_before(self, index: int) -> None:
+        if index > self._start:
+            self._audio = self._audio[min(index - self._start, len(self._audio)):]
+            self._start = min(index, self._start + len(self._audio)) if len(self._audio) else index
+
+    def _step(self, now: int) -> list[StreamEvent]:
+        s = self.stream
+        new = now - self._last_pass
+        if s.policy == "agreement":
+            return self._agree(now) if new >= s.min_chunk_ms * SAMPLE_RATE // 1000 else []
+        if s.step_ms and new >= s.step_ms * SAMPLE_RATE // 1000:
+            return self._window_pass(now, line_ends=False)
+        if not s.step_ms and now - self._start >= s.length_ms * SAMPLE_RATE // 1000:
+            return self._window_pass(now, line_ends=True)
+        return []
+
+    def _end_utterance(self, end: int) -> list[StreamEvent]:
+        """Speech ended at sample `end` (pad included): everything up to it becomes final."""
+        if self.stream.policy == "agreement":
+            events = self._agree(end, final=True) if end > self._last_pass or self._pending else []
+        elif end > self._last_pass:
+            events = self._window_pass(end, line_ends=True)
+        else:
+            events = self._close_line()
+        self._pending = []
+        self._speech_end = end
+        return events
+
+    # --- decoding ------------------------------------------------------------------------
+    def _decode(self, begin: int, end: int, prompt: str | None) -> list[Word]:
+        """Words of samples [begin, end) of the stream, timed on the stream's clock."""
+        samples = self._audio[begin - self._start : end - self._start]
+        self._last_pass = end
+        if len(samples) < 2 * HOP_LENGTH:
+            return []
+        ctx = self.options.context
+        opts = self.options
+        if prompt:
+            opts = replace(opts, context=replace(ctx, initial_prompt=prompt))
+        if self.language is not None:
+            opts = replace(opts, decode=replace(opts.decode, language=self.language))
+        segments, info = self.model.transcribe(samples, opts)
+        offset = begin / SAMPLE_RATE
+        words = [Word(round(w.start + offset, 3), round(w.end + offset, 3), w.word, w.probability, list(w.tokens))
+                 for seg in segments for w in seg.words or []]
+        self.passes += 1
+        if self.language is None and words:
+            self.language = info.language  # decided on the first speech, kept for the stream
+        return words
+
+    def _prompt(self, before: float) -> str | None:
+        """The final text that ends before `before` seconds (the last PROMPT_CHARS of it)."""
+        text = "".join(w.word for w in self.final if w.end <= before + 1e-6).strip()
+        return text[-PROMPT_CHARS:] if text else None
+
+    def _fresh(self, words: list[Word]) -> list[Word]:
+        """The words of a pass that are not final already: after the last final word's time,
+        without a repeat of the last final words at their start."""
+        if not self.final:
+            return words
+        last_end = self.final[-1].end
+        words = [w for w in words if w.start > last_end - 0.1]
+        if words and abs(words[0].start - last_end) < 1.0:
+            tail = [_norm(w.word) for w in self.final[-MAX_OVERLAP_WORDS:]]
+            for n in range(min(MAX_OVERLAP_WORDS, len(words), len(tail)), 0, -1):
+                if tail[-n:] == [_norm(w.word) for w in words[:n]]:
+                    return words[n:]
+        return words
+
+    def _commit(self, words: list[Word]) -> list[StreamEvent]:
+        """`words` become final: times clamped so that the stream's words never go back."""
+        out = []
+        for w in words:
+            if not w.word.strip():
+                continue
+            last = self.final[-1].end if self.final else 0.0
+            start = max(w.start, last)
+            w = Word(start, max(w.end, start), w.word, w.probability, w.tokens)
+            self.final.append(w)
+            out.append(w)
+        return [StreamEvent("final", tuple(out))] if out else []
+
+    def _agree(self, end: int, final: bool = False) -> list[StreamEvent]:
+        """LocalAgreement-2: decode the buffer; words both this pass and the last one give,
+        from the start of what is not final, become final. `final`: all of this pass's do."""
+        words = self._fresh(self._decode(self._start, end, self._prompt(self._start / SAMPLE_RATE)))
+        if final:
+            agreed = len(words)
+        else:
+            agreed = 0
+            for a, b in zip(words, self._pending):
+                if _norm(a.word) != _norm(b.word):
+                    break
+                agreed += 1
+        events = self._commit(words[:agreed])
+        self._pending = words[agreed:]
+        if not final:
+            events += self._trim()
+            events.append(StreamEvent("partial", tuple(self._pending)))
+        return events
+
+    def _trim(self) -> list[StreamEvent]:
+        """Past `trim_seconds`, the buffer starts after its last final sentence end (past
+        MAX_BUFFER_SECONDS, after its last final word): that text becomes the prompt."""
+        length = (self._clock - self._start) / SAMPLE_RATE
+        if length <= self.stream.trim_seconds:
+            return []
+        start = self._start / SAMPLE_RATE
+        in_buffer = [w for w in self.final if w.end > start]
+        cut = next((w.end for w in reversed(in_buffer) if w.word.strip().endswith(SENTENCE_ENDS)), None)
+        if cut is None and length > MAX_BUFFER_SECONDS and in_buffer:
+            cut = in_buffer[-1].end
+        events = []
+        if cut is None and length > MAX_BUFFER_SECONDS:
+            # Nothing agreed for that long: what the last pass gave becomes final.
+            events = self._commit(self._pending)
+            if events:
+                cut = self.final[-1].end
+            else:  # no words at all: the last min_chunk may hold the start of some
+                cut = self._clock / SAMPLE_RATE - self.stream.min_chunk_ms / 1000
+            self._pending = []
+        if cut is not None:
+            self._drop_before(int(cut * SAMPLE_RATE))
+        return events
+
+    def _window_pass(self, end: int, line_ends: bool) -> list[StreamEvent]:
+        """whisper.cpp stream: decode the last `length_ms` (with the `keep_ms` carried over);
+        every `length/step - 1` passes, or at `line_ends`, the line becomes final."""
+        s = self.stream
+        begin = max(self._start, end - s.length_ms * SAMPLE_RATE // 1000)
+        if end - begin < s.keep_ms * SAMPLE_RATE // 1000 + FRAME:
+            return self._close_line() if line_ends else []
+        words = self._fresh(self._decode(begin, end, self._prompt(begin / SAMPLE_RATE)))
+        self._passes += 1
+        self._pending = words
+        lines_every = max(1, s.length_ms // s.step_ms - 1) if s.step_ms else 1
+        if line_ends or self._passes >= lines_every:
+            events = self._close_line()
+            self._drop_before(max(end - s.keep_ms * SAMPLE_RATE // 1000, self._start))
+            return events
+        return [StreamEvent("partial", tuple(words))]
+
+    def _close_line(self) -> list[StreamEvent]:
+        """The window's current line becomes final."""
+        events = self._commit(self._fresh(self._pending))
+        self._pending, self._passes = [], 0
+        return events
+
+    # --- results -------------------------------------------------------------------------
+    def segments(self) -> list[Segment]:
+        """The final words as segments (cut after sentence ends and at pauses): for writers."""
+        groups: list[list[Word]] = []
+        for w in self.final:
+            if not groups or groups[-1][-1].word.strip().endswith(SENTENCE_ENDS) or w.start - groups[-1][-1].end > SEGMENT_GAP:
+                groups.append([])
+            groups[-1].append(w)
+        segments = []
+        for k, ws in enumerate(groups):
+            text = "".join(w.word for w in ws)
+            probs = [p for w in ws for p in [w.probability] * len(w.tokens)]
+            avg = float(np.mean(np.log(np.maximum(probs, 1e-10)))) if probs else 0.0
+            segments.append(Segment(id=k, seek=round(ws[0].start * SAMPLE_RATE / HOP_LENGTH), start=ws[0].start,
+                                    end=ws[-1].end, text=text, tokens=[t for w in ws for t in w.tokens],
+                                    avg_logprob=avg, no_speech_prob=0.0, temperature=0.0,
+                                    compression_ratio=compression_ratio(text), words=list(ws),
+                                    token_probs=[round(p, 6) for p in probs]))
+        return segments
+
+    def info(self) -> TranscriptionInfo:
+        """What the writers need to know about the stream."""
+        return TranscriptionInfo(language=self.language or "en", language_probability=1.0, duration=self.duration,
+                                 options=self.options)
