@@ -120,9 +120,9 @@ class Printer:
 @friendly_errors
 def stream(source, policy, step_ms, length_ms, keep_ms, min_chunk_ms, end_silence_ms, device, list_devices,
            pcm_format, rate, channels, realtime, output_file, output_dir, quiet, **flags):
-    """Transcribe live: SOURCE is a file, '-' for raw PCM on stdin, or none for the microphone.
+    """Transcribe live from the microphone, raw PCM on stdin, or a file played in real time.
 
-    Text is printed as it becomes final; outputs (-osrt, -ovtt, -otxt, -oj) are written when the
+    SOURCE is a file, '-' for raw PCM on stdin, or none for the microphone. Text is printed as it becomes final; outputs (-osrt, -ovtt, -otxt, -oj) are written when the
     stream ends: at the end of its input, or on Ctrl-C (exit 0)."""
     from whisperlite.audio import live
     from whisperlite.audio.ffmpeg import check_input_file
