@@ -3,6 +3,7 @@ this process (httpx's ASGI transport) with tiny.en loaded once: every response f
 streaming, the errors, and transcriptions interleaved on one model giving their solo results."""
 import asyncio
 import json
+import threading
 
 import httpx
 import pytest
@@ -297,3 +298,33 @@ def test_concurrent_requests_each_get_their_own_transcript(app, tiny_model):
         solo = _solo(tiny_model, path)
         assert [s.text for s in result.segments] == [s[4] for s in solo]
         assert [(w.start, w.end) for w in result.words] == [(w[1], w[2]) for s in solo for w in s[8]]
+
+
+def test_timeout_is_504_the_job_is_dropped_and_no_upload_file_stays(tiny_model, monkeypatch, tmp_path):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    quick = app_with(tiny_model, timeout=0.3)
+    r = _status(quick, "/inference", {}, ("long.mp3", LONG.read_bytes()))
+    assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+    engine = quick.state.wl.engine
+    for _ in range(600):  # dropped within a step, not run for the minute of audio
+        if not engine.admitted:
+            break
+        threading.Event().wait(0.05)
+    assert engine.admitted == 0
+    engine.close()
+    assert _status(app_with(tiny_model), "/inference", {"response_format": "text"}).status_code == 200
+    assert list(tmp_path.iterdir()) == []  # every upload's temporary file is gone
+
+
+def test_the_threading_layer_is_safe_for_several_threads(app):
+    """Word alignment and the VAD run numba kernels on threads beside the engine's: the layer
+    numba chose (after the parallel calls above) must be OpenMP or TBB, never workqueue."""
+    import numba
+
+    from whisperlite.server.app import _check_threading_layer
+
+    assert transcribe(app, response_format="text")
+    assert numba.threading_layer() in ("omp", "tbb")
+    _check_threading_layer()
