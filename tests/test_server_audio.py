@@ -328,3 +328,15 @@ def test_the_threading_layer_is_safe_for_several_threads(app):
     assert transcribe(app, response_format="text")
     assert numba.threading_layer() in ("omp", "tbb")
     _check_threading_layer()
+
+
+def test_whisper_cpp_load_replaces_the_model(tiny_model):
+    loader = app_with(tiny_model, threads=2)
+    r = _status(loader, "/load", {"model": "tiny.en"}, None)
+    assert r.status_code == 200 and r.text == "Load was successful!"
+    assert loader.state.wl.whisper is not tiny_model and loader.state.wl.whisper.name == "tiny.en"
+    assert close_to_jfk(_status(loader, "/inference", {"response_format": "text"}).text)
+    bad = _status(loader, "/load", {"model": "no-such-model"}, None)
+    assert bad.status_code == 400 and "no-such-model" in bad.json()["error"]["message"]
+    assert _status(loader, "/load", {}, None).status_code == 400
+    loader.state.wl.engine.close()
