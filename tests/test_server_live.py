@@ -108,7 +108,8 @@ def test_a_streaming_client_that_goes_away_frees_the_engine(server, tmp_path):
                                               files={"file": ("long.wav", f)},
                                               data={"model": "whisper-1", "stream": "true"}) as r:
             assert r.status_code == 200
-            first = next(line for line in r.iter_lines() if line.startswith("data: "))
+            lines = r.iter_lines()  # held: a dropped line iterator would close the connection
+            first = next(line for line in lines if line.startswith("data: "))
             assert json.loads(first[6:])["type"] == "transcript.text.delta"
             busy = httpx.post(server.url + "/inference", headers=AUTH, files={"file": ("jfk.wav", JFK.read_bytes())})
             assert busy.status_code == 503 and busy.headers["Retry-After"]  # the one slot is taken
