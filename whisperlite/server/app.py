@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from whisperlite.core.errors import WhisperliteError
+from whisperlite.server import llm_api
 from whisperlite.server.config import ServerConfig
 from whisperlite.server.engine import Engine
 from whisperlite.server.errors import ApiError, api_error_handler
@@ -107,7 +108,7 @@ def create_app(config: ServerConfig, load: bool = True) -> Starlette:
             task.cancel()
         state.engine.close()
 
-    routes: list[BaseRoute] = [Route("/health", health)]
+    routes: list[BaseRoute] = [Route("/health", health), *llm_api.routes()]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={ApiError: api_error_handler})
     app.state.wl = state
     app.add_middleware(ApiKey, key=config.api_key)
