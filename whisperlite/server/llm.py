@@ -65,9 +65,9 @@ class Knob:
 # max_completion_tokens) for the same options, with the ranges `whisperlite generate` accepts.
 # Absent fields keep the CLI's defaults (GenerateOptions, SamplingOptions: llama.cpp's).
 KNOBS = (
-    Knob("n_predict", "n_predict", int, -1),
     Knob("max_tokens", "n_predict", int, -1),
-    Knob("max_completion_tokens", "n_predict", int, -1),
+    Knob("max_completion_tokens", "n_predict", int, -1),  # later rows win: the newer name, then llama.cpp's
+    Knob("n_predict", "n_predict", int, -1),
     Knob("temperature", "temp", float, 0.0),
     Knob("top_k", "top_k", int, 0),
     Knob("top_p", "top_p", float, 0.0, 1.0),
@@ -289,8 +289,7 @@ class Llm:
                 t = gen.timings
                 before = (t.n_prompt, t.prompt_ms, t.eval_ms + t.sample_ms, t.n_eval)
                 tok = next(tokens, None)
-                decoded = (t.n_prompt - before[0]) + (t.n_eval - before[3])  # model calls in this step
-                if decoded:
+                if t.n_prompt > before[0] or t.n_eval > before[3]:  # this step ran the model (once)
                     stats.decodes += 1
                     stats.busy_per_decode += self.busy
                     stats.n_tokens_max = max(stats.n_tokens_max, gen.cache.n_past)

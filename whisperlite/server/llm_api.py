@@ -281,7 +281,7 @@ async def completions(request: Request) -> JSONResponse | EventStream:
 async def _openai(request: Request, body: dict[str, Any], llm: Llm, req: TextRequest,
                   chat: bool) -> JSONResponse | EventStream:
     stream, include_usage = flag(body, "stream", False), _include_usage(body)
-    gen = await Generation.start(request, llm, req, sampling_params(req.opts, req.stop))
+    gen = await Generation.start(request, llm, req, sampling_params(req.opts, req.stop))  # every path closes it
     head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
             "object": "chat.completion.chunk" if stream and chat else "chat.completion" if chat else "text_completion",
             "created": int(time.time()), "model": llm.name}
@@ -337,8 +337,8 @@ async def completion(request: Request) -> JSONResponse | EventStream:
     ids, prompt_text = _prompt(body.get("prompt"), llm)
     req = _request(body, llm, ids)
     params = sampling_params(req.opts, req.stop)
-    gen = await Generation.start(request, llm, req, params)
-    return_tokens = flag(body, "return_tokens", False)
+    stream, return_tokens = flag(body, "stream", False), flag(body, "return_tokens", False)
+    gen = await Generation.start(request, llm, req, params)  # from here on, every path closes it
 
     def final(text: str, tokens: list[int], done: Done) -> dict[str, Any]:
         return {"index": 0, "content": text, "tokens": tokens, "id_slot": gen.slot.id, "stop": True,
@@ -347,7 +347,7 @@ async def completion(request: Request) -> JSONResponse | EventStream:
                 "has_new_line": "\n" in text, "truncated": done.truncated, "stop_type": done.stop_type,
                 "stopping_word": done.stopping_word, "tokens_cached": done.n_cached, "timings": done.timings()}
 
-    if not flag(body, "stream", False):
+    if not stream:
         text, tokens, done = await gen.collect(request)
         return JSONResponse(final(text, tokens if return_tokens else [], done))
 
@@ -446,7 +446,7 @@ async def metrics(request: Request) -> PlainTextResponse:
             ("tokens_predicted_seconds_total", "counter", s.predicted_seconds, "Predict process time"),
             ("n_decode_total", "counter", s.decodes, "Total number of llama_decode() calls"),
             ("n_tokens_max", "counter", s.n_tokens_max, "Largest observed n_tokens."),
-            ("n_busy_slots_per_decode", "counter", s.busy_per_decode / s.decodes if s.decodes else 0.0,
+            ("n_busy_slots_per_decode", "gauge", s.busy_per_decode / s.decodes if s.decodes else 0.0,
              "Average number of busy slots per llama_decode() call"),
             ("prompt_tokens_seconds", "gauge", s.prompt_tokens / s.prompt_seconds if s.prompt_seconds else 0.0,
              "Average prompt throughput in tokens/s."),
