@@ -44,6 +44,8 @@ def _listen(host: str, port: int) -> socket.socket:
 @click.option("-m", "--model", default=DEFAULTS.model, show_default=True,
               help="Whisper model name or path (OpenAI requests call it whisper-1).")
 @click.option("--llm", default=None, help="A GGUF model name or path for chat and completions.")
+@click.option("-np", "--parallel", type=click.IntRange(1, 64), default=DEFAULTS.parallel, show_default=True,
+              help="LLM slots (llama.cpp's -np): conversations generating at once, each with its own cache.")
 @click.option("-t", "--threads", type=click.IntRange(1, 256), default=None,
               help="Threads for the models  [default: physical cores]")
 @click.option("--api-key", envvar="WHISPERLITE_API_KEY", default=None,
@@ -56,9 +58,9 @@ def _listen(host: str, port: int) -> socket.socket:
               help="Seconds a request may take; then 504 and its work is dropped.")
 @click.option("--metrics", is_flag=True, help="Serve Prometheus metrics at /metrics.")
 @friendly_errors
-def serve(host, port, model, llm, threads, api_key, max_upload_mb, max_queue, timeout, metrics):
+def serve(host, port, model, llm, parallel, threads, api_key, max_upload_mb, max_queue, timeout, metrics):
     """Serve whisper.cpp's, OpenAI's and llama.cpp's HTTP APIs and a web page."""
-    config = ServerConfig(host=host, port=port, model=model, llm=llm, threads=threads, api_key=api_key or None,
+    config = ServerConfig(host=host, port=port, model=model, llm=llm, parallel=parallel, threads=threads, api_key=api_key or None,
                           max_upload_mb=max_upload_mb, max_queue=max_queue, timeout=timeout, metrics=metrics)
     sock = _listen(host, port)
     import uvicorn
