@@ -24,6 +24,7 @@ COMMANDS = {
     "convert": ("whisperlite.cli.quantize", "convert", "Convert IN into the whisper.cpp ggml file OUT."),
     "generate": ("whisperlite.cli.generate", "generate", "Generate text with a LLaMA-family GGUF model."),
     "models": ("whisperlite.cli.models", "models", "Model names for -m, and the local cache."),
+    "serve": ("whisperlite.cli.serve", "serve", "Serve whisper.cpp's, OpenAI's and llama.cpp's HTTP APIs and a web page."),
 }
 
 

@@ -6,8 +6,10 @@ of every request runs on this one thread, and requests only wait for it on the e
 
 Work is an iterator whose every `next()` is one bounded step: a transcription's segments (at
 most one 30-s window of decoding each), a generation's tokens (one forward pass each). The
-engine takes the admitted jobs in turn, one step each, so a 10-s clip waits for one step of
-each other job per step of its own, never for a two-hour file to finish.
+engine runs, one step at a time, the admitted job that has had the least of its time so far
+(least attained service): a new request goes ahead of the ones that have run for a while, so a
+10-s clip behind a two-hour file waits for the one step in progress, not for the file, while
+jobs that have all run long share the thread step by step. No job needs to say how long it is.
 
 Invariants:
 - At most `max_queue` jobs are admitted (running or waiting); `submit` beyond that raises
@@ -19,8 +21,10 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import threading
-from collections import deque
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Generic, Iterable, Iterator, TypeVar
 
@@ -47,6 +51,7 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: bool = False  # set on the event loop, read by the engine thread
+    service: float = 0.0  # seconds of engine time its steps have taken
 
     def put(self, item: Any) -> None:
         try:
@@ -86,13 +91,16 @@ class JobStream(Generic[T]):
 
 
 class Engine:
-    """Round-robin over admitted jobs on one daemon thread; see the module's invariants."""
+    """Least attained service first over admitted jobs, on one daemon thread; see the module's
+    invariants."""
 
     def __init__(self, max_queue: int, retry_after: int = 5):
         self.max_queue = max_queue
         self.retry_after = retry_after
         self.steps = 0  # steps run since start (for /metrics)
-        self._jobs: deque[_Job] = deque()  # admitted jobs waiting for their next step
+        # admitted jobs waiting for their next step: (service, order, job), least service first
+        self._jobs: list[tuple[float, int, _Job]] = []
+        self._order = itertools.count()  # ties go to the job that waited longest
         self._admitted = 0
         self._cv = threading.Condition()
         self._closed = False
@@ -114,7 +122,7 @@ class Engine:
             if self._admitted >= self.max_queue:
                 raise QueueFull(self.retry_after)
             self._admitted += 1
-            self._jobs.append(job)
+            heapq.heappush(self._jobs, (0.0, next(self._order), job))
             self._cv.notify()
         return JobStream(job)
 
@@ -138,14 +146,15 @@ class Engine:
                 while not self._jobs and not self._closed:
                     self._cv.wait()
                 if self._closed:
-                    for job in self._jobs:
+                    for _, _, job in self._jobs:
                         self._end(job, _Failed(ApiError(503, "the server is shutting down")))
                     self._jobs.clear()
                     return
-                job = self._jobs.popleft()
+                job = heapq.heappop(self._jobs)[2]
             if job.cancelled:
                 self._end(job, _END)
                 continue
+            start = time.perf_counter()
             try:
                 item = next(job.work)
             except StopIteration:
@@ -155,9 +164,10 @@ class Engine:
                 self._end(job, _Failed(e))
                 continue
             self.steps += 1
+            job.service += time.perf_counter() - start
             job.put(item)
             with self._cv:
-                self._jobs.append(job)
+                heapq.heappush(self._jobs, (job.service, next(self._order), job))
 
     def _end(self, job: _Job, last: Any) -> None:
         """Close the job's iterator here, on the engine thread (its `finally` may use a model)."""
