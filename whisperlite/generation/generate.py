@@ -6,6 +6,7 @@ total), so the two can be compared line for line.
 """
 from __future__ import annotations
 
+import copy
 import os
 import time
 from dataclasses import dataclass, field
@@ -102,6 +103,15 @@ class Generator:
     @property
     def n_ctx(self) -> int:
         return self.cache.n_ctx
+
+    def fork(self) -> "Generator":
+        """Another Generator on the same weights and tokenizer with its own empty KV cache and
+        timings: one per conversation that runs interleaved with others (a server's slots)."""
+        other = copy.copy(self)
+        other.cache = self.model.new_cache(self.n_ctx)
+        other.cached = []
+        other.timings = Timings()
+        return other
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         tok = self.tokenizer

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from whisperlite.core.errors import WhisperliteError
-from whisperlite.server import audio_api, page
+from whisperlite.server import audio_api, llm_api, page
 from whisperlite.server.config import ServerConfig
 from whisperlite.server.engine import Engine
 from whisperlite.server.errors import ApiError, api_error_handler
@@ -177,7 +177,7 @@ def create_app(config: ServerConfig, load: bool = True, stop: Callable[[], None]
             task.cancel()
         state.engine.close()
 
-    routes: list[BaseRoute] = [Route("/health", health), *audio_api.routes(), *page.routes()]
+    routes: list[BaseRoute] = [Route("/health", health), *audio_api.routes(), *llm_api.routes(), *page.routes()]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={ApiError: api_error_handler})
     app.state.wl = state
     app.add_middleware(BodyLimit, max_bytes=int(config.max_upload_mb * 1e6))

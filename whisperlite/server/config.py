@@ -12,6 +12,7 @@ class ServerConfig:
     port: int = 8080  # llama.cpp's and whisper.cpp's servers' default
     model: str = DEFAULT_MODEL  # the Whisper model; `whisper-1` in OpenAI requests means this one
     llm: str | None = None  # a GGUF model name or path for chat and completions; None: no LLM routes answer
+    parallel: int = 4  # LLM slots (llama.cpp's -np): conversations generating at once, each with its own KV cache
     threads: int | None = None  # numba and BLAS threads; None: one per physical core
     api_key: str | None = None  # when set, every route but /health needs `Authorization: Bearer KEY`
     max_upload_mb: float = 500.0  # larger request bodies get 413 before they are read whole
