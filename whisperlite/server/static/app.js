@@ -289,13 +289,14 @@ function setupRecorder() {
 
 // ---------- chat ----------
 
+// The LLM's name as chat requests give it: llama.cpp's /props says it exactly (`model_alias`),
+// where /v1/models lists it among the Whisper model's names. 404 there means no LLM is loaded.
 async function loadModels() {
   try {
-    const r = await fetch("/v1/models", { headers: authHeaders() });
-    if (!r.ok) throw await failure(r);
-    const body = await r.json();
-    const llm = (body.data || []).find((m) => m.id !== WHISPER_NAME && !/whisper/i.test(m.id || "") && !m.id.endsWith(".en"));
-    state.llm = llm ? llm.id : null;
+    const r = await fetch("/props", { headers: authHeaders() });
+    if (r.status === 404) state.llm = null;
+    else if (!r.ok) throw await failure(r);
+    else state.llm = (await r.json()).model_alias || null;
   } catch (e) {
     state.llm = null;
     showError(e.message);
