@@ -292,18 +292,17 @@ function setupRecorder() {
 // The LLM's name as chat requests give it: llama.cpp's /props says it exactly (`model_alias`),
 // where /v1/models lists it among the Whisper model's names. 404 there means no LLM is loaded.
 async function loadModels() {
+  state.llm = null;
+  let status = "No LLM is loaded: start the server with --llm NAME to chat.";
   try {
     const r = await fetch("/props", { headers: authHeaders() });
-    if (r.status === 404) state.llm = null;
-    else if (!r.ok) throw await failure(r);
-    else state.llm = (await r.json()).model_alias || null;
+    if (r.ok) state.llm = (await r.json()).model_alias || null;
+    else if (r.status !== 404) throw await failure(r);
   } catch (e) {
-    state.llm = null;
+    status = `Chat is unavailable: ${e.message}`;
     showError(e.message);
   }
-  $("chat-model").textContent = state.llm
-    ? `Chatting with ${state.llm}.`
-    : "No LLM is loaded: start the server with --llm NAME to chat.";
+  $("chat-model").textContent = state.llm ? `Chatting with ${state.llm}.` : status;
   $("send").disabled = !state.llm;
 }
 
