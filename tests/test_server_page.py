@@ -26,7 +26,9 @@ ARTIFACTS = ROOT / "test-artifacts"
 KEY = "page-test-key"
 SENTENCE = "ask not what your country can do for you"
 CHROME_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                # a microphone that plays a tone, granted without asking
+                "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 WAIT = 600  # seconds before a wait gives up: a hang must fail, slowness must not (cold numba caches)
 
 
@@ -228,6 +230,38 @@ def test_chat_streams_a_reply_and_keeps_the_conversation(server, browser):
     assert len(shown) > 1 and shown[-1] == reply and all(reply.startswith(t) for t in shown), shown
     assert browser.find_element(By.ID, "prompt").get_attribute("value") == ""  # Enter sent, it did not add a line
     _shot(browser, "chat")
+
+
+@pytest.mark.slow
+def test_a_file_that_is_not_audio_is_one_line_of_error(server, browser):
+    from selenium.webdriver.common.by import By
+
+    _open_with_key(browser, server)
+    browser.find_element(By.ID, "file").send_keys(str(ROOT / "pyproject.toml"))
+    error = _until(browser, lambda d: d.find_element(By.ID, "error").is_displayed() and d.find_element(By.ID, "error"),
+                   "the error line")
+    assert "pyproject.toml" in error.text and "\n" not in error.text
+    assert browser.find_element(By.ID, "progress-text").text == "Failed."
+    assert not browser.find_element(By.ID, "downloads").is_displayed()
+
+
+@pytest.mark.slow
+def test_microphone_recording_is_transcribed(server, browser):
+    from selenium.webdriver.common.by import By
+
+    _open_with_key(browser, server)
+    record = browser.find_element(By.ID, "record")
+    assert record.is_displayed()  # Chromium on 127.0.0.1 (a secure context) has getUserMedia and MediaRecorder
+    record.click()
+    _until(browser, lambda d: record.get_attribute("aria-pressed") == "true", "the recording to start")
+    time.sleep(2)  # two seconds of the fake microphone's tone
+    record.click()
+    _until(browser, lambda d: d.find_element(By.ID, "progress-text").text.startswith(("Done", "Failed")),
+           "the recording's transcription")
+    assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
+    assert record.get_attribute("aria-pressed") == "false" and record.text == "Record from microphone"
+    assert browser.find_element(By.ID, "player").get_attribute("src").startswith("blob:")  # the recording plays back
+    assert browser.find_element(By.ID, "progress-text").text.startswith("Done: no speech in ")  # a tone, no words
 
 
 @pytest.mark.slow

@@ -227,7 +227,9 @@ async function transcribe(file) {
       } else if (event.type === "transcript.text.done") {
         state.outputs = event.outputs || null;
         const lang = event.language ? `, language ${event.language}` : "";
-        setProgress(1, `Done: ${segments} segment${segments === 1 ? "" : "s"}, ${clock(event.duration)} of audio${lang}.`);
+        setProgress(1, segments
+          ? `Done: ${segments} segment${segments === 1 ? "" : "s"}, ${clock(event.duration)} of audio${lang}.`
+          : `Done: no speech in ${clock(event.duration)} of audio.`);
         $("downloads").hidden = !state.outputs;
       }
     }
