@@ -2,6 +2,7 @@
 (tiny.en plus a tiny random LLaMA, API key on): upload jfk.wav and see the sentence, click a
 line to seek the player, download the SRT, chat one turn, fit a 375-px screen, work by keyboard.
 Screenshots go to test-artifacts/ under the repo root."""
+import base64
 import fnmatch
 import json
 import re
@@ -148,10 +149,23 @@ def _words(text: str) -> str:
     return " ".join(re.sub(r"[^a-z' ]", " ", text.lower()).split())
 
 
-def _transcribe_jfk(driver) -> None:
+def _drop(driver, path: Path) -> None:
+    """Drop `path` on the page as a file dragged from the desktop would (a DataTransfer in a drop event)."""
+    driver.execute_script("""
+        const bytes = Uint8Array.from(atob(arguments[1]), (c) => c.charCodeAt(0));
+        const files = new DataTransfer();
+        files.items.add(new File([bytes], arguments[0], {type: "audio/wav"}));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: files, bubbles: true}));
+        """, path.name, base64.b64encode(path.read_bytes()).decode())
+
+
+def _transcribe_jfk(driver, drop: bool = False) -> None:
     from selenium.webdriver.common.by import By
 
-    driver.find_element(By.ID, "file").send_keys(str(FIXTURES / "jfk.wav"))
+    if drop:
+        _drop(driver, FIXTURES / "jfk.wav")
+    else:
+        driver.find_element(By.ID, "file").send_keys(str(FIXTURES / "jfk.wav"))
     _until(driver, lambda d: SENTENCE in _words(d.find_element(By.ID, "transcript").text), "the sentence")
     _until(driver, lambda d: d.find_element(By.ID, "downloads").is_displayed(), "the transcription to finish")
     assert not driver.find_element(By.ID, "error").is_displayed(), driver.find_element(By.ID, "error").text
@@ -273,7 +287,7 @@ def test_fits_a_375_px_phone_screen(server, browser):
     try:
         _open_with_key(browser, server)
         assert browser.execute_script("return window.innerWidth") == 375
-        _transcribe_jfk(browser)
+        _transcribe_jfk(browser, drop=True)  # dropped, not picked: this test covers the drop path
         overflow = "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
         assert browser.execute_script(overflow) <= 0
         _shot(browser, "phone-transcribe")

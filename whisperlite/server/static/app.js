@@ -137,13 +137,15 @@ function setupTranscribe() {
     if (file) transcribe(file);
     $("file").value = "";  // picking the same file again starts again
   });
+  // The whole page takes a dropped file: a drop that misses the box would otherwise make the
+  // browser leave the page to open the file.
   const drop = $("drop");
-  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (e) => {
+  document.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  document.addEventListener("dragleave", (e) => { if (!e.relatedTarget) drop.classList.remove("over"); });
+  document.addEventListener("drop", (e) => {
     e.preventDefault();
     drop.classList.remove("over");
-    const file = e.dataTransfer.files[0];
+    const file = e.dataTransfer && e.dataTransfer.files[0];
     if (file) transcribe(file);
   });
   $("cancel").addEventListener("click", () => state.job && state.job.abort());
