@@ -3,6 +3,7 @@
 line to seek the player, download the SRT, chat one turn, fit a 375-px screen, work by keyboard.
 Screenshots go to test-artifacts/ under the repo root."""
 import base64
+import contextlib
 import fnmatch
 import json
 import re
@@ -14,6 +15,7 @@ import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from conftest import FIXTURES, ROOT
@@ -83,22 +85,34 @@ def _wait_healthy(url: str) -> None:
     pytest.fail(f"{url} not healthy within {WAIT} s")
 
 
+@contextlib.contextmanager
+def _serving(config: ServerConfig, load: bool = True) -> Iterator[str]:
+    """A real uvicorn on 127.0.0.1 in a thread; yields its URL once /health says ready."""
+    import uvicorn
+
+    app = create_app(config, load=load)
+    if not load:
+        app.state.wl.ready = True  # nothing to load: ready at once
+    uv = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    url = f"http://{config.host}:{config.port}"
+    try:
+        _wait_healthy(url)
+        yield url
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import uvicorn
     from llama_tiny import write_tiny_llama
 
     llm = tmp_path_factory.mktemp("llm") / "tiny-llama.gguf"
     write_tiny_llama(llm)
-    config = ServerConfig(port=_free_port(), model="tiny.en", llm=str(llm), threads=2, api_key=KEY)
-    uv = uvicorn.Server(uvicorn.Config(create_app(config), host=config.host, port=config.port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    url = f"http://{config.host}:{config.port}"
-    _wait_healthy(url)
-    yield url
-    uv.should_exit = True
-    thread.join(timeout=30)
+    with _serving(ServerConfig(port=_free_port(), model="tiny.en", llm=str(llm), threads=2, api_key=KEY)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +290,20 @@ def test_microphone_recording_is_transcribed(server, browser):
     assert record.get_attribute("aria-pressed") == "false" and record.text == "Record from microphone"
     assert browser.find_element(By.ID, "player").get_attribute("src").startswith("blob:")  # the recording plays back
     assert browser.find_element(By.ID, "progress-text").text.startswith("Done: no speech in ")  # a tone, no words
+
+
+@pytest.mark.slow
+def test_chat_tab_says_when_no_llm_is_loaded(browser):
+    from selenium.webdriver.common.by import By
+
+    # No models at all: the page needs only /health and /props (404) to tell.
+    with _serving(ServerConfig(port=_free_port()), load=False) as url:
+        browser.get(url)
+        _until(browser, lambda d: d.find_element(By.ID, "health").text == "Ready", "the page to see the server ready")
+        browser.find_element(By.ID, "tab-chat").click()
+        _until(browser, lambda d: "No LLM is loaded" in d.find_element(By.ID, "chat-model").text, "the no-LLM line")
+        assert not browser.find_element(By.ID, "send").is_enabled()
+        assert not browser.find_element(By.ID, "error").is_displayed()
 
 
 @pytest.mark.slow
