@@ -196,8 +196,7 @@ def test_page_asks_for_the_key_then_uses_it(server, browser):
                    "the missing key to be reported")
     assert "API key" in error.text and "\n" not in error.text
     assert "API key" in browser.find_element(By.ID, "chat-model").get_attribute("textContent")
-    browser.find_element(By.CSS_SELECTOR, "#key-box summary").click()
-    browser.find_element(By.ID, "api-key").send_keys(KEY)
+    browser.find_element(By.ID, "api-key").send_keys(KEY)  # the 401 opened the key box
     browser.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
     _until(browser, lambda d: "Chatting with" in d.find_element(By.ID, "chat-model").get_attribute("textContent"),
            "the LLM to be listed with the key")

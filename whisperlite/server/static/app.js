@@ -40,7 +40,10 @@ async function failure(response) {
     const body = await response.json();
     if (body && body.error) message = typeof body.error === "string" ? body.error : body.error.message || message;
   } catch (_) { /* not JSON: keep the status line */ }
-  if (response.status === 401) message += " (enter the API key above)";
+  if (response.status === 401) {
+    message += " (enter the API key above)";
+    $("key-box").open = true;
+  }
   return new Error(message);
 }
 
