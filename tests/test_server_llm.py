@@ -461,3 +461,29 @@ def test_openai_client_streams_smollm2_chat_as_the_cli_answers():
     app.state.wl.engine.close()
     assert alone and alone + "\n" == cli[0].stdout
     assert [t + "\n" for t in together] == [r.stdout for r in cli]
+
+
+def test_requests_wait_for_a_slot_in_turn_and_a_full_wait_list_is_503(tiny):
+    """One slot, room for one waiter: the second request waits, the third is refused with
+    Retry-After; a waiter that gives up passes its turn on; a freed slot goes to the next."""
+    from whisperlite.server.engine import QueueFull
+    from whisperlite.server.llm import Llm, TextRequest
+
+    llm = Llm(load_generator(str(tiny)), ("tiny",), parallel=1, max_waiting=2)
+    req = TextRequest([5, 6, 7], GenerateOptions())
+
+    async def main():
+        first = await llm.acquire(req, {})
+        quitter = asyncio.ensure_future(llm.acquire(req, {}))
+        second = asyncio.ensure_future(llm.acquire(req, {}))
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull) as refused:
+            await llm.acquire(req, {})
+        assert llm.waiting == 2 and refused.value.headers["Retry-After"]
+        llm.release(first)  # wakes the quitter, which gives up at once
+        quitter.cancel()
+        got = await asyncio.wait_for(second, 60)  # a guard against hanging, not a speed check
+        assert got is first and llm.busy == 1 and llm.waiting == 0
+        llm.release(got)
+
+    asyncio.run(main())
