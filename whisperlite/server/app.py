@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from whisperlite.core.errors import WhisperliteError
-from whisperlite.server import audio_api, llm_api
+from whisperlite.server import audio_api, llm_api, page
 from whisperlite.server.config import ServerConfig
 from whisperlite.server.engine import Engine
 from whisperlite.server.errors import ApiError, api_error_handler
@@ -27,8 +27,10 @@ from whisperlite.server.state import ServerState, state_of
 
 log = logging.getLogger("whisperlite.server")
 
-# Paths that answer without the API key: a health probe must not need a secret.
-PUBLIC_PATHS = frozenset({"/health"})
+# Paths that answer without the API key: a health probe must not need a secret, and the web
+# page (with its assets) must load so it can ask for the key.
+PUBLIC_PATHS = frozenset({"/health", "/"})
+PUBLIC_PREFIXES = (page.STATIC_PREFIX,)
 
 
 class ThreadingLayerError(WhisperliteError):
@@ -107,7 +109,8 @@ class ApiKey:
         self.app, self.key = app, key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.key is None or scope["type"] not in ("http", "websocket") or scope["path"] in PUBLIC_PATHS:
+        if (self.key is None or scope["type"] not in ("http", "websocket") or scope["path"] in PUBLIC_PATHS
+                or scope["path"].startswith(PUBLIC_PREFIXES)):
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         if headers.get(b"authorization", b"").decode("latin-1") != f"Bearer {self.key}":
@@ -174,7 +177,7 @@ def create_app(config: ServerConfig, load: bool = True, stop: Callable[[], None]
             task.cancel()
         state.engine.close()
 
-    routes: list[BaseRoute] = [Route("/health", health), *audio_api.routes(), *llm_api.routes()]
+    routes: list[BaseRoute] = [Route("/health", health), *audio_api.routes(), *llm_api.routes(), *page.routes()]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={ApiError: api_error_handler})
     app.state.wl = state
     app.add_middleware(BodyLimit, max_bytes=int(config.max_upload_mb * 1e6))

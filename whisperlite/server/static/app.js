@@ -1,0 +1,397 @@
+// whisperlite's web page: transcribe a file (streamed segments) and chat with the loaded LLM,
+// through the server's own OpenAI-shaped routes. Plain browser JavaScript, no build step.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const KEY_STORE = "whisperlite.apiKey";
+const WHISPER_NAME = "whisper-1";
+const OUTPUTS = { srt: "application/x-subrip", vtt: "text/vtt", txt: "text/plain", json: "application/json" };
+
+const state = {
+  job: null,        // AbortController of the running transcription
+  outputs: null,    // {srt, vtt, txt, json} texts of the last transcription
+  baseName: "transcript",
+  mediaUrl: null,
+  llm: null,        // the LLM's model name from /v1/models, or null
+  history: [],      // chat messages [{role, content}]
+  chat: null,       // AbortController of the running chat reply
+  recorder: null,
+};
+
+// ---------- small helpers ----------
+
+function showError(message) {
+  const line = String(message).split("\n")[0];
+  $("error").textContent = line;
+  $("error").hidden = !line;
+}
+
+function clearError() { showError(""); }
+
+function authHeaders(extra = {}) {
+  const key = localStorage.getItem(KEY_STORE);
+  return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
+}
+
+// One line from a failed response: the server's {"error": {"message"}} or the HTTP status.
+async function failure(response) {
+  let message = `${response.status} ${response.statusText}`;
+  try {
+    const body = await response.json();
+    if (body && body.error) message = typeof body.error === "string" ? body.error : body.error.message || message;
+  } catch (_) { /* not JSON: keep the status line */ }
+  if (response.status === 401) {
+    message += " (enter the API key above)";
+    $("key-box").open = true;
+  }
+  return new Error(message);
+}
+
+// Yields the `data:` payload of each server-sent event in a fetch response body.
+async function* sseData(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    buffer += decoder.decode(value || new Uint8Array(), { stream: !done });
+    buffer = buffer.replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, ""));
+      if (data.length) yield data.join("\n");
+    }
+    if (done) return;
+  }
+}
+
+// An error event inside a stream, in either shape the server may send.
+function streamError(event) {
+  if (event.error) return new Error(typeof event.error === "string" ? event.error : event.error.message);
+  if (event.type === "error") return new Error(event.message || "the server reported an error");
+  return null;
+}
+
+function clock(seconds) {
+  const t = Math.max(0, seconds || 0);
+  const h = Math.floor(t / 3600), m = Math.floor((t % 3600) / 60), s = t % 60;
+  const ss = s.toFixed(1).padStart(4, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${String(m).padStart(2, "0")}:${ss}`;
+}
+
+// ---------- header: API key and health ----------
+
+function setupKey() {
+  $("api-key").value = localStorage.getItem(KEY_STORE) || "";
+  $("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const key = $("api-key").value.trim();
+    if (key) localStorage.setItem(KEY_STORE, key); else localStorage.removeItem(KEY_STORE);
+    clearError();
+    loadModels();
+  });
+}
+
+async function checkHealth() {
+  try {
+    const r = await fetch("/health");
+    const body = await r.json().catch(() => ({}));
+    if (r.ok) { $("health").textContent = "Ready"; loadModels(); return; }
+    $("health").textContent = body.error ? `Models failed to load: ${body.error}` : "Loading models…";
+    if (!body.error) setTimeout(checkHealth, 1000);
+  } catch (e) {
+    $("health").textContent = "Server not reachable";
+    setTimeout(checkHealth, 3000);
+  }
+}
+
+// ---------- tabs (ARIA tabs pattern: arrow keys move between tabs) ----------
+
+function setupTabs() {
+  const tabs = [$("tab-transcribe"), $("tab-chat")];
+  const select = (tab) => {
+    for (const t of tabs) {
+      const on = t === tab;
+      t.setAttribute("aria-selected", String(on));
+      t.tabIndex = on ? 0 : -1;
+      $(t.getAttribute("aria-controls")).hidden = !on;
+    }
+  };
+  tabs.forEach((tab, i) => {
+    tab.addEventListener("click", () => select(tab));
+    tab.addEventListener("keydown", (e) => {
+      const next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[e.key];
+      if (next === undefined) return;
+      e.preventDefault();
+      const target = tabs[(next + tabs.length) % tabs.length];
+      select(target);
+      target.focus();
+    });
+  });
+}
+
+// ---------- transcription ----------
+
+function setupTranscribe() {
+  $("file").addEventListener("change", () => {
+    const file = $("file").files[0];
+    if (file) transcribe(file);
+    $("file").value = "";  // picking the same file again starts again
+  });
+  // The whole page takes a dropped file: a drop that misses the box would otherwise make the
+  // browser leave the page to open the file.
+  const drop = $("drop");
+  document.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  document.addEventListener("dragleave", (e) => { if (!e.relatedTarget) drop.classList.remove("over"); });
+  document.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    const file = e.dataTransfer && e.dataTransfer.files[0];
+    if (file) transcribe(file);
+  });
+  $("cancel").addEventListener("click", () => state.job && state.job.abort());
+  $("transcript").addEventListener("click", (e) => {
+    const line = e.target.closest("button[data-start]");
+    if (!line) return;
+    const player = $("player");
+    player.currentTime = Number(line.dataset.start);
+    player.play().catch(() => { /* autoplay refused: the player still sits at the line */ });
+  });
+  for (const button of $("downloads").querySelectorAll("button[data-format]")) {
+    button.addEventListener("click", () => download(button.dataset.format));
+  }
+  setupRecorder();
+}
+
+function setProgress(fraction, text) {
+  const bar = $("progress");
+  if (fraction === null) bar.removeAttribute("value"); else bar.value = Math.min(1, Math.max(0, fraction));
+  $("progress-text").textContent = text;
+}
+
+function addLine(segment) {
+  const item = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.dataset.start = segment.start;
+  const time = document.createElement("span");
+  time.className = "time";
+  time.textContent = `${clock(segment.start)} → ${clock(segment.end)}`;
+  button.append(time, document.createTextNode(" " + segment.text.trim()));
+  item.append(button);
+  $("transcript").append(item);
+}
+
+async function transcribe(file) {
+  if (state.job) state.job.abort();
+  const job = new AbortController();
+  state.job = job;
+  clearError();
+  state.outputs = null;
+  state.baseName = (file.name || "recording").replace(/\.[^.]*$/, "") || "transcript";
+  $("transcript").replaceChildren();
+  $("downloads").hidden = true;
+  $("progress-box").hidden = false;
+  $("cancel").hidden = false;
+
+  const player = $("player");
+  if (state.mediaUrl) URL.revokeObjectURL(state.mediaUrl);
+  state.mediaUrl = URL.createObjectURL(file);
+  player.src = state.mediaUrl;
+  player.hidden = false;
+  const duration = () => (Number.isFinite(player.duration) && player.duration > 0 ? player.duration : null);
+  setProgress(null, `Uploading ${file.name || "recording"}…`);
+
+  const form = new FormData();
+  form.append("file", file, file.name || "recording.webm");
+  form.append("model", WHISPER_NAME);
+  form.append("stream", "true");
+  form.append("outputs", Object.keys(OUTPUTS).join(","));
+  const language = $("language").value.trim();
+  if (language) form.append("language", language);
+
+  let segments = 0;
+  try {
+    const response = await fetch("/v1/audio/transcriptions", {
+      method: "POST", body: form, headers: authHeaders(), signal: job.signal,
+    });
+    if (!response.ok) throw await failure(response);
+    setProgress(null, "Transcribing…");
+    for await (const data of sseData(response)) {
+      const event = JSON.parse(data);
+      const error = streamError(event);
+      if (error) throw error;
+      if (event.type === "transcript.text.delta" && event.segment) {
+        segments += 1;
+        addLine(event.segment);
+        const total = duration();
+        setProgress(total ? event.segment.end / total : null,
+          `Transcribing… ${clock(event.segment.end)}${total ? " of " + clock(total) : ""}, ${segments} segment${segments === 1 ? "" : "s"}`);
+      } else if (event.type === "transcript.text.done") {
+        state.outputs = event.outputs || null;
+        const lang = event.language ? `, language ${event.language}` : "";
+        setProgress(1, segments
+          ? `Done: ${segments} segment${segments === 1 ? "" : "s"}, ${clock(event.duration)} of audio${lang}.`
+          : `Done: no speech in ${clock(event.duration)} of audio.`);
+        $("downloads").hidden = !state.outputs;
+      }
+    }
+    if (!state.outputs && !job.signal.aborted) throw new Error("the transcription ended before it was done");
+  } catch (e) {
+    if (job.signal.aborted) setProgress(0, "Cancelled."); else { setProgress(0, "Failed."); showError(e.message); }
+  } finally {
+    if (state.job === job) { state.job = null; $("cancel").hidden = true; }
+  }
+}
+
+function download(format) {
+  const text = state.outputs && state.outputs[format];
+  if (text === undefined || text === null) { showError(`no ${format.toUpperCase()} output from the server`); return; }
+  const blob = new Blob([typeof text === "string" ? text : JSON.stringify(text, null, 2)], { type: OUTPUTS[format] });
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = `${state.baseName}.${format}`;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+}
+
+// ---------- microphone ----------
+
+function setupRecorder() {
+  const button = $("record");
+  if (!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia && window.MediaRecorder)) return;
+  button.hidden = false;
+  button.addEventListener("click", async () => {
+    if (state.recorder) { state.recorder.stop(); return; }
+    clearError();
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    } catch (e) {
+      showError(`microphone not available: ${e.message || e.name}`);
+      return;
+    }
+    const recorder = new MediaRecorder(stream);
+    const chunks = [];
+    recorder.addEventListener("dataavailable", (e) => e.data.size && chunks.push(e.data));
+    recorder.addEventListener("stop", () => {
+      stream.getTracks().forEach((t) => t.stop());
+      state.recorder = null;
+      button.textContent = "Record from microphone";
+      button.setAttribute("aria-pressed", "false");
+      const type = recorder.mimeType || "audio/webm";
+      const extension = type.includes("ogg") ? "ogg" : type.includes("mp4") ? "m4a" : "webm";
+      if (chunks.length) transcribe(new File(chunks, `recording.${extension}`, { type }));
+    });
+    recorder.start();
+    state.recorder = recorder;
+    button.textContent = "Stop recording";
+    button.setAttribute("aria-pressed", "true");
+  });
+}
+
+// ---------- chat ----------
+
+// The LLM's name as chat requests give it: llama.cpp's /props says it exactly (`model_alias`),
+// where /v1/models lists it among the Whisper model's names. 404 there means no LLM is loaded.
+async function loadModels() {
+  state.llm = null;
+  let status = "No LLM is loaded: start the server with --llm NAME to chat.";
+  try {
+    const r = await fetch("/props", { headers: authHeaders() });
+    if (r.ok) state.llm = (await r.json()).model_alias || null;
+    else if (r.status !== 404) throw await failure(r);
+  } catch (e) {
+    status = `Chat is unavailable: ${e.message}`;
+    showError(e.message);
+  }
+  $("chat-model").textContent = state.llm ? `Chatting with ${state.llm}.` : status;
+  $("send").disabled = !state.llm;
+}
+
+function addMessage(role, text) {
+  const box = document.createElement("div");
+  box.className = `message ${role}`;
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = role === "user" ? "You" : state.llm || "Assistant";
+  const body = document.createElement("p");
+  body.textContent = text;
+  box.append(who, body);
+  $("messages").append(box);
+  box.scrollIntoView({ block: "end" });
+  return body;
+}
+
+async function sendChat() {
+  const prompt = $("prompt");
+  const text = prompt.value.trim();
+  if (!text || !state.llm || state.chat) return;
+  clearError();
+  prompt.value = "";
+  state.history.push({ role: "user", content: text });
+  addMessage("user", text);
+  const reply = addMessage("assistant", "");
+  reply.setAttribute("aria-busy", "true");
+  const chat = new AbortController();
+  state.chat = chat;
+  $("send").disabled = true;
+  $("stop").hidden = false;
+  let answer = "";
+  try {
+    const response = await fetch("/v1/chat/completions", {
+      method: "POST",
+      headers: authHeaders({ "Content-Type": "application/json" }),
+      body: JSON.stringify({ model: state.llm, messages: state.history, stream: true }),
+      signal: chat.signal,
+    });
+    if (!response.ok) throw await failure(response);
+    for await (const data of sseData(response)) {
+      if (data === "[DONE]") break;
+      const event = JSON.parse(data);
+      const error = streamError(event);
+      if (error) throw error;
+      const delta = event.choices && event.choices[0] && event.choices[0].delta;
+      if (delta && delta.content) {
+        answer += delta.content;
+        reply.textContent = answer;
+        reply.scrollIntoView({ block: "end" });
+      }
+    }
+  } catch (e) {
+    if (!chat.signal.aborted) showError(e.message);
+  } finally {
+    reply.removeAttribute("aria-busy");
+    if (!answer) reply.textContent = chat.signal.aborted ? "(stopped)" : "(no reply)";
+    if (answer) state.history.push({ role: "assistant", content: answer });
+    else state.history.pop();  // a turn without a reply is not kept: the next one starts clean
+    state.chat = null;
+    $("send").disabled = !state.llm;
+    $("stop").hidden = true;
+    prompt.focus();
+  }
+}
+
+function setupChat() {
+  $("chat-form").addEventListener("submit", (e) => { e.preventDefault(); sendChat(); });
+  $("prompt").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); sendChat(); }
+  });
+  $("stop").addEventListener("click", () => state.chat && state.chat.abort());
+  $("clear").addEventListener("click", () => {
+    if (state.chat) state.chat.abort();
+    state.history = [];
+    $("messages").replaceChildren();
+    $("prompt").focus();
+  });
+}
+
+setupKey();
+setupTabs();
+setupTranscribe();
+setupChat();
+checkHealth();
