@@ -7,8 +7,8 @@ import json
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Iterator
 
 import httpx
 import pytest

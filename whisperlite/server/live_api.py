@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from starlette.routing import BaseRoute, WebSocketRoute
@@ -35,6 +36,9 @@ from whisperlite.server.errors import ApiError
 from whisperlite.server.fields import run_options_of
 from whisperlite.server.state import ServerState
 from whisperlite.transcription.options import OptionError, RunOptions
+
+if TYPE_CHECKING:  # the model code loads on first use, as the audio routes load it
+    from whisperlite.transcription.streaming import StreamingTranscriber, StreamOptions
 
 PATH = "/v1/audio/live"
 SAMPLE_RATE = 16000  # what the frames carry: s16le mono at 16 kHz, as the model hears
@@ -79,7 +83,7 @@ class LiveConfig:
     """What the client's first message asks for."""
 
     run: RunOptions
-    stream: Any  # StreamOptions (imported with the model code, on first use)
+    stream: StreamOptions
     words: bool = False  # word lists in partial and final events
     outputs: tuple[str, ...] = ()  # files the `done` event carries, as the SSE route's `outputs`
 
@@ -153,7 +157,7 @@ def event_dict(event: Any, words: bool) -> dict:
     return out
 
 
-def _finish(transcriber: Any, config: LiveConfig) -> tuple[list, dict]:
+def _finish(transcriber: StreamingTranscriber, config: LiveConfig) -> tuple[list, dict]:
     """On the engine thread: the stream's last events and its `done` event."""
     events = transcriber.finish()
     done: dict[str, Any] = {"type": "done", "text": "".join(w.word for w in transcriber.final).strip(),
@@ -170,7 +174,7 @@ class LiveStream:
     """One connection after its config: a reader puts frames in the backlog, a feeder hands the
     backlog to the engine one step at a time and sends the events back."""
 
-    def __init__(self, ws: WebSocket, state: ServerState, config: LiveConfig, transcriber: Any):
+    def __init__(self, ws: WebSocket, state: ServerState, config: LiveConfig, transcriber: StreamingTranscriber):
         self.ws, self.state, self.config, self.transcriber = ws, state, config, transcriber
         self.timeout = state.config.live_timeout
         self.backlog: list[np.ndarray] = []
@@ -304,6 +308,7 @@ async def _configured(ws: WebSocket, state: ServerState) -> LiveStream:
 
 
 async def live(ws: WebSocket) -> None:
+    """One live stream: a slot of `max_live`, held until the connection ends however it ends."""
     state: ServerState = ws.app.state.wl
     await ws.accept()
     if state.live >= state.config.max_live:
