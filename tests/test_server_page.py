@@ -120,8 +120,7 @@ def downloads(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("downloads")
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory, downloads):
+def _chromium(tmp_path_factory, downloads: Path, *flags: str):
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
     from selenium import webdriver
@@ -129,13 +128,35 @@ def browser(tmp_path_factory, downloads):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in CHROME_FLAGS + [f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"]:
+    for flag in CHROME_FLAGS + [f"--user-data-dir={tmp_path_factory.mktemp('chromium')}", *flags]:
         options.add_argument(flag)
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_window_size(1000, 800)
     ARTIFACTS.mkdir(exist_ok=True)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory, downloads):
+    driver = _chromium(tmp_path_factory, downloads)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def speaking_browser(tmp_path_factory, downloads):
+    """A Chromium whose fake microphone says jfk.wav (at 48 kHz, as a sound card gives it), then
+    two seconds of silence, over and over."""
+    import subprocess
+
+    from whisperlite.audio.ffmpeg import ffmpeg_exe
+
+    wav = tmp_path_factory.mktemp("microphone") / "jfk-48k.wav"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(FIXTURES / "jfk.wav"), "-af", "apad=pad_dur=2",
+                    "-ar", "48000", "-ac", "1", "-c:a", "pcm_s16le", str(wav)], check=True)
+    driver = _chromium(tmp_path_factory, downloads, f"--use-file-for-fake-audio-capture={wav}")
     yield driver
     driver.quit()
 
@@ -350,3 +371,26 @@ def test_keyboard_reaches_the_file_picker_and_the_chat(server, browser):
     assert not browser.find_element(By.ID, "panel-transcribe").is_displayed()
     ActionChains(browser).send_keys(Keys.TAB).perform()
     assert browser.execute_script(focused) == "prompt"
+
+
+@pytest.mark.slow
+def test_live_tab_shows_the_microphone_as_it_speaks(server, speaking_browser):
+    from selenium.webdriver.common.by import By
+
+    browser = speaking_browser
+    _open_with_key(browser, server)
+    tab = browser.find_element(By.ID, "tab-live")
+    assert tab.is_displayed()  # Chromium has AudioWorklet and getUserMedia on 127.0.0.1
+    tab.click()
+    assert browser.find_element(By.ID, "live-final").get_attribute("aria-live") == "polite"
+    browser.find_element(By.ID, "live-start").click()
+    _until(browser, lambda d: d.find_element(By.ID, "live-status").text == "Listening…", "the stream to start")
+    _until(browser, lambda d: SENTENCE in _words(d.find_element(By.ID, "live-final").text),
+           "the sentence to become final text")
+    _shot(browser, "live")
+    browser.find_element(By.ID, "live-stop").click()
+    _until(browser, lambda d: d.find_element(By.ID, "live-status").text.startswith("Stopped: "),
+           "the stream to be done")
+    assert not browser.find_element(By.ID, "error").is_displayed(), browser.find_element(By.ID, "error").text
+    assert browser.find_element(By.ID, "live-start").is_displayed()
+    assert browser.find_element(By.ID, "live-partial").text == ""

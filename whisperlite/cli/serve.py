@@ -49,7 +49,8 @@ def _listen(host: str, port: int) -> socket.socket:
 @click.option("-t", "--threads", type=click.IntRange(1, 256), default=None,
               help="Threads for the models  [default: physical cores]")
 @click.option("--api-key", envvar="WHISPERLITE_API_KEY", default=None,
-              help="Require `Authorization: Bearer KEY` on every route but /health (env WHISPERLITE_API_KEY).")
+              help="Require `Authorization: Bearer KEY` (or, on WebSockets, ?api_key=KEY) on every route but "
+                   "/health (env WHISPERLITE_API_KEY).")
 @click.option("--max-upload-mb", type=click.FloatRange(0, min_open=True), default=DEFAULTS.max_upload_mb,
               show_default=True, help="Larger request bodies get 413.")
 @click.option("--max-queue", type=click.IntRange(1), default=DEFAULTS.max_queue, show_default=True,
@@ -57,15 +58,22 @@ def _listen(host: str, port: int) -> socket.socket:
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=DEFAULTS.timeout, show_default=True,
               help="Seconds a request may take; then 504 and its work is dropped.")
 @click.option("--metrics", is_flag=True, help="Serve Prometheus metrics at /metrics.")
+@click.option("--max-live", type=click.IntRange(0), default=DEFAULTS.max_live, show_default=True,
+              help="Live WebSocket streams (/v1/audio/live) open at once; more are closed with 1013.")
+@click.option("--live-timeout", type=click.FloatRange(0, min_open=True), default=DEFAULTS.live_timeout,
+              show_default=True, help="Seconds a live stream may send no audio before it is closed.")
 @friendly_errors
-def serve(host, port, model, llm, parallel, threads, api_key, max_upload_mb, max_queue, timeout, metrics):
+def serve(host, port, model, llm, parallel, threads, api_key, max_upload_mb, max_queue, timeout, metrics, max_live,
+          live_timeout):
     """Serve whisper.cpp's, OpenAI's and llama.cpp's HTTP APIs and a web page."""
     config = ServerConfig(host=host, port=port, model=model, llm=llm, parallel=parallel, threads=threads, api_key=api_key or None,
-                          max_upload_mb=max_upload_mb, max_queue=max_queue, timeout=timeout, metrics=metrics)
+                          max_upload_mb=max_upload_mb, max_queue=max_queue, timeout=timeout, metrics=metrics,
+                          max_live=max_live, live_timeout=live_timeout)
     sock = _listen(host, port)
     import uvicorn
 
     from whisperlite.server.app import create_app
+    from whisperlite.server.live_api import MAX_FRAME_BYTES
 
     server: uvicorn.Server | None = None
 
@@ -75,7 +83,7 @@ def serve(host, port, model, llm, parallel, threads, api_key, max_upload_mb, max
 
     app = create_app(config, stop=stop)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", log_config=None, lifespan="on",
-                                           timeout_graceful_shutdown=5))
+                                           timeout_graceful_shutdown=5, ws_max_size=MAX_FRAME_BYTES))
     server.run(sockets=[sock])
     if app.state.wl.failure:
         sys.exit(1)

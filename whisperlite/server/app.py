@@ -2,7 +2,7 @@
 then each face's routes serve from the shared `ServerState`.
 
 Faces (each a module with `routes() -> list[BaseRoute]`): whisper.cpp's and OpenAI's audio
-routes, OpenAI's and llama.cpp's text routes, and the web page.
+routes, the live WebSocket, OpenAI's and llama.cpp's text routes, and the web page.
 """
 from __future__ import annotations
 
@@ -11,15 +11,17 @@ import contextlib
 import logging
 import os
 from typing import AsyncIterator, Callable
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from whisperlite.core.errors import WhisperliteError
-from whisperlite.server import audio_api, llm_api, page
+from whisperlite.server import audio_api, live_api, llm_api, page
 from whisperlite.server.config import ServerConfig
 from whisperlite.server.engine import Engine
 from whisperlite.server.errors import ApiError, api_error_handler
@@ -103,7 +105,9 @@ async def health(request: Request) -> JSONResponse:
 
 
 class ApiKey:
-    """`Authorization: Bearer KEY` on every path but the public ones (401 otherwise)."""
+    """`Authorization: Bearer KEY` on every path but the public ones (401 otherwise). A WebSocket
+    may give it as `?api_key=KEY` instead (browsers cannot set its headers); without it, it is
+    accepted and closed with 1008 and the reason (a browser sees no refused handshake's status)."""
 
     def __init__(self, app: ASGIApp, key: str | None):
         self.app, self.key = app, key
@@ -113,11 +117,17 @@ class ApiKey:
                 or scope["path"].startswith(PUBLIC_PREFIXES)):
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        if headers.get(b"authorization", b"").decode("latin-1") != f"Bearer {self.key}":
-            response = ApiError(401, "invalid or missing API key (Authorization: Bearer KEY)",
-                                code="invalid_api_key").response()
-            return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
+        if headers.get(b"authorization", b"").decode("latin-1") == f"Bearer {self.key}":
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            if parse_qs(scope.get("query_string", b"").decode("latin-1")).get("api_key") == [self.key]:
+                return await self.app(scope, receive, send)
+            ws = WebSocket(scope, receive, send)
+            await ws.accept()
+            return await ws.close(1008, "invalid or missing API key (?api_key=KEY or Authorization: Bearer KEY)")
+        response = ApiError(401, "invalid or missing API key (Authorization: Bearer KEY)",
+                            code="invalid_api_key").response()
+        return await response(scope, receive, send)
 
 
 class BodyLimit:
@@ -177,7 +187,8 @@ def create_app(config: ServerConfig, load: bool = True, stop: Callable[[], None]
             task.cancel()
         state.engine.close()
 
-    routes: list[BaseRoute] = [Route("/health", health), *audio_api.routes(), *llm_api.routes(), *page.routes()]
+    routes: list[BaseRoute] = [Route("/health", health), *audio_api.routes(), *live_api.routes(), *llm_api.routes(),
+                               *page.routes()]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={ApiError: api_error_handler})
     app.state.wl = state
     app.add_middleware(BodyLimit, max_bytes=int(config.max_upload_mb * 1e6))

@@ -27,6 +27,7 @@ class ServerState:
     llm: "Generator | None" = None
     ready: bool = False
     failure: str | None = None  # why the models could not load (then /health says so)
+    live: int = 0  # live WebSocket streams open now (at most config.max_live)
 
 
 def state_of(request: Request) -> ServerState:

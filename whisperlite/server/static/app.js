@@ -1,5 +1,6 @@
-// whisperlite's web page: transcribe a file (streamed segments) and chat with the loaded LLM,
-// through the server's own OpenAI-shaped routes. Plain browser JavaScript, no build step.
+// whisperlite's web page: transcribe a file (streamed segments), chat with the loaded LLM and
+// transcribe the microphone live, through the server's own routes (OpenAI-shaped ones and the
+// live WebSocket). Plain browser JavaScript, no build step.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -16,6 +17,7 @@ const state = {
   history: [],      // chat messages [{role, content}]
   chat: null,       // AbortController of the running chat reply
   recorder: null,
+  live: null,       // the running live stream {ws, stop()}, or null
 };
 
 // ---------- small helpers ----------
@@ -110,7 +112,7 @@ async function checkHealth() {
 // ---------- tabs (ARIA tabs pattern: arrow keys move between tabs) ----------
 
 function setupTabs() {
-  const tabs = [$("tab-transcribe"), $("tab-chat")];
+  const tabs = [...document.querySelectorAll('[role="tab"]')].filter((t) => !t.hidden);
   const select = (tab) => {
     for (const t of tabs) {
       const on = t === tab;
@@ -390,7 +392,164 @@ function setupChat() {
   });
 }
 
+// ---------- live: the microphone over the WebSocket ----------
+
+// An AudioWorklet (loaded from a Blob URL: no extra file) that turns the microphone into 100-ms
+// frames of 16 kHz s16le: each output sample is the mean of the input samples of its 1/16000 s
+// (a box filter: enough against aliasing for speech), so any device rate works.
+const LIVE_WORKLET = `
+class Pcm16k extends AudioWorkletProcessor {
+  constructor() {
+    super();
+    this.ratio = sampleRate / 16000;
+    this.index = 0;       // input samples seen
+    this.bucket = 0;      // the output sample being summed
+    this.sum = 0;
+    this.count = 0;
+    this.frame = new Int16Array(1600);
+    this.used = 0;
+  }
+  emit(value) {
+    this.frame[this.used++] = Math.max(-32768, Math.min(32767, Math.round(value * 32767)));
+    if (this.used === this.frame.length) {
+      this.port.postMessage(this.frame.buffer, [this.frame.buffer]);
+      this.frame = new Int16Array(1600);
+      this.used = 0;
+    }
+  }
+  process(inputs) {
+    const channel = inputs[0] && inputs[0][0];
+    if (!channel) return true;
+    for (let i = 0; i < channel.length; i++) {
+      const bucket = Math.floor(this.index++ / this.ratio);
+      if (bucket !== this.bucket && this.count) {
+        const mean = this.sum / this.count;
+        for (let b = this.bucket; b < bucket; b++) this.emit(mean);
+        this.sum = 0;
+        this.count = 0;
+      }
+      this.bucket = bucket;
+      this.sum += channel[i];
+      this.count++;
+    }
+    return true;
+  }
+}
+registerProcessor("pcm16k", Pcm16k);
+`;
+
+function liveSupported() {
+  return Boolean(window.AudioWorkletNode && window.WebSocket && navigator.mediaDevices
+    && navigator.mediaDevices.getUserMedia);
+}
+
+function liveUrl() {
+  const key = localStorage.getItem(KEY_STORE);
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  return `${scheme}://${location.host}/v1/audio/live${key ? "?api_key=" + encodeURIComponent(key) : ""}`;
+}
+
+function setLiveRunning(running) {
+  $("live-start").hidden = running;
+  $("live-stop").hidden = !running;
+  $("live-language").disabled = running;
+}
+
+async function startLive() {
+  if (state.live) return;
+  clearError();
+  $("live-final").textContent = "";
+  $("live-partial").textContent = "";
+  let media;
+  try {
+    media = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (e) {
+    showError(`microphone not available: ${e.message || e.name}`);
+    return;
+  }
+  const context = new AudioContext();
+  const moduleUrl = URL.createObjectURL(new Blob([LIVE_WORKLET], { type: "text/javascript" }));
+  try {
+    await context.audioWorklet.addModule(moduleUrl);
+  } catch (e) {
+    media.getTracks().forEach((t) => t.stop());
+    context.close().catch(() => {});
+    throw e;
+  } finally {
+    URL.revokeObjectURL(moduleUrl);
+  }
+  const source = context.createMediaStreamSource(media);
+  const worklet = new AudioWorkletNode(context, "pcm16k", { numberOfInputs: 1, numberOfOutputs: 0 });
+  const ws = new WebSocket(liveUrl());
+  ws.binaryType = "arraybuffer";
+  let finalText = "";
+  let failed = false;
+  const stopMicrophone = () => {
+    worklet.port.onmessage = null;
+    source.disconnect();
+    media.getTracks().forEach((t) => t.stop());
+    context.close().catch(() => {});
+  };
+  const live = {
+    ws,
+    stop() {  // the end of the audio: the server makes the rest final, sends `done` and closes
+      stopMicrophone();
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "end" }));
+      $("live-status").textContent = "Finishing…";
+      $("live-stop").hidden = true;
+    },
+  };
+  state.live = live;
+  setLiveRunning(true);
+  $("live-status").textContent = "Connecting…";
+  ws.addEventListener("open", () => {
+    const config = { model: WHISPER_NAME };
+    const language = $("live-language").value.trim();
+    if (language) config.language = language;
+    ws.send(JSON.stringify(config));
+    worklet.port.onmessage = (e) => { if (ws.readyState === WebSocket.OPEN) ws.send(e.data); };
+    source.connect(worklet);
+  });
+  ws.addEventListener("message", (e) => {
+    const event = JSON.parse(e.data);
+    if (event.type === "ready") {
+      $("live-status").textContent = "Listening…";
+    } else if (event.type === "final" && event.text) {
+      // appended, not rewritten: a screen reader announces only the new words
+      $("live-final").append(document.createTextNode((finalText ? " " : "") + event.text));
+      finalText += (finalText ? " " : "") + event.text;
+      $("live-partial").textContent = "";
+    } else if (event.type === "partial") {
+      $("live-partial").textContent = event.text ? (finalText ? " " : "") + event.text : "";
+    } else if (event.type === "done") {
+      $("live-partial").textContent = "";
+      $("live-status").textContent = `Stopped: ${clock(event.duration)} of audio.`;
+    } else if (event.type === "error") {
+      failed = true;
+      showError(event.error && event.error.message);
+    }
+  });
+  ws.addEventListener("close", (e) => {
+    stopMicrophone();
+    if (state.live === live) state.live = null;
+    setLiveRunning(false);
+    if (e.code !== 1000 && !failed) showError(e.reason || `the live connection closed (${e.code})`);
+    if (e.code === 1008 && /API key/.test(e.reason)) $("key-box").open = true;
+    if (e.code !== 1000) $("live-status").textContent = "Stopped.";
+  });
+}
+
+function setupLive() {
+  if (!liveSupported()) return;  // the tab stays hidden
+  $("tab-live").hidden = false;
+  $("live-start").addEventListener("click", () => {
+    startLive().catch((e) => { showError(`live transcription failed: ${e.message || e}`); });
+  });
+  $("live-stop").addEventListener("click", () => state.live && state.live.stop());
+}
+
 setupKey();
+setupLive();
 setupTabs();
 setupTranscribe();
 setupChat();
