@@ -3,8 +3,12 @@ sentence (beam search's coarse timestamps can lie just past its onset, and a win
 inside a word skips the whole sentence)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from conftest import run_cli
+from wer import normalize
 
 from whisperlite.transcription.timing import RESUME_PAD, resume_before_voice
 
@@ -59,3 +63,23 @@ def test_no_pause_long_enough_stays():
 
 def test_no_contrast_stays():
     assert resume_before_voice(None, 2700, earliest=0) == 2700
+
+
+# 45 s of `scripts/make_recording.py --seed 1` from 256.552 s (lossless: a lossy copy moves the
+# timestamps and no longer shows the fault). Its second window's last timestamp, on a whole
+# second, fell 80 ms inside "These actions infringe copyright …"; resumed there, the next
+# window skipped that sentence.
+RECORDING = Path(__file__).parent / "data" / "recordings" / "rec1-seed1-256.552s-45s.flac"
+
+
+@pytest.mark.slow
+def test_default_path_keeps_the_sentence_after_a_coarse_timestamp(tmp_path):
+    r = run_cli("transcribe", str(RECORDING), "-osrt", "-otxt", "-of", str(tmp_path / "out"), "-q")
+    assert r.returncode == 0, r.stderr
+    words = normalize((tmp_path / "out.txt").read_text())
+    text = " ".join(words)
+    assert "copyright if you do not accept this license" in text  # the sentence once dropped
+    # the sentences on either side, once each (resuming earlier must not decode them twice)
+    assert text.count("subject to this license") == 1
+    assert text.count("to protect your") == 1
+    assert (tmp_path / "out.srt").read_text().count(" --> ") >= 5
