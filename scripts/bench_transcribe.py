@@ -105,7 +105,8 @@ elif engine == "whisper.cpp":
     load = time.perf_counter() - t0
     t1 = time.perf_counter()
     beam = 5 if default_path else beam  # whisper-cli's default: beam 5, no VAD
-    params = {"strategy": 1, "beam_search": {"beam_size": beam, "patience": -1.0}} if beam > 1 else {}
+    from _pywhispercpp import WHISPER_SAMPLING_BEAM_SEARCH  # the setter takes the enum, not its value
+    params = {"strategy": WHISPER_SAMPLING_BEAM_SEARCH, "beam_search": {"beam_size": beam, "patience": -1.0}} if beam > 1 else {}
     text = " ".join(s.text for s in m.transcribe(path, language="en", **params))
 wall = time.perf_counter() - t1
 if engine == "whisper.cpp":
