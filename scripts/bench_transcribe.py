@@ -17,6 +17,7 @@ runs the multilingual base (`whisperlite models pull base`) with the language se
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import platform
@@ -34,11 +35,13 @@ FIXTURES = ROOT / "fixtures"
 sys.path.insert(0, str(ROOT / "tests"))
 from wer import normalize, wer  # noqa: E402
 
+DROPPED_RUN = 8  # reference words missing in one place that count as a dropped sentence
 PIECES = ["jfk.wav", "librispeech-2412-153948-0000.flac"]  # single-speaker pieces: exact references
 
 CHILD = r"""
 import json, resource, sys, time
 engine, path, threads, beam, model, ggml = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+default_path = sys.argv[7] == "default"  # each engine's CLI default instead of plain text decoding
 stages = {}  # label -> [seconds, count, unit]: each engine's own breakdown where it has one
 
 
@@ -62,8 +65,10 @@ if engine.startswith("whisperlite"):
     m = whisperlite.load_model(model, threads=threads, compute_type=compute_type)
     load = time.perf_counter() - t0
     t1 = time.perf_counter()
-    # text only, as the peers run here: word timing is its own stage
-    segs, info = m.transcribe(path, beam_size=beam if beam > 1 else None, language="en", word_timestamps=False)
+    if default_path:  # `whisperlite transcribe`'s default: beam 5, the VAD, word-timed subtitles
+        segs, info = m.transcribe(path, beam_size=5, language="en", vad=True, word_timestamps=True)
+    else:  # text only, as the peers run here: word timing is its own stage
+        segs, info = m.transcribe(path, beam_size=beam if beam > 1 else None, language="en", word_timestamps=False)
     text = " ".join(s.text for s in segs)
     for name, st in info.profile.ordered():
         label = ("  " if "/" in name else "") + LABELS.get(name, name)
@@ -89,14 +94,19 @@ elif engine == "faster-whisper":
     m.encode = timing("encoder", m.encode, "windows")
     m.generate_with_fallback = timing("decoding (with fallback)", m.generate_with_fallback, "windows")
     t1 = time.perf_counter()
-    segs, info = m.transcribe(path, beam_size=beam, language="en", vad_filter=False)
+    if default_path:
+        segs, info = m.transcribe(path, beam_size=5, language="en", vad_filter=True, word_timestamps=True)
+    else:
+        segs, info = m.transcribe(path, beam_size=beam, language="en", vad_filter=False)
     text = " ".join(s.text for s in segs)
 elif engine == "whisper.cpp":
     from pywhispercpp.model import Model
     m = Model(ggml, n_threads=threads, print_realtime=False, print_progress=False)
     load = time.perf_counter() - t0
     t1 = time.perf_counter()
-    params = {"strategy": 1, "beam_search": {"beam_size": beam, "patience": -1.0}} if beam > 1 else {}
+    beam = 5 if default_path else beam  # whisper-cli's default: beam 5, no VAD
+    from _pywhispercpp import WHISPER_SAMPLING_BEAM_SEARCH  # the setter takes the enum, not its value
+    params = {"strategy": WHISPER_SAMPLING_BEAM_SEARCH, "beam_search": {"beam_size": beam, "patience": -1.0}} if beam > 1 else {}
     text = " ".join(s.text for s in m.transcribe(path, language="en", **params))
 wall = time.perf_counter() - t1
 if engine == "whisper.cpp":
@@ -161,9 +171,10 @@ WHISPER_CPP_STAGES = {"mel": "log-mel", "sample": "sampling (decoding logic)", "
                       "decode": "token steps (decoder)", "batchd": "batched steps (beams)", "prompt": "prompt pass"}
 
 
-def run(engine: str, path: Path, threads: int, beam: int, model: str, ggml: Path) -> dict:
+def run(engine: str, path: Path, threads: int, beam: int, model: str, ggml: Path, default_path: bool) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
-    p = subprocess.run([sys.executable, "-c", CHILD, engine, str(path), str(threads), str(beam), model, str(ggml)],
+    p = subprocess.run([sys.executable, "-c", CHILD, engine, str(path), str(threads), str(beam), model, str(ggml),
+                        "default" if default_path else "plain"],
                        capture_output=True, text=True, env=env)
     for line in p.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -174,6 +185,14 @@ def run(engine: str, path: Path, threads: int, beam: int, model: str, ggml: Path
                     result["stages"][WHISPER_CPP_STAGES[m.group(1)]] = [float(m.group(2)) / 1e3, runs, "runs" if runs else ""]
             return result
     raise RuntimeError(f"{engine} failed: {p.stderr[-2000:]}")
+
+
+def dropped_runs(ref: list[str], hyp: list[str], least: int = DROPPED_RUN) -> list[int]:
+    """Lengths of the stretches of the reference the transcript leaves out (at least `least`
+    words more deleted than inserted in one place): whole sentences skipped, which WER alone
+    mixes up with many small errors."""
+    ops = difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_opcodes()
+    return [n for _, a0, a1, b0, b1 in ops if (n := (a1 - a0) - (b1 - b0)) >= least]
 
 
 def print_stages(rows: list[tuple[str, int, dict]]) -> None:
@@ -192,6 +211,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--beam", type=int, default=1, help="1: greedy for every engine")
+    ap.add_argument("--default-path", action="store_true",
+                    help="each engine's default path instead of --beam: whisperlite beam 5 + VAD + word timestamps, "
+                         "faster-whisper beam_size=5, vad_filter=True, word_timestamps=True, whisper.cpp beam 5")
     ap.add_argument("--model", default="tiny.en", choices=["tiny.en", "base"], help="the same weights for every engine")
     ap.add_argument("--audio", type=Path, help="a recording to use instead of the concatenated fixtures")
     ap.add_argument("--text", type=Path, help="--audio's reference transcript (a text file)")
@@ -226,18 +248,21 @@ def main() -> None:
         if "whisper.cpp" in engines:
             subprocess.run([sys.executable, "-c", GGML, args.model, str(ggml)], check=True)
         print(f"# {time.strftime('%Y-%m-%d')} · {platform.machine()} · {os.cpu_count()} cores · {args.model} · "
-              f"{seconds / 60:.1f} min of {args.audio.name if args.audio else 'speech'} · beam {args.beam} · `{' '.join(sys.argv)}`\n")
-        print("| engine | threads | load s | wall s | audio s / wall s | vs whisperlite | peak RSS MB | WER % |")
-        print("|---|---|---|---|---|---|---|---|")
+              f"{seconds / 60:.1f} min of {args.audio.name if args.audio else 'speech'} · "
+              f"{'default path' if args.default_path else f'beam {args.beam}'} · `{' '.join(sys.argv)}`\n")
+        print("| engine | threads | load s | wall s | audio s / wall s | vs whisperlite | peak RSS MB | WER % | dropped runs (words) |")
+        print("|---|---|---|---|---|---|---|---|---|")
         breakdowns = []
         for t in args.threads:
             base = None
             for engine in engines:
-                r = run(engine, wav, t, args.beam, args.model, ggml)
+                r = run(engine, wav, t, args.beam, args.model, ggml, args.default_path)
                 speed = seconds / r["wall"]
                 base = base or speed
+                hyp = normalize(r["text"])
+                runs = dropped_runs(ref, hyp)
                 print(f"| {engine} | {t} | {r['load']:.2f} | {r['wall']:.1f} | {speed:.1f} | {speed / base:.2f}x | "
-                      f"{r['rss_mb']:.0f} | {100 * wer(ref, normalize(r['text'])):.1f} |", flush=True)
+                      f"{r['rss_mb']:.0f} | {100 * wer(ref, hyp):.1f} | {len(runs)} ({sum(runs)}) |", flush=True)
                 breakdowns.append((engine, t, r["stages"]))
         print_stages(breakdowns)
 

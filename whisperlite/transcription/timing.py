@@ -354,6 +354,48 @@ def voiced_frames(mel: np.ndarray, n_frames: int) -> np.ndarray | None:
     return loud > lo + 0.3 * (hi - lo)
 
 
+# Beam search puts timestamps on coarse steps (whole seconds on tiny.en), so a window's last
+# timestamp can lie this far past the onset of the sound after it.
+RESUME_SLACK = 100  # mel frames
+MIN_PAUSE = 20  # mel frames: shorter quiet gaps are inside a word or phrase
+RESUME_PAD = 40  # mel frames of the pause kept before the onset at most (the VAD's speech pad)
+
+
+def resume_before_voice(voiced: np.ndarray | None, seek: int, earliest: int) -> int:
+    """Where a window should resume that was cut at mel frame `seek` (its last timestamp).
+
+    A seek inside a sound that began at most RESUME_SLACK frames earlier, after a pause of at
+    least MIN_PAUSE frames that ends after `earliest` (the last segment's start), is inside
+    the next sentence's first word: a window started there tends to skip that whole sentence.
+    Resume inside the pause instead, shortly before the onset. A seek in a pause stays.
+    """
+    if voiced is None or not 0 < seek < len(voiced):
+        return seek
+    quiet_from, quiet_to = seek, seek  # the quiet stretch around seek, [from, to)
+    while quiet_to < len(voiced) and not voiced[quiet_to]:
+        quiet_to += 1
+    while quiet_from > 0 and not voiced[quiet_from - 1]:
+        quiet_from -= 1
+    if quiet_to - quiet_from >= MIN_PAUSE:
+        return seek
+    # Back over sound and short gaps to the last pause of at least MIN_PAUSE frames.
+    start = quiet_from
+    while True:
+        while start > 0 and voiced[start - 1]:
+            start -= 1
+        onset = start
+        while start > 0 and not voiced[start - 1]:
+            start -= 1
+        pause = onset - start
+        if pause >= MIN_PAUSE:
+            break
+        if start == 0 or seek - start > RESUME_SLACK:
+            return seek
+    if seek - onset > RESUME_SLACK or onset <= earliest:
+        return seek
+    return onset - min(pause // 2, RESUME_PAD)
+
+
 def snap_to_voice(words: list[Word], voiced: np.ndarray, time_offset: float) -> None:
     """Move each word's start forward and end back to the sound inside its span."""
     fps = 2 * TOKENS_PER_SECOND  # mel frames per second

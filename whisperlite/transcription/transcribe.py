@@ -62,6 +62,7 @@ from whisperlite.transcription.results import Segment, TranscriptionInfo
 from whisperlite.transcription.timing import (
     align_words,
     fit_words,
+    resume_before_voice,
     snap_to_voice,
     voiced_frames,
 )
@@ -421,6 +422,9 @@ class WhisperModel:
                     seek += segment_frames  # silence: nothing to emit
                     continue
                 new_segments, advance = self._split(result, seek, time_offset, segment_frames)
+                if advance < segment_frames:  # resumes at the last timestamp: not inside the next sentence
+                    earliest = round((new_segments[-1].start - time_offset) / FRAME_SECONDS)
+                    advance = max(resume_before_voice(voiced_frames(mel, segment_frames), advance, earliest), 1)
                 seek += advance
                 yield _Window(new_segments, cross, mel, segment_frames, time_offset, decode_opts.language or "en")
                 if context.condition_on_previous_text and result.temperature < context.prompt_reset_on_temperature:
