@@ -52,6 +52,10 @@ _C3 = _f32(float.fromhex("0x1.555e66p-3"))
 _C2 = _f32(float.fromhex("0x1.fffdb6p-2"))
 _C1 = _f32(float.fromhex("0x1.ffffecp-1"))
 
+# 2^n for the n ggml_v_expf keeps (|n| <= 192), exact in float64: a table read where
+# math.ldexp was a libm call per exp.
+_POW2 = np.ldexp(1.0, np.arange(-192, 193))
+
 
 @dataclass(frozen=True)
 class GgmlArith:
@@ -113,11 +117,11 @@ def v_expf(x, lanes):
     if lanes == 16:
         j = fma32(p, u, fma32(_C1, b, _f32(1.0)))
         # scalef(j, n) = j * 2^n, rounded once (float64 holds the exact product).
-        return _f32(_f64(j) * math.ldexp(1.0, int(n)))
+        return _f32(_f64(j) * _POW2[int(n) + 192])
     j = fma32(p, u, _f32(_C1 * b))
     # fma(j, k, k) with k = 2^n: k * (1 + j) rounded once (exact in float64 but for j
     # below 2^-29, where a tie cannot occur in practice).
-    return _f32((1.0 + _f64(j)) * math.ldexp(1.0, int(n)))
+    return _f32((1.0 + _f64(j)) * _POW2[int(n) + 192])
 
 
 @numba.njit(inline="always", cache=True)
