@@ -4,7 +4,8 @@ llama.cpp (llama-cpp-python, when installed) in the same run, printed as ratios.
     python scripts/bench_generate.py [-m smollm2] [-n 64] [--threads 1 2] [--repeats 3]
 
 Both sides evaluate the same prompt ids as one batch, then feed back their own greedy
-token one at a time; each figure is the best of --repeats runs (shared machines are noisy).
+token one at a time; each figure is the best of --repeats runs (shared machines are noisy),
+the two engines' runs interleaved.
 "gen cpu ms" is the process CPU time per generated token (all threads), steadier than wall
 time when other processes load the machine; "same tokens" says whether both sides
 generated the same ids.
@@ -31,52 +32,73 @@ class Speed:
     tokens: tuple[int, ...]
 
 
-def bench_whisperlite(model: str, threads: int, n: int, repeats: int, exact: bool) -> tuple[Speed, str]:
+class Best:
+    """The best figures over repeats of one engine."""
+
+    def __init__(self) -> None:
+        self.p = self.g = 0.0
+        self.c = float("inf")
+        self.tokens: tuple[int, ...] = ()
+
+    def add(self, n_prompt: int, tp: float, n: int, tg: float, cg: float, tokens: list[int]) -> None:
+        self.p, self.g, self.c = max(self.p, n_prompt / tp), max(self.g, n / tg), min(self.c, 1e3 * cg / n)
+        self.tokens = tuple(tokens)
+
+    def speed(self) -> Speed:
+        return Speed(self.p, self.g, self.c, self.tokens)
+
+
+def run_whisperlite(gen, ids: list[int], n: int, best: Best) -> None:
+    cache = gen.model.new_cache(512)
+    t0 = time.perf_counter()
+    logits = gen.model.forward(ids, cache)
+    tp = time.perf_counter() - t0
+    out = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        out.append(int(np.argmax(logits)))
+        logits = gen.model.forward([out[-1]], cache)
+    best.add(len(ids), tp, n, time.perf_counter() - t0, time.process_time() - c0, out)
+
+
+def run_llama_cpp(llm, ids: list[int], n: int, best: Best) -> None:
+    llm.reset()
+    t0 = time.perf_counter()
+    llm.eval(ids)
+    tp = time.perf_counter() - t0
+    out = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        # the last token's logits straight from the context: llama-cpp-python >= 0.3
+        # only copies them into `scores` with logits_all=True
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+        out.append(int(np.argmax(logits)))
+        llm.eval([out[-1]])
+    best.add(len(ids), tp, n, time.perf_counter() - t0, time.process_time() - c0, out)
+
+
+def bench(model: str, threads: int, n: int, repeats: int, exact: bool) -> tuple[Speed, Speed | None]:
+    """Both engines at `threads`, their runs interleaved (on a shared machine the load
+    drifts between runs; interleaving gives both the same share of quiet moments)."""
     set_threads(threads)
     gen = load_generator(model, n_ctx=512, ggml_exact=exact)
     ids = gen.encode_prompt(PROMPT)
-    best_p = best_g = 0.0
-    best_c = float("inf")
-    for _ in range(repeats + 1):  # the first run also compiles / warms caches
-        cache = gen.model.new_cache(512)
-        t0 = time.perf_counter()
-        logits = gen.model.forward(ids, cache)
-        tp = time.perf_counter() - t0
-        out = []
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(n):
-            out.append(int(np.argmax(logits)))
-            logits = gen.model.forward([out[-1]], cache)
-        tg, cg = time.perf_counter() - t0, time.process_time() - c0
-        best_p, best_g, best_c = max(best_p, len(ids) / tp), max(best_g, n / tg), min(best_c, 1e3 * cg / n)
-    return Speed(best_p, best_g, best_c, tuple(out)), gen.path
-
-
-def bench_llama_cpp(path: str, threads: int, n: int, repeats: int) -> Speed | None:
     try:
         from llama_cpp import Llama
     except ImportError:
-        return None
-    llm = Llama(path, n_ctx=512, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False)
-    ids = llm.tokenize(PROMPT.encode(), add_bos=False, special=True)
-    best_p = best_g = 0.0
-    best_c = float("inf")
-    for _ in range(repeats + 1):
-        llm.reset()
-        t0 = time.perf_counter()
-        llm.eval(ids)
-        tp = time.perf_counter() - t0
-        out = []
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(n):
-            # the last token's logits straight from the context: llama-cpp-python >= 0.3
-            # only copies them into `scores` with logits_all=True
-            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
-            out.append(int(np.argmax(logits)))
-            llm.eval([out[-1]])
-        tg, cg = time.perf_counter() - t0, time.process_time() - c0
-        best_p, best_g, best_c = max(best_p, len(ids) / tp), max(best_g, n / tg), min(best_c, 1e3 * cg / n)
-    return Speed(best_p, best_g, best_c, tuple(out))
+        llm = None
+    else:
+        llm = Llama(gen.path, n_ctx=512, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False)
+        assert llm.tokenize(PROMPT.encode(), add_bos=False, special=True) == ids
+    ours, theirs = Best(), Best()
+    run_whisperlite(gen, ids, n, Best())  # the first runs also compile / warm caches
+    if llm is not None:
+        run_llama_cpp(llm, ids, n, Best())
+    for _ in range(repeats):
+        run_whisperlite(gen, ids, n, ours)
+        if llm is not None:
+            run_llama_cpp(llm, ids, n, theirs)
+    return ours.speed(), theirs.speed() if llm is not None else None
 
 
 def main() -> None:
@@ -87,11 +109,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--float-activations", action="store_true", help="whisperlite without ggml-exact products")
     args = ap.parse_args()
+    try:
+        import llama_cpp
+    except ImportError:
+        pass
+    else:  # which build the ratios are against (AVX-512 / AMX / BLAS change its speed)
+        print(f"llama-cpp-python {llama_cpp.__version__}: {llama_cpp.llama_print_system_info().decode().strip()}")
     print(f"{'threads':>7} {'engine':>12} {'prompt tok/s':>13} {'gen tok/s':>10} {'gen cpu ms':>11} "
           f"{'ratio prompt':>13} {'ratio gen':>10} {'ratio cpu':>10} {'same tokens':>12}")
     for t in args.threads:
-        ours, path = bench_whisperlite(args.model, t, args.n, args.repeats, not args.float_activations)
-        ref = bench_llama_cpp(path, t, args.n, args.repeats)
+        ours, ref = bench(args.model, t, args.n, args.repeats, not args.float_activations)
         print(f"{t:>7} {'whisperlite':>12} {ours.prompt_tps:13.1f} {ours.gen_tps:10.1f} {ours.gen_cpu_ms:11.2f}")
         if ref is None:
             print(f"{t:>7} {'llama.cpp':>12} {'(llama-cpp-python not installed)':>24}")

@@ -13,6 +13,7 @@ from llama_tiny import TinyDims, reference_forward, write_tiny_llama
 from whisperlite.core.errors import ModelFormatError
 from whisperlite.formats.gguf import read_gguf
 from whisperlite.generation.generate import GenerateOptions, Generator
+from whisperlite.kernels import get_threads, set_threads
 from whisperlite.kernels.ggml_order import LLAMA_CPP_C392E509_AVX512
 from whisperlite.models.llama import Llama, LlamaConfig
 from whisperlite.generation.sampling import SamplingOptions
@@ -66,6 +67,33 @@ def test_ggml_exact_mode_stays_close(tiny):
     got = model.forward(IDS, model.new_cache(32), all_logits=True)
     ref = reference_forward(wts, IDS)
     assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_step_equals_general_path(tiny, threads):
+    """One token at a time through models/llama_step.py, on one thread and on two (the
+    first steps alternate between them): the same logits and KV cache, bit for bit, as the
+    kernel-by-kernel path; float weights have no fused step."""
+    path, _ = tiny
+    model = Llama(read_gguf(path), ggml_exact=True)
+    if "Q" not in path.stem.rsplit("-", 1)[1]:
+        assert model.step_weights is None
+        return
+    assert model.step_weights is not None
+    before = get_threads()
+    set_threads(threads)
+    try:
+        a, b = model.new_cache(32), model.new_cache(32)
+        model.forward(IDS[:4], a)
+        model.forward(IDS[:4], b)
+        for tok in IDS[4:]:
+            got = model.forward([tok], a)
+            assert np.array_equal(got, model._forward_ops(np.asarray([tok]), b, False))
+        assert a.n_past == b.n_past == len(IDS)
+        assert all(np.array_equal(x, y) for x, y in zip(a.k + a.v, b.k + b.v))
+    finally:
+        set_threads(before)
 
 
 def test_unsupported_architecture_is_one_line(tmp_path):

@@ -207,9 +207,11 @@ WARM_PROMPT = 64  # tokens: enough that every kernel's threaded variant runs, as
 
 
 def _warm_up(model: Llama) -> None:
-    """A prompt and one more token on a scratch cache: the kernels a generation reaches."""
-    cache = model.new_cache(WARM_PROMPT + 1)
+    """A prompt and two more tokens on a scratch cache: the kernels a generation reaches
+    (at two threads or more the one-token step runs on one, then on two: models/llama.py)."""
+    cache = model.new_cache(WARM_PROMPT + 2)
     model.forward(np.zeros(WARM_PROMPT, np.int64), cache)
+    model.forward([0], cache)
     model.forward([0], cache)
 
 

@@ -52,6 +52,10 @@ _C3 = _f32(float.fromhex("0x1.555e66p-3"))
 _C2 = _f32(float.fromhex("0x1.fffdb6p-2"))
 _C1 = _f32(float.fromhex("0x1.ffffecp-1"))
 
+# 2^n for the n ggml_v_expf keeps (|n| <= 192), exact in float64: a table read where
+# math.ldexp was a libm call per exp.
+_POW2 = np.ldexp(1.0, np.arange(-192, 193))
+
 
 @dataclass(frozen=True)
 class GgmlArith:
@@ -113,11 +117,11 @@ def v_expf(x, lanes):
     if lanes == 16:
         j = fma32(p, u, fma32(_C1, b, _f32(1.0)))
         # scalef(j, n) = j * 2^n, rounded once (float64 holds the exact product).
-        return _f32(_f64(j) * math.ldexp(1.0, int(n)))
+        return _f32(_f64(j) * _POW2[int(n) + 192])
     j = fma32(p, u, _f32(_C1 * b))
     # fma(j, k, k) with k = 2^n: k * (1 + j) rounded once (exact in float64 but for j
     # below 2^-29, where a tie cannot occur in practice).
-    return _f32((1.0 + _f64(j)) * math.ldexp(1.0, int(n)))
+    return _f32((1.0 + _f64(j)) * _POW2[int(n) + 192])
 
 
 @numba.njit(inline="always", cache=True)
@@ -212,22 +216,27 @@ def _rms_norm_body(x, w, eps, out):
     return out
 
 
+@numba.njit(inline="always", cache=True)
+def silu_mul_at(g, u, j, d, lanes):
+    """silu(g) * u with ggml_v_silu's arithmetic for element j of a row of d."""
+    if j < d - d % lanes:  # ggml's vector loop; leftovers use libm expf
+        e = v_expf(_f32(_f32(0.0) - g), lanes)
+    else:
+        e = _f32(math.exp(-_f64(g)))
+    return _f32(_f32(g / _f32(_f32(1.0) + e)) * u)
+
+
 def _silu_mul_body(gate, up, lanes):
     """In place gate = silu(gate) * up with ggml_v_silu's arithmetic: (n, d) -> gate."""
     n, d = gate.shape
     for t in prange(n):
         for j in range(d):
-            g = gate[t, j]
-            if j < d - d % lanes:  # ggml's vector loop; leftovers use libm expf
-                e = v_expf(_f32(_f32(0.0) - g), lanes)
-            else:
-                e = _f32(math.exp(-_f64(g)))
-            gate[t, j] = _f32(_f32(g / _f32(_f32(1.0) + e)) * up[t, j])
+            gate[t, j] = silu_mul_at(gate[t, j], up[t, j], j, d, lanes)
     return gate
 
 
 _rms_par = numba.njit(parallel=True, cache=True)(_rms_norm_body)
-_rms_seq = numba.njit(cache=True)(_rms_norm_body)
+rms_norm_serial = numba.njit(cache=True)(_rms_norm_body)
 _silu_par = numba.njit(parallel=True, cache=True)(_silu_mul_body)
 _silu_seq = numba.njit(cache=True)(_silu_mul_body)
 
@@ -235,7 +244,7 @@ _silu_seq = numba.njit(cache=True)(_silu_mul_body)
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
     """ggml's RMSNorm times weight: x (n, d) -> new (n, d); one row runs unthreaded."""
     out = np.empty_like(x)
-    return (_rms_par if x.shape[0] > 1 else _rms_seq)(x, w, eps, out)
+    return (_rms_par if x.shape[0] > 1 else rms_norm_serial)(x, w, eps, out)
 
 
 def silu_mul_(gate: np.ndarray, up: np.ndarray, arith: GgmlArith) -> np.ndarray:
@@ -281,6 +290,48 @@ def _f16_dot(a, a0, b, b0, n, ne, batched, w, lanes):
     return _f32(total)
 
 
+@numba.njit(inline="always", cache=True)
+def attend_head(q, k_cache, v_cache, pos0, scale, kv_pad, w, out, i, h):
+    """Query row i, head h of `_attention_body` (arguments as its) -> out[i, h]: one
+    thread's share of the heads, the same arithmetic wherever it runs."""
+    n, n_head, hd = q.shape
+    n_ctx = k_cache.shape[1]
+    group = n_head // k_cache.shape[0]
+    n_kv = min(n_ctx, (pos0 + n + kv_pad - 1) // kv_pad * kv_pad)
+    batched = n > 1
+    g = h // group
+    length = pos0 + i + 1
+    qh = np.empty(hd, np.float32)
+    for c in range(hd):
+        qh[c] = round_f16(q[i, h, c])
+    lanes = np.empty(16, np.float32)
+    kg = k_cache[g].reshape(-1)
+    p = np.zeros(n_kv, np.float32)
+    m = _f32(-np.inf)
+    for t in range(length):
+        p[t] = _f32(_f16_dot(kg, t * hd, qh, 0, hd, hd, batched, w, lanes) * _f32(scale))
+        m = max(m, p[t])
+    # ggml_vec_soft_max_f32: w-lane exps, each vector's sum added in double; masked
+    # cells are exp(-inf) = 0, so whole vectors of them add nothing.
+    total = 0.0
+    vec_end = n_kv - n_kv % w
+    for c0 in range(0, min(vec_end, (length + w - 1) // w * w), w):
+        for l in range(w):
+            lanes[l] = v_expf(_f32(p[c0 + l] - m), w) if c0 + l < length else _f32(0.0)
+            p[c0 + l] = lanes[l]
+        total += _f64(_reduce16(lanes) if w == 16 else _hsum8(lanes))
+    for t in range(vec_end, length):
+        p[t] = _f32(math.exp(_f64(_f32(p[t] - m))))
+        total += _f64(p[t])
+    inv = _f32(1.0 / total)
+    for t in range(length):
+        p[t] = round_f16(_f32(p[t] * inv))
+    # P·V: V is transposed in llama.cpp's cache, so each output dim is one dot over cells.
+    vt = v_cache[g].reshape(-1)
+    for c in range(hd):
+        out[i, h, c] = _f16_dot(vt, c * n_ctx, p, 0, n_kv, length, batched, w, lanes)
+
+
 def _attention_body(q, k_cache, v_cache, pos0, scale, kv_pad, w, out):
     """Causal GQA over a float16-valued cache as llama.cpp computes it without flash attention.
 
@@ -290,45 +341,9 @@ def _attention_body(q, k_cache, v_cache, pos0, scale, kv_pad, w, out):
     (masked ones give exact zeros, so they are skipped where that changes no sum); w is
     the vector width of the build (16 or 8).
     """
-    n, n_head, hd = q.shape
-    n_ctx = k_cache.shape[1]
-    group = n_head // k_cache.shape[0]
-    n_kv = min(n_ctx, (pos0 + n + kv_pad - 1) // kv_pad * kv_pad)
-    batched = n > 1
+    n, n_head, _ = q.shape
     for job in prange(n * n_head):
-        i = job // n_head
-        h = job % n_head
-        g = h // group
-        length = pos0 + i + 1
-        qh = np.empty(hd, np.float32)
-        for c in range(hd):
-            qh[c] = round_f16(q[i, h, c])
-        lanes = np.empty(16, np.float32)
-        kg = k_cache[g].reshape(-1)
-        p = np.zeros(n_kv, np.float32)
-        m = _f32(-np.inf)
-        for t in range(length):
-            p[t] = _f32(_f16_dot(kg, t * hd, qh, 0, hd, hd, batched, w, lanes) * _f32(scale))
-            m = max(m, p[t])
-        # ggml_vec_soft_max_f32: w-lane exps, each vector's sum added in double; masked
-        # cells are exp(-inf) = 0, so whole vectors of them add nothing.
-        total = 0.0
-        vec_end = n_kv - n_kv % w
-        for c0 in range(0, min(vec_end, (length + w - 1) // w * w), w):
-            for l in range(w):
-                lanes[l] = v_expf(_f32(p[c0 + l] - m), w) if c0 + l < length else _f32(0.0)
-                p[c0 + l] = lanes[l]
-            total += _f64(_reduce16(lanes) if w == 16 else _hsum8(lanes))
-        for t in range(vec_end, length):
-            p[t] = _f32(math.exp(_f64(_f32(p[t] - m))))
-            total += _f64(p[t])
-        inv = _f32(1.0 / total)
-        for t in range(length):
-            p[t] = round_f16(_f32(p[t] * inv))
-        # P·V: V is transposed in llama.cpp's cache, so each output dim is one dot over cells.
-        vt = v_cache[g].reshape(-1)
-        for c in range(hd):
-            out[i, h, c] = _f16_dot(vt, c * n_ctx, p, 0, n_kv, length, batched, w, lanes)
+        attend_head(q, k_cache, v_cache, pos0, scale, kv_pad, w, out, job // n_head, job % n_head)
     return out
 
 

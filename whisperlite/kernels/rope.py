@@ -61,6 +61,22 @@ def _rope_cache_kernel(positions, theta_scale, ff, freq_scale, cos, sin):
             theta = np.float32(theta * theta_scale)
 
 
+@numba.njit(inline="always", cache=True)
+def rotate_head(x, t, h, cos, sin, fused):
+    """Token t, head h of x rotated in place (arguments as `_rope_body` takes them)."""
+    for i in range(cos.shape[1]):
+        x0 = x[t, h, 2 * i]
+        x1 = x[t, h, 2 * i + 1]
+        c = cos[t, i]
+        s = sin[t, i]
+        if fused:
+            x[t, h, 2 * i] = np.float32(np.float64(c) * np.float64(x0) - np.float64(np.float32(s * x1)))
+            x[t, h, 2 * i + 1] = np.float32(np.float64(s) * np.float64(x0) + np.float64(np.float32(c * x1)))
+        else:
+            x[t, h, 2 * i] = x0 * c - x1 * s
+            x[t, h, 2 * i + 1] = x0 * s + x1 * c
+
+
 def _rope_body(x, cos, sin, fused):
     """In place rotation of pairs (2i, 2i+1), i < cos.shape[1]: x (n, heads, hd) -> x,
     cos/sin (n, n_rot // 2); dims from n_rot on are left as they are.
@@ -71,21 +87,8 @@ def _rope_body(x, cos, sin, fused):
     addend, rounded to float32.)
     """
     n, heads, _ = x.shape
-    half = cos.shape[1]
     for job in prange(n * heads):
-        t = job // heads
-        h = job % heads
-        for i in range(half):
-            x0 = x[t, h, 2 * i]
-            x1 = x[t, h, 2 * i + 1]
-            c = cos[t, i]
-            s = sin[t, i]
-            if fused:
-                x[t, h, 2 * i] = np.float32(np.float64(c) * np.float64(x0) - np.float64(np.float32(s * x1)))
-                x[t, h, 2 * i + 1] = np.float32(np.float64(s) * np.float64(x0) + np.float64(np.float32(c * x1)))
-            else:
-                x[t, h, 2 * i] = x0 * c - x1 * s
-                x[t, h, 2 * i + 1] = x0 * s + x1 * c
+        rotate_head(x, job // heads, job % heads, cos, sin, fused)
     return x
 
 

@@ -12,6 +12,9 @@ program (numba IR), see models/whisper_step.py.
 """
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 import numba
 
 from whisperlite.kernels.atomics import atomic_cas, atomic_load, atomic_store, spin_pause, yield_cpu
@@ -100,3 +103,37 @@ def heads_phase(tid, g, claim, done, slot0, n_head, attend, q, k, v, src, pos, s
             attend(q, k, v, src, pos, n_head, hc, hc + 1, scores, out)
             _finish(done, slot0 + hc, g)
     _await(done, slot0, n_head, g)
+
+
+class SplitChooser:
+    """Runs a step on one thread or on two (a program of this module's phases), whichever has been
+    faster lately. On a shared 2-core machine the second thread waits for the other core,
+    and when another process holds it the split is slower than one thread (measured up to
+    1.4x): so each variant's time is tracked (moving average) and the slower one re-tried
+    now and then, so that `-t 2` is never slower than `-t 1` for long."""
+
+    PROBE_EVERY = 32  # calls between re-tries of the variant not in use
+    # The first calls alternate, and each variant's first time is not counted: it includes
+    # loading the compiled kernel from numba's cache (~0.1 s, 30x a step), which would
+    # otherwise keep the moving average off that variant for hundreds of steps.
+    FIRST = 10
+    ALPHA = 0.25  # weight of the newest time in the moving averages
+
+    def __init__(self) -> None:
+        self.avg = [0.0, 0.0]  # serial, split; 0: not measured yet
+        self.calls = 0
+
+    def run(self, serial: Callable, split: Callable, args: tuple):
+        """The chosen variant's result."""
+        self.calls += 1
+        if self.calls <= self.FIRST:
+            use = self.calls % 2
+        else:
+            best = int(self.avg[1] < self.avg[0])
+            use = 1 - best if self.calls % self.PROBE_EVERY == 0 else best
+        t = time.perf_counter()
+        result = (split if use else serial)(*args)
+        dt = time.perf_counter() - t
+        if self.calls > 2:
+            self.avg[use] = dt if not self.avg[use] else (1 - self.ALPHA) * self.avg[use] + self.ALPHA * dt
+        return result

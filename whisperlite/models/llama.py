@@ -9,6 +9,7 @@ results are the same).
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ from gguf import GGMLQuantizationType as QType
 
 from whisperlite.core.errors import ModelFormatError, QuantizationError
 from whisperlite.formats.gguf import GGUFModel
-from whisperlite.kernels import QTensor, Weight, ggml_order, matmul, ops
+from whisperlite.kernels import QTensor, Weight, get_threads, ggml_order, matmul, ops
 from whisperlite.kernels.attention import attention, round_f16
 from whisperlite.kernels.ggml_order import GgmlArith, native_arith
 from whisperlite.kernels.ops import add_
@@ -25,6 +26,8 @@ from whisperlite.kernels import gemv
 from whisperlite.kernels.actquant import ACTIVATION_TYPE, PARALLEL_MIN, quantize_activations
 from whisperlite.kernels.quant import dequantize
 from whisperlite.kernels.rope import rope_, rope_cache
+from whisperlite.kernels.worksplit import SplitChooser
+from whisperlite.models import llama_step
 
 # GGUF architectures this decoder implements (Mistral and most Llama derivatives are
 # converted as "llama").
@@ -223,6 +226,30 @@ class Llama:
                 w_down=t[p + "ffn_down.weight"],
             ))
 
+        self.step_weights = self._step_weights()
+        self._scratch = threading.local()  # the one-token step's scratch, per calling thread
+
+    def _step_weights(self) -> llama_step.Weights | None:
+        """The weights as the fused one-token step takes them, or None when the step does
+        not apply (float activations, no AVX2 integer dots, or a weight type without them):
+        then the general path runs every token."""
+        layers = self.layers
+        mats = [[lay.wqkv, lay.wo, lay.w_gate_up, lay.w_down] for lay in layers]
+        if not (self.ggml_exact and gemv.HAS_AVX2) or any(
+                not isinstance(m, QTensor) or m.qtype not in _I8_KIND for m in [*sum(mats, []), self.output]):
+            return None
+        cfg = self.config
+        norms = lambda f: np.ascontiguousarray(np.stack([f(lay) for lay in layers]), np.float32)  # noqa: E731
+        out = self.output
+        return llama_step.Weights(
+            kinds=np.asarray([[_I8_KIND[m.qtype] for m in ms] for ms in mats], np.int64),
+            shapes=np.asarray([[m.data.shape for m in ms] for ms in mats], np.int64),
+            addrs=np.asarray([[m.data.ctypes.data for m in ms] for ms in mats], np.int64),
+            attn_norm=norms(lambda lay: lay.attn_norm), ffn_norm=norms(lambda lay: lay.ffn_norm),
+            out_norm=np.ascontiguousarray(self.output_norm, np.float32), out_kind=_I8_KIND[out.qtype],
+            out=out.data.view(np.uint8), n_head=cfg.n_head, n_head_kv=cfg.n_head_kv, eps=cfg.rms_eps,
+            kv_pad=self.arith.kv_pad, lanes=self.arith.lanes)
+
     def new_cache(self, n_ctx: int) -> KVCache:
         return KVCache.empty(self.config, n_ctx)
 
@@ -251,12 +278,21 @@ class Llama:
 
         Returns logits (n_vocab,) of the last token, or (n, n_vocab) with all_logits.
         """
-        cfg = self.config
         ids = np.asarray(tokens, np.int64)
         n = len(ids)
         pos0 = cache.n_past
         if pos0 + n > cache.n_ctx:
             raise ValueError(f"context full: {pos0} + {n} tokens > n_ctx {cache.n_ctx}")
+        if n == 1 and self.step_weights is not None:
+            logits = self._step(ids, cache)
+            return logits if all_logits else logits[0]
+        return self._forward_ops(ids, cache, all_logits)
+
+    def _forward_ops(self, ids: np.ndarray, cache: KVCache, all_logits: bool) -> np.ndarray:
+        """`forward` as a sequence of kernel calls: any number of tokens, any weight type."""
+        cfg = self.config
+        n = len(ids)
+        pos0 = cache.n_past
         hd, nq, nkv = cfg.head_dim, cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
         cos, sin = rope_cache(np.arange(pos0, pos0 + n), cfg.n_rot, cfg.rope_freq_base,
                               cfg.rope_freq_scale, self.freq_factors)
@@ -298,6 +334,56 @@ class Llama:
             x = x[-1:]
         logits = mm(norm(x, self.output_norm, cfg.rms_eps), self.output)
         return logits if all_logits else logits[0]
+
+
+    def _step(self, ids: np.ndarray, cache: KVCache) -> np.ndarray:
+        """One token through `llama_step` -> logits (1, n_vocab), on one thread or on two,
+        whichever has been faster lately (the same bits either way)."""
+        sc = getattr(self._scratch, "step", None)
+        if sc is None:
+            sc = self._scratch.step = _StepScratch(self.config)
+        cfg = self.config
+        pos = cache.n_past
+        cos, sin = rope_cache(np.arange(pos, pos + 1), cfg.n_rot, cfg.rope_freq_base, cfg.rope_freq_scale,
+                              self.freq_factors)
+        x0 = embed_rows(self.tok_embd, ids)
+        args = (pos, x0, cos, sin, np.asarray([k.ctypes.data for k in cache.k], np.int64),
+                np.asarray([v.ctypes.data for v in cache.v], np.int64), cache.n_ctx, self.step_weights, sc.view)
+
+        def serial() -> None:
+            sc.calls += 1
+            llama_step.step_body(0, sc.calls, *args)
+
+        def split() -> None:
+            sc.calls += 1
+            llama_step.step_parallel(sc.calls, *args)
+
+        threads = get_threads()
+        if threads == 1:
+            serial()
+        else:
+            sc.chooser.run(serial, split, ())
+        cache.n_past = pos + 1
+        return sc.view.logits.copy()
+
+
+class _StepScratch:
+    """One thread's scratch for `llama_step` (its calls counter numbers the steps for the
+    chunk claims), and its choice between one thread and two."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        L, d, hd = cfg.n_layer, cfg.n_embd, cfg.head_dim
+        nq, nkv, ff = cfg.n_head * hd, cfg.n_head_kv * hd, cfg.n_ff
+        slots = llama_step.step_slots(L, cfg.n_head, cfg.n_head_kv)
+        k_max = max(d, nq, ff)
+        z = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
+        self.view = llama_step.Scratch(
+            claim=np.zeros(slots, np.int64), done=np.zeros(slots, np.int64), qkv=z(L, 1, nq + 2 * nkv),
+            att=z(L, 1, nq), o=z(L, 1, d), gu=z(L, 1, 2 * ff), act=z(L, 1, ff), down=z(L, 1, d), x=z(2, 1, d),
+            h=z(2, 1, d), xq=np.zeros((2, k_max), np.int8), xd=z(2, k_max // 32), xs=z(2, k_max // 32),
+            head=z(2, max(nq, nkv)), logits=z(1, cfg.n_vocab))
+        self.calls = 0
+        self.chooser = SplitChooser()
 
 
 def residual_(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -5,8 +5,7 @@ work per layer, and a prompt of any length is one batched pass. The token-by-tok
 scratch kept on the cache, so it allocates nothing per token."""
 from __future__ import annotations
 
-import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -18,6 +17,7 @@ from whisperlite.kernels.ops import add_
 from whisperlite.kernels.quant import dequantize_rows
 from whisperlite.kernels.rowdots import weight_kind
 from whisperlite.kernels.tensor import readonly
+from whisperlite.kernels.worksplit import SplitChooser
 from whisperlite.formats.checkpoint import WhisperCheckpoint, WhisperDims
 from whisperlite.models import whisper_step
 from whisperlite.models.whisper_blocks import Block, Norm, load_block
@@ -105,40 +105,6 @@ class _StepScratch:
                                               self.scores, self.logits2d)
 
 
-class _SplitChooser:
-    """Runs a step on one thread or on two (whisper_step.step_parallel), whichever has been
-    faster lately. On a shared 2-core machine the second thread waits for the other core,
-    and when another process holds it the split is slower than one thread (measured up to
-    1.4x): so each variant's time is tracked (moving average) and the slower one re-tried
-    now and then, so that `-t 2` is never slower than `-t 1` for long."""
-
-    PROBE_EVERY = 32  # calls between re-tries of the variant not in use
-    # The first calls alternate, and each variant's first time is not counted: it includes
-    # loading the compiled kernel from numba's cache (~0.1 s, 30x a step), which would
-    # otherwise keep the moving average off that variant for hundreds of steps.
-    FIRST = 10
-    ALPHA = 0.25  # weight of the newest time in the moving averages
-
-    def __init__(self) -> None:
-        self.avg = [0.0, 0.0]  # serial, split; 0: not measured yet
-        self.calls = 0
-
-    def run(self, serial: Callable, split: Callable, args: tuple):
-        """The chosen variant's result."""
-        self.calls += 1
-        if self.calls <= self.FIRST:
-            use = self.calls % 2
-        else:
-            best = int(self.avg[1] < self.avg[0])
-            use = 1 - best if self.calls % self.PROBE_EVERY == 0 else best
-        t = time.perf_counter()
-        result = (split if use else serial)(*args)
-        dt = time.perf_counter() - t
-        if self.calls > 2:
-            self.avg[use] = dt if not self.avg[use] else (1 - self.ALPHA) * self.avg[use] + self.ALPHA * dt
-        return result
-
-
 class _StepWeights:
     """The decoder's weights as the fused step takes them (`step_view`): each role's
     matrices as the addresses of the layers' uint8 views (no copies; `mats` keeps them
@@ -215,7 +181,7 @@ class TextDecoder:
         self.blocks = [load_block(w, f"decoder.blocks.{i}", True, d.n_text_state) for i in range(d.n_text_layer)]
         self.ln = Norm(w["decoder.ln.weight"], w["decoder.ln.bias"])
         self.step_weights = _StepWeights.build(self.blocks, self.token_embedding, self.pos, self.ln, d.n_text_head)
-        self._split: dict[tuple[int, int], _SplitChooser] = {}
+        self._split: dict[tuple[int, int], SplitChooser] = {}
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
         """Embedding rows for token ids (n,) -> (n, d) float32, dequantizing only those rows."""
@@ -286,7 +252,7 @@ class TextDecoder:
             return self.step_serial(tokens, cache)
         chooser = self._split.get((bsz, threads))
         if chooser is None:
-            chooser = self._split[(bsz, threads)] = _SplitChooser()
+            chooser = self._split[(bsz, threads)] = SplitChooser()
         return chooser.run(self.step_serial, self.step_parallel, (tokens, cache))
 
     def _step_args(self, tokens: np.ndarray, cache: KVCache) -> tuple[_StepScratch, tuple]:
