@@ -9,6 +9,7 @@ import pytest
 
 from conftest import FIXTURES, ROOT
 from whisperlite.audio.ffmpeg import ffmpeg_exe
+from whisperlite.batch.index import INDEX_NAME, TRANSCRIPTS_DIR
 from whisperlite.core.atomic import atomic_output
 from whisperlite.registry.loader import _compile_step_elsewhere, resolve
 
@@ -79,7 +80,10 @@ def test_sigkill_leftovers_swept_by_next_run(tmp_path, jfk6):
                             "-bs", "1", "-t", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                            env={**os.environ, "TMPDIR": str(tmpdir)})
     assert rerun.returncode == 0, rerun.stderr
-    assert sorted(p.name for p in out.iterdir()) == sorted([live[0].name, "jfk.txt", "manifest.jsonl"])
+    # The batch's search index and kept segments are its own outputs, not leftovers.
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [live[0].name, "jfk.txt", "manifest.jsonl", INDEX_NAME, TRANSCRIPTS_DIR])
+    assert [p.name for p in (out / TRANSCRIPTS_DIR).iterdir()] == ["jfk.json"]
     assert [p.name for p in tmpdir.iterdir()] == [live[1].name]
 
 
