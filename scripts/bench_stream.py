@@ -25,6 +25,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -90,8 +91,8 @@ def simulate(engine: StreamingTranscriber, audio: np.ndarray,
 
 
 def measure(model, audio, refs, quiet, spans, offline_words, policy: str, opts: TranscribeOptions,
-            now: Callable[[], float]) -> dict:
-    engine = StreamingTranscriber(model, opts, StreamOptions(policy=policy))
+            stream: StreamOptions, now: Callable[[], float]) -> dict:
+    engine = StreamingTranscriber(model, opts, replace(stream, policy=policy))
     log, cpu, wall = simulate(engine, audio, now)
     finals = [(t, w) for t, e in log if e.type == "final" for w in e.words]
     final_norm = [n for _, w in finals for n in normalize(w.word)]
@@ -139,8 +140,11 @@ def main() -> None:
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--policy", action="append", choices=["agreement", "window"])
     ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="compute time of a feed on the virtual clock")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=INT",
+                    help="a StreamOptions field (e.g. min_chunk_ms=500, encoder_pad_ms=0)")
     ap.add_argument("--show-text", action="store_true")
     args = ap.parse_args()
+    stream = StreamOptions(**{k: int(v) for k, v in (item.split("=", 1) for item in args.set)})
     model = load_model(args.model, threads=args.threads)
     audio, refs, quiet, spans = recording()
     opts = TranscribeOptions(decode=DecodeOptions(beam_size=1))
@@ -151,13 +155,13 @@ def main() -> None:
     offline_ref_wer = 100 * wer(normalize(" ".join(refs)), [n for w in offline_words for n in normalize(w.word)])
     seconds = len(audio) / SAMPLE_RATE
     print(f"recording: {seconds:.1f} s ({len(refs)} clips with pauses, 5 s silence, 5 s noise); model {args.model}, "
-          f"{args.threads} threads; simulated real time (virtual clock; a feed takes its {args.clock} time)")
+          f"{args.threads} threads; {stream}; simulated real time (virtual clock; a feed takes its {args.clock} time)")
     print(f"offline greedy transcribe: {offline_wall:.1f} s wall, WER vs reference {offline_ref_wer:.1f}%")
     print("| policy | passes | median latency s | p95 latency s | WER vs offline % | WER vs ref % | partial words changed "
           "| CPU (cores at real time) | words on silence/noise | final times went back |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for policy in args.policy or ["agreement", "window"]:
-        r = measure(model, audio, refs, quiet, spans, offline_words, policy, opts,
+        r = measure(model, audio, refs, quiet, spans, offline_words, policy, opts, stream,
                     time.process_time if args.clock == "cpu" else time.perf_counter)
         print(f"| {policy} | {r['passes']} | {r['latency_median']:.2f} | {r['latency_p95']:.2f} | "
               f"{r['wer_vs_offline']:.1f} | {r['wer_vs_reference']:.1f} | {100 * r['partial_changed']:.0f}% of "

@@ -35,11 +35,12 @@ def test_jfk_in_chunks_finals_match_offline(tiny_model, jfk_audio, policy):
     offline_words = normalize(" ".join(s.text for s in offline))
     finals = [w for e in events if e.type == "final" for w in e.words]
     words = normalize("".join(w.word for w in finals))
-    # tiny.en decodes a short first utterance a little differently ("am I fellow" for "my
-    # fellow"): all but a few words of offline greedy's, in order
-    same = sum(b.size for b in difflib.SequenceMatcher(None, offline_words, words).get_matching_blocks())
-    assert same >= len(offline_words) - 4 and len(words) <= len(offline_words) + 2, (words, offline_words)
-    assert words[-4:] == ["do", "for", "your", "country"]
+    if policy == "agreement":
+        assert words == offline_words
+    else:  # whisper.cpp's lines are cut every few seconds, mid-word too: a few words go or change there
+        same = sum(b.size for b in difflib.SequenceMatcher(None, offline_words, words).get_matching_blocks())
+        assert same >= len(offline_words) - 5 and len(words) <= len(offline_words) + 2, (words, offline_words)
+        assert words[-4:] == ["do", "for", "your", "country"]
     # times on the stream's clock, in order, within the audio; each final word stays (never retracted)
     assert all(0 <= w.start <= w.end <= len(audio) / SAMPLE_RATE for w in finals)
     assert all(a.end <= b.start + 1e-6 for a, b in zip(finals, finals[1:]))
@@ -47,6 +48,23 @@ def test_jfk_in_chunks_finals_match_offline(tiny_model, jfk_audio, policy):
     assert events[-1].type == "done" and sum(e.type == "done" for e in events) == 1
     segments = engine.segments()
     assert "".join(s.text for s in segments) == "".join(w.word for w in finals)
+
+
+@pytest.mark.slow
+def test_clip_after_a_short_pause_keeps_its_first_words(tiny_model, jfk_audio):
+    """A clip that starts 1.5 s after another: its first words are final too (they were lost
+    when a pass re-decoded the words before the pause and dropped the new ones by time)."""
+    from whisperlite.audio.ffmpeg import load_audio
+
+    second = load_audio(str(FIXTURES / "librispeech-2412-153948-0000.flac"))[: 5 * SAMPLE_RATE]
+    pause = np.zeros(int(1.5 * SAMPLE_RATE), np.float32)
+    audio = np.concatenate([jfk_audio, pause, second, pause])
+    engine, events = _stream(tiny_model, audio, "agreement", chunk=0.1)
+    words = normalize("".join(w.word for w in engine.final))
+    start = len(jfk_audio) / SAMPLE_RATE + 1.5
+    after = normalize("".join(w.word for w in engine.final if w.start >= start - 0.3))
+    assert after[:6] == ["if", "the", "reader", "will", "excuse", "me"], words
+    assert words.count("country") == 2 and words.count("reader") == 1  # nothing final twice
 
 
 @pytest.mark.slow

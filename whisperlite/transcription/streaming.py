@@ -8,10 +8,12 @@ WebSocket) owns the clock and the audio source; this class only decodes.
 
 Silero scores every 32 ms frame as it arrives: only stretches of speech are decoded, so
 silence, noise and music cost no decoding and never produce text. A pause of
-`end_silence_ms` ends an utterance, and its words all become final at once. The audio of
-an utterance stays in the buffer across a pause shorter than the VAD's
-`min_silence_duration_ms` (as the offline VAD keeps such pauses), so the next utterance is
-decoded with the speech before it; after a longer pause the buffer starts afresh.
+`end_silence_ms` ends an utterance: its words that start before the pause all become final
+at once. The next utterance is decoded with up to `context_ms` of the final words before it
+(a short utterance alone is often misheard); a pass skips the final words it decodes again
+by matching their text. A pass's encoder sees its audio plus `encoder_pad_ms` of silence
+rather than a 30-s window (whisper.cpp's `audio_ctx`, chosen per pass), so a pass over a few
+seconds costs a fraction of a window.
 
 Two policies decide when words become final within an utterance:
 
@@ -27,26 +29,25 @@ Two policies decide when words become final within an utterance:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import difflib
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from whisperlite.audio.ffmpeg import HOP_LENGTH, SAMPLE_RATE
+from whisperlite.audio.ffmpeg import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
+from whisperlite.audio.mel import log_mel_spectrogram
 from whisperlite.audio.silero import FRAME, SileroVad
 from whisperlite.audio.vad import silero_weights
-from whisperlite.transcription.decoding import compression_ratio
+from whisperlite.transcription.decoding import compression_ratio, decode_with_fallback
 from whisperlite.transcription.options import OptionError, TranscribeOptions
 from whisperlite.transcription.results import Segment, TranscriptionInfo, Word
-from whisperlite.transcription.transcribe import WhisperModel
+from whisperlite.transcription.transcribe import INPUT_STRIDE, WhisperModel, _Window
 
 POLICIES = ("agreement", "window")
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
 # A window holds 30 s; cutting the buffer by 25 s at the latest leaves room for a pass's new audio.
 MAX_BUFFER_SECONDS = 25.0
 PROMPT_CHARS = 200  # final text given as the prompt (whisper_streaming's amount)
-# Words of a pass matched against the last final ones, to drop the repeat where a pass
-# re-decodes audio whose words are already final (n-grams up to this length).
-MAX_OVERLAP_WORDS = 5
 SEGMENT_GAP = 1.0  # seconds between final words that start a new output segment
 
 
@@ -61,12 +62,18 @@ class StreamOptions:
     length_ms: int = 10000  # window: whisper.cpp --length, audio per pass
     keep_ms: int = 200  # window: whisper.cpp --keep, audio carried into the next line
     end_silence_ms: int = 600  # a pause this long ends an utterance: its words become final
+    # The encoder sees a pass's audio plus this much silence, rounded up to whole seconds,
+    # not a 30-s window (whisper.cpp's audio_ctx, per pass); 0: the 30-s window, as transcribe.
+    encoder_pad_ms: int = 4000
+    context_ms: int = 5000  # audio of final words kept before an utterance that follows a short pause
 
     def check(self) -> None:
         if self.policy not in POLICIES:
             raise OptionError(f"policy '{self.policy}': choose from {', '.join(POLICIES)}")
         if self.min_chunk_ms <= 0 or self.end_silence_ms <= 0 or self.trim_seconds <= 0:
             raise OptionError("min_chunk_ms, end_silence_ms and trim_seconds must be > 0")
+        if self.encoder_pad_ms < 0 or self.context_ms < 0:
+            raise OptionError("encoder_pad_ms and context_ms must be >= 0")
         if self.step_ms < 0 or self.keep_ms < 0 or self.length_ms <= 0 or self.length_ms > 30000:
             raise OptionError("step >= 0, keep >= 0 and 0 < length <= 30000 ms")
         if self.step_ms > self.length_ms or (self.step_ms and self.keep_ms > self.step_ms):
@@ -155,13 +162,15 @@ class StreamingTranscriber:
         self._pad = min(v.speech_pad_ms, self.stream.end_silence_ms) * ms
         neg = v.neg_threshold if v.neg_threshold is not None else max(v.threshold - 0.15, 0.01)
         self._min_speech = max(v.min_speech_duration_ms * ms, FRAME)
-        self._min_silence = v.min_silence_duration_ms * ms
+        tok = model.tokenizer
+        prompt, hot = opts.context.initial_prompt, opts.context.hotwords
+        self._initial = list(prompt) if isinstance(prompt, tuple) else tok.encode(" " + prompt.strip()) if prompt else []
+        self._hotwords = tuple(tok.encode(" " + hot.strip())) if hot else ()
         self._gate = _VoiceGate(v.threshold, neg, self._min_speech, self.stream.end_silence_ms * ms)
         self._audio = np.zeros(0, np.float32)  # the buffer: samples from _start on
         self._start = 0  # stream sample index of _audio[0]
         self._clock = 0  # samples fed so far
         self._last_pass = 0  # stream sample index where the last pass's audio ended
-        self._speech_end: int | None = None  # where the last utterance ended (None: no speech yet)
         self.final: list[Word] = []  # every final word, in order
         self._pending: list[Word] = []  # the last pass's words not yet final (agreement), or its line (window)
         self._passes = 0  # window: passes since the last line became final
@@ -186,12 +195,12 @@ class StreamingTranscriber:
             if change == "start":
                 self._begin(at)
             else:
-                events += self._end_utterance(min(at + self._pad, self._clock))
+                events += self._end_utterance(at)
         if self._gate.speaking:
             events += self._step(self._clock)
-        elif not self._pending and (self._speech_end is None or self._gate.pos - self._speech_end > self._min_silence):
-            # a long pause: keep only what a speech start found later reaches back to
-            self._drop_before(max(self._gate.pos - self._pad - self._min_speech - FRAME, 0))
+        elif not self._pending:
+            # a pause: keep only what a speech start found later reaches back to
+            self._drop_before(self._keep_from(self._gate.pos - self._min_speech - FRAME))
         return events
 
     def finish(self) -> list[StreamEvent]:
@@ -203,10 +212,24 @@ class StreamingTranscriber:
         return [*events, StreamEvent("done")]
 
     def _begin(self, at: int) -> None:
-        """Speech starts at sample `at`: after a long pause the buffer starts one pad before it."""
-        if self._speech_end is None or at - self._speech_end > self._min_silence:
-            self._drop_before(max(at - self._pad, 0))
+        """Speech starts at sample `at`."""
+        self._drop_before(self._keep_from(at))
         self._last_pass = at
+
+    def _keep_from(self, at: int) -> int:
+        """Where the buffer starts for speech that starts at sample `at`: one pad before it, or
+        up to `context_ms` earlier, after a final word still in the buffer. A short utterance
+        decoded alone is often misheard ("Peter will" for "If the reader will" after a 2-s
+        pause); the final words before it are decoded with it and skipped (`_after`)."""
+        start = max(at - self._pad, 0)
+        if not self.final:
+            return start
+        earliest = (at - self.stream.context_ms * SAMPLE_RATE // 1000) / SAMPLE_RATE
+        for w in reversed(self.final):
+            if w.end < earliest:
+                break
+            start = min(start, int(round(w.end * SAMPLE_RATE)))
+        return start
 
     def _drop_before(self, index: int) -> None:
         if index > self._start:
@@ -224,58 +247,111 @@ class StreamingTranscriber:
             return self._window_pass(now, line_ends=True)
         return []
 
-    def _end_utterance(self, end: int) -> list[StreamEvent]:
-        """Speech ended at sample `end` (pad included): everything up to it becomes final."""
+    def _end_utterance(self, silent: int) -> list[StreamEvent]:
+        """Speech ended at sample `silent`: the words that start before it become final (decoded
+        with a pad of the pause after it), and the next utterance is decoded from there on, with
+        this one's text as its prompt. Words past `silent` are the pad's guesses at what follows."""
+        end = min(silent + self._pad, self._clock)
         if self.stream.policy == "agreement":
-            events = self._agree(end, final=True) if end > self._last_pass or self._pending else []
+            events = self._agree(end, final=silent) if end > self._last_pass or self._pending else []
         elif end > self._last_pass:
-            events = self._window_pass(end, line_ends=True)
+            events = self._window_pass(end, line_ends=True, final=silent)
         else:
-            events = self._close_line()
+            events = self._close_line(silent)
         self._pending = []
-        self._speech_end = end
+        self._drop_before(self._keep_from(silent))
         return events
 
     # --- decoding ------------------------------------------------------------------------
-    def _decode(self, begin: int, end: int, prompt: str | None) -> list[Word]:
-        """Words of samples [begin, end) of the stream, timed on the stream's clock."""
+    def _decode(self, begin: int, end: int, held: list[Word]) -> list[Word]:
+        """Words of samples [begin, end) of the stream, timed on the stream's clock, prompted
+        with the final text before `held` (the final words whose audio is in [begin, end))."""
         samples = self._audio[begin - self._start : end - self._start]
         self._last_pass = end
         if len(samples) < 2 * HOP_LENGTH:
             return []
-        ctx = self.options.context
-        opts = self.options
-        if prompt:
-            opts = replace(opts, context=replace(ctx, initial_prompt=prompt))
-        if self.language is not None:
-            opts = replace(opts, decode=replace(opts.decode, language=self.language))
-        segments, info = self.model.transcribe(samples, opts)
-        offset = begin / SAMPLE_RATE
-        words = [Word(round(w.start + offset, 3), round(w.end + offset, 3), w.word, w.probability, list(w.tokens))
-                 for seg in segments for w in seg.words or []]
         self.passes += 1
-        if self.language is None and words:
-            self.language = info.language  # decided on the first speech, kept for the stream
-        return words
+        segments = self._decode_window(samples, self._prompt(len(self.final) - len(held)))
+        offset = begin / SAMPLE_RATE
+        return [Word(round(w.start + offset, 3), round(w.end + offset, 3), w.word, w.probability, list(w.tokens))
+                for seg in segments if seg.text.strip() and seg.end > seg.start for w in seg.words or []]
 
-    def _prompt(self, before: float) -> str | None:
-        """The final text that ends before `before` seconds (the last PROMPT_CHARS of it)."""
-        text = "".join(w.word for w in self.final if w.end <= before + 1e-6).strip()
-        return text[-PROMPT_CHARS:] if text else None
+    def _decode_window(self, samples: np.ndarray, prompt: list[int]) -> list[Segment]:
+        """Segments with words of one window (at most 30 s), times from its start. The encoder
+        sees the audio plus `encoder_pad_ms` of silence. Text after the last timestamp ends at
+        the end of the audio: transcribe would decode it again in a window of its own, but a
+        pass's audio ends here, and a window of the last second or so alone, prompted with
+        the text before it, tends to repeat that text."""
+        m, s = self.model, self.stream
+        samples = samples[: N_FRAMES * HOP_LENGTH]
+        frames = len(samples) // HOP_LENGTH
+        n = N_FRAMES
+        if s.encoder_pad_ms:  # whole seconds: a few workspace shapes, reused
+            n = min(N_FRAMES, -(-(frames + s.encoder_pad_ms // 10) // 100) * 100)
+        mel = log_mel_spectrogram(samples, m.model.dims.n_mels, padding=n * HOP_LENGTH - len(samples))[:, :n]
+        features = m.model.encoder(mel)
+        if self.language is None:  # decided on the first speech, kept for the stream
+            probs, _ = m.language_probabilities(features)
+            self.language = max(probs, key=probs.__getitem__)
+        cross = m.model.decoder.new_cache(features)
+        opts = replace(self.options.decode, language=self.language, prompt=tuple(prompt) + self._hotwords)
+        fallback = self.options.fallback
+        result = decode_with_fallback(m._decoder, cross, opts, fallback)
+        if (fallback.no_speech_threshold is not None and result.no_speech_prob > fallback.no_speech_threshold
+                and (fallback.logprob_threshold is None or result.avg_logprob < fallback.logprob_threshold)):
+            return []  # silence: nothing to emit
+        stamp = m.tokenizer.timestamp_begin
+        if result.tokens and result.tokens[-1] < stamp:  # the last segment closes at the end of the audio
+            result = replace(result, tokens=[*result.tokens, stamp + frames // INPUT_STRIDE],
+                             token_logprobs=[*result.token_logprobs, 0.0])
+        segments, _ = m._split(result, 0, 0.0, frames)
+        m._add_words(_Window(segments, cross, mel, frames, 0.0, self.language), opts.task)
+        return segments
 
-    def _fresh(self, words: list[Word]) -> list[Word]:
-        """The words of a pass that are not final already: after the last final word's time,
-        without a repeat of the last final words at their start."""
-        if not self.final:
+    def _prompt(self, upto: int) -> list[int]:
+        """Tokens of the final words before the `upto`-th (at most PROMPT_CHARS of their text),
+        after the options' initial prompt."""
+        words, chars = [], 0
+        for w in reversed(self.final[:upto]):
+            chars += len(w.word)
+            if chars > PROMPT_CHARS:
+                break
+            words.append(w)
+        return [*self._initial, *(t for w in reversed(words) for t in w.tokens)]
+
+    def _held(self, begin: int) -> list[Word]:
+        """The final words whose audio lies after sample `begin` (a pass decodes them again)."""
+        at = begin / SAMPLE_RATE
+        k = len(self.final)
+        while k and self.final[k - 1].end > at + 1e-6:
+            k -= 1
+        return self.final[k:]
+
+    @staticmethod
+    def _after(words: list[Word], held: list[Word]) -> list[Word]:
+        """The words of a pass that follow the final words `held` it decoded again: matched by
+        text (a pass may re-time or re-spell them), by time where the match fails."""
+        if not held:
             return words
-        last_end = self.final[-1].end
-        words = [w for w in words if w.start > last_end - 0.1]
-        if words and abs(words[0].start - last_end) < 1.0:
-            tail = [_norm(w.word) for w in self.final[-MAX_OVERLAP_WORDS:]]
-            for n in range(min(MAX_OVERLAP_WORDS, len(words), len(tail)), 0, -1):
-                if tail[-n:] == [_norm(w.word) for w in words[:n]]:
-                    return words[n:]
-        return words
+        sm = difflib.SequenceMatcher(None, [_norm(w.word) for w in held], [_norm(w.word) for w in words],
+                                     autojunk=False)
+        blocks = [m for m in sm.get_matching_blocks()
+                  if m.size and abs(held[m.a + m.size - 1].end - words[m.b + m.size - 1].end) < 1.0]
+        i, rest = -1, words
+        if blocks:
+            i, j = blocks[-1].a + blocks[-1].size - 1, blocks[-1].b + blocks[-1].size - 1
+            rest = words[j + 1 :]
+        if i < len(held) - 1:  # the last final words were heard differently: skip their time
+            rest = [w for w in rest if (w.start + w.end) / 2 > held[-1].end]
+        return rest
+
+    @staticmethod
+    def _before(words: list[Word], index: int) -> list[Word]:
+        """The leading words that start before sample `index`."""
+        k = 0
+        while k < len(words) and words[k].start < index / SAMPLE_RATE:
+            k += 1
+        return words[:k]
 
     def _commit(self, words: list[Word]) -> list[StreamEvent]:
         """`words` become final: times clamped so that the stream's words never go back."""
@@ -290,12 +366,14 @@ class StreamingTranscriber:
             out.append(w)
         return [StreamEvent("final", tuple(out))] if out else []
 
-    def _agree(self, end: int, final: bool = False) -> list[StreamEvent]:
+    def _agree(self, end: int, final: int | None = None) -> list[StreamEvent]:
         """LocalAgreement-2: decode the buffer; words both this pass and the last one give,
-        from the start of what is not final, become final. `final`: all of this pass's do."""
-        words = self._fresh(self._decode(self._start, end, self._prompt(self._start / SAMPLE_RATE)))
-        if final:
-            agreed = len(words)
+        from the start of what is not final, become final. `final` (a sample index): all of
+        this pass's words that start before it do."""
+        held = self._held(self._start)
+        words = self._after(self._decode(self._start, end, held), held)
+        if final is not None:
+            agreed = len(self._before(words, final))
         else:
             agreed = 0
             for a, b in zip(words, self._pending):
@@ -304,7 +382,7 @@ class StreamingTranscriber:
                 agreed += 1
         events = self._commit(words[:agreed])
         self._pending = words[agreed:]
-        if not final:
+        if final is None:
             events += self._trim()
             events.append(StreamEvent("partial", tuple(self._pending)))
         return events
@@ -315,8 +393,7 @@ class StreamingTranscriber:
         length = (self._clock - self._start) / SAMPLE_RATE
         if length <= self.stream.trim_seconds:
             return []
-        start = self._start / SAMPLE_RATE
-        in_buffer = [w for w in self.final if w.end > start]
+        in_buffer = self._held(self._start)
         cut = next((w.end for w in reversed(in_buffer) if w.word.strip().endswith(SENTENCE_ENDS)), None)
         if cut is None and length > MAX_BUFFER_SECONDS and in_buffer:
             cut = in_buffer[-1].end
@@ -330,29 +407,30 @@ class StreamingTranscriber:
                 cut = self._clock / SAMPLE_RATE - self.stream.min_chunk_ms / 1000
             self._pending = []
         if cut is not None:
-            self._drop_before(int(cut * SAMPLE_RATE))
+            self._drop_before(int(round(cut * SAMPLE_RATE)))
         return events
 
-    def _window_pass(self, end: int, line_ends: bool) -> list[StreamEvent]:
+    def _window_pass(self, end: int, line_ends: bool, final: int | None = None) -> list[StreamEvent]:
         """whisper.cpp stream: decode the last `length_ms` (with the `keep_ms` carried over);
         every `length/step - 1` passes, or at `line_ends`, the line becomes final."""
         s = self.stream
         begin = max(self._start, end - s.length_ms * SAMPLE_RATE // 1000)
         if end - begin < s.keep_ms * SAMPLE_RATE // 1000 + FRAME:
-            return self._close_line() if line_ends else []
-        words = self._fresh(self._decode(begin, end, self._prompt(begin / SAMPLE_RATE)))
+            return self._close_line(final) if line_ends else []
+        held = self._held(begin)
+        words = self._after(self._decode(begin, end, held), held)
         self._passes += 1
         self._pending = words
         lines_every = max(1, s.length_ms // s.step_ms - 1) if s.step_ms else 1
         if line_ends or self._passes >= lines_every:
-            events = self._close_line()
+            events = self._close_line(final)
             self._drop_before(max(end - s.keep_ms * SAMPLE_RATE // 1000, self._start))
             return events
         return [StreamEvent("partial", tuple(words))]
 
-    def _close_line(self) -> list[StreamEvent]:
-        """The window's current line becomes final."""
-        events = self._commit(self._fresh(self._pending))
+    def _close_line(self, final: int | None = None) -> list[StreamEvent]:
+        """The window's current line becomes final (the words that start before `final`)."""
+        events = self._commit(self._pending if final is None else self._before(self._pending, final))
         self._pending, self._passes = [], 0
         return events
 
