@@ -1,4 +1,4 @@
-"""Text generation with a LLaMA-family GGUF model: prompt in one batch, then one token per
+"""Text generation with a LLaMA-family or Gemma 3 GGUF model: prompt in one batch, then one token per
 step, streamed; chat turns rendered with the model's own jinja chat template.
 
 Timings are kept like llama.cpp's llama_print_timings (load, prompt eval, eval, sampling,
@@ -19,7 +19,8 @@ from whisperlite.formats.gguf import read_gguf
 from whisperlite.generation.chat_template import CHATML_TEMPLATE, render_chat
 from whisperlite.generation.sampling import Sampler, SamplingOptions
 from whisperlite.kernels.ggml_order import GgmlArith
-from whisperlite.models.llama import KVCache, Llama
+from whisperlite.models.decoders import Decoder, build_decoder
+from whisperlite.models.llama import KVCache
 from whisperlite.registry.warmup import compile_once, weight_types
 from whisperlite.tokenizer.llama import LlamaTokenizer
 
@@ -85,7 +86,7 @@ class Generator:
                  arith: GgmlArith | None = None) -> None:
         t0 = time.perf_counter()
         gguf = read_gguf(path)
-        self.model = Llama(gguf, ggml_exact=ggml_exact, arith=arith)
+        self.model = build_decoder(gguf, ggml_exact=ggml_exact, arith=arith)
         compile_once(_kernel_key(self.model), lambda: _warm_up(self.model))
         self.tokenizer = LlamaTokenizer(gguf)
         self.path = path
@@ -206,7 +207,7 @@ class Generator:
 WARM_PROMPT = 64  # tokens: enough that every kernel's threaded variant runs, as one token runs the others
 
 
-def _warm_up(model: Llama) -> None:
+def _warm_up(model: Decoder) -> None:
     """A prompt and two more tokens on a scratch cache: the kernels a generation reaches
     (at two threads or more the one-token step runs on one, then on two: models/llama.py)."""
     cache = model.new_cache(WARM_PROMPT + 2)
@@ -215,13 +216,11 @@ def _warm_up(model: Llama) -> None:
     model.forward([0], cache)
 
 
-def _kernel_key(model: Llama) -> str:
-    """What decides which kernels a model compiles: its weight types and arithmetic."""
-    weights = [model.tok_embd, model.output]
-    for layer in model.layers:
-        weights += [layer.wqkv, layer.wo, layer.w_gate_up, layer.w_down]
+def _kernel_key(model: Decoder) -> str:
+    """What decides which kernels a model compiles: its architecture, weight types and arithmetic."""
     a = model.arith
-    return f"llama-{weight_types(weights)}-{'ggml' if model.ggml_exact else 'float'}-{a.lanes}x{a.kv_pad}"
+    return (f"{type(model).__name__.lower()}-{weight_types(model.weights())}-"
+            f"{'ggml' if model.ggml_exact else 'float'}-{a.lanes}x{a.kv_pad}")
 
 
 def load_generator(model: str, n_ctx: int = 4096, ggml_exact: bool = True,

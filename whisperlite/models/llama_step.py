@@ -181,7 +181,7 @@ def step_body(tid, g, pos, x0, cos, sin, k_addrs, v_addrs, n_ctx, w, s):
             if _claim(claim, slot + gh, g):
                 for j in range(hd):
                     kb[0, gh, j] = qkv[0, nq + gh * hd + j]
-                rotate_head(kb, 0, gh, cos, sin, True)
+                rotate_head(kb, 0, gh, cos, sin, True, False)
                 for j in range(hd):
                     kc[gh, pos, j] = round_f16(kb[0, gh, j])
                     vc[gh, j, pos] = round_f16(qkv[0, nq + nkv + gh * hd + j])
@@ -196,8 +196,8 @@ def step_body(tid, g, pos, x0, cos, sin, k_addrs, v_addrs, n_ctx, w, s):
             if _claim(claim, slot + hh, g):
                 for j in range(hd):
                     qb[0, hh, j] = qkv[0, hh * hd + j]
-                rotate_head(qb, 0, hh, cos, sin, True)
-                attend_head(qb, kc, vc, pos, scale, w.kv_pad, w.lanes, att, 0, hh)
+                rotate_head(qb, 0, hh, cos, sin, True, False)
+                attend_head(qb, kc, vc, pos, scale, w.kv_pad, 0, w.lanes, att, 0, hh)
                 _finish(done, slot + hh, g)
         _await(done, slot, n_head, g)
         slot += n_head
