@@ -16,7 +16,7 @@ import numpy as np
 
 from whisperlite.core.errors import ModelNotFoundError, WhisperliteError
 from whisperlite.formats.gguf import read_gguf
-from whisperlite.generation.chat_template import CHATML_TEMPLATE, render_chat
+from whisperlite.generation.chat_template import CHATML_TEMPLATE, FALLBACK_TEMPLATES, render_chat
 from whisperlite.generation.sampling import Sampler, SamplingOptions
 from whisperlite.kernels.ggml_order import GgmlArith
 from whisperlite.models.decoders import Decoder, build_decoder
@@ -89,6 +89,7 @@ class Generator:
         self.model = build_decoder(gguf, ggml_exact=ggml_exact, arith=arith)
         compile_once(_kernel_key(self.model), lambda: _warm_up(self.model))
         self.tokenizer = LlamaTokenizer(gguf)
+        self.architecture = gguf.architecture
         self.path = path
         n_ctx = min(n_ctx, self.model.config.n_ctx_train) if n_ctx > 0 else self.model.config.n_ctx_train
         try:
@@ -116,7 +117,7 @@ class Generator:
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         tok = self.tokenizer
-        template = tok.chat_template or CHATML_TEMPLATE
+        template = tok.chat_template or FALLBACK_TEMPLATES.get(self.architecture, CHATML_TEMPLATE)
         return render_chat(template, messages, True, tok.token_text(tok.bos_id), tok.token_text(tok.eos_id))
 
     def encode_prompt(self, text: str, chat: bool = False) -> list[int]:
