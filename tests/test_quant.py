@@ -195,7 +195,7 @@ def test_every_type_enumeration_agrees_with_the_table():
     dots = {q: t.dot_with for q, t in quant.QUANT_TYPES.items() if t.dot_with is not None}
     assert gemv.I8_KIND == {q: kinds[q] for q in dots}
     assert actquant.ACTIVATION_TYPE == dots
-    assert set(dots.values()) == {QType.Q8_0, QType.Q8_1}
+    assert set(dots.values()) == {QType.Q8_0, QType.Q8_1, QType.Q8_K}
     # the weights the row kernels take are coded as the table says
     assert rowdots.weight_kind(np.zeros((2, 32), np.float32))[0] == quant.KIND_F32
     for q, t in quant.QUANT_TYPES.items():

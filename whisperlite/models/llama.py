@@ -23,7 +23,7 @@ from whisperlite.kernels.attention import attention, round_f16
 from whisperlite.kernels.ggml_order import GgmlArith, native_arith
 from whisperlite.kernels.ops import add_
 from whisperlite.kernels import gemv
-from whisperlite.kernels.actquant import ACTIVATION_TYPE, PARALLEL_MIN, quantize_activations
+from whisperlite.kernels.actquant import PARALLEL_MIN, quantize_activations
 from whisperlite.kernels.quant import dequantize
 from whisperlite.kernels.rope import rope_, rope_cache
 from whisperlite.kernels.worksplit import SplitChooser
@@ -395,7 +395,7 @@ def product(x: np.ndarray, w: Weight, ggml_exact: bool) -> np.ndarray:
     if kind is not None:  # ggml's integer dots, as ggml itself runs them
         out = np.empty((x.shape[0], w.shape[0]), np.float32)
         if x.shape[0] * x.shape[1] < PARALLEL_MIN:  # one call: quantizer and product
-            return gemv.gemv_i8_f32(kind, w.qtype in _Q8_1_WEIGHTS, np.ascontiguousarray(x), w.data, out)
+            return gemv.gemv_i8_f32(kind, np.ascontiguousarray(x), w.data, out)
         xq, xd, xs = quantize_activations(x, w.qtype, np.int8)
         return gemv.gemv_i8(kind, xq, xd, xs, w.data, out)
     kernel = _GGML_GEMV.get(w.qtype)
@@ -419,6 +419,5 @@ def residual_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 # Block weight types -> the shared kernel matmul(ggml_exact=True) dispatches them to; looked
 # up by the raw type number (~120 products a token: the enum conversion alone was ~1 ms).
 _I8_KIND = {int(q): kind for q, kind in gemv.I8_KIND.items()}
-_Q8_1_WEIGHTS = {int(q) for q, a in ACTIVATION_TYPE.items() if a == QType.Q8_1}
 _GGML_GEMV = {int(QType.Q8_0): gemv.gemv_q8_0, int(QType.Q4_0): gemv.gemv_q4_0, int(QType.Q4_1): gemv.gemv_q4_1,
               int(QType.Q5_0): gemv.gemv_q5_0, int(QType.Q5_1): gemv.gemv_q5_1}

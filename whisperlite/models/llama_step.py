@@ -31,7 +31,7 @@ from numba.extending import intrinsic
 
 from whisperlite.kernels.ggml_order import attend_head, rms_norm_serial, round_f16, silu_mul_at
 from whisperlite.kernels.gemv import idot_range
-from whisperlite.kernels.quant import KIND_Q4_1, KIND_Q5_1, QK, quantize_rows_q8_serial
+from whisperlite.kernels.quant import QK, quantize_rows_for
 from whisperlite.kernels.rope import rotate_head
 from whisperlite.kernels.rowdots import address, as_matrix
 from whisperlite.kernels.worksplit import _await, _claim, _finish, slots_length
@@ -116,14 +116,14 @@ def _rows(kind, w, r0, r1, xq, xd, xs, out):
 
 @numba.njit(inline="always", **_SER)
 def _quantize(x, kind, xqf, xdf, xsf):
-    """x (1, k) as ggml quantizes a product's input for weights of `kind` (Q8_1 for the
-    "_1" types, else Q8_0) -> (1, k) int8, (1, k/32) scales and sums: views of the flat
-    scratch."""
+    """x (1, k) as ggml quantizes a product's input for weights of `kind` (Q8_K for the
+    K-quants, Q8_1 for the "_1" types, else Q8_0) -> (1, k) int8, (1, k/32) scales and
+    sums: views of the flat scratch."""
     k = x.shape[1]
     xq = xqf[:k].reshape((1, k))
     xd = xdf[: k // QK].reshape((1, k // QK))
     xs = xsf[: k // QK].reshape((1, k // QK))
-    quantize_rows_q8_serial(x, kind == KIND_Q4_1 or kind == KIND_Q5_1, xq, xd, xs)
+    quantize_rows_for(kind, x, xq, xd, xs)
     return xq, xd, xs
 
 
