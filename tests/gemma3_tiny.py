@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType as QType
 from gguf import GGUFWriter
-from gguf.quants import dequantize, quantize
+
+from llama_tiny import weight_writers
 
 # Gemma's special tokens at Gemma's ids, byte fallback, then a few scored pieces.
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
@@ -71,22 +72,7 @@ def write_tiny_gemma(path: Path, qtype: QType = QType.F32, seed: int = 0, dims: 
     w.add_add_space_prefix(False)
 
     stored: dict[str, np.ndarray] = {}
-
-    def matrix(name: str, rows: int, cols: int, scale: float) -> None:
-        a = (rng.standard_normal((rows, cols)) * scale).astype(np.float32)
-        if qtype == QType.F32:
-            w.add_tensor(name, a)
-            stored[name] = a
-        else:
-            q = quantize(a, qtype)
-            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=qtype)
-            stored[name] = dequantize(q, qtype).reshape(rows, cols)
-
-    def vector(name: str, n: int) -> None:
-        v = (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
-        w.add_tensor(name, v)
-        stored[name] = v
-
+    matrix, vector = weight_writers(w, qtype, rng, stored)
     e, f, q, kv = dims.n_embd, dims.n_ff, dims.n_head * hd, dims.n_head_kv * hd
     matrix("token_embd.weight", len(tokens), e, 0.05)
     for i in range(dims.n_layer):

@@ -24,8 +24,8 @@ from whisperlite.kernels import QTensor, Weight, ggml_order
 from whisperlite.kernels.attention import round_f16
 from whisperlite.kernels.ggml_order import GgmlArith, native_arith
 from whisperlite.kernels.rope import rope_, rope_cache
-from whisperlite.models.llama import (KVCache, MAX_WIDTH, check_shapes, concat_rows, decoder_hparams, embed_rows,
-                                      product, residual_)
+from whisperlite.models.llama import (MAX_WIDTH, DecoderDims, KVCache, check_shapes, concat_rows, decoder_hparams,
+                                      decoder_shapes, embed_rows, product, residual_)
 
 SUPPORTED_ARCHS = ("gemma3",)
 # llama.cpp's constants for this architecture where the file has no key for them: every
@@ -38,19 +38,9 @@ LAYERS_27B = 62
 
 
 @dataclass(frozen=True)
-class Gemma3Config:
+class Gemma3Config(DecoderDims):
     """Hyperparameters, from the GGUF `gemma3.*` keys."""
 
-    n_vocab: int
-    n_ctx_train: int
-    n_embd: int
-    n_ff: int
-    n_layer: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    n_rot: int
-    rms_eps: float
     rope_freq_base: float  # global layers
     rope_freq_base_swa: float  # sliding-window layers
     n_swa: int  # window length in positions
@@ -87,19 +77,9 @@ class Gemma3Config:
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every tensor this configuration reads, in numpy shape: (out, in) matrices."""
-        e, f, hd = self.n_embd, self.n_ff, self.head_dim
-        shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (self.n_vocab, e), "output_norm.weight": (e,)}
-        for i in range(self.n_layer):
-            p = f"blk.{i}."
-            shapes.update({
-                p + "attn_norm.weight": (e,), p + "attn_q.weight": (self.n_head * hd, e),
-                p + "attn_k.weight": (self.n_head_kv * hd, e), p + "attn_v.weight": (self.n_head_kv * hd, e),
-                p + "attn_q_norm.weight": (hd,), p + "attn_k_norm.weight": (hd,),
-                p + "attn_output.weight": (e, self.n_head * hd), p + "post_attention_norm.weight": (e,),
-                p + "ffn_norm.weight": (e,), p + "ffn_gate.weight": (f, e), p + "ffn_up.weight": (f, e),
-                p + "ffn_down.weight": (e, f), p + "post_ffw_norm.weight": (e,),
-            })
-        return shapes
+        e, hd = self.n_embd, self.head_dim
+        return decoder_shapes(self, {"attn_q_norm.weight": (hd,), "attn_k_norm.weight": (hd,),
+                                     "post_attention_norm.weight": (e,), "post_ffw_norm.weight": (e,)})
 
 
 def _swa_layers(g: GGUFModel, key: str, layers: int) -> tuple[bool, ...]:

@@ -41,8 +41,8 @@ MAX_CONTEXT = 1 << 20
 
 
 @dataclass(frozen=True)
-class LlamaConfig:
-    """Hyperparameters, from the GGUF `{arch}.*` keys (gguf-py Keys.LLM / Keys.Attention)."""
+class DecoderDims:
+    """The hyperparameters every decoder here has (`decoder_hparams` reads them)."""
 
     n_vocab: int
     n_ctx_train: int
@@ -53,9 +53,15 @@ class LlamaConfig:
     n_head_kv: int
     head_dim: int
     n_rot: int
+    rms_eps: float
+
+
+@dataclass(frozen=True)
+class LlamaConfig(DecoderDims):
+    """Hyperparameters, from the GGUF `{arch}.*` keys (gguf-py Keys.LLM / Keys.Attention)."""
+
     rope_freq_base: float
     rope_freq_scale: float
-    rms_eps: float
 
     @classmethod
     def from_gguf(cls, g: GGUFModel) -> "LlamaConfig":
@@ -82,17 +88,7 @@ class LlamaConfig:
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every tensor this configuration reads, in numpy shape: (out, in) matrices."""
-        e, f, hd = self.n_embd, self.n_ff, self.head_dim
-        shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (self.n_vocab, e), "output_norm.weight": (e,)}
-        for i in range(self.n_layer):
-            p = f"blk.{i}."
-            shapes.update({
-                p + "attn_norm.weight": (e,), p + "attn_q.weight": (self.n_head * hd, e),
-                p + "attn_k.weight": (self.n_head_kv * hd, e), p + "attn_v.weight": (self.n_head_kv * hd, e),
-                p + "attn_output.weight": (e, self.n_head * hd), p + "ffn_norm.weight": (e,),
-                p + "ffn_gate.weight": (f, e), p + "ffn_up.weight": (f, e), p + "ffn_down.weight": (e, f),
-            })
-        return shapes
+        return decoder_shapes(self, {})
 
 
 def decoder_hparams(g: GGUFModel, arch: str) -> dict[str, int | float]:
@@ -137,6 +133,23 @@ def decoder_hparams(g: GGUFModel, arch: str) -> dict[str, int | float]:
         n_rot=n_rot,
         rms_eps=g.number(f"{arch}.attention.layer_norm_rms_epsilon", lo=0.0, hi=1.0),
     )
+
+
+def decoder_shapes(cfg: DecoderDims, extra: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """The tensors every decoder here reads (a `decoder_hparams` configuration), and per
+    layer `extra` (names after "blk.N."), in numpy shape: (out, in) matrices."""
+    e, f, hd = cfg.n_embd, cfg.n_ff, cfg.head_dim
+    shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (cfg.n_vocab, e), "output_norm.weight": (e,)}
+    for i in range(cfg.n_layer):
+        p = f"blk.{i}."
+        shapes.update({
+            p + "attn_norm.weight": (e,), p + "attn_q.weight": (cfg.n_head * hd, e),
+            p + "attn_k.weight": (cfg.n_head_kv * hd, e), p + "attn_v.weight": (cfg.n_head_kv * hd, e),
+            p + "attn_output.weight": (e, cfg.n_head * hd), p + "ffn_norm.weight": (e,),
+            p + "ffn_gate.weight": (f, e), p + "ffn_up.weight": (f, e), p + "ffn_down.weight": (e, f),
+        })
+        shapes.update({p + name: shape for name, shape in extra.items()})
+    return shapes
 
 
 def check_shapes(g: GGUFModel, shapes: dict[str, tuple[int, ...]], optional: dict[str, tuple[int, ...]]) -> None:
@@ -196,7 +209,7 @@ class KVCache:
     n_past: int = 0
 
     @classmethod
-    def empty(cls, cfg: LlamaConfig, n_ctx: int) -> "KVCache":
+    def empty(cls, cfg: DecoderDims, n_ctx: int) -> "KVCache":
         # K as (head, cell, dim), V transposed as (head, dim, cell), as llama.cpp keeps them:
         # attention reads both contiguously for one query.
         return cls([np.zeros((cfg.n_head_kv, n_ctx, cfg.head_dim), np.float32) for _ in range(cfg.n_layer)],
