@@ -115,10 +115,14 @@ class Generator:
         other.timings = Timings()
         return other
 
+    @property
+    def chat_template(self) -> str:
+        """The file's chat template, or the one for its architecture when it has none."""
+        return self.tokenizer.chat_template or FALLBACK_TEMPLATES.get(self.architecture, CHATML_TEMPLATE)
+
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         tok = self.tokenizer
-        template = tok.chat_template or FALLBACK_TEMPLATES.get(self.architecture, CHATML_TEMPLATE)
-        return render_chat(template, messages, True, tok.token_text(tok.bos_id), tok.token_text(tok.eos_id))
+        return render_chat(self.chat_template, messages, True, tok.token_text(tok.bos_id), tok.token_text(tok.eos_id))
 
     def encode_prompt(self, text: str, chat: bool = False) -> list[int]:
         """Prompt ids; a rendered chat prompt already spells its BOS when the template has one."""
