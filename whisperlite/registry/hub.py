@@ -47,7 +47,7 @@ class ModelFile:
 @dataclass(frozen=True)
 class HubModel:
     name: str
-    kind: str  # "llama" (a GGUF file, for `generate`) or "whisper" (a CTranslate2 directory)
+    kind: str  # "llama" or "gemma3" (a GGUF file of that architecture, for `generate`) or "whisper" (CTranslate2)
     description: str
     size_mb: int  # on disk once pulled, as `models list` shows it before the download
     files: tuple[ModelFile, ...]
@@ -79,7 +79,7 @@ MODELS: dict[str, HubModel] = {
         ),
         HubModel(
             name="gemma3-270m",
-            kind="llama",
+            kind="gemma3",
             description="Gemma 3 270M instruct, GGUF Q4_K_M, Gemma terms of use",
             size_mb=253,
             files=(ModelFile(
