@@ -47,7 +47,7 @@ from whisperlite.kernels.llvm_ir import (
     hsum, load_v32b, prefetch_row, sign_split, splat, vec)
 from whisperlite.kernels.kquant import idot_q4_k, idot_q5_k, idot_q6_k
 from whisperlite.kernels.quant import (
-    KIND, KIND_Q4_0, KIND_Q4_1, KIND_Q4_K, KIND_Q5_0, KIND_Q5_1, KIND_Q5_K, KIND_Q6_K, KIND_Q8_0, QK, QUANT_TYPES,
+    KIND, KIND_Q4_0, KIND_Q4_1, KIND_Q4_K, KIND_Q5_0, KIND_Q5_1, KIND_Q5_K, KIND_Q8_0, QK, QUANT_TYPES,
     quantize_rows_for)
 
 # The block types with ggml's integer dots -> their codes (quant.KIND), which `gemv_i8`

@@ -32,7 +32,7 @@ class QuantTraits:
     fields: tuple[tuple[str, int], ...]
     zero: int = 0  # the "_0" types store w = d * (q - zero)
     dot_with: QType | None = None  # the activation type of ggml's integer dots (its vec_dot_type)
-    kernels: bool = True  # the fused row kernels (gemv, the decoder step) take it
+    kernels: bool = True  # the fused row kernels take it (gemv; rowdots, the decoder step, all but K-quants)
 
     @property
     def size(self) -> int:
