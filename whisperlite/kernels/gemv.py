@@ -494,8 +494,9 @@ _gemv_i8_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_i8_body)
 
 
 def gemv_i8(kind: int, xq: np.ndarray, xd: np.ndarray, xs: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """ggml-mode product on int8 activations (AVX2 only: see HAS_AVX2); the serial build
-    below PARALLEL_MIN_BYTES of weights per call, else parallel."""
+    """ggml-mode product on int8 activations (the 32-weight types need AVX2: see HAS_AVX2;
+    the K-quants run on any CPU); the serial build below PARALLEL_MIN_BYTES of weights per
+    call, else parallel."""
     (_gemv_i8_par if w.size * xq.shape[0] >= PARALLEL_MIN_BYTES else _gemv_i8_seq)(kind, xq, xd, xs, w, out)
     return out
 

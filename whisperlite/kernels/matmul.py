@@ -94,8 +94,8 @@ def _tiled(x: np.ndarray, w: QTensor) -> np.ndarray:
 def matmul(x: np.ndarray, w: Weight, *, ggml_exact: bool = False) -> np.ndarray:
     """x (n, k) float32 @ W (d, k).T -> (n, d) float32 (x (k,) -> (d,)).
 
-    ggml_exact: compute as ggml's CPU backend does (activations quantized to Q8_0/Q8_1 for
-    block weights, rounded to float16 for F16 weights), to reproduce llama.cpp outputs.
+    ggml_exact: compute as ggml's CPU backend does (activations quantized to Q8_0/Q8_1/Q8_K
+    for block weights, rounded to float16 for F16 weights), to reproduce llama.cpp outputs.
     """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 1:
