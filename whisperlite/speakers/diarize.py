@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from whisperlite.core.profiling import Profile
 from whisperlite.models.speaker_encoder import HOP, PARTIAL_FRAMES, SAMPLE_RATE, SpeakerEncoder, mel_frames, normalize_volume
 from whisperlite.transcription.results import Segment, Word
 
@@ -39,8 +40,9 @@ def speaker_name(index: int) -> str:
 class Embedder:
     """Partial embeddings of a sample stream fed in order (`feed`, then `finish`)."""
 
-    def __init__(self, encoder: SpeakerEncoder):
+    def __init__(self, encoder: SpeakerEncoder, profile: Profile | None = None):
         self.encoder = encoder
+        self.profile = profile if profile is not None else Profile()
         self._buf: list[np.ndarray] = []
         self._have = 0
         self._origin = 0  # stream sample of the buffer's first sample
@@ -73,9 +75,10 @@ class Embedder:
                 starts.append(tail)
         if starts:
             padded = np.pad(audio, (0, max(0, starts[-1] + PARTIAL_SAMPLES - len(audio))))
-            mel = mel_frames(normalize_volume(padded))
-            mels = np.stack([mel[s // HOP : s // HOP + PARTIAL_FRAMES] for s in starts])
-            self.embeddings.extend(self.encoder(mels))
+            with self.profile.stage("speakers", len(starts), "partials"):
+                mel = mel_frames(normalize_volume(padded))
+                mels = np.stack([mel[s // HOP : s // HOP + PARTIAL_FRAMES] for s in starts])
+                self.embeddings.extend(self.encoder(mels))
             self.spans.extend((self._origin + s, self._origin + min(s + PARTIAL_SAMPLES, len(audio))) for s in starts)
         keep = starts[-1] + step if starts else 0
         if final:
