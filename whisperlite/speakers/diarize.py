@@ -4,8 +4,7 @@
 in order, and embeds partials of 1.6 s every 0.8 s in blocks, so memory holds one block of
 audio and 1 KB per partial whatever the input's length. `label` then clusters the partials
 that lie on the transcript's words (average-linkage agglomerative clustering on cosine
-distance: the number of speakers is where the merge distance passes a threshold, or is
-given), gives each word the speaker nearest to the partials around it, joins turns shorter
+distance: the number of speakers is where the merge distance jumps most, or is given), gives each word the speaker nearest to the partials around it, joins turns shorter
 than a word or two into their neighbours, and splits segments where the speaker changes,
 always between two words.
 """
@@ -24,9 +23,13 @@ PARTIAL_SAMPLES = PARTIAL_FRAMES * HOP  # 1.6 s
 STEP_FRAMES = PARTIAL_FRAMES // 2  # a partial every 0.8 s: each word is inside two
 BLOCK_SAMPLES = 30 * SAMPLE_RATE  # audio embedded at once: ~37 partials in one batch
 MIN_PARTIAL_SAMPLES = PARTIAL_SAMPLES * 3 // 4  # a shorter tail is padded with silence (resemblyzer's min_coverage)
-# Average-linkage cosine distance at which two clusters are different voices. Same-voice
-# partials of this encoder sit at about 0.1–0.3 from each other, different voices at 0.4 or more.
-MERGE_DISTANCE = 0.35
+# Average-linkage cosine distances of this encoder's partials: one voice's merge at up to
+# about 0.3 (0.43 for a speaker recorded in two settings), different voices' from about 0.4
+# (synthetic voices of one engine) to 0.65. The speakers are counted at the largest relative
+# jump between consecutive merge distances, among the merges at least this far apart.
+MIN_SPLIT_DISTANCE = 0.38
+MAX_SPEAKERS = 32
+MIN_CLUSTER = 3  # partials (2.4 s of speech) a speaker needs
 MIN_TURN_SECONDS = 1.0  # a shorter run of words is absorbed by its neighbours unless the voice is clear
 MAX_POINTS = 1500  # partials clustered directly; the rest are assigned to the clusters' centroids
 PREFIX = "SPEAKER_"
@@ -89,27 +92,50 @@ class Embedder:
 
 
 def cluster(embeddings: np.ndarray, speakers: int | None = None) -> np.ndarray:
-    """Cluster labels (n,) 0 … k-1 of unit embeddings (n, d): k = `speakers`, or found by the
-    merge distance. Beyond MAX_POINTS partials an even subsample is clustered and the rest
+    """Cluster labels (n,) 0 … k-1 of unit embeddings (n, d): k = `speakers`, or counted from
+    the jumps in merge distances (`count_speakers`). Clusters of fewer than MIN_CLUSTER
+    partials (one straddling two voices, a cough) are no speaker: their partials join the
+    nearest cluster. Beyond MAX_POINTS partials an even subsample is clustered and the rest
     take the nearest centroid, so memory stays bounded on long inputs."""
     from scipy.cluster.hierarchy import fcluster, linkage
 
     n = len(embeddings)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    if n == 1 or speakers == 1:
+    if n < 2 or speakers == 1:
         return np.zeros(n, np.int64)
-    pick = np.linspace(0, n - 1, min(n, MAX_POINTS)).round().astype(np.int64)
-    pick = np.unique(pick)
-    tree = linkage(embeddings[pick].astype(np.float64), method="average", metric="cosine")
-    if speakers is not None:
-        sub = fcluster(tree, t=min(speakers, len(pick)), criterion="maxclust")
-    else:
-        sub = fcluster(tree, t=MERGE_DISTANCE, criterion="distance")
-    sub = sub - 1
-    centroids = np.stack([embeddings[pick][sub == k].mean(axis=0) for k in range(sub.max() + 1)])
+    pick = np.unique(np.linspace(0, n - 1, min(n, MAX_POINTS)).round().astype(np.int64))
+    points = embeddings[pick].astype(np.float64)
+    tree = linkage(points, method="average", metric="cosine")
+    if speakers is None:
+        cut = cut_distance(tree)
+        sub = fcluster(tree, t=cut, criterion="distance") if cut is not None else np.ones(len(pick), np.int64)
+    else:  # the first cut with that many clusters of MIN_CLUSTER partials (or as many as there are)
+        for k in range(speakers, len(pick) + 1):
+            sub = fcluster(tree, t=k, criterion="maxclust")
+            if (np.bincount(sub) >= MIN_CLUSTER).sum() >= speakers:
+                break
+    sizes = np.bincount(sub)
+    big = [k for k in range(1, len(sizes)) if sizes[k] >= MIN_CLUSTER] or [int(np.argmax(sizes))]
+    centroids = np.stack([points[sub == k].mean(axis=0) for k in big])
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    return np.argmax(embeddings @ centroids.T, axis=1)
+    return np.argmax(embeddings @ centroids.T.astype(np.float32), axis=1)
+
+
+def cut_distance(tree: np.ndarray) -> float | None:
+    """Where to cut a linkage tree into speakers: between the two consecutive merges (of
+    clusters of MIN_CLUSTER partials or more) whose distances differ by the largest factor,
+    among merges at MIN_SPLIT_DISTANCE or more; None: one speaker."""
+    n = len(tree) + 1
+    size = lambda i: 1 if i < n else int(tree[int(i) - n, 3])  # noqa: E731
+    heights = [h for a, b, h, _ in tree if min(size(a), size(b)) >= MIN_CLUSTER]
+    best, best_ratio = None, 0.0
+    for j in range(max(1, len(heights) - MAX_SPEAKERS), len(heights)):
+        if heights[j] >= MIN_SPLIT_DISTANCE:
+            ratio = heights[j] / max(heights[j - 1], 1e-6)
+            if ratio > best_ratio:
+                best, best_ratio = (heights[j - 1] + heights[j]) / 2, ratio
+    if best is None and heights and heights[0] >= MIN_SPLIT_DISTANCE:
+        best = heights[0] / 2  # even the first merge of two real clusters joins two voices
+    return best
 
 
 def _units(segments: list[Segment]) -> list[tuple[int, int, float, float]]:
