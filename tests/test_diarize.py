@@ -211,3 +211,59 @@ def test_cli_diarization_error_rate(name, tmp_path):
     assert all(w["speaker"] == s["speaker"] for s in doc["segments"] for w in s["words"])
     srt = (tmp_path / "talk.srt").read_text()
     assert "[SPEAKER_1] " in srt and "<v Speaker 1>" in (tmp_path / "talk.vtt").read_text()
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    audio, turns = der.two_speakers()
+    path = tmp_path_factory.mktemp("two") / "two.wav"
+    der.write_wav(path, audio)
+    return path, turns
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_server_diarize_field(tiny_model, two):
+    import asyncio
+
+    import httpx
+
+    from whisperlite.server.app import create_app
+    from whisperlite.server.config import ServerConfig
+
+    app = create_app(ServerConfig(), load=False)
+    app.state.wl.whisper, app.state.wl.ready = tiny_model, True
+    path, turns = two
+
+    async def post(url, fields):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://wl", timeout=600) as c:
+            with open(path, "rb") as f:
+                return await c.post(url, files={"file": ("two.wav", f, "audio/wav")}, data=fields)
+
+    try:
+        r = asyncio.run(post("/v1/audio/transcriptions", {"model": "whisper-1", "response_format": "verbose_json",
+                                                          "diarize": "true", "timestamp_granularities[]": "word"}))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert der.der(turns, der.turns_of_segments(body["segments"])).der <= 0.15
+        assert {w["speaker"] for w in body["words"]} == {"SPEAKER_1", "SPEAKER_2"}
+        r = asyncio.run(post("/inference", {"response_format": "verbose_json", "diarize": "true", "speakers": "2"}))
+        assert r.status_code == 200, r.text
+        assert {s["speaker"] for s in r.json()["segments"]} == {"SPEAKER_1", "SPEAKER_2"}
+        r = asyncio.run(post("/inference", {"response_format": "json"}))
+        assert "SPEAKER" not in r.text
+    finally:
+        app.state.wl.engine.close()
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_batch_fills_the_speaker_column(two, tmp_path):
+    path, _ = two
+    r = run_cli("batch", str(path), "-o", str(tmp_path / "out"), "--diarize", "-otxt", "-t", "2")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "two.txt").read_text().startswith("[SPEAKER_1] ")
+    r = run_cli("search", str(tmp_path / "out"), "country", "--speaker", "SPEAKER_1", "--json")
+    assert r.returncode == 0, r.stderr
+    hits = [json.loads(line) for line in r.stdout.splitlines()]
+    assert hits and all(h["speaker"] == "SPEAKER_1" for h in hits)

@@ -53,11 +53,18 @@ class Embedder:
         self.embeddings: list[np.ndarray] = []
 
     def tap(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """`chunks` passed through, each fed to the embedder on the way."""
-        for chunk in chunks:
-            self.feed(chunk)
-            yield chunk
-        self._flush(final=True)
+        """`chunks` passed through, each fed to the embedder on the way; closing this closes
+        `chunks` (a consumer that stops early stops ffmpeg too)."""
+        it = iter(chunks)
+        try:
+            for chunk in it:
+                self.feed(chunk)
+                yield chunk
+            self._flush(final=True)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
 
     def feed(self, samples: np.ndarray) -> None:
         if len(samples):
