@@ -54,7 +54,8 @@ def main() -> None:
                             "--minutes", str(minutes), "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
             recs.append((minutes, out.with_suffix(".wav")))
         # The resemblyzer model pulled and every kernel compiled before anything is timed.
-        run([str(recs[0][1]), "--diarize", "-t", str(args.threads), "-osrt", "-q", "-o", str(work / "warm")], work)
+        run(["transcribe", str(recs[0][1]), "--diarize", "-t", str(args.threads), "-osrt", "-q",
+             "-o", str(work / "warm")], work)
         print(f"whisperlite transcribe (defaults: beam 5, VAD, word-timed SRT), -t {args.threads}; "
               f"{os.cpu_count()} CPUs; runs interleaved, best of {args.repeat}")
         results: dict[tuple[float, bool], list[tuple[float, float]]] = {}
@@ -63,7 +64,8 @@ def main() -> None:
                 for diarize in (False, True):
                     flags = ["--diarize"] if diarize else []
                     results.setdefault((minutes, diarize), []).append(
-                        run([str(wav), *flags, "-t", str(args.threads), "-osrt", "-q", "-o", str(work / "out")], work))
+                        run(["transcribe", str(wav), *flags, "-t", str(args.threads), "-osrt", "-q",
+                             "-o", str(work / "out")], work))
         for minutes, _ in recs:
             plain = min(w for w, _ in results[(minutes, False)])
             diar = min(w for w, _ in results[(minutes, True)])
