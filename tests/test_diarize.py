@@ -56,7 +56,7 @@ def test_cluster_counts_speakers(k):
 
 def test_cluster_with_a_stray_partial_and_a_given_count():
     rng = np.random.default_rng(7)
-    x, truth = _voices(rng, 3, 10)
+    x, _ = _voices(rng, 3, 10)
     stray = (x[0] + x[10]) / np.linalg.norm(x[0] + x[10])  # half one voice, half another
     x = np.vstack([x, stray])
     assert len(set(diarize.cluster(x))) == 3

@@ -48,13 +48,13 @@ def fake_torch(monkeypatch):
 
 
 class _Pickler(pickle.Pickler):
-    def __init__(self, fh, storage_cls, numel: bool):
+    def __init__(self, fh, storage_cls):
         super().__init__(fh, protocol=2)
-        self.storage_cls, self.numel = storage_cls, numel
+        self.storage_cls = storage_cls
 
     def persistent_id(self, obj):
         if isinstance(obj, _Storage):
-            return ("storage", self.storage_cls, obj.key, "cpu", len(obj.data) if self.numel else len(obj.data))
+            return ("storage", self.storage_cls, obj.key, "cpu", len(obj.data))
         return None
 
 
@@ -76,7 +76,7 @@ def write_legacy(path, storage_cls, state=None, storages=None):
     buf = io.BytesIO()
     for header in (torch_pt.LEGACY_MAGIC, torch_pt.LEGACY_PROTOCOL, {"little_endian": True}):
         pickle.dump(header, buf, protocol=2)
-    _Pickler(buf, storage_cls, True).dump(state if state is not None else _state(storages))
+    _Pickler(buf, storage_cls).dump(state if state is not None else _state(storages))
     pickle.dump([s.key for s in storages], buf, protocol=2)
     for s in storages:
         buf.write(np.int64(len(s.data)).tobytes() + s.data.tobytes())
@@ -87,7 +87,7 @@ def write_legacy(path, storage_cls, state=None, storages=None):
 def write_zip(path, storage_cls):
     storages = _storages()
     buf = io.BytesIO()
-    _Pickler(buf, storage_cls, True).dump(_state(storages))
+    _Pickler(buf, storage_cls).dump(_state(storages))
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("archive/data.pkl", buf.getvalue())
         for s in storages:

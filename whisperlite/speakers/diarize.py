@@ -4,8 +4,9 @@
 in order, and embeds partials of 1.6 s every 0.8 s in blocks, so memory holds one block of
 audio and 1 KB per partial whatever the input's length. `label` then clusters the partials
 that lie on the transcript's words (average-linkage agglomerative clustering on cosine
-distance: the number of speakers is where the merge distance jumps most, or is given), gives each word the speaker nearest to the partials around it, joins turns shorter
-than a word or two into their neighbours, and splits segments where the speaker changes,
+distance: the number of speakers is where the merge distance jumps most, or is given),
+gives each word the speaker nearest to the partials around it, folds turns shorter than
+MIN_TURN_SECONDS into their neighbours, and splits segments where the speaker changes,
 always between two words.
 """
 from __future__ import annotations
@@ -16,21 +17,29 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from whisperlite.core.profiling import Profile
-from whisperlite.models.speaker_encoder import HOP, PARTIAL_FRAMES, SAMPLE_RATE, SpeakerEncoder, mel_frames, normalize_volume
-from whisperlite.transcription.results import Segment, Word
+from whisperlite.models.speaker_encoder import (
+    HOP,
+    PARTIAL_FRAMES,
+    SAMPLE_RATE,
+    SpeakerEncoder,
+    mel_frames,
+    normalize_volume,
+)
+from whisperlite.transcription.results import Segment
 
 PARTIAL_SAMPLES = PARTIAL_FRAMES * HOP  # 1.6 s
 STEP_FRAMES = PARTIAL_FRAMES // 2  # a partial every 0.8 s: each word is inside two
 BLOCK_SAMPLES = 30 * SAMPLE_RATE  # audio embedded at once: ~37 partials in one batch
 MIN_PARTIAL_SAMPLES = PARTIAL_SAMPLES * 3 // 4  # a shorter tail is padded with silence (resemblyzer's min_coverage)
-# Average-linkage cosine distances of this encoder's partials: one voice's merge at up to
-# about 0.3 (0.43 for a speaker recorded in two settings), different voices' from about 0.4
-# (synthetic voices of one engine) to 0.65. The speakers are counted at the largest relative
-# jump between consecutive merge distances, among the merges at least this far apart.
+# With this encoder, one voice's partials merge at small cosine distances, a little larger
+# for a speaker recorded in two settings; different voices (synthetic voices of one engine
+# included) merge farther apart than this. No fixed distance separates every pair of voices,
+# so the speakers are counted at the largest relative jump between consecutive merge
+# distances, among the merges at least this far apart.
 MIN_SPLIT_DISTANCE = 0.38
 MAX_SPEAKERS = 32
 MIN_CLUSTER = 3  # partials (2.4 s of speech) a speaker needs
-MIN_TURN_SECONDS = 1.0  # a shorter run of words is absorbed by its neighbours unless the voice is clear
+MIN_TURN_SECONDS = 1.0  # a shorter run of words takes a neighbour's speaker: partials are 1.6 s
 MAX_POINTS = 1500  # partials clustered directly; the rest are assigned to the clusters' centroids
 PREFIX = "SPEAKER_"
 
@@ -41,7 +50,8 @@ def speaker_name(index: int) -> str:
 
 
 class Embedder:
-    """Partial embeddings of a sample stream fed in order (`feed`, then `finish`)."""
+    """Partial embeddings of a sample stream fed in order (`feed` each piece, then `finish`;
+    or `tap` the stream)."""
 
     def __init__(self, encoder: SpeakerEncoder, profile: Profile | None = None):
         self.encoder = encoder
@@ -60,7 +70,7 @@ class Embedder:
             for chunk in it:
                 self.feed(chunk)
                 yield chunk
-            self._flush(final=True)
+            self.finish()
         finally:
             close = getattr(it, "close", None)
             if close is not None:
@@ -72,6 +82,10 @@ class Embedder:
             self._have += len(samples)
         if self._have >= BLOCK_SAMPLES:
             self._flush(final=False)
+
+    def finish(self) -> None:
+        """Embed what is left, the last partial padded with silence if it is long enough."""
+        self._flush(final=True)
 
     def _flush(self, final: bool) -> None:
         if not self._have:
@@ -100,7 +114,7 @@ class Embedder:
 
 def cluster(embeddings: np.ndarray, speakers: int | None = None) -> np.ndarray:
     """Cluster labels (n,) 0 … k-1 of unit embeddings (n, d): k = `speakers`, or counted from
-    the jumps in merge distances (`count_speakers`). Clusters of fewer than MIN_CLUSTER
+    the jumps in merge distances (`cut_distance`). Clusters of fewer than MIN_CLUSTER
     partials (one straddling two voices, a cough) are no speaker: their partials join the
     nearest cluster. Beyond MAX_POINTS partials an even subsample is clustered and the rest
     take the nearest centroid, so memory stays bounded on long inputs."""
@@ -132,7 +146,7 @@ def cut_distance(tree: np.ndarray) -> float | None:
     clusters of MIN_CLUSTER partials or more) whose distances differ by the largest factor,
     among merges at MIN_SPLIT_DISTANCE or more; None: one speaker."""
     n = len(tree) + 1
-    size = lambda i: 1 if i < n else int(tree[int(i) - n, 3])  # noqa: E731
+    size = lambda i: 1 if i < n else int(tree[int(i) - n, 3])
     heights = [h for a, b, h, _ in tree if min(size(a), size(b)) >= MIN_CLUSTER]
     best, best_ratio = None, 0.0
     for j in range(max(1, len(heights) - MAX_SPEAKERS), len(heights)):
