@@ -83,6 +83,17 @@ class Embedder:
         if self._have >= BLOCK_SAMPLES:
             self._flush(final=False)
 
+    def partials(self, to_input: Callable[[float, bool], float]) -> tuple[np.ndarray, np.ndarray]:
+        """(spans (n, 2) in seconds of the input, embeddings (n, d)) of the partials so far.
+        `to_input(seconds, is_end)` maps the stream's clock to the input's. Safe while the
+        audio thread still feeds (a transcription of clips may stop before the stream ends):
+        a partial's span is added after its embedding."""
+        n = len(self.spans)
+        spans = np.array([(to_input(a / SAMPLE_RATE, False), to_input(b / SAMPLE_RATE, True))
+                          for a, b in self.spans[:n]], np.float64).reshape(-1, 2)
+        embeddings = np.asarray(self.embeddings[:n], np.float32).reshape(n, self.encoder.dims.n_embed)
+        return spans, embeddings
+
     def finish(self) -> None:
         """Embed what is left, the last partial padded with silence if it is long enough."""
         self._flush(final=True)
@@ -95,7 +106,8 @@ class Embedder:
         starts = list(range(0, max(len(audio) - PARTIAL_SAMPLES, -1) + 1, step))
         if final:
             tail = starts[-1] + step if starts else 0
-            if len(audio) - tail >= MIN_PARTIAL_SAMPLES or not starts and len(audio) >= MIN_PARTIAL_SAMPLES // 2:
+            whole_stream_short = not starts and self._origin == 0 and len(audio) >= MIN_PARTIAL_SAMPLES // 2
+            if len(audio) - tail >= MIN_PARTIAL_SAMPLES or whole_stream_short:
                 starts.append(tail)
         if starts:
             padded = np.pad(audio, (0, max(0, starts[-1] + PARTIAL_SAMPLES - len(audio))))
@@ -293,9 +305,3 @@ def _on_speech(spans: np.ndarray, units: list[tuple[int, int, float, float]]) ->
     for k, (a, b) in enumerate(spans):
         covered[k] = np.clip(np.minimum(ends, b) - np.maximum(starts, a), 0, None).sum()
     return covered >= 0.5 * (spans[:, 1] - spans[:, 0])
-
-
-def input_spans(embedder: Embedder, to_input: Callable[[float, bool], float]) -> np.ndarray:
-    """The embedder's partial spans (stream samples) as seconds of the input."""
-    return np.array([(to_input(a / SAMPLE_RATE, False), to_input(b / SAMPLE_RATE, True)) for a, b in embedder.spans],
-                    np.float64).reshape(-1, 2)

@@ -40,7 +40,7 @@ from whisperlite.kernels.threads import one_thread_here
 from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.models.speaker_encoder import SpeakerEncoder
 from whisperlite.registry.loader import load_speaker_encoder, load_whisper
-from whisperlite.speakers.diarize import Embedder, input_spans, label
+from whisperlite.speakers.diarize import Embedder, label
 from whisperlite.transcription import logits as logit_rules
 from whisperlite.transcription import timing
 from whisperlite.transcription.decoding import (
@@ -262,10 +262,10 @@ class WhisperModel:
                 seconds = speech.time_map.to_input(seconds, is_end=is_end)
             return seconds + opts.clip.offset
 
-        with profile.stage("speakers/cluster", len(embedder.spans), "partials"):
-            spans = input_spans(embedder, to_input)
-            embeddings = np.asarray(embedder.embeddings, np.float32).reshape(-1, embedder.encoder.dims.n_embed)
-            yield from label(done, spans, embeddings, opts.speakers)
+        spans, embeddings = embedder.partials(to_input)
+        with profile.stage("speakers/cluster", len(spans), "partials"):
+            labelled = label(done, spans, embeddings, opts.speakers)
+        yield from labelled
 
     def _check_language(self, opts: TranscribeOptions) -> str | None:
         """The language to decode in, or None to detect it."""
