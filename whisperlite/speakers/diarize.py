@@ -77,11 +77,15 @@ class Embedder:
                 close()
 
     def feed(self, samples: np.ndarray) -> None:
-        if len(samples):
-            self._buf.append(samples)
-            self._have += len(samples)
-        if self._have >= BLOCK_SAMPLES:
-            self._flush(final=False)
+        # a long stretch of speech arrives as one piece: embedded a block at a time, so the
+        # LSTM's batch (and its gate buffers) never outgrows one block
+        while len(samples):
+            take = min(len(samples), BLOCK_SAMPLES - self._have)
+            self._buf.append(samples[:take])
+            self._have += take
+            samples = samples[take:]
+            if self._have >= BLOCK_SAMPLES:
+                self._flush(final=False)
 
     def partials(self, to_input: Callable[[float, bool], float]) -> tuple[np.ndarray, np.ndarray]:
         """(spans (n, 2) in seconds of the input, embeddings (n, d)) of the partials so far.
