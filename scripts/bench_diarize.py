@@ -4,8 +4,9 @@
 Two varied recordings (scripts/make_recording.py: many sentences, fixtures and espeak-ng
 voices, pauses) of a short and a long length are transcribed by the real CLI, with and
 without --diarize, at the same thread count, runs interleaved so that load from other
-processes falls on both alike. Prints the wall-time ratio on the long recording and each
-run's peak resident memory (ru_maxrss of that child, from wait4).
+processes falls on both alike. Prints the wall-time and CPU-time ratios and each run's peak
+resident memory (rusage of that child, from wait4): on a shared machine the CPU ratio is
+the steadier one.
 
     python scripts/bench_diarize.py --minutes 2 8 --threads 2 --repeat 2
 """
@@ -22,8 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(args: list[str], cwd: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of one CLI run."""
+def run(args: list[str], cwd: Path) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS MB, CPU seconds) of one CLI run."""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "whisperlite", *args], cwd=cwd, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -33,7 +34,7 @@ def run(args: list[str], cwd: Path) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         sys.exit(f"whisperlite {' '.join(args)} failed: {err.strip().splitlines()[-1:]}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -58,7 +59,7 @@ def main() -> None:
              "-o", str(work / "warm")], work)
         print(f"whisperlite transcribe (defaults: beam 5, VAD, word-timed SRT), -t {args.threads}; "
               f"{os.cpu_count()} CPUs; runs interleaved, best of {args.repeat}")
-        results: dict[tuple[float, bool], list[tuple[float, float]]] = {}
+        results: dict[tuple[float, bool], list[tuple[float, float, float]]] = {}
         for _ in range(args.repeat):
             for minutes, wav in recs:
                 for diarize in (False, True):
@@ -67,14 +68,15 @@ def main() -> None:
                         run(["transcribe", str(wav), *flags, "-t", str(args.threads), "-osrt", "-q",
                              "-o", str(work / "out")], work))
         for minutes, _ in recs:
-            plain = min(w for w, _ in results[(minutes, False)])
-            diar = min(w for w, _ in results[(minutes, True)])
-            rss_plain = max(m for _, m in results[(minutes, False)])
-            rss_diar = max(m for _, m in results[(minutes, True)])
-            print(f"{minutes:g} min: default {plain:.1f} s ({60 * minutes / plain:.0f}x real time), --diarize "
-                  f"{diar:.1f} s: x{diar / plain:.3f} wall; peak RSS {rss_plain:.0f} MB -> {rss_diar:.0f} MB")
+            plain, diar = results[(minutes, False)], results[(minutes, True)]
+            wall_p, wall_d = min(r[0] for r in plain), min(r[0] for r in diar)
+            cpu_p, cpu_d = min(r[2] for r in plain), min(r[2] for r in diar)
+            rss_p, rss_d = max(r[1] for r in plain), max(r[1] for r in diar)
+            print(f"{minutes:g} min: default {wall_p:.1f} s wall, {cpu_p:.1f} s CPU ({60 * minutes / wall_p:.0f}x real "
+                  f"time); --diarize {wall_d:.1f} s wall (x{wall_d / wall_p:.3f}), {cpu_d:.1f} s CPU "
+                  f"(x{cpu_d / cpu_p:.3f}); peak RSS {rss_p:.0f} MB -> {rss_d:.0f} MB")
         short, long_ = args.minutes
-        growth = max(m for _, m in results[(long_, True)]) / max(m for _, m in results[(short, True)])
+        growth = max(r[1] for r in results[(long_, True)]) / max(r[1] for r in results[(short, True)])
         print(f"--diarize peak RSS {long_:g} min / {short:g} min: x{growth:.3f}")
 
 
