@@ -227,8 +227,7 @@ def reference_json(turns: list[Turn]) -> str:
 
 
 def one_speaker() -> tuple[np.ndarray, list[Turn]]:
-    """An SPPAS speaker and Kennedy's speech cut in turns, each alone in its recording: no
-    second speaker may be invented (two recordings in one for the test: the speaker of each)."""
+    """One SPPAS speaker in two turns: no second speaker may be invented."""
     s1, s2 = halves(load("sppas-eng-ENG_M15_ENG_T02.flac"))
     return concatenate([(s1, "sppas"), (s2, "sppas")], gap=1.5, seed=3)
 
