@@ -241,5 +241,14 @@ def fresh() -> tuple[np.ndarray, list[Turn]]:
                        seed=4)
 
 
+def fresh_english() -> tuple[np.ndarray, list[Turn]]:
+    """Also made after the rule was fixed, in English so that tiny.en gives words: the
+    hotwords.mp3 speaker and two espeak-ng voices used nowhere else."""
+    k1, k2 = speak(SENTENCES[0], "en-us+klatt"), speak(SENTENCES[3], "en-us+klatt")
+    f1, f2 = speak(SENTENCES[1], "en+f2"), speak(SENTENCES[4], "en+f2")
+    return concatenate([(k1, "klatt"), (f1, "f2"), (load("hotwords.mp3"), "hotwords"), (k2, "klatt"), (f2, "f2")],
+                       seed=5)
+
+
 RECORDINGS = {"one": one_speaker, "two": two_speakers, "three": three_speakers, "espeak": espeak_three,
-              "held_out": held_out, "fresh": fresh}
+              "held_out": held_out, "fresh": fresh, "fresh_english": fresh_english}
