@@ -425,7 +425,7 @@ _idot_q5_0, _idot_q5_1 = _idot[KIND_Q5_0], _idot[KIND_Q5_1]
 
 
 PREFETCH_ROWS = 8  # rows ahead that one-row loops ask the cache for (llvm_ir.prefetch_row)
-K_FOURS_MAX_BYTES = 768  # K-quant rows up to this many bytes go four per pass (_k_range)
+K_FOURS_MAX_BYTES = 544  # K-quant rows up to this many bytes go four per pass (_k_range)
 
 
 @numba.njit(inline="always", cache=True)
@@ -470,8 +470,9 @@ def idot_rows(kind, w, r0, r1, nb, xq, xd, xs, t, out):
 @numba.njit(nogil=True, cache=True)
 def _k_range(kind, w, r0, r1, nb, xq, xd, xs, t, out):
     """`idot_range` of the K-quants: rows four per pass (kquant.rows_idot_k) up to
-    K_FOURS_MAX_BYTES a row (Gemma's 640-wide rows: Q4_K 0.73 of Q8_0's time in fours, 0.90
-    alone), one at a time above (1024-2048-wide rows ran up to 2x slower in fours). Its own
+    K_FOURS_MAX_BYTES a row (Gemma's 640-wide rows, 360-525 bytes: Q4_K 0.75 of Q8_0's time
+    in fours, 0.90 alone), one at a time above (576-1152-byte rows ran 1.1-2x slower in
+    fours, the four streams defeating the prefetcher). Its own
     function: inlined with the 32-weight types' loops, it made Q5_0's 1.6x slower."""
     r = r0
     if w.shape[1] <= K_FOURS_MAX_BYTES:
