@@ -49,6 +49,10 @@ SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
 MAX_BUFFER_SECONDS = 25.0
 PROMPT_CHARS = 200  # final text given as the prompt (whisper_streaming's amount)
 SEGMENT_GAP = 1.0  # seconds between final words that start a new output segment
+# New tokens a pass may give per second of its audio (and once more): speech needs a few; a
+# pass that loops on a short utterance would otherwise run to half the text context.
+TOKENS_PER_SECOND = 10
+LOOP_WORDS = 3  # a phrase this long said twice in a row is a decoding loop, not speech
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,23 @@ class StreamEvent:
 
 def _norm(word: str) -> str:
     return "".join(c.lower() for c in word if c.isalnum())
+
+
+def _near(a: Word, b: Word) -> bool:
+    return abs(a.start - b.start) < 1.0 or abs(a.end - b.end) < 1.0
+
+
+def _cut_loop(words: list[Word]) -> list[Word]:
+    """The words up to the end of the first phrase (LOOP_WORDS words or more) said twice in a
+    row: greedy decoding of a short utterance followed by silence tends to loop on it ("Mary
+    rolled the barrel. Mary rolled the barrel. ..."), and a loop's words are squeezed into the
+    utterance's last moments, so no time test can tell them from speech."""
+    keys = [_norm(w.word) for w in words]
+    for i in range(len(keys)):
+        for k in range(LOOP_WORDS, (len(keys) - i) // 2 + 1):
+            if keys[i : i + k] == keys[i + k : i + 2 * k]:
+                return words[: i + k]
+    return words
 
 
 class _VoiceGate:
@@ -263,25 +284,32 @@ class StreamingTranscriber:
         return events
 
     # --- decoding ------------------------------------------------------------------------
-    def _decode(self, begin: int, end: int, held: list[Word]) -> list[Word]:
+    def _decode(self, begin: int, end: int, held: list[Word], final: bool) -> list[Word] | None:
         """Words of samples [begin, end) of the stream, timed on the stream's clock, prompted
-        with the final text before `held` (the final words whose audio is in [begin, end))."""
+        with the final text before `held` (the final words whose audio is in [begin, end)).
+        None: a pass that is not `final` failed the quality gates (a later pass decodes its
+        audio again)."""
         samples = self._audio[begin - self._start : end - self._start]
         self._last_pass = end
         if len(samples) < 2 * HOP_LENGTH:
             return []
         self.passes += 1
-        segments = self._decode_window(samples, self._prompt(len(self.final) - len(held)))
+        segments = self._decode_window(samples, self._prompt(len(self.final) - len(held)), final)
+        if segments is None:
+            return None
         offset = begin / SAMPLE_RATE
-        return [Word(round(w.start + offset, 3), round(w.end + offset, 3), w.word, w.probability, list(w.tokens))
-                for seg in segments if seg.text.strip() and seg.end > seg.start for w in seg.words or []]
+        return _cut_loop([Word(round(w.start + offset, 3), round(w.end + offset, 3), w.word, w.probability,
+                               list(w.tokens))
+                          for seg in segments if seg.text.strip() and seg.end > seg.start for w in seg.words or []])
 
-    def _decode_window(self, samples: np.ndarray, prompt: list[int]) -> list[Segment]:
+    def _decode_window(self, samples: np.ndarray, prompt: list[int], final: bool) -> list[Segment] | None:
         """Segments with words of one window (at most 30 s), times from its start. The encoder
         sees the audio plus `encoder_pad_ms` of silence. Text after the last timestamp ends at
         the end of the audio: transcribe would decode it again in a window of its own, but a
         pass's audio ends here, and a window of the last second or so alone, prompted with
-        the text before it, tends to repeat that text."""
+        the text before it, tends to repeat that text. A pass that is not `final` is decoded
+        once, at temperature 0: None if it fails the gates (no hotter retries, which cost up
+        to six decodes of five samples each, for text a later pass decodes again anyway)."""
         m, s = self.model, self.stream
         samples = samples[: N_FRAMES * HOP_LENGTH]
         frames = len(samples) // HOP_LENGTH
@@ -294,12 +322,21 @@ class StreamingTranscriber:
             probs, _ = m.language_probabilities(features)
             self.language = max(probs, key=probs.__getitem__)
         cross = m.model.decoder.new_cache(features)
-        opts = replace(self.options.decode, language=self.language, prompt=tuple(prompt) + self._hotwords)
+        decode = self.options.decode
+        most = -(-len(samples) * TOKENS_PER_SECOND // SAMPLE_RATE) + TOKENS_PER_SECOND
+        opts = replace(decode, language=self.language, prompt=tuple(prompt) + self._hotwords,
+                       sample_len=min(decode.sample_len or m.model.dims.n_text_ctx // 2, most))
         fallback = self.options.fallback
+        if not final:
+            fallback = replace(fallback, temperatures=fallback.temperatures[:1])
         result = decode_with_fallback(m._decoder, cross, opts, fallback)
         if (fallback.no_speech_threshold is not None and result.no_speech_prob > fallback.no_speech_threshold
                 and (fallback.logprob_threshold is None or result.avg_logprob < fallback.logprob_threshold)):
             return []  # silence: nothing to emit
+        if not final and ((fallback.compression_ratio_threshold is not None
+                           and result.compression_ratio > fallback.compression_ratio_threshold)
+                          or (fallback.logprob_threshold is not None and result.avg_logprob < fallback.logprob_threshold)):
+            return None
         stamp = m.tokenizer.timestamp_begin
         if result.tokens and result.tokens[-1] < stamp:  # the last segment closes at the end of the audio
             result = replace(result, tokens=[*result.tokens, stamp + frames // INPUT_STRIDE],
@@ -335,8 +372,10 @@ class StreamingTranscriber:
             return words
         sm = difflib.SequenceMatcher(None, [_norm(w.word) for w in held], [_norm(w.word) for w in words],
                                      autojunk=False)
+        # the same word at about the same time: by its start or its end (the DTW stretches the
+        # end of a word before a pause into the pause, differently in each pass)
         blocks = [m for m in sm.get_matching_blocks()
-                  if m.size and abs(held[m.a + m.size - 1].end - words[m.b + m.size - 1].end) < 1.0]
+                  if m.size and _near(held[m.a + m.size - 1], words[m.b + m.size - 1])]
         i, rest = -1, words
         if blocks:
             i, j = blocks[-1].a + blocks[-1].size - 1, blocks[-1].b + blocks[-1].size - 1
@@ -371,7 +410,10 @@ class StreamingTranscriber:
         from the start of what is not final, become final. `final` (a sample index): all of
         this pass's words that start before it do."""
         held = self._held(self._start)
-        words = self._after(self._decode(self._start, end, held), held)
+        decoded = self._decode(self._start, end, held, final is not None)
+        if decoded is None:
+            return []
+        words = self._after(decoded, held)
         if final is not None:
             agreed = len(self._before(words, final))
         else:
@@ -418,7 +460,10 @@ class StreamingTranscriber:
         if end - begin < s.keep_ms * SAMPLE_RATE // 1000 + FRAME:
             return self._close_line(final) if line_ends else []
         held = self._held(begin)
-        words = self._after(self._decode(begin, end, held), held)
+        decoded = self._decode(begin, end, held, line_ends or final is not None)
+        if decoded is None:
+            return []
+        words = self._after(decoded, held)
         self._passes += 1
         self._pending = words
         lines_every = max(1, s.length_ms // s.step_ms - 1) if s.step_ms else 1
