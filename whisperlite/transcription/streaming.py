@@ -253,9 +253,10 @@ class StreamingTranscriber:
         return start
 
     def _drop_before(self, index: int) -> None:
+        index = min(index, self._clock)  # the buffer always ends at the newest sample
         if index > self._start:
-            self._audio = self._audio[min(index - self._start, len(self._audio)):]
-            self._start = min(index, self._start + len(self._audio)) if len(self._audio) else index
+            self._audio = self._audio[index - self._start :]
+            self._start = index
 
     def _step(self, now: int) -> list[StreamEvent]:
         s = self.stream
