@@ -52,7 +52,7 @@ SEGMENT_GAP = 1.0  # seconds between final words that start a new output segment
 # New tokens a pass may give per second of its audio (and once more): speech needs a few; a
 # pass that loops on a short utterance would otherwise run to half the text context.
 TOKENS_PER_SECOND = 10
-LOOP_WORDS = 3  # a phrase this long said twice in a row is a decoding loop, not speech
+LOOP_TOKENS = 4  # a phrase this long said twice in a row is a decoding loop, not speech
 
 
 @dataclass(frozen=True)
@@ -114,17 +114,19 @@ def _near(a: Word, b: Word) -> bool:
     return abs(a.start - b.start) < 1.0 or abs(a.end - b.end) < 1.0
 
 
-def _cut_loop(words: list[Word]) -> list[Word]:
-    """The words up to the end of the first phrase (LOOP_WORDS words or more) said twice in a
-    row: greedy decoding of a short utterance followed by silence tends to loop on it ("Mary
-    rolled the barrel. Mary rolled the barrel. ..."), and a loop's words are squeezed into the
-    utterance's last moments, so no time test can tell them from speech."""
-    keys = [_norm(w.word) for w in words]
+def _loop_end(tokens: list[int], stamp: int) -> int:
+    """How many of `tokens` to keep: up to the end of the first phrase (LOOP_TOKENS text tokens
+    or more, timestamps aside) said twice in a row, or all. Greedy decoding of a short
+    utterance followed by silence tends to loop on it ("Mary rolled the barrel. Mary rolled
+    the barrel. ..."); cut before the words are aligned, or the loop drags the times of the
+    words before it."""
+    text = [i for i, t in enumerate(tokens) if t < stamp]
+    keys = [tokens[i] for i in text]
     for i in range(len(keys)):
-        for k in range(LOOP_WORDS, (len(keys) - i) // 2 + 1):
+        for k in range(LOOP_TOKENS, (len(keys) - i) // 2 + 1):
             if keys[i : i + k] == keys[i + k : i + 2 * k]:
-                return words[: i + k]
-    return words
+                return text[i + k - 1] + 1
+    return len(tokens)
 
 
 class _VoiceGate:
@@ -299,9 +301,8 @@ class StreamingTranscriber:
         if segments is None:
             return None
         offset = begin / SAMPLE_RATE
-        return _cut_loop([Word(round(w.start + offset, 3), round(w.end + offset, 3), w.word, w.probability,
-                               list(w.tokens))
-                          for seg in segments if seg.text.strip() and seg.end > seg.start for w in seg.words or []])
+        return [Word(round(w.start + offset, 3), round(w.end + offset, 3), w.word, w.probability, list(w.tokens))
+                for seg in segments if seg.text.strip() and seg.end > seg.start for w in seg.words or []]
 
     def _decode_window(self, samples: np.ndarray, prompt: list[int], final: bool) -> list[Segment] | None:
         """Segments with words of one window (at most 30 s), times from its start. The encoder
@@ -339,6 +340,8 @@ class StreamingTranscriber:
                           or (fallback.logprob_threshold is not None and result.avg_logprob < fallback.logprob_threshold)):
             return None
         stamp = m.tokenizer.timestamp_begin
+        keep = _loop_end(result.tokens, stamp)
+        result = replace(result, tokens=result.tokens[:keep], token_logprobs=result.token_logprobs[:keep])
         if result.tokens and result.tokens[-1] < stamp:  # the last segment closes at the end of the audio
             result = replace(result, tokens=[*result.tokens, stamp + frames // INPUT_STRIDE],
                              token_logprobs=[*result.token_logprobs, 0.0])
@@ -374,9 +377,11 @@ class StreamingTranscriber:
         sm = difflib.SequenceMatcher(None, [_norm(w.word) for w in held], [_norm(w.word) for w in words],
                                      autojunk=False)
         # the same word at about the same time: by its start or its end (the DTW stretches the
-        # end of a word before a pause into the pause, differently in each pass)
+        # end of a word before a pause into the pause, differently in each pass); or the held
+        # words' last two or more, in order, whenever they are (the text says enough)
         blocks = [m for m in sm.get_matching_blocks()
-                  if m.size and _near(held[m.a + m.size - 1], words[m.b + m.size - 1])]
+                  if m.size and (_near(held[m.a + m.size - 1], words[m.b + m.size - 1])
+                                 or (m.size >= 2 and m.a + m.size == len(held)))]
         i, rest = -1, words
         if blocks:
             i, j = blocks[-1].a + blocks[-1].size - 1, blocks[-1].b + blocks[-1].size - 1
