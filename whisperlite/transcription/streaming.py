@@ -14,6 +14,9 @@ at once. The next utterance is decoded with up to `context_ms` of the final word
 by matching their text. A pass's encoder sees its audio plus `encoder_pad_ms` of silence
 rather than a 30-s window (whisper.cpp's `audio_ctx`, chosen per pass), so a pass over a few
 seconds costs a fraction of a window.
+A pass whose words are not final yet is decoded once, at temperature 0, and skipped when it
+fails the quality gates; new tokens are capped by the pass's length, and a phrase said twice
+in a row is cut (a short utterance before silence makes greedy decoding loop).
 
 Two policies decide when words become final within an utterance:
 
