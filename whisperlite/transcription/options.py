@@ -325,7 +325,7 @@ class StreamOptions:
     step_ms: int = 3000  # window: whisper.cpp --step (0: decode each utterance when it ends)
     length_ms: int = 10000  # window: whisper.cpp --length, audio per pass
     keep_ms: int = 200  # window: whisper.cpp --keep, audio carried into the next line
-    end_silence_ms: int = 400  # a pause this long ends an utterance: its words become final
+    end_silence_ms: int = 600  # a pause this long ends an utterance: its words become final
     # The encoder sees a pass's audio plus this much silence, rounded up to whole seconds,
     # not a 30-s window (whisper.cpp's audio_ctx, per pass); 0: the 30-s window, as transcribe.
     encoder_pad_ms: int = 4000
