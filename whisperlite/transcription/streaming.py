@@ -54,6 +54,9 @@ SEGMENT_GAP = 1.0  # seconds between final words that start a new output segment
 # New tokens a pass may give per second of its audio (and once more): speech needs a few; a
 # pass that loops on a short utterance would otherwise run to half the text context.
 TOKENS_PER_SECOND = 10
+# Seconds of an utterance after which a pass that gives nothing past its context words
+# decodes again without them.
+CONTEXT_GIVE_UP = 2.0
 LOOP_TOKENS = 4  # a phrase this long said twice in a row is a decoding loop, not speech
 
 
@@ -167,6 +170,7 @@ class StreamingTranscriber:
         self._start = 0  # stream sample index of _audio[0]
         self._clock = 0  # samples fed so far
         self._last_pass = 0  # stream sample index where the last pass's audio ended
+        self._speech_from = 0  # stream sample index where the utterance in progress began
         self.final: list[Word] = []  # every final word, in order
         self._pending: list[Word] = []  # the last pass's words not yet final (agreement), or its line (window)
         self._passes = 0  # window: passes since the last line became final
@@ -210,7 +214,7 @@ class StreamingTranscriber:
     def _begin(self, at: int) -> None:
         """Speech starts at sample `at`."""
         self._drop_before(self._keep_from(at))
-        self._last_pass = at
+        self._last_pass = self._speech_from = at
 
     def _keep_from(self, at: int) -> int:
         """Where the buffer starts for speech that starts at sample `at`: one pad before it, or
@@ -393,6 +397,12 @@ class StreamingTranscriber:
         if decoded is None:
             return []
         words = self._after(decoded, held)
+        if not words and held and end - self._speech_from >= CONTEXT_GIVE_UP * SAMPLE_RATE:
+            # The pass stopped after the final words it was given as context (a sentence end
+            # and a pause make the model end its text there), with seconds of new speech after
+            # them: decode from after them.
+            self._drop_before(int(round(held[-1].end * SAMPLE_RATE)))
+            return self._agree(end, final)
         if final is not None:
             agreed = len(self._before(words, final))
         else:
