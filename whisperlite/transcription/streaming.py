@@ -401,7 +401,7 @@ class StreamingTranscriber:
             # The pass stopped after the final words it was given as context (a sentence end
             # and a pause make the model end its text there), with seconds of new speech after
             # them: decode from after them.
-            self._drop_before(int(round(held[-1].end * SAMPLE_RATE)))
+            self._drop_before(round(held[-1].end * SAMPLE_RATE))
             return self._agree(end, final)
         if final is not None:
             agreed = len(self._before(words, final))
