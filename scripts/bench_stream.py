@@ -6,8 +6,13 @@ fed in SIMULATED real time: audio arrives in 0.1 s pieces on a virtual clock; ea
 `feed` takes its true compute time on that clock, so a slow pass delays the audio after it
 exactly as at real time, without waiting minutes of wall time. The compute time is the
 process's CPU time (`--clock cpu`, the default: what a feed costs on an idle machine, at
-most, since the threads overlap) or its wall time (`--clock wall`: right on a machine that
-is otherwise idle, inflated on a shared one).
+most, since the threads overlap, and hardly moved by other jobs on the cores, which wall
+time is, in proportion to their load), its wall time (`--clock wall`: right on a
+machine that is otherwise idle only) or nothing (`--clock none`: the policy's own delay,
+waiting for audio and for passes, as on an infinitely fast machine).
+
+`--audio FILE --text FILE` measures another recording (e.g. one from
+scripts/make_recording.py) instead: word delays are then matched over the whole of it.
 
 Per final word: delay from the end of the word in the audio (word times from offline
 `transcribe`, greedy, same model) to the moment it became final (median, p95). Final
@@ -43,6 +48,7 @@ CLIPS = ("jfk.wav", "librispeech-2412-153948-0000.flac", "sppas-eng-ENG_M15_ENG_
          "praatio-mary.flac")
 PAUSES = (1.5, 2.5, 1.0, 3.0, 2.0)
 TICK = 0.1  # seconds of audio per arrival
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter, "none": lambda: 0.0}
 
 
 def recording() -> tuple[np.ndarray, list[str], list[tuple[float, float]], list[tuple[float, float]]]:
@@ -64,6 +70,12 @@ def recording() -> tuple[np.ndarray, list[str], list[tuple[float, float]], list[
         quiet.append((at, at + 5.0))
         at += 5.0
     return np.concatenate(parts), texts, quiet, spans
+
+
+def user_recording(audio_path: str, text_path: str) -> tuple[np.ndarray, list[str], list, list]:
+    """(samples, [reference], no quiet spans, one span: the whole recording)."""
+    audio = load_audio(audio_path)
+    return audio, [Path(text_path).read_text()], [], [(0.0, len(audio) / SAMPLE_RATE + 1.0)]
 
 
 def simulate(engine: StreamingTranscriber, audio: np.ndarray,
@@ -139,14 +151,18 @@ def main() -> None:
     ap.add_argument("-m", "--model", default="tiny.en")
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--policy", action="append", choices=["agreement", "window"])
-    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="compute time of a feed on the virtual clock")
+    ap.add_argument("--clock", choices=list(CLOCKS), default="cpu", help="compute time of a feed on the virtual clock")
+    ap.add_argument("--audio", help="another recording (with --text, its reference transcript)")
+    ap.add_argument("--text")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=INT",
                     help="a StreamOptions field (e.g. min_chunk_ms=500, encoder_pad_ms=0)")
     ap.add_argument("--show-text", action="store_true")
     args = ap.parse_args()
     stream = StreamOptions(**{k: int(v) for k, v in (item.split("=", 1) for item in args.set)})
     model = load_model(args.model, threads=args.threads)
-    audio, refs, quiet, spans = recording()
+    if bool(args.audio) != bool(args.text):
+        ap.error("--audio and --text go together")
+    audio, refs, quiet, spans = user_recording(args.audio, args.text) if args.audio else recording()
     opts = TranscribeOptions(decode=DecodeOptions(beam_size=1))
     t0 = time.perf_counter()
     segments, _ = model.transcribe(audio, opts)
@@ -154,17 +170,20 @@ def main() -> None:
     offline_wall = time.perf_counter() - t0
     offline_ref_wer = 100 * wer(normalize(" ".join(refs)), [n for w in offline_words for n in normalize(w.word)])
     seconds = len(audio) / SAMPLE_RATE
-    print(f"recording: {seconds:.1f} s ({len(refs)} clips with pauses, 5 s silence, 5 s noise); model {args.model}, "
+    what = args.audio or f"{len(refs)} clips with pauses, 5 s silence, 5 s noise"
+    print(f"recording: {seconds:.1f} s ({what}); model {args.model}, "
           f"{args.threads} threads; {stream}; simulated real time (virtual clock; a feed takes its {args.clock} time)")
     print(f"offline greedy transcribe: {offline_wall:.1f} s wall, WER vs reference {offline_ref_wer:.1f}%")
-    print("| policy | passes | median latency s | p95 latency s | WER vs offline % | WER vs ref % | partial words changed "
+    print("| policy | passes | median latency s | p95 latency s | WER vs offline % | WER vs ref % (offline's + gap) "
+          "| partial words changed "
           "| CPU (cores at real time) | words on silence/noise | final times went back |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for policy in args.policy or ["agreement", "window"]:
         r = measure(model, audio, refs, quiet, spans, offline_words, policy, opts, stream,
-                    time.process_time if args.clock == "cpu" else time.perf_counter)
+                    CLOCKS[args.clock])
         print(f"| {policy} | {r['passes']} | {r['latency_median']:.2f} | {r['latency_p95']:.2f} | "
-              f"{r['wer_vs_offline']:.1f} | {r['wer_vs_reference']:.1f} | {100 * r['partial_changed']:.0f}% of "
+              f"{r['wer_vs_offline']:.1f} | {r['wer_vs_reference']:.1f} ({offline_ref_wer:.1f} "
+              f"{r['wer_vs_reference'] - offline_ref_wer:+.1f}) | {100 * r['partial_changed']:.0f}% of "
               f"{r['partial_words']} | {r['cpu_per_audio_second']:.2f} | {r['words_on_silence_or_noise']} | "
               f"{'yes' if r['times_went_back'] else 'no'} |", flush=True)
         if args.show_text:

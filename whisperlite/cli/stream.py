@@ -14,6 +14,9 @@ from whisperlite.cli.common import fail, friendly_errors
 from whisperlite.cli.flags import _click_option
 from whisperlite.output.writers import WORD_FORMATS, check_output_dir, write_outputs
 from whisperlite.transcription.flags import FLAGS, run_options
+from whisperlite.transcription.options import POLICIES, StreamOptions
+
+DEFAULT = StreamOptions()
 
 EXAMPLES = """
 \b
@@ -94,17 +97,17 @@ class Printer:
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("source", required=False)
-@click.option("--policy", type=click.Choice(["agreement", "window"]), default="agreement", show_default=True,
+@click.option("--policy", type=click.Choice(POLICIES), default=DEFAULT.policy, show_default=True,
               help="agreement: text is final once two passes agree on it; window: whisper.cpp stream's sliding window.")
-@click.option("--step", "step_ms", type=click.IntRange(0), default=3000, show_default=True,
+@click.option("--step", "step_ms", type=click.IntRange(0), default=DEFAULT.step_ms, show_default=True,
               help="window: ms of new audio per pass (0: decode each utterance when it ends).")
-@click.option("--length", "length_ms", type=click.IntRange(1, 30000), default=10000, show_default=True,
+@click.option("--length", "length_ms", type=click.IntRange(1, 30000), default=DEFAULT.length_ms, show_default=True,
               help="window: ms of audio per pass.")
-@click.option("--keep", "keep_ms", type=click.IntRange(0), default=200, show_default=True,
+@click.option("--keep", "keep_ms", type=click.IntRange(0), default=DEFAULT.keep_ms, show_default=True,
               help="window: ms of audio carried into the next line.")
-@click.option("--min-chunk", "min_chunk_ms", type=click.IntRange(1), default=1000, show_default=True,
+@click.option("--min-chunk", "min_chunk_ms", type=click.IntRange(1), default=DEFAULT.min_chunk_ms, show_default=True,
               help="agreement: ms of new audio between passes.")
-@click.option("--end-silence", "end_silence_ms", type=click.IntRange(1), default=600, show_default=True,
+@click.option("--end-silence", "end_silence_ms", type=click.IntRange(1), default=DEFAULT.end_silence_ms, show_default=True,
               help="ms of pause that end an utterance (its text becomes final).")
 @click.option("--device", default=None, help="Capture device (see --list-devices) [default: the system's].")
 @click.option("--list-devices", is_flag=True, help="List capture devices and exit.")
@@ -132,8 +135,6 @@ def stream(source, policy, step_ms, length_ms, keep_ms, min_chunk_ms, end_silenc
             click.echo(line)
         return
     run = run_options(flags, WORD_FORMATS)
-    from whisperlite.transcription.streaming import StreamOptions
-
     stream_opts = StreamOptions(policy=policy, min_chunk_ms=min_chunk_ms, step_ms=step_ms, length_ms=length_ms,
                                 keep_ms=keep_ms, end_silence_ms=end_silence_ms)
     stream_opts.check()

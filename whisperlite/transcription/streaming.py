@@ -14,6 +14,9 @@ at once. The next utterance is decoded with up to `context_ms` of the final word
 by matching their text. A pass's encoder sees its audio plus `encoder_pad_ms` of silence
 rather than a 30-s window (whisper.cpp's `audio_ctx`, chosen per pass), so a pass over a few
 seconds costs a fraction of a window.
+A pass whose words are not final yet is decoded once, at temperature 0, and skipped when it
+fails the quality gates; new tokens are capped by the pass's length, and a phrase said twice
+in a row is cut (a short utterance before silence makes greedy decoding loop).
 
 Two policies decide when words become final within an utterance:
 
@@ -39,45 +42,22 @@ from whisperlite.audio.mel import log_mel_spectrogram
 from whisperlite.audio.silero import FRAME, SileroVad
 from whisperlite.audio.vad import silero_weights
 from whisperlite.transcription.decoding import compression_ratio, decode_with_fallback
-from whisperlite.transcription.options import OptionError, TranscribeOptions
+from whisperlite.transcription.options import OptionError, StreamOptions, TranscribeOptions
 from whisperlite.transcription.results import Segment, TranscriptionInfo, Word
 from whisperlite.transcription.transcribe import INPUT_STRIDE, WhisperModel, _Window
 
-POLICIES = ("agreement", "window")
 SENTENCE_ENDS = (".", "?", "!", "。", "？", "！")
 # A window holds 30 s; cutting the buffer by 25 s at the latest leaves room for a pass's new audio.
 MAX_BUFFER_SECONDS = 25.0
 PROMPT_CHARS = 200  # final text given as the prompt (whisper_streaming's amount)
 SEGMENT_GAP = 1.0  # seconds between final words that start a new output segment
-
-
-@dataclass(frozen=True)
-class StreamOptions:
-    """How a live stream is cut into passes and when its words become final."""
-
-    policy: str = "agreement"  # or "window"
-    min_chunk_ms: int = 1000  # agreement: new audio between passes
-    trim_seconds: float = 15.0  # agreement: cut the buffer at a final sentence end past this
-    step_ms: int = 3000  # window: whisper.cpp --step (0: decode each utterance when it ends)
-    length_ms: int = 10000  # window: whisper.cpp --length, audio per pass
-    keep_ms: int = 200  # window: whisper.cpp --keep, audio carried into the next line
-    end_silence_ms: int = 600  # a pause this long ends an utterance: its words become final
-    # The encoder sees a pass's audio plus this much silence, rounded up to whole seconds,
-    # not a 30-s window (whisper.cpp's audio_ctx, per pass); 0: the 30-s window, as transcribe.
-    encoder_pad_ms: int = 4000
-    context_ms: int = 5000  # audio of final words kept before an utterance that follows a short pause
-
-    def check(self) -> None:
-        if self.policy not in POLICIES:
-            raise OptionError(f"policy '{self.policy}': choose from {', '.join(POLICIES)}")
-        if self.min_chunk_ms <= 0 or self.end_silence_ms <= 0 or self.trim_seconds <= 0:
-            raise OptionError("min_chunk_ms, end_silence_ms and trim_seconds must be > 0")
-        if self.encoder_pad_ms < 0 or self.context_ms < 0:
-            raise OptionError("encoder_pad_ms and context_ms must be >= 0")
-        if self.step_ms < 0 or self.keep_ms < 0 or self.length_ms <= 0 or self.length_ms > 30000:
-            raise OptionError("step >= 0, keep >= 0 and 0 < length <= 30000 ms")
-        if self.step_ms > self.length_ms or (self.step_ms and self.keep_ms > self.step_ms):
-            raise OptionError("window policy: need keep <= step <= length (ms)")
+# New tokens a pass may give per second of its audio (and once more): speech needs a few; a
+# pass that loops on a short utterance would otherwise run to half the text context.
+TOKENS_PER_SECOND = 10
+# Seconds of an utterance after which a pass that gives nothing past its context words
+# decodes again without them.
+CONTEXT_GIVE_UP = 2.0
+LOOP_TOKENS = 4  # a phrase this long said twice in a row is a decoding loop, not speech
 
 
 @dataclass(frozen=True)
@@ -104,6 +84,25 @@ class StreamEvent:
 
 def _norm(word: str) -> str:
     return "".join(c.lower() for c in word if c.isalnum())
+
+
+def _near(a: Word, b: Word) -> bool:
+    return abs(a.start - b.start) < 1.0 or abs(a.end - b.end) < 1.0
+
+
+def _loop_end(tokens: list[int], stamp: int) -> int:
+    """How many of `tokens` to keep: up to the end of the first phrase (LOOP_TOKENS text tokens
+    or more, timestamps aside) said twice in a row, or all. Greedy decoding of a short
+    utterance followed by silence tends to loop on it ("Mary rolled the barrel. Mary rolled
+    the barrel. ..."); cut before the words are aligned, or the loop drags the times of the
+    words before it."""
+    text = [i for i, t in enumerate(tokens) if t < stamp]
+    keys = [tokens[i] for i in text]
+    for i in range(len(keys)):
+        for k in range(LOOP_TOKENS, (len(keys) - i) // 2 + 1):
+            if keys[i : i + k] == keys[i + k : i + 2 * k]:
+                return text[i + k - 1] + 1
+    return len(tokens)
 
 
 class _VoiceGate:
@@ -171,6 +170,7 @@ class StreamingTranscriber:
         self._start = 0  # stream sample index of _audio[0]
         self._clock = 0  # samples fed so far
         self._last_pass = 0  # stream sample index where the last pass's audio ended
+        self._speech_from = 0  # stream sample index where the utterance in progress began
         self.final: list[Word] = []  # every final word, in order
         self._pending: list[Word] = []  # the last pass's words not yet final (agreement), or its line (window)
         self._passes = 0  # window: passes since the last line became final
@@ -214,7 +214,7 @@ class StreamingTranscriber:
     def _begin(self, at: int) -> None:
         """Speech starts at sample `at`."""
         self._drop_before(self._keep_from(at))
-        self._last_pass = at
+        self._last_pass = self._speech_from = at
 
     def _keep_from(self, at: int) -> int:
         """Where the buffer starts for speech that starts at sample `at`: one pad before it, or
@@ -232,9 +232,10 @@ class StreamingTranscriber:
         return start
 
     def _drop_before(self, index: int) -> None:
+        index = min(index, self._clock)  # the buffer always ends at the newest sample
         if index > self._start:
-            self._audio = self._audio[min(index - self._start, len(self._audio)):]
-            self._start = min(index, self._start + len(self._audio)) if len(self._audio) else index
+            self._audio = self._audio[index - self._start :]
+            self._start = index
 
     def _step(self, now: int) -> list[StreamEvent]:
         s = self.stream
@@ -263,25 +264,31 @@ class StreamingTranscriber:
         return events
 
     # --- decoding ------------------------------------------------------------------------
-    def _decode(self, begin: int, end: int, held: list[Word]) -> list[Word]:
+    def _decode(self, begin: int, end: int, held: list[Word], final: bool) -> list[Word] | None:
         """Words of samples [begin, end) of the stream, timed on the stream's clock, prompted
-        with the final text before `held` (the final words whose audio is in [begin, end))."""
+        with the final text before `held` (the final words whose audio is in [begin, end)).
+        None: a pass that is not `final` failed the quality gates (a later pass decodes its
+        audio again)."""
         samples = self._audio[begin - self._start : end - self._start]
         self._last_pass = end
         if len(samples) < 2 * HOP_LENGTH:
             return []
         self.passes += 1
-        segments = self._decode_window(samples, self._prompt(len(self.final) - len(held)))
+        segments = self._decode_window(samples, self._prompt(len(self.final) - len(held)), final)
+        if segments is None:
+            return None
         offset = begin / SAMPLE_RATE
         return [Word(round(w.start + offset, 3), round(w.end + offset, 3), w.word, w.probability, list(w.tokens))
                 for seg in segments if seg.text.strip() and seg.end > seg.start for w in seg.words or []]
 
-    def _decode_window(self, samples: np.ndarray, prompt: list[int]) -> list[Segment]:
+    def _decode_window(self, samples: np.ndarray, prompt: list[int], final: bool) -> list[Segment] | None:
         """Segments with words of one window (at most 30 s), times from its start. The encoder
         sees the audio plus `encoder_pad_ms` of silence. Text after the last timestamp ends at
         the end of the audio: transcribe would decode it again in a window of its own, but a
         pass's audio ends here, and a window of the last second or so alone, prompted with
-        the text before it, tends to repeat that text."""
+        the text before it, tends to repeat that text. A pass that is not `final` is decoded
+        once, at temperature 0: None if it fails the gates (no hotter retries, which cost up
+        to six decodes of five samples each, for text a later pass decodes again anyway)."""
         m, s = self.model, self.stream
         samples = samples[: N_FRAMES * HOP_LENGTH]
         frames = len(samples) // HOP_LENGTH
@@ -294,13 +301,24 @@ class StreamingTranscriber:
             probs, _ = m.language_probabilities(features)
             self.language = max(probs, key=probs.__getitem__)
         cross = m.model.decoder.new_cache(features)
-        opts = replace(self.options.decode, language=self.language, prompt=tuple(prompt) + self._hotwords)
+        decode = self.options.decode
+        most = -(-len(samples) * TOKENS_PER_SECOND // SAMPLE_RATE) + TOKENS_PER_SECOND
+        opts = replace(decode, language=self.language, prompt=tuple(prompt) + self._hotwords,
+                       sample_len=min(decode.sample_len or m.model.dims.n_text_ctx // 2, most))
         fallback = self.options.fallback
+        if not final:
+            fallback = replace(fallback, temperatures=fallback.temperatures[:1])
         result = decode_with_fallback(m._decoder, cross, opts, fallback)
         if (fallback.no_speech_threshold is not None and result.no_speech_prob > fallback.no_speech_threshold
                 and (fallback.logprob_threshold is None or result.avg_logprob < fallback.logprob_threshold)):
             return []  # silence: nothing to emit
+        if not final and ((fallback.compression_ratio_threshold is not None
+                           and result.compression_ratio > fallback.compression_ratio_threshold)
+                          or (fallback.logprob_threshold is not None and result.avg_logprob < fallback.logprob_threshold)):
+            return None
         stamp = m.tokenizer.timestamp_begin
+        keep = _loop_end(result.tokens, stamp)
+        result = replace(result, tokens=result.tokens[:keep], token_logprobs=result.token_logprobs[:keep])
         if result.tokens and result.tokens[-1] < stamp:  # the last segment closes at the end of the audio
             result = replace(result, tokens=[*result.tokens, stamp + frames // INPUT_STRIDE],
                              token_logprobs=[*result.token_logprobs, 0.0])
@@ -335,8 +353,12 @@ class StreamingTranscriber:
             return words
         sm = difflib.SequenceMatcher(None, [_norm(w.word) for w in held], [_norm(w.word) for w in words],
                                      autojunk=False)
+        # the same word at about the same time: by its start or its end (the DTW stretches the
+        # end of a word before a pause into the pause, differently in each pass); or the held
+        # words' last two or more, in order, whenever they are (the text says enough)
         blocks = [m for m in sm.get_matching_blocks()
-                  if m.size and abs(held[m.a + m.size - 1].end - words[m.b + m.size - 1].end) < 1.0]
+                  if m.size and (_near(held[m.a + m.size - 1], words[m.b + m.size - 1])
+                                 or (m.size >= 2 and m.a + m.size == len(held)))]
         i, rest = -1, words
         if blocks:
             i, j = blocks[-1].a + blocks[-1].size - 1, blocks[-1].b + blocks[-1].size - 1
@@ -371,7 +393,16 @@ class StreamingTranscriber:
         from the start of what is not final, become final. `final` (a sample index): all of
         this pass's words that start before it do."""
         held = self._held(self._start)
-        words = self._after(self._decode(self._start, end, held), held)
+        decoded = self._decode(self._start, end, held, final is not None)
+        if decoded is None:
+            return []
+        words = self._after(decoded, held)
+        if not words and held and end - self._speech_from >= CONTEXT_GIVE_UP * SAMPLE_RATE:
+            # The pass stopped after the final words it was given as context (a sentence end
+            # and a pause make the model end its text there), with seconds of new speech after
+            # them: decode from after them.
+            self._drop_before(round(held[-1].end * SAMPLE_RATE))
+            return self._agree(end, final)
         if final is not None:
             agreed = len(self._before(words, final))
         else:
@@ -418,7 +449,10 @@ class StreamingTranscriber:
         if end - begin < s.keep_ms * SAMPLE_RATE // 1000 + FRAME:
             return self._close_line(final) if line_ends else []
         held = self._held(begin)
-        words = self._after(self._decode(begin, end, held), held)
+        decoded = self._decode(begin, end, held, line_ends or final is not None)
+        if decoded is None:
+            return []
+        words = self._after(decoded, held)
         self._passes += 1
         self._pending = words
         lines_every = max(1, s.length_ms // s.step_ms - 1) if s.step_ms else 1
