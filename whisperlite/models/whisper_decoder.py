@@ -100,6 +100,7 @@ class _StepScratch:
         slots = whisper_step.step_slots(L, dims.n_text_head)
         self.claim, self.done = np.zeros(slots, np.int64), np.zeros(slots, np.int64)
         self.steps = 0
+        self.checked: tuple | None = None  # the weights and cache views its sizes were checked against
         self.step_view = whisper_step.Scratch(self.claim, self.done, self.qkv, self.att, self.y, self.q, self.catt,
                                               self.mlp, self.x, self.h, self.xq, self.xd, self.xs, self.buf,
                                               self.scores, self.logits2d)
@@ -181,19 +182,35 @@ def _fits(name: str, a: np.ndarray, shape: tuple[int | None, ...], dtype: type) 
 
 def check_step(tokens: np.ndarray, pos: int, w: whisper_step.Weights, kv: whisper_step.Cache,
                s: whisper_step.Scratch) -> None:
-    """Every size the step kernel reads, checked against the others once per call: the
-    kernel itself does no bounds checks (a matrix, cache or scratch of another model's sizes
-    would be read and written past its end), so a mismatch is a ValueError here instead."""
-    L, d, vocab = len(w.w_qkv), w.pos_emb.shape[1], w.emb.shape[0]
+    """Every size the step kernel reads, checked against the others: the kernel itself does
+    no bounds checks (a matrix, cache or scratch of another model's sizes would be read and
+    written past its end), so a mismatch is a ValueError here instead."""
+    check_step_call(tokens, pos, w, kv)
+    check_step_arrays(w, kv, s, tokens.shape[0])
+
+
+def check_step_call(tokens: np.ndarray, pos: int, w: whisper_step.Weights, kv: whisper_step.Cache) -> None:
+    """What changes from call to call: the tokens, the position and the sequences' rows."""
+    vocab, n_ctx = w.emb.shape[0], w.pos_emb.shape[0]
+    _fits("tokens", tokens, (None, 1), np.int64)
+    ids = tokens.ravel().tolist()
+    if not ids or min(ids) < 0 or max(ids) >= vocab:
+        raise ValueError(f"decoder step: token ids {ids} outside the vocabulary (0..{vocab - 1})")
+    if not 0 <= pos < n_ctx:
+        raise ValueError(f"decoder step: position {pos} outside the text context (0..{n_ctx - 1})")
+    if kv.src.ndim != 2 or kv.src.shape[0] < len(ids) or kv.src.shape[1] < n_ctx:
+        raise ValueError(f"decoder step: sequence rows {kv.src.shape} for {len(ids)} sequences of {n_ctx} positions")
+    rows = kv.src[: len(ids), :pos]  # position pos is each sequence's own row (b < B)
+    if pos and (rows.min() < 0 or rows.max() >= kv.k_self.shape[1]):
+        raise ValueError(f"decoder step: sequence rows outside the cache's {kv.k_self.shape[1]}")
+
+
+def check_step_arrays(w: whisper_step.Weights, kv: whisper_step.Cache, s: whisper_step.Scratch, bsz: int) -> None:
+    """The weights', cache's and scratch's sizes against each other, for `bsz` sequences."""
+    L, d, vocab, n_ctx = len(w.w_qkv), w.pos_emb.shape[1], w.emb.shape[0], w.pos_emb.shape[0]
     h = w.n_head
     if L < 1 or d < 1 or h < 1 or d % h:
         raise ValueError(f"decoder step: {L} layers of width {d} with {h} heads")
-    _fits("tokens", tokens, (None, 1), np.int64)
-    bsz, n_ctx = tokens.shape[0], w.pos_emb.shape[0]
-    if bsz < 1 or tokens.min() < 0 or tokens.max() >= vocab:
-        raise ValueError(f"decoder step: token ids {tokens.ravel().tolist()} outside the vocabulary (0..{vocab - 1})")
-    if not 0 <= pos < n_ctx:
-        raise ValueError(f"decoder step: position {pos} outside the text context (0..{n_ctx - 1})")
     _fits("kinds", w.kinds, (6,), np.int64)
     _fits("shapes", w.shapes, (6, 2), np.int64)
     for role, (kind, (rows, k)) in enumerate(zip(w.kinds.tolist(), _ROLE_DIMS)):
@@ -215,9 +232,6 @@ def check_step(tokens: np.ndarray, pos: int, w: whisper_step.Weights, kv: whispe
     _fits("self-attention keys", kv.k_self, (L, -bsz, n_ctx, d), np.float32)
     _fits("self-attention values", kv.v_self, kv.k_self.shape, np.float32)
     _fits("sequence rows", kv.src, (-bsz, n_ctx), np.int32)
-    rows = kv.src[:bsz, :pos]  # position pos is each sequence's own row (b < bsz, checked above)
-    if pos and (rows.min() < 0 or rows.max() >= kv.k_self.shape[1]):
-        raise ValueError(f"decoder step: sequence rows outside the cache's {kv.k_self.shape[1]}")
     cross = kv.k_cross.dtype.type
     if cross not in (np.float32, np.uint16):
         raise ValueError(f"decoder step: cross-attention keys of {kv.k_cross.dtype}, expected float32 or float16 bits")
@@ -334,7 +348,11 @@ class TextDecoder:
         if s is None or s.batch != bsz:
             s = cache.scratch = _StepScratch(self.dims, bsz)
         tokens = np.asarray(tokens, np.int64)
-        check_step(tokens, cache.length, self.step_weights.step_view, cache.step_view, s.step_view)
+        w, kv = self.step_weights.step_view, cache.step_view
+        check_step_call(tokens, cache.length, w, kv)
+        if s.checked is None or s.checked[0] is not w or s.checked[1] is not kv:  # once per scratch
+            check_step_arrays(w, kv, s.step_view, bsz)
+            s.checked = (w, kv)
         s.steps += 1
         cache.src[:bsz, cache.length] = np.arange(bsz, dtype=np.int32)
         return s, (s.steps, tokens, cache.length, self.int8, self.step_weights.step_view, cache.step_view,
