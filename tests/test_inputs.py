@@ -95,6 +95,7 @@ def web(tmp_path):
 
 def test_a_url_decodes_only_as_an_audio_url(web):
     assert len(load_audio(audio_url(f"{web}/jfk.wav"))) == 176000
+    assert len(load_audio(audio_url(f"HTTP{web[4:]}/jfk.wav"))) == 176000
     # a name is a file, whatever it looks like
     with pytest.raises(AudioDecodeError, match="no such file .*--allow-urls reads http and https URLs"):
         load_audio(f"{web}/jfk.wav")

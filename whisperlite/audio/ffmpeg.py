@@ -130,7 +130,8 @@ def audio_url(url: str) -> AudioUrl:
         raise AudioDecodeError(f"{url}: not a valid URL ({e})") from None
     if not host:
         raise AudioDecodeError(f"{url}: no host in the URL")
-    return AudioUrl(url)
+    scheme, _, rest = url.partition(":")
+    return AudioUrl(scheme.lower() + ":" + rest)  # ffmpeg names its protocols in lower case
 
 
 def input_source(name: str, allow_urls: bool = False) -> str | AudioUrl:
