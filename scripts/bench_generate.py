@@ -89,7 +89,7 @@ def bench(model: str, threads: int, n: int, repeats: int, exact: bool) -> tuple[
         llm = None
     else:
         llm = Llama(gen.path, n_ctx=512, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False)
-        assert llm.tokenize(PROMPT.encode(), add_bos=False, special=True) == ids
+        assert llm.tokenize(PROMPT.encode(), add_bos=gen.tokenizer.add_bos, special=True) == ids
     ours, theirs = Best(), Best()
     run_whisperlite(gen, ids, n, Best())  # the first runs also compile / warm caches
     if llm is not None:

@@ -38,6 +38,31 @@ def tiny_vocab() -> tuple[list[str], list[int]]:
     return tokens, types
 
 
+def weight_writers(w: GGUFWriter, qtype: QType, rng: np.random.Generator, stored: dict[str, np.ndarray]):
+    """matrix(name, rows, cols, scale) and vector(name, n) adding random tensors to `w`
+    (matrices as `qtype`, vectors float32 near 1), each as stored into `stored`."""
+
+    def matrix(name: str, rows: int, cols: int, scale: float) -> None:
+        a = (rng.standard_normal((rows, cols)) * scale).astype(np.float32)
+        if qtype == QType.F32:
+            w.add_tensor(name, a)
+            stored[name] = a
+        elif qtype == QType.F16:
+            w.add_tensor(name, a.astype(np.float16))
+            stored[name] = a.astype(np.float16).astype(np.float32)
+        else:
+            q = quantize(a, qtype)
+            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=qtype)
+            stored[name] = dequantize(q, qtype).reshape(rows, cols)
+
+    def vector(name: str, n: int) -> None:
+        v = (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+        w.add_tensor(name, v)
+        stored[name] = v
+
+    return matrix, vector
+
+
 def write_tiny_llama(path: Path, qtype: QType = QType.F32, arch: str = "llama", seed: int = 0,
                      dims: TinyDims = TinyDims()) -> dict[str, np.ndarray]:
     """Write the model; returns the float32 weights as stored (after quantization round trip)."""
@@ -66,25 +91,7 @@ def write_tiny_llama(path: Path, qtype: QType = QType.F32, arch: str = "llama", 
     w.add_chat_template(CHATML)
 
     stored: dict[str, np.ndarray] = {}
-
-    def matrix(name: str, rows: int, cols: int, scale: float) -> None:
-        a = (rng.standard_normal((rows, cols)) * scale).astype(np.float32)
-        if qtype == QType.F32:
-            w.add_tensor(name, a)
-            stored[name] = a
-        elif qtype == QType.F16:
-            w.add_tensor(name, a.astype(np.float16))
-            stored[name] = a.astype(np.float16).astype(np.float32)
-        else:
-            q = quantize(a, qtype)
-            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=qtype)
-            stored[name] = dequantize(q, qtype).reshape(rows, cols)
-
-    def vector(name: str, n: int) -> None:
-        v = (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
-        w.add_tensor(name, v)
-        stored[name] = v
-
+    matrix, vector = weight_writers(w, qtype, rng, stored)
     e, f, kv = dims.n_embd, dims.n_ff, dims.n_head_kv * hd
     matrix("token_embd.weight", len(tokens), e, 0.5)
     for i in range(dims.n_layer):

@@ -195,15 +195,18 @@ def test_every_type_enumeration_agrees_with_the_table():
     dots = {q: t.dot_with for q, t in quant.QUANT_TYPES.items() if t.dot_with is not None}
     assert gemv.I8_KIND == {q: kinds[q] for q in dots}
     assert actquant.ACTIVATION_TYPE == dots
-    assert set(dots.values()) == {QType.Q8_0, QType.Q8_1}
-    # the weights the row kernels take are coded as the table says
+    assert set(dots.values()) == {QType.Q8_0, QType.Q8_1, QType.Q8_K}
+    # the weights the row kernels take are coded as the table says (the decoder step's
+    # rowdots: not the K-quants, whose dots are gemv's alone)
+    assert all((k >= quant.FIRST_K_KIND) == (quant.QUANT_TYPES[q].block == quant.QK_K) for q, k in kinds.items())
     assert rowdots.weight_kind(np.zeros((2, 32), np.float32))[0] == quant.KIND_F32
     for q, t in quant.QUANT_TYPES.items():
         if q == QType.F32:
             continue
         w = QTensor(q, (2, t.block), np.zeros((2, t.size), np.uint8))
         got = rowdots.weight_kind(w)
-        assert (got is None) == (not t.kernels) and (got is None or got[0] == kinds[q]), q.name
+        rows_take = t.kernels and t.block < quant.QK_K
+        assert (got is None) == (not rows_take) and (got is None or got[0] == kinds[q]), q.name
 
 
 # --- the real tiny.en decoder: every product path against float64 ----------------------------

@@ -11,7 +11,7 @@ from whisperlite.registry import hub
 from whisperlite.registry.embedded import embedded_model_dir
 from whisperlite.transcription.options import DEFAULT_MODEL
 
-_FORMAT = {"whisper": "whisper ct2", "llama": "llama gguf"}  # what a hub model's files are
+_FORMAT = {"whisper": "whisper ct2", "llama": "llama gguf", "gemma3": "gemma3 gguf"}  # what a hub model's files are
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def models() -> None:
 @friendly_errors
 def list_cmd() -> None:
     """Every name -m accepts (besides paths): kind, size and whether it is here.
-    llama models are for `whisperlite generate`, the others for transcribe and batch."""
+    gguf models are for `whisperlite generate`, the others for transcribe and batch."""
     rows = catalogue()
     header = Row("name", "kind", "size", "state")
     widths = [max(len(getattr(r, f)) for r in (header, *rows)) for f in ("name", "kind", "size")]

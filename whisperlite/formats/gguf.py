@@ -26,7 +26,7 @@ from gguf import GGUFValueType as VT
 from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC
 
 from whisperlite.core.errors import ModelFormatError
-from whisperlite.kernels.quant import QUANT_TYPES
+from whisperlite.kernels.quant import ACTIVATION_ONLY, QUANT_TYPES
 from whisperlite.kernels.tensor import QTensor, Weight
 
 # Little-endian struct formats of the fixed-size GGUF value types.
@@ -43,9 +43,9 @@ _NUMPY = {
 }
 _INTS = (VT.UINT8, VT.INT8, VT.UINT16, VT.INT16, VT.UINT32, VT.INT32, VT.UINT64, VT.INT64)
 
-# Stored types the kernels run (Q8_1 is an activation type only: gguf-py's and ggml's
-# Q8_1 blocks differ in size, so a file claiming one cannot be trusted either way).
-WEIGHT_TYPES = frozenset(q for q in QUANT_TYPES if q != QType.Q8_1)
+# Stored types the kernels run (Q8_1 and Q8_K are activation types only; gguf-py's and
+# ggml's Q8_1 blocks differ in size, so a file claiming one cannot be trusted either way).
+WEIGHT_TYPES = frozenset(q for q in QUANT_TYPES if q not in ACTIVATION_ONLY)
 MAX_DIMS = 4  # GGML_MAX_DIMS
 # The fewest bytes a header record can take: a key-value pair is a string length (8), a
 # key of at least one byte and a type (4); a tensor record is a name length (8), a name,

@@ -30,6 +30,20 @@ CHATML_TEMPLATE = (
     " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
+# Gemma's turn format (Gemma 3's published template, text only) for Gemma files that carry
+# no template: llama.cpp's own fallback, ChatML, spells turns with tokens Gemma lacks. A
+# system message opens the first user turn, as in Gemma's template and llama.cpp's "gemma".
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set prefix = messages[0]['content'] | trim + '\n\n' %}{% set turns = messages[1:] %}"
+    "{% else %}{% set prefix = '' %}{% set turns = messages %}{% endif %}"
+    "{% for message in turns %}{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' + (prefix if loop.first else '') + message['content'] | trim"
+    " + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+# Templates for files without one, by GGUF architecture (any other: CHATML_TEMPLATE).
+FALLBACK_TEMPLATES = {"gemma3": GEMMA_TEMPLATE}
+
 # Characters (or items) any value, and the rendered prompt, may hold: 2^20, well past the
 # text of any context window (128k tokens are about 500k characters).
 MAX_SIZE = 1 << 20

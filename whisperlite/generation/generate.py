@@ -1,4 +1,4 @@
-"""Text generation with a LLaMA-family GGUF model: prompt in one batch, then one token per
+"""Text generation with a LLaMA-family or Gemma 3 GGUF model: prompt in one batch, then one token per
 step, streamed; chat turns rendered with the model's own jinja chat template.
 
 Timings are kept like llama.cpp's llama_print_timings (load, prompt eval, eval, sampling,
@@ -16,10 +16,11 @@ import numpy as np
 
 from whisperlite.core.errors import ModelNotFoundError, WhisperliteError
 from whisperlite.formats.gguf import read_gguf
-from whisperlite.generation.chat_template import CHATML_TEMPLATE, render_chat
+from whisperlite.generation.chat_template import CHATML_TEMPLATE, FALLBACK_TEMPLATES, render_chat
 from whisperlite.generation.sampling import Sampler, SamplingOptions
 from whisperlite.kernels.ggml_order import GgmlArith
-from whisperlite.models.llama import KVCache, Llama
+from whisperlite.models.decoders import Decoder, build_decoder
+from whisperlite.models.llama import KVCache
 from whisperlite.registry.warmup import compile_once, weight_types
 from whisperlite.tokenizer.llama import LlamaTokenizer
 
@@ -85,9 +86,10 @@ class Generator:
                  arith: GgmlArith | None = None) -> None:
         t0 = time.perf_counter()
         gguf = read_gguf(path)
-        self.model = Llama(gguf, ggml_exact=ggml_exact, arith=arith)
+        self.model = build_decoder(gguf, ggml_exact=ggml_exact, arith=arith)
         compile_once(_kernel_key(self.model), lambda: _warm_up(self.model))
         self.tokenizer = LlamaTokenizer(gguf)
+        self.architecture = gguf.architecture
         self.path = path
         n_ctx = min(n_ctx, self.model.config.n_ctx_train) if n_ctx > 0 else self.model.config.n_ctx_train
         try:
@@ -113,10 +115,14 @@ class Generator:
         other.timings = Timings()
         return other
 
+    @property
+    def chat_template(self) -> str:
+        """The file's chat template, or the one for its architecture when it has none."""
+        return self.tokenizer.chat_template or FALLBACK_TEMPLATES.get(self.architecture, CHATML_TEMPLATE)
+
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         tok = self.tokenizer
-        template = tok.chat_template or CHATML_TEMPLATE
-        return render_chat(template, messages, True, tok.token_text(tok.bos_id), tok.token_text(tok.eos_id))
+        return render_chat(self.chat_template, messages, True, tok.token_text(tok.bos_id), tok.token_text(tok.eos_id))
 
     def encode_prompt(self, text: str, chat: bool = False) -> list[int]:
         """Prompt ids; a rendered chat prompt already spells its BOS when the template has one."""
@@ -206,7 +212,7 @@ class Generator:
 WARM_PROMPT = 64  # tokens: enough that every kernel's threaded variant runs, as one token runs the others
 
 
-def _warm_up(model: Llama) -> None:
+def _warm_up(model: Decoder) -> None:
     """A prompt and two more tokens on a scratch cache: the kernels a generation reaches
     (at two threads or more the one-token step runs on one, then on two: models/llama.py)."""
     cache = model.new_cache(WARM_PROMPT + 2)
@@ -215,13 +221,11 @@ def _warm_up(model: Llama) -> None:
     model.forward([0], cache)
 
 
-def _kernel_key(model: Llama) -> str:
-    """What decides which kernels a model compiles: its weight types and arithmetic."""
-    weights = [model.tok_embd, model.output]
-    for layer in model.layers:
-        weights += [layer.wqkv, layer.wo, layer.w_gate_up, layer.w_down]
+def _kernel_key(model: Decoder) -> str:
+    """What decides which kernels a model compiles: its architecture, weight types and arithmetic."""
     a = model.arith
-    return f"llama-{weight_types(weights)}-{'ggml' if model.ggml_exact else 'float'}-{a.lanes}x{a.kv_pad}"
+    return (f"{type(model).__name__.lower()}-{weight_types(model.weights())}-"
+            f"{'ggml' if model.ggml_exact else 'float'}-{a.lanes}x{a.kv_pad}")
 
 
 def load_generator(model: str, n_ctx: int = 4096, ggml_exact: bool = True,

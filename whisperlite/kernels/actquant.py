@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite.kernels.quant import QK, QUANT_TYPES, quantize_rows_q8, quantize_rows_q8_serial
+from whisperlite.kernels.quant import (
+    QK, QUANT_TYPES, quantize_rows_q8, quantize_rows_q8_k, quantize_rows_q8_k_serial, quantize_rows_q8_serial)
 
 # weight type -> the activation type ggml's CPU backend pairs it with (its vec_dot_type)
 ACTIVATION_TYPE = {q: t.dot_with for q, t in QUANT_TYPES.items() if t.dot_with is not None}
@@ -32,13 +33,19 @@ def quantize_activations(x: np.ndarray, weight_qtype: QType, dtype: type = np.fl
 
     d is the float16 block scale; s is what the weight kernel adds per block: for Q8_1 the
     stored float16 s = d*sum(q) (multiplied by the weights' m), for Q8_0 the exact integer
-    sum(q) (unused by the kernels: the -8 / -16 offsets come off the weights).
+    sum(q) (unused by the kernels: the -8 / -16 offsets come off the weights). For the
+    K-quants (Q8_K) d is the float32 scale of each 256 values, repeated for its 8 blocks,
+    and s each block's integer sum (what ggml's bsums give for the mins).
     """
     x = np.ascontiguousarray(x, np.float32)
     n, k = x.shape
     q = np.empty((n, k), dtype)
     d = np.empty((n, k // QK), np.float32)
     s = np.empty_like(d)
+    act = ACTIVATION_TYPE[QType(weight_qtype)]
+    if act == QType.Q8_K:
+        (quantize_rows_q8_k if x.size >= PARALLEL_MIN else quantize_rows_q8_k_serial)(x, q, d, s)
+        return q, d, s
     run = quantize_rows_q8 if x.size >= PARALLEL_MIN else quantize_rows_q8_serial
-    run(x, ACTIVATION_TYPE[QType(weight_qtype)] == QType.Q8_1, q, d, s)
+    run(x, act == QType.Q8_1, q, d, s)
     return q, d, s

@@ -45,12 +45,17 @@ from whisperlite.kernels.llvm_ir import HAS_AVX2  # noqa: F401 (callers choose g
 from whisperlite.kernels.llvm_ir import (
     F32, I8, I32, I64, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32, fma1, fma8, hadd,
     hsum, load_v32b, prefetch_row, sign_split, splat, vec)
+from whisperlite.kernels.kquant import idot_q4_k, idot_q5_k, idot_q6_k
 from whisperlite.kernels.quant import (
-    KIND, KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q5_1, KIND_Q8_0, QK, QUANT_TYPES, quantize_rows_q8_serial)
+    KIND, KIND_Q4_0, KIND_Q4_1, KIND_Q4_K, KIND_Q5_0, KIND_Q5_1, KIND_Q5_K, KIND_Q8_0, QK, QUANT_TYPES,
+    quantize_rows_for)
 
-# The block types with ggml's integer dots -> their codes (quant.KIND), which `gemv_i8` and
-# `_gemv_block` take.
+# The block types with ggml's integer dots -> their codes (quant.KIND), which `gemv_i8`
+# takes; the 32-weight ones (`LEGACY_KIND`) also have float-activation dots (`_gemv_block`).
+# The K-quants' integer dots (kquant.py) are portable: they run without AVX2 too.
 I8_KIND = {q: k for q, k in KIND.items() if QUANT_TYPES[q].dot_with is not None}
+LEGACY_KIND = {q: k for q, k in I8_KIND.items() if QUANT_TYPES[q].block == QK}
+K_KIND = {q: k for q, k in I8_KIND.items() if q not in LEGACY_KIND}
 
 # Reassociation (to vectorize the sums) and FMA contraction, but not the no-NaN/no-inf
 # assumptions, so a stray inf in a weight still reads as inf.
@@ -145,7 +150,7 @@ def _row_dot(lay):
     return dot
 
 
-_dot = {kind: _row_dot(QUANT_TYPES[q]) for q, kind in I8_KIND.items()}
+_dot = {kind: _row_dot(QUANT_TYPES[q]) for q, kind in LEGACY_KIND.items()}
 _dot_q8_0, _dot_q4_0, _dot_q4_1, _dot_q5_0 = _dot[KIND_Q8_0], _dot[KIND_Q4_0], _dot[KIND_Q4_1], _dot[KIND_Q5_0]
 _dot_q5_1 = _dot[KIND_Q5_1]
 
@@ -395,7 +400,7 @@ def _rows_idot(lay, nrows):
 
 
 ROWS_PER_PASS = 4
-_idots = {kind: _rows_idot(QUANT_TYPES[q], ROWS_PER_PASS) for q, kind in I8_KIND.items()}
+_idots = {kind: _rows_idot(QUANT_TYPES[q], ROWS_PER_PASS) for q, kind in LEGACY_KIND.items()}
 _idots_q8_0, _idots_q4_0, _idots_q4_1 = _idots[KIND_Q8_0], _idots[KIND_Q4_0], _idots[KIND_Q4_1]
 _idots_q5_0, _idots_q5_1 = _idots[KIND_Q5_0], _idots[KIND_Q5_1]
 
@@ -414,7 +419,7 @@ def _idots_kind(kind, w, r, nb, xq, xd, xs, t, out):
         _idots_q5_1(w, r, nb, xq, xd, xs, t, out)
 
 
-_idot = {kind: _row_idot(QUANT_TYPES[q]) for q, kind in I8_KIND.items()}
+_idot = {kind: _row_idot(QUANT_TYPES[q]) for q, kind in LEGACY_KIND.items()}
 _idot_q8_0, _idot_q4_0, _idot_q4_1 = _idot[KIND_Q8_0], _idot[KIND_Q4_0], _idot[KIND_Q4_1]
 _idot_q5_0, _idot_q5_1 = _idot[KIND_Q5_0], _idot[KIND_Q5_1]
 
@@ -443,10 +448,22 @@ def idot_rows(kind, w, r0, r1, nb, xq, xd, xs, t, out):
         for r in range(r0, r1):
             prefetch_row(w, r + PREFETCH_ROWS)
             out[t, r] = _idot_q5_0(w[r], nb, xq, xd, xs, t)
-    else:
+    elif kind == KIND_Q5_1:
         for r in range(r0, r1):
             prefetch_row(w, r + PREFETCH_ROWS)
             out[t, r] = _idot_q5_1(w[r], nb, xq, xd, xs, t)
+    elif kind == KIND_Q4_K:
+        for r in range(r0, r1):
+            prefetch_row(w, r + PREFETCH_ROWS)
+            out[t, r] = idot_q4_k(w[r], nb, xq, xd, xs, t)
+    elif kind == KIND_Q5_K:
+        for r in range(r0, r1):
+            prefetch_row(w, r + PREFETCH_ROWS)
+            out[t, r] = idot_q5_k(w[r], nb, xq, xd, xs, t)
+    else:
+        for r in range(r0, r1):
+            prefetch_row(w, r + PREFETCH_ROWS)
+            out[t, r] = idot_q6_k(w[r], nb, xq, xd, xs, t)
 
 
 @numba.njit(inline="always", cache=True)
@@ -477,20 +494,21 @@ _gemv_i8_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_i8_body)
 
 
 def gemv_i8(kind: int, xq: np.ndarray, xd: np.ndarray, xs: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """ggml-mode product on int8 activations (AVX2 only: see HAS_AVX2); the serial build
-    below PARALLEL_MIN_BYTES of weights per call, else parallel."""
+    """ggml-mode product on int8 activations (the 32-weight types need AVX2: see HAS_AVX2;
+    the K-quants run on any CPU); the serial build below PARALLEL_MIN_BYTES of weights per
+    call, else parallel."""
     (_gemv_i8_par if w.size * xq.shape[0] >= PARALLEL_MIN_BYTES else _gemv_i8_seq)(kind, xq, xd, xs, w, out)
     return out
 
 
 @numba.njit(nogil=True, cache=True)
-def _gemv_i8_f32(kind, q8_1, parallel, x, w, out):
+def _gemv_i8_f32(kind, parallel, x, w, out):
     """Quantize x as ggml does, then the product of `gemv_i8`: one dispatch from Python."""
     n, k = x.shape
     xq = np.empty((n, k), np.int8)
     xd = np.empty((n, k // QK), np.float32)
     xs = np.empty((n, k // QK), np.float32)
-    quantize_rows_q8_serial(x, q8_1, xq, xd, xs)
+    quantize_rows_for(kind, x, xq, xd, xs)
     if parallel:
         _gemv_i8_par(kind, xq, xd, xs, w, out)
     else:
@@ -498,7 +516,8 @@ def _gemv_i8_f32(kind, q8_1, parallel, x, w, out):
     return out
 
 
-def gemv_i8_f32(kind: int, q8_1: bool, x: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """x (n, k) float32, C-contiguous, quantized to ggml's Q8_1 (q8_1) or Q8_0 activations,
-    @ w.T by `gemv_i8` -> out (n, d); for few rows (the quantizer runs on this thread)."""
-    return _gemv_i8_f32(kind, q8_1, w.size * x.shape[0] >= PARALLEL_MIN_BYTES, x, w, out)
+def gemv_i8_f32(kind: int, x: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """x (n, k) float32, C-contiguous, quantized as ggml does for weights of `kind` (Q8_K
+    for the K-quants, Q8_1 for the "_1" types, else Q8_0: quant.quantize_rows_for), @ w.T
+    by `gemv_i8` -> out (n, d); for few rows (the quantizer runs on this thread)."""
+    return _gemv_i8_f32(kind, w.size * x.shape[0] >= PARALLEL_MIN_BYTES, x, w, out)

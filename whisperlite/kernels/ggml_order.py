@@ -252,6 +252,50 @@ def silu_mul_(gate: np.ndarray, up: np.ndarray, arith: GgmlArith) -> np.ndarray:
     return (_silu_par if gate.shape[0] > 1 else _silu_seq)(gate, up, arith.lanes)
 
 
+def _gelu_table() -> np.ndarray:
+    """ggml_table_gelu_f16 as float32: for every float16 bit pattern, ggml_gelu_f32 of its
+    value (0.5x(1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))) in float32, the inner 1 + a*x*x
+    contracted to an fma as GCC builds it) rounded to float16. tanh is taken in float64 and
+    rounded once; a last-bit difference from libm's tanhf survives the float16 rounding
+    only on a tie."""
+    x = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+    with np.errstate(all="ignore"):
+        inner = (_f64(_f32(0.044715) * x) * _f64(x) + 1.0).astype(np.float32)
+        arg = (_f32(0.7978845608028654) * x) * inner
+        th = np.tanh(arg.astype(np.float64)).astype(np.float32)
+        y = (_f32(0.5) * x) * (_f32(1.0) + th)
+    return y.astype(np.float16).astype(np.float32)
+
+
+GELU_TABLE = _gelu_table()
+
+
+def _geglu_body(gate, up, table):
+    """In place gate = gelu(gate) * up as ggml_vec_geglu_f32 computes it (GGML_GELU_FP16):
+    inputs in (-10, 10) rounded to float16 and looked up in `table` (GELU_TABLE), those at
+    or below -10 give 0, those at or above 10 pass through. gate, up (n, d)."""
+    n, d = gate.shape
+    for t in prange(n):
+        for j in range(d):
+            v = gate[t, j]
+            if v <= _f32(-10.0):
+                gate[t, j] = _f32(0.0)
+            elif v >= _f32(10.0):
+                gate[t, j] = v * up[t, j]
+            else:
+                gate[t, j] = table[f32_to_f16(v)] * up[t, j]
+    return gate
+
+
+_geglu_par = numba.njit(parallel=True, cache=True)(_geglu_body)
+_geglu_seq = numba.njit(cache=True)(_geglu_body)
+
+
+def geglu_(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """In place GeGLU with ggml's table GELU: gate (n, d), up (n, d) -> gate."""
+    return (_geglu_par if gate.shape[0] > 1 else _geglu_seq)(gate, up, GELU_TABLE)
+
+
 # ---------------------------------------------------------------- attention
 
 
@@ -291,7 +335,7 @@ def _f16_dot(a, a0, b, b0, n, ne, batched, w, lanes):
 
 
 @numba.njit(inline="always", cache=True)
-def attend_head(q, k_cache, v_cache, pos0, scale, kv_pad, w, out, i, h):
+def attend_head(q, k_cache, v_cache, pos0, scale, kv_pad, window, w, out, i, h):
     """Query row i, head h of `_attention_body` (arguments as its) -> out[i, h]: one
     thread's share of the heads, the same arithmetic wherever it runs."""
     n, n_head, hd = q.shape
@@ -301,6 +345,9 @@ def attend_head(q, k_cache, v_cache, pos0, scale, kv_pad, w, out, i, h):
     batched = n > 1
     g = h // group
     length = pos0 + i + 1
+    # A sliding window masks the cells more than window - 1 positions back: -inf scores,
+    # zero probabilities, as llama.cpp's mask makes them.
+    first = max(0, length - window) if window > 0 else 0
     qh = np.empty(hd, np.float32)
     for c in range(hd):
         qh[c] = round_f16(q[i, h, c])
@@ -308,7 +355,9 @@ def attend_head(q, k_cache, v_cache, pos0, scale, kv_pad, w, out, i, h):
     kg = k_cache[g].reshape(-1)
     p = np.zeros(n_kv, np.float32)
     m = _f32(-np.inf)
-    for t in range(length):
+    for t in range(first):
+        p[t] = _f32(-np.inf)
+    for t in range(first, length):
         p[t] = _f32(_f16_dot(kg, t * hd, qh, 0, hd, hd, batched, w, lanes) * _f32(scale))
         m = max(m, p[t])
     # ggml_vec_soft_max_f32: w-lane exps, each vector's sum added in double; masked
@@ -317,11 +366,11 @@ def attend_head(q, k_cache, v_cache, pos0, scale, kv_pad, w, out, i, h):
     vec_end = n_kv - n_kv % w
     for c0 in range(0, min(vec_end, (length + w - 1) // w * w), w):
         for l in range(w):
-            lanes[l] = v_expf(_f32(p[c0 + l] - m), w) if c0 + l < length else _f32(0.0)
+            lanes[l] = v_expf(_f32(p[c0 + l] - m), w) if first <= c0 + l < length else _f32(0.0)
             p[c0 + l] = lanes[l]
         total += _f64(_reduce16(lanes) if w == 16 else _hsum8(lanes))
     for t in range(vec_end, length):
-        p[t] = _f32(math.exp(_f64(_f32(p[t] - m))))
+        p[t] = _f32(math.exp(_f64(_f32(p[t] - m)))) if t >= first else _f32(0.0)
         total += _f64(p[t])
     inv = _f32(1.0 / total)
     for t in range(length):
@@ -332,18 +381,19 @@ def attend_head(q, k_cache, v_cache, pos0, scale, kv_pad, w, out, i, h):
         out[i, h, c] = _f16_dot(vt, c * n_ctx, p, 0, n_kv, length, batched, w, lanes)
 
 
-def _attention_body(q, k_cache, v_cache, pos0, scale, kv_pad, w, out):
+def _attention_body(q, k_cache, v_cache, pos0, scale, kv_pad, window, w, out):
     """Causal GQA over a float16-valued cache as llama.cpp computes it without flash attention.
 
     q (n, n_head, hd) float32; k_cache (n_kv_head, n_ctx, hd) and v_cache (n_kv_head, hd,
     n_ctx) (transposed, as llama.cpp keeps V) float32 holding f16-rounded values; query row
     i is at position pos0 + i; out (n, n_head, hd). llama.cpp views kv_pad-padded cells
     (masked ones give exact zeros, so they are skipped where that changes no sum); w is
-    the vector width of the build (16 or 8).
+    the vector width of the build (16 or 8). window > 0: each query sees only the last
+    `window` positions (sliding-window layers); 0: all before it.
     """
     n, n_head, _ = q.shape
     for job in prange(n * n_head):
-        attend_head(q, k_cache, v_cache, pos0, scale, kv_pad, w, out, job // n_head, job % n_head)
+        attend_head(q, k_cache, v_cache, pos0, scale, kv_pad, window, w, out, job // n_head, job % n_head)
     return out
 
 
@@ -355,9 +405,10 @@ ATTN_PARALLEL_MIN = 1 << 16
 
 
 def attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, pos0: int, scale: float,
-              out: np.ndarray, arith: GgmlArith) -> np.ndarray:
-    """llama.cpp's attention of q (n, n_head, hd) at positions pos0 … pos0+n-1 -> out."""
+              out: np.ndarray, arith: GgmlArith, window: int = 0) -> np.ndarray:
+    """llama.cpp's attention of q (n, n_head, hd) at positions pos0 … pos0+n-1 -> out
+    (window > 0: a sliding window of that many positions)."""
     n, n_head, hd = q.shape
     work = n * n_head * (pos0 + n) * hd
     run = _attn_par if work >= ATTN_PARALLEL_MIN else _attn_seq
-    return run(q, k_cache, v_cache, pos0, scale, arith.kv_pad, arith.lanes, out)
+    return run(q, k_cache, v_cache, pos0, scale, arith.kv_pad, window, arith.lanes, out)

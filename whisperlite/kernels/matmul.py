@@ -94,8 +94,8 @@ def _tiled(x: np.ndarray, w: QTensor) -> np.ndarray:
 def matmul(x: np.ndarray, w: Weight, *, ggml_exact: bool = False) -> np.ndarray:
     """x (n, k) float32 @ W (d, k).T -> (n, d) float32 (x (k,) -> (d,)).
 
-    ggml_exact: compute as ggml's CPU backend does (activations quantized to Q8_0/Q8_1 for
-    block weights, rounded to float16 for F16 weights), to reproduce llama.cpp outputs.
+    ggml_exact: compute as ggml's CPU backend does (activations quantized to Q8_0/Q8_1/Q8_K
+    for block weights, rounded to float16 for F16 weights), to reproduce llama.cpp outputs.
     """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 1:
@@ -120,7 +120,10 @@ def matmul(x: np.ndarray, w: Weight, *, ggml_exact: bool = False) -> np.ndarray:
             return _tiled(x, w)
         gemv.gemv_f16(x, w.data.view(np.uint16), y)
         return y
-    if qtype not in _GEMV:  # K-quants: dequantize-on-load tiles only
+    if qtype in gemv.K_KIND and ggml_exact:  # ggml's integer dots (portable: any CPU)
+        xq, xd, xs = quantize_activations(x, qtype, np.int8)
+        return gemv.gemv_i8(gemv.K_KIND[qtype], xq, xd, xs, w.data, y)
+    if qtype not in _GEMV:  # K-quants on float activations: dequantize-on-load tiles
         if ggml_exact:
             raise QuantizationError(f"ggml-exact products are not implemented for {qtype.name}")
         return _tiled(x, w)

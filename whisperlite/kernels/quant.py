@@ -32,7 +32,7 @@ class QuantTraits:
     fields: tuple[tuple[str, int], ...]
     zero: int = 0  # the "_0" types store w = d * (q - zero)
     dot_with: QType | None = None  # the activation type of ggml's integer dots (its vec_dot_type)
-    kernels: bool = True  # the fused row kernels (gemv, the decoder step) take it
+    kernels: bool = True  # the fused row kernels take it (gemv; rowdots, the decoder step, all but K-quants)
 
     @property
     def size(self) -> int:
@@ -50,9 +50,9 @@ class QuantTraits:
 
     @property
     def bits(self) -> int:
-        """Bits per weight of its quants (the qs bytes, plus the fifth bits in qh)."""
+        """Bits per weight of its quants (the qs or ql bytes, plus the high bits in qh)."""
         nbytes = dict(self.fields)
-        return 8 * (nbytes.get("qs", 0) + nbytes.get("qh", 0)) // self.block
+        return 8 * (nbytes.get("qs", 0) + nbytes.get("ql", 0) + nbytes.get("qh", 0)) // self.block
 
 
 # The one table of stored types, byte-for-byte ggml's blocks; every other enumeration of
@@ -70,10 +70,16 @@ QUANT_TYPES: dict[QType, QuantTraits] = {
     # s = d * sum(q) as float16 too: today's ggml block (36 bytes); gguf-py's
     # GGML_QUANT_SIZES still says 40 (the old float d, float s block). Activations only.
     QType.Q8_1: QuantTraits(QK, (("d", 2), ("s", 2), ("qs", QK)), kernels=False),
-    # K-quants are read-only here (dequantize and the tiled matmul)
-    QType.Q4_K: QuantTraits(QK_K, (("d", 2), ("dmin", 2), ("scales", 12), ("qs", QK_K // 2)), kernels=False),
+    # K-quants: 256-weight super-blocks of 8 (Q4_K, Q5_K: 32-weight sub-blocks, a 6-bit scale
+    # and min each, packed in 12 bytes, times the f16 d and dmin) or 16 sub-blocks (Q6_K: an
+    # int8 scale each); qs nibbles: bytes 32c..32c+31 hold sub-block 2c low, 2c+1 high.
+    QType.Q4_K: QuantTraits(QK_K, (("d", 2), ("dmin", 2), ("scales", 12), ("qs", QK_K // 2)), dot_with=QType.Q8_K),
+    QType.Q5_K: QuantTraits(QK_K, (("d", 2), ("dmin", 2), ("scales", 12), ("qh", QK_K // 8), ("qs", QK_K // 2)),
+                            dot_with=QType.Q8_K),
     QType.Q6_K: QuantTraits(QK_K, (("ql", QK_K // 2), ("qh", QK_K // 4), ("scales", QK_K // 16), ("d", 2)),
-                            kernels=False),
+                            dot_with=QType.Q8_K),
+    # The K-quants' activations: float32 d = 1/iscale, int8 quants, int16 sums per 16.
+    QType.Q8_K: QuantTraits(QK_K, (("d", 4), ("qs", QK_K), ("bsums", QK_K // 16 * 2)), kernels=False),
 }
 
 # Kernel codes: the types the fused row kernels take, numbered in the table's order (float
@@ -87,10 +93,16 @@ KIND_Q4_0 = KIND[QType.Q4_0]
 KIND_Q4_1 = KIND[QType.Q4_1]
 KIND_Q5_0 = KIND[QType.Q5_0]
 KIND_Q5_1 = KIND[QType.Q5_1]
+KIND_Q4_K = KIND[QType.Q4_K]
+KIND_Q5_K = KIND[QType.Q5_K]
+KIND_Q6_K = KIND[QType.Q6_K]
 FIRST_BLOCK_KIND = min(k for q, k in KIND.items() if QUANT_TYPES[q].block > 1)
+FIRST_K_KIND = min(k for q, k in KIND.items() if QUANT_TYPES[q].block == QK_K)  # the super-block kinds follow
 
 # Types `quantize` can produce (K-quants are read-only here: dequantize and matmul only).
 QUANTIZABLE = (QType.F16, QType.Q8_0, QType.Q4_0, QType.Q4_1, QType.Q5_0, QType.Q5_1, QType.Q8_1)
+# Types ggml makes only for activations, never stored as weights.
+ACTIVATION_ONLY = (QType.Q8_1, QType.Q8_K)
 
 
 def layout(qtype: QType) -> tuple[int, int]:
@@ -353,6 +365,58 @@ quantize_rows_q8 = numba.njit(parallel=True, cache=True)(_quantize_rows_q8_body)
 quantize_rows_q8_serial = numba.njit(nogil=True, cache=True)(_quantize_rows_q8_body)
 
 
+def _quantize_rows_q8_k_body(x, q, d, s):
+    """Activations as ggml quantizes them for the K-quants' dots (quantize_row_q8_K_ref, which
+    x86 builds use): x (n, k) float32 -> q (n, k) int8, d (n, k/32) float32 the super-block
+    scale (repeated for its 8 blocks of 32), s (n, k/32) each 32 values' integer sum (the
+    bsums, added in pairs). Per 256 values: max = the first value of largest magnitude,
+    iscale = -127/max, q = min(127, round-half-even(iscale * x)), d = 1/iscale; d = 0 and
+    q = 0 for an all-zero super-block."""
+    n, k = x.shape
+    for t in prange(n):
+        for sb in range(k // QK_K):
+            o = sb * QK_K
+            amax = np.float32(0.0)
+            vmax = np.float32(0.0)
+            for j in range(QK_K):
+                a = abs(x[t, o + j])
+                if a > amax:
+                    amax = a
+                    vmax = x[t, o + j]
+            if amax == 0:
+                for j in range(QK_K):
+                    q[t, o + j] = 0
+                for b in range(QK_K // QK):
+                    d[t, sb * 8 + b] = np.float32(0.0)
+                    s[t, sb * 8 + b] = np.float32(0.0)
+                continue
+            iscale = np.float32(-127.0) / vmax
+            dd = np.float32(1.0) / iscale
+            for b in range(QK_K // QK):
+                qsum = 0
+                for j in range(QK):
+                    v = min(127, int(np.rint(np.float32(iscale * x[t, o + b * QK + j]))))
+                    q[t, o + b * QK + j] = v
+                    qsum += v
+                d[t, sb * 8 + b] = dd
+                s[t, sb * 8 + b] = np.float32(qsum)
+
+
+quantize_rows_q8_k = numba.njit(parallel=True, cache=True)(_quantize_rows_q8_k_body)
+quantize_rows_q8_k_serial = numba.njit(nogil=True, cache=True)(_quantize_rows_q8_k_body)
+
+
+@numba.njit(nogil=True, cache=True)
+def quantize_rows_for(kind, x, q, d, s):
+    """x (n, k) quantized on this thread as ggml does for a product with weights of `kind`
+    (KIND code): Q8_K for the K-quants, Q8_1 for the "_1" types, else Q8_0 -> q, d, s as the
+    integer dots read them (quantize_rows_q8 / quantize_rows_q8_k)."""
+    if kind >= FIRST_K_KIND:
+        quantize_rows_q8_k_serial(x, q, d, s)
+    else:
+        quantize_rows_q8_serial(x, kind == KIND_Q4_1 or kind == KIND_Q5_1, q, d, s)
+
+
 @numba.njit(parallel=True, cache=True)
 def _pack_q8_1(d, s, q, out):
     """Unpacked Q8_1 (d, s (rows, nb) float32, q (rows, cols) int8) -> out (rows, nb*36) uint8."""
@@ -502,6 +566,33 @@ def _dequantize_q4_k(data, r0, r1, out):
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
+def _dequantize_q5_k(data, r0, r1, out):
+    nb = data.shape[1] // 176
+    for r in prange(r1 - r0):
+        row = data[r0 + r]
+        for b in range(nb):
+            o = b * 176
+            d = _load_f16(row, o)
+            dmin = _load_f16(row, o + 2)
+            sc = row[o + 4 : o + 16]
+            for sub in range(8):
+                if sub < 4:
+                    s6 = sc[sub] & 63
+                    m6 = sc[sub + 4] & 63
+                else:
+                    s6 = (sc[sub + 4] & 15) | ((sc[sub - 4] >> 2) & 48)
+                    m6 = (sc[sub + 4] >> 4) | ((sc[sub] >> 2) & 48)
+                dl = d * np.float32(s6)
+                ml = dmin * np.float32(m6)
+                # Q4_K's nibbles, plus bit `sub` of qh byte j as the fifth bit of weight j
+                qoff = o + 48 + (sub // 2) * 32
+                shift = 4 * (sub % 2)
+                for j in range(32):
+                    q = ((row[qoff + j] >> shift) & 15) | (((row[o + 16 + j] >> sub) & 1) << 4)
+                    out[r, b * QK_K + sub * 32 + j] = dl * np.float32(q) - ml
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
 def _dequantize_q6_k(data, r0, r1, out):
     nb = data.shape[1] // 210
     for r in prange(r1 - r0):
@@ -536,6 +627,7 @@ _DEQUANTIZERS = {
     QType.Q5_0: _dequantize_q5_0,
     QType.Q5_1: _dequantize_q5_1,
     QType.Q4_K: _dequantize_q4_k,
+    QType.Q5_K: _dequantize_q5_k,
     QType.Q6_K: _dequantize_q6_k,
 }
 

@@ -2,7 +2,8 @@
 
 ggml's "normal" rope mode (the one llama.cpp uses for the llama architecture) rotates
 adjacent pairs (x[2i], x[2i+1]); GGUF conversion permutes the Q/K weight rows so that this
-equals Hugging Face's rotate-half on the original weights. Angles are float32 throughout:
+equals Hugging Face's rotate-half on the original weights. Its "neox" mode (Gemma, whose
+rows are not permuted) rotates the pairs (x[i], x[i + n_rot/2]) with the same angles. Angles are float32 throughout:
 theta_i = p * base^(-2i/n_rot) built by repeated multiplication, as ggml does, so the same
 rounding reaches the same cos/sin (the C library's cosf/sinf), and the rotation is two
 float32 products and a sum, fused or not as the llama.cpp build compiled it.
@@ -62,33 +63,37 @@ def _rope_cache_kernel(positions, theta_scale, ff, freq_scale, cos, sin):
 
 
 @numba.njit(inline="always", cache=True)
-def rotate_head(x, t, h, cos, sin, fused):
+def rotate_head(x, t, h, cos, sin, fused, neox):
     """Token t, head h of x rotated in place (arguments as `_rope_body` takes them)."""
-    for i in range(cos.shape[1]):
-        x0 = x[t, h, 2 * i]
-        x1 = x[t, h, 2 * i + 1]
+    half = cos.shape[1]
+    for i in range(half):
+        a = i if neox else 2 * i
+        b = i + half if neox else 2 * i + 1
+        x0 = x[t, h, a]
+        x1 = x[t, h, b]
         c = cos[t, i]
         s = sin[t, i]
         if fused:
-            x[t, h, 2 * i] = np.float32(np.float64(c) * np.float64(x0) - np.float64(np.float32(s * x1)))
-            x[t, h, 2 * i + 1] = np.float32(np.float64(s) * np.float64(x0) + np.float64(np.float32(c * x1)))
+            x[t, h, a] = np.float32(np.float64(c) * np.float64(x0) - np.float64(np.float32(s * x1)))
+            x[t, h, b] = np.float32(np.float64(s) * np.float64(x0) + np.float64(np.float32(c * x1)))
         else:
-            x[t, h, 2 * i] = x0 * c - x1 * s
-            x[t, h, 2 * i + 1] = x0 * s + x1 * c
+            x[t, h, a] = x0 * c - x1 * s
+            x[t, h, b] = x0 * s + x1 * c
 
 
-def _rope_body(x, cos, sin, fused):
-    """In place rotation of pairs (2i, 2i+1), i < cos.shape[1]: x (n, heads, hd) -> x,
-    cos/sin (n, n_rot // 2); dims from n_rot on are left as they are.
+def _rope_body(x, cos, sin, fused, neox):
+    """In place rotation of pairs (2i, 2i+1), or (i, i + n_rot/2) with neox, i < cos.shape[1]:
+    x (n, heads, hd) -> x, cos/sin (n, n_rot // 2); dims from n_rot on are left as they are.
 
     fused: as GCC contracts ggml's rotate_pairs with FMA (vfmsub231ss, vfmadd132ss in
     llama-cpp-python 0.3.36's AVX2 build): fma(c, x0, -(s*x1)) and fma(s, x0, c*x1); else
     two rounded products and a sum. (An fma is the float64 product plus the rounded
-    addend, rounded to float32.)
+    addend, rounded to float32.) ggml runs both modes through one rotate_pairs, so the
+    contraction is the same in both.
     """
     n, heads, _ = x.shape
     for job in prange(n * heads):
-        rotate_head(x, job // heads, job % heads, cos, sin, fused)
+        rotate_head(x, job // heads, job % heads, cos, sin, fused, neox)
     return x
 
 
@@ -96,13 +101,14 @@ _rope_par = numba.njit(parallel=True, cache=True)(_rope_body)
 _rope_seq = numba.njit(parallel=False, cache=True)(_rope_body)
 
 
-def rope_(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, fused: bool = False) -> np.ndarray:
+def rope_(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, fused: bool = False, neox: bool = False) -> np.ndarray:
     """Rotate x (n, heads, head_dim) in place with a `rope_cache` for its n positions
-    (fused: with the fused multiply-adds of a vectorized FMA build of ggml)."""
+    (fused: with the fused multiply-adds of a vectorized FMA build of ggml; neox: ggml's
+    NEOX mode, halves instead of adjacent pairs)."""
     # The kernel indexes x[t, h, 2i + 1] for i < cos.shape[1] unchecked: sizes come from a
     # model file, so they are checked here, once per call.
     if (x.ndim != 3 or cos.ndim != 2 or cos.shape != sin.shape or cos.shape[0] != x.shape[0]
             or 2 * cos.shape[1] > x.shape[2]):
         raise ValueError(f"rope_: x {x.shape} does not fit a rope cache of {cos.shape} / {sin.shape}")
     run = _rope_par if x.shape[0] * x.shape[1] >= PARALLEL_MIN_ROWS else _rope_seq
-    return run(x, cos, sin, fused)
+    return run(x, cos, sin, fused, neox)

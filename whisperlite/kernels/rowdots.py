@@ -27,7 +27,8 @@ from whisperlite.kernels.llvm_ir import (
     load_v32b, sign_split, splat, vec)
 from whisperlite.kernels.ops import to_f32
 from whisperlite.kernels.quant import (
-    FIRST_BLOCK_KIND, KIND, KIND_F16, KIND_F32, KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q5_1, KIND_Q8_0, QK, QUANT_TYPES)
+    FIRST_BLOCK_KIND, FIRST_K_KIND, KIND, KIND_F16, KIND_F32, KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q5_1, KIND_Q8_0, QK,
+    QUANT_TYPES)
 from whisperlite.kernels.tensor import QTensor, Weight
 
 _SER = dict(fastmath={"reassoc", "contract", "nsz", "arcp"}, error_model="numpy", nogil=True, cache=True)
@@ -35,7 +36,8 @@ _SER = dict(fastmath={"reassoc", "contract", "nsz", "arcp"}, error_model="numpy"
 
 def weight_kind(w: Weight) -> tuple[int, np.ndarray] | None:
     """(kind code, uint8 (rows, bytes per row) view) of a weight, or None for a type the
-    row kernels do not take (K-quants, non-contiguous arrays)."""
+    row kernels here do not take (K-quants: their dots are gemv.idot_rows'; non-contiguous
+    arrays)."""
     if isinstance(w, QTensor):
         kind = KIND.get(QType(w.qtype))
         data = w.data
@@ -43,7 +45,7 @@ def weight_kind(w: Weight) -> tuple[int, np.ndarray] | None:
         kind, data = KIND_F32, w
     else:
         return None
-    if kind is None or data.ndim != 2 or not data.flags.c_contiguous:
+    if kind is None or kind >= FIRST_K_KIND or data.ndim != 2 or not data.flags.c_contiguous:
         return None
     return kind, data.view(np.uint8)
 

