@@ -44,7 +44,8 @@ def random_blocks(qtype: QType, rows: int, cols: int, rng: np.random.Generator) 
     for field in ("d", "dmin"):
         at = lay.offset(field)
         if at is not None:
-            w[:, :, at:at + 2] = rng.uniform(1e-3, 0.05, (rows, nb)).astype(np.float16).view(np.uint8).reshape(rows, nb, 2)
+            scale = rng.uniform(1e-3, 0.05, (rows, nb)).astype(np.float16)
+            w[:, :, at:at + 2] = scale.view(np.uint8).reshape(rows, nb, 2)
     return w.reshape(rows, -1)
 
 

@@ -189,8 +189,9 @@ def test_q8_k_matches_the_c_reference():
 
 @pytest.mark.parametrize("qtype", K_TYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize("n", [1, 3])
-def test_dots_equal_the_numpy_port_of_ggml(qtype, n):
-    rows, k = 21, 1024
+@pytest.mark.parametrize("k", [512, 1024])  # rows four per pass (plus one alone), and one at a time
+def test_dots_equal_the_numpy_port_of_ggml(qtype, n, k):
+    rows = 21
     w = random_blocks(qtype, rows, k, 10 + int(qtype))
     x = activations(n, k, n)
     got = kernel_rows(qtype, w, x)
@@ -302,8 +303,9 @@ def test_q8_k_equals_ggml(ggml):
 
 
 @pytest.mark.parametrize("qtype", K_TYPES, ids=lambda t: t.name)
-def test_dots_equal_ggml(ggml, qtype):
-    _against_ggml(ggml, qtype, random_blocks(qtype, 24, 1536, 50 + int(qtype)), activations(2, 1536, 3))
+@pytest.mark.parametrize("k", [512, 1536])
+def test_dots_equal_ggml(ggml, qtype, k):
+    _against_ggml(ggml, qtype, random_blocks(qtype, 24, k, 50 + int(qtype)), activations(2, k, 3))
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QType
 
-from whisperlite.core.errors import QuantizationError
-from whisperlite.kernels import QTensor, linear, matmul, set_threads
-from whisperlite.kernels import quant
+from whisperlite.kernels import QTensor, gemv, linear, matmul, quant, set_threads
+from whisperlite.kernels.actquant import quantize_activations
 
 matmul_module = importlib.import_module("whisperlite.kernels.matmul")
 DATA = Path(__file__).parent / "data" / "llama_kernels"
@@ -68,8 +67,10 @@ def test_k_quants_through_tiles(qtype):
     for n in (1, 12):
         x = rng.standard_normal((n, 512)).astype(np.float32)
         close(matmul(x, w), reference(x, w))
-    with pytest.raises(QuantizationError, match="ggml-exact"):
-        matmul(x, w, ggml_exact=True)
+    # ggml mode: Q8_K activations and the integer dots (tests/test_kquant.py checks them)
+    xq, xd, xs = quantize_activations(x, qtype, np.int8)
+    dots = gemv.gemv_i8(gemv.I8_KIND[qtype], xq, xd, xs, w.data, np.empty((n, 64), np.float32))
+    assert np.array_equal(matmul(x, w, ggml_exact=True), dots)
 
 
 def test_float32_vector_and_bias():

@@ -62,8 +62,8 @@ def transcript_path(output_dir: str, base: str) -> str:
 
 
 def segment_rows(segments: Iterable[Segment]) -> list[Row]:
-    # The speaker column stays empty until segments carry speakers (diarization).
-    return [(s.start, s.end, None, s.text.strip()) for s in segments if s.text.strip()]
+    # The speaker column is empty without --diarize.
+    return [(s.start, s.end, s.speaker, s.text.strip()) for s in segments if s.text.strip()]
 
 
 def write_transcript(output_dir: str, base: str, rows: Sequence[Row]) -> str:

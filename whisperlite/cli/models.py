@@ -11,7 +11,7 @@ from whisperlite.registry import hub
 from whisperlite.registry.embedded import embedded_model_dir
 from whisperlite.transcription.options import DEFAULT_MODEL
 
-_FORMAT = {"whisper": "whisper ct2", "llama": "llama gguf", "gemma3": "gemma3 gguf"}  # what a hub model's files are
+_FORMAT = {"whisper": "whisper ct2", "llama": "llama gguf", "gemma3": "gemma3 gguf", "speaker": "speaker pt"}  # what a hub model's files are
 
 
 @dataclass(frozen=True)

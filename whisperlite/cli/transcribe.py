@@ -13,7 +13,7 @@ from whisperlite.cli.common import fail, friendly_errors
 from whisperlite.cli.flags import pop_run_options, transcription_flags
 from whisperlite.core.errors import WhisperliteError
 from whisperlite.output.chinese import CHINESE_LANGUAGES, convert_segment
-from whisperlite.output.writers import check_output_dir, format_timestamp, write_outputs
+from whisperlite.output.writers import check_output_dir, format_timestamp, speaker_prefix, write_outputs
 from whisperlite.transcription.results import Segment, TranscriptionInfo
 
 if TYPE_CHECKING:  # the tokenizer's module loads numba: only once a model does
@@ -63,6 +63,7 @@ def print_segment(s: Segment, tok: WhisperTokenizer | None = None, colors: bool 
                   times: bool = True) -> None:
     """One line per segment, as whisper.cpp prints it; `tok` is needed for colours or special tokens."""
     text = segment_text(s, tok, colors, special) if tok is not None and (colors or special) else s.text.strip()
+    text = speaker_prefix(s.speaker) + text
     # colours asked for are printed even into a pipe, as whisper.cpp does
     click.echo(f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}]  {text}" if times else text,
                color=True if colors else None)

@@ -45,9 +45,9 @@ from whisperlite.kernels.llvm_ir import HAS_AVX2  # noqa: F401 (callers choose g
 from whisperlite.kernels.llvm_ir import (
     F32, I8, I32, I64, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32, fma1, fma8, hadd,
     hsum, load_v32b, prefetch_row, sign_split, splat, vec)
-from whisperlite.kernels.kquant import idot_q4_k, idot_q5_k, idot_q6_k
+from whisperlite.kernels.kquant import idot_q4_k, idot_q5_k, idot_q6_k, idots_q4_k, idots_q5_k, idots_q6_k
 from whisperlite.kernels.quant import (
-    KIND, KIND_Q4_0, KIND_Q4_1, KIND_Q4_K, KIND_Q5_0, KIND_Q5_1, KIND_Q5_K, KIND_Q8_0, QK, QUANT_TYPES,
+    FIRST_K_KIND, KIND, KIND_Q4_0, KIND_Q4_1, KIND_Q4_K, KIND_Q5_0, KIND_Q5_1, KIND_Q5_K, KIND_Q8_0, QK, QUANT_TYPES,
     quantize_rows_for)
 
 # The block types with ggml's integer dots -> their codes (quant.KIND), which `gemv_i8`
@@ -425,6 +425,7 @@ _idot_q5_0, _idot_q5_1 = _idot[KIND_Q5_0], _idot[KIND_Q5_1]
 
 
 PREFETCH_ROWS = 8  # rows ahead that one-row loops ask the cache for (llvm_ir.prefetch_row)
+K_FOURS_MAX_BYTES = 544  # K-quant rows up to this many bytes go four per pass (_k_range)
 
 
 @numba.njit(inline="always", cache=True)
@@ -466,10 +467,34 @@ def idot_rows(kind, w, r0, r1, nb, xq, xd, xs, t, out):
             out[t, r] = idot_q6_k(w[r], nb, xq, xd, xs, t)
 
 
+@numba.njit(nogil=True, cache=True)
+def _k_range(kind, w, r0, r1, nb, xq, xd, xs, t, out):
+    """`idot_range` of the K-quants: rows four per pass (kquant.rows_idot_k) up to
+    K_FOURS_MAX_BYTES a row (Gemma's 640-wide rows, 360-525 bytes: Q4_K 0.75 of Q8_0's time
+    in fours, 0.90 alone), one at a time above (576-1152-byte rows ran 1.1-2x slower in
+    fours, the four streams defeating the prefetcher). Its own
+    function: inlined with the 32-weight types' loops, it made Q5_0's 1.6x slower."""
+    r = r0
+    if w.shape[1] <= K_FOURS_MAX_BYTES:
+        while r + ROWS_PER_PASS <= r1:
+            if kind == KIND_Q4_K:
+                idots_q4_k(w, r, nb, xq, xd, xs, t, out)
+            elif kind == KIND_Q5_K:
+                idots_q5_k(w, r, nb, xq, xd, xs, t, out)
+            else:
+                idots_q6_k(w, r, nb, xq, xd, xs, t, out)
+            r += ROWS_PER_PASS
+    idot_rows(kind, w, r, r1, nb, xq, xd, xs, t, out)
+
+
 @numba.njit(inline="always", cache=True)
 def idot_range(kind, w, r0, r1, nb, xq, xd, xs, t, out):
     """`idot_rows`, Q4_1 rows four per pass (`_rows_idot`): measured 15-20 % faster; Q8_0
-    rows (612 bytes) ran 1.8x slower in fours, the four streams defeating the prefetcher."""
+    rows (612 bytes) ran 1.8x slower in fours, the four streams defeating the prefetcher.
+    The K-quants: `_k_range`."""
+    if kind >= FIRST_K_KIND:
+        _k_range(kind, w, r0, r1, nb, xq, xd, xs, t, out)
+        return
     r = r0
     while kind == KIND_Q4_1 and r + ROWS_PER_PASS <= r1:
         _idots_kind(kind, w, r, nb, xq, xd, xs, t, out)

@@ -109,60 +109,106 @@ def _bits(builder: ir.IRBuilder, v: ir.Value, shift: int, mask: int, to: int) ->
     return builder.shl(builder.and_(builder.lshr(v, c(shift)), c(mask)), c(to))
 
 
+def _q6_superblock(builder, blk, y, xd_b, acc8):
+    """One Q6_K super-block at blk with its activations y (8 <32 x i8>) into acc8. ggml
+    adds (q - 32) y as q y in lanes of 4 products, minus, in lane c, 32 times block c's
+    activations weighted by their scales (its bsums times scales)."""
+    lay = QUANT_TYPES[QType.Q6_K]
+    lanes = ir.Constant(V8I, [0] * 8)
+    sc16 = load(builder, blk, lay.offset("scales"), vec(I8, 16))
+    offsets = [None] * SUBS
+    for h in range(2):
+        qh = load(builder, blk, lay.offset("qh") + 32 * h, V32B)
+        lo0, hi0 = _nibbles32(builder, load(builder, blk, 64 * h, V32B))
+        lo1, hi1 = _nibbles32(builder, load(builder, blk, 64 * h + 32, V32B))
+        for j, nib in enumerate((lo0, lo1, hi0, hi1)):
+            c = 4 * h + j
+            q = builder.or_(nib, _bits(builder, qh, 2 * j, 3, 4))
+            scale = builder.sext(_shuffle(builder, sc16, [2 * c] * 8 + [2 * c + 1] * 8), V16W)
+            lanes = builder.add(lanes, dot32(builder, q, y[c], scale))
+            offsets[c] = dot32(builder, ir.Constant(V32B, [32] * 32), y[c], scale)
+    lanes = builder.sub(lanes, lane_totals(builder, offsets))
+    d = builder.fmul(xd_b, ir_f16_to_f32(builder, load(builder, blk, lay.offset("d"), I16)))
+    builder.store(fma8(builder, splat(builder, d, 8), builder.sitofp(lanes, V8F), builder.load(acc8)), acc8)
+
+
+def _emit_rows(builder, qtype, bases, nbv, qbase, xdbase, xsbase):
+    """The dots of the weight rows at i8* bases with one activation row (its int8 values at
+    qbase, scales at xdbase, block sums at xsbase) -> one float per row. Rows share each
+    super-block's activation loads; each row's arithmetic is the one-row order."""
+    size = QUANT_TYPES[qtype].size
+    accs = [tuple(cgutils.alloca_once_value(builder, ir.Constant(ty, zero)) for ty, zero in
+                  ((V8F, [0.0] * 8), (F32, 0.0), (F32, 0.0))) for _ in bases]
+    with cgutils.for_range(builder, builder.sdiv(nbv, ir.Constant(I64, SUBS))) as loop:
+        sb = loop.index
+        ys = builder.gep(qbase, [builder.mul(sb, ir.Constant(I64, QK_K))])
+        xd_b = builder.load(builder.gep(xdbase, [builder.mul(sb, ir.Constant(I64, SUBS))]))
+        y = [load(builder, ys, QK * c, V32B) for c in range(SUBS)]
+        for base, (acc8, acc, accm) in zip(bases, accs):
+            blk = builder.gep(base, [builder.mul(sb, ir.Constant(I64, size))])
+            if qtype == QType.Q6_K:
+                _q6_superblock(builder, blk, y, xd_b, acc8)
+            else:
+                _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, acc8, acc, accm)
+    totals = []
+    for acc8, acc, accm in accs:
+        if qtype == QType.Q4_K:
+            totals.append(builder.fsub(builder.load(acc), builder.load(accm)))
+        else:
+            total = hsum(builder, builder.load(acc8))
+            totals.append(builder.fadd(total, builder.load(accm)) if qtype == QType.Q5_K else total)
+    return totals
+
+
+def _activation_ptrs(context, builder, sig, args, at, tv, nbv):
+    """(int8 values, scales, sums) pointers of activation row t; args[at:at+3] = xq, xd, xs."""
+    qbase = elem_ptr(context, builder, sig.args[at], args[at], builder.mul(tv, builder.mul(nbv, ir.Constant(I64, QK))))
+    xdbase = elem_ptr(context, builder, sig.args[at + 1], args[at + 1], builder.mul(tv, nbv))
+    xsbase = elem_ptr(context, builder, sig.args[at + 2], args[at + 2], builder.mul(tv, nbv))
+    return qbase, xdbase, xsbase
+
+
 def row_idot_k(qtype: QType):
     """Intrinsic f(row, nb, xq, xd, xs, t) -> float32: one K-quant weight row (nb/8
     super-blocks of `qtype`) · activation row t, in ggml's order (module docstring)."""
-    lay = QUANT_TYPES[qtype]
-    size = lay.size
 
     @intrinsic
     def dot(typingctx, row, nb, xq, xd, xs, t):
         def codegen(context, builder, sig, args):
-            rowv, nbv, xqv, xdv, xsv, tv = args
-            base = elem_ptr(context, builder, sig.args[0], rowv, ir.Constant(I64, 0))
-            qbase = elem_ptr(context, builder, sig.args[2], xqv, builder.mul(tv, builder.mul(nbv, ir.Constant(I64, QK))))
-            xdbase = elem_ptr(context, builder, sig.args[3], xdv, builder.mul(tv, nbv))
-            xsbase = elem_ptr(context, builder, sig.args[4], xsv, builder.mul(tv, nbv))
-            acc8 = cgutils.alloca_once_value(builder, ir.Constant(V8F, [0.0] * 8))
-            acc = cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0))
-            accm = cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0))
-            nsb = builder.sdiv(nbv, ir.Constant(I64, SUBS))
-            with cgutils.for_range(builder, nsb) as loop:
-                sb = loop.index
-                blk = builder.gep(base, [builder.mul(sb, ir.Constant(I64, size))])
-                ys = builder.gep(qbase, [builder.mul(sb, ir.Constant(I64, QK_K))])
-                xd_b = builder.load(builder.gep(xdbase, [builder.mul(sb, ir.Constant(I64, SUBS))]))
-                y = [load(builder, ys, QK * c, V32B) for c in range(SUBS)]
-                if qtype == QType.Q6_K:
-                    lanes = ir.Constant(V8I, [0] * 8)
-                    # ggml adds (q - 32) y as q y in lanes of 4 products, minus, in lane c,
-                    # 32 times block c's scaled activation sums (its bsums times scales)
-                    sc16 = load(builder, blk, lay.offset("scales"), vec(I8, 16))
-                    offsets = [None] * SUBS
-                    for h in range(2):
-                        qh = load(builder, blk, lay.offset("qh") + 32 * h, V32B)
-                        lo0, hi0 = _nibbles32(builder, load(builder, blk, 64 * h, V32B))
-                        lo1, hi1 = _nibbles32(builder, load(builder, blk, 64 * h + 32, V32B))
-                        for j, nib in enumerate((lo0, lo1, hi0, hi1)):
-                            c = 4 * h + j
-                            q = builder.or_(nib, _bits(builder, qh, 2 * j, 3, 4))
-                            scale = builder.sext(_shuffle(builder, sc16, [2 * c] * 8 + [2 * c + 1] * 8), V16W)
-                            lanes = builder.add(lanes, dot32(builder, q, y[c], scale))
-                            offsets[c] = dot32(builder, ir.Constant(V32B, [32] * 32), y[c], scale)
-                    lanes = builder.sub(lanes, lane_totals(builder, offsets))
-                    d = builder.fmul(xd_b, ir_f16_to_f32(builder, load(builder, blk, lay.offset("d"), I16)))
-                    builder.store(fma8(builder, splat(builder, d, 8), builder.sitofp(lanes, V8F), builder.load(acc8)),
-                                  acc8)
-                else:
-                    _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, acc8, acc, accm)
-            if qtype == QType.Q4_K:
-                return builder.fsub(builder.load(acc), builder.load(accm))
-            total = hsum(builder, builder.load(acc8))
-            return builder.fadd(total, builder.load(accm)) if qtype == QType.Q5_K else total
+            base = elem_ptr(context, builder, sig.args[0], args[0], ir.Constant(I64, 0))
+            ptrs = _activation_ptrs(context, builder, sig, args, 2, args[5], args[1])
+            return _emit_rows(builder, qtype, [base], args[1], *ptrs)[0]
 
         return types.float32(row, nb, xq, xd, xs, t), codegen
 
     return dot
+
+
+def rows_idot_k(qtype: QType, nrows: int):
+    """Intrinsic f(w, r, nb, xq, xd, xs, t, out): out[t, r + i] = `row_idot_k` of weight
+    row r + i with activation row t, for i < nrows, in one pass over the super-blocks
+    (bit-equal to one row at a time)."""
+
+    @intrinsic
+    def dots(typingctx, w, r, nb, xq, xd, xs, t, out):
+        def codegen(context, builder, sig, args):
+            wv, rv, nbv, _, _, _, tv, outv = args
+            warr = context.make_array(sig.args[0])(context, builder, wv)
+            rowstride = cgutils.unpack_tuple(builder, warr.strides, 2)[0]
+            bases = [builder.gep(warr.data, [builder.mul(builder.add(rv, ir.Constant(I64, i)), rowstride)])
+                     for i in range(nrows)]
+            totals = _emit_rows(builder, qtype, bases, nbv, *_activation_ptrs(context, builder, sig, args, 3, tv, nbv))
+            oarr = context.make_array(sig.args[7])(context, builder, outv)
+            ostride = cgutils.unpack_tuple(builder, oarr.strides, 2)[0]
+            orow = builder.bitcast(builder.gep(builder.bitcast(oarr.data, I8.as_pointer()), [builder.mul(tv, ostride)]),
+                                   F32.as_pointer())
+            for i, total in enumerate(totals):
+                builder.store(total, builder.gep(orow, [builder.add(rv, ir.Constant(I64, i))]))
+            return context.get_dummy_value()
+
+        return types.none(w, r, nb, xq, xd, xs, t, out), codegen
+
+    return dots
 
 
 def _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, acc8, acc, accm):
@@ -201,3 +247,7 @@ def _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, acc8, acc, accm):
 idot_q4_k = row_idot_k(QType.Q4_K)
 idot_q5_k = row_idot_k(QType.Q5_K)
 idot_q6_k = row_idot_k(QType.Q6_K)
+ROWS_PER_PASS = 4
+idots_q4_k = rows_idot_k(QType.Q4_K, ROWS_PER_PASS)
+idots_q5_k = rows_idot_k(QType.Q5_K, ROWS_PER_PASS)
+idots_q6_k = rows_idot_k(QType.Q6_K, ROWS_PER_PASS)

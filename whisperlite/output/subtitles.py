@@ -19,6 +19,7 @@ class Cue:
     start: float
     end: float
     lines: list[str]
+    speaker: str | None = None  # the segment's, with diarization
 
     @property
     def text(self) -> str:
@@ -118,6 +119,8 @@ def split_segment(seg: Segment, opts: SubtitleOptions) -> list[Cue]:
     # Never overlapping: word times can be rounded apart.
     for a, b in zip(cues, cues[1:]):
         b.start = max(b.start, a.end)
+    for c in cues:
+        c.speaker = seg.speaker
     return [c for c in cues if c.lines]
 
 

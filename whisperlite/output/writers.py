@@ -31,10 +31,22 @@ def format_timestamp(seconds: float, sep: str = ".", hours: bool = True) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}" if hours or h else f"{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
+def speaker_prefix(speaker: str | None) -> str:
+    """'[SPEAKER_1] ' before a diarized segment's text (SRT, TXT); nothing without diarization."""
+    return f"[{speaker}] " if speaker else ""
+
+
+def voice_name(speaker: str) -> str:
+    """SPEAKER_1 → 'Speaker 1', as a WebVTT voice span names it."""
+    head, _, number = speaker.rpartition("_")
+    return f"{head.capitalize()} {number}" if head and number.isdigit() else speaker
+
+
 def _srt(segments: Sequence[Segment], info: TranscriptionInfo, opts: OutputOptions | None = None) -> str:
     cues = make_cues(segments, (opts or OutputOptions()).subtitles)
     subs = [
-        srt.Subtitle(index=i + 1, start=timedelta(seconds=c.start), end=timedelta(seconds=c.end), content=c.text)
+        srt.Subtitle(index=i + 1, start=timedelta(seconds=c.start), end=timedelta(seconds=c.end),
+                    content=speaker_prefix(c.speaker) + c.text)
         for i, c in enumerate(cues)
     ]
     return srt.compose(subs, reindex=False)
@@ -43,12 +55,15 @@ def _srt(segments: Sequence[Segment], info: TranscriptionInfo, opts: OutputOptio
 def _vtt(segments: Sequence[Segment], info: TranscriptionInfo, opts: OutputOptions | None = None) -> str:
     lines = ["WEBVTT", ""]
     for c in make_cues(segments, (opts or OutputOptions()).subtitles):
-        lines += [f"{format_timestamp(c.start)} --> {format_timestamp(c.end)}", c.text.replace("-->", "->"), ""]
+        text = c.text.replace("-->", "->")
+        if c.speaker:
+            text = f"<v {voice_name(c.speaker)}>{text}"
+        lines += [f"{format_timestamp(c.start)} --> {format_timestamp(c.end)}", text, ""]
     return "\n".join(lines)
 
 
 def _txt(segments: Sequence[Segment], info: TranscriptionInfo, opts: OutputOptions | None = None) -> str:
-    return "".join(s.text.strip() + "\n" for s in segments)
+    return "".join(speaker_prefix(s.speaker) + s.text.strip() + "\n" for s in segments)
 
 
 def _json_segment(s: Segment, full: bool) -> dict:
@@ -57,11 +72,12 @@ def _json_segment(s: Segment, full: bool) -> dict:
         "avg_logprob": round(s.avg_logprob, 6), "no_speech_prob": round(s.no_speech_prob, 6),
         "temperature": s.temperature, "compression_ratio": round(s.compression_ratio, 4),
         "tokens": s.tokens,
+        **({"speaker": s.speaker} if s.speaker else {}),
     }
     if s.words is not None:
         seg["words"] = [
             {"word": w.word, "start": w.start, "end": w.end, "probability": round(w.probability, 4),
-             **({"tokens": w.tokens} if full else {})}
+             **({"speaker": w.speaker} if w.speaker else {}), **({"tokens": w.tokens} if full else {})}
             for w in s.words
         ]
     if full:
@@ -84,9 +100,12 @@ def _json(segments: Sequence[Segment], info: TranscriptionInfo, opts: OutputOpti
 def _csv(segments: Sequence[Segment], info: TranscriptionInfo, opts: OutputOptions | None = None) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["start", "end", "text"])  # milliseconds, as whisper.cpp's -ocsv
+    speakers = any(s.speaker for s in segments)
+    # milliseconds, as whisper.cpp's -ocsv; a speaker column with diarization
+    w.writerow(["start", "end", *(["speaker"] if speakers else []), "text"])
     for s in segments:
-        w.writerow([int(round(s.start * 1000)), int(round(s.end * 1000)), s.text.strip()])
+        w.writerow([int(round(s.start * 1000)), int(round(s.end * 1000)), *([s.speaker or ""] if speakers else []),
+                    s.text.strip()])
     return buf.getvalue()
 
 

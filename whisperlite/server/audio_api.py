@@ -223,7 +223,7 @@ def _check_model(state: ServerState, fields: dict[str, str]) -> None:
 def _openai_segment(s: Segment) -> dict:
     return {"id": s.id, "seek": s.seek, "start": s.start, "end": s.end, "text": s.text, "tokens": s.tokens,
             "temperature": s.temperature, "avg_logprob": s.avg_logprob, "compression_ratio": s.compression_ratio,
-            "no_speech_prob": s.no_speech_prob}
+            "no_speech_prob": s.no_speech_prob, **({"speaker": s.speaker} if s.speaker else {})}
 
 
 def _openai_body(fmt: str, segments: list[Segment], info: TranscriptionInfo, run: RunOptions, words: bool) -> Response:
@@ -240,7 +240,8 @@ def _openai_body(fmt: str, segments: list[Segment], info: TranscriptionInfo, run
                             "duration": duration, "text": text,
                             "segments": [_openai_segment(s) for s in segments]}
     if words:
-        body["words"] = [{"word": w.word.strip(), "start": w.start, "end": w.end}
+        body["words"] = [{"word": w.word.strip(), "start": w.start, "end": w.end,
+                          **({"speaker": w.speaker} if w.speaker else {})}
                          for s in segments for w in s.words or []]
     body["usage"] = usage
     return JSONResponse(body)
@@ -359,7 +360,10 @@ def _cpp_verbose(segments: list[Segment], info: TranscriptionInfo, run: RunOptio
         seg["tokens"] = [t for t in s.tokens if t < eot]  # text tokens only, as whisper.cpp lists them
         if s.words is not None:
             seg["words"] = [{"word": w.word, **({"start": w.start, "end": w.end} if timestamps else {}),
-                             "probability": w.probability} for w in s.words]
+                             "probability": w.probability, **({"speaker": w.speaker} if w.speaker else {})}
+                            for w in s.words]
+        if s.speaker:
+            seg["speaker"] = s.speaker
         seg.update(temperature=s.temperature, avg_logprob=s.avg_logprob, no_speech_prob=s.no_speech_prob)
         body["segments"].append(seg)
     return body

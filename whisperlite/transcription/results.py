@@ -18,6 +18,7 @@ class Word:
     word: str  # with its leading space, as the tokens decode
     probability: float
     tokens: list[int]
+    speaker: str | None = None  # with diarization: SPEAKER_1, SPEAKER_2, …
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Segment:
     compression_ratio: float
     words: list[Word] | None = None  # with word_timestamps
     token_probs: list[float] = field(default_factory=list)  # probability of each of `tokens`
+    speaker: str | None = None  # with diarization: SPEAKER_1, SPEAKER_2, … (its words' speaker)
 
 @dataclass
 class TranscriptionInfo:

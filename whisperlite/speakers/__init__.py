@@ -1,0 +1,1 @@
+"""Speaker diarization: who spoke when, from speaker embeddings of the transcribed speech."""
