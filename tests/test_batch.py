@@ -219,7 +219,7 @@ def every_leaf_changed() -> RunOptions:
             ClipOptions(0.5, 21.0),
             word_timestamps=False),
         OutputOptions(("srt",), SubtitleOptions(30, 1, False), True, "simplified"),
-        RuntimeOptions(compute_type="f32", threads=1, processors=2),
+        RuntimeOptions(compute_type="f32", threads=1, processors=2, allow_urls=True),
     )
     default = RunOptions()
     same = [leaf for leaf in leaves() if leaf_value(run, leaf) == leaf_value(default, leaf)]

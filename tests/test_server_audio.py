@@ -176,6 +176,8 @@ def test_form_fields_reach_the_options_as_the_cli_flags_do(app):
     assert r.status_code == 200 and len(body["segments"]) == 1 and "start" not in body["segments"][0]
     r = _status(app, "/inference", {"without_timestamps": "1", "no_timestamps": "1"})
     assert r.status_code == 400 and "given twice" in r.json()["error"]["message"]
+    r = _status(app, "/inference", {"allow_urls": "true"})  # the CLI's --allow-urls: never a request's
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_field"
     offset = _status(app, "/inference", {"offset_t": "8000", "response_format": "verbose_json"}).json()
     assert offset["segments"][0]["start"] >= 8.0 and "country" in offset["text"]
 

@@ -14,6 +14,7 @@ _EXPORTS = {
     "available_models": "whisperlite.transcription.transcribe",
     "download_model": "whisperlite.transcription.transcribe",
     "decode_audio": "whisperlite.audio.ffmpeg",
+    "audio_url": "whisperlite.audio.ffmpeg",
     "VadOptions": "whisperlite.transcription.options",
     "Segment": "whisperlite.transcription.results",
     "Word": "whisperlite.transcription.results",

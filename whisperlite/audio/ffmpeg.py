@@ -26,8 +26,18 @@ from whisperlite.core.errors import AudioDecodeError
 from whisperlite.core.profiling import Profile
 
 T = TypeVar("T")
-# What ffmpeg decodes: a path, the bytes of a file, or a binary file object.
-AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+
+
+@dataclass(frozen=True)
+class AudioUrl:
+    """An http or https URL ffmpeg fetches (`audio_url` makes one): a type of its own, so that
+    a name given as a string is always a file and never read as a URL."""
+
+    url: str
+
+
+# What ffmpeg decodes: a path, the bytes of a file, a binary file object, or an http(s) URL.
+AudioSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, AudioUrl]
 
 SAMPLE_RATE = 16000
 N_FFT = 400  # 25 ms window
@@ -63,6 +73,12 @@ class DecodeReport:
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 # Only these protocols may open anything, including what a playlist or demuxer names inside a file.
 PROTOCOL_WHITELIST = "file,pipe"
+# A URL input: the web protocols and what they run on (tls under https, crypto for encrypted
+# HLS segments), and no file or pipe: a page fetched from the web cannot name a local file.
+URL_PROTOCOL_WHITELIST = "http,https,tcp,tls,crypto"
+URL_SCHEMES = ("http", "https")
+# A server that stops answering fails the input after this long instead of hanging it.
+URL_TIMEOUT_SECONDS = 30
 
 
 def check_input_file(path: str) -> None:
@@ -78,7 +94,8 @@ def check_input_file(path: str) -> None:
         if e.errno == errno.ELOOP:
             raise AudioDecodeError(f"{path}: symbolic link loop") from None
         if e.errno == errno.ENOENT and _URL.match(path):
-            raise AudioDecodeError(f"{path}: no such file (inputs are files, not URLs or ffmpeg protocols)") from None
+            hint = "; --allow-urls reads http and https URLs" if _is_web_url(path) else ""
+            raise AudioDecodeError(f"{path}: no such file (inputs are files, not URLs or ffmpeg protocols{hint})") from None
         if e.errno in (errno.ENOENT, errno.ENOTDIR):
             raise AudioDecodeError(f"{path}: no such file") from None
         raise AudioDecodeError(f"{path}: {e.strerror or e}") from None
@@ -93,6 +110,50 @@ def check_input_file(path: str) -> None:
         raise AudioDecodeError(f"{path}: permission denied")
 
 
+def _is_web_url(name: str) -> bool:
+    scheme, sep, _ = name.partition("://")
+    return bool(sep) and scheme.lower() in URL_SCHEMES
+
+
+def audio_url(url: str) -> AudioUrl:
+    """`url` as an input ffmpeg fetches, or a one-line AudioDecodeError unless it is an http or
+    https URL with a host (no other protocol, no control characters or spaces)."""
+    from urllib.parse import urlsplit
+
+    if not _is_web_url(url):
+        raise AudioDecodeError(f"{url}: not an http or https URL (--allow-urls reads those only)")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise AudioDecodeError(f"{url!r}: a URL cannot hold spaces or control characters")
+    try:
+        host = urlsplit(url).hostname
+    except ValueError as e:
+        raise AudioDecodeError(f"{url}: not a valid URL ({e})") from None
+    if not host:
+        raise AudioDecodeError(f"{url}: no host in the URL")
+    scheme, _, rest = url.partition(":")
+    return AudioUrl(scheme.lower() + ":" + rest)  # ffmpeg names its protocols in lower case
+
+
+def input_source(name: str, allow_urls: bool = False) -> str | AudioUrl:
+    """A name a user gave, checked before a model loads: an http(s) URL when `allow_urls` and
+    the name is one, else a readable regular file (check_input_file)."""
+    if allow_urls and _is_web_url(name):
+        return audio_url(name)
+    check_input_file(name)
+    return name
+
+
+def url_stem(url: AudioUrl) -> str:
+    """The output base name of a URL input: its last path segment without the extension, or
+    its host; never a path (no separators, not . or ..)."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url.url)
+    stem = os.path.splitext(unquote(parts.path).rstrip("/").rpartition("/")[2])[0]
+    stem = "".join("_" if ch in "/\\\0" else ch for ch in stem).strip()
+    return stem if stem.strip(".") else (parts.hostname or "stream")
+
+
 def file_url(path: str) -> str:
     """`path` as ffmpeg's input: the file protocol and an absolute path, so no name (`concat:a`,
     `-`, `http:x`) is read as another protocol or an option."""
@@ -103,13 +164,18 @@ def file_url(path: str) -> str:
 class _Input:
     """How ffmpeg gets an input: a path, or data piped into its stdin."""
 
-    url: str  # ffmpeg's input: file:ABSPATH, or pipe:0
+    url: str  # ffmpeg's input: file:ABSPATH, pipe:0, or an http(s) URL
     data: bytes | BinaryIO | None  # written to ffmpeg's stdin
-    name: str  # the input in messages: a path, never raw bytes
+    name: str  # the input in messages: a path or URL, never raw bytes
+    options: tuple[str, ...] = ("-protocol_whitelist", PROTOCOL_WHITELIST)  # ffmpeg's input options
 
 
 def _input(source: AudioSource) -> _Input:
     """The ffmpeg input for `source`, or a one-line AudioDecodeError for what cannot be one."""
+    if isinstance(source, AudioUrl):
+        url = audio_url(source.url).url
+        return _Input(url, None, url, ("-protocol_whitelist", URL_PROTOCOL_WHITELIST,
+                                       "-rw_timeout", str(URL_TIMEOUT_SECONDS * 1_000_000)))
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if isinstance(path, bytes):
@@ -178,8 +244,8 @@ def stream_audio(
     path = src.name
     report = report if report is not None else DecodeReport()
     # A plain argument list: a file name that is not UTF-8 passes through as its bytes.
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-protocol_whitelist", PROTOCOL_WHITELIST,
-           "-i", src.url, "-map", "0:a:0", "-f", "s16le", "-acodec", "pcm_s16le", "-ac", str(channels),
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", *src.options, "-i", src.url,
+           "-map", "0:a:0", "-f", "s16le", "-acodec", "pcm_s16le", "-ac", str(channels),
            "-ar", str(sample_rate), "pipe:"]
     stdin = subprocess.DEVNULL if src.data is None else subprocess.PIPE
     try:

@@ -17,7 +17,7 @@ from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
-from whisperlite.audio.ffmpeg import SAMPLE_RATE, check_input_file, ffmpeg_exe, stream_audio
+from whisperlite.audio.ffmpeg import SAMPLE_RATE, AudioUrl, check_input_file, ffmpeg_exe, stream_audio
 from whisperlite.core.errors import AudioDecodeError
 
 PCM_FORMATS = {"s16le": ("<i2", 32768.0), "f32le": ("<f4", 1.0)}
@@ -203,9 +203,10 @@ def pcm_pipe(stream: BinaryIO, fmt: str = "s16le", rate: int = SAMPLE_RATE, chan
     return LiveAudio(chunks, stop)
 
 
-def file_chunks(path: str, seconds: float = 1.0) -> Iterator[np.ndarray]:
-    """A file's samples in pieces of `seconds` (as fast as they decode)."""
-    check_input_file(path)
+def file_chunks(path: str | AudioUrl, seconds: float = 1.0) -> Iterator[np.ndarray]:
+    """A file's (or an http(s) URL's) samples in pieces of `seconds` (as fast as they decode)."""
+    if not isinstance(path, AudioUrl):
+        check_input_file(path)
     return stream_audio(path, chunk_samples=int(seconds * SAMPLE_RATE))
 
 
@@ -221,6 +222,6 @@ def paced(chunks: Iterator[np.ndarray], clock: Callable[[], float] = time.monoto
         yield chunk
 
 
-def realtime_file(path: str) -> LiveAudio:
+def realtime_file(path: str | AudioUrl) -> LiveAudio:
     """A file played at real-time pace, as a microphone would give it."""
     return LiveAudio(paced(file_chunks(path, READ_SECONDS)))

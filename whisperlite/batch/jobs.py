@@ -90,7 +90,7 @@ def run_job(job: Job, config: WorkerConfig, report: Callable[[float], None] | No
         return JobResult(job, [], None, time.perf_counter() - t0, str(e))
     except Exception as e:  # a bug or an unexpected input: recorded, and the batch goes on
         return JobResult(job, [], None, time.perf_counter() - t0, f"internal error: {type(e).__name__}: {e}")
-    ran = RuntimeOptions(model=model.name, compute_type=rt.compute_type, threads=model.threads, processors=rt.processors)
+    ran = replace(rt, model=model.name, threads=model.threads)  # as asked, with the model's own name and threads
     return JobResult(job, segments, info, time.perf_counter() - t0, runtime=ran)
 
 

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from whisperlite.audio.ffmpeg import SAMPLE_RATE, ffmpeg_exe, probe_duration
+from whisperlite.audio.ffmpeg import PROTOCOL_WHITELIST, SAMPLE_RATE, ffmpeg_exe, file_url, probe_duration
 from whisperlite.batch.jobs import Job, JobResult, WorkerConfig, run_in_processes
 from whisperlite.core.cpu import physical_cores
 from whisperlite.core.errors import WhisperliteError
@@ -73,7 +73,8 @@ def quietest_point(samples: np.ndarray, near: float) -> float:
 
 
 def _decode_range(path: str, start: float, length: float) -> np.ndarray:
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-ss", f"{start:.3f}", "-i", path,
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-protocol_whitelist", PROTOCOL_WHITELIST,
+           "-ss", f"{start:.3f}", "-i", file_url(path),
            "-t", f"{length:.3f}", "-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "s16le", "pipe:"]
     out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True).stdout
     return np.frombuffer(out[: len(out) // 2 * 2], "<i2").astype(np.float32) / 32768.0

@@ -66,11 +66,18 @@ WHISPER_CPP = (
 )
 
 
-def _reject(why: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+# Rows of the table a command does not take, and why: refused by name, as whisper.cpp's flags are.
+NOT_TAKEN = {
+    "batch": {"allow_urls": "batch reads files, folders and lists of files; fetch a URL with "
+                            "`whisperlite transcribe --allow-urls URL`"},
+}
+
+
+def _reject(why: str, whose: str = " (whisper.cpp)") -> Callable[[click.Context, click.Parameter, Any], None]:
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> None:
         if value is not None and value is not False:  # given (an empty string counts)
             given = "/".join(param.opts)
-            raise click.UsageError(f"{given} (whisper.cpp) is not supported: {why}", ctx)
+            raise click.UsageError(f"{given}{whose} is not supported: {why}", ctx)
 
     return callback
 
@@ -98,7 +105,12 @@ def transcription_flags(fn: Callable) -> Callable:
     own = getattr(fn, "__click_params__", [])
     claimed = {s for p in own for s in [*p.opts, *p.secondary_opts]}
     # click lists the parameters in reverse: these come after the command's own in --help
-    table = [_click_option(flag) for flag in FLAGS]
+    refused = NOT_TAKEN.get(fn.__name__, {})
+    table = [_click_option(flag) for flag in FLAGS if flag.name not in refused]
+    for flag in FLAGS:
+        if flag.name in refused:
+            table.append(click.Option([*flag.spellings, flag.name], is_flag=flag.type is bool, hidden=True,
+                                      expose_value=False, callback=_reject(refused[flag.name], "")))
     for cpp in WHISPER_CPP:
         if not claimed & set(cpp.spellings):
             why = cpp.why or f"`whisperlite transcribe` takes it, `{fn.__name__}` does not"
@@ -111,5 +123,5 @@ def transcription_flags(fn: Callable) -> Callable:
 
 def pop_run_options(kwargs: dict[str, Any]) -> RunOptions:
     """The table's values out of a command's keyword arguments, as the options tree."""
-    values = {flag.name: kwargs.pop(flag.name) for flag in FLAGS}
+    values = {flag.name: kwargs.pop(flag.name) for flag in FLAGS if flag.name in kwargs}
     return run_options(values, WORD_FORMATS)

@@ -30,7 +30,7 @@ Examples:
 
 # The shared flags that mean something for a live stream (not -p, -ot/-d, timestamps off or
 # the VAD off: a stream is always gated by the VAD and always timed by words).
-SHARED = ("model", "compute_type", "threads", "output_srt", "output_vtt", "output_txt", "output_json",
+SHARED = ("model", "compute_type", "threads", "allow_urls", "output_srt", "output_vtt", "output_txt", "output_json",
           "output_json_full", "max_line_width", "max_line_count", "split_on_word", "language", "translate",
           "beam_size", "best_of", "temperature", "temperature_inc", "no_fallback", "compression_ratio_threshold",
           "logprob_threshold", "no_speech_threshold", "initial_prompt", "hotwords", "vad_threshold",
@@ -125,10 +125,10 @@ def stream(source, policy, step_ms, length_ms, keep_ms, min_chunk_ms, end_silenc
            pcm_format, rate, channels, realtime, output_file, output_dir, quiet, **flags):
     """Transcribe live from the microphone, raw PCM on stdin, or a file played in real time.
 
-    SOURCE is a file, '-' for raw PCM on stdin, or none for the microphone. Text is printed as it becomes final; outputs (-osrt, -ovtt, -otxt, -oj) are written when the
+    SOURCE is a file (or an http(s) URL with --allow-urls), '-' for raw PCM on stdin, or none for the microphone. Text is printed as it becomes final; outputs (-osrt, -ovtt, -otxt, -oj) are written when the
     stream ends: at the end of its input, or on Ctrl-C (exit 0)."""
     from whisperlite.audio import live
-    from whisperlite.audio.ffmpeg import check_input_file
+    from whisperlite.audio.ffmpeg import AudioUrl, input_source, url_stem
 
     if list_devices:
         for line in live.list_devices():
@@ -140,9 +140,11 @@ def stream(source, policy, step_ms, length_ms, keep_ms, min_chunk_ms, end_silenc
     stream_opts.check()
     is_file = source not in (None, "-")
     if is_file:
-        check_input_file(source)
+        source = input_source(source, run.runtime.allow_urls)
     if output_file:
         base = output_file if not output_dir or os.path.isabs(output_file) else os.path.join(output_dir, output_file)
+    elif isinstance(source, AudioUrl):
+        base = os.path.join(output_dir or ".", url_stem(source))
     elif is_file:
         stem = os.path.splitext(os.path.basename(source))[0]
         base = os.path.join(output_dir or os.path.dirname(os.path.abspath(source)), stem)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Callable
 
 import click
 
+from whisperlite.audio.ffmpeg import AudioUrl, url_stem
 from whisperlite.cli.common import fail, friendly_errors
 from whisperlite.cli.flags import pop_run_options, transcription_flags
 from whisperlite.core.errors import WhisperliteError
@@ -118,13 +119,16 @@ class Progress:
             self.bar.close()
 
 
-def output_base(path: str, output_file: str | None, output_dir: str | None) -> str:
-    """talk.mp3 → talk (beside the input, or in --output-dir); -of BASE wins."""
+def output_base(path: str | AudioUrl, output_file: str | None, output_dir: str | None) -> str:
+    """talk.mp3 → talk (beside the input, or in --output-dir); -of BASE wins. A URL's outputs
+    go to --output-dir or the current folder, named after its last path segment."""
     if output_file:
         base = output_file
         if output_dir and not os.path.isabs(output_file):
             base = os.path.join(output_dir, output_file)
         return base
+    if isinstance(path, AudioUrl):
+        return os.path.join(output_dir or ".", url_stem(path))
     stem = os.path.splitext(os.path.basename(path))[0]
     return os.path.join(output_dir if output_dir else os.path.dirname(os.path.abspath(path)), stem)
 
@@ -155,14 +159,13 @@ def transcribe(files, extra_files, output_file, output_dir, quiet, no_prints, pr
     if not inputs:
         fail("no input files (give FILE arguments or -f FILE)")
     # Before loading the model, which on a fresh install first compiles the kernels (minutes).
-    from whisperlite.audio.ffmpeg import check_input_file
+    from whisperlite.audio.ffmpeg import input_source
 
     failed = 0
     readable = []
     for path in inputs:
         try:
-            check_input_file(path)
-            readable.append(path)
+            readable.append((path, input_source(path, run.runtime.allow_urls)))
         except WhisperliteError as e:
             failed += 1
             click.echo(f"error: {e}", err=True)
@@ -174,7 +177,7 @@ def transcribe(files, extra_files, output_file, output_dir, quiet, no_prints, pr
         if output_dir:
             check_output_dir(output_dir)
         if output_file:
-            check_output_dir(os.path.dirname(os.path.abspath(output_base(inputs[0], output_file, output_dir))))
+            check_output_dir(os.path.dirname(os.path.abspath(output_base(readable[0][1], output_file, output_dir))))
     notices = not (quiet or no_prints)
 
     from whisperlite.transcription.transcribe import load_model
@@ -184,22 +187,22 @@ def transcribe(files, extra_files, output_file, output_dir, quiet, no_prints, pr
     if notices:
         click.echo(f"whisperlite: model {run.runtime.model} loaded in {time.perf_counter() - t0:.2f} s, "
                    f"{wm.threads} thread{'s' if wm.threads > 1 else ''}", err=True)
-    for path in readable:
+    for path, source in readable:
         try:
             if detect_language:
-                _, info = wm.transcribe(path, options)
+                _, info = wm.transcribe(source, options)
                 click.echo(f"{path}: detected language {info.language} (p={info.language_probability:.2f})")
                 continue
-            base = output_base(path, output_file, output_dir)
+            base = output_base(source, output_file, output_dir)
             if not output_dir and not output_file:
                 check_output_dir(os.path.dirname(base) or ".")
             start, start_cpu = time.perf_counter(), time.process_time()
             if run.runtime.processors > 1:
                 from whisperlite.batch.split import transcribe_split
 
-                segments_iter, info = transcribe_split(wm, path, run)
+                segments_iter, info = transcribe_split(wm, source, run)
             else:
-                segments_iter, info = wm.transcribe(path, options)
+                segments_iter, info = wm.transcribe(source, options)
             if notices and wm.is_multilingual and options.decode.language is None:
                 click.echo(f"whisperlite: {path}: detected language {info.language} "
                            f"(p={info.language_probability:.2f})", err=True)

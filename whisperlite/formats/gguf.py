@@ -55,6 +55,16 @@ MIN_TENSOR_INFO_BYTES = 8 + 1 + 4 + 8 + 4 + 8
 # Array elements across all metadata: a 262k-token vocabulary with its token types, scores
 # and merges stays far below; each string element becomes a Python object (~60 bytes).
 MAX_ARRAY_ELEMENTS = 1 << 22
+# What the header's Python objects may take: half the file's size (the file's own map is the
+# other half of a 2x bound), or this much for small files. Each record is charged an upper
+# bound of its objects before they are made: a string its object and list or dict slot
+# (76 bytes for one of 4-byte characters, +8) plus 4 bytes a character (k bytes of UTF-8 are
+# at most k characters); a metadata entry its dict slot, key and value object; a tensor its
+# name, shape, records and view. SmolLM2's header charges about a tenth of its half.
+MIN_HEADER_MEMORY = 32 << 20
+_STR_BYTES = 84
+_ENTRY_BYTES = 200
+_TENSOR_BYTES = 600
 # Special token ids the tokenizer reads (others, such as padding, converters may set to
 # 0xFFFFFFFF for "none").
 _TOKEN_ID_KEYS = tuple(f"tokenizer.ggml.{k}_token_id" for k in ("bos", "eos", "unknown", "eot", "eom"))
@@ -100,10 +110,19 @@ class GGUFModel:
 class _Cursor:
     """Sequential little-endian reads over the mapped header."""
 
-    def __init__(self, buf: mmap.mmap) -> None:
+    def __init__(self, buf: mmap.mmap, budget: int) -> None:
         self.buf = buf
         self.pos = 0
         self.elements = 0  # array elements read so far
+        self.memory = 0  # bytes charged for the objects made so far
+        self.budget = budget
+
+    def charge(self, nbytes: int) -> None:
+        """Count `nbytes` of objects about to be made: past the budget, the field is refused."""
+        self.memory += nbytes
+        if self.memory > self.budget:
+            raise _Bad("", f"the header's metadata would take more than {self.budget} bytes of memory "
+                           f"(half the file's {len(self.buf)} bytes, at least {MIN_HEADER_MEMORY})")
 
     def scalar(self, vt: VT) -> Any:
         fmt = _SCALAR[vt]
@@ -115,6 +134,7 @@ class _Cursor:
         n = self.scalar(VT.UINT64)
         if self.pos + n > len(self.buf):
             raise EOFError("string runs past the end of the file")
+        self.charge(_STR_BYTES + 4 * n)
         s = self.buf[self.pos : self.pos + n].decode("utf-8", errors="replace")
         self.pos += n
         return s
@@ -140,6 +160,7 @@ class _Cursor:
             # Numeric arrays (token types, scores) stay numpy views of the map.
             dt = np.dtype(_NUMPY[inner])
             self.need(n * dt.itemsize, f"array {key!r}")
+            self.charge(_ENTRY_BYTES)
             arr = np.frombuffer(self.buf, dtype=dt, count=n, offset=self.pos)
             self.pos += n * dt.itemsize
             return arr
@@ -148,19 +169,24 @@ class _Cursor:
         return self.strings(n)
 
     def strings(self, n: int) -> list[str]:
-        """A string array in one tight loop: vocabularies hold ~50k to 250k entries."""
+        """A string array in one tight loop: vocabularies hold ~50k to 250k entries. Each
+        string is charged before it is made, so a bomb stops at the budget."""
         buf, pos, end = self.buf, self.pos, len(self.buf)
         length = _U64.unpack_from
+        memory, budget = self.memory + _ENTRY_BYTES, self.budget
         out = []
         for _ in range(n):
             (k,) = length(buf, pos)
             pos += 8
             if pos + k > end:
                 raise EOFError("string array runs past the end of the file")
-            out.append(buf[pos : pos + k])
+            memory += _STR_BYTES + 4 * k
+            if memory > budget:
+                self.charge(memory - self.memory)  # raises
+            out.append(buf[pos : pos + k].decode("utf-8", errors="replace"))
             pos += k
-        self.pos = pos
-        return [b.decode("utf-8", errors="replace") for b in out]
+        self.pos, self.memory = pos, memory
+        return out
 
 
 class _Bad(Exception):
@@ -199,7 +225,7 @@ def read_gguf(path: str | os.PathLike) -> GGUFModel:
     def bad(field: str, why: str) -> ModelFormatError:
         return ModelFormatError(f"{path}: {field}: {why}")
 
-    cur = _Cursor(buf)
+    cur = _Cursor(buf, max(size // 2, MIN_HEADER_MEMORY))
     magic = cur.scalar(VT.UINT32)
     if magic != GGUF_MAGIC:
         raise ModelFormatError(f"{path}: not a GGUF file (bad magic {bytes(buf[:4])!r})")
@@ -223,6 +249,7 @@ def read_gguf(path: str | os.PathLike) -> GGUFModel:
             field = key
             if key in metadata:
                 raise bad(key, "duplicate metadata key")
+            cur.charge(_ENTRY_BYTES)
             metadata[key] = cur.value(VT(cur.scalar(VT.UINT32)), key)
         infos = []
         names: set[str] = set()
@@ -235,6 +262,7 @@ def read_gguf(path: str | os.PathLike) -> GGUFModel:
             if name in names:
                 raise bad(field, "duplicate tensor name")
             names.add(name)
+            cur.charge(_TENSOR_BYTES)
             n_dims = cur.scalar(VT.UINT32)
             if not 1 <= n_dims <= MAX_DIMS:
                 raise bad(field, f"n_dims {n_dims} is not in 1..{MAX_DIMS}")
@@ -244,7 +272,7 @@ def read_gguf(path: str | os.PathLike) -> GGUFModel:
     except (struct.error, EOFError) as e:
         raise ModelFormatError(f"{path}: {field}: truncated GGUF header (file ends at byte {size})") from e
     except _Bad as e:
-        raise bad(*e.args) from e
+        raise bad(e.args[0] or field, e.args[1]) from e
     except ValueError as e:  # an unknown value type enum
         raise bad(field, f"corrupt GGUF header ({e})") from e
 

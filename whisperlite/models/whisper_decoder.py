@@ -14,7 +14,7 @@ from whisperlite.kernels.threads import one_numba_thread, run_parallel
 from whisperlite.kernels import mha
 from whisperlite.kernels.llvm_ir import HAS_AVX2
 from whisperlite.kernels.ops import add_
-from whisperlite.kernels.quant import dequantize_rows
+from whisperlite.kernels.quant import KIND, bytes_per_row, dequantize_rows
 from whisperlite.kernels.rowdots import weight_kind
 from whisperlite.kernels.tensor import readonly
 from whisperlite.kernels.worksplit import SplitChooser
@@ -100,6 +100,7 @@ class _StepScratch:
         slots = whisper_step.step_slots(L, dims.n_text_head)
         self.claim, self.done = np.zeros(slots, np.int64), np.zeros(slots, np.int64)
         self.steps = 0
+        self.checked: tuple | None = None  # the weights and cache views its sizes were checked against
         self.step_view = whisper_step.Scratch(self.claim, self.done, self.qkv, self.att, self.y, self.q, self.catt,
                                               self.mlp, self.x, self.h, self.xq, self.xd, self.xs, self.buf,
                                               self.scores, self.logits2d)
@@ -163,6 +164,91 @@ class _StepWeights:
         if e is None:
             return None
         return cls(kinds, mats, e[0], np.asarray(e[1]), pos_emb, blocks, ln, n_head)
+
+
+_KIND_TYPES = {kind: qtype for qtype, kind in KIND.items()}
+# rows of each role's matrix, and the length of the rows it multiplies, in model widths d
+_ROLE_DIMS = ((3, 1), (1, 1), (1, 1), (1, 1), (4, 1), (1, 4))
+
+
+def _fits(name: str, a: np.ndarray, shape: tuple[int | None, ...], dtype: type) -> None:
+    """a has `shape` (None: any length, a negative number -n: at least n) and `dtype`."""
+    ok = a.dtype == dtype and a.ndim == len(shape) and all(
+        want is None or (have >= -want if want < 0 else have == want) for have, want in zip(a.shape, shape))
+    if not ok:
+        raise ValueError(f"decoder step: {name} is {a.dtype} {a.shape}, expected {np.dtype(dtype)} {shape} "
+                         "(negative: at least)")
+
+
+def check_step(tokens: np.ndarray, pos: int, w: whisper_step.Weights, kv: whisper_step.Cache,
+               s: whisper_step.Scratch) -> None:
+    """Every size the step kernel reads, checked against the others: the kernel itself does
+    no bounds checks (a matrix, cache or scratch of another model's sizes would be read and
+    written past its end), so a mismatch is a ValueError here instead."""
+    check_step_call(tokens, pos, w, kv)
+    check_step_arrays(w, kv, s, tokens.shape[0])
+
+
+def check_step_call(tokens: np.ndarray, pos: int, w: whisper_step.Weights, kv: whisper_step.Cache) -> None:
+    """What changes from call to call: the tokens, the position and the sequences' rows."""
+    vocab, n_ctx = w.emb.shape[0], w.pos_emb.shape[0]
+    _fits("tokens", tokens, (None, 1), np.int64)
+    ids = tokens.ravel().tolist()
+    if not ids or min(ids) < 0 or max(ids) >= vocab:
+        raise ValueError(f"decoder step: token ids {ids} outside the vocabulary (0..{vocab - 1})")
+    if not 0 <= pos < n_ctx:
+        raise ValueError(f"decoder step: position {pos} outside the text context (0..{n_ctx - 1})")
+    if kv.src.ndim != 2 or kv.src.shape[0] < len(ids) or kv.src.shape[1] < n_ctx:
+        raise ValueError(f"decoder step: sequence rows {kv.src.shape} for {len(ids)} sequences of {n_ctx} positions")
+    rows = kv.src[: len(ids), :pos]  # position pos is each sequence's own row (b < B)
+    if pos and (rows.min() < 0 or rows.max() >= kv.k_self.shape[1]):
+        raise ValueError(f"decoder step: sequence rows outside the cache's {kv.k_self.shape[1]}")
+
+
+def check_step_arrays(w: whisper_step.Weights, kv: whisper_step.Cache, s: whisper_step.Scratch, bsz: int) -> None:
+    """The weights', cache's and scratch's sizes against each other, for `bsz` sequences."""
+    L, d, vocab, n_ctx = len(w.w_qkv), w.pos_emb.shape[1], w.emb.shape[0], w.pos_emb.shape[0]
+    h = w.n_head
+    if L < 1 or d < 1 or h < 1 or d % h:
+        raise ValueError(f"decoder step: {L} layers of width {d} with {h} heads")
+    _fits("kinds", w.kinds, (6,), np.int64)
+    _fits("shapes", w.shapes, (6, 2), np.int64)
+    for role, (kind, (rows, k)) in enumerate(zip(w.kinds.tolist(), _ROLE_DIMS)):
+        name = _StepWeights.ROLES[role]
+        if kind not in _KIND_TYPES:
+            raise ValueError(f"decoder step: {name} has no row kernel (kind {kind})")
+        want = (rows * d, bytes_per_row(_KIND_TYPES[kind], k * d))
+        if tuple(w.shapes[role].tolist()) != want:
+            raise ValueError(f"decoder step: {name} matrices are {tuple(w.shapes[role].tolist())}, expected {want}")
+        _fits(f"{name} addresses", (w.w_qkv, w.w_out, w.w_cq, w.w_co, w.w_fc1, w.w_fc2)[role], (L,), np.int64)
+        _fits(f"{name} biases", (w.b_qkv, w.b_out, w.b_cq, w.b_co, w.b_fc1, w.b_fc2)[role], (L, rows * d), np.float32)
+    if w.emb_kind not in _KIND_TYPES:
+        raise ValueError(f"decoder step: the token embedding has no row kernel (kind {w.emb_kind})")
+    _fits("token embedding", w.emb, (vocab, bytes_per_row(_KIND_TYPES[w.emb_kind], d)), np.uint8)
+    _fits("positional embedding", w.pos_emb, (n_ctx, d), np.float32)
+    for name, a, shape in (("layer norm gains", w.ln_g, (L, 3, d)), ("layer norm biases", w.ln_b, (L, 3, d)),
+                           ("final norm gain", w.lnf_g, (d,)), ("final norm bias", w.lnf_b, (d,))):
+        _fits(name, a, shape, np.float32)
+    _fits("self-attention keys", kv.k_self, (L, -bsz, n_ctx, d), np.float32)
+    _fits("self-attention values", kv.v_self, kv.k_self.shape, np.float32)
+    _fits("sequence rows", kv.src, (-bsz, n_ctx), np.int32)
+    cross = kv.k_cross.dtype.type
+    if cross not in (np.float32, np.uint16):
+        raise ValueError(f"decoder step: cross-attention keys of {kv.k_cross.dtype}, expected float32 or float16 bits")
+    n_audio = kv.k_cross.shape[2] if kv.k_cross.ndim == 4 else -1
+    _fits("cross-attention keys", kv.k_cross, (L, h, n_audio, d // h), cross)
+    _fits("cross-attention values", kv.v_cross, kv.k_cross.shape, cross)
+    _fits("claims", s.claim, (-whisper_step.step_slots(L, h),), np.int64)
+    _fits("completions", s.done, s.claim.shape, np.int64)
+    for name, a, shape in (("qkv", s.qkv, (L, bsz, 3 * d)), ("attention", s.att, (L, bsz, d)),
+                           ("branches", s.y, (L, 3, bsz, d)), ("cross queries", s.q, (L, bsz, d)),
+                           ("cross attention", s.catt, (L, bsz, d)), ("mlp", s.mlp, (L, bsz, 4 * d)),
+                           ("residuals", s.x, (2, bsz, d)), ("normed rows", s.h, (2, bsz, d)),
+                           ("block scales", s.xd, (2, -bsz * 4 * d // 32)), ("block sums", s.xs, (2, -bsz * 4 * d // 32)),
+                           ("row buffers", s.buf, (2, 2, -4 * d)), ("scores", s.scores, (2, bsz, -max(n_ctx, n_audio))),
+                           ("logits", s.logits, (bsz, vocab))):
+        _fits(name, a, shape, np.float32)
+    _fits("quantized activations", s.xq, (2, -bsz * 4 * d), np.int8)
 
 
 class TextDecoder:
@@ -261,10 +347,16 @@ class TextDecoder:
         s = cache.scratch
         if s is None or s.batch != bsz:
             s = cache.scratch = _StepScratch(self.dims, bsz)
+        tokens = np.asarray(tokens, np.int64)
+        w, kv = self.step_weights.step_view, cache.step_view
+        check_step_call(tokens, cache.length, w, kv)
+        if s.checked is None or s.checked[0] is not w or s.checked[1] is not kv:  # once per scratch
+            check_step_arrays(w, kv, s.step_view, bsz)
+            s.checked = (w, kv)
         s.steps += 1
         cache.src[:bsz, cache.length] = np.arange(bsz, dtype=np.int32)
-        return s, (s.steps, np.asarray(tokens, np.int64), cache.length, self.int8, self.step_weights.step_view,
-                   cache.step_view, s.step_view)
+        return s, (s.steps, tokens, cache.length, self.int8, self.step_weights.step_view, cache.step_view,
+                   s.step_view)
 
     def step_serial(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
         """`step` on this thread alone: step_body claims every chunk itself. (Called from here,

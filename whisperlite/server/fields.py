@@ -38,6 +38,8 @@ CPP_ALWAYS = frozenset({"suppress_non_speech", "suppress_nst"})
 _FIXED = {"model": "set when the server starts (whisperlite serve -m)",
           "compute_type": "set when the server starts", "threads": "set when the server starts (-t)",
           "processors": "not taken by the server", "zh_script": "not taken by the server",
+          # a server that fetched URLs would fetch them for anyone who asks, inside its network
+          "allow_urls": "the server transcribes the audio sent to it and never fetches a URL",
           "output_json_full": "use response_format",
           **{f"output_{fmt}": "use response_format" for fmt in FORMATS}}
 TRUE, FALSE = ("true", "1", "yes", "y", "on"), ("false", "0", "no", "n", "off")

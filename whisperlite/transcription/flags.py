@@ -67,6 +67,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("processors", "runtime.processors", ("-p", "--processors"),
          "Split each input longer than a minute at pauses into up to N parts run in parallel processes "
          "(-t threads each).", int, min=1, max=64),
+    Flag("allow_urls", "runtime.allow_urls", ("--allow-urls",),
+         "Fetch inputs named http://… or https://… (no other protocol); without it every input is a file.", bool),
     # outputs
     *(_format_flag(fmt, short) for fmt, short in
       zip(FORMATS, ("-osrt", "-ovtt", "-otxt", "-oj", "-ocsv", "-olrc"))),

@@ -141,6 +141,7 @@ class RuntimeOptions:
     compute_type: str = "auto"  # one of COMPUTE_TYPES
     threads: int | None = None  # per process; None: physical cores (shared out between processes)
     processors: int = 1  # -p: split each input at pauses into up to this many processes
+    allow_urls: bool = False  # inputs named http:// or https:// are fetched by ffmpeg (else: files only)
 
 
 @dataclass(frozen=True)
