@@ -205,8 +205,9 @@ def test_dask_cluster_matches_local_run(tmp_path):
 
 def every_leaf_changed() -> RunOptions:
     """A tree whose every leaf differs from its default, but for the model (one is embedded),
-    the task (tiny.en cannot translate) and the API's clip_timestamps (spans of their own, which
-    -p parts replace as they replace -ot/-d)."""
+    the task (tiny.en cannot translate), the API's clip_timestamps (spans of their own, which
+    -p parts replace as they replace -ot/-d) and diarization (it clusters the whole input, so
+    -p parts refuse it; tests/test_diarize.py carries it through batch)."""
     run = RunOptions(
         TranscribeOptions(
             DecodeOptions(language="en", temperature=0.1, sample_len=100, best_of=2, beam_size=2, patience=1.5,
@@ -223,7 +224,8 @@ def every_leaf_changed() -> RunOptions:
     )
     default = RunOptions()
     same = [leaf for leaf in leaves() if leaf_value(run, leaf) == leaf_value(default, leaf)]
-    assert same == ["transcribe.decode.task", "transcribe.clip.clip_timestamps", "runtime.model"]
+    assert same == ["transcribe.decode.task", "transcribe.clip.clip_timestamps", "transcribe.diarize",
+                    "transcribe.speakers", "runtime.model"]
     return run
 
 
