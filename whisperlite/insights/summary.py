@@ -1,0 +1,171 @@
+"""Summaries with key quotes: map-reduce over a transcript with the local LLM.
+
+Map: the transcript is cut at line boundaries into chunks that fit the model's context with
+the instructions and room for the answer (counted with the model's own tokenizer; a single
+line too long for a chunk is cut at words, never dropped), and each chunk is summarized.
+Reduce: the partial summaries are joined into one, in as many rounds as their length needs.
+Nothing of the transcript is left out.
+
+Quotes are chosen from the transcript, not written: each is one whole transcript line, picked
+for how much of the recording's vocabulary it carries (TF-IDF similarity to the whole), kept
+apart from the others in wording and time. So every quote is verbatim, and its time is the
+time of the line that holds it, by construction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from whisperlite.core.errors import WhisperliteError
+from whisperlite.insights.llm import Writer
+from whisperlite.insights.text import TfIdf, cosine, terms
+from whisperlite.insights.transcript import Line
+
+
+@dataclass(frozen=True)
+class SummaryOptions:
+    llm: str = "smollm2"  # any GGUF path or model name `whisperlite generate -m` takes
+    n_ctx: int = 2048  # the LLM's context: each chunk, its instructions and the answer fit in it
+    chunk_tokens: int = 1024  # at most this many tokens of transcript per chunk (a small model
+    # loses the thread in long inputs); less when the context leaves less room
+    summary_tokens: int = 160  # tokens the LLM may write per summary
+    quotes: int = 5  # key quotes to pick
+    quote_words: tuple[int, int] = (6, 60)  # a quote's length in words: long enough to say something
+
+
+@dataclass(frozen=True)
+class Quote:
+    start: float
+    end: float
+    text: str
+    speaker: str | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    summary: str
+    quotes: tuple[Quote, ...]
+    chunks: int  # transcript chunks summarized in the map step
+    rounds: int  # reduce rounds after it
+
+
+SYSTEM = "You summarize transcripts of recordings accurately and concisely, in plain prose."
+MAP_PROMPT = "Here is a part of a transcript:\n\n{text}\n\nSummarize this part in two or three sentences."
+REDUCE_PROMPT = ("Here are summaries of consecutive parts of one recording:\n\n{text}\n\n"
+                 "Write one summary of the whole recording in three to five sentences.")
+ONE_PROMPT = "Here is the transcript of a recording:\n\n{text}\n\nSummarize it in three to five sentences."
+
+
+def chunk_texts(texts: Sequence[str], writer: Writer, budget: int) -> list[str]:
+    """`texts` joined in order into chunks of at most `budget` tokens; a text longer than the
+    budget on its own is cut at words."""
+    if budget < 16:
+        raise WhisperliteError(f"the LLM's context of {writer.n_ctx} tokens leaves no room for a transcript chunk "
+                               "(ask for a longer context)")
+    pieces: list[tuple[str, int]] = []
+    for text in texts:
+        n = writer.count(text)
+        if n <= budget:
+            pieces.append((text, n))
+            continue
+        words, part = text.split(), []
+        for w in words:
+            if part and writer.count(" ".join(part + [w])) > budget:
+                pieces.append((" ".join(part), writer.count(" ".join(part))))
+                part = []
+            part.append(w)
+        if part:
+            pieces.append((" ".join(part), writer.count(" ".join(part))))
+    chunks, current, used = [], [], 0
+    for text, n in pieces:
+        if current and used + n + 1 > budget:
+            chunks.append(" ".join(current))
+            current, used = [], 0
+        current.append(text)
+        used += n + 1
+    if current:
+        chunks.append(" ".join(current))
+    return chunks
+
+
+def summarize(lines: Sequence[Line], writer: Writer, opts: SummaryOptions,
+              on_step: Callable[[int, int], None] | None = None) -> Summary:
+    """Summary and quotes of a transcript; `on_step(done, total)` after each LLM call (the
+    total grows when a reduce round turns out to need another)."""
+    def budget(prompt: str) -> int:
+        return min(opts.chunk_tokens, writer.n_ctx - writer.overhead(SYSTEM, prompt) - opts.summary_tokens)
+
+    chunks = chunk_texts([line.text for line in lines], writer, budget(MAP_PROMPT))
+    done, total = 0, len(chunks) + (len(chunks) > 1)
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if on_step:
+            on_step(done, total)
+
+    if len(chunks) == 1:
+        text = writer.ask(SYSTEM, ONE_PROMPT.format(text=chunks[0]), opts.summary_tokens).strip()
+        step()
+        return Summary(text, pick_quotes(lines, opts), 1, 0)
+    partial = []
+    for chunk in chunks:
+        partial.append(writer.ask(SYSTEM, MAP_PROMPT.format(text=chunk), opts.summary_tokens).strip())
+        step()
+    rounds = 0
+    while True:
+        rounds += 1
+        groups = chunk_texts(partial, writer, budget(REDUCE_PROMPT))
+        if len(groups) >= len(partial):
+            raise WhisperliteError(f"the LLM's context of {writer.n_ctx} tokens cannot hold two partial summaries "
+                                   "to join (ask for a longer context)")
+        total = done + len(groups)
+        partial = []
+        for group in groups:
+            partial.append(writer.ask(SYSTEM, REDUCE_PROMPT.format(text=group), opts.summary_tokens).strip())
+            step()
+        if len(partial) == 1:
+            return Summary(partial[0], pick_quotes(lines, opts), len(chunks), rounds)
+
+
+def pick_quotes(lines: Sequence[Line], opts: SummaryOptions) -> tuple[Quote, ...]:
+    """Up to `opts.quotes` transcript lines that say most about the whole, each one at least
+    a minute (or a tenth of the recording, if shorter) from the others and not a near repeat
+    of one; in time order."""
+    if not lines or opts.quotes <= 0:
+        return ()
+    docs = [terms(line.text) for line in lines]
+    idf = TfIdf(docs)
+    whole = idf.vector(docs)
+    vectors = [idf.vector([d]) for d in docs]
+    low, high = opts.quote_words
+    span = max(line.end for line in lines) - lines[0].start
+    apart = min(60.0, span / 10)
+    scored = sorted((i for i, line in enumerate(lines) if low <= len(line.text.split()) <= high),
+                    key=lambda i: (-cosine(vectors[i], whole), i))
+    chosen: list[int] = []
+    for i in scored:
+        if len(chosen) == opts.quotes:
+            break
+        if any(abs(lines[i].start - lines[j].start) < apart or cosine(vectors[i], vectors[j]) > 0.5 for j in chosen):
+            continue
+        chosen.append(i)
+    return tuple(Quote(lines[i].start, lines[i].end, lines[i].text, lines[i].speaker) for i in sorted(chosen))
+
+
+def clock(seconds: float) -> str:
+    s = max(0, int(seconds))
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def format_summary(result: Summary) -> str:
+    out = ["Summary", "", result.summary, "", "Key quotes", ""]
+    for q in result.quotes:
+        who = f"{q.speaker}: " if q.speaker else ""
+        out.append(f"{clock(q.start)}  {who}\u201c{q.text}\u201d")
+    return "\n".join(out) + "\n"
+
+
+def summary_json(result: Summary) -> dict:
+    return {"summary": result.summary, "chunks": result.chunks, "reduce_rounds": result.rounds,
+            "quotes": [{"start": q.start, "end": q.end, "text": q.text, "speaker": q.speaker} for q in result.quotes]}
