@@ -30,7 +30,7 @@ class ChapterOptions:
     speaker_weight: float = 0.1  # depth added by a change of speaker
     llm: str = "smollm2"  # any GGUF path or model name `whisperlite generate -m` takes
     title_context: int = 384  # tokens of a chapter's text shown to the LLM for its title
-    title_tokens: int = 24  # tokens the LLM may write for a title
+    title_tokens: int = 16  # tokens the LLM may write for a title (a title is cut at 8 words)
     n_ctx: int = 1024  # the LLM's context for titles: the excerpt, the instructions, the title
 
 
@@ -131,9 +131,13 @@ def excerpt(chapter: Chapter, writer: Writer, budget: int) -> str:
     return " ".join(chapter.lines[i].text for i in sorted(keep))
 
 
-TITLE_SYSTEM = "You write short, specific chapter titles for podcast and video transcripts."
-TITLE_PROMPT = ("Here is one part of a transcript:\n\n{text}\n\n"
-                "Write a title of two to five words saying what this part is about. Reply with the title only.")
+TITLE_SYSTEM = "You write short chapter titles for transcripts."
+TITLE_PROMPT = "Transcript:\n{text}\n\nWrite a title of two to five words."
+# One worked example: a small model asked for a title alone answers with a sentence about the
+# text ("This part is about …"); shown one exchange, it answers with a title.
+TITLE_EXAMPLES = ((TITLE_PROMPT.format(text="Preheat the oven. Knead the dough for ten minutes, shape the loaf "
+                                            "and bake the bread for forty minutes until the crust is brown."),
+                   "Baking Bread at Home"),)
 
 
 def keywords(chapter: Chapter, count: int = 3) -> list[str]:
@@ -157,7 +161,7 @@ def title_chapters(chapters: Sequence[Chapter], writer: Writer, opts: ChapterOpt
     titled = []
     for i, ch in enumerate(chapters):
         answer = writer.ask(TITLE_SYSTEM, TITLE_PROMPT.format(text=excerpt(ch, writer, opts.title_context)),
-                            opts.title_tokens)
+                            opts.title_tokens, TITLE_EXAMPLES)
         title = clean_title(answer) or " ".join(keywords(ch)).capitalize()
         titled.append(Chapter(ch.start, ch.end, ch.lines, title))
         if on_title:

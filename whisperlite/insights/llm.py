@@ -4,6 +4,7 @@ token counts from the model's own tokenizer to size what goes into its context."
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
 from whisperlite.core.errors import WhisperliteError
 from whisperlite.generation.generate import GenerateOptions, Generator, load_generator
@@ -31,16 +32,20 @@ class Writer:
         """Tokens `text` takes in a prompt."""
         return len(self.gen.tokenizer.encode(text, add_special=False, parse_special=False))
 
-    def prompt_ids(self, system: str, user: str) -> list[int]:
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    def prompt_ids(self, system: str, user: str, examples: Sequence[tuple[str, str]] = ()) -> list[int]:
+        """The chat prompt: the system turn, example exchanges (user, assistant), the user turn."""
+        messages = [{"role": "system", "content": system}]
+        for question, answer in examples:
+            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        messages.append({"role": "user", "content": user})
         return self.gen.encode_prompt(self.gen.chat_prompt(messages), chat=True)
 
     def overhead(self, system: str, user_template: str) -> int:
         """Tokens a prompt takes besides the text put into `user_template`'s {text}."""
         return len(self.prompt_ids(system, user_template.format(text="")))
 
-    def ask(self, system: str, user: str, n_predict: int) -> str:
-        ids = self.prompt_ids(system, user)
+    def ask(self, system: str, user: str, n_predict: int, examples: Sequence[tuple[str, str]] = ()) -> str:
+        ids = self.prompt_ids(system, user, examples)
         if len(ids) + n_predict > self.n_ctx:
             raise WhisperliteError(f"a prompt of {len(ids)} tokens and {n_predict} to answer do not fit the "
                                    f"context of {self.n_ctx}")
