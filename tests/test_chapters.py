@@ -18,7 +18,7 @@ from llama_tiny import TinyDims, write_tiny_llama
 from whisperlite.insights.chapters import (ChapterOptions, Chapter, chapters_json, find_breaks, format_chapters,
                                            split_chapters)
 from whisperlite.insights.llm import Writer, clean_title, load_writer
-from whisperlite.insights.summary import SummaryOptions, chunk_texts, pick_quotes, summarize
+from whisperlite.insights.summary import SummaryOptions, chunk_texts, pick_quotes, run_summary, summarize
 from whisperlite.insights.text import stem, terms
 from whisperlite.insights.transcript import Line, parse_json, parse_srt, read_transcript
 
@@ -168,8 +168,8 @@ def test_map_reduce_summarizes_all_chunks(tiny_writer):
     _, writer = tiny_writer
     lines = read_transcript(str(DATA / "transcript.json"))
     steps = []
-    result = summarize(lines, writer, SummaryOptions(n_ctx=1024, summary_tokens=96),
-                       on_step=lambda d, t: steps.append((d, t)))
+    result = run_summary(summarize(lines, writer, SummaryOptions(n_ctx=1024, summary_tokens=96)),
+                         lambda d, t: steps.append((d, t)))
     assert result.chunks > 3 and result.rounds >= 1
     assert [d for d, _ in steps] == list(range(1, len(steps) + 1))
     assert steps[-1][0] == steps[-1][1]  # the bar ends full

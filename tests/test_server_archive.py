@@ -92,7 +92,7 @@ def test_archive_routes_need_the_key(archive):
 
 
 def test_serve_archive_not_a_batch_folder(tmp_path):
-    r = run_cli("serve", "--archive", str(tmp_path), "--port", "0", timeout=60)
+    r = run_cli("serve", "--archive", str(tmp_path), timeout=60)
     assert r.returncode != 0 and r.stderr.startswith("error: --archive") and r.stderr.count("\n") == 1
 
 

@@ -121,7 +121,7 @@ class _Steps:
 def chapters(input_path: str, as_json: bool, output: str | None, model: str, threads: int | None, quiet: bool,
              llm: str, min_chapter: float, window: int) -> None:
     """Chapters of IN (a media file, or a whisperlite JSON or SRT transcript): `00:00 Title` lines."""
-    from whisperlite.insights.chapters import chapters_json, format_chapters, split_chapters, title_chapters
+    from whisperlite.insights.chapters import chapters_json, format_chapters, split_chapters, titles
     from whisperlite.insights.llm import load_writer
     from whisperlite.kernels import set_threads
 
@@ -132,8 +132,11 @@ def chapters(input_path: str, as_json: bool, output: str | None, model: str, thr
     parts = split_chapters(lines, opts)
     writer = load_writer(opts.llm, opts.n_ctx)
     steps = _Steps(not quiet and sys.stderr.isatty(), "title")
+    titled = []
     try:
-        titled = title_chapters(parts, writer, opts, on_title=lambda n: steps(n, len(parts)))
+        for chapter in titles(parts, writer, opts):
+            titled.append(chapter)
+            steps(len(titled), len(parts))
     finally:
         steps.close()
     text = json.dumps(chapters_json(titled), ensure_ascii=False, indent=2) + "\n" if as_json else format_chapters(titled)
@@ -152,7 +155,7 @@ def summarize(input_path: str, as_json: bool, output: str | None, model: str, th
               llm: str, ctx_size: int, quotes: int) -> None:
     """Summary and key quotes (verbatim, with their times) of IN: a media file or a transcript."""
     from whisperlite.insights.llm import load_writer
-    from whisperlite.insights.summary import format_summary, summarize as run, summary_json
+    from whisperlite.insights.summary import format_summary, run_summary, summarize as summary_steps, summary_json
     from whisperlite.kernels import set_threads
 
     opts = SummaryOptions(llm=llm, n_ctx=ctx_size, quotes=quotes)
@@ -162,7 +165,7 @@ def summarize(input_path: str, as_json: bool, output: str | None, model: str, th
     writer = load_writer(opts.llm, opts.n_ctx)
     steps = _Steps(not quiet and sys.stderr.isatty(), "chunk")
     try:
-        result = run(lines, writer, opts, on_step=steps)
+        result = run_summary(summary_steps(lines, writer, opts), steps)
     finally:
         steps.close()
     text = json.dumps(summary_json(result), ensure_ascii=False, indent=2) + "\n" if as_json else format_summary(result)

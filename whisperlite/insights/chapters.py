@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Iterator, Sequence
 
 from whisperlite.insights.llm import Writer, clean_title
 from whisperlite.insights.text import TfIdf, cosine, terms
@@ -154,19 +154,15 @@ def keywords(chapter: Chapter, count: int = 3) -> list[str]:
     return [w for _, w in ranked[:count]]
 
 
-def title_chapters(chapters: Sequence[Chapter], writer: Writer, opts: ChapterOptions,
-                   on_title: Callable[[int], None] | None = None) -> list[Chapter]:
-    """Each chapter with a title from the LLM (greedy); a title the model leaves empty after
-    cleaning becomes the chapter's three most frequent content words."""
-    titled = []
-    for i, ch in enumerate(chapters):
+def titles(chapters: Sequence[Chapter], writer: Writer, opts: ChapterOptions) -> Iterator[Chapter]:
+    """Each chapter with a title from the LLM (greedy), one chapter per step (a server's engine
+    runs one step at a time); a title the model leaves empty after cleaning becomes the
+    chapter's three most frequent content words."""
+    for ch in chapters:
         answer = writer.ask(TITLE_SYSTEM, TITLE_PROMPT.format(text=excerpt(ch, writer, opts.title_context)),
                             opts.title_tokens, TITLE_EXAMPLES)
         title = clean_title(answer) or " ".join(keywords(ch)).capitalize()
-        titled.append(Chapter(ch.start, ch.end, ch.lines, title))
-        if on_title:
-            on_title(i + 1)
-    return titled
+        yield Chapter(ch.start, ch.end, ch.lines, title)
 
 
 def youtube_time(seconds: float, hours: bool) -> str:

@@ -14,7 +14,7 @@ time of the line that holds it, by construction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from whisperlite.core.errors import WhisperliteError
 from whisperlite.insights.llm import Writer
@@ -88,32 +88,35 @@ def chunk_texts(texts: Sequence[str], writer: Writer, budget: int) -> list[str]:
     return chunks
 
 
-def summarize(lines: Sequence[Line], writer: Writer, opts: SummaryOptions,
-              on_step: Callable[[int, int], None] | None = None) -> Summary:
-    """Summary and quotes of a transcript; `on_step(done, total)` after each LLM call (the
-    total grows when a reduce round turns out to need another)."""
+@dataclass(frozen=True)
+class Step:
+    """One LLM call done of `total` (the total grows when a reduce round turns out to need
+    another); the last step carries the result."""
+
+    done: int
+    total: int
+    result: Summary | None = None
+
+
+def summarize(lines: Sequence[Line], writer: Writer, opts: SummaryOptions) -> Iterator[Step]:
+    """Summary and quotes of a transcript, one LLM call per step (a server's engine runs one
+    step at a time); the last step holds the Summary."""
     def budget(prompt: str) -> int:
         return min(opts.chunk_tokens, writer.n_ctx - writer.overhead(SYSTEM, prompt) - opts.summary_tokens)
 
     chunks = chunk_texts([line.text for line in lines], writer, budget(MAP_PROMPT))
-    done, total = 0, len(chunks) + (len(chunks) > 1)
-
-    def step() -> None:
-        nonlocal done
-        done += 1
-        if on_step:
-            on_step(done, total)
-
     if len(chunks) == 1:
         text = writer.ask(SYSTEM, ONE_PROMPT.format(text=chunks[0]), opts.summary_tokens).strip()
-        step()
-        return Summary(text, pick_quotes(lines, opts), 1, 0)
+        yield Step(1, 1, Summary(text, pick_quotes(lines, opts), 1, 0))
+        return
+    done, total = 0, len(chunks) + 1
     partial = []
     for chunk in chunks:
         partial.append(writer.ask(SYSTEM, MAP_PROMPT.format(text=chunk), opts.summary_tokens).strip())
-        step()
+        done += 1
+        yield Step(done, total)
     rounds = 0
-    while True:
+    while len(partial) > 1:
         rounds += 1
         groups = chunk_texts(partial, writer, budget(REDUCE_PROMPT))
         if len(groups) >= len(partial):
@@ -123,9 +126,20 @@ def summarize(lines: Sequence[Line], writer: Writer, opts: SummaryOptions,
         partial = []
         for group in groups:
             partial.append(writer.ask(SYSTEM, REDUCE_PROMPT.format(text=group), opts.summary_tokens).strip())
-            step()
-        if len(partial) == 1:
-            return Summary(partial[0], pick_quotes(lines, opts), len(chunks), rounds)
+            done += 1
+            if len(groups) > 1:  # the last call's step is the one with the result
+                yield Step(done, total)
+    yield Step(done, total, Summary(partial[0], pick_quotes(lines, opts), len(chunks), rounds))
+
+
+def run_summary(steps: Iterator[Step], on_step: Callable[[int, int], None] | None = None) -> Summary:
+    """Run `summarize` to its result, passing each step's progress to `on_step`."""
+    for step in steps:
+        if on_step:
+            on_step(step.done, step.total)
+        if step.result is not None:
+            return step.result
+    raise AssertionError("summarize ended without its result")
 
 
 def pick_quotes(lines: Sequence[Line], opts: SummaryOptions) -> tuple[Quote, ...]:
