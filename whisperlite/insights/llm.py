@@ -10,7 +10,6 @@ from whisperlite.core.errors import WhisperliteError
 from whisperlite.generation.generate import GenerateOptions, Generator, load_generator
 from whisperlite.generation.sampling import SamplingOptions
 
-GREEDY = SamplingOptions(temp=0.0)
 MAX_TITLE_WORDS = 8
 MAX_TITLE_CHARS = 60
 # Labels a small model puts before its answer although it was asked for the title only.
@@ -44,12 +43,16 @@ class Writer:
         """Tokens a prompt takes besides the text put into `user_template`'s {text}."""
         return len(self.prompt_ids(system, user_template.format(text="")))
 
-    def ask(self, system: str, user: str, n_predict: int, examples: Sequence[tuple[str, str]] = ()) -> str:
+    def ask(self, system: str, user: str, n_predict: int, examples: Sequence[tuple[str, str]] = (),
+            repeat_penalty: float = 1.0) -> str:
+        """The model's greedy answer; `repeat_penalty` (llama.cpp's, over the last 64 tokens)
+        keeps a small model from repeating one phrase until the token limit."""
         ids = self.prompt_ids(system, user, examples)
         if len(ids) + n_predict > self.n_ctx:
             raise WhisperliteError(f"a prompt of {len(ids)} tokens and {n_predict} to answer do not fit the "
                                    f"context of {self.n_ctx}")
-        return self.gen.generate(ids, GenerateOptions(n_predict=n_predict, n_ctx=self.n_ctx, sampling=GREEDY)).text
+        sampling = SamplingOptions(temp=0.0, repeat_penalty=repeat_penalty)
+        return self.gen.generate(ids, GenerateOptions(n_predict=n_predict, n_ctx=self.n_ctx, sampling=sampling)).text
 
 
 def load_writer(model: str, n_ctx: int) -> Writer:

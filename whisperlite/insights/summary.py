@@ -26,8 +26,9 @@ from whisperlite.insights.transcript import Line
 class SummaryOptions:
     llm: str = "smollm2"  # any GGUF path or model name `whisperlite generate -m` takes
     n_ctx: int = 2048  # the LLM's context: each chunk, its instructions and the answer fit in it
-    chunk_tokens: int = 1024  # at most this many tokens of transcript per chunk (a small model
+    chunk_tokens: int = 512  # at most this many tokens of transcript per chunk (a small model
     # loses the thread in long inputs); less when the context leaves less room
+    repeat_penalty: float = 1.2  # a small model decoded greedily otherwise loops on one phrase
     summary_tokens: int = 160  # tokens the LLM may write per summary
     quotes: int = 5  # key quotes to pick
     quote_words: tuple[int, int] = (6, 60)  # a quote's length in words: long enough to say something
@@ -104,15 +105,18 @@ def summarize(lines: Sequence[Line], writer: Writer, opts: SummaryOptions) -> It
     def budget(prompt: str) -> int:
         return min(opts.chunk_tokens, writer.n_ctx - writer.overhead(SYSTEM, prompt) - opts.summary_tokens)
 
+    def ask(prompt: str, text: str) -> str:
+        return writer.ask(SYSTEM, prompt.format(text=text), opts.summary_tokens,
+                          repeat_penalty=opts.repeat_penalty).strip()
+
     chunks = chunk_texts([line.text for line in lines], writer, budget(MAP_PROMPT))
     if len(chunks) == 1:
-        text = writer.ask(SYSTEM, ONE_PROMPT.format(text=chunks[0]), opts.summary_tokens).strip()
-        yield Step(1, 1, Summary(text, pick_quotes(lines, opts), 1, 0))
+        yield Step(1, 1, Summary(ask(ONE_PROMPT, chunks[0]), pick_quotes(lines, opts), 1, 0))
         return
     done, total = 0, len(chunks) + 1
     partial = []
     for chunk in chunks:
-        partial.append(writer.ask(SYSTEM, MAP_PROMPT.format(text=chunk), opts.summary_tokens).strip())
+        partial.append(ask(MAP_PROMPT, chunk))
         done += 1
         yield Step(done, total)
     rounds = 0
@@ -125,7 +129,7 @@ def summarize(lines: Sequence[Line], writer: Writer, opts: SummaryOptions) -> It
         total = done + len(groups)
         partial = []
         for group in groups:
-            partial.append(writer.ask(SYSTEM, REDUCE_PROMPT.format(text=group), opts.summary_tokens).strip())
+            partial.append(ask(REDUCE_PROMPT, group))
             done += 1
             if len(groups) > 1:  # the last call's step is the one with the result
                 yield Step(done, total)
