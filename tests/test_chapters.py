@@ -150,8 +150,8 @@ def tiny_writer(tmp_path_factory) -> tuple[Path, Writer]:
     """A tiny random LLaMA (a byte-level vocabulary: about a token per character) with a real
     tokenizer and generation: its text is noise, the chunking and the map-reduce are real."""
     path = tmp_path_factory.mktemp("llm") / "tiny.gguf"
-    write_tiny_llama(path, seed=4, dims=TinyDims(n_ctx=1024))
-    return path, load_writer(str(path), 1024)
+    write_tiny_llama(path, seed=4, dims=TinyDims(n_ctx=2048))
+    return path, load_writer(str(path), 2048)
 
 
 def test_chunks_keep_every_word_and_fit(tiny_writer):
@@ -168,7 +168,7 @@ def test_map_reduce_summarizes_all_chunks(tiny_writer):
     _, writer = tiny_writer
     lines = read_transcript(str(DATA / "transcript.json"))
     steps = []
-    result = run_summary(summarize(lines, writer, SummaryOptions(n_ctx=1024, summary_tokens=96)),
+    result = run_summary(summarize(lines, writer, SummaryOptions(n_ctx=2048, summary_tokens=96)),
                          lambda d, t: steps.append((d, t)))
     assert result.chunks > 3 and result.rounds >= 1
     assert [d for d, _ in steps] == list(range(1, len(steps) + 1))
@@ -197,7 +197,7 @@ def test_quotes_are_verbatim_with_their_times():
 def test_summarize_cli_json(tiny_writer, tmp_path):
     path, _ = tiny_writer
     out = tmp_path / "summary.json"
-    r = run_cli("summarize", str(DATA / "transcript.json"), "--llm", str(path), "-c", "1024", "--json",
+    r = run_cli("summarize", str(DATA / "transcript.json"), "--llm", str(path), "-c", "2048", "--json",
                 "-o", str(out), timeout=600)
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())

@@ -23,7 +23,7 @@ TRANSCRIPT = ROOT / "tests" / "data" / "topics" / "transcript.json"
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     path = tmp_path_factory.mktemp("llm") / "tiny.gguf"
-    write_tiny_llama(path, seed=5, dims=TinyDims(n_ctx=1024))
+    write_tiny_llama(path, seed=5, dims=TinyDims(n_ctx=2048))
     return path
 
 

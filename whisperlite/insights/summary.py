@@ -102,14 +102,14 @@ class Step:
 def summarize(lines: Sequence[Line], writer: Writer, opts: SummaryOptions) -> Iterator[Step]:
     """Summary and quotes of a transcript, one LLM call per step (a server's engine runs one
     step at a time); the last step holds the Summary."""
-    def budget(prompt: str) -> int:
-        return min(opts.chunk_tokens, writer.n_ctx - writer.overhead(SYSTEM, prompt) - opts.summary_tokens)
+    def room(prompt: str) -> int:
+        return writer.n_ctx - writer.overhead(SYSTEM, prompt) - opts.summary_tokens
 
     def ask(prompt: str, text: str) -> str:
         return writer.ask(SYSTEM, prompt.format(text=text), opts.summary_tokens,
                           repeat_penalty=opts.repeat_penalty).strip()
 
-    chunks = chunk_texts([line.text for line in lines], writer, budget(MAP_PROMPT))
+    chunks = chunk_texts([line.text for line in lines], writer, min(opts.chunk_tokens, room(MAP_PROMPT)))
     if len(chunks) == 1:
         yield Step(1, 1, Summary(ask(ONE_PROMPT, chunks[0]), pick_quotes(lines, opts), 1, 0))
         return
@@ -122,7 +122,7 @@ def summarize(lines: Sequence[Line], writer: Writer, opts: SummaryOptions) -> It
     rounds = 0
     while len(partial) > 1:
         rounds += 1
-        groups = chunk_texts(partial, writer, budget(REDUCE_PROMPT))
+        groups = chunk_texts(partial, writer, room(REDUCE_PROMPT))  # summaries: as many as fit
         if len(groups) >= len(partial):
             raise WhisperliteError(f"the LLM's context of {writer.n_ctx} tokens cannot hold two partial summaries "
                                    "to join (ask for a longer context)")
