@@ -29,7 +29,8 @@ class ChapterOptions:
     pause_weight: float = 0.1  # depth added by a pause of twice the median or longer, in proportion
     speaker_weight: float = 0.1  # depth added by a change of speaker
     llm: str = "smollm2"  # any GGUF path or model name `whisperlite generate -m` takes
-    title_context: int = 384  # tokens of a chapter's text shown to the LLM for its title
+    title_lines: int = 5  # a chapter's most representative lines shown to the LLM for its title
+    title_context: int = 384  # at most this many tokens of them (the first line is always shown)
     title_tokens: int = 16  # tokens the LLM may write for a title (a title is cut at 8 words)
     n_ctx: int = 1024  # the LLM's context for titles: the excerpt, the instructions, the title
 
@@ -112,20 +113,19 @@ def split_chapters(lines: Sequence[Line], opts: ChapterOptions) -> list[Chapter]
     return chapters
 
 
-def excerpt(chapter: Chapter, writer: Writer, budget: int) -> str:
-    """A chapter's text for its title, at most `budget` tokens: all of it when it fits, else the
-    lines closest to the chapter's own word profile, in time order."""
-    text = " ".join(line.text for line in chapter.lines)
-    if writer.count(text) <= budget:
-        return text
+def excerpt(chapter: Chapter, writer: Writer, opts: ChapterOptions) -> str:
+    """What the LLM titles a chapter from: its `title_lines` lines closest to the chapter's own
+    word profile, in time order, within `title_context` tokens. A line that belongs with a
+    neighbouring chapter (a boundary one line off) shares few words with the rest and is left
+    out, where a small model would otherwise title the chapter after it."""
     docs = [terms(line.text) for line in chapter.lines]
     idf = TfIdf(docs)
     whole = idf.vector(docs)
-    ranked = sorted(range(len(docs)), key=lambda i: -cosine(idf.vector([docs[i]]), whole))
+    ranked = sorted(range(len(docs)), key=lambda i: (-cosine(idf.vector([docs[i]]), whole), i))
     keep, used = [], 0
-    for i in ranked:
+    for i in ranked[:opts.title_lines]:
         n = writer.count(chapter.lines[i].text) + 1
-        if used + n <= budget:
+        if used + n <= opts.title_context or not keep:
             keep.append(i)
             used += n
     return " ".join(chapter.lines[i].text for i in sorted(keep))
@@ -133,11 +133,16 @@ def excerpt(chapter: Chapter, writer: Writer, budget: int) -> str:
 
 TITLE_SYSTEM = "You write short chapter titles for transcripts."
 TITLE_PROMPT = "Transcript:\n{text}\n\nWrite a title of two to five words."
-# One worked example: a small model asked for a title alone answers with a sentence about the
-# text ("This part is about …"); shown one exchange, it answers with a title.
-TITLE_EXAMPLES = ((TITLE_PROMPT.format(text="Preheat the oven. Knead the dough for ten minutes, shape the loaf "
-                                            "and bake the bread for forty minutes until the crust is brown."),
-                   "Baking Bread at Home"),)
+# Worked examples: a small model asked for a title alone answers with a sentence about the
+# text ("This part is about …"); shown two exchanges, it answers with a title.
+TITLE_EXAMPLES = (
+    (TITLE_PROMPT.format(text="The train left the station at nine. We watched the fields and villages pass by the "
+                              "window, and the conductor checked our tickets before the railway crossed the river."),
+     "A Journey by Train"),
+    (TITLE_PROMPT.format(text="Preheat the oven. Knead the dough for ten minutes, shape the loaf and bake the bread "
+                              "for forty minutes until the crust is brown."),
+     "Baking Bread at Home"),
+)
 
 
 def keywords(chapter: Chapter, count: int = 3) -> list[str]:
@@ -159,7 +164,7 @@ def titles(chapters: Sequence[Chapter], writer: Writer, opts: ChapterOptions) ->
     runs one step at a time); a title the model leaves empty after cleaning becomes the
     chapter's three most frequent content words."""
     for ch in chapters:
-        answer = writer.ask(TITLE_SYSTEM, TITLE_PROMPT.format(text=excerpt(ch, writer, opts.title_context)),
+        answer = writer.ask(TITLE_SYSTEM, TITLE_PROMPT.format(text=excerpt(ch, writer, opts)),
                             opts.title_tokens, TITLE_EXAMPLES)
         title = clean_title(answer) or " ".join(keywords(ch)).capitalize()
         yield Chapter(ch.start, ch.end, ch.lines, title)
