@@ -15,10 +15,11 @@ import pytest
 from conftest import ROOT, run_cli
 from llama_tiny import TinyDims, write_tiny_llama
 
-from whisperlite.insights.chapters import (ChapterOptions, Chapter, chapters_json, find_breaks, format_chapters,
+from whisperlite.insights.chapters import (Chapter, chapters_json, find_breaks, format_chapters,
                                            split_chapters)
 from whisperlite.insights.llm import Writer, clean_title, load_writer
-from whisperlite.insights.summary import SummaryOptions, chunk_texts, pick_quotes, run_summary, summarize
+from whisperlite.insights.options import ChapterOptions, SummaryOptions
+from whisperlite.insights.summary import chunk_texts, pick_quotes, run_summary, summarize
 from whisperlite.insights.text import stem, terms
 from whisperlite.insights.transcript import Line, parse_json, parse_srt, read_transcript
 
@@ -134,6 +135,13 @@ def test_bad_input_is_one_line(tmp_path, content, name, message, command):
     assert r.returncode != 0
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and message in r.stderr, r.stderr
     assert r.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["chapters", "summarize"])
+def test_help_stays_light(command):
+    from test_imports import heavy, modules_after
+
+    assert heavy(modules_after(command, "--help")) == []
 
 
 def test_unwritable_output_fails_before_work(tmp_path):

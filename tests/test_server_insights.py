@@ -14,7 +14,8 @@ from llama_tiny import TinyDims, write_tiny_llama
 from test_chapters import check_quotes
 from test_server_llm import client, make_app
 
-from whisperlite.insights.chapters import ChapterOptions, split_chapters
+from whisperlite.insights.chapters import split_chapters
+from whisperlite.insights.options import ChapterOptions
 from whisperlite.insights.transcript import read_transcript
 
 TRANSCRIPT = ROOT / "tests" / "data" / "topics" / "transcript.json"

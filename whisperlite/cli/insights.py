@@ -11,8 +11,7 @@ import click
 
 from whisperlite.cli.common import friendly_errors
 from whisperlite.cli.transcribe import Progress
-from whisperlite.insights.chapters import ChapterOptions
-from whisperlite.insights.summary import SummaryOptions
+from whisperlite.insights.options import ChapterOptions, SummaryOptions
 from whisperlite.transcription.options import RuntimeOptions
 
 _C = ChapterOptions()

@@ -18,21 +18,9 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 from whisperlite.insights.llm import Writer, clean_title
+from whisperlite.insights.options import ChapterOptions
 from whisperlite.insights.text import TfIdf, cosine, terms
 from whisperlite.insights.transcript import Line
-
-
-@dataclass(frozen=True)
-class ChapterOptions:
-    min_chapter: float = 30.0  # seconds: no chapter shorter (YouTube asks for 10 s at least)
-    window: int = 4  # transcript lines on each side of a break that are compared
-    pause_weight: float = 0.1  # depth added by a pause of twice the median or longer, in proportion
-    speaker_weight: float = 0.1  # depth added by a change of speaker
-    llm: str = "smollm2"  # any GGUF path or model name `whisperlite generate -m` takes
-    title_lines: int = 5  # a chapter's most representative lines shown to the LLM for its title
-    title_context: int = 384  # at most this many tokens of them (the first line is always shown)
-    title_tokens: int = 16  # tokens the LLM may write for a title (a title is cut at 8 words)
-    n_ctx: int = 1024  # the LLM's context for titles: the excerpt, the instructions, the title
 
 
 @dataclass(frozen=True)

@@ -18,20 +18,9 @@ from typing import Callable, Iterator, Sequence
 
 from whisperlite.core.errors import WhisperliteError
 from whisperlite.insights.llm import Writer
+from whisperlite.insights.options import SummaryOptions
 from whisperlite.insights.text import TfIdf, cosine, terms
 from whisperlite.insights.transcript import Line
-
-
-@dataclass(frozen=True)
-class SummaryOptions:
-    llm: str = "smollm2"  # any GGUF path or model name `whisperlite generate -m` takes
-    n_ctx: int = 2048  # the LLM's context: each chunk, its instructions and the answer fit in it
-    chunk_tokens: int = 512  # at most this many tokens of transcript per chunk (a small model
-    # loses the thread in long inputs); less when the context leaves less room
-    repeat_penalty: float = 1.2  # a small model decoded greedily otherwise loops on one phrase
-    summary_tokens: int = 160  # tokens the LLM may write per summary
-    quotes: int = 5  # key quotes to pick
-    quote_words: tuple[int, int] = (6, 60)  # a quote's length in words: long enough to say something
 
 
 @dataclass(frozen=True)

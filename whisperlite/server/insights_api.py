@@ -22,9 +22,10 @@ from starlette.routing import BaseRoute, Route
 
 from whisperlite.core.errors import WhisperliteError
 from whisperlite.generation.generate import GenerateOptions
-from whisperlite.insights.chapters import ChapterOptions, chapters_json, split_chapters, titles
+from whisperlite.insights.chapters import chapters_json, split_chapters, titles
 from whisperlite.insights.llm import Writer
-from whisperlite.insights.summary import SummaryOptions, summarize as summary_steps, summary_json
+from whisperlite.insights.options import ChapterOptions, SummaryOptions
+from whisperlite.insights.summary import summarize as summary_steps, summary_json
 from whisperlite.insights.transcript import Line, is_transcript, parse_json, parse_srt
 from whisperlite.server.audio_api import _form, _Transcription, _upload_name
 from whisperlite.server.errors import ApiError
