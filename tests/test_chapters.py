@@ -137,6 +137,17 @@ def test_bad_input_is_one_line(tmp_path, content, name, message, command):
     assert r.stdout == ""
 
 
+@pytest.mark.parametrize("args,message", [
+    (["missing.mp3"], "missing.mp3"),
+    ([str(DATA / "transcript.json"), "--llm", "no-such-llm"], "no-such-llm"),
+    ([str(DATA / "transcript.json"), "--llm", "/no/such/model.gguf"], "no such model file"),
+])
+def test_missing_media_or_llm_is_one_line(args, message):
+    r = run_cli("chapters", *args, timeout=120)
+    assert r.returncode != 0 and r.stderr.startswith("error: ") and message in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1
+
+
 @pytest.mark.parametrize("command", ["chapters", "summarize"])
 def test_help_stays_light(command):
     from test_imports import heavy, modules_after

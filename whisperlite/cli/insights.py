@@ -11,6 +11,7 @@ import click
 
 from whisperlite.cli.common import friendly_errors
 from whisperlite.cli.transcribe import Progress
+from whisperlite.core.errors import WhisperliteError
 from whisperlite.insights.options import ChapterOptions, SummaryOptions
 from whisperlite.transcription.options import RuntimeOptions
 
@@ -51,6 +52,25 @@ def _common(fn: Callable) -> Callable:
     ]):
         fn = option(fn)
     return fn
+
+
+def _inputs(path: str, model: str, threads: int | None, quiet: bool, llm: str, n_ctx: int):
+    """The transcript lines of IN and the loaded LLM. A transcript file is read first (a bad
+    one fails at once); a media file is transcribed after the LLM loads (a bad --llm fails
+    before minutes of transcription)."""
+    from whisperlite.insights.llm import load_writer
+    from whisperlite.insights.transcript import is_transcript
+
+    if is_transcript(path):
+        lines = _lines(path, model, threads, quiet)
+        return lines, load_writer(llm, n_ctx)
+    from whisperlite.audio.ffmpeg import check_input_file
+
+    if os.path.isdir(path):
+        raise WhisperliteError(f"{path}: is a folder, not a media or transcript file")
+    check_input_file(path)
+    writer = load_writer(llm, n_ctx)
+    return _lines(path, model, threads, quiet), writer
 
 
 def _lines(path: str, model: str, threads: int | None, quiet: bool):
@@ -121,15 +141,13 @@ def chapters(input_path: str, as_json: bool, output: str | None, model: str, thr
              llm: str, min_chapter: float, window: int) -> None:
     """Chapters of IN (a media file, or a whisperlite JSON or SRT transcript): `00:00 Title` lines."""
     from whisperlite.insights.chapters import chapters_json, format_chapters, split_chapters, titles
-    from whisperlite.insights.llm import load_writer
     from whisperlite.kernels import set_threads
 
     opts = ChapterOptions(min_chapter=min_chapter, window=window, llm=llm)
     _check_output(output)
     set_threads(threads)
-    lines = _lines(input_path, model, threads, quiet)
+    lines, writer = _inputs(input_path, model, threads, quiet, opts.llm, opts.n_ctx)
     parts = split_chapters(lines, opts)
-    writer = load_writer(opts.llm, opts.n_ctx)
     steps = _Steps(not quiet and sys.stderr.isatty(), "title")
     titled = []
     try:
@@ -153,15 +171,13 @@ def chapters(input_path: str, as_json: bool, output: str | None, model: str, thr
 def summarize(input_path: str, as_json: bool, output: str | None, model: str, threads: int | None, quiet: bool,
               llm: str, ctx_size: int, quotes: int) -> None:
     """Summary and key quotes (verbatim, with their times) of IN: a media file or a transcript."""
-    from whisperlite.insights.llm import load_writer
     from whisperlite.insights.summary import format_summary, run_summary, summarize as summary_steps, summary_json
     from whisperlite.kernels import set_threads
 
     opts = SummaryOptions(llm=llm, n_ctx=ctx_size, quotes=quotes)
     _check_output(output)
     set_threads(threads)
-    lines = _lines(input_path, model, threads, quiet)
-    writer = load_writer(opts.llm, opts.n_ctx)
+    lines, writer = _inputs(input_path, model, threads, quiet, opts.llm, opts.n_ctx)
     steps = _Steps(not quiet and sys.stderr.isatty(), "chunk")
     try:
         result = run_summary(summary_steps(lines, writer, opts), steps)
