@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, run_cli
 from llama_tiny import TinyDims, write_tiny_llama
 
-from whisperlite.insights.chapters import (Chapter, chapters_json, find_breaks, format_chapters,
+from whisperlite.insights.chapters import (Chapter, chapters_json, find_breaks, format_chapters, keywords,
                                            split_chapters)
 from whisperlite.insights.llm import Writer, clean_title, load_writer
 from whisperlite.insights.options import ChapterOptions, SummaryOptions
@@ -100,6 +100,12 @@ def test_clean_title():
     assert clean_title("") == ""
     long = clean_title("Supercalifragilisticexpialidocious " * 4)
     assert len(long) <= 60 and "\n" not in long
+
+
+def test_keywords_for_an_empty_title():
+    lines = (Line(0, 4, "The soup needs more onions."), Line(5, 9, "Fry the onions, then add the soup stock."),
+             Line(10, 14, "Onions make every soup better."))
+    assert keywords(Chapter(0, 14, lines), 2) == ["soup", "onions"]
 
 
 def test_youtube_format():
