@@ -2,6 +2,7 @@
 web page) on 127.0.0.1 unless told otherwise."""
 from __future__ import annotations
 
+import os
 import socket
 import sys
 
@@ -62,13 +63,20 @@ def _listen(host: str, port: int) -> socket.socket:
               help="Live WebSocket streams (/v1/audio/live) open at once; more are closed with 1013.")
 @click.option("--live-timeout", type=click.FloatRange(0, min_open=True), default=DEFAULTS.live_timeout,
               show_default=True, help="Seconds a live stream may send no audio before it is closed.")
+@click.option("--archive", default=None, type=click.Path(file_okay=False),
+              help="A `whisperlite batch` output folder to search: GET /v1/search and a search box on the page.")
 @friendly_errors
 def serve(host, port, model, llm, parallel, threads, api_key, max_upload_mb, max_queue, timeout, metrics, max_live,
-          live_timeout):
+          live_timeout, archive):
     """Serve whisper.cpp's, OpenAI's and llama.cpp's HTTP APIs and a web page."""
     config = ServerConfig(host=host, port=port, model=model, llm=llm, parallel=parallel, threads=threads, api_key=api_key or None,
                           max_upload_mb=max_upload_mb, max_queue=max_queue, timeout=timeout, metrics=metrics,
-                          max_live=max_live, live_timeout=live_timeout)
+                          max_live=max_live, live_timeout=live_timeout, archive=archive)
+    if archive is not None:
+        from whisperlite.batch.manifest import MANIFEST_NAME
+
+        if not os.path.isfile(os.path.join(archive, MANIFEST_NAME)):
+            fail(f"--archive {archive}: not a batch output folder (no {MANIFEST_NAME})")
     sock = _listen(host, port)
     import uvicorn
 

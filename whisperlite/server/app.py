@@ -2,7 +2,8 @@
 then each face's routes serve from the shared `ServerState`.
 
 Faces (each a module with `routes() -> list[BaseRoute]`): whisper.cpp's and OpenAI's audio
-routes, the live WebSocket, OpenAI's and llama.cpp's text routes, and the web page.
+routes, the live WebSocket, OpenAI's and llama.cpp's text routes, archive search, chapters and
+summaries, and the web page.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from whisperlite.core.errors import WhisperliteError
-from whisperlite.server import audio_api, live_api, llm_api, page
+from whisperlite.server import archive_api, audio_api, insights_api, live_api, llm_api, page
 from whisperlite.server.config import ServerConfig
 from whisperlite.server.engine import Engine
 from whisperlite.server.errors import ApiError, api_error_handler
@@ -188,7 +189,7 @@ def create_app(config: ServerConfig, load: bool = True, stop: Callable[[], None]
         state.engine.close()
 
     routes: list[BaseRoute] = [Route("/health", health), *audio_api.routes(), *live_api.routes(), *llm_api.routes(),
-                               *page.routes()]
+                               *archive_api.routes(), *insights_api.routes(), *page.routes()]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={ApiError: api_error_handler})
     app.state.wl = state
     app.add_middleware(BodyLimit, max_bytes=int(config.max_upload_mb * 1e6))

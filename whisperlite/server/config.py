@@ -20,4 +20,5 @@ class ServerConfig:
     timeout: float = 600.0  # seconds a request may take before it is cancelled with 504
     metrics: bool = False  # serve Prometheus text at /metrics
     max_live: int = 4  # live WebSocket streams open at once; more are closed with 1013 (try again later)
+    archive: str | None = None  # a `whisperlite batch` output folder: /v1/search and the page's search box
     live_timeout: float = 30.0  # seconds a live stream may send nothing before it is closed

@@ -1,5 +1,5 @@
 // whisperlite's web page: transcribe a file (streamed segments), chat with the loaded LLM and
-// transcribe the microphone live, through the server's own routes (OpenAI-shaped ones and the
+// transcribe the microphone live, search a batch archive and play its hits, through the server's own routes (OpenAI-shaped ones and the
 // live WebSocket). Plain browser JavaScript, no build step.
 "use strict";
 
@@ -18,6 +18,7 @@ const state = {
   chat: null,       // AbortController of the running chat reply
   recorder: null,
   live: null,       // the running live stream {ws, stop()}, or null
+  searchMedia: null, // {url, src}: the episode last fetched with the API key, as a blob URL
 };
 
 // ---------- small helpers ----------
@@ -93,6 +94,7 @@ function setupKey() {
     if (key) localStorage.setItem(KEY_STORE, key); else localStorage.removeItem(KEY_STORE);
     clearError();
     loadModels();
+    showSearch();
   });
 }
 
@@ -100,7 +102,7 @@ async function checkHealth() {
   try {
     const r = await fetch("/health");
     const body = await r.json().catch(() => ({}));
-    if (r.ok) { $("health").textContent = "Ready"; loadModels(); return; }
+    if (r.ok) { $("health").textContent = "Ready"; loadModels(); showSearch(); return; }
     $("health").textContent = body.error ? `Models failed to load: ${body.error}` : "Loading models…";
     if (!body.error) setTimeout(checkHealth, 1000);
   } catch (e) {
@@ -112,18 +114,22 @@ async function checkHealth() {
 // ---------- tabs (ARIA tabs pattern: arrow keys move between tabs) ----------
 
 function setupTabs() {
-  const tabs = [...document.querySelectorAll('[role="tab"]')].filter((t) => !t.hidden);
+  // Tabs shown later (Search, once the server says it has an archive) join the keyboard cycle.
+  const all = [...document.querySelectorAll('[role="tab"]')];
+  const shown = () => all.filter((t) => !t.hidden);
   const select = (tab) => {
-    for (const t of tabs) {
+    for (const t of all) {
       const on = t === tab;
       t.setAttribute("aria-selected", String(on));
       t.tabIndex = on ? 0 : -1;
       $(t.getAttribute("aria-controls")).hidden = !on;
     }
   };
-  tabs.forEach((tab, i) => {
+  all.forEach((tab) => {
     tab.addEventListener("click", () => select(tab));
     tab.addEventListener("keydown", (e) => {
+      const tabs = shown();
+      const i = tabs.indexOf(tab);
       const next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[e.key];
       if (next === undefined) return;
       e.preventDefault();
@@ -132,6 +138,80 @@ function setupTabs() {
       target.focus();
     });
   });
+}
+
+// ---------- archive search (serve --archive DIR) ----------
+
+async function showSearch() {
+  if (!$("tab-search").hidden) return;
+  try {
+    const r = await fetch("/v1/archive", { headers: authHeaders() });
+    if (r.ok) $("tab-search").hidden = false;  // 404: no archive served; 401: once a key is saved
+  } catch (_) { /* unreachable: the health line says so */ }
+}
+
+function hitLine(hit) {
+  const li = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  const where = document.createElement("span");
+  where.className = "time";
+  where.textContent = `${hit.episode} ${clock(hit.start)}`;
+  button.append(where, " ", hit.speaker ? `[${hit.speaker}] ${hit.text}` : hit.text);
+  button.addEventListener("click", () => playHit(hit).catch((e) => showError(`cannot play: ${e.message || e}`)));
+  li.append(button);
+  return li;
+}
+
+// The audio element cannot send the API key: with a key, the episode is fetched with it into a blob.
+async function playHit(hit) {
+  const player = $("search-player");
+  let src = new URL(hit.media, location.href).href;
+  if (localStorage.getItem(KEY_STORE)) {
+    if (!state.searchMedia || state.searchMedia.url !== hit.media) {
+      const r = await fetch(hit.media, { headers: authHeaders() });
+      if (!r.ok) throw await failure(r);
+      if (state.searchMedia) URL.revokeObjectURL(state.searchMedia.src);
+      state.searchMedia = { url: hit.media, src: URL.createObjectURL(await r.blob()) };
+    }
+    src = state.searchMedia.src;
+  }
+  player.hidden = false;
+  if (player.src !== src) {
+    const loaded = new Promise((resolve, reject) => {
+      player.addEventListener("loadedmetadata", resolve, { once: true });
+      player.addEventListener("error", () => reject(new Error("the episode's audio did not load")), { once: true });
+    });
+    player.src = src;
+    await loaded;
+  }
+  player.currentTime = hit.start;
+  player.dataset.episode = hit.episode;
+  await player.play().catch(() => { /* autoplay refused: the player is at the hit, ready */ });
+}
+
+async function runSearch() {
+  const q = $("search-q").value.trim();
+  if (!q) return;
+  clearError();
+  $("search-status").textContent = "Searching…";
+  const list = $("search-hits");
+  list.replaceChildren();
+  try {
+    const r = await fetch(`/v1/search?q=${encodeURIComponent(q)}&limit=50`, { headers: authHeaders() });
+    if (!r.ok) throw await failure(r);
+    const body = await r.json();
+    for (const hit of body.hits) list.append(hitLine(hit));
+    const n = body.hits.length;
+    $("search-status").textContent = n ? `${n} hit${n === 1 ? "" : "s"}: click one to play it` : `No hits for ${q}`;
+  } catch (e) {
+    $("search-status").textContent = "";
+    showError(`search failed: ${e.message || e}`);
+  }
+}
+
+function setupSearch() {
+  $("search-form").addEventListener("submit", (e) => { e.preventDefault(); runSearch(); });
 }
 
 // ---------- transcription ----------
@@ -553,4 +633,5 @@ setupLive();
 setupTabs();
 setupTranscribe();
 setupChat();
+setupSearch();
 checkHealth();
