@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from gguf import GGMLQuantizationType as QType
 from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
@@ -45,10 +46,12 @@ from whisperlite.kernels.llvm_ir import HAS_AVX2  # noqa: F401 (callers choose g
 from whisperlite.kernels.llvm_ir import (
     F32, I8, I32, I64, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32, fma1, fma8, hadd,
     hsum, load_v32b, prefetch_row, sign_split, splat, vec)
-from whisperlite.kernels.kquant import idot_q4_k, idot_q5_k, idot_q6_k, idots_q4_k, idots_q5_k, idots_q6_k
+from whisperlite.kernels.kquant import (
+    idot_q4_k, idot_q4_k_gemm, idot_q5_k, idot_q6_k, idots_q4_k, idots_q4_k_gemm, idots_q5_k, idots_q6_k)
 from whisperlite.kernels.quant import (
     FIRST_K_KIND, KIND, KIND_Q4_0, KIND_Q4_1, KIND_Q4_K, KIND_Q5_0, KIND_Q5_1, KIND_Q5_K, KIND_Q8_0, QK, QUANT_TYPES,
-    quantize_rows_for)
+    quantize_rows_for, quantize_rows_q8_k_4x8)
+from whisperlite.kernels.tensor import QTensor
 
 # The block types with ggml's integer dots -> their codes (quant.KIND), which `gemv_i8`
 # takes; the 32-weight ones (`LEGACY_KIND`) also have float-activation dots (`_gemv_block`).
@@ -546,3 +549,54 @@ def gemv_i8_f32(kind: int, x: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.
     for the K-quants, Q8_1 for the "_1" types, else Q8_0: quant.quantize_rows_for), @ w.T
     by `gemv_i8` -> out (n, d); for few rows (the quantizer runs on this thread)."""
     return _gemv_i8_f32(kind, w.size * x.shape[0] >= PARALLEL_MIN_BYTES, x, w, out)
+
+
+def _gemm_q4_k_body(xq, xd, xs, w, out):
+    """`_gemv_i8_body` for Q4_K in the order of ggml_gemm_q4_K_8x8_q8_K (kquant.py)."""
+    n, k = xq.shape
+    rows, nb = w.shape[0], k // QK
+    parts = _parts(rows)
+    for p in prange(parts):
+        r0, r1 = rows * p // parts, rows * (p + 1) // parts
+        for t in range(n):
+            r = r0
+            if w.shape[1] <= K_FOURS_MAX_BYTES:
+                while r + ROWS_PER_PASS <= r1:
+                    idots_q4_k_gemm(w, r, nb, xq, xd, xs, t, out)
+                    r += ROWS_PER_PASS
+            for rr in range(r, r1):
+                out[t, rr] = idot_q4_k_gemm(w[rr], nb, xq, xd, xs, t)
+
+
+_gemm_q4_k_par = numba.njit(**_FAST)(_gemm_q4_k_body)
+_gemm_q4_k_seq = numba.njit(nogil=True, **_SERIAL)(_gemm_q4_k_body)
+
+# llama.cpp's repacked Q4_K kernels take activation rows in groups of this many
+GEMM_ROWS = 4
+
+
+def is_q4_k_batch(n: int, w: QTensor) -> bool:
+    """Whether llama.cpp's AVX2 build multiplies n activation rows by w with its four-row
+    Q4_K kernel (`q4_k_batch`): Q4_K repacked (row count a multiple of 8), n >= 4."""
+    return n >= GEMM_ROWS and QType(w.qtype) == QType.Q4_K and w.shape[0] % 8 == 0
+
+
+def q4_k_batch(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """x (n, k) float32 @ Q4_K rows w (d, bytes).T -> out (n, d) as llama.cpp's AVX2 build
+    computes a batch with a repacked matrix (d a multiple of 8): the first n - n % 4 rows
+    quantized by ggml_quantize_mat_q8_K_4x8 and multiplied by ggml_gemm_q4_K_8x8_q8_K, the
+    rest quantized by quantize_row_q8_K and multiplied by the one-row gemv."""
+    x = np.ascontiguousarray(x, np.float32)
+    n, k = x.shape
+    m = n - n % GEMM_ROWS
+    xq = np.empty((n, k), np.int8)
+    xd = np.empty((n, k // QK), np.float32)
+    xs = np.empty((n, k // QK), np.float32)
+    quantize_rows_q8_k_4x8(x[:m], xq[:m], xd[:m], xs[:m])
+    quantize_rows_for(KIND_Q4_K, x[m:], xq[m:], xd[m:], xs[m:])
+    parallel = w.size * n >= PARALLEL_MIN_BYTES
+    if m:
+        (_gemm_q4_k_par if parallel else _gemm_q4_k_seq)(xq[:m], xd[:m], xs[:m], w, out[:m])
+    if m < n:
+        (_gemv_i8_par if parallel else _gemv_i8_seq)(KIND_Q4_K, xq[m:], xd[m:], xs[m:], w, out[m:])
+    return out
