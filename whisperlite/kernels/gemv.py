@@ -42,6 +42,7 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from whisperlite.kernels.actquant import PARALLEL_MIN
 from whisperlite.kernels.llvm_ir import HAS_AVX2  # noqa: F401 (callers choose gemv_i8 by it)
 from whisperlite.kernels.llvm_ir import (
     F32, I8, I32, I64, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32, fma1, fma8, hadd,
@@ -51,7 +52,8 @@ from whisperlite.kernels.kquant import (
     idots_q4_k_gemm, idots_q4_k_tiled, idots_q5_k, idots_q5_k_tiled, idots_q6_k, idots_q6_k_tiled)
 from whisperlite.kernels.quant import (
     FIRST_K_KIND, KIND, KIND_Q4_0, KIND_Q4_1, KIND_Q4_K, KIND_Q5_0, KIND_Q5_1, KIND_Q5_K, KIND_Q8_0, QK, QUANT_TYPES,
-    quantize_rows_for, quantize_rows_q8_k_4x8)
+    quantize_rows_for, quantize_rows_q8_k, quantize_rows_q8_k_4x8, quantize_rows_q8_k_4x8_serial,
+    quantize_rows_q8_k_serial)
 from whisperlite.kernels.tensor import QTensor
 
 # The block types with ggml's integer dots -> their codes (quant.KIND), which `gemv_i8`
@@ -632,11 +634,11 @@ def k_batch(x: np.ndarray, w: QTensor, out: np.ndarray) -> np.ndarray:
     xq = np.empty((n, k), np.int8)
     xd = np.empty((n, k // QK), np.float32)
     xs = np.empty((n, k // QK), np.float32)
-    if tiled:
-        quantize_rows_for(kind, x, xq, xd, xs)
-    else:
-        quantize_rows_q8_k_4x8(x[:m], xq[:m], xd[:m], xs[:m])
-        quantize_rows_for(kind, x[m:], xq[m:], xd[m:], xs[m:])
+    big = x.size >= PARALLEL_MIN  # rows quantized in parallel, as actquant does
+    rest = 0 if tiled else m  # the first row the one-row quantizer takes
+    if not tiled:
+        (quantize_rows_q8_k_4x8 if big else quantize_rows_q8_k_4x8_serial)(x[:m], xq[:m], xd[:m], xs[:m])
+    (quantize_rows_q8_k if big else quantize_rows_q8_k_serial)(x[rest:], xq[rest:], xd[rest:], xs[rest:])
     parallel = w.data.size * n >= PARALLEL_MIN_BYTES
     (_k_batch_par if parallel else _k_batch_seq)(kind, tiled, xq[:m], xd[:m], xs[:m], w.data, out[:m])
     if m < n:

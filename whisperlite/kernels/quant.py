@@ -416,7 +416,8 @@ quantize_rows_q8_k = numba.njit(parallel=True, cache=True)(_q8_k_body(False))
 quantize_rows_q8_k_serial = numba.njit(nogil=True, cache=True)(_q8_k_body(False))
 # ggml_quantize_mat_q8_K_4x8's tie rule: what llama.cpp runs on the rows that go to
 # ggml_gemm_q4_K_8x8_q8_K (all but a batch's last n % 4)
-quantize_rows_q8_k_4x8 = numba.njit(nogil=True, cache=True)(_q8_k_body(True))
+quantize_rows_q8_k_4x8 = numba.njit(parallel=True, cache=True)(_q8_k_body(True))
+quantize_rows_q8_k_4x8_serial = numba.njit(nogil=True, cache=True)(_q8_k_body(True))
 
 
 @numba.njit(nogil=True, cache=True)
