@@ -2,7 +2,9 @@
 of ggml's code and, where llama-cpp-python is installed, against its ggml itself (ctypes).
 
 The dots follow the kernels llama.cpp runs on x86 (kernels/kquant.py): Q4_K as the
-repacked ggml_gemv_q4_K_8x8_q8_K, Q5_K and Q6_K as ggml_vec_dot_q5_K/q6_K_q8_K (AVX2).
+repacked ggml_gemv_q4_K_8x8_q8_K (one row) and ggml_gemm_q4_K_8x8_q8_K (rows in fours),
+Q5_K and Q6_K as ggml_vec_dot_q5_K/q6_K_q8_K (AVX2), and batches of 8+ rows by a matrix
+not repacked as ggml's tiled K-quant matmul.
 """
 from __future__ import annotations
 
@@ -139,6 +141,25 @@ def dot_ref(qtype: QType, row: np.ndarray, d8: np.ndarray, q8: np.ndarray, bsums
     if qtype == QType.Q4_K:
         return f32(acc - accm)
     return f32(hsum_float_8(acc8) + accm) if qtype == QType.Q5_K else hsum_float_8(acc8)
+
+
+def tiled_dot_ref(qtype: QType, row: np.ndarray, d8: np.ndarray, q8: np.ndarray, bsums: np.ndarray) -> np.float32:
+    """One weight row · one Q8_K row as ggml's tiled matmul (ggml-cpu/tiled, AVX2) computes
+    it: per super-block res = d_w * s1 (minus dmin_w * s2, fused), acc = fma(res, d_x, acc)."""
+    size = quant.QUANT_TYPES[qtype].size
+    acc = f32(0.0)
+    for sb in range(row.size // size):
+        d_w, dmin_w, q, sc = unpack(qtype, row[sb * size:(sb + 1) * size])
+        y = q8[sb * 256:(sb + 1) * 256].astype(np.int64)
+        if qtype == QType.Q6_K:
+            res = f32(d_w * f32(int((sc * ((q - 32) * y).reshape(16, 16).sum(axis=1)).sum())))
+        else:
+            scales, mins = sc
+            s1 = int((scales * (q * y).reshape(8, 32).sum(axis=1)).sum())
+            s2 = int((mins * bsums[sb * 16:(sb + 1) * 16].reshape(8, 2).sum(axis=1)).sum())
+            res = fma(-dmin_w, f32(s2), f32(d_w * f32(s1)))
+        acc = fma(res, d8[sb], acc)
+    return acc
 
 
 def kernel_rows(qtype: QType, w: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -291,6 +312,84 @@ def _against_ggml(ggml: Ggml, qtype: QType, w: np.ndarray, x: np.ndarray) -> Non
         assert np.array_equal(got[t], ref)
 
 
+def gemm_q4_k_ggml(ggml: Ggml, w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """llama.cpp's batch with a repacked Q4_K matrix (repack.cpp forward_mul_mat): rows in
+    fours by ggml_quantize_mat_q8_K_4x8 and ggml_gemm_q4_K_8x8_q8_K, the last n % 4 by
+    quantize_row_q8_K and the gemv."""
+    p = ggml._p
+    n, k = x.shape
+    rows, m = w.shape[0], n - n % 4
+    packed = repack_q4_k_8x8(w)
+    out = np.zeros((n, rows), np.float32)
+    for a in range(0, m, 4):
+        yq = np.zeros(k // 256 * 1168, np.uint8)  # block_q8_Kx4
+        ggml.cpu.ggml_quantize_mat_q8_K_4x8(p(np.ascontiguousarray(x[a:a + 4])), p(yq), ctypes.c_int64(k))
+        four = np.zeros((4, rows), np.float32)
+        ggml.cpu.ggml_gemm_q4_K_8x8_q8_K(ctypes.c_int(k), p(four), ctypes.c_size_t(rows), p(packed), p(yq),
+                                         ctypes.c_int(4), ctypes.c_int(rows))
+        out[a:a + 4] = four
+    for t in range(m, n):
+        out[t] = ggml.gemv_q4_k_8x8(w, ggml.q8_k(x[t]), k)
+    return out
+
+
+def ties(n: int, k: int, seed: int) -> np.ndarray:
+    """Activations whose super-blocks hold -max before +max (where ggml's two Q8_K
+    quantizers part), or only -max."""
+    x = activations(n, k, seed)
+    for t in range(n):
+        for sb in range(0, k, 256):
+            top = np.abs(x[t, sb:sb + 256]).max()
+            x[t, sb + 3] = -top
+            if (t + sb // 256) % 2 == 0:
+                x[t, sb + 200] = top
+    return x
+
+
+def test_q8_k_4x8_equals_ggml(ggml):
+    """The four-row quantizer: block_q8_Kx4 holds the four rows' values interleaved 8 at a
+    time; +max wins a tie with -max wherever it stands."""
+    k = 512
+    x = ties(4, k, 21)
+    q, d, s = np.empty((4, k), np.int8), np.empty((4, k // 32), np.float32), np.empty((4, k // 32), np.float32)
+    quant.quantize_rows_q8_k_4x8(x, q, d, s)
+    yq = np.zeros(k // 256 * 1168, np.uint8)
+    ggml.cpu.ggml_quantize_mat_q8_K_4x8(ggml._p(x), ggml._p(yq), ctypes.c_int64(k))
+    for sb, blk in enumerate(yq.reshape(-1, 1168)):
+        assert np.array_equal(np.repeat(blk[:16].copy().view(np.float32), 8), d[:, sb * 8:(sb + 1) * 8].ravel())
+        vals = blk[16:1040].view(np.int8).reshape(32, 4, 8).transpose(1, 0, 2).reshape(4, 256)
+        assert np.array_equal(vals, q[:, sb * 256:(sb + 1) * 256])
+    one = quantize_activations(x, QType.Q4_K, np.int8)[0]
+    assert not np.array_equal(one, q)  # the one-row quantizer breaks these ties the other way
+
+
+@pytest.mark.parametrize("n", [4, 6, 9])
+def test_q4_k_batches_equal_ggml_gemm(ggml, n):
+    k = 768
+    w = random_blocks(QType.Q4_K, 24, k, 33)
+    x = ties(n, k, n)
+    wt = QTensor(QType.Q4_K, (24, k), w)
+    assert gemv.batch_kernel(n, wt) == "gemm"
+    assert np.array_equal(gemv.k_batch(x, wt, np.empty((n, 24), np.float32)), gemm_q4_k_ggml(ggml, w, x))
+
+
+@pytest.mark.parametrize("qtype,rows", [(QType.Q4_K, 20), (QType.Q5_K, 24), (QType.Q6_K, 24)],
+                         ids=lambda v: getattr(v, "name", str(v)))
+def test_tiled_batches_equal_the_numpy_port(qtype, rows):
+    """8+ rows by a matrix llama.cpp does not repack (Q4_K: rows not a multiple of 8):
+    ggml's tiled order; fewer rows stay with the one-row kernels."""
+    k, n = 512, 9
+    w = QTensor(qtype, (rows, k), random_blocks(qtype, rows, k, 40 + int(qtype)))
+    x = activations(n, k, 8)
+    assert gemv.batch_kernel(n, w) == "tiled" and gemv.batch_kernel(7, w) is None
+    got = gemv.k_batch(x, w, np.empty((n, rows), np.float32))
+    for t in range(n):
+        d, q, bsums = q8_k_ref(x[t])
+        want = [tiled_dot_ref(qtype, w.data[r], d, q, bsums) for r in range(rows)]
+        assert np.array_equal(got[t], np.array(want, np.float32))
+    assert np.array_equal(matmul(x, w, ggml_exact=True), got)
+
+
 def test_q8_k_equals_ggml(ggml):
     x = activations(2, 2048, 11)
     xq, xd, xs = quantize_activations(x, QType.Q6_K, np.int8)
@@ -355,8 +454,10 @@ def test_llama_calls_take_k_quant_weights(qtype):
     llama_step._rows(kind, w.data, 0, 17, xq, xd, xs, out)
     llama_step._rows(kind, w.data, 17, rows, xq, xd, xs, out)
     assert np.array_equal(out, ref)
-    big = activations(40, k, 4)  # the prompt pass: parallel quantizer and product
-    assert np.array_equal(Llama._mm(layer, big, w), kernel_rows(qtype, w.data, big))
+    big = activations(40, k, 4)  # the prompt pass: llama.cpp's batch kernels
+    want = gemv.k_batch(big, w, np.empty((40, rows), np.float32))
+    assert np.array_equal(Llama._mm(layer, big, w), want)
+    assert np.array_equal(matmul(big, w, ggml_exact=True), want)
 
 
 def test_float_activations_keep_the_dequantized_tiles():
@@ -368,7 +469,11 @@ def test_float_activations_keep_the_dequantized_tiles():
 def _generic_child() -> dict[str, np.ndarray]:
     out = {"avx2": np.array(gemv.HAS_AVX2)}
     for qtype in K_TYPES:
-        out[qtype.name] = kernel_rows(qtype, random_blocks(qtype, 24, 512, int(qtype)), activations(3, 512, 1))
+        w = random_blocks(qtype, 24, 512, int(qtype))
+        out[qtype.name] = kernel_rows(qtype, w, activations(3, 512, 1))
+        # the batch kernels: Q4_K's four-row gemm, the others' tiled order
+        out[qtype.name + "-batch"] = gemv.k_batch(ties(9, 512, 2), QTensor(qtype, (24, 512), w),
+                                                  np.empty((9, 24), np.float32))
     return out
 
 

@@ -67,10 +67,12 @@ def test_k_quants_through_tiles(qtype):
     for n in (1, 12):
         x = rng.standard_normal((n, 512)).astype(np.float32)
         close(matmul(x, w), reference(x, w))
-    # ggml mode: Q8_K activations and the integer dots (tests/test_kquant.py checks them)
-    xq, xd, xs = quantize_activations(x, qtype, np.int8)
-    dots = gemv.gemv_i8(gemv.I8_KIND[qtype], xq, xd, xs, w.data, np.empty((n, 64), np.float32))
-    assert np.array_equal(matmul(x, w, ggml_exact=True), dots)
+    # ggml mode: Q8_K activations and the integer dots for one row, llama.cpp's batch
+    # kernels for 12 (tests/test_kquant.py checks both)
+    xq, xd, xs = quantize_activations(x[:1], qtype, np.int8)
+    dots = gemv.gemv_i8(gemv.I8_KIND[qtype], xq, xd, xs, w.data, np.empty((1, 64), np.float32))
+    assert np.array_equal(matmul(x[:1], w, ggml_exact=True), dots)
+    assert np.array_equal(matmul(x, w, ggml_exact=True), gemv.k_batch(x, w, np.empty((n, 64), np.float32)))
 
 
 def test_float32_vector_and_bias():

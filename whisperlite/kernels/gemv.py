@@ -36,19 +36,25 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from gguf import GGMLQuantizationType as QType
 from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from whisperlite.kernels.actquant import PARALLEL_MIN
 from whisperlite.kernels.llvm_ir import HAS_AVX2  # noqa: F401 (callers choose gemv_i8 by it)
 from whisperlite.kernels.llvm_ir import (
     F32, I8, I32, I64, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32, fma1, fma8, hadd,
     hsum, load_v32b, prefetch_row, sign_split, splat, vec)
-from whisperlite.kernels.kquant import idot_q4_k, idot_q5_k, idot_q6_k, idots_q4_k, idots_q5_k, idots_q6_k
+from whisperlite.kernels.kquant import (
+    idot_q4_k, idot_q4_k_gemm, idot_q4_k_tiled, idot_q5_k, idot_q5_k_tiled, idot_q6_k, idot_q6_k_tiled, idots_q4_k,
+    idots_q4_k_gemm, idots_q4_k_tiled, idots_q5_k, idots_q5_k_tiled, idots_q6_k, idots_q6_k_tiled)
 from whisperlite.kernels.quant import (
     FIRST_K_KIND, KIND, KIND_Q4_0, KIND_Q4_1, KIND_Q4_K, KIND_Q5_0, KIND_Q5_1, KIND_Q5_K, KIND_Q8_0, QK, QUANT_TYPES,
-    quantize_rows_for)
+    quantize_rows_for, quantize_rows_q8_k, quantize_rows_q8_k_4x8, quantize_rows_q8_k_4x8_serial,
+    quantize_rows_q8_k_serial)
+from whisperlite.kernels.tensor import QTensor
 
 # The block types with ggml's integer dots -> their codes (quant.KIND), which `gemv_i8`
 # takes; the 32-weight ones (`LEGACY_KIND`) also have float-activation dots (`_gemv_block`).
@@ -546,3 +552,95 @@ def gemv_i8_f32(kind: int, x: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.
     for the K-quants, Q8_1 for the "_1" types, else Q8_0: quant.quantize_rows_for), @ w.T
     by `gemv_i8` -> out (n, d); for few rows (the quantizer runs on this thread)."""
     return _gemv_i8_f32(kind, w.size * x.shape[0] >= PARALLEL_MIN_BYTES, x, w, out)
+
+
+
+@numba.njit(inline="always", cache=True)
+def _batch_one(kind, tiled, row, nb, xq, xd, xs, t):
+    """One K-quant row dot in a batch kernel's order: ggml's tiled matmul (tiled), else
+    Q4_K's four-row gemm (kquant.py)."""
+    if not tiled:
+        return idot_q4_k_gemm(row, nb, xq, xd, xs, t)
+    if kind == KIND_Q4_K:
+        return idot_q4_k_tiled(row, nb, xq, xd, xs, t)
+    if kind == KIND_Q5_K:
+        return idot_q5_k_tiled(row, nb, xq, xd, xs, t)
+    return idot_q6_k_tiled(row, nb, xq, xd, xs, t)
+
+
+@numba.njit(inline="always", cache=True)
+def _batch_four(kind, tiled, w, r, nb, xq, xd, xs, t, out):
+    """`_batch_one` of weight rows r..r+3 in one pass."""
+    if not tiled:
+        idots_q4_k_gemm(w, r, nb, xq, xd, xs, t, out)
+    elif kind == KIND_Q4_K:
+        idots_q4_k_tiled(w, r, nb, xq, xd, xs, t, out)
+    elif kind == KIND_Q5_K:
+        idots_q5_k_tiled(w, r, nb, xq, xd, xs, t, out)
+    else:
+        idots_q6_k_tiled(w, r, nb, xq, xd, xs, t, out)
+
+
+def _k_batch_body(kind, tiled, xq, xd, xs, w, out):
+    """`_gemv_i8_body` of a K-quant in a batch kernel's order (`_batch_one`)."""
+    n, k = xq.shape
+    rows, nb = w.shape[0], k // QK
+    parts = _parts(rows)
+    for p in prange(parts):
+        r0, r1 = rows * p // parts, rows * (p + 1) // parts
+        for t in range(n):
+            r = r0
+            if w.shape[1] <= K_FOURS_MAX_BYTES:
+                while r + ROWS_PER_PASS <= r1:
+                    _batch_four(kind, tiled, w, r, nb, xq, xd, xs, t, out)
+                    r += ROWS_PER_PASS
+            for rr in range(r, r1):
+                out[t, rr] = _batch_one(kind, tiled, w[rr], nb, xq, xd, xs, t)
+
+
+_k_batch_par = numba.njit(**_FAST)(_k_batch_body)
+_k_batch_seq = numba.njit(nogil=True, **_SERIAL)(_k_batch_body)
+
+# llama.cpp's repacked Q4_K kernels take activation rows in groups of this many; its tiled
+# K-quant matmul takes batches of at least TILED_MIN_ROWS (ggml-cpu/tiled: "profitable at
+# rows >= 8").
+GEMM_ROWS = 4
+TILED_MIN_ROWS = 8
+
+
+def batch_kernel(n: int, w: QTensor) -> str | None:
+    """Which batch kernel llama.cpp's AVX2 build multiplies n activation rows by the K-quant
+    w with: "gemm" (Q4_K repacked, its row count a multiple of 8, n >= 4), "tiled" (other
+    K-quants, n >= 8), or None (the one-row kernels)."""
+    qtype = QType(w.qtype)
+    if qtype not in K_KIND:
+        return None
+    if qtype == QType.Q4_K and w.shape[0] % 8 == 0:
+        return "gemm" if n >= GEMM_ROWS else None
+    return "tiled" if n >= TILED_MIN_ROWS else None
+
+
+def k_batch(x: np.ndarray, w: QTensor, out: np.ndarray) -> np.ndarray:
+    """x (n, k) float32 @ w.T -> out (n, d) as llama.cpp's AVX2 build computes a batch
+    (`batch_kernel` says which kernel). gemm: the first n - n % 4 rows quantized by
+    ggml_quantize_mat_q8_K_4x8 and multiplied by ggml_gemm_q4_K_8x8_q8_K, the rest by
+    quantize_row_q8_K and the one-row gemv; tiled: all rows by quantize_row_q8_K and the
+    tiled kernel's order."""
+    x = np.ascontiguousarray(x, np.float32)
+    n, k = x.shape
+    kind = K_KIND[QType(w.qtype)]
+    tiled = batch_kernel(n, w) == "tiled"
+    m = n if tiled else n - n % GEMM_ROWS
+    xq = np.empty((n, k), np.int8)
+    xd = np.empty((n, k // QK), np.float32)
+    xs = np.empty((n, k // QK), np.float32)
+    big = x.size >= PARALLEL_MIN  # rows quantized in parallel, as actquant does
+    rest = 0 if tiled else m  # the first row the one-row quantizer takes
+    if not tiled:
+        (quantize_rows_q8_k_4x8 if big else quantize_rows_q8_k_4x8_serial)(x[:m], xq[:m], xd[:m], xs[:m])
+    (quantize_rows_q8_k if big else quantize_rows_q8_k_serial)(x[rest:], xq[rest:], xd[rest:], xs[rest:])
+    parallel = w.data.size * n >= PARALLEL_MIN_BYTES
+    (_k_batch_par if parallel else _k_batch_seq)(kind, tiled, xq[:m], xd[:m], xs[:m], w.data, out[:m])
+    if m < n:
+        (_gemv_i8_par if parallel else _gemv_i8_seq)(kind, xq[m:], xd[m:], xs[m:], w.data, out[m:])
+    return out

@@ -5,9 +5,16 @@ ggml multiplies K-quant weights by activations quantized per 256 values to Q8_K
 scaling rounds. Which float steps follow depends on the kernel llama.cpp runs for the
 type, and the dots here take the same steps in the same order:
 - Q4_K: on AVX2, llama.cpp repacks every Q4_K matrix whose row count is a multiple of 8
-  (CPU_REPACK, on by default) and multiplies with ggml_gemv/gemm_q4_K_8x8_q8_K: per
+  (CPU_REPACK, on by default). One activation row takes ggml_gemv_q4_K_8x8_q8_K: per
   super-block the whole integer sum, converted once, acc = fma(sum, d_w*d_x, acc), the
-  mins likewise into their own accumulator, then acc - acc_min.
+  mins likewise into their own accumulator, then acc - acc_min. Activation rows in fours
+  (a prompt's rows but its last n % 4) take ggml_gemm_q4_K_8x8_q8_K, the same steps per
+  64 values (two blocks of 32) instead of per super-block (`order=GEMM` below), on
+  activations from the four-row quantizer (quant.quantize_rows_q8_k_4x8).
+- Batches of 8+ rows by a matrix not repacked (Q5_K, Q6_K; Q4_K whose row count is not a
+  multiple of 8) take ggml's tiled K-quant matmul (ggml-cpu/tiled, on by default): per
+  super-block the whole integer sum s1 (and the mins' sum s2), res = d_w * s1 (Q4_K/Q5_K:
+  res = fma(-dmin_w, s2, res)), acc = fma(res, d_x, acc) (`order=TILED` below).
 - Q5_K, Q6_K (not repacked on x86): ggml_vec_dot_q5_K/q6_K_q8_K's AVX2 order: per
   super-block 8 int32 lanes (lane m = the products 4m..4m+3 of each 32, times their
   scale), acc = fma(d_w*d_x, lanes, acc), the row hsum_float_8(acc); Q5_K adds
@@ -33,6 +40,9 @@ from whisperlite.kernels.llvm_ir import (
 from whisperlite.kernels.quant import QK, QK_K, QUANT_TYPES
 
 SUBS = QK_K // QK  # blocks of 32 per super-block
+# the float orders a dot can take (module docstring): one-row kernels, Q4_K's four-row
+# gemm, ggml's tiled batch kernel
+ROW, GEMM, TILED = "row", "gemm", "tiled"
 
 
 def _shuffle(builder: ir.IRBuilder, v: ir.Value, idx: list[int]) -> ir.Value:
@@ -109,7 +119,7 @@ def _bits(builder: ir.IRBuilder, v: ir.Value, shift: int, mask: int, to: int) ->
     return builder.shl(builder.and_(builder.lshr(v, c(shift)), c(mask)), c(to))
 
 
-def _q6_superblock(builder, blk, y, xd_b, acc8):
+def _q6_superblock(builder, blk, y, xd_b, acc8, acc, order):
     """One Q6_K super-block at blk with its activations y (8 <32 x i8>) into acc8. ggml
     adds (q - 32) y as q y in lanes of 4 products, minus, in lane c, 32 times block c's
     activations weighted by their scales (its bsums times scales)."""
@@ -128,14 +138,19 @@ def _q6_superblock(builder, blk, y, xd_b, acc8):
             lanes = builder.add(lanes, dot32(builder, q, y[c], scale))
             offsets[c] = dot32(builder, ir.Constant(V32B, [32] * 32), y[c], scale)
     lanes = builder.sub(lanes, lane_totals(builder, offsets))
-    d = builder.fmul(xd_b, ir_f16_to_f32(builder, load(builder, blk, lay.offset("d"), I16)))
+    d_w = ir_f16_to_f32(builder, load(builder, blk, lay.offset("d"), I16))
+    if order == TILED:
+        res = builder.fmul(d_w, builder.sitofp(hsum_int(builder, lanes), F32))
+        builder.store(fma1(builder, res, xd_b, builder.load(acc)), acc)
+        return
+    d = builder.fmul(xd_b, d_w)
     builder.store(fma8(builder, splat(builder, d, 8), builder.sitofp(lanes, V8F), builder.load(acc8)), acc8)
 
 
-def _emit_rows(builder, qtype, bases, nbv, qbase, xdbase, xsbase):
+def _emit_rows(builder, qtype, bases, nbv, qbase, xdbase, xsbase, order=ROW):
     """The dots of the weight rows at i8* bases with one activation row (its int8 values at
     qbase, scales at xdbase, block sums at xsbase) -> one float per row. Rows share each
-    super-block's activation loads; each row's arithmetic is the one-row order."""
+    super-block's activation loads; each row's arithmetic is that of `order`."""
     size = QUANT_TYPES[qtype].size
     accs = [tuple(cgutils.alloca_once_value(builder, ir.Constant(ty, zero)) for ty, zero in
                   ((V8F, [0.0] * 8), (F32, 0.0), (F32, 0.0))) for _ in bases]
@@ -147,12 +162,14 @@ def _emit_rows(builder, qtype, bases, nbv, qbase, xdbase, xsbase):
         for base, (acc8, acc, accm) in zip(bases, accs):
             blk = builder.gep(base, [builder.mul(sb, ir.Constant(I64, size))])
             if qtype == QType.Q6_K:
-                _q6_superblock(builder, blk, y, xd_b, acc8)
+                _q6_superblock(builder, blk, y, xd_b, acc8, acc, order)
             else:
-                _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, acc8, acc, accm)
+                _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, acc8, acc, accm, order)
     totals = []
     for acc8, acc, accm in accs:
-        if qtype == QType.Q4_K:
+        if order == TILED:
+            totals.append(builder.load(acc))
+        elif qtype == QType.Q4_K:
             totals.append(builder.fsub(builder.load(acc), builder.load(accm)))
         else:
             total = hsum(builder, builder.load(acc8))
@@ -168,23 +185,23 @@ def _activation_ptrs(context, builder, sig, args, at, tv, nbv):
     return qbase, xdbase, xsbase
 
 
-def row_idot_k(qtype: QType):
+def row_idot_k(qtype: QType, order: str = ROW):
     """Intrinsic f(row, nb, xq, xd, xs, t) -> float32: one K-quant weight row (nb/8
-    super-blocks of `qtype`) · activation row t, in ggml's order (module docstring)."""
+    super-blocks of `qtype`) · activation row t, in ggml's `order` (module docstring)."""
 
     @intrinsic
     def dot(typingctx, row, nb, xq, xd, xs, t):
         def codegen(context, builder, sig, args):
             base = elem_ptr(context, builder, sig.args[0], args[0], ir.Constant(I64, 0))
             ptrs = _activation_ptrs(context, builder, sig, args, 2, args[5], args[1])
-            return _emit_rows(builder, qtype, [base], args[1], *ptrs)[0]
+            return _emit_rows(builder, qtype, [base], args[1], *ptrs, order)[0]
 
         return types.float32(row, nb, xq, xd, xs, t), codegen
 
     return dot
 
 
-def rows_idot_k(qtype: QType, nrows: int):
+def rows_idot_k(qtype: QType, nrows: int, order: str = ROW):
     """Intrinsic f(w, r, nb, xq, xd, xs, t, out): out[t, r + i] = `row_idot_k` of weight
     row r + i with activation row t, for i < nrows, in one pass over the super-blocks
     (bit-equal to one row at a time)."""
@@ -197,7 +214,8 @@ def rows_idot_k(qtype: QType, nrows: int):
             rowstride = cgutils.unpack_tuple(builder, warr.strides, 2)[0]
             bases = [builder.gep(warr.data, [builder.mul(builder.add(rv, ir.Constant(I64, i)), rowstride)])
                      for i in range(nrows)]
-            totals = _emit_rows(builder, qtype, bases, nbv, *_activation_ptrs(context, builder, sig, args, 3, tv, nbv))
+            totals = _emit_rows(builder, qtype, bases, nbv, *_activation_ptrs(context, builder, sig, args, 3, tv, nbv),
+                                order)
             oarr = context.make_array(sig.args[7])(context, builder, outv)
             ostride = cgutils.unpack_tuple(builder, oarr.strides, 2)[0]
             orow = builder.bitcast(builder.gep(builder.bitcast(oarr.data, I8.as_pointer()), [builder.mul(tv, ostride)]),
@@ -211,9 +229,9 @@ def rows_idot_k(qtype: QType, nrows: int):
     return dots
 
 
-def _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, acc8, acc, accm):
+def _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, acc8, acc, accm, order):
     """One Q4_K / Q5_K super-block at blk with its activations y (8 <32 x i8>) into the
-    accumulators (`row_idot_k`)."""
+    accumulators (`row_idot_k`) in `order`."""
     lay = QUANT_TYPES[qtype]
     lanes = ir.Constant(V8I, [0] * 8)
     d_w = ir_f16_to_f32(builder, load(builder, blk, lay.offset("d"), I16))
@@ -221,6 +239,20 @@ def _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, acc8, acc, accm):
     sc, mins = scales_mins_k4(builder, blk, lay.offset("scales"))
     qoff = lay.offset("qs")
     qh = load(builder, blk, lay.offset("qh"), V32B) if qtype == QType.Q5_K else None
+    bsums = builder.load(builder.bitcast(builder.gep(xsbase, [builder.mul(sb, ir.Constant(I64, SUBS))]),
+                                         V8F.as_pointer()), align=4)
+    min_terms = builder.mul(builder.zext(mins, V8I), builder.fptosi(bsums, V8I))
+    if order == GEMM:  # ggml_gemm_q4_K_8x8_q8_K: per 64 values (blocks 2c, 2c+1) both fmas
+        dd, ddmin = builder.fmul(d_w, xd_b), builder.fmul(dmin_w, xd_b)
+        for c in range(SUBS // 2):
+            lo, hi = _nibbles32(builder, load(builder, blk, qoff + 32 * c, V32B))
+            pair = builder.add(dot32(builder, lo, y[2 * c], _splat_scale(builder, sc, 2 * c)),
+                               dot32(builder, hi, y[2 * c + 1], _splat_scale(builder, sc, 2 * c + 1)))
+            builder.store(fma1(builder, builder.sitofp(hsum_int(builder, pair), F32), dd, builder.load(acc)), acc)
+            msum = builder.add(builder.extract_element(min_terms, ir.Constant(I32, 2 * c)),
+                               builder.extract_element(min_terms, ir.Constant(I32, 2 * c + 1)))
+            builder.store(fma1(builder, builder.sitofp(msum, F32), ddmin, builder.load(accm)), accm)
+        return
     for c in range(SUBS // 2):
         lo, hi = _nibbles32(builder, load(builder, blk, qoff + 32 * c, V32B))
         if qh is not None:  # bit s of qh byte i: the fifth bit of weight i of block s
@@ -228,10 +260,12 @@ def _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, acc8, acc, accm):
             hi = builder.or_(hi, _bits(builder, qh, 2 * c + 1, 1, 4))
         lanes = builder.add(lanes, dot32(builder, lo, y[2 * c], _splat_scale(builder, sc, 2 * c)))
         lanes = builder.add(lanes, dot32(builder, hi, y[2 * c + 1], _splat_scale(builder, sc, 2 * c + 1)))
-    bsums = builder.load(builder.bitcast(builder.gep(xsbase, [builder.mul(sb, ir.Constant(I64, SUBS))]),
-                                         V8F.as_pointer()), align=4)
-    msum = hsum_int(builder, builder.mul(builder.zext(mins, V8I), builder.fptosi(bsums, V8I)))
-    if qtype == QType.Q4_K:  # the repacked kernel: whole sums, then acc - acc_min
+    msum = hsum_int(builder, min_terms)
+    if order == TILED:  # ggml's tiled kernel: res = d_w*s1 - dmin_w*s2 (fused), acc = fma(res, d_x, acc)
+        res = builder.fmul(d_w, builder.sitofp(hsum_int(builder, lanes), F32))
+        res = fma1(builder, builder.fsub(ir.Constant(F32, -0.0), dmin_w), builder.sitofp(msum, F32), res)
+        builder.store(fma1(builder, res, xd_b, builder.load(acc)), acc)
+    elif qtype == QType.Q4_K:  # the repacked one-row kernel: whole sums, then acc - acc_min
         total = builder.sitofp(hsum_int(builder, lanes), F32)
         builder.store(fma1(builder, total, builder.fmul(d_w, xd_b), builder.load(acc)), acc)
         builder.store(fma1(builder, builder.sitofp(msum, F32), builder.fmul(dmin_w, xd_b),
@@ -243,7 +277,6 @@ def _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, acc8, acc, accm):
         dmin = builder.fsub(ir.Constant(F32, -0.0), builder.fmul(xd_b, dmin_w))  # exactly (-d_x)*dmin_w
         builder.store(fma1(builder, dmin, builder.sitofp(msum, F32), builder.load(accm)), accm)
 
-
 idot_q4_k = row_idot_k(QType.Q4_K)
 idot_q5_k = row_idot_k(QType.Q5_K)
 idot_q6_k = row_idot_k(QType.Q6_K)
@@ -251,3 +284,11 @@ ROWS_PER_PASS = 4
 idots_q4_k = rows_idot_k(QType.Q4_K, ROWS_PER_PASS)
 idots_q5_k = rows_idot_k(QType.Q5_K, ROWS_PER_PASS)
 idots_q6_k = rows_idot_k(QType.Q6_K, ROWS_PER_PASS)
+idot_q4_k_gemm = row_idot_k(QType.Q4_K, GEMM)
+idots_q4_k_gemm = rows_idot_k(QType.Q4_K, ROWS_PER_PASS, GEMM)
+idot_q4_k_tiled = row_idot_k(QType.Q4_K, TILED)
+idot_q5_k_tiled = row_idot_k(QType.Q5_K, TILED)
+idot_q6_k_tiled = row_idot_k(QType.Q6_K, TILED)
+idots_q4_k_tiled = rows_idot_k(QType.Q4_K, ROWS_PER_PASS, TILED)
+idots_q5_k_tiled = rows_idot_k(QType.Q5_K, ROWS_PER_PASS, TILED)
+idots_q6_k_tiled = rows_idot_k(QType.Q6_K, ROWS_PER_PASS, TILED)

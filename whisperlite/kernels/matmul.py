@@ -120,6 +120,8 @@ def matmul(x: np.ndarray, w: Weight, *, ggml_exact: bool = False) -> np.ndarray:
             return _tiled(x, w)
         gemv.gemv_f16(x, w.data.view(np.uint16), y)
         return y
+    if ggml_exact and gemv.batch_kernel(n, w):  # llama.cpp's K-quant batch kernels
+        return gemv.k_batch(x, w, y)
     if qtype in gemv.K_KIND and ggml_exact:  # ggml's integer dots (portable: any CPU)
         xq, xd, xs = quantize_activations(x, qtype, np.int8)
         return gemv.gemv_i8(gemv.K_KIND[qtype], xq, xd, xs, w.data, y)

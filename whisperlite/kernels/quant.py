@@ -365,45 +365,59 @@ quantize_rows_q8 = numba.njit(parallel=True, cache=True)(_quantize_rows_q8_body)
 quantize_rows_q8_serial = numba.njit(nogil=True, cache=True)(_quantize_rows_q8_body)
 
 
-def _quantize_rows_q8_k_body(x, q, d, s):
-    """Activations as ggml quantizes them for the K-quants' dots (quantize_row_q8_K_ref, which
+def _q8_k_body(positive_ties: bool):
+    """The quantizer of activations as ggml quantizes them for the K-quants' dots (quantize_row_q8_K_ref, which
     x86 builds use): x (n, k) float32 -> q (n, k) int8, d (n, k/32) float32 the super-block
     scale (repeated for its 8 blocks of 32), s (n, k/32) each 32 values' integer sum (the
     bsums, added in pairs). Per 256 values: max = the first value of largest magnitude,
     iscale = -127/max, q = min(127, round-half-even(iscale * x)), d = 1/iscale; d = 0 and
-    q = 0 for an all-zero super-block."""
-    n, k = x.shape
-    for t in prange(n):
-        for sb in range(k // QK_K):
-            o = sb * QK_K
-            amax = np.float32(0.0)
-            vmax = np.float32(0.0)
-            for j in range(QK_K):
-                a = abs(x[t, o + j])
-                if a > amax:
-                    amax = a
-                    vmax = x[t, o + j]
-            if amax == 0:
+    q = 0 for an all-zero super-block. positive_ties: ggml_quantize_mat_q8_K_4x8's AVX2
+    rule for its four-row blocks, max = +amax whenever +amax occurs (whatever comes first)."""
+
+    def body(x, q, d, s):
+        n, k = x.shape
+        for t in prange(n):
+            for sb in range(k // QK_K):
+                o = sb * QK_K
+                amax = np.float32(0.0)
+                vmax = np.float32(0.0)
                 for j in range(QK_K):
-                    q[t, o + j] = 0
+                    a = abs(x[t, o + j])
+                    if a > amax:
+                        amax = a
+                        vmax = x[t, o + j]
+                if amax == 0:
+                    for j in range(QK_K):
+                        q[t, o + j] = 0
+                    for b in range(QK_K // QK):
+                        d[t, sb * 8 + b] = np.float32(0.0)
+                        s[t, sb * 8 + b] = np.float32(0.0)
+                    continue
+                if positive_ties and vmax < 0:
+                    for j in range(QK_K):
+                        if x[t, o + j] == amax:
+                            vmax = amax
+                            break
+                iscale = np.float32(-127.0) / vmax
+                dd = np.float32(1.0) / iscale
                 for b in range(QK_K // QK):
-                    d[t, sb * 8 + b] = np.float32(0.0)
-                    s[t, sb * 8 + b] = np.float32(0.0)
-                continue
-            iscale = np.float32(-127.0) / vmax
-            dd = np.float32(1.0) / iscale
-            for b in range(QK_K // QK):
-                qsum = 0
-                for j in range(QK):
-                    v = min(127, int(np.rint(np.float32(iscale * x[t, o + b * QK + j]))))
-                    q[t, o + b * QK + j] = v
-                    qsum += v
-                d[t, sb * 8 + b] = dd
-                s[t, sb * 8 + b] = np.float32(qsum)
+                    qsum = 0
+                    for j in range(QK):
+                        v = min(127, int(np.rint(np.float32(iscale * x[t, o + b * QK + j]))))
+                        q[t, o + b * QK + j] = v
+                        qsum += v
+                    d[t, sb * 8 + b] = dd
+                    s[t, sb * 8 + b] = np.float32(qsum)
+
+    return body
 
 
-quantize_rows_q8_k = numba.njit(parallel=True, cache=True)(_quantize_rows_q8_k_body)
-quantize_rows_q8_k_serial = numba.njit(nogil=True, cache=True)(_quantize_rows_q8_k_body)
+quantize_rows_q8_k = numba.njit(parallel=True, cache=True)(_q8_k_body(False))
+quantize_rows_q8_k_serial = numba.njit(nogil=True, cache=True)(_q8_k_body(False))
+# ggml_quantize_mat_q8_K_4x8's tie rule: what llama.cpp runs on the rows that go to
+# ggml_gemm_q4_K_8x8_q8_K (all but a batch's last n % 4)
+quantize_rows_q8_k_4x8 = numba.njit(parallel=True, cache=True)(_q8_k_body(True))
+quantize_rows_q8_k_4x8_serial = numba.njit(nogil=True, cache=True)(_q8_k_body(True))
 
 
 @numba.njit(nogil=True, cache=True)

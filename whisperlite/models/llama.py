@@ -404,6 +404,8 @@ def product(x: np.ndarray, w: Weight, ggml_exact: bool) -> np.ndarray:
     dots) when ggml_exact is set."""
     if not ggml_exact or not isinstance(w, QTensor):
         return matmul(x, w)
+    if gemv.batch_kernel(x.shape[0], w):  # llama.cpp's K-quant batch kernels
+        return gemv.k_batch(x, w, np.empty((x.shape[0], w.shape[0]), np.float32))
     kind = _I8_KIND.get(w.qtype) if gemv.HAS_AVX2 else None
     if kind is not None:  # ggml's integer dots, as ggml itself runs them
         out = np.empty((x.shape[0], w.shape[0]), np.float32)
