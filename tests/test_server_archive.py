@@ -60,6 +60,19 @@ def test_search_hits_with_times_and_media(archive):
         assert c.get("/v1/search", params={"q": "zebra"}).json()["hits"] == []
 
 
+def test_an_episodes_transcript_is_what_chapters_take(archive):
+    with client(archive) as c:
+        body = c.get("/v1/archive/transcript", params={"episode": "jfk.wav"}).json()
+        segments = body["segments"]
+        assert body["episode"] == "jfk.wav" and len(segments) >= 2
+        assert [s["start"] for s in segments] == sorted(s["start"] for s in segments)
+        assert "fellow americans" in " ".join(s["text"] for s in segments).lower()
+        assert set(segments[0]) == {"start", "end", "speaker", "text"}
+        for episode in ("", "JFK.WAV", "../jfk.wav", "in/jfk.wav"):
+            r = c.get("/v1/archive/transcript", params={"episode": episode})
+            assert r.status_code == 404 and r.json()["error"]["param"] == "episode", episode
+
+
 @pytest.mark.parametrize("query,param", [("", "q"), ("   ", "q")])
 def test_empty_query_is_400(archive, query, param):
     with client(archive) as c:
@@ -129,6 +142,10 @@ def test_page_search_box_plays_the_hit(archive, tmp_path_factory, api_key):
             start = api["hits"][0]["start"]
             assert start - 0.05 <= at <= start + 1.5, (at, start)  # playing may have moved it on a little
             assert driver.execute_script("return arguments[0].dataset.episode", player) == api["hits"][0]["episode"]
+            # The episode's chapters and summary are offered; without an LLM the page says what is missing.
+            assert driver.find_element(By.ID, "search-insights").is_displayed()
+            assert "--llm" in driver.find_element(By.ID, "search-insights-note").text
+            assert not driver.find_element(By.ID, "search-chapters").is_enabled()
             _shot(driver, f"search{'-key' if api_key else ''}")
     finally:
         driver.quit()

@@ -260,6 +260,14 @@ class SearchIndex:
     def _set_meta(self, key: str, value: str) -> None:
         self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
+    def episode_rows(self, name: str) -> list[Row] | None:
+        """The segments of the episode hits call `name`, in time order; None if there is none."""
+        row = self._conn.execute("SELECT id FROM episodes WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        return [tuple(r) for r in self._conn.execute(
+            "SELECT start, end, speaker, text FROM segments WHERE episode = ? ORDER BY start, id", row)]
+
     # --- searching -----------------------------------------------------------------------------
 
     def search(self, query: str, speaker: str | None = None, limit: int = 20) -> tuple[list[Hit], bool]:

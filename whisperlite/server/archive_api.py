@@ -3,6 +3,9 @@
 GET /v1/archive: whether an archive is served, and how many episodes it holds.
 GET /v1/search?q=QUERY[&speaker=NAME&limit=N]: ranked hits (episode, start, end, speaker,
   text, score, and the URL of the episode's media), as `whisperlite search --json` gives them.
+GET /v1/archive/transcript?episode=NAME: an episode's segments as the index holds them
+  ({"episode", "segments": [{"start", "end", "speaker", "text"}, …]}, what /v1/chapters and
+  /v1/summarize take).
 GET /v1/archive/media?episode=NAME: the media file of an episode, with byte ranges (a player
   seeks to a hit's time). Only files the manifest records as done inputs are served, found by
   exact lookup of the episode name a hit gave: no part of the request ever becomes a path.
@@ -83,6 +86,25 @@ async def search(request: Request) -> JSONResponse:
     })
 
 
+def _episode_rows(folder: str, episode: str):
+    with SearchIndex(folder, lambda line: None) as index:
+        index.sync()
+        return index.episode_rows(episode)
+
+
+async def transcript(request: Request) -> JSONResponse:
+    folder = _archive(request)
+    episode = request.query_params.get("episode", "")
+    try:
+        rows = await asyncio.to_thread(_episode_rows, folder, episode)
+    except WhisperliteError as e:
+        raise ApiError(500, str(e), code="index_error") from None
+    if rows is None:
+        raise ApiError(404, f"no episode {episode!r} in the archive", param="episode", code="not_found")
+    return JSONResponse({"episode": episode, "segments": [{"start": a, "end": b, "speaker": sp, "text": t}
+                                                          for a, b, sp, t in rows]})
+
+
 async def media(request: Request) -> FileResponse:
     folder = _archive(request)
     episode = request.query_params.get("episode", "")
@@ -93,4 +115,5 @@ async def media(request: Request) -> FileResponse:
 
 
 def routes() -> list[BaseRoute]:
-    return [Route("/v1/archive", archive_info), Route("/v1/search", search), Route(MEDIA_PATH, media)]
+    return [Route("/v1/archive", archive_info), Route("/v1/search", search),
+            Route("/v1/archive/transcript", transcript), Route(MEDIA_PATH, media)]

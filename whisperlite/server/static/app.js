@@ -1,12 +1,16 @@
-// whisperlite's web page: transcribe a file (streamed segments), chat with the loaded LLM and
-// transcribe the microphone live, search a batch archive and play its hits, through the server's own routes (OpenAI-shaped ones and the
-// live WebSocket). Plain browser JavaScript, no build step.
+// whisperlite's web page: transcribe a file (streamed segments), chat with the loaded LLM,
+// transcribe the microphone live, search a batch archive and play its hits, and have the LLM
+// write chapters and a summary of a transcript or an episode, through the server's own routes
+// (OpenAI-shaped ones, /v1/chapters, /v1/summarize and the live WebSocket). Plain browser
+// JavaScript, no build step.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const KEY_STORE = "whisperlite.apiKey";
 const WHISPER_NAME = "whisper-1";
 const OUTPUTS = { srt: "application/x-subrip", vtt: "text/vtt", txt: "text/plain", json: "application/json" };
+
+const panels = {};  // each panel's Chapters/Summary box: transcribe, search
 
 const state = {
   job: null,        // AbortController of the running transcription
@@ -19,6 +23,8 @@ const state = {
   recorder: null,
   live: null,       // the running live stream {ws, stop()}, or null
   searchMedia: null, // {url, src}: the episode last fetched with the API key, as a blob URL
+  segments: [],     // the last transcription's segments [{start, end, text}], for chapters and summaries
+  insights: [],     // the Chapters/Summary boxes of each panel
 };
 
 // ---------- small helpers ----------
@@ -82,6 +88,20 @@ function clock(seconds) {
   const h = Math.floor(t / 3600), m = Math.floor((t % 3600) / 60), s = t % 60;
   const ss = s.toFixed(1).padStart(4, "0");
   return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${String(m).padStart(2, "0")}:${ss}`;
+}
+
+// Where to play from (a player that cannot play yet still sits at the time).
+function seek(player, seconds) {
+  player.currentTime = seconds;
+  player.play().catch(() => { /* autoplay refused */ });
+}
+
+// YouTube's chapter stamps, as `whisperlite chapters` prints them: 12:34, or 1:02:03 when the
+// recording is an hour long or longer.
+function chapterTime(seconds, hours) {
+  const s = Math.max(0, Math.floor(seconds || 0));
+  const mm = String(Math.floor((s % 3600) / 60)).padStart(2, "0"), ss = String(s % 60).padStart(2, "0");
+  return hours ? `${Math.floor(s / 3600)}:${mm}:${ss}` : `${mm}:${ss}`;
 }
 
 // ---------- header: API key and health ----------
@@ -185,9 +205,9 @@ async function playHit(hit) {
     player.src = src;
     await loaded;
   }
-  player.currentTime = hit.start;
+  if (player.dataset.episode !== hit.episode) panels.search.reset(hit.episode);
   player.dataset.episode = hit.episode;
-  await player.play().catch(() => { /* autoplay refused: the player is at the hit, ready */ });
+  seek(player, hit.start);
 }
 
 async function runSearch() {
@@ -210,8 +230,17 @@ async function runSearch() {
   }
 }
 
+// The segments of the episode playing, as the archive indexed them.
+async function episodeTranscript() {
+  const episode = $("search-player").dataset.episode;
+  const r = await fetch(`/v1/archive/transcript?episode=${encodeURIComponent(episode)}`, { headers: authHeaders() });
+  if (!r.ok) throw await failure(r);
+  return (await r.json()).segments;
+}
+
 function setupSearch() {
   $("search-form").addEventListener("submit", (e) => { e.preventDefault(); runSearch(); });
+  panels.search = setupInsights("search", $("search-player"), episodeTranscript);
 }
 
 // ---------- transcription ----------
@@ -237,13 +266,12 @@ function setupTranscribe() {
   $("transcript").addEventListener("click", (e) => {
     const line = e.target.closest("button[data-start]");
     if (!line) return;
-    const player = $("player");
-    player.currentTime = Number(line.dataset.start);
-    player.play().catch(() => { /* autoplay refused: the player still sits at the line */ });
+    seek($("player"), Number(line.dataset.start));
   });
   for (const button of $("downloads").querySelectorAll("button[data-format]")) {
     button.addEventListener("click", () => download(button.dataset.format));
   }
+  panels.transcribe = setupInsights("transcribe", $("player"), () => state.segments);
   setupRecorder();
 }
 
@@ -274,6 +302,8 @@ async function transcribe(file) {
   state.outputs = null;
   state.baseName = (file.name || "recording").replace(/\.[^.]*$/, "") || "transcript";
   $("transcript").replaceChildren();
+  state.segments = [];
+  panels.transcribe.reset("");
   $("downloads").hidden = true;
   $("progress-box").hidden = false;
   $("cancel").hidden = false;
@@ -308,6 +338,7 @@ async function transcribe(file) {
       if (event.type === "transcript.text.delta" && event.segment) {
         segments += 1;
         addLine(event.segment);
+        state.segments.push({ start: event.segment.start, end: event.segment.end, text: event.segment.text });
         const total = duration();
         setProgress(total ? event.segment.end / total : null,
           `Transcribing… ${clock(event.segment.end)}${total ? " of " + clock(total) : ""}, ${segments} segment${segments === 1 ? "" : "s"}`);
@@ -318,6 +349,7 @@ async function transcribe(file) {
           ? `Done: ${segments} segment${segments === 1 ? "" : "s"}, ${clock(event.duration)} of audio${lang}.`
           : `Done: no speech in ${clock(event.duration)} of audio.`);
         $("downloads").hidden = !state.outputs;
+        if (segments) panels.transcribe.reset(file.name || "the recording");
       }
     }
     if (!state.outputs && !job.signal.aborted) throw new Error("the transcription ended before it was done");
@@ -339,6 +371,112 @@ function download(format) {
   link.click();
   link.remove();
   setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+}
+
+// ---------- chapters and summary (the server's LLM, POST /v1/chapters and /v1/summarize) ----------
+
+// One panel's Chapters/Summary box (ids `${prefix}-…`): `transcript()` gives the segments to
+// send ({segments: [...]}, as /v1/chapters takes them), `player` is what a clicked line seeks.
+function setupInsights(prefix, player, transcript) {
+  const el = (name) => $(`${prefix}-${name}`);
+  const buttons = { chapters: el("chapters"), summarize: el("summary") };
+  let running = false;
+  let subject = "";
+
+  const lineButton = (start, label, text) => {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.start = start;
+    const time = document.createElement("span");
+    time.className = "time";
+    time.textContent = label;
+    button.append(time, " ", text);
+    button.addEventListener("click", () => seek(player, start));
+    li.append(button);
+    return li;
+  };
+
+  const showChapters = (chapters) => {
+    const hours = chapters.length > 0 && chapters[chapters.length - 1].start >= 3600;
+    el("chapter-list").replaceChildren(...chapters.map((c) => lineButton(c.start, chapterTime(c.start, hours), c.title)));
+    el("chapters-box").hidden = false;
+    return `${chapters.length} chapter${chapters.length === 1 ? "" : "s"}.`;
+  };
+
+  const showSummary = (body) => {
+    el("summary-text").textContent = body.summary;
+    const hours = body.quotes.some((q) => q.start >= 3600);
+    el("quotes").replaceChildren(...body.quotes.map((q) => lineButton(
+      q.start, chapterTime(q.start, hours), `${q.speaker ? q.speaker + ": " : ""}\u201c${q.text}\u201d`)));
+    el("quotes-title").hidden = body.quotes.length === 0;
+    el("summary-box").hidden = false;
+    return `Summary with ${body.quotes.length} key quote${body.quotes.length === 1 ? "" : "s"}.`;
+  };
+
+  const setBusy = (busy, kind) => {
+    running = busy;
+    for (const [k, b] of Object.entries(buttons)) {
+      b.disabled = busy || !state.llm;
+      if (busy && k === kind) b.setAttribute("aria-busy", "true"); else b.removeAttribute("aria-busy");
+    }
+    el("insights-progress").hidden = !busy;
+  };
+
+  const run = async (kind) => {
+    if (running || !state.llm) return;
+    const button = buttons[kind];
+    const hadFocus = document.activeElement === button;
+    clearError();
+    setBusy(true, kind);
+    el("insights-status").textContent = kind === "chapters" ? "Finding chapters and writing their titles…"
+      : "Summarizing…";
+    let first = null;
+    try {
+      const segments = await transcript();
+      const r = await fetch(`/v1/${kind}`, {
+        method: "POST",
+        headers: authHeaders({ "Content-Type": "application/json" }),
+        body: JSON.stringify({ segments }),
+      });
+      if (!r.ok) throw await failure(r);
+      const body = await r.json();
+      el("insights-status").textContent = kind === "chapters" ? showChapters(body.chapters) : showSummary(body);
+      first = el(kind === "chapters" ? "chapter-list" : "quotes").querySelector("button");
+    } catch (e) {
+      el("insights-status").textContent = "Failed.";
+      showError(`${kind === "chapters" ? "chapters" : "summary"} failed: ${e.message || e}`);
+    } finally {
+      setBusy(false);
+      // The button was disabled while the LLM worked, which took the keyboard focus from it:
+      // give it to the first line of the answer (or back to the button).
+      if (hadFocus) (first || button).focus();
+    }
+  };
+
+  for (const [kind, button] of Object.entries(buttons)) button.addEventListener("click", () => run(kind));
+
+  const box = {
+    // A new transcript (`name` says whose): the old chapters and summary go.
+    reset(name) {
+      subject = name;
+      el("chapters-box").hidden = true;
+      el("summary-box").hidden = true;
+      el("chapter-list").replaceChildren();
+      el("quotes").replaceChildren();
+      el("insights-status").textContent = "";
+      el("insights").hidden = !name;
+      box.update();
+    },
+    update() {
+      if (!running) setBusy(false);
+      el("insights-note").textContent = state.llm
+        ? `Chapters and a summary of ${subject}, written by ${state.llm}.`
+        : "Chapters and summaries need an LLM: start the server with --llm NAME.";
+    },
+  };
+  state.insights.push(box);
+  return box;
 }
 
 // ---------- microphone ----------
@@ -393,6 +531,7 @@ async function loadModels() {
   }
   $("chat-model").textContent = state.llm ? `Chatting with ${state.llm}.` : status;
   $("send").disabled = !state.llm;
+  for (const box of state.insights) box.update();
 }
 
 function addMessage(role, text) {
