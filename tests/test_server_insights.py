@@ -107,3 +107,59 @@ def test_chapters_of_uploaded_audio(app, tiny_model):
     assert r.status_code == 200, r.text
     chapters = r.json()["chapters"]
     assert len(chapters) == 1 and chapters[0]["start"] == 0.0 and chapters[0]["end"] > 10.0
+
+
+def _slow_llm_calls(monkeypatch, seconds: float) -> None:
+    """Each LLM call takes at least `seconds` (the tiny model alone is too quick to time out)."""
+    import time
+
+    from whisperlite.insights.llm import Writer
+
+    ask = Writer.ask
+
+    def slow(self, *args, **kwargs):
+        time.sleep(seconds)
+        return ask(self, *args, **kwargs)
+
+    monkeypatch.setattr(Writer, "ask", slow)
+
+
+def test_past_the_timeout_is_the_audio_routes_504_and_the_engine_is_freed(tiny, monkeypatch):
+    import threading
+
+    from whisperlite.server.jobs import timed_out
+
+    _slow_llm_calls(monkeypatch, 0.2)
+    app = make_app(str(tiny), parallel=1, timeout=0.3)
+    state = app.state.wl
+    try:
+        doc = json.loads(TRANSCRIPT.read_text())  # several chunks and chapters: several calls
+        for path in ("/v1/summarize", "/v1/chapters"):
+            r = post(app, path, json={**doc, "min_chapter": 10})
+            assert r.status_code == 504 and r.json() == json.loads(timed_out(0.3).response().body), r.text
+            for _ in range(100):  # dropped before its next call, not run through the transcript
+                if not state.engine.admitted:
+                    break
+                threading.Event().wait(0.05)
+            assert state.engine.admitted == 0 and app.state.llm_slots.busy == 0
+    finally:
+        state.engine.close()
+
+
+def test_max_queue_is_503_with_retry_after(tiny, monkeypatch):
+    _slow_llm_calls(monkeypatch, 0.3)
+    app = make_app(str(tiny), parallel=1, max_queue=1)
+    one = {"segments": [{"start": 0, "end": 1, "text": "A short line about soup."}]}
+
+    async def go():
+        async with client(app) as c:
+            return await asyncio.gather(*(c.post("/v1/summarize", json=one, timeout=600) for _ in range(3)))
+
+    try:
+        answers = asyncio.run(go())
+    finally:
+        app.state.wl.engine.close()
+    # one runs, one waits for the LLM's slot (max_queue waiters), the third is turned away
+    assert sorted(r.status_code for r in answers) == [200, 200, 503]
+    busy = next(r for r in answers if r.status_code == 503)
+    assert busy.headers["Retry-After"] and busy.json()["error"]["code"] == "queue_full"

@@ -9,15 +9,22 @@ summaries take `quotes`.
 
 The LLM work holds one of the LLM's slots (its KV cache is not shared with a chat meanwhile)
 and runs on the engine thread one step per LLM call: one title, or one chunk's summary.
+
+The request follows the audio routes' rules: at most --max-queue jobs admitted (503 and
+Retry-After beyond), and --timeout seconds from the request's start to its answer, waiting
+for a slot included; past it the answer is the audio routes' 504, the slot is given back and
+the job is dropped before its next step (the LLM call in progress finishes first). A client
+that goes away drops the job the same way.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from whisperlite.core.errors import WhisperliteError
@@ -29,6 +36,7 @@ from whisperlite.insights.summary import summarize as summary_steps, summary_jso
 from whisperlite.insights.transcript import Line, is_transcript, parse_json, parse_srt
 from whisperlite.server.audio_api import _form, _Transcription, _upload_name
 from whisperlite.server.errors import ApiError
+from whisperlite.server.jobs import ClientGone, guarded
 from whisperlite.server.llm import TextRequest
 from whisperlite.server.llm_api import _llm
 from whisperlite.server.state import state_of
@@ -93,39 +101,58 @@ async def _input(request: Request) -> tuple[list[Line], dict[str, Any]]:
     return lines, fields
 
 
-async def _run_llm(request: Request, work) -> list[Any]:
-    """Run `work(writer)`'s steps on the engine with one LLM slot held; their results."""
+async def _run_llm(request: Request, work, deadline: float) -> list[Any]:
+    """Run `work(writer)`'s steps on the engine with one LLM slot held; their results. Past
+    `deadline` (the loop's clock) 504, and the job dropped."""
+    state = state_of(request)
     llm = _llm(request)
-    slot = await llm.acquire(TextRequest([], GenerateOptions(), cache_prompt=False), {})
+
+    async def run() -> list[Any]:
+        slot = await llm.acquire(TextRequest([], GenerateOptions(), cache_prompt=False), {})
+        try:
+            async with state.engine.submit(work(Writer(slot.gen))) as stream:
+                return [step async for step in stream]
+        finally:
+            llm.release(slot)
+
     try:
-        async with state_of(request).engine.submit(work(Writer(slot.gen))) as stream:
-            return [step async for step in stream]
+        return await guarded(request, run(), deadline, state.config.timeout)
     except WhisperliteError as e:
         raise ApiError(400 if "context" in str(e) else 500, str(e), code="llm_failed") from None
-    finally:
-        llm.release(slot)
 
 
-async def chapters(request: Request) -> JSONResponse:
+def _deadline(request: Request) -> float:
+    return asyncio.get_running_loop().time() + state_of(request).config.timeout
+
+
+async def chapters(request: Request) -> Response:
     _llm(request)  # no LLM: say so before reading an upload
-    lines, fields = await _input(request)
-    if not lines:
-        raise _bad("the transcript is empty (no speech)")
-    d = ChapterOptions()
-    opts = ChapterOptions(min_chapter=_number(fields, "min_chapter", float, 0.0, d.min_chapter),
-                          window=_number(fields, "window", int, 1, d.window))
-    parts = split_chapters(lines, opts)
-    titled = await _run_llm(request, lambda writer: titles(parts, writer, opts))
+    deadline = _deadline(request)
+    try:
+        lines, fields = await _input(request)
+        if not lines:
+            raise _bad("the transcript is empty (no speech)")
+        d = ChapterOptions()
+        opts = ChapterOptions(min_chapter=_number(fields, "min_chapter", float, 0.0, d.min_chapter),
+                              window=_number(fields, "window", int, 1, d.window))
+        parts = split_chapters(lines, opts)
+        titled = await _run_llm(request, lambda writer: titles(parts, writer, opts), deadline)
+    except ClientGone:
+        return Response(status_code=499)
     return JSONResponse(chapters_json(titled))
 
 
-async def summarize(request: Request) -> JSONResponse:
+async def summarize(request: Request) -> Response:
     _llm(request)
-    lines, fields = await _input(request)
-    if not lines:
-        raise _bad("the transcript is empty (no speech)")
-    opts = SummaryOptions(quotes=_number(fields, "quotes", int, 0, SummaryOptions().quotes))
-    steps = await _run_llm(request, lambda writer: summary_steps(lines, writer, opts))
+    deadline = _deadline(request)
+    try:
+        lines, fields = await _input(request)
+        if not lines:
+            raise _bad("the transcript is empty (no speech)")
+        opts = SummaryOptions(quotes=_number(fields, "quotes", int, 0, SummaryOptions().quotes))
+        steps = await _run_llm(request, lambda writer: summary_steps(lines, writer, opts), deadline)
+    except ClientGone:
+        return Response(status_code=499)
     return JSONResponse(summary_json(steps[-1].result))
 
 
