@@ -233,3 +233,81 @@ def test_too_many_matches_to_rank_come_newest_first_with_a_note(tmp_path):
     assert proc.stderr.splitlines()[-1].startswith(f"note: over {RANK_CAP} segments match")
     ranked, err = search_json(out, '"word 7"')  # few matches: ranked
     assert ranked and all(isinstance(h["score"], float) for h in ranked) and "note" not in err
+
+
+# Chinese and Japanese: no spaces between words, yet a word inside a sentence is found.
+CJK_SEGMENTS = [
+    (0.0, "我们今天讨论中国经济的发展。"),
+    (5.0, "北京是中华人民共和国的首都。"),
+    (10.0, "东京に行きました。桜がとても綺麗でした。"),
+    (15.0, "カタカナのコンピューターを使います。"),
+    (20.0, "He bought an iPhone手机 yesterday."),
+]
+# (query, starts of the segments it finds): words, phrases, prefixes, kana, mixed scripts
+CJK_QUERIES = [
+    ("中国", [0.0]),
+    ("经济", [0.0]),
+    ('"中国经济"', [0.0]),
+    ('"经济中国"', []),
+    ("中国 发展", [0.0]),
+    ("首都", [5.0]),
+    ("中华*", [5.0]),
+    ("的", [0.0, 5.0]),
+    ("桜", [10.0]),
+    ("東京 OR 东京", [10.0]),
+    ("コンピューター", [15.0]),
+    ("手机", [20.0]),
+    ('"iPhone手机"', [20.0]),
+    ("首都 NOT 北京", []),
+]
+
+
+def _cjk_folder(tmp_path):
+    out = tmp_path / "out"
+    (out / ".segments").mkdir(parents=True)
+    (out / "manifest.jsonl").write_text(json.dumps(
+        {"input": "/m/cjk.mp3", "output_base": "cjk", "status": "done", "sha256": "0", "finished": "t",
+         "wall_time": 1.0, "outputs": []}) + "\n")
+    doc = {"segments": [{"start": s, "end": s + 4.0, "speaker": None, "text": t} for s, t in CJK_SEGMENTS]}
+    (out / ".segments" / "cjk.json").write_text(json.dumps(doc, ensure_ascii=False))
+    return out
+
+
+def test_chinese_and_japanese_words_inside_sentences(tmp_path):
+    from whisperlite.batch.index import SearchIndex
+
+    out = _cjk_folder(tmp_path)
+    with SearchIndex(str(out), lambda line: None) as index:
+        index.sync()
+        for query, starts in CJK_QUERIES:
+            hits, _ = index.search(query, None, 20)
+            assert sorted(h.start for h in hits) == starts, query
+            assert all(h.text == dict(CJK_SEGMENTS)[h.start] for h in hits)  # the text as spoken
+    hits, err = search_json(out, "中国")  # through the command, as users meet it
+    assert [h["text"] for h in hits] == [CJK_SEGMENTS[0][1]]
+
+
+def test_an_index_from_before_cjk_search_is_rebuilt_with_a_warning(tmp_path):
+    """Schema 1 indexed a run of Han or kana as one token: opened now, it is rebuilt (one
+    warning line), and then finds words inside sentences."""
+    out = _cjk_folder(tmp_path)
+    with sqlite3.connect(out / "index.sqlite") as db:
+        db.executescript("""
+            CREATE TABLE episodes(id INTEGER PRIMARY KEY, base TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+                                  stamp TEXT NOT NULL);
+            CREATE TABLE segments(id INTEGER PRIMARY KEY, episode INTEGER NOT NULL, start REAL NOT NULL,
+                                  end REAL NOT NULL, speaker TEXT, text TEXT NOT NULL);
+            CREATE VIRTUAL TABLE segments_fts USING fts5(text, content='segments', content_rowid='id',
+                                                         tokenize='unicode61 remove_diacritics 2');
+            CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO episodes VALUES (1, 'cjk', 'cjk.mp3', '0/t/1.0');
+            INSERT INTO segments VALUES (1, 1, 0.0, 4.0, NULL, '我们今天讨论中国经济的发展。');
+            INSERT INTO segments_fts(rowid, text) SELECT id, text FROM segments;
+            PRAGMA user_version=1;""")
+    db.close()
+    hits, err = search_json(out, "经济")
+    assert [h["start"] for h in hits] == [0.0]
+    assert len(err.splitlines()) == 1 and err.startswith("warning: ") and "index.sqlite" in err
+    assert "another whisperlite version" in err and "rebuilding it from the transcripts" in err
+    again, err = search_json(out, "首都")
+    assert [h["start"] for h in again] == [5.0] and err == ""

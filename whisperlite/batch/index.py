@@ -7,8 +7,16 @@ record it was built from, and is reconciled with the manifest whenever the manif
 changed since it last was: episodes the manifest lists as done and the index lacks (a batch
 killed between its manifest line and its index commit) are added, episodes the manifest no
 longer lists as done are dropped, a redone episode replaces its old rows. An index SQLite
-cannot read is rebuilt from the transcripts. Each episode is one transaction, so a kill
-leaves an episode wholly in the index or wholly out of it.
+cannot read, or one an older whisperlite built (another schema version), is rebuilt from the
+transcripts. Each episode is one transaction, so a kill leaves an episode wholly in the index
+or wholly out of it.
+
+Chinese and Japanese are written without spaces between words, and FTS5's unicode61
+tokenizer makes a whole run of such characters one token: a word inside a sentence could not
+be found. So the full-text table indexes the text with every Han, kana character on its own
+(spaces around it), and a query's run of them becomes the phrase of its characters: a word or
+a phrase is found wherever its characters stand in that order, at the cost of reading one
+posting list per character. The segments table keeps the text as spoken.
 """
 from __future__ import annotations
 
@@ -28,7 +36,7 @@ from whisperlite.transcription.results import Segment
 
 INDEX_NAME = "index.sqlite"
 TRANSCRIPTS_DIR = ".segments"  # hidden: a batch over OUTDIR itself does not pick it up
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: Han and kana indexed a character a token (1 indexed runs of them whole)
 # Ranking reads every match: a query matching more segments than this (a common word)
 # returns the ones indexed last, unranked, and says so.
 RANK_CAP = 5_000
@@ -39,12 +47,42 @@ CREATE TABLE episodes(id INTEGER PRIMARY KEY, base TEXT NOT NULL UNIQUE, name TE
 CREATE TABLE segments(id INTEGER PRIMARY KEY, episode INTEGER NOT NULL, start REAL NOT NULL,
                       end REAL NOT NULL, speaker TEXT, text TEXT NOT NULL);
 CREATE INDEX segments_episode ON segments(episode);
-CREATE VIRTUAL TABLE segments_fts USING fts5(text, content='segments', content_rowid='id',
-                                             tokenize='unicode61 remove_diacritics 2');
+CREATE VIRTUAL TABLE segments_fts USING fts5(text, content='', tokenize='unicode61 remove_diacritics 2');
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 Row = tuple[float, float, "str | None", str]  # start, end, speaker, text
+
+# Scripts written without spaces between words: Han (CJK unified ideographs, extensions A-H,
+# compatibility), the iteration marks 々〆〇, hiragana, katakana (and its extensions and the
+# half-width forms).
+_SPACELESS = re.compile("[\u3005-\u3007\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+                        "\uff66-\uff9f\U00020000-\U0003134f]")
+_STRING = re.compile(r'"(?:[^"]|"")*"?')  # an FTS5 string ("" inside is a quote); one left open runs to the end
+_BAREWORD = re.compile(r"(?:\w|[^\x00-\x7f])+")  # what FTS5 reads as one bareword
+
+
+def index_text(text: str) -> str:
+    """The text as the full-text table indexes it: each Han or kana character a word of its own."""
+    return _SPACELESS.sub(r" \g<0> ", text)
+
+
+def match_query(query: str) -> str:
+    """An FTS5 query for the indexed text: in strings, each Han or kana character a token of the
+    phrase; a bareword holding any becomes the phrase of its characters (中国* -> "中 国"*)."""
+    if not _SPACELESS.search(query):
+        return query
+    out, pos = [], 0
+    for m in _STRING.finditer(query):
+        out += [_phrases(query[pos:m.start()]), index_text(m.group())]
+        pos = m.end()
+    out.append(_phrases(query[pos:]))
+    return "".join(out)
+
+
+def _phrases(syntax: str) -> str:
+    return _BAREWORD.sub(lambda m: f'"{index_text(m.group())}"' if _SPACELESS.search(m.group()) else m.group(),
+                         syntax)
 
 
 @dataclass(frozen=True)
@@ -110,6 +148,9 @@ class SearchIndex:
         existed = os.path.exists(self.path) and os.path.getsize(self.path) > 0
         try:
             self._connect()
+        except _OldSchema as e:
+            self._rebuild(str(e))
+            return
         except sqlite3.DatabaseError as e:
             if isinstance(e, sqlite3.OperationalError) and not _is_corruption(e):
                 raise OutputError(f"{self.path}: cannot open the search index ({e})") from None
@@ -119,6 +160,7 @@ class SearchIndex:
 
     def _connect(self) -> None:
         conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        conn.create_function("index_text", 1, index_text, deterministic=True)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             # WAL commits survive a killed process without an fsync; power loss can only
@@ -128,7 +170,8 @@ class SearchIndex:
             if version == 0 and not conn.execute("SELECT 1 FROM sqlite_master").fetchone():
                 conn.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
             elif version != SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"schema version {version}, expected {SCHEMA_VERSION}")
+                raise _OldSchema(f"{self.path} was built by another whisperlite version (index schema {version}, "
+                                 f"this one reads {SCHEMA_VERSION}); rebuilding it from the transcripts")
         except BaseException:
             conn.close()
             raise
@@ -213,14 +256,15 @@ class SearchIndex:
             # The full-text table is filled per statement, not by triggers (one per row).
             if old:
                 c.execute("INSERT INTO segments_fts(segments_fts, rowid, text) "
-                          "SELECT 'delete', id, text FROM segments WHERE episode = ?", old)
+                          "SELECT 'delete', id, index_text(text) FROM segments WHERE episode = ?", old)
                 c.execute("DELETE FROM segments WHERE episode = ?", old)
                 c.execute("DELETE FROM episodes WHERE id = ?", old)
             if stamp is not None:
                 eid = c.execute("INSERT INTO episodes(base, name, stamp) VALUES (?, ?, ?)", (base, name, stamp)).lastrowid
                 c.executemany("INSERT INTO segments(episode, start, end, speaker, text) VALUES (?, ?, ?, ?, ?)",
                               [(eid, *row) for row in rows])
-                c.execute("INSERT INTO segments_fts(rowid, text) SELECT id, text FROM segments WHERE episode = ?", (eid,))
+                c.execute("INSERT INTO segments_fts(rowid, text) SELECT id, index_text(text) FROM segments "
+                          "WHERE episode = ?", (eid,))
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
@@ -295,7 +339,8 @@ class SearchIndex:
                 raise WhisperliteError(f"nothing to search for in {query!r} (no words)") from None
             return self._query(words, speaker, limit)
 
-    def _query(self, match: str, speaker: str | None, limit: int) -> tuple[list[Hit], bool]:
+    def _query(self, query: str, speaker: str | None, limit: int) -> tuple[list[Hit], bool]:
+        match = match_query(query)
         # The newest matches up to the cap first: reading their rowids is cheap, while bm25
         # reads every match of every phrase (its idf) before it can rank one.
         where = "WHERE segments_fts MATCH ?"
@@ -322,6 +367,10 @@ class SearchIndex:
 def fallback_query(query: str) -> str:
     """`query` as FTS5 syntax that cannot fail: each of its words quoted (all must match)."""
     return " ".join(f'"{w}"' for w in re.findall(r"\w+", query))
+
+
+class _OldSchema(sqlite3.DatabaseError):
+    """The index file is one another whisperlite version wrote (its message says so)."""
 
 
 def _is_corruption(e: sqlite3.Error) -> bool:

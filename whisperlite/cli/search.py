@@ -15,9 +15,11 @@ Examples:
   whisperlite search subs/ '"ask not what your country"'     (a phrase)
   whisperlite search subs/ 'countr*' --limit 5                (a prefix)
   whisperlite search subs/ 'tax NOT income' --json            (one JSON object per hit)
+  whisperlite search subs/ 经济                               (Chinese, Japanese: inside sentences too)
 \b
 The query is FTS5 syntax: words (all must occur), "phrases", prefix*, AND, OR, NOT, NEAR(…);
-text that is not valid syntax is searched as its words. Hits are ranked by bm25.
+text that is not valid syntax is searched as its words. Chinese and Japanese text, written
+without spaces, is found wherever its characters stand in that order. Hits are ranked by bm25.
 """
 
 
