@@ -6,13 +6,18 @@ index adds to a batch.
            law as in speech), indexed by `whisperlite search`'s own reconcile; then each query
            kind timed in this process as the command runs it (open the index, check it against
            the manifest, search, 20 hits): the rarest and the commonest word, a phrase, a
-           prefix, three words, and text that is not FTS5 syntax
+           prefix, three words, and text that is not FTS5 syntax. `--script cjk` makes the
+           episodes Chinese-like instead: words of one to three Han characters, written
+           without spaces, the characters themselves Zipf-distributed (so a rare word is
+           often made of common characters: the index's hardest case, each query word a
+           phrase of its characters' posting lists)
   cost     a real `whisperlite batch` of the speech fixtures, then the index's share of its
            wall time: the same index work again (open and reconcile, per input its kept
            transcript written and its rows added, the closing reconcile), timed in this process
 
     python scripts/bench_search.py                  # both
     python scripts/bench_search.py --only query --episodes 1000 --repeat 20
+    python scripts/bench_search.py --only query --script cjk
 """
 from __future__ import annotations
 
@@ -31,7 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from whisperlite.batch.index import BatchIndex, SearchIndex, fallback_query, segment_rows, write_transcript  # noqa: E402
+from whisperlite.batch.index import (BatchIndex, SearchIndex, fallback_query, match_query, segment_rows,  # noqa: E402
+                                     write_transcript)
 from whisperlite.batch.manifest import MANIFEST_NAME, read_manifest  # noqa: E402
 from whisperlite.transcription.results import Segment  # noqa: E402
 
@@ -39,10 +45,18 @@ FIXTURES = ROOT / "fixtures"
 SPEECH = ["jfk.wav", "librispeech-2412-153948-0000.flac", "praatio-bobby.flac", "praatio-mary.flac",
           "sppas-eng-ENG_M15_ENG_T02.flac"]
 VOCABULARY = 30_000
+HAN = 3_500  # characters a Chinese reader knows (GB 2312's level 1 has 3,755)
 SEGMENT_SECONDS = 4.5  # a Whisper segment of conversational speech: ~4-5 s, ~14 words
 
 
-def make_vocabulary(rng: random.Random) -> list[str]:
+def make_vocabulary(rng: random.Random, script: str = "latin") -> list[str]:
+    if script == "cjk":
+        chars = [chr(0x4E00 + i) for i in rng.sample(range(0x5000), HAN)]
+        cumulative = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(HAN)))
+        words: set[str] = set()
+        while len(words) < VOCABULARY:
+            words.add("".join(rng.choices(chars, cum_weights=cumulative, k=rng.choice((1, 2, 2, 2, 3)))))
+        return sorted(words, key=lambda w: (len(w), w))
     syllables = [c + v for c in "bcdfghjklmnprstvwz" for v in ("a", "e", "i", "o", "u", "ai", "ou")]
     words: set[str] = set()
     while len(words) < VOCABULARY:
@@ -51,11 +65,12 @@ def make_vocabulary(rng: random.Random) -> list[str]:
 
 
 def synthetic_archive(folder: Path, episodes: int, hours: float, seed: int = 0,
-                      write: bool = True) -> tuple[list[str], int]:
+                      write: bool = True, script: str = "latin") -> tuple[list[str], int]:
     """Write the manifest and kept transcripts (unless `write` is false: they are there);
     returns the vocabulary by rank and the row count."""
     rng = random.Random(seed)
-    vocab = make_vocabulary(rng)
+    vocab = make_vocabulary(rng, script)
+    sep, stop = ("", "。") if script == "cjk" else (" ", ".")
     weights = [1.0 / (rank + 1) ** 1.07 for rank in range(len(vocab))]
     cumulative = list(itertools.accumulate(weights))
     rows = 0
@@ -66,8 +81,8 @@ def synthetic_archive(folder: Path, episodes: int, hours: float, seed: int = 0,
             while t < hours * 3600:
                 words = rng.choices(vocab, cum_weights=cumulative, k=max(3, int(rng.gauss(14, 5))))
                 length = rng.uniform(0.6, 1.4) * SEGMENT_SECONDS
-                segments.append(Segment(len(segments), 0, round(t, 2), round(t + length, 2), " " + " ".join(words).capitalize() + ".",
-                                        [], 0.0, 0.0, 0.0, 0.0))
+                text = " " + sep.join(words).capitalize() + stop
+                segments.append(Segment(len(segments), 0, round(t, 2), round(t + length, 2), text, [], 0.0, 0.0, 0.0, 0.0))
                 t += length
             rows += len(segments)
             if not write:
@@ -91,14 +106,14 @@ def timed(fn, repeat: int) -> tuple[float, float, float, object]:
     return statistics.median(wall) * 1000, max(wall) * 1000, statistics.median(cpu) * 1000, result
 
 
-def bench_query(episodes: int, hours: float, repeat: int, keep: str | None) -> None:
+def bench_query(episodes: int, hours: float, repeat: int, keep: str | None, script: str) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         folder = Path(keep or tmp)
         folder.mkdir(parents=True, exist_ok=True)
         made = (folder / "index.sqlite").exists()
         t0 = time.perf_counter()
-        vocab, rows = synthetic_archive(folder, episodes, hours, write=not made)
-        print(f"synthetic archive: {episodes} episodes x {hours:g} h, {rows} segments "
+        vocab, rows = synthetic_archive(folder, episodes, hours, write=not made, script=script)
+        print(f"synthetic {script} archive: {episodes} episodes x {hours:g} h, {rows} segments "
               f"({rows / episodes:.0f} per episode){'' if made else f', written in {time.perf_counter() - t0:.1f} s'}")
         if not made:
             t0 = time.perf_counter()
@@ -112,10 +127,18 @@ def bench_query(episodes: int, hours: float, repeat: int, keep: str | None) -> N
             "rare word": rare,
             "commonest word": vocab[0],
             "phrase": f'"{vocab[5]} {vocab[6]}"',
-            "prefix": vocab[300][:3] + "*",
+            "prefix": (vocab[300][:1] if script == "cjk" else vocab[300][:3]) + "*",
             "three words": f"{vocab[40]} {vocab[50]} {vocab[60]}",
             "not FTS5 syntax": f'{mid1}?! "{mid2}',
         }
+        if script == "cjk":
+            # a rare word whose characters are all common: each a long posting list to intersect
+            share: dict[str, float] = {}  # each character's share of the text
+            for rank, word in enumerate(vocab):
+                for c in word:
+                    share[c] = share.get(c, 0.0) + 1.0 / (rank + 1) ** 1.07
+            queries["rare, common chars"] = max((w for w in vocab[len(vocab) // 2:] if len(set(w)) == len(w) >= 2),
+                                                key=lambda w: min(share[c] for c in w))
 
         def run(query: str):
             with SearchIndex(str(folder), lambda line: None) as idx:
@@ -126,11 +149,11 @@ def bench_query(episodes: int, hours: float, repeat: int, keep: str | None) -> N
               f"manifest + search for 20 hits; {repeat} runs)")
         with SearchIndex(str(folder), lambda line: None) as idx:
             count = {kind: idx._conn.execute("SELECT count(*) FROM segments_fts WHERE segments_fts MATCH ?",
-                                             (fallback_query(q) if "?" in q else q,)).fetchone()[0]
+                                             (match_query(fallback_query(q) if "?" in q else q),)).fetchone()[0]
                      for kind, q in queries.items()}
         for kind, query in queries.items():
             median, worst, cpu, hits = timed(lambda: run(query), repeat)
-            print(f"{kind:<18} {median:10.1f} {worst:8.1f} {cpu:7.1f}  {count[kind]:7d}  {query}")
+            print(f"{kind:<18.18} {median:10.1f} {worst:8.1f} {cpu:7.1f}  {count[kind]:7d}  {query}")
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "whisperlite", "search", str(folder), queries["rare word"]],
                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -174,9 +197,11 @@ def main() -> None:
     ap.add_argument("--hours", type=float, default=1.0, help="length of each synthetic episode")
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--keep", metavar="DIR", help="build the synthetic archive here, or reuse the one built here before")
+    ap.add_argument("--script", choices=["latin", "cjk"], default="latin",
+                    help="the synthetic episodes' writing: words with spaces, or Han characters without")
     args = ap.parse_args()
     if args.only in (None, "query"):
-        bench_query(args.episodes, args.hours, args.repeat, args.keep)
+        bench_query(args.episodes, args.hours, args.repeat, args.keep, args.script)
     if args.only in (None, "cost"):
         bench_cost()
 

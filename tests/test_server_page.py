@@ -326,24 +326,35 @@ def test_chat_tab_says_when_no_llm_is_loaded(browser):
         assert not browser.find_element(By.ID, "error").is_displayed()
 
 
+@contextlib.contextmanager
+def _phone(browser) -> Iterator[None]:
+    """The browser as a 375-px phone screen."""
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 375, "height": 812, "deviceScaleFactor": 1, "mobile": True})
+    try:
+        yield
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def _fits(browser) -> bool:
+    return browser.execute_script("return document.documentElement.scrollWidth "
+                                  "- document.documentElement.clientWidth") <= 0
+
+
 @pytest.mark.slow
 def test_fits_a_375_px_phone_screen(server, browser):
     from selenium.webdriver.common.by import By
 
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                            {"width": 375, "height": 812, "deviceScaleFactor": 1, "mobile": True})
-    try:
+    with _phone(browser):
         _open_with_key(browser, server)
         assert browser.execute_script("return window.innerWidth") == 375
         _transcribe_jfk(browser, drop=True)  # dropped, not picked: this test covers the drop path
-        overflow = "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
-        assert browser.execute_script(overflow) <= 0
+        assert _fits(browser)
         _shot(browser, "phone-transcribe")
         browser.find_element(By.ID, "tab-chat").click()
-        assert browser.execute_script(overflow) <= 0
+        assert _fits(browser)
         _shot(browser, "phone-chat")
-    finally:
-        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 @pytest.mark.slow
@@ -409,6 +420,17 @@ def smollm2_server():
         yield url
 
 
+def _insights_button(browser, url: str, name: str):
+    """jfk.wav transcribed on the page, and its Chapters or Summary button once the LLM is known."""
+    from selenium.webdriver.common.by import By
+
+    _open_with_key(browser, url)
+    _transcribe_jfk(browser)
+    button = browser.find_element(By.ID, f"transcribe-{name}")
+    _until(browser, lambda d: button.is_enabled(), "the LLM to be known")
+    return button
+
+
 def _player_at(driver, seconds: float, what: str) -> None:
     _until(driver, lambda d: abs(d.execute_script("return document.getElementById('player').currentTime")
                                  - seconds) < 0.3, what)
@@ -419,10 +441,7 @@ def test_summary_and_chapters_of_a_transcript_seek_the_player(smollm2_server, br
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    _open_with_key(browser, smollm2_server)
-    _transcribe_jfk(browser)
-    summary = browser.find_element(By.ID, "transcribe-summary")
-    _until(browser, lambda d: summary.is_enabled(), "the LLM to be known")
+    summary = _insights_button(browser, smollm2_server, "summary")
     assert "jfk.wav" in browser.find_element(By.ID, "transcribe-insights-note").text
     summary.click()
     # While the LLM works both buttons wait and the page says what it is doing.
@@ -451,24 +470,16 @@ def test_summary_and_chapters_of_a_transcript_seek_the_player(smollm2_server, br
     _player_at(browser, 0.0, "the player at the chapter's start")
     _shot(browser, "insights")
 
-    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                            {"width": 375, "height": 812, "deviceScaleFactor": 1, "mobile": True})
-    try:
-        assert browser.execute_script("return document.documentElement.scrollWidth "
-                                      "- document.documentElement.clientWidth") <= 0
+    with _phone(browser):
+        assert _fits(browser)
         _shot(browser, "phone-insights")
-    finally:
-        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 @pytest.mark.slow
 def test_an_llm_failure_is_one_line_of_error(server, browser):
     from selenium.webdriver.common.by import By
 
-    _open_with_key(browser, server)
-    _transcribe_jfk(browser)
-    chapters = browser.find_element(By.ID, "transcribe-chapters")
-    _until(browser, lambda d: chapters.is_enabled(), "the LLM to be known")
+    chapters = _insights_button(browser, server, "chapters")
     chapters.click()  # the tiny LLaMA's 64-token context cannot hold the title prompt
     error = _until(browser, lambda d: d.find_element(By.ID, "error").is_displayed() and d.find_element(By.ID, "error"),
                    "the error line")

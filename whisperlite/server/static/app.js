@@ -375,9 +375,18 @@ function download(format) {
 
 // ---------- chapters and summary (the server's LLM, POST /v1/chapters and /v1/summarize) ----------
 
-// One panel's Chapters/Summary box (ids `${prefix}-…`): `transcript()` gives the segments to
+// One panel's Chapters/Summary box (the page's template, its ids `${prefix}-…`), in the
+// panel's #${prefix}-insights: `transcript()` gives the segments to
 // send ({segments: [...]}, as /v1/chapters takes them), `player` is what a clicked line seeks.
 function setupInsights(prefix, player, transcript) {
+  const content = $("insights-template").content.cloneNode(true);
+  for (const node of content.querySelectorAll("*")) {
+    for (const name of ["id", "aria-describedby", "aria-labelledby"]) {
+      const value = node.getAttribute(name);
+      if (value) node.setAttribute(name, value.replace(/^PANEL-/, `${prefix}-`));
+    }
+  }
+  $(`${prefix}-insights`).append(content);
   const el = (name) => $(`${prefix}-${name}`);
   const buttons = { chapters: el("chapters"), summarize: el("summary") };
   let running = false;
