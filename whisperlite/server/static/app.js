@@ -391,6 +391,7 @@ function setupInsights(prefix, player, transcript) {
   const buttons = { chapters: el("chapters"), summarize: el("summary") };
   let running = false;
   let subject = "";
+  let epoch = 0;  // bumped by each new transcript: an answer about an older one is dropped
 
   const lineButton = (start, label, text) => {
     const li = document.createElement("li");
@@ -441,6 +442,7 @@ function setupInsights(prefix, player, transcript) {
     el("insights-status").textContent = kind === "chapters" ? "Finding chapters and writing their titles…"
       : "Summarizing…";
     let first = null;
+    const asked = epoch;
     try {
       const segments = await transcript();
       const r = await fetch(`/v1/${kind}`, {
@@ -450,9 +452,11 @@ function setupInsights(prefix, player, transcript) {
       });
       if (!r.ok) throw await failure(r);
       const body = await r.json();
+      if (asked !== epoch) return;
       el("insights-status").textContent = kind === "chapters" ? showChapters(body.chapters) : showSummary(body);
       first = el(kind === "chapters" ? "chapter-list" : "quotes").querySelector("button");
     } catch (e) {
+      if (asked !== epoch) return;
       el("insights-status").textContent = "Failed.";
       showError(`${kind === "chapters" ? "chapters" : "summary"} failed: ${e.message || e}`);
     } finally {
@@ -469,6 +473,7 @@ function setupInsights(prefix, player, transcript) {
     // A new transcript (`name` says whose): the old chapters and summary go.
     reset(name) {
       subject = name;
+      epoch += 1;
       el("chapters-box").hidden = true;
       el("summary-box").hidden = true;
       el("chapter-list").replaceChildren();
