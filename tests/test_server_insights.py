@@ -163,3 +163,18 @@ def test_max_queue_is_503_with_retry_after(tiny, monkeypatch):
     assert sorted(r.status_code for r in answers) == [200, 200, 503]
     busy = next(r for r in answers if r.status_code == 503)
     assert busy.headers["Retry-After"] and busy.json()["error"]["code"] == "queue_full"
+
+
+def test_a_stopped_writer_ends_its_call_at_the_next_token(tiny):
+    """What frees the engine from a timed-out request within a token, not a whole answer."""
+    from whisperlite.generation.generate import load_generator
+    from whisperlite.insights.llm import Stopped, Writer
+
+    gen = load_generator(str(tiny))
+    asked = []
+    writer = Writer(gen, stop=lambda: asked.append(1) or len(asked) >= 3)
+    before = gen.timings.n_eval
+    with pytest.raises(Stopped):
+        writer.ask("You answer.", "Say many things.", 200)
+    assert gen.timings.n_eval - before <= 3 + 1  # one forward per token, up to the piece that asked
+    assert Writer(gen).ask("You answer.", "Say many things.", 8)  # no stop: the whole answer

@@ -4,7 +4,7 @@ token counts from the model's own tokenizer to size what goes into its context."
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Callable, Sequence
 
 from whisperlite.core.errors import WhisperliteError
 from whisperlite.generation.generate import GenerateOptions, Generator, load_generator
@@ -17,11 +17,18 @@ _LABEL = re.compile(r"^(?:title|chapter(?:\s+\d+)?|topic|answer|heading)\s*[:\-�
 _QUOTES = "\"'`“”‘’«»*#_"
 
 
-class Writer:
-    """A loaded model that answers chat turns greedily."""
+class Stopped(WhisperliteError):
+    """A call ended early because the Writer's `stop` said so (its request is gone)."""
 
-    def __init__(self, gen: Generator):
+
+class Writer:
+    """A loaded model that answers chat turns greedily. `stop`, when given, is asked as each
+    answer forms: True ends the call at once with Stopped (a server's request timed out or its
+    client left, and the engine must not finish a long answer nobody reads)."""
+
+    def __init__(self, gen: Generator, stop: Callable[[], bool] | None = None):
         self.gen = gen
+        self.stop = stop
 
     @property
     def n_ctx(self) -> int:
@@ -52,7 +59,12 @@ class Writer:
             raise WhisperliteError(f"a prompt of {len(ids)} tokens and {n_predict} to answer do not fit the "
                                    f"context of {self.n_ctx}")
         sampling = SamplingOptions(temp=0.0, repeat_penalty=repeat_penalty)
-        return self.gen.generate(ids, GenerateOptions(n_predict=n_predict, n_ctx=self.n_ctx, sampling=sampling)).text
+        opts = GenerateOptions(n_predict=n_predict, n_ctx=self.n_ctx, sampling=sampling)
+        return self.gen.generate(ids, opts, on_text=self._check if self.stop is not None else None).text
+
+    def _check(self, piece: str) -> None:
+        if self.stop is not None and self.stop():
+            raise Stopped("the LLM's answer was stopped: its request has ended")
 
 
 def load_writer(model: str, n_ctx: int) -> Writer:

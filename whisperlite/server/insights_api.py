@@ -12,15 +12,16 @@ and runs on the engine thread one step per LLM call: one title, or one chunk's s
 
 The request follows the audio routes' rules: at most --max-queue jobs admitted (503 and
 Retry-After beyond), and --timeout seconds from the request's start to its answer, waiting
-for a slot included; past it the answer is the audio routes' 504, the slot is given back and
-the job is dropped before its next step (the LLM call in progress finishes first). A client
-that goes away drops the job the same way.
+for a slot included; past it the answer is the audio routes' 504, the slot is given back, and
+the LLM call in progress ends at its next token and the job with it. A client that goes away
+ends them the same way.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import math
+import threading
 from typing import Any
 
 from starlette.requests import Request
@@ -109,10 +110,12 @@ async def _run_llm(request: Request, work, deadline: float) -> list[Any]:
 
     async def run() -> list[Any]:
         slot = await llm.acquire(TextRequest([], GenerateOptions(), cache_prompt=False), {})
+        ended = threading.Event()  # set when this request stops waiting, however it ends
         try:
-            async with state.engine.submit(work(Writer(slot.gen))) as stream:
+            async with state.engine.submit(work(Writer(slot.gen, stop=ended.is_set))) as stream:
                 return [step async for step in stream]
         finally:
+            ended.set()
             llm.release(slot)
 
     try:
