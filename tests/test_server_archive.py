@@ -149,3 +149,44 @@ def test_page_search_box_plays_the_hit(archive, tmp_path_factory, api_key):
             _shot(driver, f"search{'-key' if api_key else ''}")
     finally:
         driver.quit()
+
+
+def test_page_summarizes_the_episode_a_hit_plays(archive, tmp_path_factory):
+    """The Search tab's Summary: the episode's segments from /v1/archive/transcript go to
+    /v1/summarize (a tiny random LLaMA: the prose is noise, the quotes are the episode's lines),
+    and a quote seeks the episode's player."""
+    from llama_tiny import TinyDims, write_tiny_llama
+    from selenium.webdriver.common.by import By
+    from test_server_page import _chromium, _free_port, _serving, _until
+
+    from whisperlite.generation.generate import load_generator
+
+    llm = tmp_path_factory.mktemp("llm") / "tiny.gguf"
+    write_tiny_llama(llm, seed=5, dims=TinyDims(n_ctx=2048))
+    driver = _chromium(tmp_path_factory, tmp_path_factory.mktemp("downloads"))
+    try:
+        config = ServerConfig(port=_free_port(), llm=str(llm), archive=str(archive))
+        with _serving(config, load=False, llm=load_generator(str(llm))) as url:  # no Whisper model needed
+            driver.get(url)
+            tab = driver.find_element(By.ID, "tab-search")
+            _until(driver, lambda d: tab.is_displayed(), "the Search tab")
+            tab.click()
+            box = driver.find_element(By.ID, "search-q")
+            box.send_keys('"fellow americans"')
+            box.submit()
+            _until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#search-hits button"), "hits")[0].click()
+            summary = driver.find_element(By.ID, "search-summary")
+            _until(driver, lambda d: summary.is_displayed() and summary.is_enabled(), "the Summary button")
+            assert "jfk.wav" in driver.find_element(By.ID, "search-insights-note").text
+            summary.click()
+            quotes = _until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#search-quotes button[data-start]"),
+                            "the summary's quotes")
+            assert not driver.find_element(By.ID, "error").is_displayed(), driver.find_element(By.ID, "error").text
+            assert "fellow americans" in quotes[0].text.lower()
+            driver.execute_script("document.getElementById('search-player').pause()")
+            quotes[-1].click()
+            start = float(quotes[-1].get_attribute("data-start"))
+            _until(driver, lambda d: abs(d.execute_script(
+                "return document.getElementById('search-player').currentTime") - start) < 0.3, "the player at the quote")
+    finally:
+        driver.quit()

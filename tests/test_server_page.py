@@ -86,12 +86,14 @@ def _wait_healthy(url: str) -> None:
 
 
 @contextlib.contextmanager
-def _serving(config: ServerConfig, load: bool = True) -> Iterator[str]:
-    """A real uvicorn on 127.0.0.1 in a thread; yields its URL once /health says ready."""
+def _serving(config: ServerConfig, load: bool = True, llm=None) -> Iterator[str]:
+    """A real uvicorn on 127.0.0.1 in a thread; yields its URL once /health says ready. With
+    `load` false no model loads (`llm`, a loaded Generator, is the LLM if given)."""
     import uvicorn
 
     app = create_app(config, load=load)
     if not load:
+        app.state.wl.llm = llm
         app.state.wl.ready = True  # nothing to load: ready at once
     uv = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
