@@ -109,6 +109,20 @@ def test_serve_archive_not_a_batch_folder(tmp_path):
     assert r.returncode != 0 and r.stderr.startswith("error: --archive") and r.stderr.count("\n") == 1
 
 
+def _search_on_the_page(driver, query: str) -> list:
+    """The Search tab (once the page has found the archive), `query` submitted: the hits' buttons."""
+    from selenium.webdriver.common.by import By
+    from test_server_page import _until
+
+    tab = driver.find_element(By.ID, "tab-search")
+    _until(driver, lambda d: tab.is_displayed(), "the Search tab once the server says it has an archive")
+    tab.click()
+    box = driver.find_element(By.ID, "search-q")
+    box.send_keys(query)
+    box.submit()
+    return _until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#search-hits button"), "hits")
+
+
 @pytest.mark.parametrize("api_key", [None, KEY])
 def test_page_search_box_plays_the_hit(archive, tmp_path_factory, api_key):
     from selenium.webdriver.common.by import By
@@ -122,13 +136,7 @@ def test_page_search_box_plays_the_hit(archive, tmp_path_factory, api_key):
             if api_key:
                 driver.execute_script("localStorage.setItem('whisperlite.apiKey', arguments[0])", api_key)
                 driver.get(url)
-            tab = driver.find_element(By.ID, "tab-search")
-            _until(driver, lambda d: tab.is_displayed(), "the Search tab once the server says it has an archive")
-            tab.click()
-            box = driver.find_element(By.ID, "search-q")
-            box.send_keys('"native country"')
-            box.submit()
-            hits = _until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#search-hits button"), "hits")
+            hits = _search_on_the_page(driver, '"native country"')
             assert "librispeech-2412-153948-0000.flac" in hits[0].text and "native country" in hits[0].text.lower()
             hits[0].click()
             player = driver.find_element(By.ID, "search-player")
@@ -168,13 +176,7 @@ def test_page_summarizes_the_episode_a_hit_plays(archive, tmp_path_factory):
         config = ServerConfig(port=_free_port(), llm=str(llm), archive=str(archive))
         with _serving(config, load=False, llm=load_generator(str(llm))) as url:  # no Whisper model needed
             driver.get(url)
-            tab = driver.find_element(By.ID, "tab-search")
-            _until(driver, lambda d: tab.is_displayed(), "the Search tab")
-            tab.click()
-            box = driver.find_element(By.ID, "search-q")
-            box.send_keys('"fellow americans"')
-            box.submit()
-            _until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#search-hits button"), "hits")[0].click()
+            _search_on_the_page(driver, '"fellow americans"')[0].click()
             summary = driver.find_element(By.ID, "search-summary")
             _until(driver, lambda d: summary.is_displayed() and summary.is_enabled(), "the Summary button")
             assert "jfk.wav" in driver.find_element(By.ID, "search-insights-note").text
