@@ -283,7 +283,7 @@ def test_chinese_and_japanese_words_inside_sentences(tmp_path):
             hits, _ = index.search(query, None, 20)
             assert sorted(h.start for h in hits) == starts, query
             assert all(h.text == dict(CJK_SEGMENTS)[h.start] for h in hits)  # the text as spoken
-    hits, err = search_json(out, "中国")  # through the command, as users meet it
+    hits, _ = search_json(out, "中国")  # through the command, as users meet it
     assert [h["text"] for h in hits] == [CJK_SEGMENTS[0][1]]
 
 
