@@ -225,7 +225,7 @@ def every_leaf_changed() -> RunOptions:
     default = RunOptions()
     same = [leaf for leaf in leaves() if leaf_value(run, leaf) == leaf_value(default, leaf)]
     assert same == ["transcribe.decode.task", "transcribe.clip.clip_timestamps", "transcribe.diarize",
-                    "transcribe.speakers", "runtime.model"]
+                    "transcribe.speakers", "transcribe.stereo_diarize", "runtime.model"]
     return run
 
 

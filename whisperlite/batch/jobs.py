@@ -103,7 +103,7 @@ def _transcribe_job(model: WhisperModel, job: Job, options: TranscribeOptions,
         source = job.path
         if job.is_clip:
             source = os.path.join(tmp, "part.wav")
-            extract_clip(job.path, job.start, job.end, source)
+            extract_clip(job.path, job.start, job.end, source, mono=not options.stereo_diarize)
             # the part's span already is the clip (-ot/-d) that was asked for
             options = replace(options, clip=ClipOptions())
         try:
@@ -156,8 +156,9 @@ def sweep_part_folders(tmpdir: str | None = None) -> list[str]:
     return removed
 
 
-def extract_clip(path: str, start: float, end: float | None, dest: str) -> None:
-    """The part [start, end) of `path` as a 16 kHz mono wav, so the stock streaming decoder reads it.
+def extract_clip(path: str, start: float, end: float | None, dest: str, mono: bool = True) -> None:
+    """The part [start, end) of `path` as a 16 kHz wav, so the stock streaming decoder reads it:
+    mono, or with the input's channels (-di compares them, and refuses an input that has not two).
 
     `-ss` before `-i` seeks the input and then decodes up to the exact time, so the cut is
     sample-accurate while a part late in a long file is reached without decoding all before it.
@@ -165,7 +166,7 @@ def extract_clip(path: str, start: float, end: float | None, dest: str) -> None:
     cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-ss", f"{start:.3f}", "-i", path]
     if end is not None:
         cmd += ["-t", f"{end - start:.3f}"]
-    cmd += ["-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE), "-c:a", "pcm_s16le", "-y", dest]
+    cmd += ["-map", "0:a:0", *(["-ac", "1"] if mono else []), "-ar", str(SAMPLE_RATE), "-c:a", "pcm_s16le", "-y", dest]
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
     if proc.returncode != 0 or not os.path.exists(dest):
         lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()

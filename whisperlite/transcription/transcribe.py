@@ -25,21 +25,25 @@ from whisperlite.audio.ffmpeg import (
     N_SAMPLES,
     SAMPLE_RATE,
     AudioSource,
+    AudioUrl,
     DecodeReport,
     load_audio,
     prefetch,
     probe_duration,
+    probe_layout,
     samples_from_array,
+    stereo_frames,
     stream_audio,
 )
 from whisperlite.audio.mel import log_mel_spectrogram, pad_or_trim
 from whisperlite.audio.vad import SpeechFilter
-from whisperlite.core.errors import WhisperliteError
+from whisperlite.core.errors import AudioDecodeError, WhisperliteError
 from whisperlite.core.profiling import Profile, timed
 from whisperlite.kernels.threads import one_thread_here
 from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.models.speaker_encoder import SpeakerEncoder
 from whisperlite.registry.loader import load_speaker_encoder, load_whisper
+from whisperlite.speakers.channels import ChannelEnergy, label_segments
 from whisperlite.speakers.diarize import Embedder, label
 from whisperlite.transcription import logits as logit_rules
 from whisperlite.transcription import timing
@@ -205,15 +209,29 @@ class WhisperModel:
         report = DecodeReport()
         profile = Profile({"mel": 0.0, "encode": 0.0, "decode": 0.0})
         language = self._check_language(opts)
+        if opts.stereo_diarize and opts.diarize:
+            raise OptionError("-di/--stereo-diarize and --diarize label speakers two ways: give one")
+        # -di: the input is decoded in stereo once; the model hears the channels' mean
+        channels = ChannelEnergy() if opts.stereo_diarize else None
         if isinstance(audio, np.ndarray):
-            audio = samples_from_array(audio)
-            chunks: Iterable[np.ndarray] = iter([audio])
-            duration = len(audio) / SAMPLE_RATE
+            if channels is not None:
+                frames = stereo_frames(audio)
+                chunks: Iterable[np.ndarray] = channels.mono(iter([frames]))
+                duration = len(frames) / SAMPLE_RATE
+            else:
+                audio = samples_from_array(audio)
+                chunks = iter([audio])
+                duration = len(audio) / SAMPLE_RATE
         else:
-            stream = stream_audio(audio, report=report)
+            if channels is not None:
+                require_stereo(audio)
+            stream = stream_audio(audio, report=report, channels=2 if channels is not None else 1)
             # Decode the first chunk now so a bad input fails here, not mid-iteration.
             first = next(stream)
-            chunks = timed(_prepend(first, stream), profile, "audio", "chunks")
+            stream = _prepend(first, stream)
+            if channels is not None:
+                stream = channels.mono(stream)
+            chunks = timed(stream, profile, "audio", "chunks")
             with profile.stage("probe"):
                 duration = probe_duration(audio)
         if opts.clip.offset or opts.clip.duration is not None:
@@ -241,6 +259,8 @@ class WhisperModel:
         segments = self._segments(reader, opts, info, report, speech)
         if embedder is not None:
             segments = self._diarized(segments, embedder, opts, info, speech)
+        if channels is not None:
+            segments = label_segments(segments, channels)
         return segments, info
 
     def speaker_encoder(self) -> SpeakerEncoder:
@@ -714,6 +734,25 @@ def _clips(opts: TranscribeOptions) -> list[tuple[int, int | None]]:
     if len(points) % 2:
         ends.append(None)
     return list(zip(points[::2], ends))
+
+
+STEREO_LAYOUTS = ("stereo", "downmix", "2 channels")  # ffmpeg's names for two channels
+
+
+def require_stereo(source: AudioSource) -> None:
+    """-di: a one-line AudioDecodeError unless `source`'s audio has two channels (not checked
+    for a file object: ffmpeg reads it once, to decode it)."""
+    layout = probe_layout(source)
+    if layout is None or layout in STEREO_LAYOUTS:
+        return
+    if isinstance(source, AudioUrl):
+        name = source.url
+    elif isinstance(source, (str, os.PathLike)):
+        name = os.fsdecode(source)
+    else:
+        name = "audio bytes"
+    raise AudioDecodeError(f"{name}: -di/--stereo-diarize needs a stereo recording, one speaker per channel; "
+                           f"this one is {layout} (--diarize tells voices apart in any recording)")
 
 
 def _prepend(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
