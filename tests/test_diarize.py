@@ -175,8 +175,7 @@ def test_flags():
     o = run_options({"speakers": 3})
     assert o.transcribe.diarize and o.transcribe.speakers == 3
     assert not run_options({"diarize": True, "word_timestamps": False}).transcribe.word_timestamps
-    with pytest.raises(OptionError, match="--diarize cannot be used with -p"):
-        run_options({"diarize": True, "processors": 2})
+    assert run_options({"diarize": True, "processors": 2}).runtime.processors == 2  # clustered over all parts
 
 
 def test_stereo_flag_is_whisper_cpps_di():
@@ -307,6 +306,41 @@ def test_cli_stereo_di(tmp_path):
     assert sum(w["speaker"] == channel[who] for w in words for a, b, who in turns if a <= w["start"] < b) >= 0.9 * len(words)
     assert "[SPEAKER_0] " in r.stdout and "[SPEAKER_1] " in (tmp_path / "talk.srt").read_text()
     assert "<v Speaker 1>" in (tmp_path / "talk.vtt").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_parts_share_one_clustering(tiny_model, tmp_path, monkeypatch):
+    """-p 2 with --diarize: the parts' partials are clustered together, so the reader who
+    speaks first in the second part keeps the label of the first part (each part on its own
+    would call them SPEAKER_1), and every moment both runs label has the same speaker (up to
+    renaming) as without -p."""
+    from whisperlite.batch import split
+    from whisperlite.batch.jobs import run_inline
+
+    j1, j2 = der.halves(der.load("jfk.wav"))
+    l1, l2 = der.halves(der.load("librispeech-2412-153948-0000.flac"))
+    audio, turns = der.concatenate([(j1, "jfk"), (l1, "libri"), (l2, "libri"), (j2, "jfk")], seed=6)
+    der.write_wav(tmp_path / "talk.wav", audio)
+    monkeypatch.setattr(split, "MIN_PART_SECONDS", 10.0)  # two parts of a 26-s recording
+    seen = []
+
+    def recording(jobs, config, workers):  # the parts in this process, one after the other
+        seen.extend(run_inline(jobs, config))
+        return seen
+
+    monkeypatch.setattr(split, "run_in_processes", recording)
+    run = run_options({"diarize": True, "processors": 2, "threads": 2, "beam_size": 1}, ("json",))
+    parts, _ = split.transcribe_split(tiny_model, str(tmp_path / "talk.wav"), run)
+    whole, _ = tiny_model.transcribe(str(tmp_path / "talk.wav"), run.transcribe)
+    assert len(seen) == 2 and seen[1].segments[0].speaker is None  # a part labels nothing itself
+    whole, parts = ([{"start": s.start, "end": s.end, "speaker": s.speaker} for s in r] for r in (whole, parts))
+    a, b = der.der(turns, der.turns_of_segments(whole)), der.der(turns, der.turns_of_segments(parts))
+    print("-p 2:", b, "| without -p:", a)
+    assert [s["speaker"] for s in parts if s["start"] > seen[1].job.start][:1] == ["SPEAKER_2"]
+    assert a.confusion == b.confusion == 0 and b.der <= 0.2
+    # the parts' transcripts differ a little (word times, a pause): not their speakers
+    assert der.der(der.turns_of_segments(whole), der.turns_of_segments(parts)).confusion == 0
 
 
 @pytest.fixture(scope="module")

@@ -203,8 +203,6 @@ def run_options(values: Mapping[str, Any], word_formats: Collection[str] = ()) -
     diarize = leaves.get("transcribe.diarize", DEFAULTS.transcribe.diarize)
     if diarize and leaves.get("transcribe.stereo_diarize", DEFAULTS.transcribe.stereo_diarize):
         raise OptionError("-di/--stereo-diarize and --diarize label speakers two ways: give one")
-    if diarize and given.get("processors", DEFAULTS.runtime.processors) > 1:
-        raise OptionError("--diarize cannot be used with -p/--processors: speakers are clustered over the whole input")
     words = given.get("word_timestamps")
     # turns are cut at word times
     leaves["transcribe.word_timestamps"] = (any(f in word_formats for f in formats) or diarize if words is None

