@@ -198,7 +198,8 @@ class WhisperModel:
         """Segments are produced lazily as the returned iterator is consumed.
 
         `audio` is a path (decoded by ffmpeg, streamed), the bytes of a file or a binary file
-        object (piped into ffmpeg), or samples at 16 kHz (mono, or stereo averaged).
+        object (piped into ffmpeg), or samples at 16 kHz (mono, or stereo averaged; two
+        channels, (2, n) or (n, 2), with `stereo_diarize`).
         Keyword arguments override leaves of `options` by flat name (`beam_size=1`, `vad=False`;
         see `options.FLAT_NAMES`) or by faster-whisper's name (`temperature`, `vad_filter`,
         `vad_parameters`, `log_prob_threshold`, … see `options.ALIASES`).
