@@ -384,6 +384,26 @@ def probe_layout(source: AudioSource) -> str | None:
     return found.group(1).strip() if found else None
 
 
+STEREO_LAYOUTS = ("stereo", "downmix", "2 channels")  # ffmpeg's names for two channels
+
+
+def require_stereo(source: AudioSource) -> None:
+    """-di: a one-line AudioDecodeError unless `source`'s audio has two channels (not checked
+    for a file object: ffmpeg reads it once, to decode it). Front ends call it before loading
+    a model, the transcription again for every input."""
+    layout = probe_layout(source)
+    if layout is None or layout in STEREO_LAYOUTS:
+        return
+    if isinstance(source, AudioUrl):
+        name = source.url
+    elif isinstance(source, (str, os.PathLike)):
+        name = os.fsdecode(source)
+    else:
+        name = "audio bytes"
+    raise AudioDecodeError(f"{name}: -di/--stereo-diarize needs a stereo recording, one speaker per channel; "
+                           f"this one is {layout} (--diarize tells voices apart in any recording)")
+
+
 _END = object()
 # How often a producer blocked on a full queue checks whether the consumer has gone away.
 _POLL_SECONDS = 0.1

@@ -30,14 +30,14 @@ from whisperlite.audio.ffmpeg import (
     load_audio,
     prefetch,
     probe_duration,
-    probe_layout,
+    require_stereo,
     samples_from_array,
     stereo_frames,
     stream_audio,
 )
 from whisperlite.audio.mel import log_mel_spectrogram, pad_or_trim
 from whisperlite.audio.vad import SpeechFilter
-from whisperlite.core.errors import AudioDecodeError, WhisperliteError
+from whisperlite.core.errors import WhisperliteError
 from whisperlite.core.profiling import Profile, timed
 from whisperlite.kernels.threads import one_thread_here
 from whisperlite.models.whisper import KVCache, Whisper
@@ -746,25 +746,6 @@ def _clips(opts: TranscribeOptions) -> list[tuple[int, int | None]]:
     if len(points) % 2:
         ends.append(None)
     return list(zip(points[::2], ends))
-
-
-STEREO_LAYOUTS = ("stereo", "downmix", "2 channels")  # ffmpeg's names for two channels
-
-
-def require_stereo(source: AudioSource) -> None:
-    """-di: a one-line AudioDecodeError unless `source`'s audio has two channels (not checked
-    for a file object: ffmpeg reads it once, to decode it)."""
-    layout = probe_layout(source)
-    if layout is None or layout in STEREO_LAYOUTS:
-        return
-    if isinstance(source, AudioUrl):
-        name = source.url
-    elif isinstance(source, (str, os.PathLike)):
-        name = os.fsdecode(source)
-    else:
-        name = "audio bytes"
-    raise AudioDecodeError(f"{name}: -di/--stereo-diarize needs a stereo recording, one speaker per channel; "
-                           f"this one is {layout} (--diarize tells voices apart in any recording)")
 
 
 def _prepend(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
