@@ -122,6 +122,29 @@ def test_label_keeps_a_short_blip_in_the_turn():
     assert len(out) == 1 and out[0].speaker == "SPEAKER_1"
 
 
+def test_stitch_clusters_the_parts_together():
+    """-p N: part 1 has voice A then B, part 2 starts with B. Each part labelled on its own
+    would call B SPEAKER_1 in part 2; stitched, B is SPEAKER_2 in both."""
+    from whisperlite.batch.jobs import Job, JobResult
+    from whisperlite.batch.split import stitch
+
+    rng = np.random.default_rng(2)
+    x, _ = _voices(rng, 2, 12, spread=0.05)
+    voice = {"A": x[:12], "B": x[12:]}
+    results = []
+    for part, (t0, who) in enumerate([(0.0, "AB"), (10.0, "BA")]):
+        starts = t0 + np.arange(0, 8.5, 0.8)
+        spans = np.stack([starts, starts + 1.6], axis=1)
+        emb = np.stack([voice[who[0] if s + 0.8 < t0 + 5 else who[1]][k % 12] for k, s in enumerate(starts)])
+        words = [(f" w{k}", t0 + a, t0 + a + 0.9) for k, a in enumerate(np.arange(0.5, 9.5, 1.1))]
+        info = TranscriptionInfo("en", 1.0, 10.0, TranscribeOptions(diarize=True))
+        results.append(JobResult(Job(0, part, "talk.wav", t0, t0 + 10), [_segment(words)], info, 1.0,
+                                 partials=(spans, emb)))
+    segments, _ = stitch(results[::-1], TranscribeOptions(diarize=True))
+    assert [s.speaker for s in segments] == ["SPEAKER_1", "SPEAKER_2", "SPEAKER_2", "SPEAKER_1"]
+    assert [s.id for s in segments] == [0, 1, 2, 3] and segments[2].start >= 10
+
+
 def test_label_without_partials_or_words():
     seg = _segment([(" hi", 0.0, 0.4)])
     out = diarize.label([seg], np.zeros((0, 2)), np.zeros((0, 256), np.float32))
