@@ -178,6 +178,17 @@ def two_speakers() -> tuple[np.ndarray, list[Turn]]:
     return concatenate([(j1, "jfk"), (l1, "libri"), (j2, "jfk"), (l2, "libri")])
 
 
+def stereo_two_speakers(bleed: float = 0.1) -> tuple[np.ndarray, list[Turn]]:
+    """`two_speakers` as a two-microphone recording (frames (n, 2)): jfk on the left channel,
+    the LibriSpeech reader on the right, each heard on the other microphone at `bleed`."""
+    audio, turns = two_speakers()
+    frames = np.stack([audio, audio], axis=1)
+    for a, b, who in turns:
+        other = 1 if who == "jfk" else 0
+        frames[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE), other] *= bleed
+    return frames, turns
+
+
 def three_speakers() -> tuple[np.ndarray, list[Turn]]:
     """Kennedy, a LibriSpeech reader and an SPPAS English speaker, two turns each."""
     j1, j2 = halves(load("jfk.wav"))

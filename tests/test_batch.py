@@ -206,8 +206,8 @@ def test_dask_cluster_matches_local_run(tmp_path):
 def every_leaf_changed() -> RunOptions:
     """A tree whose every leaf differs from its default, but for the model (one is embedded),
     the task (tiny.en cannot translate), the API's clip_timestamps (spans of their own, which
-    -p parts replace as they replace -ot/-d) and diarization (it clusters the whole input, so
-    -p parts refuse it; tests/test_diarize.py carries it through batch)."""
+    -p parts replace as they replace -ot/-d) and speaker labels (--diarize pulls its model,
+    -di needs a stereo input: tests/test_diarize.py runs them, --diarize with -p parts)."""
     run = RunOptions(
         TranscribeOptions(
             DecodeOptions(language="en", temperature=0.1, sample_len=100, best_of=2, beam_size=2, patience=1.5,
@@ -225,7 +225,7 @@ def every_leaf_changed() -> RunOptions:
     default = RunOptions()
     same = [leaf for leaf in leaves() if leaf_value(run, leaf) == leaf_value(default, leaf)]
     assert same == ["transcribe.decode.task", "transcribe.clip.clip_timestamps", "transcribe.diarize",
-                    "transcribe.speakers", "runtime.model"]
+                    "transcribe.speakers", "transcribe.stereo_diarize", "runtime.model"]
     return run
 
 

@@ -122,6 +122,29 @@ def test_label_keeps_a_short_blip_in_the_turn():
     assert len(out) == 1 and out[0].speaker == "SPEAKER_1"
 
 
+def test_stitch_clusters_the_parts_together():
+    """-p N: part 1 has voice A then B, part 2 starts with B. Each part labelled on its own
+    would call B SPEAKER_1 in part 2; stitched, B is SPEAKER_2 in both."""
+    from whisperlite.batch.jobs import Job, JobResult
+    from whisperlite.batch.split import stitch
+
+    rng = np.random.default_rng(2)
+    x, _ = _voices(rng, 2, 12, spread=0.05)
+    voice = {"A": x[:12], "B": x[12:]}
+    results = []
+    for part, (t0, who) in enumerate([(0.0, "AB"), (10.0, "BA")]):
+        starts = t0 + np.arange(0, 8.5, 0.8)
+        spans = np.stack([starts, starts + 1.6], axis=1)
+        emb = np.stack([voice[who[0] if s + 0.8 < t0 + 5 else who[1]][k % 12] for k, s in enumerate(starts)])
+        words = [(f" w{k}", t0 + a, t0 + a + 0.9) for k, a in enumerate(np.arange(0.5, 9.5, 1.1))]
+        info = TranscriptionInfo("en", 1.0, 10.0, TranscribeOptions(diarize=True))
+        results.append(JobResult(Job(0, part, "talk.wav", t0, t0 + 10), [_segment(words)], info, 1.0,
+                                 partials=(spans, emb)))
+    segments, _ = stitch(results[::-1], TranscribeOptions(diarize=True))
+    assert [s.speaker for s in segments] == ["SPEAKER_1", "SPEAKER_2", "SPEAKER_2", "SPEAKER_1"]
+    assert [s.id for s in segments] == [0, 1, 2, 3] and segments[2].start >= 10
+
+
 def test_label_without_partials_or_words():
     seg = _segment([(" hi", 0.0, 0.4)])
     out = diarize.label([seg], np.zeros((0, 2)), np.zeros((0, 256), np.float32))
@@ -175,17 +198,88 @@ def test_flags():
     o = run_options({"speakers": 3})
     assert o.transcribe.diarize and o.transcribe.speakers == 3
     assert not run_options({"diarize": True, "word_timestamps": False}).transcribe.word_timestamps
-    with pytest.raises(OptionError, match="--diarize cannot be used with -p"):
-        run_options({"diarize": True, "processors": 2})
+    assert run_options({"diarize": True, "processors": 2}).runtime.processors == 2  # clustered over all parts
 
 
-def test_whisper_cpp_di_is_refused_with_one_line(tmp_path):
+def test_stereo_flag_is_whisper_cpps_di():
+    o = run_options({"stereo_diarize": True, "processors": 2})  # parts keep their channels
+    assert o.transcribe.stereo_diarize and not o.transcribe.diarize
+    for other in ({"diarize": True}, {"speakers": 2}):
+        with pytest.raises(OptionError, match="-di/--stereo-diarize and --diarize label speakers two ways"):
+            run_options({"stereo_diarize": True, **other})
     from whisperlite.cli.main import main
 
-    r = CliRunner().invoke(main, ["transcribe", "x.wav", "-di"])
-    assert r.exit_code != 0 and "-di (whisper.cpp) is not supported: whisper.cpp's stereo-channel" in r.output
+    r = CliRunner().invoke(main, ["transcribe", "x.wav", "-di", "--diarize"])
+    assert r.exit_code != 0 and "two ways: give one" in r.output
     r = CliRunner().invoke(main, ["transcribe", "--speakers", "0", "x.wav"])
     assert r.exit_code != 0
+
+
+# ------------------------------------------------------------------ -di: which channel is louder
+
+def _whisper_cpp_speaker(left, right, t0, t1):
+    """examples/cli/cli.cpp estimate_diarization_speaker, line for line (times in centiseconds)."""
+    n = len(left)
+    is0 = max(0, min(n - 1, t0 * 16000 // 100))
+    is1 = max(0, min(n - 1, t1 * 16000 // 100))
+    energy0 = energy1 = 0.0
+    for j in range(is0, is1):
+        energy0 += abs(float(left[j]))
+        energy1 += abs(float(right[j]))
+    if energy0 > 1.1 * energy1:
+        return "0", energy0, energy1
+    if energy1 > 1.1 * energy0:
+        return "1", energy0, energy1
+    return "?", energy0, energy1
+
+
+def test_channel_energy_is_whisper_cpps():
+    from whisperlite.speakers.channels import ChannelEnergy
+
+    rng = np.random.default_rng(5)
+    n = 16000 * 3 + 77
+    # 16-bit samples, one channel louder by turns, a stretch of equal loudness, digital silence
+    frames = (rng.integers(-3000, 3000, (n, 2)) / 32768).astype(np.float32)
+    frames[: n // 3, 1] *= 0.5
+    frames[n // 3 : n // 2, 0] *= 0.95
+    frames[n // 2 : 2 * n // 3, 1] = frames[n // 2 : 2 * n // 3, 0]
+    frames[2 * n // 3 : 2 * n // 3 + 8000] = 0
+    frames[2 * n // 3 + 8000 :, 0] *= 0.5
+    energy = ChannelEnergy()
+    mono = np.concatenate(list(energy.mono(np.split(frames, np.sort(rng.integers(0, n, 9))))))
+    np.testing.assert_array_equal(mono, (frames[:, 0] + frames[:, 1]) / 2)
+    times = [(0, 0), (0, 1), (5, 3), (0, 305), (299, 301), (100, 200), (150, 250), (170, 310)]
+    times += [tuple(sorted(rng.integers(0, 320, 2))) for _ in range(40)]
+    names = {"0": "SPEAKER_0", "1": "SPEAKER_1", "?": "SPEAKER_?"}
+    for t0, t1 in times:
+        want, e0, e1 = _whisper_cpp_speaker(frames[:, 0], frames[:, 1], int(t0), int(t1))
+        assert energy.energy(int(t0), int(t1)) == (e0, e1), (t0, t1)  # exact: sums of k/32768
+        assert energy.speaker(t0 / 100, t1 / 100) == names[want]
+    assert [energy.speaker(a, b) for a, b in ((0.1, 0.9), (1.6, 1.9), (2.1, 2.4), (2.6, 2.9))] == [
+        "SPEAKER_0", "SPEAKER_?", "SPEAKER_?", "SPEAKER_1"]
+
+
+def test_di_labels_words_and_keeps_channels_of_parts(tmp_path):
+    from whisperlite.audio.ffmpeg import probe_layout, stereo_frames
+    from whisperlite.batch.jobs import extract_clip
+    from whisperlite.core.errors import AudioDecodeError
+    from whisperlite.speakers.channels import ChannelEnergy, label_segment
+
+    frames = np.zeros((16000, 2), np.float32)
+    frames[:8000, 0], frames[8000:, 1] = 0.3, 0.2
+    energy = ChannelEnergy()
+    list(energy.mono([stereo_frames(frames.T)]))
+    seg = _segment([(" left", 0.1, 0.4), (" right", 0.6, 0.9)])
+    out = label_segment(seg, energy)
+    assert out.speaker == "SPEAKER_0" and [w.speaker for w in out.words] == ["SPEAKER_0", "SPEAKER_1"]
+    assert out.text == seg.text and out.tokens == seg.tokens  # never split, as whisper.cpp
+    with pytest.raises(AudioDecodeError, match="expected two channels"):
+        stereo_frames(frames[:, 0])
+    # -p N with -di: each part keeps both channels
+    der.write_wav(tmp_path / "st.wav", np.tile(frames, (3, 1)))
+    extract_clip(str(tmp_path / "st.wav"), 1.0, 2.0, str(tmp_path / "part.wav"), mono=False)
+    extract_clip(str(tmp_path / "st.wav"), 1.0, 2.0, str(tmp_path / "mono.wav"))
+    assert probe_layout(str(tmp_path / "part.wav")) == "stereo" and probe_layout(str(tmp_path / "mono.wav")) == "mono"
 
 
 # ------------------------------------------------------------------ the real CLI
@@ -212,6 +306,64 @@ def test_cli_diarization_error_rate(name, tmp_path):
     assert all(w["speaker"] == s["speaker"] for s in doc["segments"] for w in s["words"])
     srt = (tmp_path / "talk.srt").read_text()
     assert "[SPEAKER_1] " in srt and "<v Speaker 1>" in (tmp_path / "talk.vtt").read_text()
+
+
+@pytest.mark.slow
+def test_cli_stereo_di(tmp_path):
+    """whisper.cpp's -di on a two-microphone recording: each segment is the louder channel's;
+    a mono input is one line, and the other inputs still run."""
+    frames, turns = der.stereo_two_speakers()
+    der.write_wav(tmp_path / "talk.wav", frames)
+    der.write_wav(tmp_path / "mono.wav", frames.mean(axis=1))
+    r = run_cli("transcribe", "mono.wav", "talk.wav", "-di", "-oj", "-osrt", "-ovtt", "-bs", "1", "-t", "2", cwd=tmp_path)
+    assert r.returncode == 1
+    refused = ("error: mono.wav: -di/--stereo-diarize needs a stereo recording, one speaker per channel; this one "
+               "is mono (--diarize tells voices apart in any recording)")
+    assert [line for line in r.stderr.splitlines() if line.startswith("error")] == [refused]
+    doc = json.loads((tmp_path / "talk.json").read_text())
+    channel = {"jfk": "SPEAKER_0", "libri": "SPEAKER_1"}  # jfk is on the left
+    result = der.der([(a, b, channel[w]) for a, b, w in turns], der.turns_of_segments(doc["segments"]))
+    print("stereo -di", result)
+    assert result.der <= 0.2 and result.confusion == 0, result  # the misses are words tiny.en drops
+    words = [w for s in doc["segments"] for w in s["words"]]
+    assert sum(w["speaker"] == channel[who] for w in words for a, b, who in turns if a <= w["start"] < b) >= 0.9 * len(words)
+    assert "[SPEAKER_0] " in r.stdout and "[SPEAKER_1] " in (tmp_path / "talk.srt").read_text()
+    assert "<v Speaker 1>" in (tmp_path / "talk.vtt").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_parts_share_one_clustering(tiny_model, tmp_path, monkeypatch):
+    """-p 2 with --diarize: the parts' partials are clustered together, so the reader who
+    speaks first in the second part keeps the label of the first part (each part on its own
+    would call them SPEAKER_1), and every moment both runs label has the same speaker (up to
+    renaming) as without -p."""
+    from whisperlite.batch import split
+    from whisperlite.batch.jobs import run_inline
+
+    j1, j2 = der.halves(der.load("jfk.wav"))
+    l1, l2 = der.halves(der.load("librispeech-2412-153948-0000.flac"))
+    audio, turns = der.concatenate([(j1, "jfk"), (l1, "libri"), (l2, "libri"), (j2, "jfk")], seed=6)
+    der.write_wav(tmp_path / "talk.wav", audio)
+    monkeypatch.setattr(split, "MIN_PART_SECONDS", 10.0)  # two parts of a 26-s recording
+    seen = []
+
+    def recording(jobs, config, workers):  # the parts in this process, one after the other
+        seen.extend(run_inline(jobs, config))
+        return seen
+
+    monkeypatch.setattr(split, "run_in_processes", recording)
+    run = run_options({"diarize": True, "processors": 2, "threads": 2, "beam_size": 1}, ("json",))
+    parts, _ = split.transcribe_split(tiny_model, str(tmp_path / "talk.wav"), run)
+    whole, _ = tiny_model.transcribe(str(tmp_path / "talk.wav"), run.transcribe)
+    assert len(seen) == 2 and seen[1].segments[0].speaker is None  # a part labels nothing itself
+    whole, parts = ([{"start": s.start, "end": s.end, "speaker": s.speaker} for s in r] for r in (whole, parts))
+    a, b = der.der(turns, der.turns_of_segments(whole)), der.der(turns, der.turns_of_segments(parts))
+    print("-p 2:", b, "| without -p:", a)
+    assert [s["speaker"] for s in parts if s["start"] > seen[1].job.start][:1] == ["SPEAKER_2"]
+    assert a.confusion == b.confusion == 0 and b.der <= 0.2
+    # the parts' transcripts differ a little (word times, a pause): not their speakers
+    assert der.der(der.turns_of_segments(whole), der.turns_of_segments(parts)).confusion == 0
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ USAGE = [
     ("-vmsd", "--vad-max-speech-duration-s", True), ("-vp", "--vad-speech-pad-ms", True),
     ("-vo", "--vad-samples-overlap", True),
 ]
-REJECTED = {"-on", "-ac", "-wt", "-et", "-debug", "-di", "-tdrz", "-owts", "-fp", "--print-confidence",
+REJECTED = {"-on", "-ac", "-wt", "-et", "-debug", "-tdrz", "-owts", "-fp", "--print-confidence",
             "--carry-initial-prompt", "-oved", "-dtw", "-ls", "-dev", "-fa", "--suppress-regex", "--grammar",
             "--grammar-rule", "--grammar-penalty", "-vm", "-vmsd", "-vo"}
 CLIP = "clip.wav"  # 3 s of jfk.wav, copied into each test's folder
@@ -65,13 +65,8 @@ def clip(tmp_path_factory):
     return path
 
 
-# whisper.cpp's long spellings of a rejected flag that whisperlite takes with its own meaning:
-# --diarize labels speakers by voice (whisper.cpp's -di compares stereo channels, refused).
-OWN_LONG = {"--diarize"}
-
-
 @pytest.mark.parametrize("flag", [(s, v) for short, long, v in USAGE for s in spellings(short, long)
-                                  if (short or long) in REJECTED and s not in OWN_LONG], ids=lambda f: f[0])
+                                  if (short or long) in REJECTED], ids=lambda f: f[0])
 def test_unsupported_flag_fails_with_one_line_naming_it(flag, tmp_path):
     spelling, takes_value = flag
     shutil.copy(FIXTURES / "jfk.wav", tmp_path / "in.wav")
@@ -138,8 +133,9 @@ LONG = {short: long for short, long, _ in USAGE if short}
 
 
 def test_every_supported_flag_is_covered():
+    # -di (stereo channels; its long spelling --diarize is the voice embeddings here): test_diarize.py
     covered = {*TREE_EFFECTS, *OUTPUTS, "-h", "--version", "-ot", "-d", "-ml", "-tr", "-of", "-np", "-ps", "-pc",
-               "-nt", "-dl", "-f", "-pp"}
+               "-nt", "-dl", "-f", "-pp", "-di"}
     assert covered | REJECTED == {short or long for short, long, _ in USAGE}
 
 

@@ -314,6 +314,16 @@ def samples_from_array(audio: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, np.float32)
 
 
+def stereo_frames(audio: np.ndarray) -> np.ndarray:
+    """Samples given as an array of two channels, (2, n) or (n, 2), as float32 frames (n, 2)
+    scaled as `samples_from_array` scales them."""
+    a = np.asarray(audio)
+    if a.ndim != 2 or 2 not in a.shape:
+        raise AudioDecodeError(f"audio array of shape {a.shape}: expected two channels, (2, n) or (n, 2)")
+    left, right = (a[0], a[1]) if a.shape[0] == 2 else (a[:, 0], a[:, 1])
+    return np.stack([samples_from_array(left), samples_from_array(right)], axis=1)
+
+
 def decode_audio(source: AudioSource | np.ndarray, sampling_rate: int = SAMPLE_RATE,
                  split_stereo: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The whole input as float32 samples at `sampling_rate` (faster-whisper's `decode_audio`):
@@ -351,6 +361,47 @@ def probe_duration(path: AudioSource) -> float | None:
             h, m, s = line.split(",")[0].split()[1].split(":")
             return int(h) * 3600 + int(m) * 60 + float(s)
     return None
+
+
+# ffmpeg -i's line for an audio stream: "Stream #0:0[0x1](und): Audio: aac (LC), 44100 Hz, stereo, fltp"
+_AUDIO_STREAM = re.compile(r"Stream #\d+:\d+.*?: Audio: .*?, \d+ Hz, ([^,]+)")
+
+
+def probe_layout(source: AudioSource) -> str | None:
+    """The channel layout of the first audio stream as ffmpeg names it ("mono", "stereo",
+    "5.1(side)", "3 channels" …), the stream `stream_audio` decodes; None when ffmpeg does not
+    say or the input is a file object (read once, by the decoder)."""
+    src = _input(source)
+    if src.data is not None and not isinstance(src.data, bytes):
+        return None
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", *src.options, "-i", src.url]
+    try:
+        out = subprocess.run(cmd, input=src.data, stdin=None if src.data is not None else subprocess.DEVNULL,
+                             capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = _AUDIO_STREAM.search(out.stderr.decode("utf-8", "replace"))
+    return found.group(1).strip() if found else None
+
+
+STEREO_LAYOUTS = ("stereo", "downmix", "2 channels")  # ffmpeg's names for two channels
+
+
+def require_stereo(source: AudioSource) -> None:
+    """-di: a one-line AudioDecodeError unless `source`'s audio has two channels (not checked
+    for a file object: ffmpeg reads it once, to decode it). Front ends call it before loading
+    a model, the transcription again for every input."""
+    layout = probe_layout(source)
+    if layout is None or layout in STEREO_LAYOUTS:
+        return
+    if isinstance(source, AudioUrl):
+        name = source.url
+    elif isinstance(source, (str, os.PathLike)):
+        name = os.fsdecode(source)
+    else:
+        name = "audio bytes"
+    raise AudioDecodeError(f"{name}: -di/--stereo-diarize needs a stereo recording, one speaker per channel; "
+                           f"this one is {layout} (--diarize tells voices apart in any recording)")
 
 
 _END = object()

@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Sequence
 from whisperlite.audio.ffmpeg import FRAMES_PER_SECOND, SAMPLE_RATE, ffmpeg_exe
 from whisperlite.core.atomic import pid_alive
 from whisperlite.core.errors import AudioDecodeError, WhisperliteError
+from whisperlite.speakers.diarize import Partials
 from whisperlite.transcription.options import ClipOptions, RunOptions, RuntimeOptions, TranscribeOptions
 from whisperlite.transcription.results import Segment, TranscriptionInfo
 from whisperlite.transcription.transcribe import WhisperModel
@@ -61,6 +62,9 @@ class JobResult:
     wall_time: float
     error: str | None = None
     runtime: RuntimeOptions | None = None  # the model the worker ran: name, compute type, threads
+    # a part with --diarize: its speaker partials on the input's timeline, clustered with the
+    # other parts' when they are stitched (its segments come without speakers)
+    partials: Partials | None = None
 
 
 _MODELS: dict[tuple[str, str, int | None], WhisperModel] = {}
@@ -85,17 +89,17 @@ def run_job(job: Job, config: WorkerConfig, report: Callable[[float], None] | No
 
             # numba's thread count belongs to the calling thread, and Dask runs tasks on pool threads.
             set_threads(rt.threads)
-            segments, info = _transcribe_job(model, job, config.options.transcribe, report)
+            segments, info, partials = _transcribe_job(model, job, config.options.transcribe, report)
     except WhisperliteError as e:
         return JobResult(job, [], None, time.perf_counter() - t0, str(e))
     except Exception as e:  # a bug or an unexpected input: recorded, and the batch goes on
         return JobResult(job, [], None, time.perf_counter() - t0, f"internal error: {type(e).__name__}: {e}")
     ran = replace(rt, model=model.name, threads=model.threads)  # as asked, with the model's own name and threads
-    return JobResult(job, segments, info, time.perf_counter() - t0, runtime=ran)
+    return JobResult(job, segments, info, time.perf_counter() - t0, runtime=ran, partials=partials)
 
 
-def _transcribe_job(model: WhisperModel, job: Job, options: TranscribeOptions,
-                    report: Callable[[float], None] | None) -> tuple[list[Segment], TranscriptionInfo]:
+def _transcribe_job(model: WhisperModel, job: Job, options: TranscribeOptions, report: Callable[[float], None] | None,
+                    ) -> tuple[list[Segment], TranscriptionInfo, Partials | None]:
     if job.is_clip and not _SWEPT:
         sweep_part_folders()
         _SWEPT.append(True)
@@ -103,24 +107,30 @@ def _transcribe_job(model: WhisperModel, job: Job, options: TranscribeOptions,
         source = job.path
         if job.is_clip:
             source = os.path.join(tmp, "part.wav")
-            extract_clip(job.path, job.start, job.end, source)
+            extract_clip(job.path, job.start, job.end, source, mono=not options.stereo_diarize)
             # the part's span already is the clip (-ot/-d) that was asked for
             options = replace(options, clip=ClipOptions())
         try:
-            segments, info = _run_transcription(model, job, source, options, report)
+            segments, info, partials = _run_transcription(model, job, source, options, report)
         except WhisperliteError as e:
             if source == job.path:
                 raise
             raise type(e)(str(e).replace(source, job.path)) from None
         if info.warning and source != job.path:
             info.warning = info.warning.replace(source, job.path)
-    return segments, info
+    return segments, info, partials
 
 
 def _run_transcription(model: WhisperModel, job: Job, source: str, options: TranscribeOptions,
-                       report: Callable[[float], None] | None) -> tuple[list[Segment], TranscriptionInfo]:
-    """`source` (the job's input, or its part) transcribed, segments on the input's timeline."""
-    seg_iter, info = model.transcribe(source, options)
+                       report: Callable[[float], None] | None,
+                       ) -> tuple[list[Segment], TranscriptionInfo, Partials | None]:
+    """`source` (the job's input, or its part) transcribed, segments (and a diarized part's
+    partials) on the input's timeline."""
+    get_partials = None
+    if job.is_clip and options.diarize:
+        seg_iter, info, get_partials = model.transcribe_part(source, options)
+    else:
+        seg_iter, info = model.transcribe(source, options)
     segments = []
     for seg in seg_iter:
         if job.start:
@@ -132,7 +142,11 @@ def _run_transcription(model: WhisperModel, job: Job, source: str, options: Tran
         segments.append(seg)
         if report:
             report(seg.end - job.start)
-    return segments, info
+    partials = None
+    if get_partials is not None:
+        spans, embeddings = get_partials()
+        partials = (spans + job.start, embeddings)
+    return segments, info, partials
 
 
 PART_PREFIX = "whisperlite-part-"  # + the owner's pid + "-" + random: a part's wav in the temp folder
@@ -156,8 +170,9 @@ def sweep_part_folders(tmpdir: str | None = None) -> list[str]:
     return removed
 
 
-def extract_clip(path: str, start: float, end: float | None, dest: str) -> None:
-    """The part [start, end) of `path` as a 16 kHz mono wav, so the stock streaming decoder reads it.
+def extract_clip(path: str, start: float, end: float | None, dest: str, mono: bool = True) -> None:
+    """The part [start, end) of `path` as a 16 kHz wav, so the stock streaming decoder reads it:
+    mono, or with the input's channels (-di compares them, and refuses an input that has not two).
 
     `-ss` before `-i` seeks the input and then decodes up to the exact time, so the cut is
     sample-accurate while a part late in a long file is reached without decoding all before it.
@@ -165,7 +180,7 @@ def extract_clip(path: str, start: float, end: float | None, dest: str) -> None:
     cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-ss", f"{start:.3f}", "-i", path]
     if end is not None:
         cmd += ["-t", f"{end - start:.3f}"]
-    cmd += ["-map", "0:a:0", "-ac", "1", "-ar", str(SAMPLE_RATE), "-c:a", "pcm_s16le", "-y", dest]
+    cmd += ["-map", "0:a:0", *(["-ac", "1"] if mono else []), "-ar", str(SAMPLE_RATE), "-c:a", "pcm_s16le", "-y", dest]
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
     if proc.returncode != 0 or not os.path.exists(dest):
         lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()

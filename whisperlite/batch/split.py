@@ -13,6 +13,7 @@ from whisperlite.audio.ffmpeg import PROTOCOL_WHITELIST, SAMPLE_RATE, ffmpeg_exe
 from whisperlite.batch.jobs import Job, JobResult, WorkerConfig, run_in_processes
 from whisperlite.core.cpu import physical_cores
 from whisperlite.core.errors import WhisperliteError
+from whisperlite.speakers.diarize import label
 from whisperlite.transcription.options import ClipOptions, RunOptions, TranscribeOptions
 from whisperlite.transcription.results import Segment, TranscriptionInfo
 from whisperlite.transcription.transcribe import WhisperModel
@@ -82,10 +83,16 @@ def _decode_range(path: str, start: float, length: float) -> np.ndarray:
 
 def stitch(results: Sequence[JobResult], options: TranscribeOptions) -> tuple[list[Segment], TranscriptionInfo]:
     """The parts of one input (already on its timeline) → one segment list and one info, whose
-    options are those asked for (`options`: the parts ran without the clip their spans are)."""
+    options are those asked for (`options`: the parts ran without the clip their spans are).
+    With --diarize the parts' speaker partials are clustered here, all together, so that a
+    voice has one label in every part."""
     results = sorted(results, key=lambda r: r.job.part)
     infos = [r.info for r in results]
     segments = [seg for r in results for seg in r.segments]
+    parts = [r.partials for r in results if r.partials is not None]
+    if parts:
+        segments = label(segments, np.concatenate([spans for spans, _ in parts]),
+                         np.concatenate([embeddings for _, embeddings in parts]), options.speakers)
     for i, seg in enumerate(segments):
         seg.id = i
     if len(results) == 1:

@@ -32,9 +32,6 @@ WHISPER_CPP = (
     CppFlag(("-wt", "--word-thold"), True, "word times come from cross-attention (--word-timestamps)"),
     CppFlag(("-et", "--entropy-thold"), True, "repetition is caught by --compression-ratio-threshold"),
     CppFlag(("-debug", "--debug-mode"), why="use --profile, or WHISPERLITE_DEBUG=1 for tracebacks"),
-    # whisper.cpp's -di compares the two channels of a stereo recording (one microphone per
-    # speaker); inputs here are mixed to mono as they are decoded. --diarize tells voices apart.
-    CppFlag(("-di",), why="whisper.cpp's stereo-channel diarization; use --diarize (voice embeddings, any input)"),
     CppFlag(("-tdrz", "--tinydiarize"), why="no speaker diarization"),
     CppFlag(("-owts", "--output-words"), why="no karaoke script output (-osrt -ovtt -otxt -oj -ocsv -olrc are)"),
     CppFlag(("-fp", "--font-path"), True, "no karaoke script output"),

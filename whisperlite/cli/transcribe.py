@@ -159,13 +159,16 @@ def transcribe(files, extra_files, output_file, output_dir, quiet, no_prints, pr
     if not inputs:
         fail("no input files (give FILE arguments or -f FILE)")
     # Before loading the model, which on a fresh install first compiles the kernels (minutes).
-    from whisperlite.audio.ffmpeg import input_source
+    from whisperlite.audio.ffmpeg import input_source, require_stereo
 
     failed = 0
     readable = []
     for path in inputs:
         try:
-            readable.append((path, input_source(path, run.runtime.allow_urls)))
+            source = input_source(path, run.runtime.allow_urls)
+            if options.stereo_diarize:
+                require_stereo(source)
+            readable.append((path, source))
         except WhisperliteError as e:
             failed += 1
             click.echo(f"error: {e}", err=True)

@@ -37,9 +37,9 @@ def speaker_prefix(speaker: str | None) -> str:
 
 
 def voice_name(speaker: str) -> str:
-    """SPEAKER_1 → 'Speaker 1', as a WebVTT voice span names it."""
+    """SPEAKER_1 → 'Speaker 1' (-di's SPEAKER_? → 'Speaker ?'), as a WebVTT voice span names it."""
     head, _, number = speaker.rpartition("_")
-    return f"{head.capitalize()} {number}" if head and number.isdigit() else speaker
+    return f"{head.capitalize()} {number}" if head and (number.isdigit() or number == "?") else speaker
 
 
 def _srt(segments: Sequence[Segment], info: TranscriptionInfo, opts: OutputOptions | None = None) -> str:

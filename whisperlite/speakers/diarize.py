@@ -42,6 +42,7 @@ MIN_CLUSTER = 3  # partials (2.4 s of speech) a speaker needs
 MIN_TURN_SECONDS = 1.0  # a shorter run of words takes a neighbour's speaker: partials are 1.6 s
 MAX_POINTS = 1500  # partials clustered directly; the rest are assigned to the clusters' centroids
 PREFIX = "SPEAKER_"
+Partials = tuple[np.ndarray, np.ndarray]  # spans (n, 2) in seconds of the input, embeddings (n, d)
 
 
 def speaker_name(index: int) -> str:
@@ -87,7 +88,7 @@ class Embedder:
             if self._have >= BLOCK_SAMPLES:
                 self._flush(final=False)
 
-    def partials(self, to_input: Callable[[float, bool], float]) -> tuple[np.ndarray, np.ndarray]:
+    def partials(self, to_input: Callable[[float, bool], float]) -> Partials:
         """(spans (n, 2) in seconds of the input, embeddings (n, d)) of the partials so far.
         `to_input(seconds, is_end)` maps the stream's clock to the input's. Safe while the
         audio thread still feeds (a transcription of clips may stop before the stream ends):

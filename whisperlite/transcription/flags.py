@@ -158,6 +158,10 @@ FLAGS: tuple[Flag, ...] = (
          "on first use.", bool),
     Flag("speakers", "transcribe.speakers", ("--speakers",),
          "Number of speakers for --diarize (implies it).", int, min=1, max=32, default_help="found automatically"),
+    # whisper.cpp spells this -di/--diarize; its long name is ours for voice embeddings (above)
+    Flag("stereo_diarize", "transcribe.stereo_diarize", ("-di", "--stereo-diarize"),
+         "whisper.cpp's -di: a stereo recording with one speaker per channel; each segment and word is "
+         "SPEAKER_0 (left channel over 1.1x as loud), SPEAKER_1 (right) or SPEAKER_? (neither).", bool),
 )
 BY_NAME = {f.name: f for f in FLAGS}
 
@@ -197,8 +201,8 @@ def run_options(values: Mapping[str, Any], word_formats: Collection[str] = ()) -
     if given.get("speakers") is not None:
         leaves["transcribe.diarize"] = True
     diarize = leaves.get("transcribe.diarize", DEFAULTS.transcribe.diarize)
-    if diarize and given.get("processors", DEFAULTS.runtime.processors) > 1:
-        raise OptionError("--diarize cannot be used with -p/--processors: speakers are clustered over the whole input")
+    if diarize and leaves.get("transcribe.stereo_diarize", DEFAULTS.transcribe.stereo_diarize):
+        raise OptionError("-di/--stereo-diarize and --diarize label speakers two ways: give one")
     words = given.get("word_timestamps")
     # turns are cut at word times
     leaves["transcribe.word_timestamps"] = (any(f in word_formats for f in formats) or diarize if words is None

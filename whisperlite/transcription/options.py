@@ -110,6 +110,9 @@ class TranscribeOptions:
     # segments are split where the speaker changes. `speakers`: how many; None: found.
     diarize: bool = False
     speakers: int | None = None
+    # whisper.cpp's -di: a stereo input with one speaker per channel; each segment and word is
+    # labelled by the channel that is louder over it (SPEAKER_0 left, SPEAKER_1 right, SPEAKER_?).
+    stereo_diarize: bool = False
 
 
 @dataclass(frozen=True)

