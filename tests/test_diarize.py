@@ -400,11 +400,14 @@ def test_server_diarize_field(tiny_model, two):
         body = r.json()
         assert der.der(turns, der.turns_of_segments(body["segments"])).der <= 0.15
         assert {w["speaker"] for w in body["words"]} == {"SPEAKER_1", "SPEAKER_2"}
-        r = asyncio.run(post("/inference", {"response_format": "verbose_json", "diarize": "true", "speakers": "2"}))
+        r = asyncio.run(post("/inference", {"response_format": "verbose_json", "speakers": "2"}))
         assert r.status_code == 200, r.text
         assert {s["speaker"] for s in r.json()["segments"]} == {"SPEAKER_1", "SPEAKER_2"}
         r = asyncio.run(post("/inference", {"response_format": "json"}))
         assert "SPEAKER" not in r.text
+        # whisper.cpp's server reads `diarize` as its stereo -di: a mono upload is refused in one line
+        r = asyncio.run(post("/inference", {"response_format": "json", "diarize": "true"}))
+        assert r.status_code == 415 and "stereo" in r.json()["error"]["message"], r.text
     finally:
         app.state.wl.engine.close()
 

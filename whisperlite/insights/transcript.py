@@ -13,7 +13,7 @@ import srt
 from whisperlite.core.errors import WhisperliteError
 
 # SRT cues of a diarized transcript begin with their speaker: "[SPEAKER_1] text"
-_SRT_SPEAKER = re.compile(r"^\[(SPEAKER_\d+)\]\s*")
+_SRT_SPEAKER = re.compile(r"^\[(SPEAKER_(?:\d+|\?))\]\s*")
 TRANSCRIPT_EXTENSIONS = (".json", ".srt")
 
 

@@ -387,6 +387,11 @@ async def inference(request: Request) -> Response:
     probabilities = not parse_bool("no_language_probabilities", fields.get("no_language_probabilities", "false"))
     # whisper.cpp: token times by default exactly for verbose_json and line-length limits
     formats = {"srt": ("srt",), "vtt": ("vtt",), "verbose_json": ("json",)}.get(fmt, ())
+    # whisper.cpp's server reads `diarize` as its stereo -di; voice diarization here is `speakers=N`
+    if "diarize" in fields:
+        if "stereo_diarize" in fields:
+            raise ApiError(400, "diarize: given twice (also as stereo_diarize)", param="diarize", code="invalid_value")
+        fields["stereo_diarize"] = fields.pop("diarize")
     run = run_options_of(fields, _CPP_OWN, formats, WORD_FORMATS)
     job = _Transcription(request, state, upload, run)
     try:
