@@ -41,8 +41,8 @@ from whisperlite.audio.ffmpeg import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
 from whisperlite.audio.mel import log_mel_spectrogram
 from whisperlite.audio.silero import FRAME, SileroVad
 from whisperlite.audio.vad import silero_weights
-from whisperlite.transcription.decoding import compression_ratio, decode_with_fallback
-from whisperlite.transcription.options import OptionError, StreamOptions, TranscribeOptions
+from whisperlite.transcription.decoding import DecodeResult, compression_ratio
+from whisperlite.transcription.options import FallbackOptions, OptionError, StreamOptions, TranscribeOptions
 from whisperlite.transcription.results import Segment, TranscriptionInfo, Word
 from whisperlite.transcription.transcribe import INPUT_STRIDE, WhisperModel, _Window
 
@@ -103,6 +103,14 @@ def _loop_end(tokens: list[int], stamp: int) -> int:
             if keys[i : i + k] == keys[i + k : i + 2 * k]:
                 return text[i + k - 1] + 1
     return len(tokens)
+
+
+def _loops(result: DecodeResult, fallback: FallbackOptions) -> bool:
+    return fallback.compression_ratio_threshold is not None and result.compression_ratio > fallback.compression_ratio_threshold
+
+
+def _unsure(result: DecodeResult, fallback: FallbackOptions) -> bool:
+    return fallback.logprob_threshold is not None and result.avg_logprob < fallback.logprob_threshold
 
 
 class _VoiceGate:
@@ -288,7 +296,8 @@ class StreamingTranscriber:
         pass's audio ends here, and a window of the last second or so alone, prompted with
         the text before it, tends to repeat that text. A pass that is not `final` is decoded
         once, at temperature 0: None if it fails the gates (no hotter retries, which cost up
-        to six decodes of five samples each, for text a later pass decodes again anyway)."""
+        to six decodes of five samples each, for text a later pass decodes again anyway).
+        A final pass falls back through the temperatures."""
         m, s = self.model, self.stream
         samples = samples[: N_FRAMES * HOP_LENGTH]
         frames = len(samples) // HOP_LENGTH
@@ -306,25 +315,44 @@ class StreamingTranscriber:
         opts = replace(decode, language=self.language, prompt=tuple(prompt) + self._hotwords,
                        sample_len=min(decode.sample_len or m.model.dims.n_text_ctx // 2, most))
         fallback = self.options.fallback
-        if not final:
-            fallback = replace(fallback, temperatures=fallback.temperatures[:1])
-        result = decode_with_fallback(m._decoder, cross, opts, fallback)
-        if (fallback.no_speech_threshold is not None and result.no_speech_prob > fallback.no_speech_threshold
-                and (fallback.logprob_threshold is None or result.avg_logprob < fallback.logprob_threshold)):
-            return []  # silence: nothing to emit
-        if not final and ((fallback.compression_ratio_threshold is not None
-                           and result.compression_ratio > fallback.compression_ratio_threshold)
-                          or (fallback.logprob_threshold is not None and result.avg_logprob < fallback.logprob_threshold)):
-            return None
+        # A pass that is not final tries temperature 0 only. Each try is judged after its loop
+        # is cut: greedy decoding of a short utterance before silence loops on it, which trips
+        # the compression gate, and hotter tries loop the same way at several times the cost
+        # (a final pass ran all six, and every word after it waited).
+        tries = []
+        for temperature in fallback.temperatures if final else fallback.temperatures[:1]:
+            result = self._cut_loop(m._decoder.decode(cross, replace(opts, temperature=temperature)))
+            if (fallback.no_speech_threshold is not None and result.no_speech_prob > fallback.no_speech_threshold
+                    and (fallback.logprob_threshold is None or result.avg_logprob < fallback.logprob_threshold)):
+                return []  # silence: nothing to emit
+            if not _loops(result, fallback) and not _unsure(result, fallback):
+                break
+            tries.append(result)
+        else:
+            if not final:
+                return None
+            # every try failed a gate: the likeliest one that does not loop (faster-whisper's
+            # choice; the hottest try, which openai-whisper keeps, is the likeliest to be made up)
+            result = max([r for r in tries if not _loops(r, fallback)] or tries, key=lambda r: r.avg_logprob)
         stamp = m.tokenizer.timestamp_begin
-        keep = _loop_end(result.tokens, stamp)
-        result = replace(result, tokens=result.tokens[:keep], token_logprobs=result.token_logprobs[:keep])
         if result.tokens and result.tokens[-1] < stamp:  # the last segment closes at the end of the audio
             result = replace(result, tokens=[*result.tokens, stamp + frames // INPUT_STRIDE],
                              token_logprobs=[*result.token_logprobs, 0.0])
         segments, _ = m._split(result, 0, 0.0, frames)
         m._add_words(_Window(segments, cross, mel, frames, 0.0, self.language), opts.task)
         return segments
+
+    def _cut_loop(self, result: DecodeResult) -> DecodeResult:
+        """`result` up to its first phrase said twice in a row (`_loop_end`), with the gates'
+        measures of what is kept."""
+        tok = self.model.tokenizer
+        keep = _loop_end(result.tokens, tok.timestamp_begin)
+        if keep == len(result.tokens):
+            return result
+        tokens, logprobs = result.tokens[:keep], result.token_logprobs[:keep]
+        text = tok.decode([t for t in tokens if t < tok.timestamp_begin])
+        return replace(result, tokens=tokens, token_logprobs=logprobs, text=text,
+                       avg_logprob=sum(logprobs) / (len(tokens) + 1), compression_ratio=compression_ratio(text))
 
     def _prompt(self, upto: int) -> list[int]:
         """Tokens of the final words before the `upto`-th (at most PROMPT_CHARS of their text),
