@@ -22,8 +22,8 @@ Two policies decide when words become final within an utterance:
 
 - `agreement` (LocalAgreement-2, as whisper_streaming): the utterance so far is decoded again
   whenever `min_chunk_ms` of new audio has arrived; a word is final once two consecutive
-  passes agree on it and on every word before it (one that neither is sure of waits for
-  2 s of audio after it). Each pass is prompted with the final text
+  passes agree on it and on every word before it (one that neither is sure of waits up to
+  two passes more). Each pass is prompted with the final text
   that has left the buffer, and the buffer is cut after a final sentence end once it is
   longer than `trim_seconds`, so a pass never decodes more than one 30-s window.
 - `window` (whisper.cpp's `stream`): every `step_ms` the last `length_ms` of audio is decoded
@@ -61,12 +61,10 @@ TOKENS_PER_SECOND = 10
 CONTEXT_GIVE_UP = 2.0
 LOOP_TOKENS = 4  # a phrase this long said twice in a row is a decoding loop, not speech
 # A word two passes agree on but neither is sure of (probability below UNSURE in both) waits
-# until a pass has UNSURE_AFTER seconds of audio after it: words misheard on too little audio
-# after them are mostly unsure, and a pass with more of what follows often hears them as
-# offline transcribe does. (A wait counted in passes, restarted at each unsure word, let a
-# run of them crawl: seconds of delay on hard speech.)
+# up to WAIT_PASSES more passes: words misheard on too little audio after them are mostly
+# unsure, and a pass with more of what follows often hears them as offline transcribe does.
 UNSURE = 0.4
-UNSURE_AFTER = 2.0
+WAIT_PASSES = 2
 
 
 @dataclass(frozen=True)
@@ -192,6 +190,7 @@ class StreamingTranscriber:
         self._speech_from = 0  # stream sample index where the utterance in progress began
         self.final: list[Word] = []  # every final word, in order
         self._pending: list[Word] = []  # the last pass's words not yet final (agreement), or its line (window)
+        self._waited = 0  # agreement: passes the first unsure agreed word has waited
         self._passes = 0  # window: passes since the last line became final
         self._finished = False
         self.passes = 0  # decoding passes run (for benchmarks)
@@ -457,12 +456,15 @@ class StreamingTranscriber:
         if final is not None:
             agreed = len(self._before(words, final))
         else:
-            agreed = 0
+            agreed, unsure = 0, False
             for a, b in zip(words, self._pending):
-                if _norm(a.word) != _norm(b.word) or (max(a.probability, b.probability) < UNSURE
-                                                      and a.end > end / SAMPLE_RATE - UNSURE_AFTER):
+                if _norm(a.word) != _norm(b.word):
+                    break
+                if max(a.probability, b.probability) < UNSURE and self._waited < WAIT_PASSES:
+                    unsure = True
                     break
                 agreed += 1
+            self._waited = self._waited + 1 if unsure else 0
         events = self._commit(words[:agreed])
         self._pending = words[agreed:]
         if final is None:
