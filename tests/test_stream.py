@@ -152,3 +152,47 @@ def test_cli_bad_inputs_one_line(tmp_path):
         r = run_cli(*args, timeout=60)
         assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
         assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_loop_cut_in_lower_case():
+    """A phrase said again with its first word capitalized is a loop too; a phrase said once is kept whole."""
+    from whisperlite.transcription.streaming import _loop_end
+
+    spell = {1: " and", 2: " so", 3: " my", 4: " fellow", 5: " Americans", 6: ".", 7: " And"}.__getitem__
+    stamp = 100
+    assert _loop_end([100, 1, 2, 3, 4, 5, 6, 7, 2, 3, 4, 5, 6, 120], stamp, spell) == 7
+    assert _loop_end([100, 1, 2, 3, 4, 5, 6, 120], stamp, spell) == 8
+
+
+def test_held_words_opening_a_pass_are_skipped_whatever_their_times():
+    """The buffer starts in the last final word; the pass re-times it onto the speech after a
+    pause: it is still that word, not a new one (it was made final twice: 'myself. myself.')."""
+    from whisperlite.transcription.results import Word
+
+    held = [Word(23.08, 23.41, " myself.", 0.9, [1])]
+    words = [Word(26.30, 26.70, " myself.", 0.9, [1]), Word(26.70, 28.06, " I", 0.9, [2]),
+             Word(28.06, 28.24, " have", 0.9, [3])]
+    assert StreamingTranscriber._after(words, held) == words[1:]
+    # a new word that merely equals the last final one, later in the pass, is new
+    words = [Word(26.30, 26.70, " I", 0.9, [2]), Word(26.70, 27.0, " said", 0.9, [4]),
+             Word(27.0, 27.4, " myself.", 0.9, [1])]
+    assert StreamingTranscriber._after(words, held) == words
+
+
+@pytest.mark.slow
+def test_short_utterance_before_silence_one_try_per_pass(tiny_model, monkeypatch):
+    """'Mary rolled the barrel.' then silence: greedy decoding loops on it ('... barrel. Mary
+    rolled the barrel. ...'). The loop is cut before the gates judge the pass, so the final
+    pass tries no hotter temperature (six tries each looped again, seconds of CPU that every
+    later word waited for), and its words are aligned within the speech, so the last one is
+    not squeezed into the pause and dropped."""
+    from whisperlite.audio.ffmpeg import load_audio
+
+    bobby, mary = (load_audio(str(FIXTURES / f"praatio-{name}.flac")) for name in ("bobby", "mary"))
+    audio = np.concatenate([bobby, np.zeros(3 * SAMPLE_RATE, np.float32), mary, np.zeros(2 * SAMPLE_RATE, np.float32)])
+    decoder, tries = tiny_model._decoder, []
+    decode = decoder.decode
+    monkeypatch.setattr(decoder, "decode", lambda *a, **k: tries.append(1) or decode(*a, **k))
+    engine, events = _stream(tiny_model, audio, "agreement", chunk=0.1)
+    assert normalize("".join(w.word for w in engine.final)) == "bobby ripped the ledger mary rolled the barrel".split()
+    assert len(tries) == engine.passes

@@ -22,7 +22,8 @@ Two policies decide when words become final within an utterance:
 
 - `agreement` (LocalAgreement-2, as whisper_streaming): the utterance so far is decoded again
   whenever `min_chunk_ms` of new audio has arrived; a word is final once two consecutive
-  passes agree on it and on every word before it. Each pass is prompted with the final text
+  passes agree on it and on every word before it (one that neither is sure of waits up to
+  two passes more). Each pass is prompted with the final text
   that has left the buffer, and the buffer is cut after a final sentence end once it is
   longer than `trim_seconds`, so a pass never decodes more than one 30-s window.
 - `window` (whisper.cpp's `stream`): every `step_ms` the last `length_ms` of audio is decoded
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -41,8 +43,8 @@ from whisperlite.audio.ffmpeg import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
 from whisperlite.audio.mel import log_mel_spectrogram
 from whisperlite.audio.silero import FRAME, SileroVad
 from whisperlite.audio.vad import silero_weights
-from whisperlite.transcription.decoding import compression_ratio, decode_with_fallback
-from whisperlite.transcription.options import OptionError, StreamOptions, TranscribeOptions
+from whisperlite.transcription.decoding import DecodeResult, compression_ratio
+from whisperlite.transcription.options import FallbackOptions, OptionError, StreamOptions, TranscribeOptions
 from whisperlite.transcription.results import Segment, TranscriptionInfo, Word
 from whisperlite.transcription.transcribe import INPUT_STRIDE, WhisperModel, _Window
 
@@ -58,6 +60,11 @@ TOKENS_PER_SECOND = 10
 # decodes again without them.
 CONTEXT_GIVE_UP = 2.0
 LOOP_TOKENS = 4  # a phrase this long said twice in a row is a decoding loop, not speech
+# A word two passes agree on but neither is sure of (probability below UNSURE in both) waits
+# up to WAIT_PASSES more passes: words misheard on too little audio after them are mostly
+# unsure, and a pass with more of what follows often hears them as offline transcribe does.
+UNSURE = 0.4
+WAIT_PASSES = 2
 
 
 @dataclass(frozen=True)
@@ -90,19 +97,29 @@ def _near(a: Word, b: Word) -> bool:
     return abs(a.start - b.start) < 1.0 or abs(a.end - b.end) < 1.0
 
 
-def _loop_end(tokens: list[int], stamp: int) -> int:
+def _loop_end(tokens: list[int], stamp: int, spell: Callable[[int], str]) -> int:
     """How many of `tokens` to keep: up to the end of the first phrase (LOOP_TOKENS text tokens
     or more, timestamps aside) said twice in a row, or all. Greedy decoding of a short
     utterance followed by silence tends to loop on it ("Mary rolled the barrel. Mary rolled
     the barrel. ..."); cut before the words are aligned, or the loop drags the times of the
-    words before it."""
+    words before it. Tokens are compared as `spell` writes them, in lower case: the repeat
+    may capitalize the phrase's first word ("and so my fellow Americans. And so my fellow
+    Americans.")."""
     text = [i for i, t in enumerate(tokens) if t < stamp]
-    keys = [tokens[i] for i in text]
+    keys = [spell(tokens[i]).strip().lower() for i in text]
     for i in range(len(keys)):
         for k in range(LOOP_TOKENS, (len(keys) - i) // 2 + 1):
             if keys[i : i + k] == keys[i + k : i + 2 * k]:
                 return text[i + k - 1] + 1
     return len(tokens)
+
+
+def _loops(result: DecodeResult, fallback: FallbackOptions) -> bool:
+    return fallback.compression_ratio_threshold is not None and result.compression_ratio > fallback.compression_ratio_threshold
+
+
+def _unsure(result: DecodeResult, fallback: FallbackOptions) -> bool:
+    return fallback.logprob_threshold is not None and result.avg_logprob < fallback.logprob_threshold
 
 
 class _VoiceGate:
@@ -173,6 +190,7 @@ class StreamingTranscriber:
         self._speech_from = 0  # stream sample index where the utterance in progress began
         self.final: list[Word] = []  # every final word, in order
         self._pending: list[Word] = []  # the last pass's words not yet final (agreement), or its line (window)
+        self._waited = 0  # agreement: passes the first unsure agreed word has waited
         self._passes = 0  # window: passes since the last line became final
         self._finished = False
         self.passes = 0  # decoding passes run (for benchmarks)
@@ -264,34 +282,43 @@ class StreamingTranscriber:
         return events
 
     # --- decoding ------------------------------------------------------------------------
-    def _decode(self, begin: int, end: int, held: list[Word], final: bool) -> list[Word] | None:
+    def _decode(self, begin: int, end: int, held: list[Word], final: bool,
+                spoken: int | None = None) -> list[Word] | None:
         """Words of samples [begin, end) of the stream, timed on the stream's clock, prompted
         with the final text before `held` (the final words whose audio is in [begin, end)).
-        None: a pass that is not `final` failed the quality gates (a later pass decodes its
-        audio again)."""
+        `spoken`: the sample index where the speech ended (the VAD's), if it did. None: a
+        pass that is not `final` failed the quality gates (a later pass decodes its audio
+        again)."""
         samples = self._audio[begin - self._start : end - self._start]
         self._last_pass = end
         if len(samples) < 2 * HOP_LENGTH:
             return []
         self.passes += 1
-        segments = self._decode_window(samples, self._prompt(len(self.final) - len(held)), final)
+        segments = self._decode_window(samples, self._prompt(len(self.final) - len(held)), final,
+                                       None if spoken is None else spoken - begin)
         if segments is None:
             return None
         offset = begin / SAMPLE_RATE
         return [Word(round(w.start + offset, 3), round(w.end + offset, 3), w.word, w.probability, list(w.tokens))
                 for seg in segments if seg.text.strip() and seg.end > seg.start for w in seg.words or []]
 
-    def _decode_window(self, samples: np.ndarray, prompt: list[int], final: bool) -> list[Segment] | None:
+    def _decode_window(self, samples: np.ndarray, prompt: list[int], final: bool,
+                       spoken: int | None = None) -> list[Segment] | None:
         """Segments with words of one window (at most 30 s), times from its start. The encoder
         sees the audio plus `encoder_pad_ms` of silence. Text after the last timestamp ends at
-        the end of the audio: transcribe would decode it again in a window of its own, but a
-        pass's audio ends here, and a window of the last second or so alone, prompted with
-        the text before it, tends to repeat that text. A pass that is not `final` is decoded
+        the end of the speech (the first `spoken` samples, when the VAD saw it end, else the
+        audio): transcribe would decode it again in a window of its own, but a pass's audio
+        ends here, and a window of the last second or so alone, prompted with the text before
+        it, tends to repeat that text. Words are aligned within the speech: aligned over the
+        pause after it too, a last word was squeezed into the pause's end, and dropped as
+        one that starts after the speech. A pass that is not `final` is decoded
         once, at temperature 0: None if it fails the gates (no hotter retries, which cost up
-        to six decodes of five samples each, for text a later pass decodes again anyway)."""
+        to six decodes of five samples each, for text a later pass decodes again anyway).
+        A final pass falls back through the temperatures."""
         m, s = self.model, self.stream
         samples = samples[: N_FRAMES * HOP_LENGTH]
         frames = len(samples) // HOP_LENGTH
+        speech = frames if spoken is None else min(frames, max(spoken // HOP_LENGTH, INPUT_STRIDE))
         n = N_FRAMES
         if s.encoder_pad_ms:  # whole seconds: a few workspace shapes, reused
             n = min(N_FRAMES, -(-(frames + s.encoder_pad_ms // 10) // 100) * 100)
@@ -306,25 +333,44 @@ class StreamingTranscriber:
         opts = replace(decode, language=self.language, prompt=tuple(prompt) + self._hotwords,
                        sample_len=min(decode.sample_len or m.model.dims.n_text_ctx // 2, most))
         fallback = self.options.fallback
-        if not final:
-            fallback = replace(fallback, temperatures=fallback.temperatures[:1])
-        result = decode_with_fallback(m._decoder, cross, opts, fallback)
-        if (fallback.no_speech_threshold is not None and result.no_speech_prob > fallback.no_speech_threshold
-                and (fallback.logprob_threshold is None or result.avg_logprob < fallback.logprob_threshold)):
-            return []  # silence: nothing to emit
-        if not final and ((fallback.compression_ratio_threshold is not None
-                           and result.compression_ratio > fallback.compression_ratio_threshold)
-                          or (fallback.logprob_threshold is not None and result.avg_logprob < fallback.logprob_threshold)):
-            return None
+        # A pass that is not final tries temperature 0 only. Each try is judged after its loop
+        # is cut: greedy decoding of a short utterance before silence loops on it, which trips
+        # the compression gate, and hotter tries loop the same way at several times the cost
+        # (a final pass ran all six, and every word after it waited).
+        tries = []
+        for temperature in fallback.temperatures if final else fallback.temperatures[:1]:
+            result = self._cut_loop(m._decoder.decode(cross, replace(opts, temperature=temperature)))
+            if (fallback.no_speech_threshold is not None and result.no_speech_prob > fallback.no_speech_threshold
+                    and (fallback.logprob_threshold is None or result.avg_logprob < fallback.logprob_threshold)):
+                return []  # silence: nothing to emit
+            if not _loops(result, fallback) and not _unsure(result, fallback):
+                break
+            tries.append(result)
+        else:
+            if not final:
+                return None
+            # every try failed a gate: the likeliest one that does not loop (faster-whisper's
+            # choice; the hottest try, which openai-whisper keeps, is the likeliest to be made up)
+            result = max([r for r in tries if not _loops(r, fallback)] or tries, key=lambda r: r.avg_logprob)
         stamp = m.tokenizer.timestamp_begin
-        keep = _loop_end(result.tokens, stamp)
-        result = replace(result, tokens=result.tokens[:keep], token_logprobs=result.token_logprobs[:keep])
         if result.tokens and result.tokens[-1] < stamp:  # the last segment closes at the end of the audio
-            result = replace(result, tokens=[*result.tokens, stamp + frames // INPUT_STRIDE],
+            result = replace(result, tokens=[*result.tokens, stamp + speech // INPUT_STRIDE],
                              token_logprobs=[*result.token_logprobs, 0.0])
-        segments, _ = m._split(result, 0, 0.0, frames)
-        m._add_words(_Window(segments, cross, mel, frames, 0.0, self.language), opts.task)
+        segments, _ = m._split(result, 0, 0.0, speech)
+        m._add_words(_Window(segments, cross, mel, speech, 0.0, self.language), opts.task)
         return segments
+
+    def _cut_loop(self, result: DecodeResult) -> DecodeResult:
+        """`result` up to its first phrase said twice in a row (`_loop_end`), with the gates'
+        measures of what is kept."""
+        tok = self.model.tokenizer
+        keep = _loop_end(result.tokens, tok.timestamp_begin, lambda t: tok.decode([t]))
+        if keep == len(result.tokens):
+            return result
+        tokens, logprobs = result.tokens[:keep], result.token_logprobs[:keep]
+        text = tok.decode([t for t in tokens if t < tok.timestamp_begin])
+        return replace(result, tokens=tokens, token_logprobs=logprobs, text=text,
+                       avg_logprob=sum(logprobs) / (len(tokens) + 1), compression_ratio=compression_ratio(text))
 
     def _prompt(self, upto: int) -> list[int]:
         """Tokens of the final words before the `upto`-th (at most PROMPT_CHARS of their text),
@@ -355,10 +401,12 @@ class StreamingTranscriber:
                                      autojunk=False)
         # the same word at about the same time: by its start or its end (the DTW stretches the
         # end of a word before a pause into the pause, differently in each pass); or the held
-        # words' last two or more, in order, whenever they are (the text says enough)
+        # words' last two or more, in order, whenever they are (the text says enough); or the
+        # held words' last ones as the pass's first words (the buffer starts in them; the DTW
+        # may stretch one over the pause after it, onto the new speech)
         blocks = [m for m in sm.get_matching_blocks()
                   if m.size and (_near(held[m.a + m.size - 1], words[m.b + m.size - 1])
-                                 or (m.size >= 2 and m.a + m.size == len(held)))]
+                                 or (m.a + m.size == len(held) and (m.size >= 2 or m.b == 0)))]
         i, rest = -1, words
         if blocks:
             i, j = blocks[-1].a + blocks[-1].size - 1, blocks[-1].b + blocks[-1].size - 1
@@ -390,27 +438,33 @@ class StreamingTranscriber:
 
     def _agree(self, end: int, final: int | None = None) -> list[StreamEvent]:
         """LocalAgreement-2: decode the buffer; words both this pass and the last one give,
-        from the start of what is not final, become final. `final` (a sample index): all of
-        this pass's words that start before it do."""
+        from the start of what is not final, become final (an unsure one after waiting, see
+        UNSURE). `final` (a sample index): all of this pass's words that start before it do."""
         held = self._held(self._start)
-        decoded = self._decode(self._start, end, held, final is not None)
+        decoded = self._decode(self._start, end, held, final is not None, final)
         if decoded is None:
             return []
         words = self._after(decoded, held)
-        if not words and held and end - self._speech_from >= CONTEXT_GIVE_UP * SAMPLE_RATE:
+        if not words and held and end - max(self._speech_from, round(held[-1].end * SAMPLE_RATE)) \
+                >= CONTEXT_GIVE_UP * SAMPLE_RATE:
             # The pass stopped after the final words it was given as context (a sentence end
             # and a pause make the model end its text there), with seconds of new speech after
-            # them: decode from after them.
+            # them: decode from after them. (Not when they are this utterance's own words, all
+            # final: what follows them is the pause, where a pass alone makes words up.)
             self._drop_before(round(held[-1].end * SAMPLE_RATE))
             return self._agree(end, final)
         if final is not None:
             agreed = len(self._before(words, final))
         else:
-            agreed = 0
+            agreed, unsure = 0, False
             for a, b in zip(words, self._pending):
                 if _norm(a.word) != _norm(b.word):
                     break
+                if max(a.probability, b.probability) < UNSURE and self._waited < WAIT_PASSES:
+                    unsure = True
+                    break
                 agreed += 1
+            self._waited = self._waited + 1 if unsure else 0
         events = self._commit(words[:agreed])
         self._pending = words[agreed:]
         if final is None:
@@ -449,7 +503,7 @@ class StreamingTranscriber:
         if end - begin < s.keep_ms * SAMPLE_RATE // 1000 + FRAME:
             return self._close_line(final) if line_ends else []
         held = self._held(begin)
-        decoded = self._decode(begin, end, held, line_ends or final is not None)
+        decoded = self._decode(begin, end, held, line_ends or final is not None, final)
         if decoded is None:
             return []
         words = self._after(decoded, held)
