@@ -39,3 +39,34 @@ def test_read_only_cache_still_runs(tmp_path, monkeypatch):
     warmup.compile_once("k", lambda: calls.append(1))
     warmup.compile_once("k", lambda: calls.append(2))
     assert calls == [1, 2]
+
+
+def test_live_line_counts_compiles_and_names_the_stage(tmp_path, monkeypatch):
+    import io
+    import time
+
+    import numba
+
+    monkeypatch.setattr(_env, "CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(warmup, "REDRAW_SECONDS", 0.01)
+    terminal = io.StringIO()
+    monkeypatch.setattr(warmup, "_live_stream", lambda: terminal)
+
+    @numba.njit
+    def inner(x):
+        return x + 1
+
+    @numba.njit
+    def outer(x):
+        return inner(x) * 2  # compiles inside outer's compile: one kernel, not two
+
+    def warm() -> None:
+        warmup.stage("encoder")
+        assert outer(1) == 4
+        time.sleep(0.2)
+
+    warmup.compile_once("k", warm)
+    drawn = terminal.getvalue()
+    assert "\r\x1b[Kwhisperlite: compiling kernels: 1 compiled, 1 encoder," in drawn
+    assert "2 compiled" not in drawn
+    assert drawn.endswith("\r\x1b[K")  # cleared for the closing notice

@@ -43,7 +43,7 @@ def test_failed_helper_leaves_the_step_to_the_warm_up(model_path, monkeypatch):
     model = Whisper(loader.apply_compute_type(loader.read_checkpoint(model_path), "auto"))
     loader._warm_up(model, 2, model_path, "auto", None)
     assert stepped == [(2, 3)]  # both thread counts' steps, after the helper had exited with 3
-    assert whisper_step.step_body.signatures and whisper_step.step_parallel.signatures
+    assert whisper_step.step_body.signatures
 
 
 def test_interrupted_warm_up_kills_the_helper(model_path, monkeypatch):

@@ -23,7 +23,7 @@ from whisperlite.kernels.quant import bytes_per_row, dequantize_rows, quantize
 from whisperlite.models.speaker_encoder import SpeakerEncoder
 from whisperlite.models.whisper import KVCache, TextDecoder, Whisper
 from whisperlite.registry.embedded import embedded_model_dir
-from whisperlite.registry.warmup import compile_once, weight_types
+from whisperlite.registry.warmup import compile_once, stage, weight_types
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 from whisperlite.transcription.options import COMPUTE_TYPES, DEFAULT_MODEL
 
@@ -159,10 +159,10 @@ def _quantize_q8_0(w: Weight) -> QTensor:
     return QTensor(QType.Q8_0, (rows, cols), out)
 
 
-def _kernel_key(ckpt: WhisperCheckpoint, threads: int) -> str:
+def _kernel_key(ckpt: WhisperCheckpoint) -> str:
     """What decides which kernels a transcription compiles: the weight types (a q5_0 file
-    and tiny.en's float16 share no product kernel), and one thread needs no two-thread step."""
-    return f"whisper-{weight_types(ckpt.weights.values())}{'-1t' if threads == 1 else ''}"
+    and tiny.en's float16 share no product kernel)."""
+    return f"whisper-{weight_types(ckpt.weights.values())}"
 
 
 def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str,
@@ -178,11 +178,14 @@ def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str,
     if physical_cores() > 1 and model.decoder.step_weights is not None and _numba_cache_writable():
         helper = _compile_step_elsewhere(path, compute_type, threads)
     try:
+        stage("encoder")
         features = model.encoder(np.zeros((model.dims.n_mels, 2 * model.dims.n_audio_ctx), np.float32))
+        stage("decoder")
         cache = model.decoder.new_cache(features, batch=2)
         model.decoder(np.zeros((1, 3), np.int64), cache, positions=(0, -1))
         if warm_more is not None:
             warm_more(model, cache)
+        stage("decoder step")
         if helper is not None:
             helper.wait()  # whatever it did not finish (it failed, say) compiles here instead
         _warm_step(model.decoder, threads, cache)
@@ -193,8 +196,8 @@ def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str,
 
 
 def _warm_step(decoder: TextDecoder, threads: int, cache: KVCache | None = None) -> None:
-    """The decoder step's kernels: on one thread, and on two unless `threads` is 1 (the
-    two-thread step is a compile of its own, ~30 s, unused at -t 1)."""
+    """The decoder step's kernel, run on one thread and, unless `threads` is 1, on two (the
+    same compiled body on two Python threads: nothing more to compile, a check that both run)."""
     if cache is None:
         d = decoder.dims
         cache = decoder.new_cache(np.zeros((d.n_audio_ctx, d.n_audio_state), np.float32), batch=2)
@@ -295,7 +298,7 @@ def load_whisper(name: str = DEFAULT_MODEL, threads: int | None = None, compute_
     path = resolve(name)
     ckpt = apply_compute_type(read_checkpoint(path), compute_type)
     model = Whisper(ckpt)
-    compile_once(_kernel_key(ckpt, n), lambda: _warm_up(model, n, path, compute_type, warm_more))
+    compile_once(_kernel_key(ckpt), lambda: _warm_up(model, n, path, compute_type, warm_more))
     ckpt.release_mapped_pages()
     _release_compiler_pages()
     return model, tokenizer_for(ckpt), n
