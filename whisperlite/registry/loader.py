@@ -23,7 +23,7 @@ from whisperlite.kernels.quant import bytes_per_row, dequantize_rows, quantize
 from whisperlite.models.speaker_encoder import SpeakerEncoder
 from whisperlite.models.whisper import KVCache, TextDecoder, Whisper
 from whisperlite.registry.embedded import embedded_model_dir
-from whisperlite.registry.warmup import compile_once, stage, weight_types
+from whisperlite.registry.warmup import first_use, stage, weight_types
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 from whisperlite.transcription.options import COMPUTE_TYPES, DEFAULT_MODEL
 
@@ -159,10 +159,10 @@ def _quantize_q8_0(w: Weight) -> QTensor:
     return QTensor(QType.Q8_0, (rows, cols), out)
 
 
-def _kernel_key(ckpt: WhisperCheckpoint) -> str:
-    """What decides which kernels a transcription compiles: the weight types (a q5_0 file
-    and tiny.en's float16 share no product kernel)."""
-    return f"whisper-{weight_types(ckpt.weights.values())}"
+def _kernel_key(ckpt: WhisperCheckpoint, compute_type: str) -> str:
+    """What decides which kernels a transcription compiles: the file's weight types (a q5_0
+    file and tiny.en's float16 share no product kernel) and the compute type applied to them."""
+    return f"whisper-{weight_types(ckpt.weights.values())}-{compute_type}"
 
 
 def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str,
@@ -296,9 +296,15 @@ def load_whisper(name: str = DEFAULT_MODEL, threads: int | None = None, compute_
     numba and BLAS threads (returned as set). See `_warm_up` for `warm_more`."""
     n = set_threads(threads)
     path = resolve(name)
-    ckpt = apply_compute_type(read_checkpoint(path), compute_type)
-    model = Whisper(ckpt)
-    compile_once(_kernel_key(ckpt), lambda: _warm_up(model, n, path, compute_type, warm_more))
+    stored = read_checkpoint(path)
+    # applying the compute type and building the model call kernels too (quantizing the
+    # embedding, converting matrices): on a first run they compile under the notice
+    with first_use(_kernel_key(stored, compute_type)) as cold:
+        stage("model")
+        ckpt = apply_compute_type(stored, compute_type)
+        model = Whisper(ckpt)
+        if cold:
+            _warm_up(model, n, path, compute_type, warm_more)
     ckpt.release_mapped_pages()
     _release_compiler_pages()
     return model, tokenizer_for(ckpt), n

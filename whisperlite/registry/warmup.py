@@ -10,13 +10,14 @@ compiled and names the part of the model being reached (`stage`), redrawn in pla
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable, TextIO
+from typing import Callable, Iterable, Iterator, TextIO
 
 from gguf import GGMLQuantizationType as QType
 from numba.core import event
@@ -117,20 +118,23 @@ def _live_stream() -> TextIO | None:
     return err if log.isEnabledFor(logging.WARNING) and err is not None and err.isatty() else None
 
 
-def compile_once(key: str, warm: Callable[[], None], stages: int | None = None) -> None:
-    """Run `warm` (calls that reach the kernels of one kind of model, `key`, announcing its
-    `stages` parts through `stage`) unless an earlier run of these sources already has,
-    reporting the compile on stderr."""
+@contextlib.contextmanager
+def first_use(key: str, stages: int | None = None) -> Iterator[bool]:
+    """Whether the kernels of one kind of model (`key`) still have to compile: if so (True),
+    the block's calls that reach them are reported on stderr (a notice, the live line, the
+    seconds taken; `stages` parts announced through `stage`) and, when it completes, the
+    cache is marked warm for these sources."""
     import numba
 
     marker = Path(_env.CACHE_DIR) / "numba" / f".warm-{_source_digest()}-{numba.__version__}-{key}"
     if marker.exists():
+        yield False
         return
     log.warning("whisperlite: compiling kernels for first use (cached afterwards)…")
     with _Progress(_live_stream(), stages) as progress:
         _active.append(progress)
         try:
-            warm()
+            yield True
         finally:
             _active.pop()
     log.warning("whisperlite: kernels compiled in %.0f s", time.perf_counter() - progress.t0)
@@ -139,6 +143,14 @@ def compile_once(key: str, warm: Callable[[], None], stages: int | None = None) 
         marker.touch()
     except OSError:
         pass  # read-only cache: numba recompiles each run anyway, the notice stays honest
+
+
+def compile_once(key: str, warm: Callable[[], None], stages: int | None = None) -> None:
+    """Run `warm` (calls that reach the kernels of one kind of model, `key`) unless an
+    earlier run of these sources already has, reporting the compile (see `first_use`)."""
+    with first_use(key, stages) as cold:
+        if cold:
+            warm()
 
 
 def weight_types(weights: Iterable[Weight]) -> str:
