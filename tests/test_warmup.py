@@ -65,8 +65,8 @@ def test_live_line_counts_compiles_and_names_the_stage(tmp_path, monkeypatch):
         assert outer(1) == 4
         time.sleep(0.2)
 
-    warmup.compile_once("k", warm)
+    warmup.compile_once("k", warm, stages=3)
     drawn = terminal.getvalue()
-    assert "\r\x1b[Kwhisperlite: compiling kernels: 1 compiled, 1 encoder," in drawn
+    assert "\r\x1b[Kwhisperlite: compiling kernels: 1 compiled, 1/3 (encoder)," in drawn
     assert "2 compiled" not in drawn
     assert drawn.endswith("\r\x1b[K")  # cleared for the closing notice

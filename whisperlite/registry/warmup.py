@@ -60,8 +60,8 @@ class _Progress:
         self.stage_name = name
 
     def line(self) -> str:
-        of = f"/{self.stages}" if self.stages else ""
-        at = f", {self.stage_no}{of} {self.stage_name}" if self.stage_name else ""
+        at = f", {self.stage_no}/{self.stages}" if self.stages else ""
+        at += f" ({self.stage_name})" if self.stage_name else ""
         return (f"whisperlite: compiling kernels: {self.compiled} compiled{at}, "
                 f"{time.perf_counter() - self.t0:.0f} s")
 
