@@ -5,9 +5,9 @@ numpy/numba calls each costs more in dispatch and temporaries than in arithmetic
 `step_body` runs the whole step for B sequences in one call (embedding, layer norms, QKV +
 bias, KV-cache write, self-attention, out-proj + residual, cross-attention over the window's
 audio, MLP with GELU, final norm, vocabulary projection) into caller-owned scratch, on one
-thread or on two at once (TextDecoder.step_parallel: two Python threads): the step streams ~47 MB of
-weights and audio keys/values per token, and one core cannot pull that from memory as fast
-as two. The threads split every product's rows and every attention's heads by claiming
+thread or on two at once (TextDecoder.step_parallel, two Python threads): the step streams
+~47 MB of weights and audio keys/values per token, and one core cannot pull that from memory
+as fast as two. The threads split every product's rows and every attention's heads by claiming
 chunks (kernels/worksplit.py), so the logits are the same bits on one thread or two.
 
 This module is the program: Whisper's layer structure over model-free kernels, the row
