@@ -81,3 +81,20 @@ def test_helper_imports_this_package_whatever_the_working_directory(model_path, 
     (decoy / "__init__.py").write_text("raise SystemExit(7)\n")
     monkeypatch.chdir(tmp_path)
     assert loader._compile_step_elsewhere(model_path, "auto", 1).wait(timeout=600) == 0
+
+
+def test_helper_steps_with_the_transcription_argument_types(model_path):
+    """The helper's zero Q8_0 stand-ins give the step the argument types of the real
+    quantized weights: otherwise the transcription would compile the step again itself."""
+    import numba
+    import numpy as np
+
+    stored = loader.read_checkpoint(model_path)
+    types = []
+    for to_q8_0 in (None, loader._zero_q8_0):
+        decoder = loader.TextDecoder(loader.apply_compute_type(stored, "auto", to_q8_0))
+        d = decoder.dims
+        cache = decoder.new_cache(np.zeros((d.n_audio_ctx, d.n_audio_state), np.float32), batch=2)
+        _, args = decoder._step_args(np.zeros((2, 1), np.int64), cache)
+        types.append(tuple(numba.typeof(a) for a in args))
+    assert types[0] == types[1]

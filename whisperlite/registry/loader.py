@@ -104,7 +104,8 @@ def tokenizer_for(ckpt: WhisperCheckpoint) -> WhisperTokenizer:
 EMBEDDING = "decoder.token_embedding.weight"
 
 
-def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str) -> WhisperCheckpoint:
+def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str,
+                       to_q8_0: Callable[[Weight], QTensor] | None = None) -> WhisperCheckpoint:
     """Choose how matrices are held for computing (as faster-whisper's compute_type).
 
     auto: float decoder layer matrices as stored (float16 stays float16: F16C conversion
@@ -124,6 +125,7 @@ def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str) -> WhisperChe
           sentence (3.0 % vs 1.4 % WER): the same text comes from Q8_0-rounded weights in
           float32 products, so it is the rounding, not the kernels.
     Block-quantized files (q5_0 …) are used as stored by auto and q8_0.
+    `to_q8_0` replaces the quantizer (see compile_step).
     """
     if compute_type not in COMPUTE_TYPES:
         raise ModelNotFoundError(f"unknown compute type '{compute_type}' (choose from {', '.join(COMPUTE_TYPES)})")
@@ -134,7 +136,7 @@ def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str) -> WhisperChe
                  and w.shape[-1] % 32 == 0 and "positional" not in key
                  and (compute_type == "q8_0" or (compute_type == "auto" and key == EMBEDDING)))
         if to_q8:
-            w = _quantize_q8_0(w)
+            w = (to_q8_0 or _quantize_q8_0)(w)
         elif compute_type == "f32" and isinstance(w, QTensor):
             w = w.dequantize()
         out[key] = w
@@ -245,8 +247,16 @@ def _compile_step_elsewhere(path: Path, compute_type: str, threads: int) -> subp
 def compile_step(path: str, compute_type: str, threads: int) -> None:
     """Compile the decoder step a transcription on `threads` uses, for the model at `path`,
     into numba's disk cache, with a transcription's argument types (the helper process of
-    the warm-up)."""
-    _warm_step(TextDecoder(apply_compute_type(read_checkpoint(path), compute_type)), threads)
+    the warm-up). A compile needs the weights' types, not their values: the matrices the
+    compute type quantizes are zero blocks of their Q8_0 shape here, so that the quantizer's
+    compile, which the main process does anyway, stays off the step's (the longest compile)."""
+    _warm_step(TextDecoder(apply_compute_type(read_checkpoint(path), compute_type, _zero_q8_0)), threads)
+
+
+def _zero_q8_0(w: Weight) -> QTensor:
+    """A Q8_0 matrix of w's shape, all zero bytes (zero scales: zero weights)."""
+    rows, cols = (int(n) for n in w.shape)
+    return QTensor(QType.Q8_0, (rows, cols), np.zeros((rows, bytes_per_row(QType.Q8_0, cols)), np.uint8))
 
 
 def _code_mappings(library: str) -> list[tuple[int, int]]:
