@@ -10,13 +10,18 @@ Peers run when installed: faster-whisper (int8, on the same CTranslate2 model) a
 whisper.cpp (pywhispercpp, on a ggml f16 file converted from the same model). --model base
 runs the multilingual base (`whisperlite models pull base`) with the language set to English.
 --audio with --text runs the same comparison on any recording and its reference transcript.
+--contend runs each engine twice in a row, quiet and then with a competing process busy on
+one core for the whole run (a shared 2-core machine), and adds a table of the two speeds and
+the share of its quiet speed each engine keeps.
 
     python scripts/bench_transcribe.py --minutes 10 --threads 1 2 [--model base]
     python scripts/bench_transcribe.py --audio talk.mp3 --text talk.txt --threads 2
+    python scripts/bench_transcribe.py --minutes 2 --threads 2 --default-path --contend
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import os
@@ -187,6 +192,22 @@ def run(engine: str, path: Path, threads: int, beam: int, model: str, ggml: Path
     raise RuntimeError(f"{engine} failed: {p.stderr[-2000:]}")
 
 
+# One core's worth of outside work: a process that never sleeps.
+BUSY = "while True: pass"
+
+
+@contextlib.contextmanager
+def competing_process():
+    """A process busy on one core for as long as the block runs."""
+    p = subprocess.Popen([sys.executable, "-c", BUSY])
+    try:
+        time.sleep(0.2)  # running before the engine starts
+        yield
+    finally:
+        p.kill()
+        p.wait()
+
+
 def dropped_runs(ref: list[str], hyp: list[str], least: int = DROPPED_RUN) -> list[int]:
     """Lengths of the stretches of the reference the transcript leaves out (at least `least`
     words more deleted than inserted in one place): whole sentences skipped, which WER alone
@@ -206,6 +227,18 @@ def print_stages(rows: list[tuple[str, int, dict]]) -> None:
             print(f"| {engine} | {threads} | {label} | {seconds:.2f} | {count} {unit} | {each} |")
 
 
+def print_contended(rows: list[tuple[str, int, float, float, float]]) -> None:
+    """Each engine's speed quiet and with one core busy elsewhere, and the share it keeps."""
+    print(f"\n| engine | threads | quiet: audio s / wall s | one core busy: audio s / wall s | kept | "
+          f"vs whisperlite (busy) | WER % (busy) |")
+    print("|---|---|---|---|---|---|---|")
+    base: dict[int, float] = {}
+    for engine, t, quiet, busy, err in rows:
+        base.setdefault(t, busy)
+        print(f"| {engine} | {t} | {quiet:.1f} | {busy:.1f} | {100 * busy / quiet:.0f}% | {busy / base[t]:.2f}x | "
+              f"{err:.1f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0)
@@ -217,6 +250,8 @@ def main() -> None:
     ap.add_argument("--model", default="tiny.en", choices=["tiny.en", "base"], help="the same weights for every engine")
     ap.add_argument("--audio", type=Path, help="a recording to use instead of the concatenated fixtures")
     ap.add_argument("--text", type=Path, help="--audio's reference transcript (a text file)")
+    ap.add_argument("--contend", action="store_true",
+                    help="also run each engine with another process busy on one core, and compare the two speeds")
     ap.add_argument("--engines", nargs="+", default=["whisperlite", "whisperlite:q8_0", "faster-whisper", "whisper.cpp"],
                     help="whisperlite:COMPUTE_TYPE selects load_model's compute_type")
     args = ap.parse_args()
@@ -236,8 +271,7 @@ def main() -> None:
         else:
             wav, transcript, seconds = build_input(args.minutes, Path(tmp))
         ref = normalize(transcript)
-        # numba's compile cache (per thread count: one thread warms no two-thread step) and
-        # the ggml file are made once, outside the timed runs
+        # numba's compile cache and the ggml file are made once, outside the timed runs
         for engine in engines:
             if engine.startswith("whisperlite"):
                 ct = engine.partition(":")[2] or "auto"
@@ -252,7 +286,7 @@ def main() -> None:
               f"{'default path' if args.default_path else f'beam {args.beam}'} · `{' '.join(sys.argv)}`\n")
         print("| engine | threads | load s | wall s | audio s / wall s | vs whisperlite | peak RSS MB | WER % | dropped runs (words) |")
         print("|---|---|---|---|---|---|---|---|---|")
-        breakdowns = []
+        breakdowns, contended = [], []
         for t in args.threads:
             base = None
             for engine in engines:
@@ -264,6 +298,13 @@ def main() -> None:
                 print(f"| {engine} | {t} | {r['load']:.2f} | {r['wall']:.1f} | {speed:.1f} | {speed / base:.2f}x | "
                       f"{r['rss_mb']:.0f} | {100 * wer(ref, hyp):.1f} | {len(runs)} ({sum(runs)}) |", flush=True)
                 breakdowns.append((engine, t, r["stages"]))
+                if args.contend:  # right after the quiet run: the same conditions but the competitor
+                    with competing_process():
+                        busy = run(engine, wav, t, args.beam, args.model, ggml, args.default_path)
+                    contended.append((engine, t, speed, seconds / busy["wall"],
+                                      100 * wer(ref, normalize(busy["text"]))))
+        if contended:
+            print_contended(contended)
         print_stages(breakdowns)
 
 

@@ -39,3 +39,29 @@ def test_read_only_cache_still_runs(tmp_path, monkeypatch):
     warmup.compile_once("k", lambda: calls.append(1))
     warmup.compile_once("k", lambda: calls.append(2))
     assert calls == [1, 2]
+
+
+def test_live_line_counts_compiles_and_names_the_stage(tmp_path, monkeypatch):
+    import io
+    import time
+
+    from numba.core import event
+
+    monkeypatch.setattr(_env, "CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(warmup, "REDRAW_SECONDS", 0.01)
+    terminal = io.StringIO()
+    monkeypatch.setattr(warmup, "_live_stream", lambda: terminal)
+
+    def warm() -> None:
+        warmup.stage("encoder")
+        # numba's events for a kernel whose callee compiles inside it: one kernel, not two
+        with event.trigger_event("numba:compile", data={}):
+            with event.trigger_event("numba:compile", data={}):
+                pass
+        time.sleep(0.1)
+
+    warmup.compile_once("k", warm, stages=3)
+    drawn = terminal.getvalue()
+    assert "\r\x1b[Kwhisperlite: compiling kernels: 1 compiled, 1/3 (encoder)," in drawn
+    assert "2 compiled" not in drawn
+    assert drawn.endswith("\r\x1b[K")  # cleared for the closing notice

@@ -43,7 +43,7 @@ def test_failed_helper_leaves_the_step_to_the_warm_up(model_path, monkeypatch):
     model = Whisper(loader.apply_compute_type(loader.read_checkpoint(model_path), "auto"))
     loader._warm_up(model, 2, model_path, "auto", None)
     assert stepped == [(2, 3)]  # both thread counts' steps, after the helper had exited with 3
-    assert whisper_step.step_body.signatures and whisper_step.step_parallel.signatures
+    assert whisper_step.step_body.signatures
 
 
 def test_interrupted_warm_up_kills_the_helper(model_path, monkeypatch):
@@ -81,3 +81,20 @@ def test_helper_imports_this_package_whatever_the_working_directory(model_path, 
     (decoy / "__init__.py").write_text("raise SystemExit(7)\n")
     monkeypatch.chdir(tmp_path)
     assert loader._compile_step_elsewhere(model_path, "auto", 1).wait(timeout=600) == 0
+
+
+def test_helper_steps_with_the_transcription_argument_types(model_path):
+    """The helper's zero Q8_0 stand-ins give the step the argument types of the real
+    quantized weights: otherwise the transcription would compile the step again itself."""
+    import numba
+    import numpy as np
+
+    stored = loader.read_checkpoint(model_path)
+    types = []
+    for to_q8_0 in (None, loader._zero_q8_0):
+        decoder = loader.TextDecoder(loader.apply_compute_type(stored, "auto", to_q8_0))
+        d = decoder.dims
+        cache = decoder.new_cache(np.zeros((d.n_audio_ctx, d.n_audio_state), np.float32), batch=2)
+        _, args = decoder._step_args(np.zeros((2, 1), np.int64), cache)
+        types.append(tuple(numba.typeof(a) for a in args))
+    assert types[0] == types[1]

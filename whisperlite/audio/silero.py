@@ -282,7 +282,8 @@ def lstm_probabilities(gates_x: np.ndarray, w_hh: np.ndarray, h: np.ndarray, c: 
     gates = np.empty(4 * hidden, np.float32)
     one, two = np.float32(1.0), np.float32(2.0)
     for t in range(gates_x.shape[0]):
-        gates[:] = gates_x[t]
+        for j in range(4 * hidden):  # not `gates[:] = gates_x[t]`: see timing._add_median7
+            gates[j] = gates_x[t, j]
         for k in range(hidden):  # a row of w_hh per state element: the inner loop vectorizes
             hk = h[k]
             for j in range(4 * hidden):

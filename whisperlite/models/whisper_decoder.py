@@ -368,9 +368,12 @@ class TextDecoder:
         return s.logits
 
     def step_parallel(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
-        """`step` on two threads of numba's pool (whisper_step.step_parallel)."""
+        """`step` on this thread and one of the kernels' pool (threads.run_parallel), each
+        running the nogil step_body. Not a numba `prange` over the two: numba links and
+        optimizes the whole body once more for such a wrapper, half again the step's first
+        compile, and the pool's idle worker blocks rather than spins."""
         s, args = self._step_args(tokens, cache)
-        whisper_step.step_parallel(*args)
+        run_parallel(lambda tid: whisper_step.step_body(tid, *args), 2)
         cache.length += 1
         return s.logits
 

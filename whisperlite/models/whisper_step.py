@@ -5,9 +5,9 @@ numpy/numba calls each costs more in dispatch and temporaries than in arithmetic
 `step_body` runs the whole step for B sequences in one call (embedding, layer norms, QKV +
 bias, KV-cache write, self-attention, out-proj + residual, cross-attention over the window's
 audio, MLP with GELU, final norm, vocabulary projection) into caller-owned scratch, on one
-thread (called from Python) or on two at once (`step_parallel`): the step streams ~47 MB of
-weights and audio keys/values per token, and one core cannot pull that from memory as fast
-as two. The threads split every product's rows and every attention's heads by claiming
+thread or on two at once (TextDecoder.step_parallel, two Python threads): the step streams
+~47 MB of weights and audio keys/values per token, and one core cannot pull that from memory
+as fast as two. The threads split every product's rows and every attention's heads by claiming
 chunks (kernels/worksplit.py), so the logits are the same bits on one thread or two.
 
 This module is the program: Whisper's layer structure over model-free kernels, the row
@@ -23,7 +23,6 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
-from numba import prange
 
 from whisperlite.kernels.mha import cross_attention_heads, self_attention_heads
 from whisperlite.kernels.ops import layer_norm_row
@@ -31,7 +30,6 @@ from whisperlite.kernels.rowdots import address, as_matrix, decode_row, float_vi
 from whisperlite.kernels.worksplit import heads_phase, rows_phase, slots_length
 
 _SER = dict(fastmath={"reassoc", "contract", "nsz", "arcp"}, error_model="numpy", nogil=True, cache=True)
-_PAR = dict(_SER, parallel=True)
 
 PRODUCT_CHUNKS = 4  # per layer product: a thread that arrives late can still take some
 VOCAB_CHUNKS = 16
@@ -162,7 +160,7 @@ def step_body(tid, g, tokens, pos, int8, w, kv, s):
 
     Every product's rows and every attention's heads come in chunks that whichever thread
     gets there first claims (worksplit.py; g must grow from call to call on s.claim and
-    s.done), so a thread that starts late — waking numba's pool costs ~0.1-0.2 ms on a
+    s.done), so a thread that starts late — waking a pool thread costs ~0.1-0.2 ms on a
     shared VM, a twentieth of the step — leaves its work to the other, and one thread alone
     does the whole step. Each chunk is computed by one thread with the same code, so the
     logits are the same bits whoever computes what. Each thread keeps its own residual
@@ -204,13 +202,3 @@ def step_body(tid, g, tokens, pos, int8, w, kv, s):
     _layer_norm(x, w.lnf_g, w.lnf_b, h)
     rows_phase(tid, g, claim, done, slot, VOCAB_CHUNKS, w.emb_kind, emb, no_bias, False, h, xq, xd, xs, buf,
                s.logits, int8)
-
-
-@numba.njit(**_PAR)
-def step_parallel(g, tokens, pos, int8, w, kv, s):
-    """`step_body` on two threads of numba's pool (with a one-thread pool the two run in
-    order: the second finds every chunk done)."""
-    for p in prange(2):
-        # int64 as a Python int from TextDecoder.step_serial (prange's unsigned index here
-        # would compile the whole step body once more: ~25 s)
-        step_body(np.int64(p), g, tokens, pos, int8, w, kv, s)

@@ -23,7 +23,7 @@ from whisperlite.kernels.quant import bytes_per_row, dequantize_rows, quantize
 from whisperlite.models.speaker_encoder import SpeakerEncoder
 from whisperlite.models.whisper import KVCache, TextDecoder, Whisper
 from whisperlite.registry.embedded import embedded_model_dir
-from whisperlite.registry.warmup import compile_once, weight_types
+from whisperlite.registry.warmup import first_use, stage, weight_types
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 from whisperlite.transcription.options import COMPUTE_TYPES, DEFAULT_MODEL
 
@@ -104,7 +104,8 @@ def tokenizer_for(ckpt: WhisperCheckpoint) -> WhisperTokenizer:
 EMBEDDING = "decoder.token_embedding.weight"
 
 
-def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str) -> WhisperCheckpoint:
+def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str,
+                       to_q8_0: Callable[[Weight], QTensor] | None = None) -> WhisperCheckpoint:
     """Choose how matrices are held for computing (as faster-whisper's compute_type).
 
     auto: float decoder layer matrices as stored (float16 stays float16: F16C conversion
@@ -124,6 +125,7 @@ def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str) -> WhisperChe
           sentence (3.0 % vs 1.4 % WER): the same text comes from Q8_0-rounded weights in
           float32 products, so it is the rounding, not the kernels.
     Block-quantized files (q5_0 …) are used as stored by auto and q8_0.
+    `to_q8_0` replaces the quantizer (see compile_step).
     """
     if compute_type not in COMPUTE_TYPES:
         raise ModelNotFoundError(f"unknown compute type '{compute_type}' (choose from {', '.join(COMPUTE_TYPES)})")
@@ -134,7 +136,7 @@ def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str) -> WhisperChe
                  and w.shape[-1] % 32 == 0 and "positional" not in key
                  and (compute_type == "q8_0" or (compute_type == "auto" and key == EMBEDDING)))
         if to_q8:
-            w = _quantize_q8_0(w)
+            w = (to_q8_0 or _quantize_q8_0)(w)
         elif compute_type == "f32" and isinstance(w, QTensor):
             w = w.dequantize()
         out[key] = w
@@ -159,10 +161,10 @@ def _quantize_q8_0(w: Weight) -> QTensor:
     return QTensor(QType.Q8_0, (rows, cols), out)
 
 
-def _kernel_key(ckpt: WhisperCheckpoint, threads: int) -> str:
-    """What decides which kernels a transcription compiles: the weight types (a q5_0 file
-    and tiny.en's float16 share no product kernel), and one thread needs no two-thread step."""
-    return f"whisper-{weight_types(ckpt.weights.values())}{'-1t' if threads == 1 else ''}"
+def _kernel_key(ckpt: WhisperCheckpoint, compute_type: str) -> str:
+    """What decides which kernels a transcription compiles: the file's weight types (a q5_0
+    file and tiny.en's float16 share no product kernel) and the compute type applied to them."""
+    return f"whisper-{weight_types(ckpt.weights.values())}-{compute_type}"
 
 
 def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str,
@@ -178,11 +180,14 @@ def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str,
     if physical_cores() > 1 and model.decoder.step_weights is not None and _numba_cache_writable():
         helper = _compile_step_elsewhere(path, compute_type, threads)
     try:
+        stage("encoder")
         features = model.encoder(np.zeros((model.dims.n_mels, 2 * model.dims.n_audio_ctx), np.float32))
+        stage("decoder")
         cache = model.decoder.new_cache(features, batch=2)
         model.decoder(np.zeros((1, 3), np.int64), cache, positions=(0, -1))
         if warm_more is not None:
             warm_more(model, cache)
+        stage("decoder step")
         if helper is not None:
             helper.wait()  # whatever it did not finish (it failed, say) compiles here instead
         _warm_step(model.decoder, threads, cache)
@@ -193,8 +198,8 @@ def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str,
 
 
 def _warm_step(decoder: TextDecoder, threads: int, cache: KVCache | None = None) -> None:
-    """The decoder step's kernels: on one thread, and on two unless `threads` is 1 (the
-    two-thread step is a compile of its own, ~30 s, unused at -t 1)."""
+    """The decoder step's kernel, run on one thread and, unless `threads` is 1, on two (the
+    same compiled body on two Python threads: nothing more to compile, a check that both run)."""
     if cache is None:
         d = decoder.dims
         cache = decoder.new_cache(np.zeros((d.n_audio_ctx, d.n_audio_state), np.float32), batch=2)
@@ -242,8 +247,16 @@ def _compile_step_elsewhere(path: Path, compute_type: str, threads: int) -> subp
 def compile_step(path: str, compute_type: str, threads: int) -> None:
     """Compile the decoder step a transcription on `threads` uses, for the model at `path`,
     into numba's disk cache, with a transcription's argument types (the helper process of
-    the warm-up)."""
-    _warm_step(TextDecoder(apply_compute_type(read_checkpoint(path), compute_type)), threads)
+    the warm-up). A compile needs the weights' types, not their values: the matrices the
+    compute type quantizes are zero blocks of their Q8_0 shape here, so that the quantizer's
+    compile, which the main process does anyway, stays off the step's (the longest compile)."""
+    _warm_step(TextDecoder(apply_compute_type(read_checkpoint(path), compute_type, _zero_q8_0)), threads)
+
+
+def _zero_q8_0(w: Weight) -> QTensor:
+    """A Q8_0 matrix of w's shape, all zero bytes (zero scales: zero weights)."""
+    rows, cols = (int(n) for n in w.shape)
+    return QTensor(QType.Q8_0, (rows, cols), np.zeros((rows, bytes_per_row(QType.Q8_0, cols)), np.uint8))
 
 
 def _code_mappings(library: str) -> list[tuple[int, int]]:
@@ -293,9 +306,15 @@ def load_whisper(name: str = DEFAULT_MODEL, threads: int | None = None, compute_
     numba and BLAS threads (returned as set). See `_warm_up` for `warm_more`."""
     n = set_threads(threads)
     path = resolve(name)
-    ckpt = apply_compute_type(read_checkpoint(path), compute_type)
-    model = Whisper(ckpt)
-    compile_once(_kernel_key(ckpt, n), lambda: _warm_up(model, n, path, compute_type, warm_more))
+    stored = read_checkpoint(path)
+    # applying the compute type and building the model call kernels too (quantizing the
+    # embedding, converting matrices): on a first run they compile under the notice
+    with first_use(_kernel_key(stored, compute_type)) as cold:
+        stage("model")
+        ckpt = apply_compute_type(stored, compute_type)
+        model = Whisper(ckpt)
+        if cold:
+            _warm_up(model, n, path, compute_type, warm_more)
     ckpt.release_mapped_pages()
     _release_compiler_pages()
     return model, tokenizer_for(ckpt), n

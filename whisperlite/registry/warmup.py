@@ -1,26 +1,34 @@
-"""Compile a model's kernels once, up front, with a notice.
+"""Compile a model's kernels once, up front, with a notice and, on a terminal, a live count.
 
 numba compiles a kernel on its first call and caches it on disk. Left to themselves those
 compiles land inside the first window or the first generated token: a silent stall of
 minutes on a small machine, and a first speed report that is wrong by orders of magnitude.
 So a model runs a few small calls that reach every kernel it will use before any timing
 starts; a marker file per source version and model kind records that the cache is warm.
+A first run compiles for a minute or more, so on a terminal one line counts the kernels
+compiled and names the part of the model being reached (`stage`), redrawn in place.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import sys
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator, TextIO
 
 from gguf import GGMLQuantizationType as QType
+from numba.core import event
 
 from whisperlite.core import env as _env
 from whisperlite.kernels import QTensor, Weight
 
 # Notices for the user (the CLI shows them on stderr; elsewhere logging's default does).
 log = logging.getLogger("whisperlite")
+
+REDRAW_SECONDS = 0.5  # how often the live line is redrawn
 
 
 def _source_digest() -> str:
@@ -34,23 +42,115 @@ def _source_digest() -> str:
     return h.hexdigest()[:12]
 
 
-def compile_once(key: str, warm: Callable[[], None]) -> None:
-    """Run `warm` (calls that reach the kernels of one kind of model, `key`) unless an
-    earlier run of these sources already has, reporting the compile on stderr."""
+class _Progress:
+    """Kernels compiled so far (numba's outermost compile events: a kernel's callees compile
+    inside it and are not counted again) and the warm-up's current stage, drawn as one line
+    on `stream` every REDRAW_SECONDS while the warm-up runs."""
+
+    def __init__(self, stream: TextIO | None, stages: int | None):
+        self.stream, self.stages = stream, stages
+        self.compiled = self.depth = self.stage_no = 0
+        self.stage_name = ""
+        self.t0 = time.perf_counter()
+        self._stop = threading.Event()
+        self._drawer: threading.Thread | None = None
+
+    def stage(self, name: str) -> None:
+        self.stage_no += 1
+        self.stage_name = name
+
+    def line(self) -> str:
+        at = f", {self.stage_no}/{self.stages}" if self.stages else ""
+        at += f" ({self.stage_name})" if self.stage_name else ""
+        return (f"whisperlite: compiling kernels: {self.compiled} compiled{at}, "
+                f"{time.perf_counter() - self.t0:.0f} s")
+
+    def __enter__(self) -> "_Progress":
+        self._listener = _CompileCounter(self)
+        event.register("numba:compile", self._listener)
+        if self.stream is not None:
+            self._drawer = threading.Thread(target=self._draw, name="whisperlite-compile-progress", daemon=True)
+            self._drawer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        event.unregister("numba:compile", self._listener)
+        self._stop.set()
+        if self._drawer is not None:
+            self._drawer.join()
+            self.stream.write("\r\x1b[K")  # the live line gives way to the closing notice
+            self.stream.flush()
+
+    def _draw(self) -> None:
+        while not self._stop.wait(REDRAW_SECONDS):
+            self.stream.write("\r\x1b[K" + self.line())
+            self.stream.flush()
+
+
+class _CompileCounter(event.Listener):
+    """numba's compile events, counted into a _Progress (compiles of callees nest inside
+    their caller's and count as part of it)."""
+
+    def __init__(self, progress: _Progress):
+        self.progress = progress
+
+    def on_start(self, ev: event.Event) -> None:
+        self.progress.depth += 1
+
+    def on_end(self, ev: event.Event) -> None:
+        p = self.progress
+        p.depth -= 1
+        p.compiled += p.depth == 0
+
+
+_active: list[_Progress] = []
+
+
+def stage(name: str) -> None:
+    """Name the part of a model the warm-up reaches next (shown in the live line)."""
+    if _active:
+        _active[-1].stage(name)
+
+
+def _live_stream() -> TextIO | None:
+    """stderr when notices go to a terminal there, else None (no line redrawn in a log)."""
+    err = sys.stderr
+    return err if log.isEnabledFor(logging.WARNING) and err is not None and err.isatty() else None
+
+
+@contextlib.contextmanager
+def first_use(key: str, stages: int | None = None) -> Iterator[bool]:
+    """Whether the kernels of one kind of model (`key`) still have to compile: if so (True),
+    the block's calls that reach them are reported on stderr (a notice, the live line, the
+    seconds taken; `stages` parts announced through `stage`) and, when it completes, the
+    cache is marked warm for these sources."""
     import numba
 
     marker = Path(_env.CACHE_DIR) / "numba" / f".warm-{_source_digest()}-{numba.__version__}-{key}"
     if marker.exists():
+        yield False
         return
     log.warning("whisperlite: compiling kernels for first use (cached afterwards)…")
-    t0 = time.perf_counter()
-    warm()
-    log.warning("whisperlite: kernels compiled in %.0f s", time.perf_counter() - t0)
+    with _Progress(_live_stream(), stages) as progress:
+        _active.append(progress)
+        try:
+            yield True
+        finally:
+            _active.pop()
+    log.warning("whisperlite: kernels compiled in %.0f s", time.perf_counter() - progress.t0)
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
     except OSError:
         pass  # read-only cache: numba recompiles each run anyway, the notice stays honest
+
+
+def compile_once(key: str, warm: Callable[[], None], stages: int | None = None) -> None:
+    """Run `warm` (calls that reach the kernels of one kind of model, `key`) unless an
+    earlier run of these sources already has, reporting the compile (see `first_use`)."""
+    with first_use(key, stages) as cold:
+        if cold:
+            warm()
 
 
 def weight_types(weights: Iterable[Weight]) -> str:

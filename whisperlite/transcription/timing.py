@@ -133,7 +133,10 @@ def _add_median7(x: np.ndarray, padded: np.ndarray, out: np.ndarray) -> None:
     np.median picks.
     """
     n = x.shape[0]
-    padded[3 : n + 3] = x
+    # a loop, not `padded[3 : n + 3] = x`: a slice assignment compiles numba's shape-mismatch
+    # message (string formatting), most of this kernel's first compile
+    for f in range(n):
+        padded[f + 3] = x[f]
     for k in range(1, 4):
         padded[3 - k] = x[k]
         padded[n + 2 + k] = x[n - 1 - k]
@@ -192,7 +195,8 @@ def _add_smoothed_head(w: np.ndarray, out: np.ndarray, z: np.ndarray) -> None:
         if n_frames > MEDIAN_WIDTH // 2:
             _add_median7(z[t], padded, out[t])
         else:  # too short to filter
-            out[t] += z[t]
+            for f in range(n_frames):  # a loop for the reason in _add_median7
+                out[t, f] += z[t, f]
 
 
 def median_filter(x: np.ndarray, width: int = MEDIAN_WIDTH) -> np.ndarray:

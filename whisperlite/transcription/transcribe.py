@@ -42,6 +42,7 @@ from whisperlite.core.profiling import Profile, timed
 from whisperlite.kernels.threads import one_thread_here
 from whisperlite.models.whisper import KVCache, Whisper
 from whisperlite.models.speaker_encoder import SpeakerEncoder
+from whisperlite.registry import warmup
 from whisperlite.registry.loader import load_speaker_encoder, load_whisper
 from whisperlite.speakers.channels import ChannelEnergy, label_segments
 from whisperlite.speakers.diarize import Embedder, Partials, label
@@ -146,13 +147,16 @@ def _warm_decoding(model: Whisper, cache: KVCache) -> None:
     """The decoding logic's kernels (row log-sum-exp, top-k for beams, timestamp rules on
     greedy's contiguous tokens and on the beams' view of their buffer), word timing and the
     speech filter: otherwise they compile inside the first window."""
+    warmup.stage("decoding rules")
     logits = np.zeros((2, model.dims.n_vocab), np.float32)
     logit_rules.row_logsumexp(logits)
     logit_rules.row_topk(logits, 2)
     for tokens in (np.zeros((2, 3), np.int64), np.zeros((2, 4), np.int64)[:, :3]):
         logit_rules.apply_timestamp_rules(logits, tokens, 1, model.dims.n_vocab - 1, 0, 0, 0)
+    warmup.stage("word timing")
     _, crosses = model.decoder(np.zeros((1, 4), np.int64), cache.fork(1), positions=(), want_cross=True)
     timing.dtw(-timing.alignment_matrix([crosses[-1][0, 0, 1:, :8]]))
+    warmup.stage("voice activity detection")
     try:
         vad.SileroVad(vad.silero_weights())(np.zeros(2 * vad.FRAME, np.float32))
     except vad.VadUnavailableError:
