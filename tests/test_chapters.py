@@ -301,3 +301,24 @@ def test_summarize_end_to_end_smollm2(tmp_path):
     doc = json.loads(r.stdout)
     assert len(doc["summary"].split()) >= 10
     check_quotes(doc["quotes"], read_transcript(str(DATA / "transcript.json")))
+
+
+def test_default_llm_is_the_strongest_pulled(tmp_path):
+    """--llm auto on a fake models folder: the first of STRONGEST_FIRST whose files are there;
+    none pulled: the strongest (its load error says how to pull it); a name stays a name."""
+    from whisperlite.insights.llm import choose_llm
+    from whisperlite.insights.options import AUTO, STRONGEST_FIRST
+    from whisperlite.registry import hub
+
+    def pulled(name: str) -> bool:
+        return hub.is_cached(name, root=tmp_path)
+
+    assert choose_llm(AUTO, pulled) == STRONGEST_FIRST[0]
+    for name in reversed(STRONGEST_FIRST):
+        folder = tmp_path / name
+        folder.mkdir()
+        for f in hub.MODELS[name].files:
+            (folder / f.name).write_bytes(b"")
+        assert choose_llm(AUTO, pulled) == name
+    assert choose_llm("gemma3-270m", pulled) == "gemma3-270m"
+    assert ChapterOptions().llm == SummaryOptions().llm == AUTO

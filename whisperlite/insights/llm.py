@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 from whisperlite.core.errors import WhisperliteError
 from whisperlite.generation.generate import GenerateOptions, Generator, load_generator
 from whisperlite.generation.sampling import SamplingOptions
+from whisperlite.insights.options import AUTO, STRONGEST_FIRST
 from whisperlite.insights.text import STOPWORDS
 
 MAX_TITLE_WORDS = 8
@@ -115,6 +116,16 @@ class Writer:
         if cut is not None:
             text = whole_sentences(text[:cut])
         return text.lstrip().split("\n", 1)[0] if one_line else text
+
+
+def choose_llm(name: str, is_pulled: Callable[[str], bool] | None = None) -> str:
+    """`name`, or for AUTO the strongest LLM pulled here (`is_pulled`: the registry's cache by
+    default); when none is, the strongest of all, whose load error says how to pull it."""
+    if name != AUTO:
+        return name
+    if is_pulled is None:
+        from whisperlite.registry.hub import is_cached as is_pulled
+    return next((m for m in STRONGEST_FIRST if is_pulled(m)), STRONGEST_FIRST[0])
 
 
 def load_writer(model: str, n_ctx: int) -> Writer:
