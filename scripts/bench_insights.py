@@ -9,8 +9,11 @@ start times and keywords that name each one.
 
 Titles are written for the true topic spans (so a boundary error does not blur the score):
 - names: the title holds one of its topic's keywords (compared as stems);
-- clean: ASCII only, 1 to 8 words, no word twice, no word that is neither in the chapter's
-  text, its keywords nor a function word (a stray token such as "alimentaire").
+- clean: ASCII only, 1 to 8 words, no content word twice, no function word left dangling at
+  the end, no stray token (a word from neither the chapter's text nor its keywords in another
+  casing than the title's: "… at Home anaknya", "… SUBSCRIBE");
+- new words: words from neither the chapter's text, its keywords nor the function words, shown
+  for reading (a fair title may say "Astronomy"; "alimentaire" is not fair), not scored.
 The summary (map-reduce, as `whisperlite summarize` runs it) is scored by coverage (topics
 whose keywords it names) and loops (word 4-grams that come back). Times are wall seconds
 per title and per summary on this machine under its load at the time: compare models in
@@ -51,15 +54,19 @@ def topic_spans(lines, truth) -> list[tuple[str, Chapter]]:
     return out
 
 
-def score_title(title: str, chapter: Chapter, keywords: list[str]) -> tuple[bool, bool]:
-    words = [w.strip(".,;:!?'\"()-").lower() for w in title.split()]
+def score_title(title: str, chapter: Chapter, keywords: list[str]) -> tuple[bool, bool, list[str]]:
+    words = [w.strip(".,;:!?'\"()-") for w in title.split()]
     words = [w for w in words if w]
+    lower = [w.lower() for w in words]
     names = bool({stem(k) for k in keywords} & set(terms(title)))
     known = {stem(w) for w in keywords} | set(terms(" ".join(ln.text for ln in chapter.lines)))
-    stray = [w for w in words if w not in STOPWORDS and len(w) > 2 and stem(w) not in known]
-    content = [w for w in words if w not in STOPWORDS]
-    clean = (title.isascii() and 1 <= len(words) <= 8 and len(set(content)) == len(content) and not stray)
-    return names, clean
+    new = [w for w in words if w.lower() not in STOPWORDS and stem(w.lower()) not in known]
+    title_case = sum(w[:1].isupper() for w in words if w.lower() not in STOPWORDS) >= 2
+    stray = [w for w in new if (w.isupper() and len(w) > 2) or (title_case and w.islower())]
+    content = [w for w in lower if w not in STOPWORDS]
+    clean = (title.isascii() and 1 <= len(words) <= 8 and len(set(content)) == len(content)
+             and not (len(words) > 1 and lower[-1] in STOPWORDS) and not stray)
+    return names, clean, new
 
 
 def loops(text: str) -> int:
@@ -82,10 +89,10 @@ def bench(llm: str, do_summary: bool) -> None:
         n_names = n_clean = 0
         print(f"\n[{llm}] {label}")
         for (topic, ch), done in zip(spans, written):
-            names, clean = score_title(done.title, ch, truth["keywords"][topic])
+            names, clean, new = score_title(done.title, ch, truth["keywords"][topic])
             n_names += names
             n_clean += clean
-            print(f"  {topic:15s} {'N' if names else '-'}{'C' if clean else '-'}  {done.title}")
+            print(f"  {topic:15s} {'N' if names else '-'}{'C' if clean else '-'}  {done.title:45s}  new: {new}")
         print(f"  titles: names topic {n_names}/{len(spans)}, clean {n_clean}/{len(spans)}, {per_title:.1f} s/title")
         if swriter is None:
             continue

@@ -104,6 +104,7 @@ def test_clean_title():
     assert clean_title("A Simple Way to Help Your Country, by") == "A Simple Way to Help Your Country"
     assert clean_title(" the night sky. It is about the stars.") == "The night sky"
     assert clean_title("The Jazz Age") == "The Jazz Age"
+    assert clean_title("'Tonight's Soup'") == "Tonight's Soup"
     assert clean_title("Saving money at home", "saving money at home") == "Saving money at home"
     assert clean_title("") == ""
     long = clean_title("Supercalifragilisticexpialidocious " * 4)

@@ -17,6 +17,7 @@ MAX_TITLE_CHARS = 60
 # Labels a small model puts before its answer although it was asked for the title only.
 _LABEL = re.compile(r"^(?:title|chapter(?:\s+\d+)?|topic|answer|heading)\s*[:\-–—]\s*", re.IGNORECASE)
 _QUOTES = "\"'`“”‘’«»*#_"
+_APOSTROPHE = re.compile(r"(?<=[A-Za-z])['’](?=[A-Za-z])")
 _LATIN = 0x24F  # the last letter of Latin Extended-B: a letter past it is of another script
 
 
@@ -151,7 +152,9 @@ def clean_title(text: str, source: str = "") -> str:
     line = next((ln for ln in text.splitlines() if ln.strip(" " + _QUOTES)), "")
     line = _LABEL.sub("", line.strip(" " + _QUOTES))
     line = re.split(r"(?<=[a-z0-9])[.!?](?:\s|$)", line, maxsplit=1)[0]
+    line = _APOSTROPHE.sub("\0", line)  # kept through the quote stripping: "Tonight's"
     line = "".join(ch for ch in line if ch not in _QUOTES and not (ch.isalpha() and ord(ch) > _LATIN))
+    line = line.replace("\0", "'")
     words = line.split()[:MAX_TITLE_WORDS]
     while words and len(" ".join(words)) > MAX_TITLE_CHARS:
         words.pop()
