@@ -4,7 +4,7 @@ token counts from the model's own tokenizer to size what goes into its context."
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from typing import Callable
 
 from whisperlite.core.errors import WhisperliteError
 from whisperlite.generation.generate import GenerateOptions, Generator, load_generator
@@ -72,14 +72,10 @@ class Writer:
         user's, which a small Gemma then echoes), else "chatml"."""
         return "gemma" if self.gen.architecture.startswith("gemma") else "chatml"
 
-    def prompt_ids(self, system: str, user: str, examples: Sequence[tuple[str, str]] = (),
-                   prefix: str = "") -> list[int]:
+    def prompt_ids(self, system: str, user: str, prefix: str = "") -> list[int]:
         """The chat prompt in the model's own template: the system turn (when `system` is not
-        empty), example exchanges (user, assistant), the user turn, and the start of the
-        answer, `prefix`, which the model continues."""
+        empty), the user turn, and the start of the answer, `prefix`, which the model continues."""
         messages = [{"role": "system", "content": system}] if system else []
-        for question, answer in examples:
-            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
         messages.append({"role": "user", "content": user})
         return self.gen.encode_prompt(self.gen.chat_prompt(messages) + prefix, chat=True)
 
@@ -87,12 +83,12 @@ class Writer:
         """Tokens a prompt takes besides the text put into `user_template`'s {text}."""
         return len(self.prompt_ids(system, user_template.format(text="")))
 
-    def ask(self, system: str, user: str, n_predict: int, examples: Sequence[tuple[str, str]] = (),
-            repeat_penalty: float = 1.0, prefix: str = "", one_line: bool = False) -> str:
+    def ask(self, system: str, user: str, n_predict: int, repeat_penalty: float = 1.0, prefix: str = "",
+            one_line: bool = False) -> str:
         """The model's greedy answer (after `prefix`). `repeat_penalty` (llama.cpp's, over the
         last 64 tokens) makes a loop less likely; one that starts anyway ends the answer, cut
         before it. `one_line`: the answer ends with its first non-empty line."""
-        ids = self.prompt_ids(system, user, examples, prefix)
+        ids = self.prompt_ids(system, user, prefix)
         if len(ids) + n_predict > self.n_ctx:
             raise WhisperliteError(f"a prompt of {len(ids)} tokens and {n_predict} to answer do not fit the "
                                    f"context of {self.n_ctx}")
