@@ -17,7 +17,7 @@ from llama_tiny import TinyDims, write_tiny_llama
 
 from whisperlite.insights.chapters import (Chapter, chapters_json, find_breaks, format_chapters, keywords,
                                            split_chapters)
-from whisperlite.insights.llm import Writer, clean_title, load_writer
+from whisperlite.insights.llm import Writer, clean_title, load_writer, loop_start, whole_sentences
 from whisperlite.insights.options import ChapterOptions, SummaryOptions
 from whisperlite.insights.summary import chunk_texts, pick_quotes, run_summary, summarize
 from whisperlite.insights.text import stem, terms
@@ -96,10 +96,26 @@ def test_clean_title():
     assert clean_title('"Baking Bread at Home"') == "Baking Bread at Home"
     assert clean_title("Title: **The Night Sky**\nMore text") == "The Night Sky"
     assert clean_title("\n\n  chapter 2: football on saturday.  ") == "Football on saturday"
-    assert clean_title("Battles on the field and a goal to win the game.") == "Battles on the field and a goal to"
+    assert clean_title("Battles on the field and a goal to win the game.") == "Battles on the field and a goal"
+    # tails small models tack on: another script, another casing, dangling words, a second sentence
+    assert clean_title("Baking Bread at Home anaknya", "bake the bread at home") == "Baking Bread at Home"
+    assert clean_title("Baking Bread at Homeを購入") == "Baking Bread at Home"
+    assert clean_title("A Journey by Train SUBSCRIBE") == "A Journey by Train"
+    assert clean_title("A Simple Way to Help Your Country, by") == "A Simple Way to Help Your Country"
+    assert clean_title(" the night sky. It is about the stars.") == "The night sky"
+    assert clean_title("The Jazz Age") == "The Jazz Age"
+    assert clean_title("'Tonight's Soup'") == "Tonight's Soup"
+    assert clean_title("Saving money at home", "saving money at home") == "Saving money at home"
     assert clean_title("") == ""
     long = clean_title("Supercalifragilisticexpialidocious " * 4)
     assert len(long) <= 60 and "\n" not in long
+
+
+def test_loops_and_sentences():
+    assert loop_start("the game of the game of the game of life") == len("the game of ")
+    assert loop_start("A night of sleep. A day of work.") is None
+    assert whole_sentences("One thing. Two things and") == "One thing."
+    assert whole_sentences("no end at all") == "no end at all"
 
 
 def test_keywords_for_an_empty_title():
@@ -286,3 +302,24 @@ def test_summarize_end_to_end_smollm2(tmp_path):
     doc = json.loads(r.stdout)
     assert len(doc["summary"].split()) >= 10
     check_quotes(doc["quotes"], read_transcript(str(DATA / "transcript.json")))
+
+
+def test_default_llm_is_the_strongest_pulled(tmp_path):
+    """--llm auto on a fake models folder: the first of STRONGEST_FIRST whose files are there;
+    none pulled: the strongest (its load error says how to pull it); a name stays a name."""
+    from whisperlite.insights.llm import choose_llm
+    from whisperlite.insights.options import AUTO, STRONGEST_FIRST
+    from whisperlite.registry import hub
+
+    def pulled(name: str) -> bool:
+        return hub.is_cached(name, root=tmp_path)
+
+    assert choose_llm(AUTO, pulled) == STRONGEST_FIRST[0]
+    for name in reversed(STRONGEST_FIRST):
+        folder = tmp_path / name
+        folder.mkdir()
+        for f in hub.MODELS[name].files:
+            (folder / f.name).write_bytes(b"")
+        assert choose_llm(AUTO, pulled) == name
+    assert choose_llm("gemma3-270m", pulled) == "gemma3-270m"
+    assert ChapterOptions().llm == SummaryOptions().llm == AUTO

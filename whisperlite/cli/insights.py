@@ -12,12 +12,13 @@ import click
 from whisperlite.cli.common import friendly_errors
 from whisperlite.cli.transcribe import Progress
 from whisperlite.core.errors import WhisperliteError
-from whisperlite.insights.options import ChapterOptions, SummaryOptions
+from whisperlite.insights.options import AUTO, STRONGEST_FIRST, ChapterOptions, SummaryOptions
 from whisperlite.transcription.options import RuntimeOptions
 
 _C = ChapterOptions()
 _S = SummaryOptions()
 _R = RuntimeOptions()
+_AUTO_HELP = f"or {AUTO}: the strongest one pulled here ({', else '.join(STRONGEST_FIRST)})."
 
 CHAPTER_EXAMPLES = """
 \b
@@ -58,19 +59,29 @@ def _inputs(path: str, model: str, threads: int | None, quiet: bool, llm: str, n
     """The transcript lines of IN and the loaded LLM. A transcript file is read first (a bad
     one fails at once); a media file is transcribed after the LLM loads (a bad --llm fails
     before minutes of transcription)."""
-    from whisperlite.insights.llm import load_writer
     from whisperlite.insights.transcript import is_transcript
 
     if is_transcript(path):
         lines = _lines(path, model, threads, quiet)
-        return lines, load_writer(llm, n_ctx)
+        return lines, _writer(llm, n_ctx, quiet)
     from whisperlite.audio.ffmpeg import check_input_file
 
     if os.path.isdir(path):
         raise WhisperliteError(f"{path}: is a folder, not a media or transcript file")
     check_input_file(path)
-    writer = load_writer(llm, n_ctx)
+    writer = _writer(llm, n_ctx, quiet)
     return _lines(path, model, threads, quiet), writer
+
+
+def _writer(llm: str, n_ctx: int, quiet: bool):
+    """The LLM loaded; when it was chosen for the user (--llm auto), one line says which."""
+    from whisperlite.insights.llm import choose_llm, load_writer
+
+    name = choose_llm(llm)
+    writer = load_writer(name, n_ctx)
+    if llm == AUTO and not quiet:
+        click.echo(f"whisperlite: LLM {name}, the strongest one pulled here (--llm chooses another)", err=True)
+    return writer
 
 
 def _lines(path: str, model: str, threads: int | None, quiet: bool):
@@ -131,7 +142,8 @@ class _Steps:
 @click.command(epilog=CHAPTER_EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @_common
 @click.option("--llm", default=_C.llm, show_default=True,
-              help="The model that writes titles: a GGUF file, or a name from `whisperlite models list`.")
+              help="The model that writes titles: a GGUF file, a name from `whisperlite models list`, "
+                   + _AUTO_HELP)
 @click.option("--min-chapter", default=_C.min_chapter, show_default=True, type=click.FloatRange(min=0),
               help="Shortest chapter, in seconds.")
 @click.option("--window", default=_C.window, show_default=True, type=click.IntRange(min=1),
@@ -163,7 +175,8 @@ def chapters(input_path: str, as_json: bool, output: str | None, model: str, thr
 @click.command(epilog=SUMMARY_EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @_common
 @click.option("--llm", default=_S.llm, show_default=True,
-              help="The model that writes the summary: a GGUF file, or a name from `whisperlite models list`.")
+              help="The model that writes the summary: a GGUF file, a name from `whisperlite models list`, "
+                   + _AUTO_HELP)
 @click.option("-c", "--ctx-size", default=_S.n_ctx, show_default=True, type=click.IntRange(min=64),
               help="The LLM's context in tokens (capped at the model's own): each chunk and its answer fit in it.")
 @click.option("--quotes", default=_S.quotes, show_default=True, type=click.IntRange(min=0), help="Key quotes to pick.")

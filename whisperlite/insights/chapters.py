@@ -119,18 +119,16 @@ def excerpt(chapter: Chapter, writer: Writer, opts: ChapterOptions) -> str:
     return " ".join(chapter.lines[i].text for i in sorted(keep))
 
 
-TITLE_SYSTEM = "You write short chapter titles for transcripts."
-TITLE_PROMPT = "Transcript:\n{text}\n\nWrite a title of two to five words."
-# Worked examples: a small model asked for a title alone answers with a sentence about the
-# text ("This part is about …"); shown two exchanges, it answers with a title.
-TITLE_EXAMPLES = (
-    (TITLE_PROMPT.format(text="The train left the station at nine. We watched the fields and villages pass by the "
-                              "window, and the conductor checked our tickets before the railway crossed the river."),
-     "A Journey by Train"),
-    (TITLE_PROMPT.format(text="Preheat the oven. Knead the dough for ten minutes, shape the loaf and bake the bread "
-                              "for forty minutes until the crust is brown."),
-     "Baking Bread at Home"),
-)
+# The title prompt per model family, and the start of the answer the model continues. Both
+# families, shown worked examples as earlier chat turns, copy an example's title; asked in one
+# turn, they answer with a sentence about the text unless the answer is begun for them.
+TITLE_PROMPTS = {
+    "chatml": ("Here is a part of a transcript:\n\n{text}\n\nWrite a short title for it, of two to five words.",
+               "Title:"),
+    # a small Gemma asked for a title writes about titles; asked what the text is about, it
+    # names the topic
+    "gemma": ("{text}\n\nWhat is this text about? Answer in a few words.", " It is about"),
+}
 
 
 def keywords(chapter: Chapter, count: int = 3) -> list[str]:
@@ -151,10 +149,11 @@ def titles(chapters: Sequence[Chapter], writer: Writer, opts: ChapterOptions) ->
     """Each chapter with a title from the LLM (greedy), one chapter per step (a server's engine
     runs one step at a time); a title the model leaves empty after cleaning becomes the
     chapter's three most frequent content words."""
+    prompt, prefix = TITLE_PROMPTS[writer.family]
     for ch in chapters:
-        answer = writer.ask(TITLE_SYSTEM, TITLE_PROMPT.format(text=excerpt(ch, writer, opts)),
-                            opts.title_tokens, TITLE_EXAMPLES)
-        title = clean_title(answer) or " ".join(keywords(ch)).capitalize()
+        text = excerpt(ch, writer, opts)
+        answer = writer.ask("", prompt.format(text=text), opts.title_tokens, prefix=prefix, one_line=True)
+        title = clean_title(answer, text) or " ".join(keywords(ch)).capitalize()
         yield Chapter(ch.start, ch.end, ch.lines, title)
 
 

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+AUTO = "auto"
+# The registry's LLMs, strongest first for titles and summaries, as scripts/bench_insights.py
+# ranks them (BENCHMARKS.md: SmolLM2 names more topics and covers more of them); AUTO takes
+# the first one pulled.
+STRONGEST_FIRST = ("smollm2", "gemma3-270m")
+
 
 @dataclass(frozen=True)
 class ChapterOptions:
@@ -12,7 +18,7 @@ class ChapterOptions:
     window: int = 4  # transcript lines on each side of a break that are compared
     pause_weight: float = 0.1  # depth added by a pause of twice the median or longer, in proportion
     speaker_weight: float = 0.1  # depth added by a change of speaker
-    llm: str = "smollm2"  # any GGUF path or model name `whisperlite generate -m` takes
+    llm: str = AUTO  # any GGUF path or model name `whisperlite generate -m` takes, or AUTO
     title_lines: int = 5  # a chapter's most representative lines shown to the LLM for its title
     title_context: int = 384  # at most this many tokens of them (the first line is always shown)
     title_tokens: int = 16  # tokens the LLM may write for a title (a title is cut at 8 words)
@@ -21,7 +27,7 @@ class ChapterOptions:
 
 @dataclass(frozen=True)
 class SummaryOptions:
-    llm: str = "smollm2"  # any GGUF path or model name `whisperlite generate -m` takes
+    llm: str = AUTO  # as ChapterOptions.llm
     n_ctx: int = 2048  # the LLM's context: each chunk, its instructions and the answer fit in it
     chunk_tokens: int = 512  # at most this many tokens of transcript per chunk (a small model
     # loses the thread in long inputs); less when the context leaves less room

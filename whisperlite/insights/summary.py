@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 from whisperlite.core.errors import WhisperliteError
-from whisperlite.insights.llm import Writer
+from whisperlite.insights.llm import Writer, whole_sentences
 from whisperlite.insights.options import SummaryOptions
 from whisperlite.insights.text import TfIdf, cosine, terms
 from whisperlite.insights.transcript import Line
@@ -91,12 +91,16 @@ class Step:
 def summarize(lines: Sequence[Line], writer: Writer, opts: SummaryOptions) -> Iterator[Step]:
     """Summary and quotes of a transcript, one LLM call per step (a server's engine runs one
     step at a time); the last step holds the Summary."""
+    # a small Gemma echoes a system text (its template puts it into the user's turn)
+    system = "" if writer.family == "gemma" else SYSTEM
+
     def room(prompt: str) -> int:
-        return writer.n_ctx - writer.overhead(SYSTEM, prompt) - opts.summary_tokens
+        return writer.n_ctx - writer.overhead(system, prompt) - opts.summary_tokens
 
     def ask(prompt: str, text: str) -> str:
-        return writer.ask(SYSTEM, prompt.format(text=text), opts.summary_tokens,
-                          repeat_penalty=opts.repeat_penalty).strip()
+        # an answer cut at the token limit ends mid-sentence: the sentence is dropped
+        return whole_sentences(writer.ask(system, prompt.format(text=text), opts.summary_tokens,
+                                          repeat_penalty=opts.repeat_penalty).strip())
 
     chunks = chunk_texts([line.text for line in lines], writer, min(opts.chunk_tokens, room(MAP_PROMPT)))
     if len(chunks) == 1:
