@@ -177,9 +177,11 @@ class Engine:
                 close()
             except Exception as e:  # noqa: BLE001
                 last = _Failed(e)
-        job.put(last)
+        # out of the count before the request hears the end: the request may submit its next
+        # job at once (an LLM slot handed on), which must not find this one still counted
         with self._cv:
             self._admitted -= 1
+        job.put(last)
 
 
 def _once(fn: Callable[..., T], args: tuple) -> Iterator[T]:
