@@ -449,10 +449,10 @@ def test_llama_calls_take_k_quant_weights(qtype):
     assert np.array_equal(matmul(x, w, ggml_exact=True), ref)
     assert np.array_equal(gemv.gemv_i8_f32(kind, x, w.data, np.empty((1, rows), np.float32)), ref)
     xqf, xdf, xsf = np.empty(k, np.int8), np.empty(k // 32, np.float32), np.empty(k // 32, np.float32)
-    xq, xd, xs = llama_step._quantize(x, kind, xqf, xdf, xsf)
+    xq, xd, xs = llama_step.quantize_input(x, kind, xqf, xdf, xsf)
     out = np.full((1, rows), np.nan, np.float32)
-    llama_step._rows(kind, w.data, 0, 17, xq, xd, xs, out)
-    llama_step._rows(kind, w.data, 17, rows, xq, xd, xs, out)
+    llama_step.dot_rows(kind, w.data, 0, 17, xq, xd, xs, out)
+    llama_step.dot_rows(kind, w.data, 17, rows, xq, xd, xs, out)
     assert np.array_equal(out, ref)
     big = activations(40, k, 4)  # the prompt pass: llama.cpp's batch kernels
     want = gemv.k_batch(big, w, np.empty((40, rows), np.float32))

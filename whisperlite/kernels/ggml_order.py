@@ -270,20 +270,24 @@ def _gelu_table() -> np.ndarray:
 GELU_TABLE = _gelu_table()
 
 
+@numba.njit(inline="always", cache=True)
+def geglu_at(g, u, table):
+    """gelu(g) * u as ggml_vec_geglu_f32 computes it (GGML_GELU_FP16): inputs in (-10, 10)
+    rounded to float16 and looked up in `table` (GELU_TABLE), those at or below -10 give
+    0, those at or above 10 pass through."""
+    if g <= _f32(-10.0):
+        return _f32(0.0)
+    if g >= _f32(10.0):
+        return g * u
+    return table[f32_to_f16(g)] * u
+
+
 def _geglu_body(gate, up, table):
-    """In place gate = gelu(gate) * up as ggml_vec_geglu_f32 computes it (GGML_GELU_FP16):
-    inputs in (-10, 10) rounded to float16 and looked up in `table` (GELU_TABLE), those at
-    or below -10 give 0, those at or above 10 pass through. gate, up (n, d)."""
+    """In place gate = `geglu_at`(gate, up): gate, up (n, d)."""
     n, d = gate.shape
     for t in prange(n):
         for j in range(d):
-            v = gate[t, j]
-            if v <= _f32(-10.0):
-                gate[t, j] = _f32(0.0)
-            elif v >= _f32(10.0):
-                gate[t, j] = v * up[t, j]
-            else:
-                gate[t, j] = table[f32_to_f16(v)] * up[t, j]
+            gate[t, j] = geglu_at(gate[t, j], up[t, j], table)
     return gate
 
 
