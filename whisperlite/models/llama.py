@@ -22,7 +22,7 @@ from whisperlite.kernels import QTensor, Weight, get_threads, ggml_order, matmul
 from whisperlite.kernels.attention import attention, round_f16
 from whisperlite.kernels.ggml_order import GgmlArith, native_arith
 from whisperlite.kernels.ops import add_
-from whisperlite.kernels import gemv
+from whisperlite.kernels import gemv, tiles
 from whisperlite.kernels.actquant import PARALLEL_MIN, quantize_activations
 from whisperlite.kernels.quant import dequantize
 from whisperlite.kernels.rope import rope_, rope_cache
@@ -434,6 +434,10 @@ def product(x: np.ndarray, w: Weight, ggml_exact: bool) -> np.ndarray:
     if gemv.batch_kernel(x.shape[0], w):  # llama.cpp's K-quant batch kernels
         return gemv.k_batch(x, w, np.empty((x.shape[0], w.shape[0]), np.float32))
     kind = _I8_KIND.get(w.qtype) if gemv.HAS_AVX2 else None
+    if kind is not None and x.shape[0] >= tiles.TILE_TOKENS and kind in _TILE_KINDS:  # a prompt: in tiles
+        xq, xd, xs = quantize_activations(x, w.qtype, np.int8)
+        return tiles.gemm_i8(kind, xq, xd, xs, w.data, np.empty((x.shape[0], w.shape[0]), np.float32),
+                             w.data.size * x.shape[0] >= gemv.PARALLEL_MIN_BYTES)
     if kind is not None:  # ggml's integer dots, as ggml itself runs them
         out = np.empty((x.shape[0], w.shape[0]), np.float32)
         if x.shape[0] * x.shape[1] < PARALLEL_MIN:  # one call: quantizer and product
@@ -461,5 +465,6 @@ def residual_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 # Block weight types -> the shared kernel matmul(ggml_exact=True) dispatches them to; looked
 # up by the raw type number (~120 products a token: the enum conversion alone was ~1 ms).
 _I8_KIND = {int(q): kind for q, kind in gemv.I8_KIND.items()}
+_TILE_KINDS = frozenset(gemv.LEGACY_KIND.values())
 _GGML_GEMV = {int(QType.Q8_0): gemv.gemv_q8_0, int(QType.Q4_0): gemv.gemv_q4_0, int(QType.Q4_1): gemv.gemv_q4_1,
               int(QType.Q5_0): gemv.gemv_q5_0, int(QType.Q5_1): gemv.gemv_q5_1}

@@ -1,0 +1,134 @@
+"""Products of several activation rows (a prompt's tokens) by a 32-weight block type
+(Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) in ggml's integer arithmetic, a tile of weight rows by
+activation rows at a time.
+
+gemv.py's integer dots take one activation row per pass over a weight row, so a prompt
+of n tokens unpacks every weight block n times; unpacking costs about as much as the
+dot. Here each pass takes TILE_ROWS weight rows by TILE_TOKENS activation rows: every
+block is unpacked once per tile and every activation block loaded once per tile (as
+llama.cpp's tinyBLAS tiles its prompt products). Each (row, token) dot keeps the
+arithmetic and order of gemv's one-row dot (`_row_idot`: per block the byte products
+summed into 8 int32 lanes, acc = fma(lanes, d_w*d_x, acc), hsum_float_8, plus the "_1"
+types' fma(m, s_x, ·) chain), so the results are the same bits.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from whisperlite.kernels.gemv import LEGACY_KIND, idot_range
+from whisperlite.kernels.llvm_ir import (
+    F32, I8, I64, V8F, byte_dot, elem_ptr, emit_block_i8, fma1, fma8, hsum, load_v32b, sign_split, splat)
+from whisperlite.kernels.quant import KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q5_1, KIND_Q8_0, QK, QUANT_TYPES
+
+TILE_ROWS, TILE_TOKENS = 4, 2
+# Weight rows per parallel task: a range that stays in L2 while every token passes over it.
+ROWS_PER_TASK = 64
+
+
+def tile_idot(lay, nrows: int, ntok: int):
+    """Intrinsic f(w, r, nb, xq, xd, xs, t, out): out[t + j, r + i] = weight row r + i ·
+    activation row t + j for i < nrows, j < ntok, each as gemv's `_row_idot` computes it."""
+    size = lay.size
+    has_m = lay.offset("m") is not None
+
+    @intrinsic
+    def dots(typingctx, w, r, nb, xq, xd, xs, t, out):
+        def codegen(context, builder, sig, args):
+            wv, rv, nbv, xqv, xdv, xsv, tv, outv = args
+            warr = context.make_array(sig.args[0])(context, builder, wv)
+            rowstride = cgutils.unpack_tuple(builder, warr.strides, 2)[0]
+            bases = [builder.gep(warr.data, [builder.mul(builder.add(rv, ir.Constant(I64, i)), rowstride)])
+                     for i in range(nrows)]
+            toks = [builder.add(tv, ir.Constant(I64, j)) for j in range(ntok)]
+            qbases = [elem_ptr(context, builder, sig.args[3], xqv, builder.mul(tj, builder.mul(nbv, ir.Constant(I64, QK))))
+                      for tj in toks]
+            xdbases = [elem_ptr(context, builder, sig.args[4], xdv, builder.mul(tj, nbv)) for tj in toks]
+            xsbases = [elem_ptr(context, builder, sig.args[5], xsv, builder.mul(tj, nbv)) for tj in toks]
+            accs = [[cgutils.alloca_once_value(builder, ir.Constant(V8F, [0.0] * 8)) for _ in toks] for _ in bases]
+            offs = [[cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0)) for _ in toks] for _ in bases]
+            with cgutils.for_range(builder, nbv) as loop:
+                b = loop.index
+                ys = [load_v32b(builder, qb, builder.mul(b, ir.Constant(I64, QK))) for qb in qbases]
+                xd_b = [builder.load(builder.gep(xb, [b])) for xb in xdbases]
+                xs_b = [builder.load(builder.gep(xb, [b])) for xb in xsbases] if has_m else None
+                for i in range(nrows):
+                    q, d, m, signed = emit_block_i8(builder, lay, builder.gep(bases[i], [builder.mul(b, ir.Constant(I64, size))]))
+                    qabs, sign = sign_split(builder, q, signed)
+                    for j in range(ntok):
+                        p32 = byte_dot(builder, qabs, sign, ys[j])
+                        scale = builder.fmul(d, xd_b[j])
+                        acc = accs[i][j]
+                        builder.store(fma8(builder, builder.sitofp(p32, V8F), splat(builder, scale, 8),
+                                           builder.load(acc)), acc)
+                        if has_m:
+                            builder.store(fma1(builder, m, xs_b[j], builder.load(offs[i][j])), offs[i][j])
+            oarr = context.make_array(sig.args[7])(context, builder, outv)
+            ostr = cgutils.unpack_tuple(builder, oarr.strides, 2)[0]
+            for j, tj in enumerate(toks):
+                orow = builder.bitcast(builder.gep(builder.bitcast(oarr.data, I8.as_pointer()),
+                                                   [builder.mul(tj, ostr)]), F32.as_pointer())
+                for i in range(nrows):
+                    total = hsum(builder, builder.load(accs[i][j]))
+                    if has_m:
+                        total = builder.fadd(total, builder.load(offs[i][j]))
+                    builder.store(total, builder.gep(orow, [builder.add(rv, ir.Constant(I64, i))]))
+            return context.get_dummy_value()
+
+        return types.none(w, r, nb, xq, xd, xs, t, out), codegen
+
+    return dots
+
+
+_tiles = {kind: tile_idot(QUANT_TYPES[q], TILE_ROWS, TILE_TOKENS) for q, kind in LEGACY_KIND.items()}
+_tile_q8_0, _tile_q4_0, _tile_q4_1 = _tiles[KIND_Q8_0], _tiles[KIND_Q4_0], _tiles[KIND_Q4_1]
+_tile_q5_0, _tile_q5_1 = _tiles[KIND_Q5_0], _tiles[KIND_Q5_1]
+
+
+@numba.njit(inline="always", cache=True)
+def _tile(kind, w, r, nb, xq, xd, xs, t, out):
+    if kind == KIND_Q8_0:
+        _tile_q8_0(w, r, nb, xq, xd, xs, t, out)
+    elif kind == KIND_Q4_0:
+        _tile_q4_0(w, r, nb, xq, xd, xs, t, out)
+    elif kind == KIND_Q4_1:
+        _tile_q4_1(w, r, nb, xq, xd, xs, t, out)
+    elif kind == KIND_Q5_0:
+        _tile_q5_0(w, r, nb, xq, xd, xs, t, out)
+    else:
+        _tile_q5_1(w, r, nb, xq, xd, xs, t, out)
+
+
+def _gemm_body(kind, xq, xd, xs, w, out):
+    """xq (n, k) int8 with block scales xd and sums xs (actquant.py) @ w (d, bytes).T ->
+    out (n, d), w of the 32-weight type `kind` (gemv.LEGACY_KIND); tiles where they fit,
+    gemv's one-row dots for the rows and tokens left over."""
+    n, k = xq.shape
+    rows, nb = w.shape[0], k // QK
+    tasks = (rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    n_full = n - n % TILE_TOKENS
+    for p in prange(tasks):
+        r0, r1 = p * ROWS_PER_TASK, min(rows, (p + 1) * ROWS_PER_TASK)
+        r_full = r0 + (r1 - r0) // TILE_ROWS * TILE_ROWS
+        for t in range(0, n_full, TILE_TOKENS):
+            for r in range(r0, r_full, TILE_ROWS):
+                _tile(kind, w, r, nb, xq, xd, xs, t, out)
+            for j in range(TILE_TOKENS):
+                idot_range(kind, w, r_full, r1, nb, xq, xd, xs, t + j, out)
+        for t in range(n_full, n):
+            idot_range(kind, w, r0, r1, nb, xq, xd, xs, t, out)
+    return out
+
+
+_gemm_par = numba.njit(parallel=True, nogil=True, cache=True)(_gemm_body)
+_gemm_seq = numba.njit(nogil=True, cache=True)(_gemm_body)
+
+
+def gemm_i8(kind: int, xq: np.ndarray, xd: np.ndarray, xs: np.ndarray, w: np.ndarray, out: np.ndarray,
+            parallel: bool) -> np.ndarray:
+    """`_gemm_body` on numba's pool (parallel) or on this thread."""
+    return (_gemm_par if parallel else _gemm_seq)(kind, xq, xd, xs, w, out)
