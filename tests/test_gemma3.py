@@ -15,7 +15,7 @@ from whisperlite.formats.gguf import read_gguf
 from whisperlite.generation.chat_template import GEMMA_TEMPLATE
 from whisperlite.generation.generate import GenerateOptions, Generator
 from whisperlite.generation.sampling import SamplingOptions
-from whisperlite.kernels import ggml_order
+from whisperlite.kernels import get_threads, ggml_order, set_threads
 from whisperlite.kernels.ggml_order import GELU_TABLE, native_arith
 from whisperlite.kernels.rope import rope_, rope_cache
 from whisperlite.models.decoders import build_decoder
@@ -110,6 +110,32 @@ def test_incremental_decoding_equals_one_batch(tiny):
     for i in range(4, len(IDS)):
         last = model.forward([IDS[i]], cache)
         np.testing.assert_allclose(last, whole[i], rtol=0, atol=0.03 * np.abs(whole).max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_step_equals_general_path(tiny, threads):
+    """One token at a time through models/gemma3_step.py, on one thread and on two (the
+    first steps alternate between them), across the window of 4 and the global layer: the
+    same logits and KV cache, bit for bit, as the kernel-by-kernel path; float weights
+    have no fused step."""
+    path, _ = tiny
+    model, ops = Gemma3(read_gguf(path)), Gemma3(read_gguf(path))
+    if "Q" not in path.stem.rsplit("-", 1)[1]:
+        assert model.step_weights is None
+        return
+    ops.step_weights = None
+    before = get_threads()
+    set_threads(threads)
+    try:
+        a, b = model.new_cache(32), ops.new_cache(32)
+        model.forward(IDS[:3], a)
+        ops.forward(IDS[:3], b)
+        for tok in IDS[3:]:
+            assert np.array_equal(model.forward([tok], a), ops.forward([tok], b))
+        assert all(np.array_equal(x, y) for x, y in zip(a.k + a.v, b.k + b.v))
+    finally:
+        set_threads(before)
 
 
 def test_sliding_window_pattern_from_the_file(tmp_path):
