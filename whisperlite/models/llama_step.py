@@ -226,7 +226,7 @@ def step_body(tid, g, pos, x0, cos, sin, k_addrs, v_addrs, n_ctx, w, s):
         slot += DOWN_CHUNKS
         add_row(x, s.down[li])
     rms_norm_serial(x, w.out_norm, w.eps, h)
-    product_phase(tid, g, claim, done, slot, VOCAB_CHUNKS, w.out_kind, aslayer_matrix(w.out), h, xqf, xdf, xsf, s.logits)
+    product_phase(tid, g, claim, done, slot, VOCAB_CHUNKS, w.out_kind, as_matrix(w.out), h, xqf, xdf, xsf, s.logits)
 
 
 @numba.njit(parallel=True, **_SER)
