@@ -10,12 +10,13 @@ from gguf import GGMLQuantizationType as QType
 
 from conftest import run_cli
 from gemma3_tiny import TinyGemmaDims, reference_gemma, write_tiny_gemma
+from llama_tiny import assert_steps_equal
 from whisperlite.core.errors import ModelFormatError
 from whisperlite.formats.gguf import read_gguf
 from whisperlite.generation.chat_template import GEMMA_TEMPLATE
 from whisperlite.generation.generate import GenerateOptions, Generator
 from whisperlite.generation.sampling import SamplingOptions
-from whisperlite.kernels import get_threads, ggml_order, set_threads
+from whisperlite.kernels import ggml_order
 from whisperlite.kernels.ggml_order import GELU_TABLE, native_arith
 from whisperlite.kernels.rope import rope_, rope_cache
 from whisperlite.models.decoders import build_decoder
@@ -125,17 +126,7 @@ def test_fused_step_equals_general_path(tiny, threads):
         assert model.step_weights is None
         return
     ops.step_weights = None
-    before = get_threads()
-    set_threads(threads)
-    try:
-        a, b = model.new_cache(32), ops.new_cache(32)
-        model.forward(IDS[:3], a)
-        ops.forward(IDS[:3], b)
-        for tok in IDS[3:]:
-            assert np.array_equal(model.forward([tok], a), ops.forward([tok], b))
-        assert all(np.array_equal(x, y) for x, y in zip(a.k + a.v, b.k + b.v))
-    finally:
-        set_threads(before)
+    assert_steps_equal(model.forward, ops.forward, lambda: model.new_cache(32), IDS, 3, threads)
 
 
 def test_sliding_window_pattern_from_the_file(tmp_path):

@@ -25,7 +25,7 @@ from whisperlite.kernels import QTensor, Weight, ggml_order
 from whisperlite.kernels.attention import round_f16
 from whisperlite.kernels.ggml_order import GELU_TABLE, GgmlArith, native_arith
 from whisperlite.kernels.rope import rope_, rope_cache
-from whisperlite.models import gemma3_step
+from whisperlite.models import gemma3_step, llama_step
 from whisperlite.models.llama import (MAX_WIDTH, DecoderDims, KVCache, StepRunner, cache_addresses, check_shapes,
                                       concat_rows, decoder_hparams, decoder_shapes, embed_rows, product, residual_,
                                       stacked, step_matrices, step_scratch)
@@ -255,7 +255,7 @@ class Gemma3:
         if sc is None:
             nq, nkv = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
             slots = gemma3_step.step_slots(cfg.n_layer, cfg.n_head, cfg.n_head_kv, (nq, nkv, nkv))
-            sc = self._scratch.step = StepRunner(step_scratch(gemma3_step.Scratch, cfg, slots, (2, 3),
+            sc = self._scratch.step = StepRunner(step_scratch(llama_step.Scratch, cfg, slots, (2, 3),
                                                               (1, cfg.n_head, cfg.head_dim)))
         pos = cache.n_past
         positions = np.arange(pos, pos + 1)

@@ -76,26 +76,6 @@ class Weights(NamedTuple):
     lanes: int
 
 
-class Scratch(NamedTuple):
-    """Everything the step writes: chunk claims, per-layer phase outputs, per-thread rows."""
-
-    claim: np.ndarray  # (step_slots,) int64, zero at first
-    done: np.ndarray
-    qkv: np.ndarray  # (L, 1, nq + 2 nkv)
-    att: np.ndarray  # (L, 1, nq)
-    o: np.ndarray  # (L, 1, d)
-    gu: np.ndarray  # (L, 1, 2 n_ff) gate, then up
-    act: np.ndarray  # (L, 1, n_ff) gelu(gate) * up
-    down: np.ndarray  # (L, 1, d)
-    x: np.ndarray  # (2, 1, d) each thread's residual stream
-    h: np.ndarray  # (2, 1, d) and its normalized row
-    xq: np.ndarray  # (2, 3, max k) int8: a phase's inputs quantized per block, one per matrix
-    xd: np.ndarray  # (2, 3, max k / 32) float32: the block scales
-    xs: np.ndarray  # (2, 3, max k / 32) float32: the block sums
-    head: np.ndarray  # (2, 1, n_head, hd) normalized, rotated query or key heads
-    logits: np.ndarray  # (1, vocab)
-
-
 @numba.njit(inline="always", **_SER)
 def _norm_add(x, y, w, eps, tmp):
     """x += rms_norm(y) * w (ggml's order: the norm, then the residual add)."""
@@ -119,7 +99,8 @@ def step_body(tid, g, pos, x0, cos_g, sin_g, cos_s, sin_s, k_addrs, v_addrs, n_c
     the other -> s.logits. cos_g, sin_g / cos_s, sin_s (1, hd/2): the position's rope
     caches of the global and the sliding-window layers; k_addrs, v_addrs (L,) the
     addresses of each layer's KV cache, K (n_kv, n_ctx, hd) and V (n_kv, hd, n_ctx)
-    float32; w `Weights`, s `Scratch`."""
+    float32; w `Weights`, s a llama_step.Scratch whose xq, xd, xs hold three inputs a
+    thread (2, 3, ...) and head a thread's query heads (2, 1, n_head, hd)."""
     claim, done = s.claim, s.done
     x, h, hb = s.x[tid], s.h[tid], s.head[tid]
     xqf, xdf, xsf = s.xq[tid], s.xd[tid], s.xs[tid]
