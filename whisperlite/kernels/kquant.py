@@ -37,7 +37,7 @@ from numba.extending import intrinsic
 from whisperlite.kernels.llvm_ir import (
     F32, HAS_AVX2, I8, I16, I32, I64, V8F, V8I, V16W, V32B, elem_ptr, fma1, fma8, hsum, ir_f16_to_f32, load, splat,
     vec)
-from whisperlite.kernels.quant import QK, QK_K, QUANT_TYPES
+from whisperlite.kernels.quant import KIND, QK, QK_K, QUANT_TYPES
 
 SUBS = QK_K // QK  # blocks of 32 per super-block
 # the float orders a dot can take (module docstring): one-row kernels, Q4_K's four-row
@@ -183,6 +183,33 @@ def _total(builder, qtype, order, acc8, acc, accm):
     return builder.fadd(total, builder.load(accm)) if qtype == QType.Q5_K else total
 
 
+def tile_ptrs(context, builder, sig, args, at: int, nrows: int, ntok: int):
+    """For an intrinsic whose args[at:at+8] are (w, r, nb, xq, xd, xs, t, out): i8* to
+    weight rows r..r+nrows-1, and (int8 values, scales, sums) pointers of activation rows
+    t..t+ntok-1."""
+    wv, rv, nbv, tv = args[at], args[at + 1], args[at + 2], args[at + 6]
+    warr = context.make_array(sig.args[at])(context, builder, wv)
+    rowstride = cgutils.unpack_tuple(builder, warr.strides, 2)[0]
+    bases = [builder.gep(warr.data, [builder.mul(builder.add(rv, ir.Constant(I64, i)), rowstride)])
+             for i in range(nrows)]
+    acts = [_activation_ptrs(context, builder, sig, args, at + 3, builder.add(tv, ir.Constant(I64, j)), nbv)
+            for j in range(ntok)]
+    return bases, acts
+
+
+def store_tile(context, builder, sig, args, at: int, totals) -> None:
+    """out[t + j, r + i] = totals[i][j], args as `tile_ptrs` takes them."""
+    rv, tv, outv = args[at + 1], args[at + 6], args[at + 7]
+    oarr = context.make_array(sig.args[at + 7])(context, builder, outv)
+    ostride = cgutils.unpack_tuple(builder, oarr.strides, 2)[0]
+    for j in range(len(totals[0])):
+        tj = builder.add(tv, ir.Constant(I64, j))
+        orow = builder.bitcast(builder.gep(builder.bitcast(oarr.data, I8.as_pointer()), [builder.mul(tj, ostride)]),
+                               F32.as_pointer())
+        for i, row in enumerate(totals):
+            builder.store(row[j], builder.gep(orow, [builder.add(rv, ir.Constant(I64, i))]))
+
+
 def _activation_ptrs(context, builder, sig, args, at, tv, nbv):
     """(int8 values, scales, sums) pointers of activation row t; args[at:at+3] = xq, xd, xs."""
     qbase = elem_ptr(context, builder, sig.args[at], args[at], builder.mul(tv, builder.mul(nbv, ir.Constant(I64, QK))))
@@ -215,21 +242,8 @@ def rows_idot_k(qtype: QType, nrows: int, order: str = ROW, ntok: int = 1):
     @intrinsic
     def dots(typingctx, w, r, nb, xq, xd, xs, t, out):
         def codegen(context, builder, sig, args):
-            wv, rv, nbv, _, _, _, tv, outv = args
-            warr = context.make_array(sig.args[0])(context, builder, wv)
-            rowstride = cgutils.unpack_tuple(builder, warr.strides, 2)[0]
-            bases = [builder.gep(warr.data, [builder.mul(builder.add(rv, ir.Constant(I64, i)), rowstride)])
-                     for i in range(nrows)]
-            toks = [builder.add(tv, ir.Constant(I64, j)) for j in range(ntok)]
-            acts = [_activation_ptrs(context, builder, sig, args, 3, tj, nbv) for tj in toks]
-            totals = _emit_rows(builder, qtype, bases, nbv, acts, order)
-            oarr = context.make_array(sig.args[7])(context, builder, outv)
-            ostride = cgutils.unpack_tuple(builder, oarr.strides, 2)[0]
-            for j, tj in enumerate(toks):
-                orow = builder.bitcast(builder.gep(builder.bitcast(oarr.data, I8.as_pointer()),
-                                                   [builder.mul(tj, ostride)]), F32.as_pointer())
-                for i in range(nrows):
-                    builder.store(totals[i][j], builder.gep(orow, [builder.add(rv, ir.Constant(I64, i))]))
+            bases, acts = tile_ptrs(context, builder, sig, args, 0, nrows, ntok)
+            store_tile(context, builder, sig, args, 0, _emit_rows(builder, qtype, bases, args[2], acts, order))
             return context.get_dummy_value()
 
         return types.none(w, r, nb, xq, xd, xs, t, out), codegen
@@ -300,9 +314,42 @@ idot_q6_k_tiled = row_idot_k(QType.Q6_K, TILED)
 idots_q4_k_tiled = rows_idot_k(QType.Q4_K, ROWS_PER_PASS, TILED)
 idots_q5_k_tiled = rows_idot_k(QType.Q5_K, ROWS_PER_PASS, TILED)
 idots_q6_k_tiled = rows_idot_k(QType.Q6_K, ROWS_PER_PASS, TILED)
+
+
+def batch_tokens_k(ntok: int):
+    """Intrinsic f(kind, tiled, w, r, nb, xq, xd, xs, t, out): `rows_idot_k` of weight row r
+    by activation rows t..t+ntok-1 in a batch kernel's order: ggml's tiled matmul (tiled,
+    any K-quant code `kind`), else Q4_K's four-row gemm."""
+
+    @intrinsic
+    def dots(typingctx, kind, tiled, w, r, nb, xq, xd, xs, t, out):
+        def codegen(context, builder, sig, args):
+            end = builder.append_basic_block("batch.end")
+
+            def emit(qtype, order):
+                bases, acts = tile_ptrs(context, builder, sig, args, 2, 1, ntok)
+                store_tile(context, builder, sig, args, 2, _emit_rows(builder, qtype, bases, args[4], acts, order))
+                builder.branch(end)
+
+            gemm, by_kind = builder.append_basic_block("batch.gemm"), builder.append_basic_block("batch.tiled")
+            builder.cbranch(builder.icmp_unsigned("==", args[1], ir.Constant(args[1].type, 0)), gemm, by_kind)
+            builder.position_at_end(gemm)
+            emit(QType.Q4_K, GEMM)
+            builder.position_at_end(by_kind)
+            switch = builder.switch(args[0], end)
+            for qtype in (QType.Q4_K, QType.Q5_K, QType.Q6_K):
+                block = builder.append_basic_block(f"batch.{qtype.name}")
+                switch.add_case(ir.Constant(args[0].type, KIND[qtype]), block)
+                builder.position_at_end(block)
+                emit(qtype, TILED)
+            builder.position_at_end(end)
+            return context.get_dummy_value()
+
+        return types.none(kind, tiled, w, r, nb, xq, xd, xs, t, out), codegen
+
+    return dots
+
+
 # A prompt's wide rows: one weight row by TOKENS_PER_PASS activation rows a pass.
 TOKENS_PER_PASS = 4
-tok_q4_k_gemm = rows_idot_k(QType.Q4_K, 1, GEMM, TOKENS_PER_PASS)
-tok_q4_k_tiled = rows_idot_k(QType.Q4_K, 1, TILED, TOKENS_PER_PASS)
-tok_q5_k_tiled = rows_idot_k(QType.Q5_K, 1, TILED, TOKENS_PER_PASS)
-tok_q6_k_tiled = rows_idot_k(QType.Q6_K, 1, TILED, TOKENS_PER_PASS)
+batch_tokens = batch_tokens_k(TOKENS_PER_PASS)

@@ -21,8 +21,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from whisperlite.kernels.gemv import LEGACY_KIND, idot_range
+from whisperlite.kernels.kquant import store_tile, tile_ptrs
 from whisperlite.kernels.llvm_ir import (
-    F32, I8, I64, V8F, byte_dot, elem_ptr, emit_block_i8, fma1, fma8, hsum, load_v32b, sign_split, splat)
+    F32, I64, V8F, byte_dot, emit_block_i8, fma1, fma8, hsum, load_v32b, sign_split, splat)
 from whisperlite.kernels.quant import QK, QUANT_TYPES
 
 TILE_ROWS, TILE_TOKENS = 4, 2
@@ -32,27 +33,19 @@ ROWS_PER_TASK = 64
 
 def _emit_tile(context, builder, sig, args, lay, nrows: int, ntok: int) -> None:
     """out[t + j, r + i] = weight row r + i · activation row t + j for i < nrows, j < ntok
-    (args: w, r, nb, xq, xd, xs, t, out), each as gemv's `_row_idot` computes it for
+    (args[1:]: w, r, nb, xq, xd, xs, t, out), each as gemv's `_row_idot` computes it for
     weights of layout `lay`."""
     size = lay.size
     has_m = lay.offset("m") is not None
-    wv, rv, nbv, xqv, xdv, xsv, tv, outv = args
-    warr = context.make_array(sig.args[1])(context, builder, wv)
-    rowstride = cgutils.unpack_tuple(builder, warr.strides, 2)[0]
-    bases = [builder.gep(warr.data, [builder.mul(builder.add(rv, ir.Constant(I64, i)), rowstride)])
-             for i in range(nrows)]
-    toks = [builder.add(tv, ir.Constant(I64, j)) for j in range(ntok)]
-    qbases = [elem_ptr(context, builder, sig.args[4], xqv, builder.mul(tj, builder.mul(nbv, ir.Constant(I64, QK))))
-              for tj in toks]
-    xdbases = [elem_ptr(context, builder, sig.args[5], xdv, builder.mul(tj, nbv)) for tj in toks]
-    xsbases = [elem_ptr(context, builder, sig.args[6], xsv, builder.mul(tj, nbv)) for tj in toks]
-    accs = [[cgutils.alloca_once_value(builder, ir.Constant(V8F, [0.0] * 8)) for _ in toks] for _ in bases]
-    offs = [[cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0)) for _ in toks] for _ in bases]
+    nbv = args[3]
+    bases, acts = tile_ptrs(context, builder, sig, args, 1, nrows, ntok)
+    accs = [[cgutils.alloca_once_value(builder, ir.Constant(V8F, [0.0] * 8)) for _ in acts] for _ in bases]
+    offs = [[cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0)) for _ in acts] for _ in bases]
     with cgutils.for_range(builder, nbv) as loop:
         b = loop.index
-        ys = [load_v32b(builder, qb, builder.mul(b, ir.Constant(I64, QK))) for qb in qbases]
-        xd_b = [builder.load(builder.gep(xb, [b])) for xb in xdbases]
-        xs_b = [builder.load(builder.gep(xb, [b])) for xb in xsbases] if has_m else None
+        ys = [load_v32b(builder, qb, builder.mul(b, ir.Constant(I64, QK))) for qb, _, _ in acts]
+        xd_b = [builder.load(builder.gep(xb, [b])) for _, xb, _ in acts]
+        xs_b = [builder.load(builder.gep(xb, [b])) for _, _, xb in acts] if has_m else None
         for i in range(nrows):
             blk = builder.gep(bases[i], [builder.mul(b, ir.Constant(I64, size))])
             q, d, m, signed = emit_block_i8(builder, lay, blk)
@@ -64,16 +57,10 @@ def _emit_tile(context, builder, sig, args, lay, nrows: int, ntok: int) -> None:
                 builder.store(fma8(builder, builder.sitofp(p32, V8F), splat(builder, scale, 8), builder.load(acc)), acc)
                 if has_m:
                     builder.store(fma1(builder, m, xs_b[j], builder.load(offs[i][j])), offs[i][j])
-    oarr = context.make_array(sig.args[8])(context, builder, outv)
-    ostr = cgutils.unpack_tuple(builder, oarr.strides, 2)[0]
-    for j, tj in enumerate(toks):
-        orow = builder.bitcast(builder.gep(builder.bitcast(oarr.data, I8.as_pointer()), [builder.mul(tj, ostr)]),
-                               F32.as_pointer())
-        for i in range(nrows):
-            total = hsum(builder, builder.load(accs[i][j]))
-            if has_m:
-                total = builder.fadd(total, builder.load(offs[i][j]))
-            builder.store(total, builder.gep(orow, [builder.add(rv, ir.Constant(I64, i))]))
+    totals = [[hsum(builder, builder.load(acc)) for acc in row] for row in accs]
+    if has_m:
+        totals = [[builder.fadd(v, builder.load(off)) for v, off in zip(row, orow)] for row, orow in zip(totals, offs)]
+    store_tile(context, builder, sig, args, 1, totals)
 
 
 def tile_idot(nrows: int, ntok: int):
@@ -89,7 +76,7 @@ def tile_idot(nrows: int, ntok: int):
                 block = builder.append_basic_block(f"tile.{qtype.name}")
                 switch.add_case(ir.Constant(args[0].type, code), block)
                 builder.position_at_end(block)
-                _emit_tile(context, builder, sig, args[1:], QUANT_TYPES[qtype], nrows, ntok)
+                _emit_tile(context, builder, sig, args, QUANT_TYPES[qtype], nrows, ntok)
                 builder.branch(end)
             builder.position_at_end(end)
             return context.get_dummy_value()
