@@ -10,6 +10,9 @@ with their own rope base, the sixth globally. The output layer is tied to the em
 
 Norm weights: Hugging Face's Gemma computes x * (1 + w); GGUF conversion stores 1 + w, so
 the file's weights multiply directly, as in every other RMSNorm here.
+
+One token with ggml's integer dots runs as one numba program (gemma3_step.py, the same
+kernels in the same order, so the same bits); a prompt runs kernel by kernel below.
 """
 from __future__ import annotations
 
