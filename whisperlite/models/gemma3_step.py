@@ -11,7 +11,8 @@ sliding-window layers with their own rope base.
 
 Q, K, V and gate, up stay separate matrices (a quantization mix may give them different
 types): one phase claims chunks of all three (or both), each matrix's input quantized for
-its own type.
+its own type. Their outputs are contiguous row views (reshaped slices), so the products
+take the array types the LLaMA step compiled them for.
 """
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def _head_in(qkv, col, norm_w, eps, hb, hh, cos, sin):
     """Head hh of the row qkv from column col on, RMS-normalized by norm_w and rotated
     (NEOX, ggml's fused order) -> hb[0, hh]."""
     hd = hb.shape[2]
-    rms_norm_serial(qkv[:, col : col + hd], norm_w, eps, hb[0, hh : hh + 1])
+    rms_norm_serial(qkv[0, col : col + hd].reshape((1, hd)), norm_w, eps, hb[0, hh : hh + 1])
     rotate_head(hb, 0, hh, cos, sin, True, True)
 
 
@@ -134,15 +135,15 @@ def step_body(tid, g, pos, x0, cos_g, sin_g, cos_s, sin_s, k_addrs, v_addrs, n_c
                 if cc < nc_q:
                     rows = w.shapes[li, Q, 0]
                     dot_rows(kinds[Q], layer_matrix(w, li, Q), rows * cc // nc_q, rows * (cc + 1) // nc_q,
-                             xq_q, xd_q, xs_q, qkv[:, :nq])
+                             xq_q, xd_q, xs_q, qkv[0, :nq].reshape((1, nq)))
                 elif cc < nc_q + nc_k:
                     c1 = cc - nc_q
                     dot_rows(kinds[K], layer_matrix(w, li, K), nkv * c1 // nc_k, nkv * (c1 + 1) // nc_k,
-                             xq_k, xd_k, xs_k, qkv[:, nq : nq + nkv])
+                             xq_k, xd_k, xs_k, qkv[0, nq : nq + nkv].reshape((1, nkv)))
                 else:
                     c1 = cc - nc_q - nc_k
                     dot_rows(kinds[V], layer_matrix(w, li, V), nkv * c1 // nc_v, nkv * (c1 + 1) // nc_v,
-                             xq_v, xd_v, xs_v, qkv[:, nq + nkv :])
+                             xq_v, xd_v, xs_v, qkv[0, nq + nkv :].reshape((1, nkv)))
                 _finish(done, slot + cc, g)
         _await(done, slot, n_qkv, g)
         slot += n_qkv
@@ -184,8 +185,8 @@ def step_body(tid, g, pos, x0, cos_g, sin_g, cos_s, sin_s, k_addrs, v_addrs, n_c
             cc = (c + tid * (GATE_UP_CHUNKS // 2)) % GATE_UP_CHUNKS
             if _claim(claim, slot + cc, g):
                 a, b = n_ff * cc // GATE_UP_CHUNKS, n_ff * (cc + 1) // GATE_UP_CHUNKS
-                dot_rows(kinds[GATE], wg, a, b, xq_g, xd_g, xs_g, gu[:, :n_ff])
-                dot_rows(kinds[UP], wu, a, b, xq_u, xd_u, xs_u, gu[:, n_ff:])
+                dot_rows(kinds[GATE], wg, a, b, xq_g, xd_g, xs_g, gu[0, :n_ff].reshape((1, n_ff)))
+                dot_rows(kinds[UP], wu, a, b, xq_u, xd_u, xs_u, gu[0, n_ff:].reshape((1, n_ff)))
                 for j in range(a, b):
                     act[0, j] = geglu_at(gu[0, j], gu[0, n_ff + j], w.gelu)
                 _finish(done, slot + cc, g)
