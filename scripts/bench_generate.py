@@ -6,8 +6,9 @@ llama.cpp (llama-cpp-python, when installed) in the same run, printed as ratios.
 Both sides evaluate the same prompt ids as one batch, then feed back their own greedy
 token one at a time; each figure is the best of --repeats runs (shared machines are noisy),
 the two engines' runs interleaved.
-"gen cpu ms" is the process CPU time per generated token (all threads), steadier than wall
-time when other processes load the machine; "same tokens" says whether both sides
+"prompt cpu ms" and "gen cpu ms" are the process CPU time of the prompt batch and per
+generated token (all threads), steadier than wall time when other processes load the
+machine; "same tokens" says whether both sides
 generated the same ids.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ PROMPT = "Building a website can be done in 10 simple steps:"
 @dataclass(frozen=True)
 class Speed:
     prompt_tps: float
+    prompt_cpu_ms: float
     gen_tps: float
     gen_cpu_ms: float
     tokens: tuple[int, ...]
@@ -37,35 +39,36 @@ class Best:
 
     def __init__(self) -> None:
         self.p = self.g = 0.0
-        self.c = float("inf")
+        self.cp = self.c = float("inf")
         self.tokens: tuple[int, ...] = ()
 
-    def add(self, n_prompt: int, tp: float, n: int, tg: float, cg: float, tokens: list[int]) -> None:
+    def add(self, n_prompt: int, tp: float, cp: float, n: int, tg: float, cg: float, tokens: list[int]) -> None:
         self.p, self.g, self.c = max(self.p, n_prompt / tp), max(self.g, n / tg), min(self.c, 1e3 * cg / n)
+        self.cp = min(self.cp, 1e3 * cp)
         self.tokens = tuple(tokens)
 
     def speed(self) -> Speed:
-        return Speed(self.p, self.g, self.c, self.tokens)
+        return Speed(self.p, self.cp, self.g, self.c, self.tokens)
 
 
 def run_whisperlite(gen, ids: list[int], n: int, best: Best) -> None:
     cache = gen.model.new_cache(512)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     logits = gen.model.forward(ids, cache)
-    tp = time.perf_counter() - t0
+    tp, cp = time.perf_counter() - t0, time.process_time() - c0
     out = []
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(n):
         out.append(int(np.argmax(logits)))
         logits = gen.model.forward([out[-1]], cache)
-    best.add(len(ids), tp, n, time.perf_counter() - t0, time.process_time() - c0, out)
+    best.add(len(ids), tp, cp, n, time.perf_counter() - t0, time.process_time() - c0, out)
 
 
 def run_llama_cpp(llm, ids: list[int], n: int, best: Best) -> None:
     llm.reset()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     llm.eval(ids)
-    tp = time.perf_counter() - t0
+    tp, cp = time.perf_counter() - t0, time.process_time() - c0
     out = []
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(n):
@@ -74,7 +77,7 @@ def run_llama_cpp(llm, ids: list[int], n: int, best: Best) -> None:
         logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
         out.append(int(np.argmax(logits)))
         llm.eval([out[-1]])
-    best.add(len(ids), tp, n, time.perf_counter() - t0, time.process_time() - c0, out)
+    best.add(len(ids), tp, cp, n, time.perf_counter() - t0, time.process_time() - c0, out)
 
 
 def bench(model: str, threads: int, n: int, repeats: int, exact: bool) -> tuple[Speed, Speed | None]:
@@ -115,17 +118,20 @@ def main() -> None:
         pass
     else:  # which build the ratios are against (AVX-512 / AMX / BLAS change its speed)
         print(f"llama-cpp-python {llama_cpp.__version__}: {llama_cpp.llama_print_system_info().decode().strip()}")
-    print(f"{'threads':>7} {'engine':>12} {'prompt tok/s':>13} {'gen tok/s':>10} {'gen cpu ms':>11} "
-          f"{'ratio prompt':>13} {'ratio gen':>10} {'ratio cpu':>10} {'same tokens':>12}")
+    print(f"{'threads':>7} {'engine':>12} {'prompt tok/s':>13} {'prompt cpu ms':>14} {'gen tok/s':>10} "
+          f"{'gen cpu ms':>11} {'ratio prompt':>13} {'ratio p cpu':>12} {'ratio gen':>10} {'ratio g cpu':>12} "
+          f"{'same tokens':>12}")
     for t in args.threads:
         ours, ref = bench(args.model, t, args.n, args.repeats, not args.float_activations)
-        print(f"{t:>7} {'whisperlite':>12} {ours.prompt_tps:13.1f} {ours.gen_tps:10.1f} {ours.gen_cpu_ms:11.2f}")
+        print(f"{t:>7} {'whisperlite':>12} {ours.prompt_tps:13.1f} {ours.prompt_cpu_ms:14.1f} {ours.gen_tps:10.1f} "
+              f"{ours.gen_cpu_ms:11.2f}")
         if ref is None:
             print(f"{t:>7} {'llama.cpp':>12} {'(llama-cpp-python not installed)':>24}")
             continue
-        print(f"{t:>7} {'llama.cpp':>12} {ref.prompt_tps:13.1f} {ref.gen_tps:10.1f} {ref.gen_cpu_ms:11.2f} "
-              f"{ours.prompt_tps / ref.prompt_tps:13.2f} {ours.gen_tps / ref.gen_tps:10.2f} "
-              f"{ref.gen_cpu_ms / ours.gen_cpu_ms:10.2f} {str(ours.tokens == ref.tokens):>12}")
+        print(f"{t:>7} {'llama.cpp':>12} {ref.prompt_tps:13.1f} {ref.prompt_cpu_ms:14.1f} {ref.gen_tps:10.1f} "
+              f"{ref.gen_cpu_ms:11.2f} {ours.prompt_tps / ref.prompt_tps:13.2f} "
+              f"{ref.prompt_cpu_ms / ours.prompt_cpu_ms:12.2f} {ours.gen_tps / ref.gen_tps:10.2f} "
+              f"{ref.gen_cpu_ms / ours.gen_cpu_ms:12.2f} {str(ours.tokens == ref.tokens):>12}")
 
 
 if __name__ == "__main__":

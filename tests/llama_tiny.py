@@ -10,6 +10,7 @@ from gguf import GGMLQuantizationType as QType
 from gguf import GGUFWriter
 from gguf.quants import dequantize, quantize
 
+from whisperlite.kernels import get_threads, set_threads
 from whisperlite.tokenizer.llama import _gpt2_byte_chars
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -153,3 +154,21 @@ def reference_forward(wts: dict[str, np.ndarray], ids: list[int], dims: TinyDims
         u = h @ wts[p + "ffn_up.weight"].T
         x = x + (g / (1 + np.exp(-g)) * u) @ wts[p + "ffn_down.weight"].T
     return norm(x, wts["output_norm.weight"]) @ wts["token_embd.weight"].T
+
+
+def assert_steps_equal(step, general, new_cache, ids: list[int], first: int, threads: int) -> None:
+    """ids[:first] as one batch, then one token at a time, through `step` and `general`
+    ((tokens, cache) -> logits) at `threads` threads: the same logits and KV caches, bit
+    for bit."""
+    before = get_threads()
+    set_threads(threads)
+    try:
+        a, b = new_cache(), new_cache()
+        step(ids[:first], a)
+        general(ids[:first], b)
+        for tok in ids[first:]:
+            assert np.array_equal(step([tok], a), general([tok], b))
+        assert a.n_past == b.n_past == len(ids)
+        assert all(np.array_equal(x, y) for x, y in zip(a.k + a.v, b.k + b.v))
+    finally:
+        set_threads(before)

@@ -10,6 +10,7 @@ from gguf import GGMLQuantizationType as QType
 
 from conftest import run_cli
 from gemma3_tiny import TinyGemmaDims, reference_gemma, write_tiny_gemma
+from llama_tiny import assert_steps_equal
 from whisperlite.core.errors import ModelFormatError
 from whisperlite.formats.gguf import read_gguf
 from whisperlite.generation.chat_template import GEMMA_TEMPLATE
@@ -110,6 +111,22 @@ def test_incremental_decoding_equals_one_batch(tiny):
     for i in range(4, len(IDS)):
         last = model.forward([IDS[i]], cache)
         np.testing.assert_allclose(last, whole[i], rtol=0, atol=0.03 * np.abs(whole).max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_step_equals_general_path(tiny, threads):
+    """One token at a time through models/gemma3_step.py, on one thread and on two (the
+    first steps alternate between them), across the window of 4 and the global layer: the
+    same logits and KV cache, bit for bit, as the kernel-by-kernel path; float weights
+    have no fused step."""
+    path, _ = tiny
+    model, ops = Gemma3(read_gguf(path)), Gemma3(read_gguf(path))
+    if "Q" not in path.stem.rsplit("-", 1)[1]:
+        assert model.step_weights is None
+        return
+    ops.step_weights = None
+    assert_steps_equal(model.forward, ops.forward, lambda: model.new_cache(32), IDS, 3, threads)
 
 
 def test_sliding_window_pattern_from_the_file(tmp_path):

@@ -364,8 +364,8 @@ def test_q8_k_4x8_equals_ggml(ggml):
 
 
 @pytest.mark.parametrize("n", [4, 6, 9])
-def test_q4_k_batches_equal_ggml_gemm(ggml, n):
-    k = 768
+@pytest.mark.parametrize("k", [768, 1024])  # rows four per pass; rows by four activation rows
+def test_q4_k_batches_equal_ggml_gemm(ggml, n, k):
     w = random_blocks(QType.Q4_K, 24, k, 33)
     x = ties(n, k, n)
     wt = QTensor(QType.Q4_K, (24, k), w)
@@ -375,10 +375,11 @@ def test_q4_k_batches_equal_ggml_gemm(ggml, n):
 
 @pytest.mark.parametrize("qtype,rows", [(QType.Q4_K, 20), (QType.Q5_K, 24), (QType.Q6_K, 24)],
                          ids=lambda v: getattr(v, "name", str(v)))
-def test_tiled_batches_equal_the_numpy_port(qtype, rows):
+@pytest.mark.parametrize("k", [512, 1024])  # rows four per pass; wide rows by four activation rows
+def test_tiled_batches_equal_the_numpy_port(qtype, rows, k):
     """8+ rows by a matrix llama.cpp does not repack (Q4_K: rows not a multiple of 8):
     ggml's tiled order; fewer rows stay with the one-row kernels."""
-    k, n = 512, 9
+    n = 9
     w = QTensor(qtype, (rows, k), random_blocks(qtype, rows, k, 40 + int(qtype)))
     x = activations(n, k, 8)
     assert gemv.batch_kernel(n, w) == "tiled" and gemv.batch_kernel(7, w) is None
@@ -449,10 +450,10 @@ def test_llama_calls_take_k_quant_weights(qtype):
     assert np.array_equal(matmul(x, w, ggml_exact=True), ref)
     assert np.array_equal(gemv.gemv_i8_f32(kind, x, w.data, np.empty((1, rows), np.float32)), ref)
     xqf, xdf, xsf = np.empty(k, np.int8), np.empty(k // 32, np.float32), np.empty(k // 32, np.float32)
-    xq, xd, xs = llama_step._quantize(x, kind, xqf, xdf, xsf)
+    xq, xd, xs = llama_step.quantize_input(x, kind, xqf, xdf, xsf)
     out = np.full((1, rows), np.nan, np.float32)
-    llama_step._rows(kind, w.data, 0, 17, xq, xd, xs, out)
-    llama_step._rows(kind, w.data, 17, rows, xq, xd, xs, out)
+    llama_step.dot_rows(kind, w.data, 0, 17, xq, xd, xs, out)
+    llama_step.dot_rows(kind, w.data, 17, rows, xq, xd, xs, out)
     assert np.array_equal(out, ref)
     big = activations(40, k, 4)  # the prompt pass: llama.cpp's batch kernels
     want = gemv.k_batch(big, w, np.empty((40, rows), np.float32))

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QType
 
-from llama_tiny import TinyDims, reference_forward, write_tiny_llama
+from llama_tiny import TinyDims, assert_steps_equal, reference_forward, write_tiny_llama
 from whisperlite.core.errors import ModelFormatError
 from whisperlite.formats.gguf import read_gguf
 from whisperlite.generation.generate import GenerateOptions, Generator
-from whisperlite.kernels import get_threads, set_threads
 from whisperlite.kernels.ggml_order import LLAMA_CPP_C392E509_AVX512
 from whisperlite.models.llama import Llama, LlamaConfig
 from whisperlite.generation.sampling import SamplingOptions
@@ -81,19 +80,8 @@ def test_fused_step_equals_general_path(tiny, threads):
         assert model.step_weights is None
         return
     assert model.step_weights is not None
-    before = get_threads()
-    set_threads(threads)
-    try:
-        a, b = model.new_cache(32), model.new_cache(32)
-        model.forward(IDS[:4], a)
-        model.forward(IDS[:4], b)
-        for tok in IDS[4:]:
-            got = model.forward([tok], a)
-            assert np.array_equal(got, model._forward_ops(np.asarray([tok]), b, False))
-        assert a.n_past == b.n_past == len(IDS)
-        assert all(np.array_equal(x, y) for x, y in zip(a.k + a.v, b.k + b.v))
-    finally:
-        set_threads(before)
+    assert_steps_equal(model.forward, lambda ids, c: model._forward_ops(np.asarray(ids), c, False),
+                       lambda: model.new_cache(32), IDS, 4, threads)
 
 
 def test_unsupported_architecture_is_one_line(tmp_path):

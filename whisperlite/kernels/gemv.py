@@ -48,8 +48,9 @@ from whisperlite.kernels.llvm_ir import (
     F32, I8, I32, I64, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32, fma1, fma8, hadd,
     hsum, load_v32b, prefetch_row, sign_split, splat, vec)
 from whisperlite.kernels.kquant import (
-    idot_q4_k, idot_q4_k_gemm, idot_q4_k_tiled, idot_q5_k, idot_q5_k_tiled, idot_q6_k, idot_q6_k_tiled, idots_q4_k,
-    idots_q4_k_gemm, idots_q4_k_tiled, idots_q5_k, idots_q5_k_tiled, idots_q6_k, idots_q6_k_tiled)
+    TOKENS_PER_PASS, batch_tokens, idot_q4_k, idot_q4_k_gemm, idot_q4_k_tiled, idot_q5_k, idot_q5_k_tiled, idot_q6_k,
+    idot_q6_k_tiled, idots_q4_k, idots_q4_k_gemm, idots_q4_k_tiled, idots_q5_k, idots_q5_k_tiled, idots_q6_k,
+    idots_q6_k_tiled)
 from whisperlite.kernels.quant import (
     FIRST_K_KIND, KIND, KIND_Q4_0, KIND_Q4_1, KIND_Q4_K, KIND_Q5_0, KIND_Q5_1, KIND_Q5_K, KIND_Q8_0, QK, QUANT_TYPES,
     quantize_rows_for, quantize_rows_q8_k, quantize_rows_q8_k_4x8, quantize_rows_q8_k_4x8_serial,
@@ -582,13 +583,18 @@ def _batch_four(kind, tiled, w, r, nb, xq, xd, xs, t, out):
 
 
 def _k_batch_body(kind, tiled, xq, xd, xs, w, out):
-    """`_gemv_i8_body` of a K-quant in a batch kernel's order (`_batch_one`)."""
+    """`_gemv_i8_body` of a K-quant in a batch kernel's order (`_batch_one`); rows too wide
+    to go four per pass go by TOKENS_PER_PASS activation rows (kquant.py)."""
     n, k = xq.shape
     rows, nb = w.shape[0], k // QK
     parts = _parts(rows)
+    n_tok = n - n % TOKENS_PER_PASS if w.shape[1] > K_FOURS_MAX_BYTES else 0
     for p in prange(parts):
         r0, r1 = rows * p // parts, rows * (p + 1) // parts
-        for t in range(n):
+        for t in range(0, n_tok, TOKENS_PER_PASS):
+            for r in range(r0, r1):
+                batch_tokens(kind, tiled, w, r, nb, xq, xd, xs, t, out)
+        for t in range(n_tok, n):
             r = r0
             if w.shape[1] <= K_FOURS_MAX_BYTES:
                 while r + ROWS_PER_PASS <= r1:

@@ -154,13 +154,14 @@ def _hadd8(s):
     return _f32(_f32(t0 + t1) + _f32(t2 + t3))
 
 
-def _lane_sums_intrinsic(w):
+def _lane_sums_intrinsic(w, accs=4):
     """Intrinsic f(a, a0, b, b0, stop, lanes): ggml_vec_dot_f16's four w-lane accumulators
     over a[a0:a0+stop] * b[b0:b0+stop] (stop a multiple of 4w), combined as
-    (acc0+acc2)+(acc1+acc3) into lanes[0:w]. One <4w x float> multiply-add per step, which
-    LLVM does not produce from the loop in numba; float16-valued products are exact, so
-    the adds are ggml's."""
-    v = ir.VectorType(_IR_F32, 4 * w)
+    (acc0+acc2)+(acc1+acc3) into lanes[0:w]; with accs=1 tinyBLAS's one w-lane accumulator
+    (stop a multiple of w) into lanes[0:w]. One <accs*w x float> multiply-add per step,
+    which LLVM does not produce from the loop in numba; float16-valued products are exact,
+    so the adds are ggml's."""
+    v = ir.VectorType(_IR_F32, accs * w)
     half = ir.VectorType(_IR_F32, w)
 
     @intrinsic
@@ -169,16 +170,17 @@ def _lane_sums_intrinsic(w):
             av, a0v, bv, b0v, stopv, lv = args
             pa = _ptr(context, builder, sig.args[0], av, a0v)
             pb = _ptr(context, builder, sig.args[2], bv, b0v)
-            acc = cgutils.alloca_once_value(builder, ir.Constant(v, [0.0] * (4 * w)))
-            step = ir.Constant(stopv.type, 4 * w)
+            acc = cgutils.alloca_once_value(builder, ir.Constant(v, [0.0] * (accs * w)))
+            step = ir.Constant(stopv.type, accs * w)
             with cgutils.for_range_slice(builder, ir.Constant(stopv.type, 0), stopv, step) as (c, _):
                 x = builder.load(builder.bitcast(builder.gep(pa, [c]), v.as_pointer()), align=4)
                 y = builder.load(builder.bitcast(builder.gep(pb, [c]), v.as_pointer()), align=4)
                 builder.store(builder.fadd(builder.load(acc), builder.fmul(x, y)), acc)
-            r = builder.load(acc)
-            part = [builder.shuffle_vector(r, r, ir.Constant(ir.VectorType(_IR_I32, w), list(range(j * w, j * w + w))))
-                    for j in range(4)]
-            out = builder.fadd(builder.fadd(part[0], part[2]), builder.fadd(part[1], part[3]))
+            out = r = builder.load(acc)
+            if accs == 4:
+                part = [builder.shuffle_vector(r, r, ir.Constant(ir.VectorType(_IR_I32, w),
+                                                                 list(range(j * w, j * w + w)))) for j in range(4)]
+                out = builder.fadd(builder.fadd(part[0], part[2]), builder.fadd(part[1], part[3]))
             pl = _ptr(context, builder, sig.args[5], lv, ir.Constant(a0v.type, 0))
             builder.store(out, builder.bitcast(pl, half.as_pointer()), align=4)
             return context.get_dummy_value()
@@ -197,6 +199,8 @@ def _ptr(context, builder, aryty, ary, idx):
 _IR_F32, _IR_I32 = ir.FloatType(), ir.IntType(32)
 _lane_sums8 = _lane_sums_intrinsic(8)
 _lane_sums16 = _lane_sums_intrinsic(16)
+_lane_chain8 = _lane_sums_intrinsic(8, 1)
+_lane_chain16 = _lane_sums_intrinsic(16, 1)
 
 
 # ---------------------------------------------------------------- row operations
@@ -270,20 +274,24 @@ def _gelu_table() -> np.ndarray:
 GELU_TABLE = _gelu_table()
 
 
+@numba.njit(inline="always", cache=True)
+def geglu_at(g, u, table):
+    """gelu(g) * u as ggml_vec_geglu_f32 computes it (GGML_GELU_FP16): inputs in (-10, 10)
+    rounded to float16 and looked up in `table` (GELU_TABLE), those at or below -10 give
+    0, those at or above 10 pass through."""
+    if g <= _f32(-10.0):
+        return _f32(0.0)
+    if g >= _f32(10.0):
+        return g * u
+    return table[f32_to_f16(g)] * u
+
+
 def _geglu_body(gate, up, table):
-    """In place gate = gelu(gate) * up as ggml_vec_geglu_f32 computes it (GGML_GELU_FP16):
-    inputs in (-10, 10) rounded to float16 and looked up in `table` (GELU_TABLE), those at
-    or below -10 give 0, those at or above 10 pass through. gate, up (n, d)."""
+    """In place gate = `geglu_at`(gate, up): gate, up (n, d)."""
     n, d = gate.shape
     for t in prange(n):
         for j in range(d):
-            v = gate[t, j]
-            if v <= _f32(-10.0):
-                gate[t, j] = _f32(0.0)
-            elif v >= _f32(10.0):
-                gate[t, j] = v * up[t, j]
-            else:
-                gate[t, j] = table[f32_to_f16(v)] * up[t, j]
+            gate[t, j] = geglu_at(gate[t, j], up[t, j], table)
     return gate
 
 
@@ -312,12 +320,11 @@ def _f16_dot(a, a0, b, b0, n, ne, batched, w, lanes):
     """
     if batched and n % w == 0:
         stop = min(n, (ne + w - 1) // w * w)
-        for l in range(w):
-            s = _f32(0.0)
-            for c in range(0, stop, w):
-                s = _f32(s + a[a0 + c + l] * b[b0 + c + l])
-            lanes[l] = s
-        return _reduce16(lanes) if w == 16 else _hsum8(lanes)
+        if w == 16:
+            _lane_chain16(a, a0, b, b0, stop, lanes)
+            return _reduce16(lanes)
+        _lane_chain8(a, a0, b, b0, stop, lanes)
+        return _hsum8(lanes)
     step = 4 * w
     full = n - n % step
     stop = min(full, (ne + step - 1) // step * step)

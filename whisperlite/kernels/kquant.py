@@ -37,7 +37,7 @@ from numba.extending import intrinsic
 from whisperlite.kernels.llvm_ir import (
     F32, HAS_AVX2, I8, I16, I32, I64, V8F, V8I, V16W, V32B, elem_ptr, fma1, fma8, hsum, ir_f16_to_f32, load, splat,
     vec)
-from whisperlite.kernels.quant import QK, QK_K, QUANT_TYPES
+from whisperlite.kernels.quant import KIND, QK, QK_K, QUANT_TYPES
 
 SUBS = QK_K // QK  # blocks of 32 per super-block
 # the float orders a dot can take (module docstring): one-row kernels, Q4_K's four-row
@@ -147,34 +147,67 @@ def _q6_superblock(builder, blk, y, xd_b, acc8, acc, order):
     builder.store(fma8(builder, splat(builder, d, 8), builder.sitofp(lanes, V8F), builder.load(acc8)), acc8)
 
 
-def _emit_rows(builder, qtype, bases, nbv, qbase, xdbase, xsbase, order=ROW):
-    """The dots of the weight rows at i8* bases with one activation row (its int8 values at
-    qbase, scales at xdbase, block sums at xsbase) -> one float per row. Rows share each
-    super-block's activation loads; each row's arithmetic is that of `order`."""
+def _emit_rows(builder, qtype, bases, nbv, acts, order=ROW):
+    """The dots of the weight rows at i8* bases with activation rows (each its int8 values,
+    scales and block sums pointers in `acts`) -> totals[row][activation row], one float
+    each. Rows share each super-block's activation loads and activation rows each weight
+    super-block's (LLVM computes a block's unpacking once for all of them); each dot's
+    arithmetic is that of `order`."""
     size = QUANT_TYPES[qtype].size
-    accs = [tuple(cgutils.alloca_once_value(builder, ir.Constant(ty, zero)) for ty, zero in
-                  ((V8F, [0.0] * 8), (F32, 0.0), (F32, 0.0))) for _ in bases]
+    accs = [[tuple(cgutils.alloca_once_value(builder, ir.Constant(ty, zero)) for ty, zero in
+                   ((V8F, [0.0] * 8), (F32, 0.0), (F32, 0.0))) for _ in acts] for _ in bases]
     with cgutils.for_range(builder, builder.sdiv(nbv, ir.Constant(I64, SUBS))) as loop:
         sb = loop.index
-        ys = builder.gep(qbase, [builder.mul(sb, ir.Constant(I64, QK_K))])
-        xd_b = builder.load(builder.gep(xdbase, [builder.mul(sb, ir.Constant(I64, SUBS))]))
-        y = [load(builder, ys, QK * c, V32B) for c in range(SUBS)]
-        for base, (acc8, acc, accm) in zip(bases, accs):
+        ys = []
+        for qbase, xdbase, _ in acts:
+            yb = builder.gep(qbase, [builder.mul(sb, ir.Constant(I64, QK_K))])
+            ys.append(([load(builder, yb, QK * c, V32B) for c in range(SUBS)],
+                       builder.load(builder.gep(xdbase, [builder.mul(sb, ir.Constant(I64, SUBS))]))))
+        for base, row_accs in zip(bases, accs):
             blk = builder.gep(base, [builder.mul(sb, ir.Constant(I64, size))])
-            if qtype == QType.Q6_K:
-                _q6_superblock(builder, blk, y, xd_b, acc8, acc, order)
-            else:
-                _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, acc8, acc, accm, order)
-    totals = []
-    for acc8, acc, accm in accs:
-        if order == TILED:
-            totals.append(builder.load(acc))
-        elif qtype == QType.Q4_K:
-            totals.append(builder.fsub(builder.load(acc), builder.load(accm)))
-        else:
-            total = hsum(builder, builder.load(acc8))
-            totals.append(builder.fadd(total, builder.load(accm)) if qtype == QType.Q5_K else total)
-    return totals
+            for (y, xd_b), (_, _, xsbase), (acc8, acc, accm) in zip(ys, acts, row_accs):
+                if qtype == QType.Q6_K:
+                    _q6_superblock(builder, blk, y, xd_b, acc8, acc, order)
+                else:
+                    _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, acc8, acc, accm, order)
+    return [[_total(builder, qtype, order, *a) for a in row_accs] for row_accs in accs]
+
+
+def _total(builder, qtype, order, acc8, acc, accm):
+    """A dot's accumulators -> its value, in `order`."""
+    if order == TILED:
+        return builder.load(acc)
+    if qtype == QType.Q4_K:
+        return builder.fsub(builder.load(acc), builder.load(accm))
+    total = hsum(builder, builder.load(acc8))
+    return builder.fadd(total, builder.load(accm)) if qtype == QType.Q5_K else total
+
+
+def tile_ptrs(context, builder, sig, args, at: int, nrows: int, ntok: int):
+    """For an intrinsic whose args[at:at+8] are (w, r, nb, xq, xd, xs, t, out): i8* to
+    weight rows r..r+nrows-1, and (int8 values, scales, sums) pointers of activation rows
+    t..t+ntok-1."""
+    wv, rv, nbv, tv = args[at], args[at + 1], args[at + 2], args[at + 6]
+    warr = context.make_array(sig.args[at])(context, builder, wv)
+    rowstride = cgutils.unpack_tuple(builder, warr.strides, 2)[0]
+    bases = [builder.gep(warr.data, [builder.mul(builder.add(rv, ir.Constant(I64, i)), rowstride)])
+             for i in range(nrows)]
+    acts = [_activation_ptrs(context, builder, sig, args, at + 3, builder.add(tv, ir.Constant(I64, j)), nbv)
+            for j in range(ntok)]
+    return bases, acts
+
+
+def store_tile(context, builder, sig, args, at: int, totals) -> None:
+    """out[t + j, r + i] = totals[i][j], args as `tile_ptrs` takes them."""
+    rv, tv, outv = args[at + 1], args[at + 6], args[at + 7]
+    oarr = context.make_array(sig.args[at + 7])(context, builder, outv)
+    ostride = cgutils.unpack_tuple(builder, oarr.strides, 2)[0]
+    for j in range(len(totals[0])):
+        tj = builder.add(tv, ir.Constant(I64, j))
+        orow = builder.bitcast(builder.gep(builder.bitcast(oarr.data, I8.as_pointer()), [builder.mul(tj, ostride)]),
+                               F32.as_pointer())
+        for i, row in enumerate(totals):
+            builder.store(row[j], builder.gep(orow, [builder.add(rv, ir.Constant(I64, i))]))
 
 
 def _activation_ptrs(context, builder, sig, args, at, tv, nbv):
@@ -194,34 +227,23 @@ def row_idot_k(qtype: QType, order: str = ROW):
         def codegen(context, builder, sig, args):
             base = elem_ptr(context, builder, sig.args[0], args[0], ir.Constant(I64, 0))
             ptrs = _activation_ptrs(context, builder, sig, args, 2, args[5], args[1])
-            return _emit_rows(builder, qtype, [base], args[1], *ptrs, order)[0]
+            return _emit_rows(builder, qtype, [base], args[1], [ptrs], order)[0][0]
 
         return types.float32(row, nb, xq, xd, xs, t), codegen
 
     return dot
 
 
-def rows_idot_k(qtype: QType, nrows: int, order: str = ROW):
-    """Intrinsic f(w, r, nb, xq, xd, xs, t, out): out[t, r + i] = `row_idot_k` of weight
-    row r + i with activation row t, for i < nrows, in one pass over the super-blocks
-    (bit-equal to one row at a time)."""
+def rows_idot_k(qtype: QType, nrows: int, order: str = ROW, ntok: int = 1):
+    """Intrinsic f(w, r, nb, xq, xd, xs, t, out): out[t + j, r + i] = `row_idot_k` of
+    weight row r + i with activation row t + j, for i < nrows, j < ntok, in one pass over
+    the super-blocks (bit-equal to one dot at a time)."""
 
     @intrinsic
     def dots(typingctx, w, r, nb, xq, xd, xs, t, out):
         def codegen(context, builder, sig, args):
-            wv, rv, nbv, _, _, _, tv, outv = args
-            warr = context.make_array(sig.args[0])(context, builder, wv)
-            rowstride = cgutils.unpack_tuple(builder, warr.strides, 2)[0]
-            bases = [builder.gep(warr.data, [builder.mul(builder.add(rv, ir.Constant(I64, i)), rowstride)])
-                     for i in range(nrows)]
-            totals = _emit_rows(builder, qtype, bases, nbv, *_activation_ptrs(context, builder, sig, args, 3, tv, nbv),
-                                order)
-            oarr = context.make_array(sig.args[7])(context, builder, outv)
-            ostride = cgutils.unpack_tuple(builder, oarr.strides, 2)[0]
-            orow = builder.bitcast(builder.gep(builder.bitcast(oarr.data, I8.as_pointer()), [builder.mul(tv, ostride)]),
-                                   F32.as_pointer())
-            for i, total in enumerate(totals):
-                builder.store(total, builder.gep(orow, [builder.add(rv, ir.Constant(I64, i))]))
+            bases, acts = tile_ptrs(context, builder, sig, args, 0, nrows, ntok)
+            store_tile(context, builder, sig, args, 0, _emit_rows(builder, qtype, bases, args[2], acts, order))
             return context.get_dummy_value()
 
         return types.none(w, r, nb, xq, xd, xs, t, out), codegen
@@ -292,3 +314,42 @@ idot_q6_k_tiled = row_idot_k(QType.Q6_K, TILED)
 idots_q4_k_tiled = rows_idot_k(QType.Q4_K, ROWS_PER_PASS, TILED)
 idots_q5_k_tiled = rows_idot_k(QType.Q5_K, ROWS_PER_PASS, TILED)
 idots_q6_k_tiled = rows_idot_k(QType.Q6_K, ROWS_PER_PASS, TILED)
+
+
+def batch_tokens_k(ntok: int):
+    """Intrinsic f(kind, tiled, w, r, nb, xq, xd, xs, t, out): `rows_idot_k` of weight row r
+    by activation rows t..t+ntok-1 in a batch kernel's order: ggml's tiled matmul (tiled,
+    any K-quant code `kind`), else Q4_K's four-row gemm."""
+
+    @intrinsic
+    def dots(typingctx, kind, tiled, w, r, nb, xq, xd, xs, t, out):
+        def codegen(context, builder, sig, args):
+            end = builder.append_basic_block("batch.end")
+
+            def emit(qtype, order):
+                bases, acts = tile_ptrs(context, builder, sig, args, 2, 1, ntok)
+                store_tile(context, builder, sig, args, 2, _emit_rows(builder, qtype, bases, args[4], acts, order))
+                builder.branch(end)
+
+            gemm, by_kind = builder.append_basic_block("batch.gemm"), builder.append_basic_block("batch.tiled")
+            builder.cbranch(builder.icmp_unsigned("==", args[1], ir.Constant(args[1].type, 0)), gemm, by_kind)
+            builder.position_at_end(gemm)
+            emit(QType.Q4_K, GEMM)
+            builder.position_at_end(by_kind)
+            switch = builder.switch(args[0], end)
+            for qtype in (QType.Q4_K, QType.Q5_K, QType.Q6_K):
+                block = builder.append_basic_block(f"batch.{qtype.name}")
+                switch.add_case(ir.Constant(args[0].type, KIND[qtype]), block)
+                builder.position_at_end(block)
+                emit(qtype, TILED)
+            builder.position_at_end(end)
+            return context.get_dummy_value()
+
+        return types.none(kind, tiled, w, r, nb, xq, xd, xs, t, out), codegen
+
+    return dots
+
+
+# A prompt's wide rows: one weight row by TOKENS_PER_PASS activation rows a pass.
+TOKENS_PER_PASS = 4
+batch_tokens = batch_tokens_k(TOKENS_PER_PASS)

@@ -10,10 +10,14 @@ with their own rope base, the sixth globally. The output layer is tied to the em
 
 Norm weights: Hugging Face's Gemma computes x * (1 + w); GGUF conversion stores 1 + w, so
 the file's weights multiply directly, as in every other RMSNorm here.
+
+One token with ggml's integer dots runs as one numba program (gemma3_step.py, the same
+kernels in the same order, so the same bits); a prompt runs kernel by kernel below.
 """
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,10 +26,12 @@ from whisperlite.core.errors import ModelFormatError
 from whisperlite.formats.gguf import GGUFModel
 from whisperlite.kernels import QTensor, Weight, ggml_order
 from whisperlite.kernels.attention import round_f16
-from whisperlite.kernels.ggml_order import GgmlArith, native_arith
+from whisperlite.kernels.ggml_order import GELU_TABLE, GgmlArith, native_arith
 from whisperlite.kernels.rope import rope_, rope_cache
-from whisperlite.models.llama import (MAX_WIDTH, DecoderDims, KVCache, check_shapes, concat_rows, decoder_hparams,
-                                      decoder_shapes, embed_rows, product, residual_)
+from whisperlite.models import gemma3_step, llama_step
+from whisperlite.models.llama import (MAX_WIDTH, DecoderDims, KVCache, StepRunner, cache_addresses, check_shapes,
+                                      concat_rows, decoder_hparams, decoder_shapes, embed_rows, product, residual_,
+                                      stacked, step_matrices, step_scratch)
 
 SUPPORTED_ARCHS = ("gemma3",)
 # llama.cpp's constants for this architecture where the file has no key for them: every
@@ -148,6 +154,28 @@ class Gemma3:
                 gate_up=_stacked([t[p + "ffn_gate.weight"], t[p + "ffn_up.weight"]]),
                 w_down=t[p + "ffn_down.weight"], post_ffn_norm=t[p + "post_ffw_norm.weight"],
             ))
+        self.step_weights = self._step_weights(t)
+        self._scratch = threading.local()  # the one-token step's scratch, per calling thread
+
+    def _step_weights(self, t: dict[str, Weight]) -> gemma3_step.Weights | None:
+        """The weights as the fused one-token step takes them (Q, K, V, gate and up as the
+        file has them), or None when the step does not apply (llama.step_matrices)."""
+        cfg, layers = self.config, self.layers
+        names = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+        mats = step_matrices(self.ggml_exact, [[t[f"blk.{i}.{n}.weight"] for n in names] for i in range(cfg.n_layer)],
+                             self.output)
+        if mats is None:
+            return None
+        nq, nkv = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
+        return gemma3_step.Weights(
+            **mats, chunks=np.asarray([gemma3_step.qkv_chunks(r) for r in (nq, nkv, nkv)], np.int64),
+            attn_norm=stacked(layers, "attn_norm"), q_norm=stacked(layers, "q_norm"),
+            k_norm=stacked(layers, "k_norm"), post_attn_norm=stacked(layers, "post_attn_norm"),
+            ffn_norm=stacked(layers, "ffn_norm"), post_ffn_norm=stacked(layers, "post_ffn_norm"),
+            window=np.asarray([cfg.n_swa if swa else 0 for swa in cfg.swa_layers], np.int64),
+            out_norm=np.ascontiguousarray(self.output_norm, np.float32), gelu=GELU_TABLE, n_head=cfg.n_head,
+            n_head_kv=cfg.n_head_kv, eps=cfg.rms_eps, attn_scale=cfg.attn_scale, kv_pad=self.arith.kv_pad,
+            lanes=self.arith.lanes)
 
     def weights(self) -> list[Weight]:
         """Every matrix a forward pass multiplies by (what decides the kernels it compiles)."""
@@ -170,6 +198,9 @@ class Gemma3:
         pos0 = cache.n_past
         if pos0 + n > cache.n_ctx:
             raise ValueError(f"context full: {pos0} + {n} tokens > n_ctx {cache.n_ctx}")
+        if n == 1 and self.step_weights is not None:
+            logits = self._softcap(self._step(ids, cache))
+            return logits if all_logits else logits[0]
         hd, nh, nkv_h = cfg.head_dim, cfg.n_head, cfg.n_head_kv
         nq, nkv = nh * hd, nkv_h * hd
         positions = np.arange(pos0, pos0 + n)
@@ -179,8 +210,7 @@ class Gemma3:
         attn = np.empty((n, nh, hd), np.float32)
         scale = np.float32(cfg.attn_scale)
 
-        # ggml_scale by sqrtf(n_embd): one float32 product per value
-        x = embed_rows(self.tok_embd, ids) * np.float32(math.sqrt(np.float32(cfg.n_embd)))
+        x = self._embed(ids)
         for li, lay in enumerate(self.layers):
             swa = cfg.swa_layers[li]
             cos, sin = ropes[swa]
@@ -208,9 +238,34 @@ class Gemma3:
 
         if not all_logits:
             x = x[-1:]
-        logits = product(norm(x, self.output_norm, eps), self.output, exact)
-        if cfg.final_softcap > 0:
-            c = np.float32(cfg.final_softcap)
-            logits = np.tanh(logits * (np.float32(1.0) / c)) * c
+        logits = self._softcap(product(norm(x, self.output_norm, eps), self.output, exact))
         return logits if all_logits else logits[0]
 
+    def _softcap(self, logits: np.ndarray) -> np.ndarray:
+        """logits -> c * tanh(logits / c) when the file sets a final soft cap c."""
+        c = np.float32(self.config.final_softcap)
+        return np.tanh(logits * (np.float32(1.0) / c)) * c if c > 0 else logits
+
+    def _embed(self, ids: np.ndarray) -> np.ndarray:
+        """The tokens' embedding rows scaled by sqrtf(n_embd) (ggml_scale: one float32
+        product per value)."""
+        return embed_rows(self.tok_embd, ids) * np.float32(math.sqrt(np.float32(self.config.n_embd)))
+
+    def _step(self, ids: np.ndarray, cache: KVCache) -> np.ndarray:
+        """One token through `gemma3_step` -> logits (1, n_vocab)."""
+        cfg = self.config
+        sc = getattr(self._scratch, "step", None)
+        if sc is None:
+            nq, nkv = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
+            slots = gemma3_step.step_slots(cfg.n_layer, cfg.n_head, cfg.n_head_kv, (nq, nkv, nkv))
+            sc = self._scratch.step = StepRunner(step_scratch(llama_step.Scratch, cfg, slots, (2, 3),
+                                                              (1, cfg.n_head, cfg.head_dim)))
+        pos = cache.n_past
+        positions = np.arange(pos, pos + 1)
+        cos_g, sin_g = rope_cache(positions, cfg.n_rot, cfg.rope_freq_base)
+        cos_s, sin_s = rope_cache(positions, cfg.n_rot, cfg.rope_freq_base_swa)
+        sc.run(gemma3_step.step_body, gemma3_step.step_parallel,
+               (pos, self._embed(ids), cos_g, sin_g, cos_s, sin_s, *cache_addresses(cache), self.step_weights,
+                sc.view))
+        cache.n_past = pos + 1
+        return sc.view.logits.copy()

@@ -22,7 +22,7 @@ from whisperlite.kernels import QTensor, Weight, get_threads, ggml_order, matmul
 from whisperlite.kernels.attention import attention, round_f16
 from whisperlite.kernels.ggml_order import GgmlArith, native_arith
 from whisperlite.kernels.ops import add_
-from whisperlite.kernels import gemv
+from whisperlite.kernels import gemv, tiles
 from whisperlite.kernels.actquant import PARALLEL_MIN, quantize_activations
 from whisperlite.kernels.quant import dequantize
 from whisperlite.kernels.rope import rope_, rope_cache
@@ -254,23 +254,16 @@ class Llama:
 
     def _step_weights(self) -> llama_step.Weights | None:
         """The weights as the fused one-token step takes them, or None when the step does
-        not apply (float activations, no AVX2 integer dots, or a weight type without them):
-        then the general path runs every token."""
+        not apply (`step_matrices`): then the general path runs every token."""
         layers = self.layers
-        mats = [[lay.wqkv, lay.wo, lay.w_gate_up, lay.w_down] for lay in layers]
-        if not (self.ggml_exact and gemv.HAS_AVX2) or any(
-                not isinstance(m, QTensor) or m.qtype not in _I8_KIND for m in [*sum(mats, []), self.output]):
+        mats = step_matrices(self.ggml_exact, [[lay.wqkv, lay.wo, lay.w_gate_up, lay.w_down] for lay in layers],
+                             self.output)
+        if mats is None:
             return None
         cfg = self.config
-        norms = lambda f: np.ascontiguousarray(np.stack([f(lay) for lay in layers]), np.float32)  # noqa: E731
-        out = self.output
         return llama_step.Weights(
-            kinds=np.asarray([[_I8_KIND[m.qtype] for m in ms] for ms in mats], np.int64),
-            shapes=np.asarray([[m.data.shape for m in ms] for ms in mats], np.int64),
-            addrs=np.asarray([[m.data.ctypes.data for m in ms] for ms in mats], np.int64),
-            attn_norm=norms(lambda lay: lay.attn_norm), ffn_norm=norms(lambda lay: lay.ffn_norm),
-            out_norm=np.ascontiguousarray(self.output_norm, np.float32), out_kind=_I8_KIND[out.qtype],
-            out=out.data.view(np.uint8), n_head=cfg.n_head, n_head_kv=cfg.n_head_kv, eps=cfg.rms_eps,
+            **mats, attn_norm=stacked(layers, "attn_norm"), ffn_norm=stacked(layers, "ffn_norm"),
+            out_norm=np.ascontiguousarray(self.output_norm, np.float32), n_head=cfg.n_head, n_head_kv=cfg.n_head_kv, eps=cfg.rms_eps,
             kv_pad=self.arith.kv_pad, lanes=self.arith.lanes)
 
     def new_cache(self, n_ctx: int) -> KVCache:
@@ -350,53 +343,87 @@ class Llama:
 
 
     def _step(self, ids: np.ndarray, cache: KVCache) -> np.ndarray:
-        """One token through `llama_step` -> logits (1, n_vocab), on one thread or on two,
-        whichever has been faster lately (the same bits either way)."""
+        """One token through `llama_step` -> logits (1, n_vocab)."""
+        cfg = self.config
         sc = getattr(self._scratch, "step", None)
         if sc is None:
-            sc = self._scratch.step = _StepScratch(self.config)
-        cfg = self.config
+            sc = self._scratch.step = StepRunner(step_scratch(
+                llama_step.Scratch, cfg, llama_step.step_slots(cfg.n_layer, cfg.n_head, cfg.n_head_kv), (2,),
+                (max(cfg.n_head, cfg.n_head_kv) * cfg.head_dim,)))
         pos = cache.n_past
         cos, sin = rope_cache(np.arange(pos, pos + 1), cfg.n_rot, cfg.rope_freq_base, cfg.rope_freq_scale,
                               self.freq_factors)
-        x0 = embed_rows(self.tok_embd, ids)
-        args = (pos, x0, cos, sin, np.asarray([k.ctypes.data for k in cache.k], np.int64),
-                np.asarray([v.ctypes.data for v in cache.v], np.int64), cache.n_ctx, self.step_weights, sc.view)
-
-        def serial() -> None:
-            sc.calls += 1
-            llama_step.step_body(0, sc.calls, *args)
-
-        def split() -> None:
-            sc.calls += 1
-            llama_step.step_parallel(sc.calls, *args)
-
-        threads = get_threads()
-        if threads == 1:
-            serial()
-        else:
-            sc.chooser.run(serial, split, ())
+        sc.run(llama_step.step_body, llama_step.step_parallel,
+               (pos, embed_rows(self.tok_embd, ids), cos, sin, *cache_addresses(cache), self.step_weights, sc.view))
         cache.n_past = pos + 1
         return sc.view.logits.copy()
 
 
-class _StepScratch:
-    """One thread's scratch for `llama_step` (its calls counter numbers the steps for the
-    chunk claims), and its choice between one thread and two."""
+class StepRunner:
+    """One calling thread's scratch for a fused step program (its calls counter numbers
+    the steps for the chunk claims), and its choice between one thread and two."""
 
-    def __init__(self, cfg: LlamaConfig) -> None:
-        L, d, hd = cfg.n_layer, cfg.n_embd, cfg.head_dim
-        nq, nkv, ff = cfg.n_head * hd, cfg.n_head_kv * hd, cfg.n_ff
-        slots = llama_step.step_slots(L, cfg.n_head, cfg.n_head_kv)
-        k_max = max(d, nq, ff)
-        z = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
-        self.view = llama_step.Scratch(
-            claim=np.zeros(slots, np.int64), done=np.zeros(slots, np.int64), qkv=z(L, 1, nq + 2 * nkv),
-            att=z(L, 1, nq), o=z(L, 1, d), gu=z(L, 1, 2 * ff), act=z(L, 1, ff), down=z(L, 1, d), x=z(2, 1, d),
-            h=z(2, 1, d), xq=np.zeros((2, k_max), np.int8), xd=z(2, k_max // 32), xs=z(2, k_max // 32),
-            head=z(2, max(nq, nkv)), logits=z(1, cfg.n_vocab))
+    def __init__(self, view) -> None:
+        self.view = view
         self.calls = 0
         self.chooser = SplitChooser()
+
+    def run(self, body, parallel, args: tuple) -> None:
+        """body(0, g, *args) on this thread, or parallel(g, *args) on two, whichever has
+        been faster lately (the same bits either way)."""
+
+        def serial() -> None:
+            self.calls += 1
+            body(0, self.calls, *args)
+
+        def split() -> None:
+            self.calls += 1
+            parallel(self.calls, *args)
+
+        if get_threads() == 1:
+            serial()
+        else:
+            self.chooser.run(serial, split, ())
+
+
+def cache_addresses(cache: KVCache) -> tuple[np.ndarray, np.ndarray, int]:
+    """The KV cache as a step program takes it: each layer's K and V addresses, n_ctx."""
+    return (np.asarray([k.ctypes.data for k in cache.k], np.int64),
+            np.asarray([v.ctypes.data for v in cache.v], np.int64), cache.n_ctx)
+
+
+def step_scratch(kind: type, cfg: DecoderDims, slots: int, inputs: tuple[int, ...], head: tuple[int, ...]):
+    """A new `kind` (llama_step.Scratch, or a step's own with the same fields) for `cfg`:
+    `slots` claim and done slots, quantized inputs of shape inputs + (max k,), per-thread
+    head rows of shape (2,) + head."""
+    L, d, hd = cfg.n_layer, cfg.n_embd, cfg.head_dim
+    nq, nkv, ff = cfg.n_head * hd, cfg.n_head_kv * hd, cfg.n_ff
+    k_max = max(d, nq, ff)
+    z = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
+    return kind(
+        claim=np.zeros(slots, np.int64), done=np.zeros(slots, np.int64), qkv=z(L, 1, nq + 2 * nkv),
+        att=z(L, 1, nq), o=z(L, 1, d), gu=z(L, 1, 2 * ff), act=z(L, 1, ff), down=z(L, 1, d), x=z(2, 1, d),
+        h=z(2, 1, d), xq=np.zeros((*inputs, k_max), np.int8), xd=z(*inputs, k_max // 32), xs=z(*inputs, k_max // 32),
+        head=z(2, *head), logits=z(1, cfg.n_vocab))
+
+
+def step_matrices(ggml_exact: bool, mats: list[list[Weight]], output: Weight) -> dict[str, np.ndarray] | None:
+    """Each layer's matrices (one list per layer, in the step's role order) as a fused step
+    takes them: int64 kind codes (quant.KIND), (rows, bytes) shapes and data addresses,
+    each (L, roles), and the output matrix as bytes with its kind; None when no step applies (float activations, no AVX2 integer dots,
+    or a weight type without them)."""
+    if not (ggml_exact and gemv.HAS_AVX2) or any(
+            not isinstance(m, QTensor) or m.qtype not in _I8_KIND for m in [*sum(mats, []), output]):
+        return None
+    return dict(kinds=np.asarray([[_I8_KIND[m.qtype] for m in ms] for ms in mats], np.int64),
+                shapes=np.asarray([[m.data.shape for m in ms] for ms in mats], np.int64),
+                addrs=np.asarray([[m.data.ctypes.data for m in ms] for ms in mats], np.int64),
+                out_kind=_I8_KIND[output.qtype], out=output.data.view(np.uint8))
+
+
+def stacked(layers: list, name: str) -> np.ndarray:
+    """Every layer's vector `name` as one float32 (L, n) array."""
+    return np.ascontiguousarray(np.stack([getattr(lay, name) for lay in layers]), np.float32)
 
 
 def product(x: np.ndarray, w: Weight, ggml_exact: bool) -> np.ndarray:
@@ -407,6 +434,10 @@ def product(x: np.ndarray, w: Weight, ggml_exact: bool) -> np.ndarray:
     if gemv.batch_kernel(x.shape[0], w):  # llama.cpp's K-quant batch kernels
         return gemv.k_batch(x, w, np.empty((x.shape[0], w.shape[0]), np.float32))
     kind = _I8_KIND.get(w.qtype) if gemv.HAS_AVX2 else None
+    if kind is not None and x.shape[0] >= tiles.TILE_TOKENS and kind in _TILE_KINDS:  # a prompt: in tiles
+        xq, xd, xs = quantize_activations(x, w.qtype, np.int8)
+        return tiles.gemm_i8(kind, xq, xd, xs, w.data, np.empty((x.shape[0], w.shape[0]), np.float32),
+                             w.data.size * x.shape[0] >= gemv.PARALLEL_MIN_BYTES)
     if kind is not None:  # ggml's integer dots, as ggml itself runs them
         out = np.empty((x.shape[0], w.shape[0]), np.float32)
         if x.shape[0] * x.shape[1] < PARALLEL_MIN:  # one call: quantizer and product
@@ -434,5 +465,6 @@ def residual_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 # Block weight types -> the shared kernel matmul(ggml_exact=True) dispatches them to; looked
 # up by the raw type number (~120 products a token: the enum conversion alone was ~1 ms).
 _I8_KIND = {int(q): kind for q, kind in gemv.I8_KIND.items()}
+_TILE_KINDS = frozenset(gemv.LEGACY_KIND.values())
 _GGML_GEMV = {int(QType.Q8_0): gemv.gemv_q8_0, int(QType.Q4_0): gemv.gemv_q4_0, int(QType.Q4_1): gemv.gemv_q4_1,
               int(QType.Q5_0): gemv.gemv_q5_0, int(QType.Q5_1): gemv.gemv_q5_1}

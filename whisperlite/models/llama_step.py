@@ -92,7 +92,7 @@ class Scratch(NamedTuple):
 
 
 @intrinsic
-def _f32_address(typingctx, addr):
+def f32_address(typingctx, addr):
     """An int64 address as a float32 pointer."""
     if not isinstance(addr, types.Integer):
         return None
@@ -104,18 +104,18 @@ def _f32_address(typingctx, addr):
 
 
 @numba.njit(inline="always", **_SER)
-def _matrix(w, li, role):
+def layer_matrix(w, li, role):
     return numba.carray(address(w.addrs[li, role]), (w.shapes[li, role, 0], w.shapes[li, role, 1]))
 
 
 @numba.njit(**_SER)
-def _rows(kind, w, r0, r1, xq, xd, xs, out):
+def dot_rows(kind, w, r0, r1, xq, xd, xs, out):
     """out[0, r] = W[r] · x for r0 <= r < r1 with ggml's integer dots (gemv.idot_range)."""
     idot_range(kind, w, r0, r1, xq.shape[1] // QK, xq, xd, xs, 0, out)
 
 
 @numba.njit(inline="always", **_SER)
-def _quantize(x, kind, xqf, xdf, xsf):
+def quantize_input(x, kind, xqf, xdf, xsf):
     """x (1, k) as ggml quantizes a product's input for weights of `kind` (Q8_K for the
     K-quants, Q8_1 for the "_1" types, else Q8_0) -> (1, k) int8, (1, k/32) scales and
     sums: views of the flat scratch."""
@@ -128,21 +128,21 @@ def _quantize(x, kind, xqf, xdf, xsf):
 
 
 @numba.njit(inline="always", **_SER)
-def _product(tid, g, claim, done, slot0, chunks, kind, w, x, xqf, xdf, xsf, out):
+def product_phase(tid, g, claim, done, slot0, chunks, kind, w, x, xqf, xdf, xsf, out):
     """out (1, rows) = x @ W.T in `chunks` chunks of rows from slot0 on: those this thread
     claims (its own half first), then wait for the rest."""
-    xq, xd, xs = _quantize(x, kind, xqf, xdf, xsf)
+    xq, xd, xs = quantize_input(x, kind, xqf, xdf, xsf)
     rows = w.shape[0]
     for c in range(chunks):
         cc = (c + tid * (chunks // 2)) % chunks
         if _claim(claim, slot0 + cc, g):
-            _rows(kind, w, rows * cc // chunks, rows * (cc + 1) // chunks, xq, xd, xs, out)
+            dot_rows(kind, w, rows * cc // chunks, rows * (cc + 1) // chunks, xq, xd, xs, out)
             _finish(done, slot0 + cc, g)
     _await(done, slot0, chunks, g)
 
 
 @numba.njit(inline="always", **_SER)
-def _add(x, y):
+def add_row(x, y):
     for j in range(x.shape[1]):
         x[0, j] += y[0, j]
 
@@ -168,11 +168,11 @@ def step_body(tid, g, pos, x0, cos, sin, k_addrs, v_addrs, n_ctx, w, s):
     slot = 0
     for li in range(w.kinds.shape[0]):
         kinds = w.kinds[li]
-        kc = numba.carray(_f32_address(k_addrs[li]), (n_kv, n_ctx, hd))
-        vc = numba.carray(_f32_address(v_addrs[li]), (n_kv, hd, n_ctx))
+        kc = numba.carray(f32_address(k_addrs[li]), (n_kv, n_ctx, hd))
+        vc = numba.carray(f32_address(v_addrs[li]), (n_kv, hd, n_ctx))
         qkv = s.qkv[li]
         rms_norm_serial(x, w.attn_norm[li], w.eps, h)
-        _product(tid, g, claim, done, slot, QKV_CHUNKS, kinds[QKV], _matrix(w, li, QKV), h, xqf, xdf, xsf, qkv)
+        product_phase(tid, g, claim, done, slot, QKV_CHUNKS, kinds[QKV], layer_matrix(w, li, QKV), h, xqf, xdf, xsf, qkv)
         slot += QKV_CHUNKS
         # Keys rotated, then keys and values rounded to float16 into the cache, one KV head a chunk.
         kb = hb[:nkv].reshape((1, n_kv, hd))
@@ -201,32 +201,32 @@ def step_body(tid, g, pos, x0, cos, sin, k_addrs, v_addrs, n_ctx, w, s):
                 _finish(done, slot + hh, g)
         _await(done, slot, n_head, g)
         slot += n_head
-        _product(tid, g, claim, done, slot, OUT_CHUNKS, kinds[OUT], _matrix(w, li, OUT), s.att[li], xqf, xdf, xsf,
+        product_phase(tid, g, claim, done, slot, OUT_CHUNKS, kinds[OUT], layer_matrix(w, li, OUT), s.att[li], xqf, xdf, xsf,
                  s.o[li])
         slot += OUT_CHUNKS
-        _add(x, s.o[li])
+        add_row(x, s.o[li])
         rms_norm_serial(x, w.ffn_norm[li], w.eps, h)
         # gate|up: chunk c computes gate rows a..b and up rows a..b, then their SwiGLU.
         gu, act = s.gu[li], s.act[li]
-        xq, xd, xs = _quantize(h, kinds[GATE_UP], xqf, xdf, xsf)
-        wgu = _matrix(w, li, GATE_UP)
+        xq, xd, xs = quantize_input(h, kinds[GATE_UP], xqf, xdf, xsf)
+        wgu = layer_matrix(w, li, GATE_UP)
         for c in range(GATE_UP_CHUNKS):
             cc = (c + tid * (GATE_UP_CHUNKS // 2)) % GATE_UP_CHUNKS
             if _claim(claim, slot + cc, g):
                 a, b = n_ff * cc // GATE_UP_CHUNKS, n_ff * (cc + 1) // GATE_UP_CHUNKS
-                _rows(kinds[GATE_UP], wgu, a, b, xq, xd, xs, gu)
-                _rows(kinds[GATE_UP], wgu, n_ff + a, n_ff + b, xq, xd, xs, gu)
+                dot_rows(kinds[GATE_UP], wgu, a, b, xq, xd, xs, gu)
+                dot_rows(kinds[GATE_UP], wgu, n_ff + a, n_ff + b, xq, xd, xs, gu)
                 for j in range(a, b):
                     act[0, j] = silu_mul_at(gu[0, j], gu[0, n_ff + j], j, n_ff, w.lanes)
                 _finish(done, slot + cc, g)
         _await(done, slot, GATE_UP_CHUNKS, g)
         slot += GATE_UP_CHUNKS
-        _product(tid, g, claim, done, slot, DOWN_CHUNKS, kinds[DOWN], _matrix(w, li, DOWN), act, xqf, xdf, xsf,
+        product_phase(tid, g, claim, done, slot, DOWN_CHUNKS, kinds[DOWN], layer_matrix(w, li, DOWN), act, xqf, xdf, xsf,
                  s.down[li])
         slot += DOWN_CHUNKS
-        _add(x, s.down[li])
+        add_row(x, s.down[li])
     rms_norm_serial(x, w.out_norm, w.eps, h)
-    _product(tid, g, claim, done, slot, VOCAB_CHUNKS, w.out_kind, as_matrix(w.out), h, xqf, xdf, xsf, s.logits)
+    product_phase(tid, g, claim, done, slot, VOCAB_CHUNKS, w.out_kind, as_matrix(w.out), h, xqf, xdf, xsf, s.logits)
 
 
 @numba.njit(parallel=True, **_SER)

@@ -1,0 +1,120 @@
+"""Products of several activation rows (a prompt's tokens) by a 32-weight block type
+(Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) in ggml's integer arithmetic, a tile of weight rows by
+activation rows at a time.
+
+gemv.py's integer dots take one activation row per pass over a weight row, so a prompt
+of n tokens unpacks every weight block n times; unpacking costs about as much as the
+dot. Here each pass takes TILE_ROWS weight rows by TILE_TOKENS activation rows: every
+block is unpacked once per tile and every activation block loaded once per tile (as
+llama.cpp's tinyBLAS tiles its prompt products). Each (row, token) dot keeps the
+arithmetic and order of gemv's one-row dot (`_row_idot`: per block the byte products
+summed into 8 int32 lanes, acc = fma(lanes, d_w*d_x, acc), hsum_float_8, plus the "_1"
+types' fma(m, s_x, ·) chain), so the results are the same bits.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from whisperlite.kernels.gemv import LEGACY_KIND, idot_range
+from whisperlite.kernels.kquant import store_tile, tile_ptrs
+from whisperlite.kernels.llvm_ir import (
+    F32, I64, V8F, byte_dot, emit_block_i8, fma1, fma8, hsum, load_v32b, sign_split, splat)
+from whisperlite.kernels.quant import QK, QUANT_TYPES
+
+TILE_ROWS, TILE_TOKENS = 4, 2
+# Weight rows per parallel task: a range that stays in L2 while every token passes over it.
+ROWS_PER_TASK = 64
+
+
+def _emit_tile(context, builder, sig, args, lay, nrows: int, ntok: int) -> None:
+    """out[t + j, r + i] = weight row r + i · activation row t + j for i < nrows, j < ntok
+    (args[1:]: w, r, nb, xq, xd, xs, t, out), each as gemv's `_row_idot` computes it for
+    weights of layout `lay`."""
+    size = lay.size
+    has_m = lay.offset("m") is not None
+    nbv = args[3]
+    bases, acts = tile_ptrs(context, builder, sig, args, 1, nrows, ntok)
+    accs = [[cgutils.alloca_once_value(builder, ir.Constant(V8F, [0.0] * 8)) for _ in acts] for _ in bases]
+    offs = [[cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0)) for _ in acts] for _ in bases]
+    with cgutils.for_range(builder, nbv) as loop:
+        b = loop.index
+        ys = [load_v32b(builder, qb, builder.mul(b, ir.Constant(I64, QK))) for qb, _, _ in acts]
+        xd_b = [builder.load(builder.gep(xb, [b])) for _, xb, _ in acts]
+        xs_b = [builder.load(builder.gep(xb, [b])) for _, _, xb in acts] if has_m else None
+        for i in range(nrows):
+            blk = builder.gep(bases[i], [builder.mul(b, ir.Constant(I64, size))])
+            q, d, m, signed = emit_block_i8(builder, lay, blk)
+            qabs, sign = sign_split(builder, q, signed)
+            for j in range(ntok):
+                p32 = byte_dot(builder, qabs, sign, ys[j])
+                scale = builder.fmul(d, xd_b[j])
+                acc = accs[i][j]
+                builder.store(fma8(builder, builder.sitofp(p32, V8F), splat(builder, scale, 8), builder.load(acc)), acc)
+                if has_m:
+                    builder.store(fma1(builder, m, xs_b[j], builder.load(offs[i][j])), offs[i][j])
+    totals = [[hsum(builder, builder.load(acc)) for acc in row] for row in accs]
+    if has_m:
+        totals = [[builder.fadd(v, builder.load(off)) for v, off in zip(row, orow)] for row, orow in zip(totals, offs)]
+    store_tile(context, builder, sig, args, 1, totals)
+
+
+def tile_idot(nrows: int, ntok: int):
+    """Intrinsic f(kind, w, r, nb, xq, xd, xs, t, out): `_emit_tile` for the 32-weight
+    type of code `kind` (gemv.LEGACY_KIND; any other writes nothing)."""
+
+    @intrinsic
+    def tile(typingctx, kind, w, r, nb, xq, xd, xs, t, out):
+        def codegen(context, builder, sig, args):
+            end = builder.append_basic_block("tile.end")
+            switch = builder.switch(args[0], end)
+            for qtype, code in LEGACY_KIND.items():
+                block = builder.append_basic_block(f"tile.{qtype.name}")
+                switch.add_case(ir.Constant(args[0].type, code), block)
+                builder.position_at_end(block)
+                _emit_tile(context, builder, sig, args, QUANT_TYPES[qtype], nrows, ntok)
+                builder.branch(end)
+            builder.position_at_end(end)
+            return context.get_dummy_value()
+
+        return types.none(kind, w, r, nb, xq, xd, xs, t, out), codegen
+
+    return tile
+
+
+_tile = tile_idot(TILE_ROWS, TILE_TOKENS)
+
+
+def _gemm_body(kind, xq, xd, xs, w, out):
+    """xq (n, k) int8 with block scales xd and sums xs (actquant.py) @ w (d, bytes).T ->
+    out (n, d), w of the 32-weight type `kind` (gemv.LEGACY_KIND); tiles where they fit,
+    gemv's one-row dots for the rows and tokens left over."""
+    n, k = xq.shape
+    rows, nb = w.shape[0], k // QK
+    tasks = (rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
+    n_full = n - n % TILE_TOKENS
+    for p in prange(tasks):
+        r0, r1 = p * ROWS_PER_TASK, min(rows, (p + 1) * ROWS_PER_TASK)
+        r_full = r0 + (r1 - r0) // TILE_ROWS * TILE_ROWS
+        for t in range(0, n_full, TILE_TOKENS):
+            for r in range(r0, r_full, TILE_ROWS):
+                _tile(kind, w, r, nb, xq, xd, xs, t, out)
+            for j in range(TILE_TOKENS):
+                idot_range(kind, w, r_full, r1, nb, xq, xd, xs, t + j, out)
+        for t in range(n_full, n):
+            idot_range(kind, w, r0, r1, nb, xq, xd, xs, t, out)
+    return out
+
+
+_gemm_par = numba.njit(parallel=True, nogil=True, cache=True)(_gemm_body)
+_gemm_seq = numba.njit(nogil=True, cache=True)(_gemm_body)
+
+
+def gemm_i8(kind: int, xq: np.ndarray, xd: np.ndarray, xs: np.ndarray, w: np.ndarray, out: np.ndarray,
+            parallel: bool) -> np.ndarray:
+    """`_gemm_body` on numba's pool (parallel) or on this thread."""
+    return (_gemm_par if parallel else _gemm_seq)(kind, xq, xd, xs, w, out)
