@@ -22,11 +22,12 @@ import numba
 import numpy as np
 from numba import prange
 
-from whisperlite.kernels.ggml_order import attend_head, geglu_at, rms_norm_serial, round_f16
+from whisperlite.kernels.ggml_order import attend_head, geglu_at, rms_norm_serial
 from whisperlite.kernels.rope import rotate_head
 from whisperlite.kernels.rowdots import as_matrix
 from whisperlite.kernels.worksplit import _await, _claim, _finish, slots_length
-from whisperlite.models.llama_step import add_row, dot_rows, f32_address, layer_matrix, product_phase, quantize_input
+from whisperlite.models.llama_step import (add_row, dot_rows, f32_address, layer_matrix, product_phase, quantize_input,
+                                           store_kv)
 
 _SER = dict(error_model="numpy", nogil=True, cache=True)
 
@@ -153,9 +154,7 @@ def step_body(tid, g, pos, x0, cos_g, sin_g, cos_s, sin_s, k_addrs, v_addrs, n_c
             gh = (c + tid * (n_kv // 2)) % n_kv
             if _claim(claim, slot + gh, g):
                 _head_in(qkv, nq + gh * hd, w.k_norm[li], eps, hb, gh, cos, sin)
-                for j in range(hd):
-                    kc[gh, pos, j] = round_f16(hb[0, gh, j])
-                    vc[gh, j, pos] = round_f16(qkv[0, nq + nkv + gh * hd + j])
+                store_kv(kc, vc, hb, qkv, nq + nkv + gh * hd, gh, pos, hd)
                 _finish(done, slot + gh, g)
         _await(done, slot, n_kv, g)
         slot += n_kv

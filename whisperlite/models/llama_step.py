@@ -142,6 +142,15 @@ def product_phase(tid, g, claim, done, slot0, chunks, kind, w, x, xqf, xdf, xsf,
 
 
 @numba.njit(inline="always", **_SER)
+def store_kv(kc, vc, k, qkv, v_at, gh, pos, hd):
+    """KV head `gh`'s key (from `k`) and value (from `qkv` at `v_at`) at `pos`, rounded to
+    float16 as ggml's cache holds them; values transposed, as attend_head reads them."""
+    for j in range(hd):
+        kc[gh, pos, j] = round_f16(k[0, gh, j])
+        vc[gh, j, pos] = round_f16(qkv[0, v_at + j])
+
+
+@numba.njit(inline="always", **_SER)
 def add_row(x, y):
     for j in range(x.shape[1]):
         x[0, j] += y[0, j]
@@ -182,9 +191,7 @@ def step_body(tid, g, pos, x0, cos, sin, k_addrs, v_addrs, n_ctx, w, s):
                 for j in range(hd):
                     kb[0, gh, j] = qkv[0, nq + gh * hd + j]
                 rotate_head(kb, 0, gh, cos, sin, True, False)
-                for j in range(hd):
-                    kc[gh, pos, j] = round_f16(kb[0, gh, j])
-                    vc[gh, j, pos] = round_f16(qkv[0, nq + nkv + gh * hd + j])
+                store_kv(kc, vc, kb, qkv, nq + nkv + gh * hd, gh, pos, hd)
                 _finish(done, slot + gh, g)
         _await(done, slot, n_kv, g)
         slot += n_kv
