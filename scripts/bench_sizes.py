@@ -67,6 +67,7 @@ def random_checkpoint(dims, token_bytes: list[bytes], seed: int = 0):
     convolution kernels and positional embeddings float32 N(0, WEIGHT_STD)."""
     from gguf import GGMLQuantizationType as QType
 
+    from whisperlite.audio.mel import mel_filters
     from whisperlite.formats.checkpoint import WhisperCheckpoint, preset_alignment_heads
     from whisperlite.formats.ggml import expected_shapes
     from whisperlite.kernels.tensor import QTensor
@@ -85,7 +86,8 @@ def random_checkpoint(dims, token_bytes: list[bytes], seed: int = 0):
         else:
             weights[name] = w
     return WhisperCheckpoint(dims=dims, weights=weights, token_bytes=token_bytes, source=f"random-{seed}",
-                             alignment_heads=preset_alignment_heads(dims))
+                             alignment_heads=preset_alignment_heads(dims),
+                             extra={"mel_filters": mel_filters(dims.n_mels)})
 
 
 def model_files(size: str, types: list[str], folder: Path) -> dict[str, Path]:
