@@ -141,8 +141,10 @@ for _ in range(reps):
     t = time.perf_counter(); model.decoder(prompt, cache); pr = time.perf_counter() - t
     t = time.perf_counter()
     for _ in range(n_tokens):
-        model.decoder(token, cache)
+        logits = model.decoder(token, cache)[0]
     step = (time.perf_counter() - t) / n_tokens
+    if not (np.isfinite(features).all() and np.isfinite(logits).all()):
+        sys.exit("non-finite encoder output or logits: the random weights' scale is off")
     for k, v in (("encoder", enc), ("cross", cross), ("prompt", pr), ("token", step)):
         best[k] = min(best[k], v)
 stages = {}
