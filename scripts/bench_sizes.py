@@ -40,15 +40,17 @@ ROOT = Path(__file__).resolve().parent.parent
 # openai/whisper's ModelDimensions per size (multilingual; large-v3 and its turbo: 128 mel
 # bins and one more language token; turbo keeps large-v3's encoder with 4 decoder layers).
 _COMMON = {"n_audio_ctx": 1500, "n_text_ctx": 448}
-SIZES = {
-    "tiny": dict(n_mels=80, n_vocab=51865, n_audio_state=384, n_audio_head=6, n_audio_layer=4, n_text_layer=4),
-    "base": dict(n_mels=80, n_vocab=51865, n_audio_state=512, n_audio_head=8, n_audio_layer=6, n_text_layer=6),
-    "small": dict(n_mels=80, n_vocab=51865, n_audio_state=768, n_audio_head=12, n_audio_layer=12, n_text_layer=12),
-    "medium": dict(n_mels=80, n_vocab=51865, n_audio_state=1024, n_audio_head=16, n_audio_layer=24, n_text_layer=24),
-    "large-v3-turbo": dict(n_mels=128, n_vocab=51866, n_audio_state=1280, n_audio_head=20, n_audio_layer=32,
-                           n_text_layer=4),
-    "large-v3": dict(n_mels=128, n_vocab=51866, n_audio_state=1280, n_audio_head=20, n_audio_layer=32, n_text_layer=32),
+# name: (n_mels, n_vocab, n_audio_state, n_audio_head, n_audio_layer, n_text_layer)
+_SHAPES = {
+    "tiny": (80, 51865, 384, 6, 4, 4),
+    "base": (80, 51865, 512, 8, 6, 6),
+    "small": (80, 51865, 768, 12, 12, 12),
+    "medium": (80, 51865, 1024, 16, 24, 24),
+    "large-v3-turbo": (128, 51866, 1280, 20, 32, 4),
+    "large-v3": (128, 51866, 1280, 20, 32, 32),
 }
+_FIELDS = ("n_mels", "n_vocab", "n_audio_state", "n_audio_head", "n_audio_layer", "n_text_layer")
+SIZES = {name: dict(zip(_FIELDS, shape)) for name, shape in _SHAPES.items()}
 TYPES = ("f16", "q8_0", "q5_0")
 WEIGHT_STD = 0.02  # GPT-2-style initialisation: activations stay finite through 32 layers
 
@@ -182,7 +184,7 @@ TIMING = re.compile(r"whisper_print_timings:\s+(\w+) time =\s+([\d.]+) ms /\s+(\
 
 def child(code: str, *args: str) -> tuple[dict, str]:
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=str(ROOT))
-    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=False)
     for line in p.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:]), p.stderr
@@ -228,6 +230,7 @@ def step_megabytes(path: Path, tokens: int) -> float:
     """MB a whisperlite step reads on this file (compute type auto) at the middle context."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import bench_decode_step
+
     from whisperlite.models.whisper_decoder import TextDecoder
     from whisperlite.registry.loader import apply_compute_type, read_checkpoint
 
