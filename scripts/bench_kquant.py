@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import sys
-import time
 from pathlib import Path
 
 import whisperlite.core.env  # noqa: F401  (OMP_WAIT_POLICY, numba cache dir: before numba loads)
@@ -25,6 +24,8 @@ from gguf import GGMLQuantizationType as QType
 
 from whisperlite.kernels import gemv, quant, set_threads
 from whisperlite.kernels.actquant import quantize_activations
+
+from bench_kernels import best_time  # noqa: E402  (this script's folder is on sys.path)
 
 SHAPES = [  # (name, rows, cols): Gemma 3 270M (d 640, 4 heads of 256, 1 KV head, n_ff 2048)
     ("gemma3 attn q", 1024, 640),
@@ -47,17 +48,6 @@ def random_blocks(qtype: QType, rows: int, cols: int, rng: np.random.Generator) 
             scale = rng.uniform(1e-3, 0.05, (rows, nb)).astype(np.float16)
             w[:, :, at:at + 2] = scale.view(np.uint8).reshape(rows, nb, 2)
     return w.reshape(rows, -1)
-
-
-def best_time(fn, seconds: float) -> float:
-    fn()
-    best = float("inf")
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def ggml_q4_k_gemv():

@@ -55,12 +55,15 @@ def _common(fn: Callable) -> Callable:
     return fn
 
 
-def _inputs(path: str, model: str, threads: int | None, quiet: bool, llm: str, n_ctx: int):
-    """The transcript lines of IN and the loaded LLM. A transcript file is read first (a bad
-    one fails at once); a media file is transcribed after the LLM loads (a bad --llm fails
-    before minutes of transcription)."""
+def _inputs(path: str, output: str | None, model: str, threads: int | None, quiet: bool, llm: str, n_ctx: int):
+    """The transcript lines of IN and the loaded LLM, once -o's folder is checked. A transcript
+    file is read first (a bad one fails at once); a media file is transcribed after the LLM
+    loads (a bad --llm fails before minutes of transcription)."""
     from whisperlite.insights.transcript import is_transcript
+    from whisperlite.kernels import set_threads
 
+    _check_output(output)
+    set_threads(threads)
     if is_transcript(path):
         lines = _lines(path, model, threads, quiet)
         return lines, _writer(llm, n_ctx, quiet)
@@ -153,12 +156,9 @@ def chapters(input_path: str, as_json: bool, output: str | None, model: str, thr
              llm: str, min_chapter: float, window: int) -> None:
     """Chapters of IN (a media file, or a whisperlite JSON or SRT transcript): `00:00 Title` lines."""
     from whisperlite.insights.chapters import chapters_json, format_chapters, split_chapters, titles
-    from whisperlite.kernels import set_threads
 
     opts = ChapterOptions(min_chapter=min_chapter, window=window, llm=llm)
-    _check_output(output)
-    set_threads(threads)
-    lines, writer = _inputs(input_path, model, threads, quiet, opts.llm, opts.n_ctx)
+    lines, writer = _inputs(input_path, output, model, threads, quiet, opts.llm, opts.n_ctx)
     parts = split_chapters(lines, opts)
     steps = _Steps(not quiet and sys.stderr.isatty(), "title")
     titled = []
@@ -185,12 +185,9 @@ def summarize(input_path: str, as_json: bool, output: str | None, model: str, th
               llm: str, ctx_size: int, quotes: int) -> None:
     """Summary and key quotes (verbatim, with their times) of IN: a media file or a transcript."""
     from whisperlite.insights.summary import format_summary, run_summary, summarize as summary_steps, summary_json
-    from whisperlite.kernels import set_threads
 
     opts = SummaryOptions(llm=llm, n_ctx=ctx_size, quotes=quotes)
-    _check_output(output)
-    set_threads(threads)
-    lines, writer = _inputs(input_path, model, threads, quiet, opts.llm, opts.n_ctx)
+    lines, writer = _inputs(input_path, output, model, threads, quiet, opts.llm, opts.n_ctx)
     steps = _Steps(not quiet and sys.stderr.isatty(), "chunk")
     try:
         result = run_summary(summary_steps(lines, writer, opts), steps)
