@@ -552,6 +552,16 @@ def _dequantize_q5_1(data, r0, r1, out):
                 out[r, b * QK + j + 16] = d * np.float32((v >> 4) | h1) + m
 
 
+@numba.njit(inline="always", nogil=True, cache=True)
+def _scale_min_k4(sc, sub):
+    """Sub-block `sub`'s six-bit scale and min from the 12 packed bytes `sc` (ggml's
+    get_scale_min_k4): 0-3 in the low six bits of bytes 0-3 / 4-7, 4-7 in the nibbles of
+    bytes 8-11 with their top two bits from the high bits of bytes 0-3 / 4-7."""
+    if sub < 4:
+        return sc[sub] & 63, sc[sub + 4] & 63
+    return (sc[sub + 4] & 15) | ((sc[sub - 4] >> 2) & 48), (sc[sub + 4] >> 4) | ((sc[sub] >> 2) & 48)
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def _dequantize_q4_k(data, r0, r1, out):
     nb = data.shape[1] // 144
@@ -563,12 +573,7 @@ def _dequantize_q4_k(data, r0, r1, out):
             dmin = _load_f16(row, o + 2)
             sc = row[o + 4 : o + 16]  # 8 six-bit scales and 8 six-bit mins, packed in 12 bytes
             for sub in range(8):
-                if sub < 4:
-                    s6 = sc[sub] & 63
-                    m6 = sc[sub + 4] & 63
-                else:
-                    s6 = (sc[sub + 4] & 15) | ((sc[sub - 4] >> 2) & 48)
-                    m6 = (sc[sub + 4] >> 4) | ((sc[sub] >> 2) & 48)
+                s6, m6 = _scale_min_k4(sc, sub)
                 dl = d * np.float32(s6)
                 ml = dmin * np.float32(m6)
                 # sub-blocks 2c and 2c+1 are the low and high nibbles of bytes 32c..32c+31
@@ -590,12 +595,7 @@ def _dequantize_q5_k(data, r0, r1, out):
             dmin = _load_f16(row, o + 2)
             sc = row[o + 4 : o + 16]
             for sub in range(8):
-                if sub < 4:
-                    s6 = sc[sub] & 63
-                    m6 = sc[sub + 4] & 63
-                else:
-                    s6 = (sc[sub + 4] & 15) | ((sc[sub - 4] >> 2) & 48)
-                    m6 = (sc[sub + 4] >> 4) | ((sc[sub] >> 2) & 48)
+                s6, m6 = _scale_min_k4(sc, sub)
                 dl = d * np.float32(s6)
                 ml = dmin * np.float32(m6)
                 # Q4_K's nibbles, plus bit `sub` of qh byte j as the fifth bit of weight j
