@@ -235,13 +235,15 @@ def test_too_many_matches_to_rank_come_newest_first_with_a_note(tmp_path):
     assert ranked and all(isinstance(h["score"], float) for h in ranked) and "note" not in err
 
 
-# Chinese and Japanese: no spaces between words, yet a word inside a sentence is found.
+# Chinese and Japanese: no spaces between words; Korean: particles joined to the word before
+# them. Yet a word inside a sentence is found.
 CJK_SEGMENTS = [
     (0.0, "我们今天讨论中国经济的发展。"),
     (5.0, "北京是中华人民共和国的首都。"),
     (10.0, "东京に行きました。桜がとても綺麗でした。"),
     (15.0, "カタカナのコンピューターを使います。"),
     (20.0, "He bought an iPhone手机 yesterday."),
+    (25.0, "서울에서 친구를 만났습니다."),
 ]
 # (query, starts of the segments it finds): words, phrases, prefixes, kana, mixed scripts
 CJK_QUERIES = [
@@ -259,6 +261,11 @@ CJK_QUERIES = [
     ("手机", [20.0]),
     ('"iPhone手机"', [20.0]),
     ("首都 NOT 北京", []),
+    ("서울", [25.0]),
+    ("친구", [25.0]),
+    ('"서울에서 친구를"', [25.0]),
+    ("만났*", [25.0]),
+    ("부산", []),
 ]
 
 
@@ -288,7 +295,7 @@ def test_chinese_and_japanese_words_inside_sentences(tmp_path):
 
 
 def test_an_index_from_before_cjk_search_is_rebuilt_with_a_warning(tmp_path):
-    """Schema 1 indexed a run of Han or kana as one token: opened now, it is rebuilt (one
+    """Schema 1 indexed a run of Han or kana as one token (2, a run of Hangul): opened now, it is rebuilt (one
     warning line), and then finds words inside sentences."""
     out = _cjk_folder(tmp_path)
     with sqlite3.connect(out / "index.sqlite") as db:

@@ -11,9 +11,10 @@ cannot read, or one an older whisperlite built (another schema version), is rebu
 transcripts. Each episode is one transaction, so a kill leaves an episode wholly in the index
 or wholly out of it.
 
-Chinese and Japanese are written without spaces between words, and FTS5's unicode61
-tokenizer makes a whole run of such characters one token: a word inside a sentence could not
-be found. So the full-text table indexes the text with every Han, kana character on its own
+Chinese and Japanese are written without spaces between words, and Korean joins particles and
+endings to the word they follow (서울에서, "in Seoul"); FTS5's unicode61 tokenizer makes a
+whole run of such characters one token: a word inside a sentence could not be found. So the
+full-text table indexes the text with every Han, kana or Hangul character on its own
 (spaces around it), and a query's run of them becomes the phrase of its characters: a word or
 a phrase is found wherever its characters stand in that order, at the cost of reading one
 posting list per character. The segments table keeps the text as spoken.
@@ -36,7 +37,8 @@ from whisperlite.transcription.results import Segment
 
 INDEX_NAME = "index.sqlite"
 TRANSCRIPTS_DIR = ".segments"  # hidden: a batch over OUTDIR itself does not pick it up
-SCHEMA_VERSION = 2  # 2: Han and kana indexed a character a token (1 indexed runs of them whole)
+# 2: Han and kana indexed a character a token (1 indexed runs of them whole); 3: Hangul too
+SCHEMA_VERSION = 3
 # Ranking reads every match: a query matching more segments than this (a common word)
 # returns the ones indexed last, unranked, and says so.
 RANK_CAP = 5_000
@@ -53,22 +55,23 @@ CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 Row = tuple[float, float, "str | None", str]  # start, end, speaker, text
 
-# Scripts written without spaces between words: Han (CJK unified ideographs, extensions A-H,
+# Scripts whose words are not delimited by spaces: Han (CJK unified ideographs, extensions A-H,
 # compatibility), the iteration marks 々〆〇, hiragana, katakana (and its extensions and the
-# half-width forms).
-_SPACELESS = re.compile("[\u3005-\u3007\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-                        "\uff66-\uff9f\U00020000-\U0003134f]")
+# half-width forms), Hangul (syllables, jamo, compatibility and half-width jamo).
+_SPACELESS = re.compile("[\u1100-\u11ff\u3005-\u3007\u3040-\u30ff\u3131-\u318e\u31f0-\u31ff\u3400-\u4dbf"
+                        "\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff\uff66-\uff9f"
+                        "\uffa0-\uffdc\U00020000-\U0003134f]")
 _STRING = re.compile(r'"(?:[^"]|"")*"?')  # an FTS5 string ("" inside is a quote); one left open runs to the end
 _BAREWORD = re.compile(r"(?:\w|[^\x00-\x7f])+")  # what FTS5 reads as one bareword
 
 
 def index_text(text: str) -> str:
-    """The text as the full-text table indexes it: each Han or kana character a word of its own."""
+    """The text as the full-text table indexes it: each Han, kana or Hangul character a word of its own."""
     return _SPACELESS.sub(r" \g<0> ", text)
 
 
 def match_query(query: str) -> str:
-    """An FTS5 query for the indexed text: in strings, each Han or kana character a token of the
+    """An FTS5 query for the indexed text: in strings, each Han, kana or Hangul character a token of the
     phrase; a bareword holding any becomes the phrase of its characters (中国* -> "中 国"*)."""
     if not _SPACELESS.search(query):
         return query
