@@ -64,6 +64,26 @@ def test_cluster_with_a_stray_partial_and_a_given_count():
     assert len(set(diarize.cluster(x, speakers=1))) == 1
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_average_linkage_is_scipys(seed):
+    """The same tree as scipy's average linkage on cosine distance, and the same partitions as
+    its fcluster by distance and by count (labels may be numbered otherwise)."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    rng = np.random.default_rng(seed)
+    x, _ = _voices(rng, int(rng.integers(1, 5)), int(rng.integers(1, 40)), spread=2.0)
+    x = x[: len(x) - seed]  # odd sizes too
+    tree = diarize.average_linkage(x.astype(np.float64))
+    ref = linkage(x.astype(np.float64), method="average", metric="cosine")
+    np.testing.assert_allclose(tree, ref, atol=1e-9)
+    same = lambda a, b: len(set(zip(a, b))) == len(set(a)) == len(set(b))  # noqa: E731
+    for t in (0.01, 0.05, 0.2, 0.6):
+        kept = int(np.searchsorted(tree[:, 2], t, side="right"))
+        assert same(diarize.flat_clusters(tree, kept), fcluster(ref, t=t, criterion="distance"))
+    for k in range(1, min(len(x), 6) + 1):
+        assert same(diarize.flat_clusters(tree, len(x) - k), fcluster(ref, t=k, criterion="maxclust"))
+
+
 def test_cluster_memory_is_bounded(monkeypatch):
     monkeypatch.setattr(diarize, "MAX_POINTS", 50)
     rng = np.random.default_rng(3)

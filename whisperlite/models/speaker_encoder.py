@@ -22,6 +22,9 @@ HOP = 160  # 10 ms step at 16 kHz
 N_MELS = 40
 PARTIAL_FRAMES = 160  # frames per partial utterance: 1.6 s
 TARGET_DBFS = -30.0  # resemblyzer's audio_norm_target_dBFS
+# Time steps whose input gates are computed in one product: a buffer of 32 steps instead of
+# a whole block's (a 30-s block's 160 steps x 37 partials x 1024 gates would be 24 MB).
+STEPS_AT_ONCE = 32
 
 
 @dataclass(frozen=True)
@@ -119,21 +122,24 @@ class SpeakerEncoder:
         b, t, _ = mels.shape
         hidden = self.dims.n_hidden
         x = np.ascontiguousarray(mels.transpose(1, 0, 2), dtype=np.float32)  # (t, b, in): rows of a step together
-        h = np.zeros((b, hidden), np.float32)
         gh = np.empty((b, 4 * hidden), np.float32)
+        chunk = min(t, STEPS_AT_ONCE)
+        gates = np.empty((chunk * b, 4 * hidden), np.float32)
         for k, (w_ih, w_hh, bias) in enumerate(self.layers):
-            # the inputs' share of every step's gates in one product
-            gx = (x.reshape(t * b, -1) @ w_ih).reshape(t, b, 4 * hidden)
-            gx += bias
             last = k == len(self.layers) - 1
             out = None if last else np.empty((t, b, hidden), np.float32)
             h = np.zeros((b, hidden), np.float32)
             c = np.zeros((b, hidden), np.float32)
-            for step in range(t):
-                np.matmul(h, w_hh, out=gh)
-                lstm_cell_.serial(gx[step], gh, c, h)  # beside the decoder, on the audio thread
-                if out is not None:
-                    out[step] = h
+            for s0 in range(0, t, chunk):
+                n = min(chunk, t - s0)
+                # the inputs' share of the gates of `chunk` steps in one product
+                gx = np.matmul(x[s0 : s0 + n].reshape(n * b, -1), w_ih, out=gates[: n * b]).reshape(n, b, 4 * hidden)
+                gx += bias
+                for step in range(n):
+                    np.matmul(h, w_hh, out=gh)
+                    lstm_cell_.serial(gx[step], gh, c, h)  # beside the decoder, on the embedding thread
+                    if out is not None:
+                        out[s0 + step] = h
             if out is not None:
                 x = out
         e = np.maximum(h @ self.linear_t + self.linear_b, 0)
