@@ -469,3 +469,42 @@ def test_embedder_streams_in_any_pieces(monkeypatch):
     assert short.partials(ident)[0].tolist() == [[0.0, 1.0]]
     # partials cut from the same samples embed the same (blocks normalise their own volume)
     assert np.abs(e1 - e2).max() < 0.05
+
+
+def test_embedder_runs_beside_the_consumer():
+    """Pieces reach the consumer while the embedding thread is still busy; `partials` waits
+    for it, and raises what went wrong there."""
+    import threading
+
+    from whisperlite.models.speaker_encoder import SpeakerEncoder, SpeakerEncoderDims
+
+    dims = SpeakerEncoderDims(n_hidden=8, n_embed=6)
+    rng = np.random.default_rng(1)
+    enc = SpeakerEncoder({k: rng.normal(0, 0.3, s).astype(np.float32) for k, s in dims.shapes().items()}, dims)
+    release = threading.Event()
+
+    class Held:
+        dims = enc.dims
+
+        def __call__(self, mels):
+            release.wait(10)
+            return enc(mels)
+
+    audio = rng.normal(0, 0.1, diarize.BLOCK_SAMPLES + 16000).astype(np.float32)
+    embedder = diarize.Embedder(Held())
+    passed = list(embedder.tap(iter(np.array_split(audio, 3))))  # all through while the first block is held
+    assert not release.is_set() and sum(map(len, passed)) == len(audio)
+    release.set()
+    spans, embeddings = embedder.partials(lambda t, is_end: t)
+    assert len(spans) == len(embeddings) == 38 and spans[-1, 1] == pytest.approx(len(audio) / 16000)
+
+    class Broken:
+        dims = enc.dims
+
+        def __call__(self, mels):
+            raise MemoryError("no room")
+
+    broken = diarize.Embedder(Broken())
+    list(broken.tap(iter([audio])))
+    with pytest.raises(MemoryError, match="no room"):
+        broken.partials(lambda t, is_end: t)
