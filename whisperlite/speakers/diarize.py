@@ -1,11 +1,11 @@
 """Who spoke when: speaker embeddings over the speech, clustered, and turns cut at word times.
 
 `Embedder` takes the 16 kHz samples a transcription reads (after the VAD, on its timeline)
-in order, and embeds partials of 1.6 s every 0.8 s in blocks, on a thread of its own, so
-memory holds a few blocks of audio and 1 KB per partial whatever the input's length. `label` then clusters the partials
-that lie on the transcript's words (average-linkage agglomerative clustering on cosine
-distance: the number of speakers is where the merge distance jumps most, or is given),
-gives each word the speaker nearest to the partials around it, folds turns shorter than
+in order, and embeds partials of 1.6 s every 0.8 s in blocks on a thread of its own, so
+memory holds a few blocks of audio and 1 KB per partial whatever the input's length. `label`
+then clusters the partials that lie on the transcript's words (average-linkage agglomerative
+clustering on cosine distance: the number of speakers is where the merge distance jumps
+most, or is given), gives each word the speaker nearest to the partials around it, folds turns shorter than
 MIN_TURN_SECONDS into their neighbours, and splits segments where the speaker changes,
 always between two words.
 """
@@ -114,7 +114,7 @@ class Embedder:
 
     def feed(self, samples: np.ndarray) -> None:
         # a long stretch of speech arrives as one piece: embedded a block at a time, so the
-        # LSTM's batch (and its gate buffers) never outgrows one block
+        # LSTM's batch never outgrows one block
         while len(samples):
             take = min(len(samples), BLOCK_SAMPLES - self._have)
             self._buf.append(samples[:take])
@@ -125,9 +125,8 @@ class Embedder:
 
     def partials(self, to_input: Callable[[float, bool], float]) -> Partials:
         """(spans (n, 2) in seconds of the input, embeddings (n, d)) of the partials so far.
-        `to_input(seconds, is_end)` maps the stream's clock to the input's. Safe while the
-        audio thread still feeds (a transcription of clips may stop before the stream ends):
-        a partial's span is added after its embedding. Waits for the pieces `tap` has passed
+        `to_input(seconds, is_end)` maps the stream's clock to the input's. Safe while `tap`
+        still passes pieces on (a transcription of clips may stop before the stream ends). Waits for the pieces `tap` has passed
         on to be embedded (and the last partial, once the stream has ended)."""
         self._pieces.join()
         if self._error is not None:
