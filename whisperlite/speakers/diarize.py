@@ -5,9 +5,9 @@ in order, and embeds partials of 1.6 s every 0.8 s in blocks on a thread of its 
 memory holds a few blocks of audio and 1 KB per partial whatever the input's length. `label`
 then clusters the partials that lie on the transcript's words (average-linkage agglomerative
 clustering on cosine distance: the number of speakers is where the merge distance jumps
-most, or is given), gives each word the speaker nearest to the partials around it, folds turns shorter than
-MIN_TURN_SECONDS into their neighbours, and splits segments where the speaker changes,
-always between two words.
+most, or is given), gives each word the speaker nearest to the partials around it, folds
+turns shorter than MIN_TURN_SECONDS into their neighbours, and splits segments where the
+speaker changes, always between two words.
 """
 from __future__ import annotations
 
