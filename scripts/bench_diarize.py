@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """What --diarize costs on the CLI's default path: wall time and peak memory, same run.
 
-Two varied recordings (scripts/make_recording.py: many sentences, fixtures and espeak-ng
-voices, pauses) of a short and a long length are transcribed by the real CLI, with and
+Varied recordings (scripts/make_recording.py: many sentences, fixtures and espeak-ng
+voices, pauses) of the lengths given are transcribed by the real CLI, with and
 without --diarize, at the same thread count, runs interleaved so that load from other
 processes falls on both alike. Prints the wall-time and CPU-time ratios and each run's peak
 resident memory (rusage of that child, from wait4): on a shared machine the CPU ratio is
 the steadier one.
 
-    python scripts/bench_diarize.py --minutes 2 8 --threads 2 --repeat 2
+    python scripts/bench_diarize.py --minutes 1 3 8 --threads 2 --repeat 2
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def run(args: list[str], cwd: Path) -> tuple[float, float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, nargs=2, default=(2.0, 8.0), help="short and long recording")
+    ap.add_argument("--minutes", type=float, nargs="+", default=(1.0, 3.0, 8.0), help="recording lengths")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--seed", type=int, default=5)
@@ -75,9 +75,12 @@ def main() -> None:
             print(f"{minutes:g} min: default {wall_p:.1f} s wall, {cpu_p:.1f} s CPU ({60 * minutes / wall_p:.0f}x real "
                   f"time); --diarize {wall_d:.1f} s wall (x{wall_d / wall_p:.3f}), {cpu_d:.1f} s CPU "
                   f"(x{cpu_d / cpu_p:.3f}); peak RSS {rss_p:.0f} MB -> {rss_d:.0f} MB")
-        short, long_ = args.minutes
-        growth = max(r[1] for r in results[(long_, True)]) / max(r[1] for r in results[(short, True)])
-        print(f"--diarize peak RSS {long_:g} min / {short:g} min: x{growth:.3f}")
+        short = args.minutes[0]
+        for diarize in (False, True):
+            base = max(r[1] for r in results[(short, diarize)])
+            growth = ", ".join(f"{m:g} min x{max(r[1] for r in results[(m, diarize)]) / base:.3f}"
+                               for m in args.minutes[1:])
+            print(f"{'--diarize' if diarize else 'default'} peak RSS over {short:g} min: {growth}")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,26 @@ def test_cluster_with_a_stray_partial_and_a_given_count():
     assert len(set(diarize.cluster(x, speakers=1))) == 1
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_average_linkage_is_scipys(seed):
+    """The same tree as scipy's average linkage on cosine distance, and the same partitions as
+    its fcluster by distance and by count (labels may be numbered otherwise)."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    rng = np.random.default_rng(seed)
+    x, _ = _voices(rng, int(rng.integers(1, 5)), int(rng.integers(1, 40)), spread=2.0)
+    x = x[: len(x) - seed]  # odd sizes too
+    tree = diarize.average_linkage(x.astype(np.float64))
+    ref = linkage(x.astype(np.float64), method="average", metric="cosine")
+    np.testing.assert_allclose(tree, ref, atol=1e-9)
+    same = lambda a, b: len(set(zip(a, b))) == len(set(a)) == len(set(b))  # noqa: E731
+    for t in (0.01, 0.05, 0.2, 0.6):
+        kept = int(np.searchsorted(tree[:, 2], t, side="right"))
+        assert same(diarize.flat_clusters(tree, kept), fcluster(ref, t=t, criterion="distance"))
+    for k in range(1, min(len(x), 6) + 1):
+        assert same(diarize.flat_clusters(tree, len(x) - k), fcluster(ref, t=k, criterion="maxclust"))
+
+
 def test_cluster_memory_is_bounded(monkeypatch):
     monkeypatch.setattr(diarize, "MAX_POINTS", 50)
     rng = np.random.default_rng(3)
@@ -449,3 +469,42 @@ def test_embedder_streams_in_any_pieces(monkeypatch):
     assert short.partials(ident)[0].tolist() == [[0.0, 1.0]]
     # partials cut from the same samples embed the same (blocks normalise their own volume)
     assert np.abs(e1 - e2).max() < 0.05
+
+
+def test_embedder_runs_beside_the_consumer():
+    """Pieces reach the consumer while the embedding thread is still busy; `partials` waits
+    for it, and raises what went wrong there."""
+    import threading
+
+    from whisperlite.models.speaker_encoder import SpeakerEncoder, SpeakerEncoderDims
+
+    dims = SpeakerEncoderDims(n_hidden=8, n_embed=6)
+    rng = np.random.default_rng(1)
+    enc = SpeakerEncoder({k: rng.normal(0, 0.3, s).astype(np.float32) for k, s in dims.shapes().items()}, dims)
+    release = threading.Event()
+
+    class Held:
+        dims = enc.dims
+
+        def __call__(self, mels):
+            release.wait(10)
+            return enc(mels)
+
+    audio = rng.normal(0, 0.1, diarize.BLOCK_SAMPLES + 16000).astype(np.float32)
+    embedder = diarize.Embedder(Held())
+    passed = list(embedder.tap(iter(np.array_split(audio, 3))))  # all through while the first block is held
+    assert not release.is_set() and sum(map(len, passed)) == len(audio)
+    release.set()
+    spans, embeddings = embedder.partials(lambda t, is_end: t)
+    assert len(spans) == len(embeddings) == 38 and spans[-1, 1] == pytest.approx(len(audio) / 16000)
+
+    class Broken:
+        dims = enc.dims
+
+        def __call__(self, mels):
+            raise MemoryError("no room")
+
+    broken = diarize.Embedder(Broken())
+    list(broken.tap(iter([audio])))
+    with pytest.raises(MemoryError, match="no room"):
+        broken.partials(lambda t, is_end: t)

@@ -22,6 +22,7 @@ HOP = 160  # 10 ms step at 16 kHz
 N_MELS = 40
 PARTIAL_FRAMES = 160  # frames per partial utterance: 1.6 s
 TARGET_DBFS = -30.0  # resemblyzer's audio_norm_target_dBFS
+MEL_FRAMES_AT_ONCE = 400  # frames framed and transformed together: temporaries under 1 MB
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,12 @@ def mel_frames(samples: np.ndarray) -> np.ndarray:
     n_frames = 1 + (len(x) - N_FFT) // HOP
     frames = np.lib.stride_tricks.as_strided(x, (n_frames, N_FFT), (x.strides[0] * HOP, x.strides[0]),
                                              writeable=False)
-    spec = np.fft.rfft(frames * _WINDOW, axis=1)
-    power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
-    return power @ _FILTERS
+    out = np.empty((n_frames, N_MELS), np.float32)
+    for a in range(0, n_frames, MEL_FRAMES_AT_ONCE):
+        spec = np.fft.rfft(frames[a : a + MEL_FRAMES_AT_ONCE] * _WINDOW, axis=1)
+        power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
+        np.matmul(power, _FILTERS, out=out[a : a + MEL_FRAMES_AT_ONCE])
+    return out
 
 
 class SpeakerEncoder:
@@ -100,9 +104,10 @@ class SpeakerEncoder:
         self.dims = dims
         self.layers = []
         for k in range(dims.n_layer):
+            # [input, h] @ [W_ih; W_hh]: a step's gates in one product
             self.layers.append((
-                np.ascontiguousarray(weights[f"lstm.weight_ih_l{k}"].T),  # (in, 4H)
-                np.ascontiguousarray(weights[f"lstm.weight_hh_l{k}"].T),  # (H, 4H)
+                np.ascontiguousarray(np.vstack([weights[f"lstm.weight_ih_l{k}"].T, weights[f"lstm.weight_hh_l{k}"].T]),
+                                     dtype=np.float32),  # (in + H, 4H)
                 (weights[f"lstm.bias_ih_l{k}"] + weights[f"lstm.bias_hh_l{k}"]).astype(np.float32),
             ))
         self.linear_t = np.ascontiguousarray(weights["linear.weight"].T)  # (H, E)
@@ -119,23 +124,22 @@ class SpeakerEncoder:
         b, t, _ = mels.shape
         hidden = self.dims.n_hidden
         x = np.ascontiguousarray(mels.transpose(1, 0, 2), dtype=np.float32)  # (t, b, in): rows of a step together
-        h = np.zeros((b, hidden), np.float32)
-        gh = np.empty((b, 4 * hidden), np.float32)
-        for k, (w_ih, w_hh, bias) in enumerate(self.layers):
-            # the inputs' share of every step's gates in one product
-            gx = (x.reshape(t * b, -1) @ w_ih).reshape(t, b, 4 * hidden)
-            gx += bias
-            last = k == len(self.layers) - 1
-            out = None if last else np.empty((t, b, hidden), np.float32)
-            h = np.zeros((b, hidden), np.float32)
-            c = np.zeros((b, hidden), np.float32)
-            for step in range(t):
-                np.matmul(h, w_hh, out=gh)
-                lstm_cell_.serial(gx[step], gh, c, h)  # beside the decoder, on the audio thread
-                if out is not None:
-                    out[step] = h
-            if out is not None:
-                x = out
-        e = np.maximum(h @ self.linear_t + self.linear_b, 0)
+        # Step by step through all layers (not layer by layer): nothing of size t x b is held
+        # but the input, so a block of audio needs a few hundred kB beside its mel frames.
+        xh = [np.zeros((b, w.shape[0]), np.float32) for w, _ in self.layers]  # [input, h] of each layer
+        c = [np.zeros((b, hidden), np.float32) for _ in self.layers]
+        h = [np.zeros((b, hidden), np.float32) for _ in self.layers]
+        biases = [np.ascontiguousarray(np.broadcast_to(bias, (b, 4 * hidden))) for _, bias in self.layers]
+        gates = np.empty((b, 4 * hidden), np.float32)
+        for step in range(t):
+            inp = x[step]
+            for k, (w, _) in enumerate(self.layers):
+                n_in = w.shape[0] - hidden
+                xh[k][:, :n_in] = inp
+                xh[k][:, n_in:] = h[k]
+                np.matmul(xh[k], w, out=gates)
+                lstm_cell_.serial(gates, biases[k], c[k], h[k])  # beside the decoder, on the embedding thread
+                inp = h[k]
+        e = np.maximum(h[-1] @ self.linear_t + self.linear_b, 0)
         norm = np.linalg.norm(e, axis=1, keepdims=True)
         return e / np.where(norm > 0, norm, 1)

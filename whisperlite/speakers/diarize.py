@@ -1,16 +1,18 @@
 """Who spoke when: speaker embeddings over the speech, clustered, and turns cut at word times.
 
 `Embedder` takes the 16 kHz samples a transcription reads (after the VAD, on its timeline)
-in order, and embeds partials of 1.6 s every 0.8 s in blocks, so memory holds one block of
-audio and 1 KB per partial whatever the input's length. `label` then clusters the partials
-that lie on the transcript's words (average-linkage agglomerative clustering on cosine
-distance: the number of speakers is where the merge distance jumps most, or is given),
-gives each word the speaker nearest to the partials around it, folds turns shorter than
-MIN_TURN_SECONDS into their neighbours, and splits segments where the speaker changes,
-always between two words.
+in order, and embeds partials of 1.6 s every 0.8 s in blocks on a thread of its own, so
+memory holds a few blocks of audio and 1 KB per partial whatever the input's length. `label`
+then clusters the partials that lie on the transcript's words (average-linkage agglomerative
+clustering on cosine distance: the number of speakers is where the merge distance jumps
+most, or is given), gives each word the speaker nearest to the partials around it, folds
+turns shorter than MIN_TURN_SECONDS into their neighbours, and splits segments where the
+speaker changes, always between two words.
 """
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import replace
 from typing import Callable, Iterable, Iterator
 
@@ -30,6 +32,7 @@ from whisperlite.transcription.results import Segment
 PARTIAL_SAMPLES = PARTIAL_FRAMES * HOP  # 1.6 s
 STEP_FRAMES = PARTIAL_FRAMES // 2  # a partial every 0.8 s: each word is inside two
 BLOCK_SAMPLES = 30 * SAMPLE_RATE  # audio embedded at once: ~37 partials in one batch
+QUEUED_PIECES = 4  # pieces of audio handed to the embedding thread and not yet embedded
 MIN_PARTIAL_SAMPLES = PARTIAL_SAMPLES * 3 // 4  # a shorter tail is padded with silence (resemblyzer's min_coverage)
 # With this encoder, one voice's partials merge at small cosine distances, a little larger
 # for a speaker recorded in two settings; different voices (synthetic voices of one engine
@@ -50,9 +53,12 @@ def speaker_name(index: int) -> str:
     return f"{PREFIX}{index + 1}"
 
 
+_END = object()
+
+
 class Embedder:
     """Partial embeddings of a sample stream fed in order (`feed` each piece, then `finish`;
-    or `tap` the stream)."""
+    or `tap` the stream, which embeds on a thread of its own)."""
 
     def __init__(self, encoder: SpeakerEncoder, profile: Profile | None = None):
         self.encoder = encoder
@@ -62,24 +68,53 @@ class Embedder:
         self._origin = 0  # stream sample of the buffer's first sample
         self.spans: list[tuple[int, int]] = []  # stream samples each partial covers
         self.embeddings: list[np.ndarray] = []
+        self._pieces: queue.Queue = queue.Queue(maxsize=QUEUED_PIECES)
+        self._cancel = threading.Event()
+        self._error: BaseException | None = None
 
     def tap(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """`chunks` passed through, each fed to the embedder on the way; closing this closes
-        `chunks` (a consumer that stops early stops ffmpeg too)."""
+        """`chunks` passed through, each embedded on a thread of its own: a piece reaches the
+        consumer without waiting for its embedding (numpy's products and the LSTM kernel
+        release the GIL, so the embedding runs beside decoding). Closing this closes `chunks`
+        (a consumer that stops early stops ffmpeg too); what it has passed on is still
+        embedded. After an error in `chunks` nothing more is."""
+        worker = threading.Thread(target=self._work, name="whisperlite-speakers", daemon=True)
+        worker.start()
         it = iter(chunks)
         try:
             for chunk in it:
-                self.feed(chunk)
+                self._pieces.put(chunk)
                 yield chunk
-            self.finish()
+        except Exception:
+            self._cancel.set()
+            raise
         finally:
+            self._pieces.put(_END)
             close = getattr(it, "close", None)
             if close is not None:
                 close()
 
+    def _work(self) -> None:
+        with self.profile.background():
+            while True:
+                piece = self._pieces.get()
+                try:
+                    if self._cancel.is_set() or self._error is not None:
+                        pass
+                    elif piece is _END:
+                        self.finish()
+                    else:
+                        self.feed(piece)
+                except BaseException as e:  # raised by `partials`, in the consumer
+                    self._error = e
+                finally:
+                    self._pieces.task_done()
+                if piece is _END:
+                    return
+
     def feed(self, samples: np.ndarray) -> None:
         # a long stretch of speech arrives as one piece: embedded a block at a time, so the
-        # LSTM's batch (and its gate buffers) never outgrows one block
+        # LSTM's batch never outgrows one block
         while len(samples):
             take = min(len(samples), BLOCK_SAMPLES - self._have)
             self._buf.append(samples[:take])
@@ -90,9 +125,12 @@ class Embedder:
 
     def partials(self, to_input: Callable[[float, bool], float]) -> Partials:
         """(spans (n, 2) in seconds of the input, embeddings (n, d)) of the partials so far.
-        `to_input(seconds, is_end)` maps the stream's clock to the input's. Safe while the
-        audio thread still feeds (a transcription of clips may stop before the stream ends):
-        a partial's span is added after its embedding."""
+        `to_input(seconds, is_end)` maps the stream's clock to the input's. Safe while `tap`
+        still passes pieces on (a transcription of clips may stop before the stream ends). Waits for the pieces `tap` has passed
+        on to be embedded (and the last partial, once the stream has ended)."""
+        self._pieces.join()
+        if self._error is not None:
+            raise self._error
         n = len(self.spans)
         spans = np.array([(to_input(a / SAMPLE_RATE, False), to_input(b / SAMPLE_RATE, True))
                           for a, b in self.spans[:n]], np.float64).reshape(-1, 2)
@@ -135,27 +173,88 @@ def cluster(embeddings: np.ndarray, speakers: int | None = None) -> np.ndarray:
     partials (one straddling two voices, a cough) are no speaker: their partials join the
     nearest cluster. Beyond MAX_POINTS partials an even subsample is clustered and the rest
     take the nearest centroid, so memory stays bounded on long inputs."""
-    from scipy.cluster.hierarchy import fcluster, linkage
-
     n = len(embeddings)
     if n < 2 or speakers == 1:
         return np.zeros(n, np.int64)
     pick = np.unique(np.linspace(0, n - 1, min(n, MAX_POINTS)).round().astype(np.int64))
     points = embeddings[pick].astype(np.float64)
-    tree = linkage(points, method="average", metric="cosine")
+    tree = average_linkage(points)
     if speakers is None:
         cut = cut_distance(tree)
-        sub = fcluster(tree, t=cut, criterion="distance") if cut is not None else np.ones(len(pick), np.int64)
+        sub = flat_clusters(tree, int(np.searchsorted(tree[:, 2], cut, side="right")) if cut is not None else len(tree))
     else:  # the first cut with that many clusters of MIN_CLUSTER partials (or as many as there are)
         for k in range(speakers, len(pick) + 1):
-            sub = fcluster(tree, t=k, criterion="maxclust")
+            sub = flat_clusters(tree, len(pick) - k)
             if (np.bincount(sub) >= MIN_CLUSTER).sum() >= speakers:
                 break
     sizes = np.bincount(sub)
-    big = [k for k in range(1, len(sizes)) if sizes[k] >= MIN_CLUSTER] or [int(np.argmax(sizes))]
+    big = [k for k in range(len(sizes)) if sizes[k] >= MIN_CLUSTER] or [int(np.argmax(sizes))]
     centroids = np.stack([points[sub == k].mean(axis=0) for k in big])
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     return np.argmax(embeddings @ centroids.T.astype(np.float32), axis=1)
+
+
+def average_linkage(points: np.ndarray) -> np.ndarray:
+    """scipy's `linkage(points, "average", "cosine")` (the same tree: rows (a, b, distance,
+    size) in order of distance, cluster n + i made by row i) by the nearest-neighbour chain,
+    on one (n, n) matrix: scipy's clustering modules cost more to import than this takes."""
+    n = len(points)
+    unit = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12)
+    d = unit @ unit.T
+    np.subtract(1.0, d, out=d)
+    np.maximum(d, 0.0, out=d)
+    np.fill_diagonal(d, np.inf)
+    size = np.ones(n)
+    merges = np.zeros((n - 1, 3))  # (slot, slot, distance): a cluster sits in the slot of one of its points
+    chain: list[int] = []
+    for m in range(n - 1):
+        if not chain:
+            chain.append(int(np.argmax(size > 0)))
+        while True:
+            a = chain[-1]
+            b = int(np.argmin(d[a]))
+            if len(chain) > 1 and d[a, chain[-2]] <= d[a, b]:
+                b = chain[-2]  # ties go back down the chain, so it ends
+            if len(chain) > 1 and b == chain[-2]:
+                break
+            chain.append(b)
+        chain.pop()
+        chain.pop()
+        a, b = min(a, b), max(a, b)
+        merges[m] = a, b, d[a, b]
+        # Lance-Williams for the average: the merged cluster takes slot b, slot a is gone
+        row = (size[a] * d[a] + size[b] * d[b]) / (size[a] + size[b])
+        d[b], d[:, b] = row, row
+        d[b, b] = np.inf
+        d[a], d[:, a] = np.inf, np.inf
+        size[b] += size[a]
+        size[a] = 0
+    order = np.argsort(merges[:, 2], kind="stable")
+    tree = np.zeros((n - 1, 4))
+    parent = np.arange(2 * n - 1)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    count = np.ones(2 * n - 1)
+    for i, m in enumerate(order):
+        x, y = root(int(merges[m, 0])), root(int(merges[m, 1]))
+        parent[x] = parent[y] = n + i
+        count[n + i] = count[x] + count[y]
+        tree[i] = min(x, y), max(x, y), merges[m, 2], count[n + i]
+    return tree
+
+
+def flat_clusters(tree: np.ndarray, merges: int) -> np.ndarray:
+    """Labels 0 … k-1 of the points after the first `merges` rows of a linkage tree."""
+    n = len(tree) + 1
+    label = np.arange(2 * n - 1)
+    for i in range(merges - 1, -1, -1):  # from the last merge kept down to the leaves
+        label[int(tree[i, 0])] = label[int(tree[i, 1])] = label[n + i]
+    return np.unique(label[:n], return_inverse=True)[1]
 
 
 def cut_distance(tree: np.ndarray) -> float | None:

@@ -259,7 +259,7 @@ class WhisperModel:
         source = iter(speech) if speech is not None else iter(chunks)
         embedder = None
         if opts.diarize:
-            # on the audio thread, beside decoding: the speech is embedded as it streams by
+            # on a thread of its own, beside decoding: the speech is embedded as it streams by
             embedder = Embedder(self.speaker_encoder(), profile)
             source = embedder.tap(source)
         if speech is not None or not isinstance(audio, np.ndarray):
@@ -298,7 +298,8 @@ class WhisperModel:
         done = list(segments)
         profile = info.profile
         assert profile is not None
-        spans, embeddings = partials()
+        with profile.stage("speakers wait"):  # the embedding thread finishing the last block
+            spans, embeddings = partials()
         with profile.stage("speakers/cluster", len(spans), "partials"):
             labelled = label(done, spans, embeddings, opts.speakers)
         yield from labelled
