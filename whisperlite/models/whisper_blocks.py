@@ -3,9 +3,11 @@ block's weights (attention and MLP)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
+from whisperlite.formats.checkpoint import WhisperCheckpoint
 from whisperlite.kernels import QTensor, Weight, linear
 from whisperlite.kernels.ops import bias_gelu_, layer_norm
 
@@ -81,3 +83,16 @@ def load_block(w: dict, p: str, cross: bool, d: int) -> Block:
         blk.cross_out = w[f"{p}.cross_attn.out.weight"]
         blk.cross_out_b = w[f"{p}.cross_attn.out.bias"]
     return blk
+
+
+def load_blocks(ckpt: WhisperCheckpoint, side: str, n: int, cross: bool, d: int,
+                finish: Callable[[Block], Block] = lambda b: b) -> list[Block]:
+    """Blocks 0 … n-1 of `side` ("encoder" or "decoder"), each passed through `finish`.
+    The mapped file's pages are released after each: a block's fused rows are copies of
+    sources read once, and those sources would otherwise stay resident beside the copies
+    until the whole model is built (a model's size of file pages on top of its peak)."""
+    blocks = []
+    for i in range(n):
+        blocks.append(finish(load_block(ckpt.weights, f"{side}.blocks.{i}", cross, d)))
+        ckpt.release_mapped_pages()
+    return blocks

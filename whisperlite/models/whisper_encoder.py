@@ -24,7 +24,7 @@ from whisperlite.kernels import ops
 from whisperlite.kernels.quant import dequantize_rows
 from whisperlite.kernels.threads import get_threads, run_parallel
 from whisperlite.formats.checkpoint import WhisperCheckpoint
-from whisperlite.models.whisper_blocks import LN_EPS, Block, Norm, load_block
+from whisperlite.models.whisper_blocks import LN_EPS, Block, Norm, load_blocks
 
 # Chunks per thread and phase. Measured on tiny.en (AVX2, OpenBLAS, 1500 positions): 1
 # thread ran fastest with chunks of 750 rows (the scores and MLP activations of a chunk
@@ -104,8 +104,7 @@ class AudioEncoder:
         self.conv2_b = np.asarray(w["encoder.conv2.bias"], np.float32).reshape(-1)
         self.pos = np.ascontiguousarray(w["encoder.positional_embedding"], np.float32)
         state = d.n_audio_state
-        self.layers = [_layer(load_block(w, f"encoder.blocks.{i}", False, state), state)
-                       for i in range(d.n_audio_layer)]
+        self.layers = load_blocks(ckpt, "encoder", d.n_audio_layer, False, state, lambda b: _layer(b, state))
         self.n_mlp = self.layers[0].fc1.shape[0]
         self.ln_post = Norm(w["encoder.ln_post.weight"], w["encoder.ln_post.bias"])
         self.scale = np.float32((state // d.n_audio_head) ** -0.5)
