@@ -8,7 +8,9 @@ written, still in cache; the only hand-offs are where attention needs every posi
 and values: after each layer's query|key|value product and after the first convolution.
 A layer's phase is: attention for the chunk's queries, output projection, MLP, then the next
 layer's layer norm and query|key|value product (into the other of two buffers, since other
-chunks still read this layer's keys). All buffers are allocated once and reused per window.
+chunks still read this layer's keys). A window's buffers are allocated once for it and
+dropped when it returns: kept between windows they would sit in memory beside the decoder's
+caches (the encoder's largest share of peak memory, for a few ms of page faults per window).
 """
 from __future__ import annotations
 
@@ -108,15 +110,14 @@ class AudioEncoder:
         self.n_mlp = self.layers[0].fc1.shape[0]
         self.ln_post = Norm(w["encoder.ln_post.weight"], w["encoder.ln_post.bias"])
         self.scale = np.float32((state // d.n_audio_head) ** -0.5)
-        self._ws: _Workspace | None = None
-        self._lock = threading.Lock()  # one window at a time: the workspace is shared
+        self._lock = threading.Lock()  # one window at a time: each allocates a workspace
 
     def __getstate__(self) -> dict:
-        # picklable as before the workspace existed: buffers and lock are per process
-        return {k: v for k, v in self.__dict__.items() if k not in ("_ws", "_lock")}
+        # the lock is per process
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _ws=None, _lock=threading.Lock())
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def _weight(self, ws: _Workspace, key: str, w: Weight) -> np.ndarray:
         """w (out, in) as a float32 (in, out) operand for BLAS: a transposed view, no copy."""
@@ -168,10 +169,7 @@ class AudioEncoder:
     def __call__(self, mel: np.ndarray) -> np.ndarray:
         """mel (n_mels, 2*n_audio_ctx) -> (n_audio_ctx, n_audio_state)"""
         with self._lock:
-            threads = get_threads()
-            ws = self._ws
-            if ws is None or (ws.t_in, ws.threads, ws.chunks) != (mel.shape[1], threads, CHUNKS_PER_THREAD):
-                ws = self._ws = _Workspace(self, mel.shape[1], threads, CHUNKS_PER_THREAD)
+            ws = _Workspace(self, mel.shape[1], get_threads(), CHUNKS_PER_THREAD)
             return self._encode(ws, np.asarray(mel, np.float32))
 
     def _encode(self, ws: _Workspace, mel: np.ndarray) -> np.ndarray:

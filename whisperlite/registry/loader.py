@@ -301,12 +301,33 @@ def _release_compiler_pages() -> None:
 
 
 _MADV_DONTNEED = 4  # <sys/mman.h> on Linux
+_M_MMAP_THRESHOLD = -3  # <malloc.h>
+_MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
+
+
+def _return_freed_arrays() -> None:
+    """Have glibc give every array of 128 KB or more its own mapping, returned to the system
+    when it is freed.
+
+    glibc raises that threshold to the size of each large block freed (up to 32 MB), after
+    which arrays below it come from the heap, where a freed one stays in the resident set
+    until everything above it is freed too: a model's per-window buffers (the encoder's
+    workspace, layer-sized temporaries) then kept the high-water mark of the first window
+    resident beside the next window's. Setting the threshold turns that adjustment off."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        except AttributeError:
+            pass  # not glibc (musl has no mallopt): its own policy stands
 
 
 def load_whisper(name: str = DEFAULT_MODEL, threads: int | None = None, compute_type: str = "auto",
                  warm_more: Callable[[Whisper, KVCache], None] | None = None) -> tuple[Whisper, WhisperTokenizer, int]:
     """A Whisper model by name or path, its kernels compiled, and its tokenizer; `threads` sets
     numba and BLAS threads (returned as set). See `_warm_up` for `warm_more`."""
+    _return_freed_arrays()
     n = set_threads(threads)
     path = resolve(name)
     stored = read_checkpoint(path)
