@@ -118,3 +118,13 @@ def release_range(mapping: mmap.mmap, start: int, stop: int) -> None:
     end = len(mapping) if stop >= len(mapping) else stop // page * page  # the file's last page is whole
     if end > first:
         mapping.madvise(mmap.MADV_DONTNEED, first, end - first)
+
+
+def release_array(mapping: mmap.mmap | None, a: np.ndarray) -> None:
+    """`release_range` for the bytes of `a` when it is a contiguous view on `mapping`;
+    an array of its own (a copy, a converted weight) has no file pages to release."""
+    if mapping is None or not a.flags.c_contiguous:
+        return
+    start = a.ctypes.data - np.frombuffer(mapping, np.uint8).ctypes.data
+    if 0 <= start < len(mapping):
+        release_range(mapping, start, start + a.nbytes)
