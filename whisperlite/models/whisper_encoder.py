@@ -10,7 +10,7 @@ A layer's phase is: attention for the chunk's queries, output projection, MLP, t
 layer's layer norm and query|key|value product (into the other of two buffers, since other
 chunks still read this layer's keys). A window's buffers are allocated once for it and
 dropped when it returns: kept between windows they would sit in memory beside the decoder's
-caches (the encoder's largest share of peak memory, for a few ms of page faults per window).
+caches (the encoder's largest share of peak memory; refilling them costs page faults only).
 """
 from __future__ import annotations
 
