@@ -99,7 +99,32 @@ class WhisperCheckpoint:
         A built model has read most of them once and holds its own copy (the encoder's
         float32, a quantized embedding, fused rows); still counted in the resident set they
         doubled those weights' share of it. Weights used in place fault their pages back in
-        from the page cache as they are read, so this is safe at any time.
+        from the page cache as they are read, so this is safe at any time: builders call it
+        after each piece they copy (a layer's fused rows, a slice of the embedding), so that
+        at most one piece's sources are resident beside the copies.
         """
-        if self.mapping is not None and hasattr(mmap, "MADV_DONTNEED"):  # not on Windows
-            self.mapping.madvise(mmap.MADV_DONTNEED)
+        if self.mapping is not None:
+            release_range(self.mapping, 0, len(self.mapping))
+
+
+def release_range(mapping: mmap.mmap, start: int, stop: int) -> None:
+    """Drop the pages of bytes [start, stop) of a read-only file mapping from the resident
+    set: reading them again faults them back in from the page cache. A page that also holds
+    bytes outside the range (at most one at each end) is kept."""
+    if not hasattr(mmap, "MADV_DONTNEED"):  # not on Windows
+        return
+    page = mmap.PAGESIZE
+    first = -(-start // page) * page
+    end = len(mapping) if stop >= len(mapping) else stop // page * page  # the file's last page is whole
+    if end > first:
+        mapping.madvise(mmap.MADV_DONTNEED, first, end - first)
+
+
+def release_array(mapping: mmap.mmap | None, a: np.ndarray) -> None:
+    """`release_range` for the bytes of `a` when it is a contiguous view on `mapping`;
+    an array of its own (a copy, a converted weight) has no file pages to release."""
+    if mapping is None or not a.flags.c_contiguous:
+        return
+    start = a.ctypes.data - np.frombuffer(mapping, np.uint8).ctypes.data
+    if 0 <= start < len(mapping):
+        release_range(mapping, start, start + a.nbytes)

@@ -34,6 +34,7 @@ from whisperlite.formats.checkpoint import (
     WhisperCheckpoint,
     WhisperDims,
     preset_alignment_heads,
+    release_range,
 )
 from whisperlite.kernels.quant import QUANT_TYPES, quantize
 from whisperlite.kernels.tensor import QTensor, Weight
@@ -325,6 +326,10 @@ def read_ggml(path: str | os.PathLike) -> WhisperCheckpoint:
         if not _all_finite(raw, qtype):
             raise r.fail(f"tensor {name} holds NaN or infinite values (a damaged file)")
         weights[name] = _checkpoint_weight(name, qtype, shape, raw)
+        # The check read every page of the tensor; left resident, the whole file would be
+        # by the end of the read, on top of what the model then builds from it. Weights
+        # used in place fault their pages back in when they are first used.
+        release_range(buf, r.pos - raw.nbytes, r.pos)
 
     missing = [name for name in shapes if name not in weights]
     if missing:

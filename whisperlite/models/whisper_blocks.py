@@ -3,9 +3,11 @@ block's weights (attention and MLP)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
+from whisperlite.formats.checkpoint import WhisperCheckpoint
 from whisperlite.kernels import QTensor, Weight, linear
 from whisperlite.kernels.ops import bias_gelu_, layer_norm
 
@@ -32,7 +34,7 @@ class Norm:
 @dataclass
 class Block:
     attn_ln: Norm
-    qkv: Weight  # (3d, d): query | key | value rows
+    qkv: Weight | tuple[Weight, ...]  # (3d, d): query | key | value rows, or those three (see load_block)
     qkv_b: np.ndarray
     out: Weight
     out_b: np.ndarray
@@ -55,14 +57,16 @@ class Block:
         return linear(h, self.fc2, self.fc2_b)
 
 
-def load_block(w: dict, p: str, cross: bool, d: int) -> Block:
+def load_block(w: dict, p: str, cross: bool, d: int,
+               fuse: Callable[[list[Weight]], Weight | tuple[Weight, ...]] = fuse_rows) -> Block:
     """Weights stay as stored: the decoder's products take few rows (reading fewer bytes is
     the point), and the encoder dequantizes a layer at a time per window (a float32 copy of
-    float16 weights would double their memory: 2.5 GB instead of 1.3 for large-v3's encoder)."""
+    float16 weights would double their memory: 2.5 GB instead of 1.3 for large-v3's encoder).
+    `fuse` makes the query|key|value weight of the self-attention from its three parts."""
     norm = lambda n: Norm(w[f"{n}.weight"], w[f"{n}.bias"])  # noqa: E731
     blk = Block(
         attn_ln=norm(f"{p}.attn_ln"),
-        qkv=fuse_rows([w[f"{p}.attn.query.weight"], w[f"{p}.attn.key.weight"], w[f"{p}.attn.value.weight"]]),
+        qkv=fuse([w[f"{p}.attn.query.weight"], w[f"{p}.attn.key.weight"], w[f"{p}.attn.value.weight"]]),
         qkv_b=np.concatenate([w[f"{p}.attn.query.bias"], np.zeros(d, np.float32), w[f"{p}.attn.value.bias"]]),
         out=w[f"{p}.attn.out.weight"],
         out_b=w[f"{p}.attn.out.bias"],
@@ -81,3 +85,17 @@ def load_block(w: dict, p: str, cross: bool, d: int) -> Block:
         blk.cross_out = w[f"{p}.cross_attn.out.weight"]
         blk.cross_out_b = w[f"{p}.cross_attn.out.bias"]
     return blk
+
+
+def load_blocks(ckpt: WhisperCheckpoint, side: str, n: int, cross: bool, d: int,
+                finish: Callable[[Block], Block] = lambda b: b,
+                fuse: Callable[[list[Weight]], Weight | tuple[Weight, ...]] = fuse_rows) -> list[Block]:
+    """Blocks 0 … n-1 of `side` ("encoder" or "decoder"), each passed through `finish`.
+    The mapped file's pages are released after each: a block's fused rows are copies of
+    sources read once, and those sources would otherwise stay resident beside the copies
+    until the whole model is built (a model's size of file pages on top of its peak)."""
+    blocks = []
+    for i in range(n):
+        blocks.append(finish(load_block(ckpt.weights, f"{side}.blocks.{i}", cross, d, fuse)))
+        ckpt.release_mapped_pages()
+    return blocks

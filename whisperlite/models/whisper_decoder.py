@@ -20,7 +20,7 @@ from whisperlite.kernels.tensor import readonly
 from whisperlite.kernels.worksplit import SplitChooser
 from whisperlite.formats.checkpoint import WhisperCheckpoint, WhisperDims
 from whisperlite.models import whisper_step
-from whisperlite.models.whisper_blocks import Block, Norm, load_block
+from whisperlite.models.whisper_blocks import Block, Norm, load_blocks
 
 
 class KVCache:
@@ -264,7 +264,7 @@ class TextDecoder:
         self.int8 = int8 and HAS_AVX2
         self.token_embedding = w["decoder.token_embedding.weight"]  # also the output projection (tied)
         self.pos = np.ascontiguousarray(w["decoder.positional_embedding"], np.float32)
-        self.blocks = [load_block(w, f"decoder.blocks.{i}", True, d.n_text_state) for i in range(d.n_text_layer)]
+        self.blocks = load_blocks(ckpt, "decoder", d.n_text_layer, True, d.n_text_state)
         self.ln = Norm(w["decoder.ln.weight"], w["decoder.ln.bias"])
         self.step_weights = _StepWeights.build(self.blocks, self.token_embedding, self.pos, self.ln, d.n_text_head)
         self._split: dict[tuple[int, int], SplitChooser] = {}

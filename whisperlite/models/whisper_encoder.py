@@ -8,7 +8,9 @@ written, still in cache; the only hand-offs are where attention needs every posi
 and values: after each layer's query|key|value product and after the first convolution.
 A layer's phase is: attention for the chunk's queries, output projection, MLP, then the next
 layer's layer norm and query|key|value product (into the other of two buffers, since other
-chunks still read this layer's keys). All buffers are allocated once and reused per window.
+chunks still read this layer's keys). A window's buffers are allocated once for it and
+dropped when it returns: kept between windows they would sit in memory beside the decoder's
+caches (the encoder's largest share of peak memory; refilling them costs page faults only).
 """
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ from whisperlite.kernels import QTensor, Weight
 from whisperlite.kernels import ops
 from whisperlite.kernels.quant import dequantize_rows
 from whisperlite.kernels.threads import get_threads, run_parallel
-from whisperlite.formats.checkpoint import WhisperCheckpoint
-from whisperlite.models.whisper_blocks import LN_EPS, Block, Norm, load_block
+from whisperlite.formats.checkpoint import WhisperCheckpoint, release_array
+from whisperlite.models.whisper_blocks import LN_EPS, Block, Norm, fuse_rows, load_blocks
 
 # Chunks per thread and phase. Measured on tiny.en (AVX2, OpenBLAS, 1500 positions): 1
 # thread ran fastest with chunks of 750 rows (the scores and MLP activations of a chunk
@@ -44,6 +46,13 @@ def _layer(block: Block, d: int) -> Block:
     out_b = (block.out_b.astype(np.float64) + w_out.astype(np.float64) @ v_b).astype(np.float32)
     return replace(block, qkv_b=np.ascontiguousarray(block.qkv_b[:d]), out_b=out_b,
                    fc1_b=np.asarray(block.fc1_b, np.float32), fc2_b=np.asarray(block.fc2_b, np.float32))
+
+
+def _parts(ws: list[Weight]) -> Weight | tuple[QTensor, ...]:
+    """The query|key|value weight as the encoder keeps it: stored matrices as their three
+    parts (a fused copy would hold a second copy of them for the whole run; `_weight`
+    stacks them into the float32 operand each window), float32 ones fused."""
+    return tuple(ws) if all(isinstance(w, QTensor) for w in ws) else fuse_rows(ws)
 
 
 class _Workspace:
@@ -104,29 +113,39 @@ class AudioEncoder:
         self.conv2_b = np.asarray(w["encoder.conv2.bias"], np.float32).reshape(-1)
         self.pos = np.ascontiguousarray(w["encoder.positional_embedding"], np.float32)
         state = d.n_audio_state
-        self.layers = [_layer(load_block(w, f"encoder.blocks.{i}", False, state), state)
-                       for i in range(d.n_audio_layer)]
+        self.layers = load_blocks(ckpt, "encoder", d.n_audio_layer, False, state, lambda b: _layer(b, state), _parts)
+        self._mapping = ckpt.mapping
         self.n_mlp = self.layers[0].fc1.shape[0]
         self.ln_post = Norm(w["encoder.ln_post.weight"], w["encoder.ln_post.bias"])
         self.scale = np.float32((state // d.n_audio_head) ** -0.5)
-        self._ws: _Workspace | None = None
-        self._lock = threading.Lock()  # one window at a time: the workspace is shared
+        self._lock = threading.Lock()  # one window at a time: each allocates a workspace
 
     def __getstate__(self) -> dict:
-        # picklable as before the workspace existed: buffers and lock are per process
-        return {k: v for k, v in self.__dict__.items() if k not in ("_ws", "_lock")}
+        # the lock and the file mapping are per process (a pickled copy holds its own weights)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_mapping")}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _ws=None, _lock=threading.Lock())
+        self.__dict__.update(state, _lock=threading.Lock(), _mapping=None)
 
-    def _weight(self, ws: _Workspace, key: str, w: Weight) -> np.ndarray:
-        """w (out, in) as a float32 (in, out) operand for BLAS: a transposed view, no copy."""
-        if not isinstance(w, QTensor):
+    def _weight(self, ws: _Workspace, key: str, w: Weight | tuple[QTensor, ...]) -> np.ndarray:
+        """w (out, in), or parts whose rows stack to it, as a float32 (in, out) operand for
+        BLAS: a float32 matrix as a transposed view, stored ones dequantized into the
+        workspace. A window reads each stored matrix once, so its file pages are released
+        once it is converted: resident, the whole encoder's would sit beside the decoder
+        between windows (they fault back in from the page cache for the next window)."""
+        parts = w if isinstance(w, tuple) else (w,)
+        if not isinstance(parts[0], QTensor):
             return w.T
+        shape = (sum(p.shape[0] for p in parts), parts[0].shape[1])
         buf = ws.dense.get(key)
-        if buf is None or buf.shape != w.shape:
-            buf = ws.dense[key] = np.empty(w.shape, np.float32)
-        return dequantize_rows(w.data, w.qtype, w.shape, 0, w.shape[0], buf).T
+        if buf is None or buf.shape != shape:
+            buf = ws.dense[key] = np.empty(shape, np.float32)
+        row = 0
+        for p in parts:
+            dequantize_rows(p.data, p.qtype, p.shape, 0, p.shape[0], buf[row : row + p.shape[0]])
+            release_array(self._mapping, p.data)
+            row += p.shape[0]
+        return buf.T
 
     def _phase(self, ws: _Workspace, n_rows: int, rows: int, work: Callable[[dict, int, int], None]) -> None:
         """work(scratch, a, b) for chunks [a, b) of n_rows, pulled by every thread from a queue."""
@@ -169,10 +188,7 @@ class AudioEncoder:
     def __call__(self, mel: np.ndarray) -> np.ndarray:
         """mel (n_mels, 2*n_audio_ctx) -> (n_audio_ctx, n_audio_state)"""
         with self._lock:
-            threads = get_threads()
-            ws = self._ws
-            if ws is None or (ws.t_in, ws.threads, ws.chunks) != (mel.shape[1], threads, CHUNKS_PER_THREAD):
-                ws = self._ws = _Workspace(self, mel.shape[1], threads, CHUNKS_PER_THREAD)
+            ws = _Workspace(self, mel.shape[1], get_threads(), CHUNKS_PER_THREAD)
             return self._encode(ws, np.asarray(mel, np.float32))
 
     def _encode(self, ws: _Workspace, mel: np.ndarray) -> np.ndarray:

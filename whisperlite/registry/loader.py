@@ -136,7 +136,7 @@ def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str,
                  and w.shape[-1] % 32 == 0 and "positional" not in key
                  and (compute_type == "q8_0" or (compute_type == "auto" and key == EMBEDDING)))
         if to_q8:
-            w = (to_q8_0 or _quantize_q8_0)(w)
+            w = to_q8_0(w) if to_q8_0 else _quantize_q8_0(w, ckpt.release_mapped_pages)
         elif compute_type == "f32" and isinstance(w, QTensor):
             w = w.dequantize()
         out[key] = w
@@ -148,8 +148,10 @@ def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str,
 _QUANT_SLICE_VALUES = 1 << 20
 
 
-def _quantize_q8_0(w: Weight) -> QTensor:
-    """A float matrix as Q8_0, quantized a slice of rows at a time (rows are independent)."""
+def _quantize_q8_0(w: Weight, release: Callable[[], None] = lambda: None) -> QTensor:
+    """A float matrix as Q8_0, quantized a slice of rows at a time (rows are independent).
+    `release()` after each slice drops the mapped pages it read: the float matrix is not
+    used again, and resident it would sit beside its quantized copy."""
     rows, cols = (int(n) for n in w.shape)
     out = np.empty((rows, bytes_per_row(QType.Q8_0, cols)), np.uint8)
     step = max(1, _QUANT_SLICE_VALUES // cols)
@@ -158,6 +160,7 @@ def _quantize_q8_0(w: Weight) -> QTensor:
         b = min(a + step, rows)
         part = dequantize_rows(w.data, w.qtype, w.shape, a, b, buf[: b - a]) if isinstance(w, QTensor) else w[a:b]
         out[a:b] = quantize(part, QType.Q8_0)
+        release()
     return QTensor(QType.Q8_0, (rows, cols), out)
 
 
@@ -298,12 +301,33 @@ def _release_compiler_pages() -> None:
 
 
 _MADV_DONTNEED = 4  # <sys/mman.h> on Linux
+_M_MMAP_THRESHOLD = -3  # <malloc.h>
+_MMAP_THRESHOLD = 128 * 1024  # glibc's initial value
+
+
+def _return_freed_arrays() -> None:
+    """Have glibc give every array of 128 KB or more its own mapping, returned to the system
+    when it is freed.
+
+    glibc raises that threshold to the size of each large block freed (up to 32 MB), after
+    which arrays below it come from the heap, where a freed one stays in the resident set
+    until everything above it is freed too: a model's per-window buffers (the encoder's
+    workspace, layer-sized temporaries) then kept the high-water mark of the first window
+    resident beside the next window's. Setting the threshold turns that adjustment off."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        except AttributeError:
+            pass  # not glibc (musl has no mallopt): its own policy stands
 
 
 def load_whisper(name: str = DEFAULT_MODEL, threads: int | None = None, compute_type: str = "auto",
                  warm_more: Callable[[Whisper, KVCache], None] | None = None) -> tuple[Whisper, WhisperTokenizer, int]:
     """A Whisper model by name or path, its kernels compiled, and its tokenizer; `threads` sets
     numba and BLAS threads (returned as set). See `_warm_up` for `warm_more`."""
+    _return_freed_arrays()
     n = set_threads(threads)
     path = resolve(name)
     stored = read_checkpoint(path)
