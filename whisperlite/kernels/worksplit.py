@@ -16,10 +16,11 @@ import time
 from typing import Callable
 
 import numba
+import numpy as np
 
 from whisperlite.kernels.atomics import atomic_cas, atomic_load, atomic_store, spin_pause, yield_cpu
 from whisperlite.kernels.ops import _gelu
-from whisperlite.kernels.rowdots import prepare, rows_product
+from whisperlite.kernels.rowdots import call_rows, prepare
 
 _SER = dict(fastmath={"reassoc", "contract", "nsz", "arcp"}, error_model="numpy", nogil=True, cache=True)
 
@@ -70,11 +71,12 @@ def _chunk_start(rows, c, chunks):
 
 
 @numba.njit(inline="always", **_SER)
-def rows_phase(tid, g, claim, done, slot0, chunks, kind, w, bias, gelu, x, xqf, xdf, xsf, buf, out, int8):
+def rows_phase(tid, g, claim, done, slot0, chunks, fns, kind, w, bias, gelu, x, xqf, xdf, xsf, buf, out, int8):
     """out = x @ W.T + bias (GELU'd if gelu; no bias if it is empty), W (rows, bytes) of
     `kind` in `chunks` chunks of rows from slot0 on: those this thread `tid` (0 or 1)
-    claims, its own half first; then wait for the rest. xqf, xdf, xsf, buf: scratch, as
-    rowdots.prepare and rowdots.rows_product take it."""
+    claims, its own half first; then wait for the rest. fns[int8, kind]: the address of
+    rowdots.rows_product for the kind (rowdots.rows_kernel); xqf, xdf, xsf, buf: scratch,
+    as rowdots.prepare and rowdots.rows_product take it."""
     xq, xd, xs = prepare(kind, x, xqf, xdf, xsf, int8)
     rows = w.shape[0]
     n = x.shape[0]
@@ -82,7 +84,7 @@ def rows_phase(tid, g, claim, done, slot0, chunks, kind, w, bias, gelu, x, xqf, 
         c = (k + tid * (chunks // 2)) % chunks
         if _claim(claim, slot0 + c, g):
             r0, r1 = _chunk_start(rows, c, chunks), _chunk_start(rows, c + 1, chunks)
-            rows_product(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8)
+            call_rows(fns[np.int64(int8), kind], kind, w, x, xq, xd, xs, buf, out, r0, r1, int8)
             if bias.shape[0]:
                 for b in range(n):
                     for r in range(r0, r1):
