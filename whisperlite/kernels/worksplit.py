@@ -17,6 +17,8 @@ from typing import Callable
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import intrinsic
 
 from whisperlite.kernels.atomics import atomic_cas, atomic_load, atomic_store, spin_pause, yield_cpu
 from whisperlite.kernels.ops import _gelu
@@ -63,6 +65,19 @@ def _await(done, slot0, n, g):
                 spin_pause()
 
 
+@intrinsic
+def runtime(typingctx, x):
+    """x as a value of its non-literal type: numba types a constant argument as a literal
+    and compiles the called function once per value (rows_phase five times for its slot,
+    chunk count and GELU flag), where one compile serves every value."""
+    ty = types.unliteral(x)
+
+    def codegen(context, builder, sig, args):
+        return context.cast(builder, args[0], sig.args[0], sig.return_type)
+
+    return ty(x), codegen
+
+
 @numba.njit(inline="always", **_SER)
 def _chunk_start(rows, c, chunks):
     """First row of chunk c of `chunks` (rows at c = chunks): even, so that several
@@ -70,7 +85,7 @@ def _chunk_start(rows, c, chunks):
     return rows if c == chunks else rows * c // chunks // 2 * 2
 
 
-@numba.njit(inline="always", **_SER)
+@numba.njit(**_SER)
 def rows_phase(tid, g, claim, done, slot0, chunks, fns, kind, w, bias, gelu, x, xqf, xdf, xsf, buf, out, int8):
     """out = x @ W.T + bias (GELU'd if gelu; no bias if it is empty), W (rows, bytes) of
     `kind` in `chunks` chunks of rows from slot0 on: those this thread `tid` (0 or 1)

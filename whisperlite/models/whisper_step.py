@@ -27,7 +27,7 @@ import numpy as np
 from whisperlite.kernels.mha import cross_attention_heads, self_attention_heads
 from whisperlite.kernels.ops import layer_norm_row
 from whisperlite.kernels.rowdots import address, as_matrix, decode_row, float_views, rows_kernel
-from whisperlite.kernels.worksplit import heads_phase, rows_phase, slots_length
+from whisperlite.kernels.worksplit import heads_phase, rows_phase, runtime, slots_length
 
 _SER = dict(fastmath={"reassoc", "contract", "nsz", "arcp"}, error_model="numpy", nogil=True, cache=True)
 
@@ -66,6 +66,14 @@ def _residual(y, res):
             res[b, j] += y[b, j]
 
 
+@numba.njit(inline="always", **_SER)
+def _product(tid, g, claim, done, slot, chunks, fns, kind, w, bias, gelu, x, xq, xd, xs, buf, out, int8):
+    """worksplit.rows_phase, compiled once for all its calls: its slot, chunk count and GELU
+    flag passed as runtime values."""
+    rows_phase(tid, g, claim, done, runtime(slot), runtime(chunks), fns, kind, w, bias, runtime(gelu), x, xq, xd, xs,
+               buf, out, int8)
+
+
 # The phases below are inlined into step_body (numba IR), not compiled functions: numba links
 # every callee's code into each caller and optimizes and emits the whole again, so each
 # level of compiled function between step_body and the row kernels cost the row kernels'
@@ -84,11 +92,10 @@ def _attention_block(tid, g, claim, done, slot, fns, n_head, attend, x, ln_g, ln
     inline); the others as worksplit.heads_phase and worksplit.rows_phase take them."""
     xq, xd, xs, buf = scratch
     _layer_norm(x, ln_g, ln_b, h)
-    rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, fns, kind_in, w_in, b_in, False, h, xq, xd, xs, buf, s_in,
-               int8)
+    _product(tid, g, claim, done, slot, PRODUCT_CHUNKS, fns, kind_in, w_in, b_in, False, h, xq, xd, xs, buf, s_in, int8)
     heads_phase(tid, g, claim, done, slot + PRODUCT_CHUNKS, n_head, attend, s_in, k, v, src, pos, scores, s_heads)
-    rows_phase(tid, g, claim, done, slot + PRODUCT_CHUNKS + n_head, PRODUCT_CHUNKS, fns, kind_out, w_out, b_out, False,
-               s_heads, xq, xd, xs, buf, s_y, int8)
+    _product(tid, g, claim, done, slot + PRODUCT_CHUNKS + n_head, PRODUCT_CHUNKS, fns, kind_out, w_out, b_out, False,
+             s_heads, xq, xd, xs, buf, s_y, int8)
     _residual(s_y, x)
 
 
@@ -204,13 +211,13 @@ def step_body(tid, g, tokens, pos, int8, w, kv, s):
                          w.b_co[li], s.y[li, 1], (xq, xd, xs, buf), int8)
         slot += 2 * PRODUCT_CHUNKS + n_head
         _layer_norm(x, w.ln_g[li, 2], w.ln_b[li, 2], h)
-        rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, fns, kinds[4], _matrix(w.w_fc1, shapes, 4, li),
-                   w.b_fc1[li], True, h, xq, xd, xs, buf, s.mlp[li], int8)
+        _product(tid, g, claim, done, slot, PRODUCT_CHUNKS, fns, kinds[4], _matrix(w.w_fc1, shapes, 4, li),
+                 w.b_fc1[li], True, h, xq, xd, xs, buf, s.mlp[li], int8)
         slot += PRODUCT_CHUNKS
-        rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, fns, kinds[5], _matrix(w.w_fc2, shapes, 5, li),
-                   w.b_fc2[li], False, s.mlp[li], xq, xd, xs, buf, s.y[li, 2], int8)
+        _product(tid, g, claim, done, slot, PRODUCT_CHUNKS, fns, kinds[5], _matrix(w.w_fc2, shapes, 5, li),
+                 w.b_fc2[li], False, s.mlp[li], xq, xd, xs, buf, s.y[li, 2], int8)
         slot += PRODUCT_CHUNKS
         _residual(s.y[li, 2], x)
     _layer_norm(x, w.lnf_g, w.lnf_b, h)
-    rows_phase(tid, g, claim, done, slot, VOCAB_CHUNKS, fns, w.emb_kind, emb, no_bias, False, h, xq, xd, xs, buf,
-               s.logits, int8)
+    _product(tid, g, claim, done, slot, VOCAB_CHUNKS, fns, w.emb_kind, emb, no_bias, False, h, xq, xd, xs, buf,
+             s.logits, int8)
