@@ -38,7 +38,7 @@ import numba
 import numpy as np
 from gguf import GGMLQuantizationType as QType
 from llvmlite import ir
-from numba import prange, types
+from numba import literally, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -70,12 +70,14 @@ _FAST = dict(parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, cac
 _SERIAL = dict(fastmath={"reassoc", "contract", "nsz", "arcp"}, cache=True)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(nogil=True, cache=True)
 def block_sums(x: np.ndarray) -> np.ndarray:
-    """Sum of each 32-value block: x (n, k) float32 -> (n, k // 32) float32."""
+    """Sum of each 32-value block: x (n, k) float32 -> (n, k // 32) float32. Serial: its
+    callers pass a few rows (matmul's GEMV_MAX_ROWS), and a parallel loop cost ~3 CPU s of
+    a first run's compile for microseconds of work."""
     n, k = x.shape
     out = np.empty((n, k // QK), np.float32)
-    for t in prange(n):
+    for t in range(n):
         for b in range(k // QK):
             s = np.float32(0.0)
             for j in range(QK):
@@ -268,7 +270,9 @@ def _dot_kind(kind, row, nb, x, xd, xs, t):
 
 def _gemv_block_body(kind, x, xd, xs, w, out):
     """x (n, k) @ block-type w (d, bytes).T -> out (n, d) for the type of code `kind`; every
-    activation row through the fused row dot (ggml's order, so beam rows equal single rows)."""
+    activation row through the fused row dot (ggml's order, so beam rows equal single rows).
+    Compiled per type (`literally`): a model's first run compiles its own types' dots only."""
+    literally(kind)
     n, k = x.shape
     rows, nb = w.shape[0], k // QK
     parts = _parts(rows)
