@@ -10,6 +10,10 @@ convert the weights 5 times. Block types: with `int8` (the default on AVX2) acti
 quantized per 32 values as ggml's Q8_0 and each block's 32 byte products summed exactly in
 integers (vpmaddubsw), each block decoded once for up to 8 sequences; without it, float
 dots (the decoded block times x, scaled once per block).
+
+rows_product compiles once per kind (and int8 setting) with that kind's kernels only, and the
+decoder step calls it through its address (`rows_kernel`, `call_rows`), so that a model's
+first run compiles the products of the kinds it has, once.
 """
 from __future__ import annotations
 

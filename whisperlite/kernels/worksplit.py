@@ -7,8 +7,9 @@ A program numbers its chunks: chunk i of call g is claimed by a compare-and-swap
 claim[i * SLOT] from below g to g and finished by storing g in done[i * SLOT] (int64
 arrays of `slots_length(chunks)`, zero at first; g must grow from call to call on them, so
 nothing is reset between calls). Each chunk is computed by one thread with the same code,
-so results are the same bits whoever computes what. The phases are inlined into the
-program (numba IR), see models/whisper_step.py.
+so results are the same bits whoever computes what. heads_phase is inlined into the
+program (numba IR); rows_phase, whose row kernels it calls through their addresses, is one
+compiled function for all of the program's products (see models/whisper_step.py).
 """
 from __future__ import annotations
 

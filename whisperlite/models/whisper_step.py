@@ -74,12 +74,13 @@ def _product(tid, g, claim, done, slot, chunks, fns, kind, w, bias, gelu, x, xq,
                buf, out, int8)
 
 
-# The phases below are inlined into step_body (numba IR), not compiled functions: numba links
-# every callee's code into each caller and optimizes and emits the whole again, so each
-# level of compiled function between step_body and the row kernels cost the row kernels'
-# compile once more (first use compiled in ~290 s with the phases as functions, ~110 s
-# inlined; same step time). The row kernels and attentions stay functions of their own (see
-# rowdots.rows_product).
+# numba links every compiled callee into its caller's module and optimizes and emits the whole
+# again, so each level of compiled function between step_body and the row kernels cost their
+# compile once more (~290 s with the phases as functions, ~110 s inlined). The row kernels are
+# therefore called through their addresses (rowdots.call_rows), which links nothing: the step
+# compiles without them, each weight kind's kernel compiles once and only for a model that has
+# it, and rows_phase is one compiled function of its own again (the attention block below
+# stays inlined).
 
 
 @numba.njit(inline="always", **_SER)
