@@ -38,7 +38,7 @@ import numba
 import numpy as np
 from gguf import GGMLQuantizationType as QType
 from llvmlite import ir
-from numba import literally, prange, types
+from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -270,9 +270,7 @@ def _dot_kind(kind, row, nb, x, xd, xs, t):
 
 def _gemv_block_body(kind, x, xd, xs, w, out):
     """x (n, k) @ block-type w (d, bytes).T -> out (n, d) for the type of code `kind`; every
-    activation row through the fused row dot (ggml's order, so beam rows equal single rows).
-    Compiled per type (`literally`): a model's first run compiles its own types' dots only."""
-    literally(kind)
+    activation row through the fused row dot (ggml's order, so beam rows equal single rows)."""
     n, k = x.shape
     rows, nb = w.shape[0], k // QK
     parts = _parts(rows)

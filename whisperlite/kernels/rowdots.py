@@ -457,7 +457,7 @@ def call_rows(typingctx, fn, kind, w, x, xq, xd, xs, buf, out, r0, r1, int8):
     kind's kernel compiles once, only for a model that has the kind."""
     args = (kind, w, x, xq, xd, xs, buf, out, r0, r1, int8)
     if (not isinstance(fn, types.Integer) or not isinstance(kind, types.Integer)
-            or not isinstance(int8, types.Boolean) or tuple(args[1:-1]) != ROWS_ARGS):
+            or not isinstance(int8, types.Boolean) or tuple(map(types.unliteral, args[1:-1])) != ROWS_ARGS):
         raise errors.TypingError(f"call_rows: argument types {args} are not rows_kernel's")
 
     def codegen(context, builder, sig, llargs):
@@ -505,8 +505,14 @@ def prepare(kind, x, xqf, xdf, xsf, int8):
 
 
 @numba.njit(**_SER)
-def product(kind, w, x, xqf, xdf, xsf, buf, out, int8):
+def _product_at(fn, kind, w, x, xq, xd, xs, buf, out, int8):
+    call_rows(fn, kind, as_matrix(w), x, xq, xd, xs, buf, out, 0, w.shape[0], int8)
+
+
+def product(kind: int, w: np.ndarray, x: np.ndarray, xqf: np.ndarray, xdf: np.ndarray, xsf: np.ndarray,
+            buf: np.ndarray, out: np.ndarray, int8: bool) -> None:
     """out (B, rows) = x (B, k) @ W.T on this thread: W (rows, bytes) uint8 of `kind`
-    (`weight_kind`), xqf (B*k,) int8, xdf, xsf (B*k/32,) float32 and buf (2, k) scratch."""
+    (`weight_kind`), xqf (B*k,) int8, xdf, xsf (B*k/32,) float32 and buf (2, k) scratch; the
+    decoder step's products, one call."""
     xq, xd, xs = prepare(kind, x, xqf, xdf, xsf, int8)
-    rows_product(kind, w, x, xq, xd, xs, buf, out, 0, w.shape[0], int8)
+    _product_at(rows_kernel(kind, int8), kind, w, x, xq, xd, xs, buf, out, bool(int8))
