@@ -31,7 +31,7 @@ from whisperlite.kernels.llvm_ir import (
     load_v32b, sign_split, splat, vec)
 from whisperlite.kernels.ops import to_f32
 from whisperlite.kernels.quant import (
-    FIRST_BLOCK_KIND, FIRST_K_KIND, KIND, KIND_F16, KIND_F32, KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q5_1, KIND_Q8_0, QK,
+    FIRST_BLOCK_KIND, FIRST_K_KIND, KIND, KIND_F16, KIND_F32, KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q8_0, QK,
     QUANT_TYPES)
 from whisperlite.kernels.tensor import QTensor, Weight
 
