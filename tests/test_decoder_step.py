@@ -200,6 +200,29 @@ def test_float16_cross_attention_values():
         assert np.abs(a - b).max() / np.abs(b).max() < 3e-3
 
 
+def test_step_links_only_its_weight_kinds():
+    """The step calls each weight kind's row kernel through its address (rowdots.call_rows):
+    a model links, and so compiles, the kernels of its own kinds only, for its int8 setting."""
+    dec = random_decoder(QType.F16)
+    features = np.random.default_rng(8).standard_normal((AUDIO_CTX, STATE)).astype(np.float32)
+    assert not dec.step_weights.row_fns.any()
+    dec.step_serial(np.zeros((1, 1), np.int64), dec.new_cache(features))
+    linked = {(int8, kind) for int8, kind in zip(*np.nonzero(dec.step_weights.row_fns))}
+    assert linked == {(0, quant.KIND_F16)}
+
+
+def test_row_kernel_call_refuses_other_argument_types():
+    """call_rows passes its arguments to a function compiled for rowdots.ROWS_ARGS: other
+    types are a typing error, not a call with the wrong layout."""
+
+    @numba.njit
+    def call(x):
+        rowdots.call_rows(0, 1, x, x, x, x, x, x, x, 0, 1, False)
+
+    with pytest.raises(numba.core.errors.TypingError, match="rows_kernel"):
+        call(np.zeros((2, 2), np.float32))
+
+
 def test_one_compiled_step_for_every_depth():
     """Layers reach the step as addresses: a deeper model (base has 6 layers, tiny 4) runs
     the kernel already compiled, where a tuple of matrices compiled the step per depth."""

@@ -70,12 +70,14 @@ _FAST = dict(parallel=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, cac
 _SERIAL = dict(fastmath={"reassoc", "contract", "nsz", "arcp"}, cache=True)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(nogil=True, cache=True)
 def block_sums(x: np.ndarray) -> np.ndarray:
-    """Sum of each 32-value block: x (n, k) float32 -> (n, k // 32) float32."""
+    """Sum of each 32-value block: x (n, k) float32 -> (n, k // 32) float32. Serial: its
+    callers pass a few rows (matmul's GEMV_MAX_ROWS), and a parallel loop cost ~3 CPU s of
+    a first run's compile for microseconds of work."""
     n, k = x.shape
     out = np.empty((n, k // QK), np.float32)
-    for t in prange(n):
+    for t in range(n):
         for b in range(k // QK):
             s = np.float32(0.0)
             for j in range(QK):

@@ -10,6 +10,10 @@ convert the weights 5 times. Block types: with `int8` (the default on AVX2) acti
 quantized per 32 values as ggml's Q8_0 and each block's 32 byte products summed exactly in
 integers (vpmaddubsw), each block decoded once for up to 8 sequences; without it, float
 dots (the decoded block times x, scaled once per block).
+
+rows_product compiles once per kind (and int8 setting) with that kind's kernels only, and the
+decoder step calls it through its address (`rows_kernel`, `call_rows`), so that a model's
+first run compiles the products of the kinds it has, once.
 """
 from __future__ import annotations
 
@@ -18,8 +22,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as QType
 from llvmlite import ir
 from numba import literally, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.core import cgutils, errors
+from numba.extending import intrinsic, overload
 
 from whisperlite.kernels.gemv import idot_rows, row_dots
 from whisperlite.kernels.llvm_ir import (
@@ -27,7 +31,7 @@ from whisperlite.kernels.llvm_ir import (
     load_v32b, sign_split, splat, vec)
 from whisperlite.kernels.ops import to_f32
 from whisperlite.kernels.quant import (
-    FIRST_BLOCK_KIND, FIRST_K_KIND, KIND, KIND_F16, KIND_F32, KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q5_1, KIND_Q8_0, QK,
+    FIRST_BLOCK_KIND, FIRST_K_KIND, KIND, KIND_F16, KIND_F32, KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q8_0, QK,
     QUANT_TYPES)
 from whisperlite.kernels.tensor import QTensor, Weight
 
@@ -354,24 +358,10 @@ def _rows_float(wv, x, out, r0, r1):
 
 @numba.njit(**_SER)
 def _rows_int8_of(kind, w, xq, xd, xs, out, r0, r1):
-    """One sequence, block types, int8 activations (gemv's ggml-order integer dots),
-    compiled once per type (`literally`): with the type a runtime value the Q8_0 loop
-    compiled ~15 % slower (1.57 vs 1.37 ms for the vocabulary projection)."""
-    idot_rows(literally(kind), w, r0, r1, xq.shape[1] // QK, xq, xd, xs, 0, out)
-
-
-@numba.njit(inline="always", **_SER)
-def _rows_int8(kind, w, xq, xd, xs, out, r0, r1):
-    if kind == KIND_Q8_0:
-        _rows_int8_of(KIND_Q8_0, w, xq, xd, xs, out, r0, r1)
-    elif kind == KIND_Q4_0:
-        _rows_int8_of(KIND_Q4_0, w, xq, xd, xs, out, r0, r1)
-    elif kind == KIND_Q4_1:
-        _rows_int8_of(KIND_Q4_1, w, xq, xd, xs, out, r0, r1)
-    elif kind == KIND_Q5_0:
-        _rows_int8_of(KIND_Q5_0, w, xq, xd, xs, out, r0, r1)
-    else:
-        _rows_int8_of(KIND_Q5_1, w, xq, xd, xs, out, r0, r1)
+    """One sequence, block types, int8 activations (gemv's ggml-order integer dots), for the
+    one `kind` (a literal) rows_product is compiled for: with the type a runtime value the
+    Q8_0 loop compiled ~15 % slower (1.57 vs 1.37 ms for the vocabulary projection)."""
+    idot_rows(kind, w, r0, r1, xq.shape[1] // QK, xq, xd, xs, 0, out)
 
 
 @numba.njit(**_SER)
@@ -396,29 +386,91 @@ def _rows_block_float(kind, w, x, xs, out, r0, r1):
             out[0, r] = _fdot_q5_1(w[r], nb, x0, s0)
 
 
+def _rows_of(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8):
+    """rows_product's paths for one kind and int8 (literals): see `_rows_of_kind`."""
+
+
+@overload(_rows_of, prefer_literal=True, jit_options=_SER)
+def _rows_of_kind(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8):
+    """The paths of one weight kind and int8 setting, chosen while typing: numba compiles
+    every callee of a branch it types, dead or not, so a runtime choice among the kinds'
+    kernels compiled the dots of all five block types into every step (~18 of its ~45 CPU
+    s). Each path is its own compiled function, specialized on the literal kind: with all
+    of them in one body LLVM made the float16 row loop 2x slower (same instructions in the
+    loop, measured 1.2 vs 0.6 ms for 17k rows warm)."""
+    if not isinstance(kind, types.IntegerLiteral) or not isinstance(int8, types.BooleanLiteral):
+        return None
+    if kind.literal_value < FIRST_BLOCK_KIND:
+        as_float = np.uint16 if kind.literal_value == KIND_F16 else np.float32
+
+        def paths(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8):
+            if x.shape[0] > 1:
+                _rows_multi_float(kind, w, x, buf, out, r0, r1)
+            else:
+                _rows_float(w.view(as_float), x, out, r0, r1)
+    elif int8.literal_value:
+        def paths(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8):
+            if x.shape[0] > 1:
+                _rows_multi_int8(kind, w, xq, xd, xs, buf, out, r0, r1)
+            else:
+                _rows_int8_of(kind, w, xq, xd, xs, out, r0, r1)
+    else:
+        def paths(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8):
+            if x.shape[0] > 1:
+                _rows_multi_float(kind, w, x, buf, out, r0, r1)
+            else:
+                _rows_block_float(kind, w, x, xs, out, r0, r1)
+    return paths
+
+
 @numba.njit(**_SER)
 def rows_product(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8):
     """out[t, r] = x[t] · W[r] for rows r0 <= r < r1: x (B, k) float32, W (rows, bytes) uint8
     of `kind`, buf (2, k) scratch, out (B, rows). For block types `prepare` has filled xs
     (B, k/32) with x's block sums and, if int8, xq (B, k) int8 and xd (B, k/32) with x
-    quantized per block.
+    quantized per block. Compiled once per kind and int8 (`literally`), with that kind's
+    kernels only; the decoder step calls it through its address (`rows_kernel`)."""
+    _rows_of(literally(kind), w, x, xq, xd, xs, buf, out, r0, r1, literally(int8))
 
-    Each path is its own compiled function: with all of them in one body LLVM made the
-    float16 row loop 2x slower (same instructions in the loop, measured 1.2 vs 0.6 ms for
-    17k rows warm)."""
-    n = x.shape[0]
-    if n > 1 and int8 and kind >= FIRST_BLOCK_KIND:
-        _rows_multi_int8(kind, w, xq, xd, xs, buf, out, r0, r1)
-    elif n > 1:
-        _rows_multi_float(kind, w, x, buf, out, r0, r1)
-    elif kind == KIND_F16:
-        _rows_float(w.view(np.uint16), x, out, r0, r1)
-    elif kind == KIND_F32:
-        _rows_float(w.view(np.float32), x, out, r0, r1)
-    elif int8:
-        _rows_int8(kind, w, xq, xd, xs, out, r0, r1)
-    else:
-        _rows_block_float(kind, w, x, xs, out, r0, r1)
+
+# The argument types after `kind` that the decoder step passes rows_product (`call_rows`).
+_C2 = lambda dtype: types.Array(dtype, 2, "C")  # noqa: E731
+ROWS_ARGS = (_C2(types.uint8), _C2(types.float32), _C2(types.int8), _C2(types.float32), _C2(types.float32),
+             _C2(types.float32), _C2(types.float32), types.int64, types.int64)
+
+
+def rows_kernel(kind: int, int8: bool) -> int:
+    """The address of rows_product's native function for `kind` and `int8` with the step's
+    argument types, compiled now or loaded from numba's cache."""
+    sig = (types.literal(kind), *ROWS_ARGS, types.literal(bool(int8)))
+    rows_product.compile(sig)
+    cres = rows_product.overloads[sig]
+    return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+
+
+@intrinsic
+def call_rows(typingctx, fn, kind, w, x, xq, xd, xs, buf, out, r0, r1, int8):
+    """rows_product(kind, w, …, int8) through `fn`, its address from `rows_kernel(kind, int8)`:
+    a call, not a link. numba links every compiled callee into its caller's module and
+    optimizes and emits the whole again, so the step linking the row kernels paid their
+    compile twice; through the address the step's compile holds none of them, and each
+    kind's kernel compiles once, only for a model that has the kind."""
+    args = (kind, w, x, xq, xd, xs, buf, out, r0, r1, int8)
+    if (not isinstance(fn, types.Integer) or not isinstance(kind, types.Integer)
+            or not isinstance(int8, types.Boolean) or tuple(map(types.unliteral, args[1:-1])) != ROWS_ARGS):
+        raise errors.TypingError(f"call_rows: argument types {args} are not rows_kernel's")
+
+    def codegen(context, builder, sig, llargs):
+        argtys = (types.int64, *ROWS_ARGS, types.boolean)
+        fnty = context.call_conv.get_function_type(types.none, argtys)
+        callee = builder.inttoptr(llargs[0], fnty.as_pointer())
+        vals = [context.cast(builder, v, t, u) for v, t, u in zip(llargs[1:], sig.args[1:], argtys)]
+        status, _ = context.call_conv.call_function(builder, callee, types.none, argtys, vals)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
+
+    return types.none(fn, *args), codegen
 
 
 @numba.njit(**_SER)
@@ -453,8 +505,14 @@ def prepare(kind, x, xqf, xdf, xsf, int8):
 
 
 @numba.njit(**_SER)
-def product(kind, w, x, xqf, xdf, xsf, buf, out, int8):
+def _product_at(fn, kind, w, x, xq, xd, xs, buf, out, int8):
+    call_rows(fn, kind, as_matrix(w), x, xq, xd, xs, buf, out, 0, w.shape[0], int8)
+
+
+def product(kind: int, w: np.ndarray, x: np.ndarray, xqf: np.ndarray, xdf: np.ndarray, xsf: np.ndarray,
+            buf: np.ndarray, out: np.ndarray, int8: bool) -> None:
     """out (B, rows) = x (B, k) @ W.T on this thread: W (rows, bytes) uint8 of `kind`
-    (`weight_kind`), xqf (B*k,) int8, xdf, xsf (B*k/32,) float32 and buf (2, k) scratch."""
+    (`weight_kind`), xqf (B*k,) int8, xdf, xsf (B*k/32,) float32 and buf (2, k) scratch; the
+    decoder step's products, one call."""
     xq, xd, xs = prepare(kind, x, xqf, xdf, xsf, int8)
-    rows_product(kind, w, x, xq, xd, xs, buf, out, 0, w.shape[0], int8)
+    _product_at(rows_kernel(kind, int8), kind, w, x, xq, xd, xs, buf, out, bool(int8))

@@ -7,8 +7,9 @@ A program numbers its chunks: chunk i of call g is claimed by a compare-and-swap
 claim[i * SLOT] from below g to g and finished by storing g in done[i * SLOT] (int64
 arrays of `slots_length(chunks)`, zero at first; g must grow from call to call on them, so
 nothing is reset between calls). Each chunk is computed by one thread with the same code,
-so results are the same bits whoever computes what. The phases are inlined into the
-program (numba IR), see models/whisper_step.py.
+so results are the same bits whoever computes what. heads_phase is inlined into the
+program (numba IR); rows_phase, whose row kernels it calls through their addresses, is one
+compiled function for all of the program's products (see models/whisper_step.py).
 """
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ import time
 from typing import Callable
 
 import numba
+import numpy as np
+from numba import types
+from numba.extending import intrinsic
 
 from whisperlite.kernels.atomics import atomic_cas, atomic_load, atomic_store, spin_pause, yield_cpu
 from whisperlite.kernels.ops import _gelu
-from whisperlite.kernels.rowdots import prepare, rows_product
+from whisperlite.kernels.rowdots import call_rows, prepare
 
 _SER = dict(fastmath={"reassoc", "contract", "nsz", "arcp"}, error_model="numpy", nogil=True, cache=True)
 
@@ -62,6 +66,19 @@ def _await(done, slot0, n, g):
                 spin_pause()
 
 
+@intrinsic
+def runtime(typingctx, x):
+    """x as a value of its non-literal type: numba types a constant argument as a literal
+    and compiles the called function once per value (rows_phase five times for its slot,
+    chunk count and GELU flag), where one compile serves every value."""
+    ty = types.unliteral(x)
+
+    def codegen(context, builder, sig, args):
+        return context.cast(builder, args[0], sig.args[0], sig.return_type)
+
+    return ty(x), codegen
+
+
 @numba.njit(inline="always", **_SER)
 def _chunk_start(rows, c, chunks):
     """First row of chunk c of `chunks` (rows at c = chunks): even, so that several
@@ -69,12 +86,13 @@ def _chunk_start(rows, c, chunks):
     return rows if c == chunks else rows * c // chunks // 2 * 2
 
 
-@numba.njit(inline="always", **_SER)
-def rows_phase(tid, g, claim, done, slot0, chunks, kind, w, bias, gelu, x, xqf, xdf, xsf, buf, out, int8):
+@numba.njit(**_SER)
+def rows_phase(tid, g, claim, done, slot0, chunks, fns, kind, w, bias, gelu, x, xqf, xdf, xsf, buf, out, int8):
     """out = x @ W.T + bias (GELU'd if gelu; no bias if it is empty), W (rows, bytes) of
     `kind` in `chunks` chunks of rows from slot0 on: those this thread `tid` (0 or 1)
-    claims, its own half first; then wait for the rest. xqf, xdf, xsf, buf: scratch, as
-    rowdots.prepare and rowdots.rows_product take it."""
+    claims, its own half first; then wait for the rest. fns[int8, kind]: the address of
+    rowdots.rows_product for the kind (rowdots.rows_kernel); xqf, xdf, xsf, buf: scratch,
+    as rowdots.prepare and rowdots.rows_product take it."""
     xq, xd, xs = prepare(kind, x, xqf, xdf, xsf, int8)
     rows = w.shape[0]
     n = x.shape[0]
@@ -82,7 +100,7 @@ def rows_phase(tid, g, claim, done, slot0, chunks, kind, w, bias, gelu, x, xqf, 
         c = (k + tid * (chunks // 2)) % chunks
         if _claim(claim, slot0 + c, g):
             r0, r1 = _chunk_start(rows, c, chunks), _chunk_start(rows, c + 1, chunks)
-            rows_product(kind, w, x, xq, xd, xs, buf, out, r0, r1, int8)
+            call_rows(fns[np.int64(int8), kind], kind, w, x, xq, xd, xs, buf, out, r0, r1, int8)
             if bias.shape[0]:
                 for b in range(n):
                     for r in range(r0, r1):

@@ -127,6 +127,7 @@ class _StepWeights:
         self.biases = [st(lambda b, r=r: getattr(b, f"{r}_b")) for r in self.ROLES]
         self.lnf_g = np.ascontiguousarray(ln.g, np.float32)
         self.lnf_b = np.ascontiguousarray(ln.b, np.float32)
+        self.row_fns = np.zeros((2, len(KIND)), np.int64)  # filled by whisper_step.link_rows
         self.step_view = self._view()
 
     def _view(self) -> whisper_step.Weights:
@@ -134,18 +135,18 @@ class _StepWeights:
         qkv, out, cq, co, fc1, fc2 = self.addrs
         return whisper_step.Weights(self.emb_kind, self.emb, self.pos_emb, self.kinds, self.shapes, self.ln_g,
                                     self.ln_b, qkv, b[0], out, b[1], cq, b[2], co, b[3], fc1, b[4], fc2, b[5],
-                                    self.lnf_g, self.lnf_b, self.n_head)
+                                    self.lnf_g, self.lnf_b, self.n_head, self.row_fns)
 
     @staticmethod
     def _addresses(mats: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
         return [np.asarray([m.ctypes.data for m in ms], np.int64) for ms in mats]
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("addrs", "step_view")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("addrs", "row_fns", "step_view")}
 
     def __setstate__(self, state: dict) -> None:
         # an unpickled copy holds new arrays: the addresses are this process's
-        self.__dict__.update(state, addrs=self._addresses(state["mats"]))
+        self.__dict__.update(state, addrs=self._addresses(state["mats"]), row_fns=np.zeros((2, len(KIND)), np.int64))
         self.step_view = self._view()
 
     @classmethod
@@ -225,6 +226,7 @@ def check_step_arrays(w: whisper_step.Weights, kv: whisper_step.Cache, s: whispe
     if w.emb_kind not in _KIND_TYPES:
         raise ValueError(f"decoder step: the token embedding has no row kernel (kind {w.emb_kind})")
     _fits("token embedding", w.emb, (vocab, bytes_per_row(_KIND_TYPES[w.emb_kind], d)), np.uint8)
+    _fits("row kernels", w.row_fns, (2, len(KIND)), np.int64)
     _fits("positional embedding", w.pos_emb, (n_ctx, d), np.float32)
     for name, a, shape in (("layer norm gains", w.ln_g, (L, 3, d)), ("layer norm biases", w.ln_b, (L, 3, d)),
                            ("final norm gain", w.lnf_g, (d,)), ("final norm bias", w.lnf_b, (d,))):
@@ -352,6 +354,7 @@ class TextDecoder:
         check_step_call(tokens, cache.length, w, kv)
         if s.checked is None or s.checked[0] is not w or s.checked[1] is not kv:  # once per scratch
             check_step_arrays(w, kv, s.step_view, bsz)
+            whisper_step.link_rows(w, self.int8)
             s.checked = (w, kv)
         s.steps += 1
         cache.src[:bsz, cache.length] = np.arange(bsz, dtype=np.int32)

@@ -26,8 +26,8 @@ import numpy as np
 
 from whisperlite.kernels.mha import cross_attention_heads, self_attention_heads
 from whisperlite.kernels.ops import layer_norm_row
-from whisperlite.kernels.rowdots import address, as_matrix, decode_row, float_views
-from whisperlite.kernels.worksplit import heads_phase, rows_phase, slots_length
+from whisperlite.kernels.rowdots import address, as_matrix, decode_row, float_views, rows_kernel
+from whisperlite.kernels.worksplit import heads_phase, rows_phase, runtime, slots_length
 
 _SER = dict(fastmath={"reassoc", "contract", "nsz", "arcp"}, error_model="numpy", nogil=True, cache=True)
 
@@ -66,26 +66,37 @@ def _residual(y, res):
             res[b, j] += y[b, j]
 
 
-# The phases below are inlined into step_body (numba IR), not compiled functions: numba links
-# every callee's code into each caller and optimizes and emits the whole again, so each
-# level of compiled function between step_body and the row kernels cost the row kernels'
-# compile once more (first use compiled in ~290 s with the phases as functions, ~110 s
-# inlined; same step time). The row kernels and attentions stay functions of their own (see
-# rowdots.rows_product).
+@numba.njit(inline="always", **_SER)
+def _product(tid, g, claim, done, slot, chunks, fns, kind, w, bias, gelu, x, xq, xd, xs, buf, out, int8):
+    """worksplit.rows_phase, compiled once for all its calls: its slot, chunk count and GELU
+    flag passed as runtime values."""
+    rows_phase(tid, g, claim, done, runtime(slot), runtime(chunks), fns, kind, w, bias, runtime(gelu), x, xq, xd, xs,
+               buf, out, int8)
+
+
+# numba links every compiled callee into its caller's module and optimizes and emits the whole
+# again, so each level of compiled function between step_body and the row kernels cost their
+# compile once more (~290 s with the phases as functions, ~110 s inlined). The row kernels are
+# therefore called through their addresses (rowdots.call_rows), which links nothing: the step
+# compiles without them, each weight kind's kernel compiles once and only for a model that has
+# it, and rows_phase is one compiled function of its own again (the attention block below
+# stays inlined).
 
 
 @numba.njit(inline="always", **_SER)
-def _attention_block(tid, g, claim, done, slot, n_head, attend, x, ln_g, ln_b, h, kind_in, w_in, b_in, s_in,
-                     k, v, src, pos, scores, s_heads, kind_out, w_out, b_out, s_y, xq, xd, xs, buf, int8):
+def _attention_block(tid, g, claim, done, slot, fns, n_head, attend, x, ln_g, ln_b, h, kind_in, w_in, b_in, s_in,
+                     k, v, src, pos, scores, s_heads, kind_out, w_out, b_out, s_y, scratch, int8):
     """x += out-projection of attention over layer-normed x: the input product (query|key|value,
     or the cross-attention query) into s_in, the heads into s_heads, the output product into
-    s_y; chunks from slot on (2 * PRODUCT_CHUNKS + n_head of them). Arguments as
-    worksplit.heads_phase and worksplit.rows_phase take them."""
+    s_y; chunks from slot on (2 * PRODUCT_CHUNKS + n_head of them). scratch: (xq, xd, xs,
+    buf) (a tuple: more than 30 arguments make Python pass them as *args, which numba cannot
+    inline); the others as worksplit.heads_phase and worksplit.rows_phase take them."""
+    xq, xd, xs, buf = scratch
     _layer_norm(x, ln_g, ln_b, h)
-    rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kind_in, w_in, b_in, False, h, xq, xd, xs, buf, s_in, int8)
+    _product(tid, g, claim, done, slot, PRODUCT_CHUNKS, fns, kind_in, w_in, b_in, False, h, xq, xd, xs, buf, s_in, int8)
     heads_phase(tid, g, claim, done, slot + PRODUCT_CHUNKS, n_head, attend, s_in, k, v, src, pos, scores, s_heads)
-    rows_phase(tid, g, claim, done, slot + PRODUCT_CHUNKS + n_head, PRODUCT_CHUNKS, kind_out, w_out, b_out, False,
-                s_heads, xq, xd, xs, buf, s_y, int8)
+    _product(tid, g, claim, done, slot + PRODUCT_CHUNKS + n_head, PRODUCT_CHUNKS, fns, kind_out, w_out, b_out, False,
+             s_heads, xq, xd, xs, buf, s_y, int8)
     _residual(s_y, x)
 
 
@@ -116,6 +127,15 @@ class Weights(NamedTuple):
     lnf_g: np.ndarray  # (d,) the final norm
     lnf_b: np.ndarray
     n_head: int
+    row_fns: np.ndarray  # (2, kinds) int64: [int8, kind] the address of its row kernel (`link_rows`), else 0
+
+
+def link_rows(w: Weights, int8: bool) -> None:
+    """Fill w.row_fns[int8] for the kinds w holds: the row kernel of each, compiled now (or
+    loaded from numba's cache) before a step calls it through its address."""
+    for kind in {*(int(k) for k in w.kinds), int(w.emb_kind)}:
+        if not w.row_fns[int(int8), kind]:
+            w.row_fns[int(int8), kind] = rows_kernel(kind, int8)
 
 
 class Cache(NamedTuple):
@@ -168,7 +188,7 @@ def step_body(tid, g, tokens, pos, int8, w, kv, s):
     hand-off), read from per-layer phase outputs that nothing overwrites within the step,
     so a late thread replays the stream from finished results.
     """
-    claim, done, n_head, kinds, shapes = s.claim, s.done, w.n_head, w.kinds, w.shapes
+    claim, done, n_head, kinds, shapes, fns = s.claim, s.done, w.n_head, w.kinds, w.shapes, w.row_fns
     x, h, xq, xd, xs, buf, scores = s.x[tid], s.h[tid], s.xq[tid], s.xd[tid], s.xs[tid], s.buf[tid], s.scores[tid]
     emb = as_matrix(w.emb)
     n = tokens.shape[0]
@@ -181,24 +201,24 @@ def step_body(tid, g, tokens, pos, int8, w, kv, s):
             x[b, j] = buf[0, j] + w.pos_emb[pos, j]
     slot = 0
     for li in range(w.w_qkv.shape[0]):
-        _attention_block(tid, g, claim, done, slot, n_head, self_attention_heads, x, w.ln_g[li, 0], w.ln_b[li, 0], h,
-                         kinds[0], _matrix(w.w_qkv, shapes, 0, li), w.b_qkv[li], s.qkv[li], kv.k_self[li],
-                         kv.v_self[li], kv.src, pos, scores, s.att[li], kinds[1], _matrix(w.w_out, shapes, 1, li),
-                         w.b_out[li], s.y[li, 0], xq, xd, xs, buf, int8)
+        _attention_block(tid, g, claim, done, slot, fns, n_head, self_attention_heads, x, w.ln_g[li, 0],
+                         w.ln_b[li, 0], h, kinds[0], _matrix(w.w_qkv, shapes, 0, li), w.b_qkv[li], s.qkv[li],
+                         kv.k_self[li], kv.v_self[li], kv.src, pos, scores, s.att[li], kinds[1], _matrix(w.w_out, shapes, 1, li),
+                         w.b_out[li], s.y[li, 0], (xq, xd, xs, buf), int8)
         slot += 2 * PRODUCT_CHUNKS + n_head
-        _attention_block(tid, g, claim, done, slot, n_head, cross_attention_heads, x, w.ln_g[li, 1], w.ln_b[li, 1], h,
-                         kinds[2], _matrix(w.w_cq, shapes, 2, li), w.b_cq[li], s.q[li], kv.k_cross[li],
-                         kv.v_cross[li], kv.src, pos, scores, s.catt[li], kinds[3], _matrix(w.w_co, shapes, 3, li),
-                         w.b_co[li], s.y[li, 1], xq, xd, xs, buf, int8)
+        _attention_block(tid, g, claim, done, slot, fns, n_head, cross_attention_heads, x, w.ln_g[li, 1],
+                         w.ln_b[li, 1], h, kinds[2], _matrix(w.w_cq, shapes, 2, li), w.b_cq[li], s.q[li],
+                         kv.k_cross[li], kv.v_cross[li], kv.src, pos, scores, s.catt[li], kinds[3], _matrix(w.w_co, shapes, 3, li),
+                         w.b_co[li], s.y[li, 1], (xq, xd, xs, buf), int8)
         slot += 2 * PRODUCT_CHUNKS + n_head
         _layer_norm(x, w.ln_g[li, 2], w.ln_b[li, 2], h)
-        rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[4], _matrix(w.w_fc1, shapes, 4, li), w.b_fc1[li],
-                   True, h, xq, xd, xs, buf, s.mlp[li], int8)
+        _product(tid, g, claim, done, slot, PRODUCT_CHUNKS, fns, kinds[4], _matrix(w.w_fc1, shapes, 4, li),
+                 w.b_fc1[li], True, h, xq, xd, xs, buf, s.mlp[li], int8)
         slot += PRODUCT_CHUNKS
-        rows_phase(tid, g, claim, done, slot, PRODUCT_CHUNKS, kinds[5], _matrix(w.w_fc2, shapes, 5, li), w.b_fc2[li],
-                   False, s.mlp[li], xq, xd, xs, buf, s.y[li, 2], int8)
+        _product(tid, g, claim, done, slot, PRODUCT_CHUNKS, fns, kinds[5], _matrix(w.w_fc2, shapes, 5, li),
+                 w.b_fc2[li], False, s.mlp[li], xq, xd, xs, buf, s.y[li, 2], int8)
         slot += PRODUCT_CHUNKS
         _residual(s.y[li, 2], x)
     _layer_norm(x, w.lnf_g, w.lnf_b, h)
-    rows_phase(tid, g, claim, done, slot, VOCAB_CHUNKS, w.emb_kind, emb, no_bias, False, h, xq, xd, xs, buf,
-               s.logits, int8)
+    _product(tid, g, claim, done, slot, VOCAB_CHUNKS, fns, w.emb_kind, emb, no_bias, False, h, xq, xd, xs, buf,
+             s.logits, int8)
