@@ -107,12 +107,14 @@ def _gemm_body(kind, xq, xd, xs, w, out):
                 _tile(kind, w, r, nb, xq, xd, xs, t, out)
             for j in range(TILE_TOKENS):
                 idot_range(kind, w, r_full, r1, nb, xq, xd, xs, t + j, out)
-        if n - n_full == 2:
+        t = n_full
+        while t + 2 <= n:  # tokens left over: two, then one, a tile
             for r in range(r0, r_full, TILE_ROWS):
-                _tile2(kind, w, r, nb, xq, xd, xs, n_full, out)
-        elif n - n_full == 1:
+                _tile2(kind, w, r, nb, xq, xd, xs, t, out)
+            t += 2
+        if t < n:
             for r in range(r0, r_full, TILE_ROWS):
-                _tile1(kind, w, r, nb, xq, xd, xs, n_full, out)
+                _tile1(kind, w, r, nb, xq, xd, xs, t, out)
         for t in range(n_full, n):
             idot_range(kind, w, r_full, r1, nb, xq, xd, xs, t, out)
     return out
