@@ -610,7 +610,7 @@ def k_batch(x: np.ndarray, w: QTensor, out: np.ndarray) -> np.ndarray:
     """x (n, k) float32 @ w.T -> out (n, d) as llama.cpp's AVX2 build computes a batch
     (`batch_kernel` says which kernel). gemm: the first n - n % 4 rows quantized by
     ggml_quantize_mat_q8_K_4x8 and multiplied by ggml_gemm_q4_K_8x8_q8_K, the rest by
-    quantize_row_q8_K and the one-row gemv; tiled: all rows by quantize_row_q8_K and the
+    quantize_row_q8_K and the one-row gemv's order (BATCH_ROW); tiled: all rows by quantize_row_q8_K and the
     tiled kernel's order."""
     x = np.ascontiguousarray(x, np.float32)
     n, k = x.shape
