@@ -3,7 +3,6 @@ of ggml's code and, where llama-cpp-python is installed, against its ggml itself
 
 The dots follow the kernels llama.cpp runs on x86 (kernels/kquant.py): Q4_K as the
 repacked ggml_gemv_q4_K_8x8_q8_K (one row) and ggml_gemm_q4_K_8x8_q8_K (rows in fours),
-or, for a matrix whose row count is not a multiple of 8, as ggml_vec_dot_q4_K_q8_K,
 Q5_K and Q6_K as ggml_vec_dot_q5_K/q6_K_q8_K (AVX2), and batches of 8+ rows by a matrix
 not repacked as ggml's tiled K-quant matmul.
 """
@@ -113,12 +112,10 @@ def hsum_float_8(v: np.ndarray) -> np.float32:
     return f32(f32(f32(v[0] + v[4]) + f32(v[2] + v[6])) + f32(f32(v[1] + v[5]) + f32(v[3] + v[7])))
 
 
-def dot_ref(qtype: QType, row: np.ndarray, d8: np.ndarray, q8: np.ndarray, bsums: np.ndarray,
-            repacked: bool = True) -> np.float32:
-    """One weight row · one Q8_K row as the llama.cpp kernel of its type computes it (Q4_K:
-    the repacked gemv, or ggml_vec_dot_q4_K_q8_K for a matrix llama.cpp does not repack)."""
+def dot_ref(qtype: QType, row: np.ndarray, d8: np.ndarray, q8: np.ndarray, bsums: np.ndarray) -> np.float32:
+    """One weight row · one Q8_K row as the llama.cpp kernel of its type computes it."""
     size = quant.QUANT_TYPES[qtype].size
-    acc8, accm4 = np.zeros(8, np.float32), np.zeros(4, np.float32)
+    acc8 = np.zeros(8, np.float32)
     acc = accm = f32(0.0)
     for sb in range(row.size // size):
         d_w, dmin_w, q, sc = unpack(qtype, row[sb * size:(sb + 1) * size])
@@ -133,11 +130,7 @@ def dot_ref(qtype: QType, row: np.ndarray, d8: np.ndarray, q8: np.ndarray, bsums
             continue
         scales, mins = sc
         msum = int((mins * bs.reshape(8, 2).sum(axis=1)).sum())
-        if qtype == QType.Q4_K and not repacked:  # ggml_vec_dot_q4_K_q8_K: the mins in 4 lanes
-            acc8 = fma(np.full(8, f32(dy * d_w)), (scales[:, None] * prods).sum(axis=0).astype(np.float32), acc8)
-            pairs = (mins * bs.reshape(8, 2).sum(axis=1)).reshape(4, 2).sum(axis=1)
-            accm4 = fma(np.full(4, f32(-dy * dmin_w)), pairs.astype(np.float32), accm4)
-        elif qtype == QType.Q4_K:  # ggml_gemv_q4_K_8x8_q8_K: whole sums
+        if qtype == QType.Q4_K:  # ggml_gemv_q4_K_8x8_q8_K: whole sums
             total = int((scales[:, None] * prods).sum())
             acc = fma(f32(total), f32(d_w * dy), acc)
             accm = fma(f32(msum), f32(dmin_w * dy), accm)
@@ -145,8 +138,6 @@ def dot_ref(qtype: QType, row: np.ndarray, d8: np.ndarray, q8: np.ndarray, bsums
             lanes = (scales[:, None] * prods).sum(axis=0)
             acc8 = fma(np.full(8, f32(dy * d_w)), lanes.astype(np.float32), acc8)
             accm = fma(f32(-dy * dmin_w), f32(msum), accm)
-    if qtype == QType.Q4_K and not repacked:
-        return f32(hsum_float_8(acc8) + f32(f32(accm4[0] + accm4[2]) + f32(accm4[1] + accm4[3])))
     if qtype == QType.Q4_K:
         return f32(acc - accm)
     return f32(hsum_float_8(acc8) + accm) if qtype == QType.Q5_K else hsum_float_8(acc8)
@@ -220,14 +211,14 @@ def test_q8_k_matches_the_c_reference():
 @pytest.mark.parametrize("qtype", K_TYPES, ids=lambda t: t.name)
 @pytest.mark.parametrize("n", [1, 3])
 @pytest.mark.parametrize("k", [512, 1024])  # rows four per pass (plus one alone), and one at a time
-@pytest.mark.parametrize("rows", [21, 24])  # Q4_K: not repacked by llama.cpp, repacked
-def test_dots_equal_the_numpy_port_of_ggml(qtype, n, k, rows):
+def test_dots_equal_the_numpy_port_of_ggml(qtype, n, k):
+    rows = 21
     w = random_blocks(qtype, rows, k, 10 + int(qtype))
     x = activations(n, k, n)
     got = kernel_rows(qtype, w, x)
     for t in range(n):
         d, q, bsums = q8_k_ref(x[t])
-        ref = np.array([dot_ref(qtype, w[r], d, q, bsums, rows % 8 == 0) for r in range(rows)], np.float32)
+        ref = np.array([dot_ref(qtype, w[r], d, q, bsums) for r in range(rows)], np.float32)
         assert np.array_equal(got[t], ref)
 
 
@@ -314,7 +305,7 @@ def _against_ggml(ggml: Ggml, qtype: QType, w: np.ndarray, x: np.ndarray) -> Non
     got = kernel_rows(qtype, w, x)
     for t in range(x.shape[0]):
         y = ggml.q8_k(x[t])
-        if qtype == QType.Q4_K and w.shape[0] % 8 == 0:  # repacked
+        if qtype == QType.Q4_K:
             ref = ggml.gemv_q4_k_8x8(w, y, k)
         else:
             ref = np.array([ggml.vec_dot(qtype, w[r], y, k) for r in range(w.shape[0])], np.float32)
@@ -415,18 +406,6 @@ def test_q8_k_equals_ggml(ggml):
 @pytest.mark.parametrize("k", [512, 1536])
 def test_dots_equal_ggml(ggml, qtype, k):
     _against_ggml(ggml, qtype, random_blocks(qtype, 24, k, 50 + int(qtype)), activations(2, k, 3))
-
-
-@pytest.mark.parametrize("k", [512, 1536])  # rows four per pass (plus one alone), and one at a time
-def test_q4_k_not_repacked_equals_ggml_vec_dot(ggml, k):
-    """A Q4_K matrix whose row count is not a multiple of 8 (llama.cpp leaves it as it is):
-    one to seven activation rows take ggml_vec_dot_q4_K_q8_K, through every entry."""
-    rows, n = 21, 3
-    w = random_blocks(QType.Q4_K, rows, k, 60)
-    _against_ggml(ggml, QType.Q4_K, w, activations(n, k, 4))
-    x = activations(n, k, 5)
-    got = matmul(x, QTensor(QType.Q4_K, (rows, k), w), ggml_exact=True)
-    assert np.array_equal(got, kernel_rows(QType.Q4_K, w, x))
 
 
 @pytest.fixture(scope="module")

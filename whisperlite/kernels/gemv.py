@@ -48,8 +48,8 @@ from whisperlite.kernels.llvm_ir import (
     F32, I8, I32, I64, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32, fma1, fma8, hadd,
     hsum, load_v32b, prefetch_row, sign_split, splat, vec)
 from whisperlite.kernels.kquant import (
-    BATCH_GEMM, BATCH_ROW, BATCH_TILED, TOKENS_PER_PASS, batch_one, batch_tokens, batch_two, idot_q4_k,
-    idot_q4_k_vec, idot_q5_k, idot_q6_k, idots_q4_k, idots_q4_k_vec, idots_q5_k, idots_q6_k)
+    BATCH_GEMM, BATCH_ROW, BATCH_TILED, TOKENS_PER_PASS, batch_one, batch_tokens, batch_two, idot_q4_k, idot_q5_k,
+    idot_q6_k, idots_q4_k, idots_q5_k, idots_q6_k)
 from whisperlite.kernels.quant import (
     FIRST_K_KIND, KIND, KIND_Q4_0, KIND_Q4_1, KIND_Q4_K, KIND_Q5_0, KIND_Q5_1, KIND_Q5_K, KIND_Q8_0, QK, QUANT_TYPES,
     quantize_rows_for, quantize_rows_q8_k, quantize_rows_q8_k_4x8, quantize_rows_q8_k_4x8_serial,
@@ -430,9 +430,6 @@ _idot_q8_0, _idot_q4_0, _idot_q4_1 = _idot[KIND_Q8_0], _idot[KIND_Q4_0], _idot[K
 _idot_q5_0, _idot_q5_1 = _idot[KIND_Q5_0], _idot[KIND_Q5_1]
 
 
-# llama.cpp repacks a Q4_K matrix whose row count is a multiple of this (its one-row
-# kernel is then the repacked gemv, else ggml_vec_dot_q4_K_q8_K: kquant.py's ROW and VEC).
-REPACK_ROWS = 8
 PREFETCH_ROWS = 8  # rows ahead that one-row loops ask the cache for (llvm_ir.prefetch_row)
 K_FOURS_MAX_BYTES = 544  # K-quant rows up to this many bytes go four per pass (_k_range)
 
@@ -462,10 +459,6 @@ def idot_rows(kind, w, r0, r1, nb, xq, xd, xs, t, out):
         for r in range(r0, r1):
             prefetch_row(w, r + PREFETCH_ROWS)
             out[t, r] = _idot_q5_1(w[r], nb, xq, xd, xs, t)
-    elif kind == KIND_Q4_K and w.shape[0] % REPACK_ROWS:
-        for r in range(r0, r1):
-            prefetch_row(w, r + PREFETCH_ROWS)
-            out[t, r] = idot_q4_k_vec(w[r], nb, xq, xd, xs, t)
     elif kind == KIND_Q4_K:
         for r in range(r0, r1):
             prefetch_row(w, r + PREFETCH_ROWS)
@@ -490,9 +483,7 @@ def _k_range(kind, w, r0, r1, nb, xq, xd, xs, t, out):
     r = r0
     if w.shape[1] <= K_FOURS_MAX_BYTES:
         while r + ROWS_PER_PASS <= r1:
-            if kind == KIND_Q4_K and w.shape[0] % REPACK_ROWS:
-                idots_q4_k_vec(w, r, nb, xq, xd, xs, t, out)
-            elif kind == KIND_Q4_K:
+            if kind == KIND_Q4_K:
                 idots_q4_k(w, r, nb, xq, xd, xs, t, out)
             elif kind == KIND_Q5_K:
                 idots_q5_k(w, r, nb, xq, xd, xs, t, out)
@@ -601,7 +592,7 @@ def batch_kernel(n: int, w: QTensor) -> str | None:
     qtype = QType(w.qtype)
     if qtype not in K_KIND:
         return None
-    if qtype == QType.Q4_K and w.shape[0] % REPACK_ROWS == 0:
+    if qtype == QType.Q4_K and w.shape[0] % 8 == 0:
         return "gemm" if n >= GEMM_ROWS else None
     return "tiled" if n >= TILED_MIN_ROWS else None
 

@@ -11,11 +11,6 @@ type, and the dots here take the same steps in the same order:
   (a prompt's rows but its last n % 4) take ggml_gemm_q4_K_8x8_q8_K, the same steps per
   64 values (two blocks of 32) instead of per super-block (`order=GEMM` below), on
   activations from the four-row quantizer (quant.quantize_rows_q8_k_4x8).
-- Q4_K whose row count is not a multiple of 8 (not repacked), one to seven activation
-  rows: ggml_vec_dot_q4_K_q8_K's AVX2 order (`order=VEC` below): per super-block 8 int32
-  lanes as Q5_K's, acc = fma(d_w*d_x, lanes, acc); the mins times the block sums summed
-  pairwise into 4 int32 lanes, acc_m = fma(-d_x*dmin_w, lanes, acc_m) (4 float lanes);
-  the row hsum_float_8(acc) + (acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]).
 - Batches of 8+ rows by a matrix not repacked (Q5_K, Q6_K; Q4_K whose row count is not a
   multiple of 8) take ggml's tiled K-quant matmul (ggml-cpu/tiled, on by default): per
   super-block the whole integer sum s1 (and the mins' sum s2), res = d_w * s1 (Q4_K/Q5_K:
@@ -46,9 +41,8 @@ from whisperlite.kernels.quant import KIND, QK, QK_K, QUANT_TYPES
 
 SUBS = QK_K // QK  # blocks of 32 per super-block
 # the float orders a dot can take (module docstring): one-row kernels, Q4_K's four-row
-# gemm, ggml's tiled batch kernel, Q4_K's one-row kernel where llama.cpp does not repack
-ROW, GEMM, TILED, VEC = "row", "gemm", "tiled", "vec"
-V4F = vec(F32, 4)
+# gemm, ggml's tiled batch kernel
+ROW, GEMM, TILED = "row", "gemm", "tiled"
 
 
 def _shuffle(builder: ir.IRBuilder, v: ir.Value, idx: list[int]) -> ir.Value:
@@ -161,7 +155,7 @@ def _emit_rows(builder, qtype, bases, nbv, acts, order=ROW):
     arithmetic is that of `order`."""
     size = QUANT_TYPES[qtype].size
     accs = [[tuple(cgutils.alloca_once_value(builder, ir.Constant(ty, zero)) for ty, zero in
-                   ((V8F, [0.0] * 8), (F32, 0.0), (F32, 0.0), (V4F, [0.0] * 4))) for _ in acts] for _ in bases]
+                   ((V8F, [0.0] * 8), (F32, 0.0), (F32, 0.0))) for _ in acts] for _ in bases]
     with cgutils.for_range(builder, builder.sdiv(nbv, ir.Constant(I64, SUBS))) as loop:
         sb = loop.index
         ys = []
@@ -171,20 +165,18 @@ def _emit_rows(builder, qtype, bases, nbv, acts, order=ROW):
                        builder.load(builder.gep(xdbase, [builder.mul(sb, ir.Constant(I64, SUBS))]))))
         for base, row_accs in zip(bases, accs):
             blk = builder.gep(base, [builder.mul(sb, ir.Constant(I64, size))])
-            for (y, xd_b), (_, _, xsbase), (acc8, acc, accm, accm4) in zip(ys, acts, row_accs):
+            for (y, xd_b), (_, _, xsbase), (acc8, acc, accm) in zip(ys, acts, row_accs):
                 if qtype == QType.Q6_K:
                     _q6_superblock(builder, blk, y, xd_b, acc8, acc, order)
                 else:
-                    _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, (acc8, acc, accm, accm4), order)
+                    _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, acc8, acc, accm, order)
     return [[_total(builder, qtype, order, *a) for a in row_accs] for row_accs in accs]
 
 
-def _total(builder, qtype, order, acc8, acc, accm, accm4):
+def _total(builder, qtype, order, acc8, acc, accm):
     """A dot's accumulators -> its value, in `order`."""
     if order == TILED:
         return builder.load(acc)
-    if qtype == QType.Q4_K and order == VEC:
-        return builder.fadd(hsum(builder, builder.load(acc8)), hsum(builder, builder.load(accm4)))
     if qtype == QType.Q4_K:
         return builder.fsub(builder.load(acc), builder.load(accm))
     total = hsum(builder, builder.load(acc8))
@@ -259,10 +251,9 @@ def rows_idot_k(qtype: QType, nrows: int, order: str = ROW, ntok: int = 1):
     return dots
 
 
-def _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, accs, order):
+def _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, acc8, acc, accm, order):
     """One Q4_K / Q5_K super-block at blk with its activations y (8 <32 x i8>) into the
-    accumulators (`_emit_rows`: acc8, acc, accm, accm4) in `order`."""
-    acc8, acc, accm, accm4 = accs
+    accumulators (`row_idot_k`) in `order`."""
     lay = QUANT_TYPES[qtype]
     lanes = ir.Constant(V8I, [0] * 8)
     d_w = ir_f16_to_f32(builder, load(builder, blk, lay.offset("d"), I16))
@@ -291,14 +282,6 @@ def _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, accs, order):
             hi = builder.or_(hi, _bits(builder, qh, 2 * c + 1, 1, 4))
         lanes = builder.add(lanes, dot32(builder, lo, y[2 * c], _splat_scale(builder, sc, 2 * c)))
         lanes = builder.add(lanes, dot32(builder, hi, y[2 * c + 1], _splat_scale(builder, sc, 2 * c + 1)))
-    if order == VEC:  # ggml_vec_dot_q4_K_q8_K: the mins in 4 lanes (blocks 2i, 2i+1)
-        d = builder.fmul(xd_b, d_w)
-        builder.store(fma8(builder, splat(builder, d, 8), builder.sitofp(lanes, V8F), builder.load(acc8)), acc8)
-        dmin = builder.fmul(builder.fsub(ir.Constant(F32, -0.0), xd_b), dmin_w)
-        fma4 = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V4F, [V4F] * 3), "llvm.fma.v4f32")
-        builder.store(builder.call(fma4, [splat(builder, dmin, 4), builder.sitofp(_pair_sums(builder, min_terms), V4F),
-                                          builder.load(accm4)]), accm4)
-        return
     msum = hsum_int(builder, min_terms)
     if order == TILED:  # ggml's tiled kernel: res = d_w*s1 - dmin_w*s2 (fused), acc = fma(res, d_x, acc)
         res = builder.fmul(d_w, builder.sitofp(hsum_int(builder, lanes), F32))
@@ -323,8 +306,6 @@ ROWS_PER_PASS = 4
 idots_q4_k = rows_idot_k(QType.Q4_K, ROWS_PER_PASS)
 idots_q5_k = rows_idot_k(QType.Q5_K, ROWS_PER_PASS)
 idots_q6_k = rows_idot_k(QType.Q6_K, ROWS_PER_PASS)
-idot_q4_k_vec = row_idot_k(QType.Q4_K, VEC)
-idots_q4_k_vec = rows_idot_k(QType.Q4_K, ROWS_PER_PASS, VEC)
 # A batch kernel's float order by code (`batch_tokens_k` takes the code): Q4_K's four-row
 # gemm, ggml's tiled matmul, the one-row kernels (a gemm batch's last n % 4 rows).
 BATCH_ORDERS = (GEMM, TILED, ROW)
