@@ -68,6 +68,19 @@ def test_ggml_exact_mode_stays_close(tiny):
     assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
 
 
+def test_prompt_logits_take_the_last_row_alone_through_the_last_layer(tiny):
+    """Without all_logits only the last row goes on after the last layer's attention (as
+    llama.cpp's inp_out_ids): the logits of the last row of all of them."""
+    path, _ = tiny
+    model = Llama(read_gguf(path), ggml_exact=True)
+    whole = model.forward(IDS, model.new_cache(32), all_logits=True)
+    last = model.forward(IDS, model.new_cache(32))
+    if "Q" in path.stem.rsplit("-", 1)[1]:  # a prompt's tiles give the one-row dots' bits
+        np.testing.assert_array_equal(last, whole[-1])
+    else:  # float products of one row and of many sum in other orders
+        np.testing.assert_allclose(last, whole[-1], rtol=0, atol=1e-5 * np.abs(whole).max())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("threads", [1, 2])
 def test_fused_step_equals_general_path(tiny, threads):

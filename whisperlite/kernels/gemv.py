@@ -48,9 +48,8 @@ from whisperlite.kernels.llvm_ir import (
     F32, I8, I32, I64, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32, fma1, fma8, hadd,
     hsum, load_v32b, prefetch_row, sign_split, splat, vec)
 from whisperlite.kernels.kquant import (
-    TOKENS_PER_PASS, batch_tokens, idot_q4_k, idot_q4_k_gemm, idot_q4_k_tiled, idot_q5_k, idot_q5_k_tiled, idot_q6_k,
-    idot_q6_k_tiled, idots_q4_k, idots_q4_k_gemm, idots_q4_k_tiled, idots_q5_k, idots_q5_k_tiled, idots_q6_k,
-    idots_q6_k_tiled)
+    BATCH_GEMM, BATCH_ROW, BATCH_TILED, TOKENS_PER_PASS, batch_one, batch_tokens, batch_two, idot_q4_k, idot_q5_k,
+    idot_q6_k, idots_q4_k, idots_q5_k, idots_q6_k)
 from whisperlite.kernels.quant import (
     FIRST_K_KIND, KIND, KIND_Q4_0, KIND_Q4_1, KIND_Q4_K, KIND_Q5_0, KIND_Q5_1, KIND_Q5_K, KIND_Q8_0, QK, QUANT_TYPES,
     quantize_rows_for, quantize_rows_q8_k, quantize_rows_q8_k_4x8, quantize_rows_q8_k_4x8_serial,
@@ -500,12 +499,15 @@ def _k_range(kind, w, r0, r1, nb, xq, xd, xs, t, out):
 def idot_range(kind, w, r0, r1, nb, xq, xd, xs, t, out):
     """`idot_rows`, Q4_1 rows four per pass (`_rows_idot`): measured 15-20 % faster; Q8_0
     rows (612 bytes) ran 1.8x slower in fours, the four streams defeating the prefetcher.
-    The K-quants: `_k_range`."""
+    The fours fetch their rows PREFETCH_ROWS ahead as the one-row loops do (a token's
+    Q4_1 products read from memory, not cache). The K-quants: `_k_range`."""
     if kind >= FIRST_K_KIND:
         _k_range(kind, w, r0, r1, nb, xq, xd, xs, t, out)
         return
     r = r0
     while kind == KIND_Q4_1 and r + ROWS_PER_PASS <= r1:
+        for i in range(ROWS_PER_PASS):
+            prefetch_row(w, r + PREFETCH_ROWS + i)
         _idots_kind(kind, w, r, nb, xq, xd, xs, t, out)
         r += ROWS_PER_PASS
     idot_rows(kind, w, r, r1, nb, xq, xd, xs, t, out)
@@ -557,53 +559,22 @@ def gemv_i8_f32(kind: int, x: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.
     return _gemv_i8_f32(kind, w.size * x.shape[0] >= PARALLEL_MIN_BYTES, x, w, out)
 
 
-
-@numba.njit(inline="always", cache=True)
-def _batch_one(kind, tiled, row, nb, xq, xd, xs, t):
-    """One K-quant row dot in a batch kernel's order: ggml's tiled matmul (tiled), else
-    Q4_K's four-row gemm (kquant.py)."""
-    if not tiled:
-        return idot_q4_k_gemm(row, nb, xq, xd, xs, t)
-    if kind == KIND_Q4_K:
-        return idot_q4_k_tiled(row, nb, xq, xd, xs, t)
-    if kind == KIND_Q5_K:
-        return idot_q5_k_tiled(row, nb, xq, xd, xs, t)
-    return idot_q6_k_tiled(row, nb, xq, xd, xs, t)
-
-
-@numba.njit(inline="always", cache=True)
-def _batch_four(kind, tiled, w, r, nb, xq, xd, xs, t, out):
-    """`_batch_one` of weight rows r..r+3 in one pass."""
-    if not tiled:
-        idots_q4_k_gemm(w, r, nb, xq, xd, xs, t, out)
-    elif kind == KIND_Q4_K:
-        idots_q4_k_tiled(w, r, nb, xq, xd, xs, t, out)
-    elif kind == KIND_Q5_K:
-        idots_q5_k_tiled(w, r, nb, xq, xd, xs, t, out)
-    else:
-        idots_q6_k_tiled(w, r, nb, xq, xd, xs, t, out)
-
-
-def _k_batch_body(kind, tiled, xq, xd, xs, w, out):
-    """`_gemv_i8_body` of a K-quant in a batch kernel's order (`_batch_one`); rows too wide
-    to go four per pass go by TOKENS_PER_PASS activation rows (kquant.py)."""
+def _k_batch_body(kind, order, xq, xd, xs, w, out):
+    """`_gemv_i8_body` of a K-quant in a batch kernel's order (kquant.BATCH_ORDERS[order]):
+    each weight row by TOKENS_PER_PASS activation rows a pass (then two, then one), all
+    of its passes while it is in L1."""
     n, k = xq.shape
     rows, nb = w.shape[0], k // QK
     parts = _parts(rows)
-    n_tok = n - n % TOKENS_PER_PASS if w.shape[1] > K_FOURS_MAX_BYTES else 0
+    n_four = n - n % TOKENS_PER_PASS
     for p in prange(parts):
-        r0, r1 = rows * p // parts, rows * (p + 1) // parts
-        for t in range(0, n_tok, TOKENS_PER_PASS):
-            for r in range(r0, r1):
-                batch_tokens(kind, tiled, w, r, nb, xq, xd, xs, t, out)
-        for t in range(n_tok, n):
-            r = r0
-            if w.shape[1] <= K_FOURS_MAX_BYTES:
-                while r + ROWS_PER_PASS <= r1:
-                    _batch_four(kind, tiled, w, r, nb, xq, xd, xs, t, out)
-                    r += ROWS_PER_PASS
-            for rr in range(r, r1):
-                out[t, rr] = _batch_one(kind, tiled, w[rr], nb, xq, xd, xs, t)
+        for r in range(rows * p // parts, rows * (p + 1) // parts):
+            for t in range(0, n_four, TOKENS_PER_PASS):
+                batch_tokens(kind, order, w, r, nb, xq, xd, xs, t, out)
+            if n - n_four >= 2:
+                batch_two(kind, order, w, r, nb, xq, xd, xs, n_four, out)
+            if (n - n_four) % 2:
+                batch_one(kind, order, w, r, nb, xq, xd, xs, n - 1, out)
 
 
 _k_batch_par = numba.njit(**_FAST)(_k_batch_body)
@@ -632,7 +603,7 @@ def k_batch(x: np.ndarray, w: QTensor, out: np.ndarray) -> np.ndarray:
     """x (n, k) float32 @ w.T -> out (n, d) as llama.cpp's AVX2 build computes a batch
     (`batch_kernel` says which kernel). gemm: the first n - n % 4 rows quantized by
     ggml_quantize_mat_q8_K_4x8 and multiplied by ggml_gemm_q4_K_8x8_q8_K, the rest by
-    quantize_row_q8_K and the one-row gemv; tiled: all rows by quantize_row_q8_K and the
+    quantize_row_q8_K and the one-row gemv's order (BATCH_ROW); tiled: all rows by quantize_row_q8_K and the
     tiled kernel's order."""
     x = np.ascontiguousarray(x, np.float32)
     n, k = x.shape
@@ -648,7 +619,8 @@ def k_batch(x: np.ndarray, w: QTensor, out: np.ndarray) -> np.ndarray:
         (quantize_rows_q8_k_4x8 if big else quantize_rows_q8_k_4x8_serial)(x[:m], xq[:m], xd[:m], xs[:m])
     (quantize_rows_q8_k if big else quantize_rows_q8_k_serial)(x[rest:], xq[rest:], xd[rest:], xs[rest:])
     parallel = w.data.size * n >= PARALLEL_MIN_BYTES
-    (_k_batch_par if parallel else _k_batch_seq)(kind, tiled, xq[:m], xd[:m], xs[:m], w.data, out[:m])
+    batch = _k_batch_par if parallel else _k_batch_seq
+    batch(kind, BATCH_TILED if tiled else BATCH_GEMM, xq[:m], xd[:m], xs[:m], w.data, out[:m])
     if m < n:
-        (_gemv_i8_par if parallel else _gemv_i8_seq)(kind, xq[m:], xd[m:], xs[m:], w.data, out[m:])
+        batch(kind, BATCH_ROW, xq[m:], xd[m:], xs[m:], w.data, out[m:])
     return out

@@ -306,50 +306,45 @@ ROWS_PER_PASS = 4
 idots_q4_k = rows_idot_k(QType.Q4_K, ROWS_PER_PASS)
 idots_q5_k = rows_idot_k(QType.Q5_K, ROWS_PER_PASS)
 idots_q6_k = rows_idot_k(QType.Q6_K, ROWS_PER_PASS)
-idot_q4_k_gemm = row_idot_k(QType.Q4_K, GEMM)
-idots_q4_k_gemm = rows_idot_k(QType.Q4_K, ROWS_PER_PASS, GEMM)
-idot_q4_k_tiled = row_idot_k(QType.Q4_K, TILED)
-idot_q5_k_tiled = row_idot_k(QType.Q5_K, TILED)
-idot_q6_k_tiled = row_idot_k(QType.Q6_K, TILED)
-idots_q4_k_tiled = rows_idot_k(QType.Q4_K, ROWS_PER_PASS, TILED)
-idots_q5_k_tiled = rows_idot_k(QType.Q5_K, ROWS_PER_PASS, TILED)
-idots_q6_k_tiled = rows_idot_k(QType.Q6_K, ROWS_PER_PASS, TILED)
+# A batch kernel's float order by code (`batch_tokens_k` takes the code): Q4_K's four-row
+# gemm, ggml's tiled matmul, the one-row kernels (a gemm batch's last n % 4 rows).
+BATCH_ORDERS = (GEMM, TILED, ROW)
+BATCH_GEMM, BATCH_TILED, BATCH_ROW = range(len(BATCH_ORDERS))
 
 
 def batch_tokens_k(ntok: int):
-    """Intrinsic f(kind, tiled, w, r, nb, xq, xd, xs, t, out): `rows_idot_k` of weight row r
-    by activation rows t..t+ntok-1 in a batch kernel's order: ggml's tiled matmul (tiled,
-    any K-quant code `kind`), else Q4_K's four-row gemm."""
+    """Intrinsic f(kind, order, w, r, nb, xq, xd, xs, t, out): `rows_idot_k` of weight row r
+    by activation rows t..t+ntok-1 (one pass, each weight super-block unpacked once) for the
+    K-quant code `kind` in the order BATCH_ORDERS[order] (GEMM: Q4_K only)."""
 
     @intrinsic
-    def dots(typingctx, kind, tiled, w, r, nb, xq, xd, xs, t, out):
+    def dots(typingctx, kind, order, w, r, nb, xq, xd, xs, t, out):
         def codegen(context, builder, sig, args):
             end = builder.append_basic_block("batch.end")
-
-            def emit(qtype, order):
-                bases, acts = tile_ptrs(context, builder, sig, args, 2, 1, ntok)
-                store_tile(context, builder, sig, args, 2, _emit_rows(builder, qtype, bases, args[4], acts, order))
-                builder.branch(end)
-
-            gemm, by_kind = builder.append_basic_block("batch.gemm"), builder.append_basic_block("batch.tiled")
-            builder.cbranch(builder.icmp_unsigned("==", args[1], ir.Constant(args[1].type, 0)), gemm, by_kind)
-            builder.position_at_end(gemm)
-            emit(QType.Q4_K, GEMM)
-            builder.position_at_end(by_kind)
-            switch = builder.switch(args[0], end)
-            for qtype in (QType.Q4_K, QType.Q5_K, QType.Q6_K):
-                block = builder.append_basic_block(f"batch.{qtype.name}")
-                switch.add_case(ir.Constant(args[0].type, KIND[qtype]), block)
+            by_order = builder.switch(args[1], end)
+            for code, name in enumerate(BATCH_ORDERS):
+                block = builder.append_basic_block(f"batch.{name}")
+                by_order.add_case(ir.Constant(args[1].type, code), block)
                 builder.position_at_end(block)
-                emit(qtype, TILED)
+                by_kind = builder.switch(args[0], end)
+                for qtype in (QType.Q4_K,) if name == GEMM else (QType.Q4_K, QType.Q5_K, QType.Q6_K):
+                    block = builder.append_basic_block(f"batch.{name}.{qtype.name}")
+                    by_kind.add_case(ir.Constant(args[0].type, KIND[qtype]), block)
+                    builder.position_at_end(block)
+                    bases, acts = tile_ptrs(context, builder, sig, args, 2, 1, ntok)
+                    store_tile(context, builder, sig, args, 2, _emit_rows(builder, qtype, bases, args[4], acts, name))
+                    builder.branch(end)
             builder.position_at_end(end)
             return context.get_dummy_value()
 
-        return types.none(kind, tiled, w, r, nb, xq, xd, xs, t, out), codegen
+        return types.none(kind, order, w, r, nb, xq, xd, xs, t, out), codegen
 
     return dots
 
 
-# A prompt's wide rows: one weight row by TOKENS_PER_PASS activation rows a pass.
+# A prompt's rows: one weight row by TOKENS_PER_PASS activation rows a pass, the last
+# n % TOKENS_PER_PASS by two and one.
 TOKENS_PER_PASS = 4
 batch_tokens = batch_tokens_k(TOKENS_PER_PASS)
+batch_two = batch_tokens_k(2)
+batch_one = batch_tokens_k(1)

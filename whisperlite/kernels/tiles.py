@@ -26,7 +26,7 @@ from whisperlite.kernels.llvm_ir import (
     F32, I64, V8F, byte_dot, emit_block_i8, fma1, fma8, hsum, load_v32b, sign_split, splat)
 from whisperlite.kernels.quant import QK, QUANT_TYPES
 
-TILE_ROWS, TILE_TOKENS = 4, 2
+TILE_ROWS, TILE_TOKENS = 4, 3
 # Weight rows per parallel task: a range that stays in L2 while every token passes over it.
 ROWS_PER_TASK = 64
 
@@ -87,6 +87,8 @@ def tile_idot(nrows: int, ntok: int):
 
 
 _tile = tile_idot(TILE_ROWS, TILE_TOKENS)
+_tile2 = tile_idot(TILE_ROWS, 2)
+_tile1 = tile_idot(TILE_ROWS, 1)
 
 
 def _gemm_body(kind, xq, xd, xs, w, out):
@@ -105,8 +107,16 @@ def _gemm_body(kind, xq, xd, xs, w, out):
                 _tile(kind, w, r, nb, xq, xd, xs, t, out)
             for j in range(TILE_TOKENS):
                 idot_range(kind, w, r_full, r1, nb, xq, xd, xs, t + j, out)
+        t = n_full
+        while t + 2 <= n:  # tokens left over: two, then one, a tile
+            for r in range(r0, r_full, TILE_ROWS):
+                _tile2(kind, w, r, nb, xq, xd, xs, t, out)
+            t += 2
+        if t < n:
+            for r in range(r0, r_full, TILE_ROWS):
+                _tile1(kind, w, r, nb, xq, xd, xs, t, out)
         for t in range(n_full, n):
-            idot_range(kind, w, r0, r1, nb, xq, xd, xs, t, out)
+            idot_range(kind, w, r_full, r1, nb, xq, xd, xs, t, out)
     return out
 
 

@@ -226,8 +226,12 @@ class Gemma3:
             v = qkv[:, nq + nkv :].reshape(n, nkv_h, hd)
             cache.v[li][:, :, pos0 : pos0 + n] = round_f16(v).transpose(1, 2, 0)
             ggml_order.attention(q, cache.k[li], cache.v[li], pos0, 1.0, attn, arith, cfg.n_swa if swa else 0)
-            o = norm(product(attn.reshape(n, nq), lay.wo, exact), lay.post_attn_norm, eps)
-            x = residual_(o, x)
+            o = product(attn.reshape(n, nq), lay.wo, exact)
+            if li == len(self.layers) - 1 and not all_logits:
+                # only the last row goes on to the logits (llama.cpp's inp_out_ids: the
+                # last layer's feed-forward network runs for the output rows alone)
+                o, x = o[-1:], x[-1:]
+            x = residual_(norm(o, lay.post_attn_norm, eps), x)
 
             h = norm(x, lay.ffn_norm, eps)
             gu = _products(h, lay.gate_up, exact)
@@ -236,8 +240,6 @@ class Gemma3:
             x = residual_(d, x)
         cache.n_past = pos0 + n
 
-        if not all_logits:
-            x = x[-1:]
         logits = self._softcap(product(norm(x, self.output_norm, eps), self.output, exact))
         return logits if all_logits else logits[0]
 

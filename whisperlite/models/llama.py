@@ -328,7 +328,12 @@ class Llama:
             cache.k[li][:, pos0 : pos0 + n] = round_f16(k).transpose(1, 0, 2)
             cache.v[li][:, :, pos0 : pos0 + n] = round_f16(qkv[:, nq + nkv :].reshape(n, cfg.n_head_kv, hd)).transpose(1, 2, 0)
             attend(q, cache.k[li], cache.v[li], pos0, scale, attn)
-            residual_(x, mm(attn.reshape(n, nq), layer.wo))
+            o = mm(attn.reshape(n, nq), layer.wo)
+            if li == len(self.layers) - 1 and not all_logits:
+                # only the last row goes on to the logits (llama.cpp's inp_out_ids: the
+                # last layer's feed-forward network runs for the output rows alone)
+                o, x = o[-1:], x[-1:]
+            residual_(x, o)
 
             h = norm(x, layer.ffn_norm, cfg.rms_eps)
             gu = mm(h, layer.w_gate_up)
@@ -336,8 +341,6 @@ class Llama:
             residual_(x, mm(gate, layer.w_down))
         cache.n_past = pos0 + n
 
-        if not all_logits:
-            x = x[-1:]
         logits = mm(norm(x, self.output_norm, cfg.rms_eps), self.output)
         return logits if all_logits else logits[0]
 
