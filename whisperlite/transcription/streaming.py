@@ -67,7 +67,7 @@ LOOP_TOKENS = 4  # a phrase this long said twice in a row is a decoding loop, no
 # hears them as offline transcribe does. The wait is counted from each word's own end, so a
 # run of unsure words becomes final together, not one wait after another.
 UNSURE = 0.4
-WAIT_SECONDS = 2.0
+WAIT_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
