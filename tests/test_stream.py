@@ -196,3 +196,28 @@ def test_short_utterance_before_silence_one_try_per_pass(tiny_model, monkeypatch
     engine, events = _stream(tiny_model, audio, "agreement", chunk=0.1)
     assert normalize("".join(w.word for w in engine.final)) == "bobby ripped the ledger mary rolled the barrel".split()
     assert len(tries) == engine.passes
+
+
+def test_unsure_words_wait_by_time_and_unsure_passes_only_confirm(tiny_model, monkeypatch):
+    """Scripted passes (`_decode` replaced): a run of words neither pass is sure of becomes
+    final together once a pass has WAIT_SECONDS of audio after them, not one wait after
+    another; a pass that failed the log-probability gate confirms the last pass's words but
+    its own different words are not proposed."""
+    from whisperlite.transcription.results import Word
+    from whisperlite.transcription.streaming import WAIT_SECONDS
+
+    engine = StreamingTranscriber(tiny_model, GREEDY)
+    sure = [Word(0.0, 0.4, " So", 0.9, [1]), Word(0.4, 0.8, " we", 0.9, [2])]
+    unsure = [Word(0.8, 1.1, " protect", 0.2, [3]), Word(1.1, 1.4, " your", 0.3, [4]), Word(1.4, 1.7, " rights", 0.9, [5])]
+    script = iter([(sure + unsure, True), (sure + unsure, True), (unsure, True), (unsure[:1] + [Word(1.1, 1.4, " made", 0.9, [6])], False),
+                   (unsure, True)])
+    monkeypatch.setattr(engine, "_decode", lambda *a: next(script))
+    final = lambda events: "".join(w.word for e in events if e.type == "final" for w in e.words)  # noqa: E731
+    at = lambda s: int(s * SAMPLE_RATE)  # noqa: E731
+    assert final(engine._agree(at(1.8))) == ""  # one pass: nothing agreed yet
+    assert final(engine._agree(at(2.5))) == " So we"  # agreed; the unsure ones wait
+    assert final(engine._agree(at(2.9))) == ""  # 1.8 s after "protect": still waiting
+    # unsure pass: it agrees on "protect", which has waited long enough; its "made" is not proposed
+    assert final(engine._agree(at(1.2 + WAIT_SECONDS))) == " protect"
+    assert [w.word for w in engine._pending] == [" your", " rights"]
+    assert final(engine._agree(at(1.5 + WAIT_SECONDS))) == " your rights"

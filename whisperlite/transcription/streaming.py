@@ -15,15 +15,16 @@ by matching their text. A pass's encoder sees its audio plus `encoder_pad_ms` of
 rather than a 30-s window (whisper.cpp's `audio_ctx`, chosen per pass), so a pass over a few
 seconds costs a fraction of a window.
 A pass whose words are not final yet is decoded once, at temperature 0, and skipped when it
-fails the quality gates; new tokens are capped by the pass's length, and a phrase said twice
+loops; one that is unsure (a low average log probability) may confirm the last pass's words
+but not propose its own; new tokens are capped by the pass's length, and a phrase said twice
 in a row is cut (a short utterance before silence makes greedy decoding loop).
 
 Two policies decide when words become final within an utterance:
 
 - `agreement` (LocalAgreement-2, as whisper_streaming): the utterance so far is decoded again
   whenever `min_chunk_ms` of new audio has arrived; a word is final once two consecutive
-  passes agree on it and on every word before it (one that neither is sure of waits up to
-  two passes more). Each pass is prompted with the final text
+  passes agree on it and on every word before it (one that neither is sure of waits until a pass
+  has WAIT_SECONDS of audio after it). Each pass is prompted with the final text
   that has left the buffer, and the buffer is cut after a final sentence end once it is
   longer than `trim_seconds`, so a pass never decodes more than one 30-s window.
 - `window` (whisper.cpp's `stream`): every `step_ms` the last `length_ms` of audio is decoded
@@ -61,10 +62,12 @@ TOKENS_PER_SECOND = 10
 CONTEXT_GIVE_UP = 2.0
 LOOP_TOKENS = 4  # a phrase this long said twice in a row is a decoding loop, not speech
 # A word two passes agree on but neither is sure of (probability below UNSURE in both) waits
-# up to WAIT_PASSES more passes: words misheard on too little audio after them are mostly
-# unsure, and a pass with more of what follows often hears them as offline transcribe does.
+# until a pass that agrees on it again has WAIT_SECONDS of audio after its end: words misheard
+# on too little audio after them are mostly unsure, and a pass with more of what follows often
+# hears them as offline transcribe does. The wait is counted from each word's own end, so a
+# run of unsure words becomes final together, not one wait after another.
 UNSURE = 0.4
-WAIT_PASSES = 2
+WAIT_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -190,7 +193,6 @@ class StreamingTranscriber:
         self._speech_from = 0  # stream sample index where the utterance in progress began
         self.final: list[Word] = []  # every final word, in order
         self._pending: list[Word] = []  # the last pass's words not yet final (agreement), or its line (window)
-        self._waited = 0  # agreement: passes the first unsure agreed word has waited
         self._passes = 0  # window: passes since the last line became final
         self._finished = False
         self.passes = 0  # decoding passes run (for benchmarks)
@@ -283,27 +285,28 @@ class StreamingTranscriber:
 
     # --- decoding ------------------------------------------------------------------------
     def _decode(self, begin: int, end: int, held: list[Word], final: bool,
-                spoken: int | None = None) -> list[Word] | None:
+                spoken: int | None = None) -> tuple[list[Word], bool] | None:
         """Words of samples [begin, end) of the stream, timed on the stream's clock, prompted
-        with the final text before `held` (the final words whose audio is in [begin, end)).
+        with the final text before `held` (the final words whose audio is in [begin, end)),
+        and whether the pass passed the gates (`_decode_window`).
         `spoken`: the sample index where the speech ended (the VAD's), if it did. None: a
-        pass that is not `final` failed the quality gates (a later pass decodes its audio
-        again)."""
+        pass that is not `final` looped (a later pass decodes its audio again)."""
         samples = self._audio[begin - self._start : end - self._start]
         self._last_pass = end
         if len(samples) < 2 * HOP_LENGTH:
-            return []
+            return [], True
         self.passes += 1
-        segments = self._decode_window(samples, self._prompt(len(self.final) - len(held)), final,
-                                       None if spoken is None else spoken - begin)
-        if segments is None:
+        decoded = self._decode_window(samples, self._prompt(len(self.final) - len(held)), final,
+                                      None if spoken is None else spoken - begin)
+        if decoded is None:
             return None
+        segments, sure = decoded
         offset = begin / SAMPLE_RATE
         return [Word(round(w.start + offset, 3), round(w.end + offset, 3), w.word, w.probability, list(w.tokens))
-                for seg in segments if seg.text.strip() and seg.end > seg.start for w in seg.words or []]
+                for seg in segments if seg.text.strip() and seg.end > seg.start for w in seg.words or []], sure
 
     def _decode_window(self, samples: np.ndarray, prompt: list[int], final: bool,
-                       spoken: int | None = None) -> list[Segment] | None:
+                       spoken: int | None = None) -> tuple[list[Segment], bool] | None:
         """Segments with words of one window (at most 30 s), times from its start. The encoder
         sees the audio plus `encoder_pad_ms` of silence. Text after the last timestamp ends at
         the end of the speech (the first `spoken` samples, when the VAD saw it end, else the
@@ -312,8 +315,9 @@ class StreamingTranscriber:
         it, tends to repeat that text. Words are aligned within the speech: aligned over the
         pause after it too, a last word was squeezed into the pause's end, and dropped as
         one that starts after the speech. A pass that is not `final` is decoded
-        once, at temperature 0: None if it fails the gates (no hotter retries, which cost up
-        to six decodes of five samples each, for text a later pass decodes again anyway).
+        once, at temperature 0: None if it loops, and flagged not sure (the bool) if it fails
+        the log-probability gate (no hotter retries, which cost up to six decodes of five
+        samples each, for text a later pass decodes again anyway).
         A final pass falls back through the temperatures."""
         m, s = self.model, self.stream
         samples = samples[: N_FRAMES * HOP_LENGTH]
@@ -337,28 +341,35 @@ class StreamingTranscriber:
         # is cut: greedy decoding of a short utterance before silence loops on it, which trips
         # the compression gate, and hotter tries loop the same way at several times the cost
         # (a final pass ran all six, and every word after it waited).
-        tries = []
+        tries, sure = [], True
         for temperature in fallback.temperatures if final else fallback.temperatures[:1]:
             result = self._cut_loop(m._decoder.decode(cross, replace(opts, temperature=temperature)))
             if (fallback.no_speech_threshold is not None and result.no_speech_prob > fallback.no_speech_threshold
                     and (fallback.logprob_threshold is None or result.avg_logprob < fallback.logprob_threshold)):
-                return []  # silence: nothing to emit
+                return [], True  # silence: nothing to emit
             if not _loops(result, fallback) and not _unsure(result, fallback):
                 break
             tries.append(result)
         else:
-            if not final:
+            if not final and _loops(result, fallback):
                 return None
-            # every try failed a gate: the likeliest one that does not loop (faster-whisper's
-            # choice; the hottest try, which openai-whisper keeps, is the likeliest to be made up)
-            result = max([r for r in tries if not _loops(r, fallback)] or tries, key=lambda r: r.avg_logprob)
+            if not final:
+                # Unsure (a low average log probability) but not looping: its words may still
+                # confirm the last pass's (`_agree`), not propose their own: taken as proposals
+                # they were often text made up from the prompt, and skipped, every word after
+                # such a pass waited for one that passed.
+                sure = False
+            else:
+                # every try failed a gate: the likeliest one that does not loop (faster-whisper's
+                # choice; the hottest try, which openai-whisper keeps, is the likeliest to be made up)
+                result = max([r for r in tries if not _loops(r, fallback)] or tries, key=lambda r: r.avg_logprob)
         stamp = m.tokenizer.timestamp_begin
         if result.tokens and result.tokens[-1] < stamp:  # the last segment closes at the end of the audio
             result = replace(result, tokens=[*result.tokens, stamp + speech // INPUT_STRIDE],
                              token_logprobs=[*result.token_logprobs, 0.0])
         segments, _ = m._split(result, 0, 0.0, speech)
         m._add_words(_Window(segments, cross, mel, speech, 0.0, self.language), opts.task)
-        return segments
+        return segments, sure
 
     def _cut_loop(self, result: DecodeResult) -> DecodeResult:
         """`result` up to its first phrase said twice in a row (`_loop_end`), with the gates'
@@ -444,7 +455,8 @@ class StreamingTranscriber:
         decoded = self._decode(self._start, end, held, final is not None, final)
         if decoded is None:
             return []
-        words = self._after(decoded, held)
+        decoded_words, sure = decoded
+        words = self._after(decoded_words, held)
         if not words and held and end - max(self._speech_from, round(held[-1].end * SAMPLE_RATE)) \
                 >= CONTEXT_GIVE_UP * SAMPLE_RATE:
             # The pass stopped after the final words it was given as context (a sentence end
@@ -456,17 +468,15 @@ class StreamingTranscriber:
         if final is not None:
             agreed = len(self._before(words, final))
         else:
-            agreed, unsure = 0, False
+            agreed = 0
             for a, b in zip(words, self._pending):
                 if _norm(a.word) != _norm(b.word):
                     break
-                if max(a.probability, b.probability) < UNSURE and self._waited < WAIT_PASSES:
-                    unsure = True
+                if max(a.probability, b.probability) < UNSURE and end / SAMPLE_RATE - a.end < WAIT_SECONDS:
                     break
                 agreed += 1
-            self._waited = self._waited + 1 if unsure else 0
         events = self._commit(words[:agreed])
-        self._pending = words[agreed:]
+        self._pending = words[agreed:] if sure else self._pending[agreed:]
         if final is None:
             events += self._trim()
             events.append(StreamEvent("partial", tuple(self._pending)))
@@ -504,9 +514,9 @@ class StreamingTranscriber:
             return self._close_line(final) if line_ends else []
         held = self._held(begin)
         decoded = self._decode(begin, end, held, line_ends or final is not None, final)
-        if decoded is None:
+        if decoded is None or not decoded[1]:  # a line is a single pass's text: only sure ones
             return []
-        words = self._after(decoded, held)
+        words = self._after(decoded[0], held)
         self._passes += 1
         self._pending = words
         lines_every = max(1, s.length_ms // s.step_ms - 1) if s.step_ms else 1
