@@ -156,6 +156,19 @@ def reference_forward(wts: dict[str, np.ndarray], ids: list[int], dims: TinyDims
     return norm(x, wts["output_norm.weight"]) @ wts["token_embd.weight"].T
 
 
+def assert_last_row_logits(model, path: Path, ids: list[int]) -> None:
+    """Without all_logits only the last row goes on after the last layer's attention (as
+    llama.cpp's inp_out_ids): the logits of the last row of all of them, bit for bit when the
+    weights are quantized (a prompt's tiles give the one-row dots' bits); float products of
+    one row and of many sum in other orders."""
+    whole = model.forward(ids, model.new_cache(32), all_logits=True)
+    last = model.forward(ids, model.new_cache(32))
+    if "Q" in path.stem.rsplit("-", 1)[1]:
+        np.testing.assert_array_equal(last, whole[-1])
+    else:
+        np.testing.assert_allclose(last, whole[-1], rtol=0, atol=1e-5 * np.abs(whole).max())
+
+
 def assert_steps_equal(step, general, new_cache, ids: list[int], first: int, threads: int) -> None:
     """ids[:first] as one batch, then one token at a time, through `step` and `general`
     ((tokens, cache) -> logits) at `threads` threads: the same logits and KV caches, bit

@@ -10,7 +10,7 @@ from gguf import GGMLQuantizationType as QType
 
 from conftest import run_cli
 from gemma3_tiny import TinyGemmaDims, reference_gemma, write_tiny_gemma
-from llama_tiny import assert_steps_equal
+from llama_tiny import assert_last_row_logits, assert_steps_equal
 from whisperlite.core.errors import ModelFormatError
 from whisperlite.formats.gguf import read_gguf
 from whisperlite.generation.chat_template import GEMMA_TEMPLATE
@@ -114,16 +114,8 @@ def test_incremental_decoding_equals_one_batch(tiny):
 
 
 def test_prompt_logits_take_the_last_row_alone_through_the_last_layer(tiny):
-    """Without all_logits only the last row goes on after the last layer's attention (as
-    llama.cpp's inp_out_ids): the logits of the last row of all of them."""
     path, _ = tiny
-    model = Gemma3(read_gguf(path))
-    whole = model.forward(IDS, model.new_cache(32), all_logits=True)
-    last = model.forward(IDS, model.new_cache(32))
-    if "Q" in path.stem.rsplit("-", 1)[1]:  # a prompt's tiles give the one-row dots' bits
-        np.testing.assert_array_equal(last, whole[-1])
-    else:  # float products of one row and of many sum in other orders
-        np.testing.assert_allclose(last, whole[-1], rtol=0, atol=1e-5 * np.abs(whole).max())
+    assert_last_row_logits(Gemma3(read_gguf(path)), path, IDS)
 
 
 @pytest.mark.slow

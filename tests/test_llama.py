@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as QType
 
-from llama_tiny import TinyDims, assert_steps_equal, reference_forward, write_tiny_llama
+from llama_tiny import TinyDims, assert_last_row_logits, assert_steps_equal, reference_forward, write_tiny_llama
 from whisperlite.core.errors import ModelFormatError
 from whisperlite.formats.gguf import read_gguf
 from whisperlite.generation.generate import GenerateOptions, Generator
@@ -69,16 +69,8 @@ def test_ggml_exact_mode_stays_close(tiny):
 
 
 def test_prompt_logits_take_the_last_row_alone_through_the_last_layer(tiny):
-    """Without all_logits only the last row goes on after the last layer's attention (as
-    llama.cpp's inp_out_ids): the logits of the last row of all of them."""
     path, _ = tiny
-    model = Llama(read_gguf(path), ggml_exact=True)
-    whole = model.forward(IDS, model.new_cache(32), all_logits=True)
-    last = model.forward(IDS, model.new_cache(32))
-    if "Q" in path.stem.rsplit("-", 1)[1]:  # a prompt's tiles give the one-row dots' bits
-        np.testing.assert_array_equal(last, whole[-1])
-    else:  # float products of one row and of many sum in other orders
-        np.testing.assert_allclose(last, whole[-1], rtol=0, atol=1e-5 * np.abs(whole).max())
+    assert_last_row_logits(Llama(read_gguf(path), ggml_exact=True), path, IDS)
 
 
 @pytest.mark.slow
