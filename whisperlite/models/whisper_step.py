@@ -203,12 +203,14 @@ def step_body(tid, g, tokens, pos, int8, w, kv, s):
     for li in range(w.w_qkv.shape[0]):
         _attention_block(tid, g, claim, done, slot, fns, n_head, self_attention_heads, x, w.ln_g[li, 0],
                          w.ln_b[li, 0], h, kinds[0], _matrix(w.w_qkv, shapes, 0, li), w.b_qkv[li], s.qkv[li],
-                         kv.k_self[li], kv.v_self[li], kv.src, pos, scores, s.att[li], kinds[1], _matrix(w.w_out, shapes, 1, li),
+                         kv.k_self[li], kv.v_self[li], kv.src, pos, scores, s.att[li], kinds[1],
+                         _matrix(w.w_out, shapes, 1, li),
                          w.b_out[li], s.y[li, 0], (xq, xd, xs, buf), int8)
         slot += 2 * PRODUCT_CHUNKS + n_head
         _attention_block(tid, g, claim, done, slot, fns, n_head, cross_attention_heads, x, w.ln_g[li, 1],
                          w.ln_b[li, 1], h, kinds[2], _matrix(w.w_cq, shapes, 2, li), w.b_cq[li], s.q[li],
-                         kv.k_cross[li], kv.v_cross[li], kv.src, pos, scores, s.catt[li], kinds[3], _matrix(w.w_co, shapes, 3, li),
+                         kv.k_cross[li], kv.v_cross[li], kv.src, pos, scores, s.catt[li], kinds[3],
+                         _matrix(w.w_co, shapes, 3, li),
                          w.b_co[li], s.y[li, 1], (xq, xd, xs, buf), int8)
         slot += 2 * PRODUCT_CHUNKS + n_head
         _layer_norm(x, w.ln_g[li, 2], w.ln_b[li, 2], h)

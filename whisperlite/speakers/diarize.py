@@ -126,8 +126,9 @@ class Embedder:
     def partials(self, to_input: Callable[[float, bool], float]) -> Partials:
         """(spans (n, 2) in seconds of the input, embeddings (n, d)) of the partials so far.
         `to_input(seconds, is_end)` maps the stream's clock to the input's. Safe while `tap`
-        still passes pieces on (a transcription of clips may stop before the stream ends). Waits for the pieces `tap` has passed
-        on to be embedded (and the last partial, once the stream has ended)."""
+        still passes pieces on (a transcription of clips may stop before the stream ends).
+        Waits for the pieces `tap` has passed on to be embedded (and the last partial, once
+        the stream has ended)."""
         self._pieces.join()
         if self._error is not None:
             raise self._error
