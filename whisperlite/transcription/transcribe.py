@@ -90,7 +90,7 @@ class _Window:
     """A decoded window's segments, with what aligning their words needs."""
 
     segments: list[Segment]
-    cross: KVCache  # the window's cross-attention keys/values
+    cross: KVCache | None  # the window's cross-attention keys/values; None once its words are aligned
     mel: np.ndarray
     frames: int  # mel frames of audio in the window
     time_offset: float
@@ -498,7 +498,11 @@ class WhisperModel:
                     earliest = round((new_segments[-1].start - time_offset) / FRAME_SECONDS)
                     advance = max(resume_before_voice(voiced_frames(mel, segment_frames), advance, earliest), 1)
                 seek += advance
-                yield _Window(new_segments, cross, mel, segment_frames, time_offset, decode_opts.language or "en")
+                window = _Window(new_segments, cross, mel, segment_frames, time_offset, decode_opts.language or "en")
+                # Only the window keeps its cross cache, so aligning its words (while the next
+                # window encodes) can release it before the next cache is allocated.
+                del cross
+                yield window
                 if context.condition_on_previous_text and result.temperature < context.prompt_reset_on_temperature:
                     prompt.extend(t for s in new_segments for t in s.tokens)
                 else:
@@ -513,8 +517,10 @@ class WhisperModel:
         segments, offset = window.segments, window.time_offset
         texts = [[t for t in s.tokens if t < eot] for s in segments]
         probs = [[p for t, p in zip(s.tokens, s.token_probs) if t < eot] for s in segments]
+        assert window.cross is not None
         words = align_words(self.model, self.tokenizer, window.cross, texts, probs, window.frames, offset,
                             window.language, task)
+        window.cross = None
         voiced = voiced_frames(window.mel, window.frames)
         for seg, ws in zip(segments, words):
             if voiced is not None:
