@@ -122,11 +122,21 @@ def _products(x: np.ndarray, ws: tuple[Weight, ...], ggml_exact: bool) -> np.nda
 
 
 def _stacked(parts: list[Weight]) -> tuple[Weight, ...]:
-    """Weights that multiply the same input: one matrix when they share a block type (rows
-    are independent, so the result is the same), else each as it is, so every product
-    keeps the arithmetic of its own type as llama.cpp's does."""
-    kinds = {p.qtype if isinstance(p, QTensor) else p.dtype for p in parts}
-    return (concat_rows(parts),) if len(kinds) == 1 else tuple(parts)
+    """Weights that multiply the same input, each run of neighbours that share a block type
+    as one matrix (rows are independent, so the result is the same: Q|K as one product
+    where V has another type), so every product keeps the arithmetic of its own type as
+    llama.cpp's does, in as few products as that allows."""
+    runs = [[p] for p in parts[:1]]
+    for prev, p in zip(parts, parts[1:]):
+        if _kind(p) == _kind(prev):
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return tuple(r[0] if len(r) == 1 else concat_rows(r) for r in runs)
+
+
+def _kind(w: Weight) -> int | np.dtype:
+    return w.qtype if isinstance(w, QTensor) else w.dtype
 
 
 class Gemma3:
