@@ -28,6 +28,8 @@ from whisperlite.kernels import QTensor, Weight, ggml_order
 from whisperlite.kernels.attention import round_f16
 from whisperlite.kernels.ggml_order import GELU_TABLE, GgmlArith, native_arith
 from whisperlite.kernels.rope import rope_, rope_cache
+from whisperlite.kernels.threads import get_threads, one_numba_thread
+from whisperlite.kernels.worksplit import SplitChooser
 from whisperlite.models import gemma3_step, llama_step
 from whisperlite.models.llama import (MAX_WIDTH, DecoderDims, KVCache, StepRunner, cache_addresses, check_shapes,
                                       concat_rows, decoder_hparams, decoder_shapes, embed_rows, product, residual_,
@@ -166,6 +168,7 @@ class Gemma3:
             ))
         self.step_weights = self._step_weights(t)
         self._scratch = threading.local()  # the one-token step's scratch, per calling thread
+        self._prompt_split = SplitChooser()
 
     def _step_weights(self, t: dict[str, Weight]) -> gemma3_step.Weights | None:
         """The weights as the fused one-token step takes them (Q, K, V, gate and up as the
@@ -211,6 +214,22 @@ class Gemma3:
         if n == 1 and self.step_weights is not None:
             logits = self._softcap(self._step(ids, cache))
             return logits if all_logits else logits[0]
+        if get_threads() == 1:
+            return self._prompt(ids, cache, all_logits)
+        # Each kernel of a prompt wakes the pool: short prompts, or a machine whose other
+        # core is busy, can run faster on this thread alone (the same bits either way).
+        return self._prompt_split.run(self._prompt_one_thread, self._prompt, (ids, cache, all_logits), work=n)
+
+    def _prompt_one_thread(self, ids: np.ndarray, cache: KVCache, all_logits: bool) -> np.ndarray:
+        out = []
+        one_numba_thread(lambda _: out.append(self._prompt(ids, cache, all_logits)), 0)
+        return out[0]
+
+    def _prompt(self, ids: np.ndarray, cache: KVCache, all_logits: bool) -> np.ndarray:
+        """`forward` for tokens evaluated kernel by kernel."""
+        cfg = self.config
+        n = len(ids)
+        pos0 = cache.n_past
         hd, nh, nkv_h = cfg.head_dim, cfg.n_head, cfg.n_head_kv
         nq, nkv = nh * hd, nkv_h * hd
         positions = np.arange(pos0, pos0 + n)

@@ -440,7 +440,7 @@ def product(x: np.ndarray, w: Weight, ggml_exact: bool) -> np.ndarray:
     if kind is not None and x.shape[0] >= tiles.TILE_TOKENS and kind in _TILE_KINDS:  # a prompt: in tiles
         xq, xd, xs = quantize_activations(x, w.qtype, np.int8)
         return tiles.gemm_i8(kind, xq, xd, xs, w.data, np.empty((x.shape[0], w.shape[0]), np.float32),
-                             w.data.size * x.shape[0] >= gemv.PARALLEL_MIN_BYTES)
+                             w.data.size * x.shape[0] >= TILE_SPLIT_MIN_BYTES)
     if kind is not None:  # ggml's integer dots, as ggml itself runs them
         out = np.empty((x.shape[0], w.shape[0]), np.float32)
         if x.shape[0] * x.shape[1] < PARALLEL_MIN:  # one call: quantizer and product
@@ -465,6 +465,9 @@ def residual_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return add_(x, y)
 
 
+# A prompt's tiled product splits over the pool from this many weight bytes times tokens:
+# below, waking the pool costs about what the product takes on one thread.
+TILE_SPLIT_MIN_BYTES = 1 << 22
 # Block weight types -> the shared kernel matmul(ggml_exact=True) dispatches them to; looked
 # up by the raw type number (~120 products a token: the enum conversion alone was ~1 ms).
 _I8_KIND = {int(q): kind for q, kind in gemv.I8_KIND.items()}
