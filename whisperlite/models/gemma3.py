@@ -28,12 +28,11 @@ from whisperlite.kernels import QTensor, Weight, ggml_order
 from whisperlite.kernels.attention import round_f16
 from whisperlite.kernels.ggml_order import GELU_TABLE, GgmlArith, native_arith
 from whisperlite.kernels.rope import rope_, rope_cache
-from whisperlite.kernels.threads import get_threads, one_numba_thread
 from whisperlite.kernels.worksplit import SplitChooser
 from whisperlite.models import gemma3_step, llama_step
 from whisperlite.models.llama import (MAX_WIDTH, DecoderDims, KVCache, StepRunner, cache_addresses, check_shapes,
-                                      concat_rows, decoder_hparams, decoder_shapes, embed_rows, product, residual_,
-                                      stacked, step_matrices, step_scratch)
+                                      concat_rows, decoder_hparams, decoder_shapes, embed_rows, product,
+                                      prompt_on_threads, residual_, stacked, step_matrices, step_scratch)
 
 SUPPORTED_ARCHS = ("gemma3",)
 # llama.cpp's constants for this architecture where the file has no key for them: every
@@ -205,7 +204,6 @@ class Gemma3:
 
         Returns logits (n_vocab,) of the last token, or (n, n_vocab) with all_logits.
         """
-        cfg = self.config
         ids = np.asarray(tokens, np.int64)
         n = len(ids)
         pos0 = cache.n_past
@@ -214,16 +212,7 @@ class Gemma3:
         if n == 1 and self.step_weights is not None:
             logits = self._softcap(self._step(ids, cache))
             return logits if all_logits else logits[0]
-        if get_threads() == 1:
-            return self._prompt(ids, cache, all_logits)
-        # Each kernel of a prompt wakes the pool: short prompts, or a machine whose other
-        # core is busy, can run faster on this thread alone (the same bits either way).
-        return self._prompt_split.run(self._prompt_one_thread, self._prompt, (ids, cache, all_logits), work=n)
-
-    def _prompt_one_thread(self, ids: np.ndarray, cache: KVCache, all_logits: bool) -> np.ndarray:
-        out = []
-        one_numba_thread(lambda _: out.append(self._prompt(ids, cache, all_logits)), 0)
-        return out[0]
+        return prompt_on_threads(self._prompt_split, self._prompt, (ids, cache, all_logits), n)
 
     def _prompt(self, ids: np.ndarray, cache: KVCache, all_logits: bool) -> np.ndarray:
         """`forward` for tokens evaluated kernel by kernel."""
