@@ -1,9 +1,10 @@
 """Benchmark `generate`: prompt and generation tokens/s at 1 and 2 threads, and the same for
 llama.cpp (llama-cpp-python, when installed) in the same run, printed as ratios.
 
-    python scripts/bench_generate.py [-m smollm2] [-n 64] [--threads 1 2] [--repeats 3]
+    python scripts/bench_generate.py [-m smollm2] [-n 64] [--threads 1 2] [--repeats 3] [--copies 1 4]
 
-Both sides evaluate the same prompt ids as one batch, then feed back their own greedy
+Both sides evaluate the same prompt ids (the prompt text --copies times over, for
+longer prompts) as one batch, then feed back their own greedy
 token one at a time; each figure is the best of --repeats runs (shared machines are noisy),
 the two engines' runs interleaved.
 "prompt cpu ms" and "gen cpu ms" are the process CPU time of the prompt batch and per
@@ -80,19 +81,21 @@ def run_llama_cpp(llm, ids: list[int], n: int, best: Best) -> None:
     best.add(len(ids), tp, cp, n, time.perf_counter() - t0, time.process_time() - c0, out)
 
 
-def bench(model: str, threads: int, n: int, repeats: int, exact: bool) -> tuple[Speed, Speed | None]:
+def bench(model: str, threads: int, n: int, repeats: int, exact: bool,
+          copies: int) -> tuple[Speed, Speed | None, int]:
     """Both engines at `threads`, their runs interleaved (on a shared machine the load
     drifts between runs; interleaving gives both the same share of quiet moments)."""
     set_threads(threads)
     gen = load_generator(model, n_ctx=512, ggml_exact=exact)
-    ids = gen.encode_prompt(PROMPT)
+    prompt = " ".join([PROMPT] * copies)
+    ids = gen.encode_prompt(prompt)
     try:
         from llama_cpp import Llama
     except ImportError:
         llm = None
     else:
         llm = Llama(gen.path, n_ctx=512, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False)
-        assert llm.tokenize(PROMPT.encode(), add_bos=gen.tokenizer.add_bos, special=True) == ids
+        assert llm.tokenize(prompt.encode(), add_bos=gen.tokenizer.add_bos, special=True) == ids
     ours, theirs = Best(), Best()
     run_whisperlite(gen, ids, n, Best())  # the first runs also compile / warm caches
     if llm is not None:
@@ -101,7 +104,7 @@ def bench(model: str, threads: int, n: int, repeats: int, exact: bool) -> tuple[
         run_whisperlite(gen, ids, n, ours)
         if llm is not None:
             run_llama_cpp(llm, ids, n, theirs)
-    return ours.speed(), theirs.speed() if llm is not None else None
+    return ours.speed(), theirs.speed() if llm is not None else None, len(ids)
 
 
 def main() -> None:
@@ -110,6 +113,8 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=64, help="tokens to generate per run")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--copies", type=int, nargs="+", default=[1],
+                    help="prompt lengths: the prompt text this many times over")
     ap.add_argument("--float-activations", action="store_true", help="whisperlite without ggml-exact products")
     args = ap.parse_args()
     try:
@@ -118,18 +123,18 @@ def main() -> None:
         pass
     else:  # which build the ratios are against (AVX-512 / AMX / BLAS change its speed)
         print(f"llama-cpp-python {llama_cpp.__version__}: {llama_cpp.llama_print_system_info().decode().strip()}")
-    print(f"{'threads':>7} {'engine':>12} {'prompt tok/s':>13} {'prompt cpu ms':>14} {'gen tok/s':>10} "
+    print(f"{'tokens':>6} {'threads':>7} {'engine':>12} {'prompt tok/s':>13} {'prompt cpu ms':>14} {'gen tok/s':>10} "
           f"{'gen cpu ms':>11} {'ratio prompt':>13} {'ratio p cpu':>12} {'ratio gen':>10} {'ratio g cpu':>12} "
           f"{'same tokens':>12}")
-    for t in args.threads:
-        ours, ref = bench(args.model, t, args.n, args.repeats, not args.float_activations)
-        print(f"{t:>7} {'whisperlite':>12} {ours.prompt_tps:13.1f} {ours.prompt_cpu_ms:14.1f} {ours.gen_tps:10.1f} "
-              f"{ours.gen_cpu_ms:11.2f}")
+    for copies, t in ((c, t) for c in args.copies for t in args.threads):
+        ours, ref, n_prompt = bench(args.model, t, args.n, args.repeats, not args.float_activations, copies)
+        print(f"{n_prompt:>6} {t:>7} {'whisperlite':>12} {ours.prompt_tps:13.1f} {ours.prompt_cpu_ms:14.1f} "
+              f"{ours.gen_tps:10.1f} {ours.gen_cpu_ms:11.2f}")
         if ref is None:
-            print(f"{t:>7} {'llama.cpp':>12} {'(llama-cpp-python not installed)':>24}")
+            print(f"{n_prompt:>6} {t:>7} {'llama.cpp':>12} {'(llama-cpp-python not installed)':>24}")
             continue
-        print(f"{t:>7} {'llama.cpp':>12} {ref.prompt_tps:13.1f} {ref.prompt_cpu_ms:14.1f} {ref.gen_tps:10.1f} "
-              f"{ref.gen_cpu_ms:11.2f} {ours.prompt_tps / ref.prompt_tps:13.2f} "
+        print(f"{n_prompt:>6} {t:>7} {'llama.cpp':>12} {ref.prompt_tps:13.1f} {ref.prompt_cpu_ms:14.1f} "
+              f"{ref.gen_tps:10.1f} {ref.gen_cpu_ms:11.2f} {ours.prompt_tps / ref.prompt_tps:13.2f} "
               f"{ref.prompt_cpu_ms / ours.prompt_cpu_ms:12.2f} {ours.gen_tps / ref.gen_tps:10.2f} "
               f"{ref.gen_cpu_ms / ours.gen_cpu_ms:12.2f} {str(ours.tokens == ref.tokens):>12}")
 

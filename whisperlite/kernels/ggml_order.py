@@ -36,6 +36,7 @@ from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from whisperlite.kernels.ops import PARALLEL_MIN
 from whisperlite.kernels.quant import f16_to_f32, f32_to_f16
 
 _f32 = np.float32
@@ -246,14 +247,15 @@ _silu_seq = numba.njit(cache=True)(_silu_mul_body)
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
-    """ggml's RMSNorm times weight: x (n, d) -> new (n, d); one row runs unthreaded."""
+    """ggml's RMSNorm times weight: x (n, d) -> new (n, d); a short prompt's rows run
+    unthreaded (a prompt wakes the pool per kernel, which costs more than a short norm)."""
     out = np.empty_like(x)
-    return (_rms_par if x.shape[0] > 1 else rms_norm_serial)(x, w, eps, out)
+    return (_rms_par if x.size >= PARALLEL_MIN else rms_norm_serial)(x, w, eps, out)
 
 
 def silu_mul_(gate: np.ndarray, up: np.ndarray, arith: GgmlArith) -> np.ndarray:
     """In place SwiGLU with ggml's SiLU: gate (n, d), up (n, d) -> gate."""
-    return (_silu_par if gate.shape[0] > 1 else _silu_seq)(gate, up, arith.lanes)
+    return (_silu_par if gate.size >= PARALLEL_MIN else _silu_seq)(gate, up, arith.lanes)
 
 
 def _gelu_table() -> np.ndarray:
@@ -301,7 +303,7 @@ _geglu_seq = numba.njit(cache=True)(_geglu_body)
 
 def geglu_(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     """In place GeGLU with ggml's table GELU: gate (n, d), up (n, d) -> gate."""
-    return (_geglu_par if gate.shape[0] > 1 else _geglu_seq)(gate, up, GELU_TABLE)
+    return (_geglu_par if gate.size >= PARALLEL_MIN else _geglu_seq)(gate, up, GELU_TABLE)
 
 
 # ---------------------------------------------------------------- attention
@@ -407,8 +409,9 @@ def _attention_body(q, k_cache, v_cache, pos0, scale, kv_pad, window, w, out):
 _attn_par = numba.njit(parallel=True, cache=True)(_attention_body)
 _attn_seq = numba.njit(cache=True)(_attention_body)
 
-# Below this many query·key products attention runs unthreaded (pool wake-up dominates).
-ATTN_PARALLEL_MIN = 1 << 16
+# Below this many query·key multiply-adds attention runs unthreaded (pool wake-up
+# dominates: a short prompt's heads take less than waking the pool costs).
+ATTN_PARALLEL_MIN = 1 << 20
 
 
 def attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, pos0: int, scale: float,

@@ -72,7 +72,8 @@ def dot32(builder: ir.IRBuilder, q: ir.Value, y: ir.Value, scale16: ir.Value) ->
 
 
 def lane_totals(builder: ir.IRBuilder, vs: list[ir.Value]) -> ir.Value:
-    """8 integer <8 x i32> vectors -> <8 x i32>, lane c = the sum of vs[c]'s lanes."""
+    """8 integer <8 x i32> vectors -> <8 x i32>, lane c = the sum of vs[c]'s lanes (4
+    vectors: lanes 2c and 2c+1 hold vs[c]'s sum in two parts)."""
     join = ir.Constant(vec(I32, 16), list(range(16)))
     while len(vs) > 1:
         vs = [_pair_sums(builder, builder.shuffle_vector(a, b, join)) for a, b in zip(vs[0::2], vs[1::2])]
@@ -266,14 +267,19 @@ def _q45_superblock(builder, qtype, blk, y, xsbase, sb, xd_b, acc8, acc, accm, o
     min_terms = builder.mul(builder.zext(mins, V8I), builder.fptosi(bsums, V8I))
     if order == GEMM:  # ggml_gemm_q4_K_8x8_q8_K: per 64 values (blocks 2c, 2c+1) both fmas
         dd, ddmin = builder.fmul(d_w, xd_b), builder.fmul(dmin_w, xd_b)
+        pairs = []
         for c in range(SUBS // 2):
             lo, hi = _nibbles32(builder, load(builder, blk, qoff + 32 * c, V32B))
-            pair = builder.add(dot32(builder, lo, y[2 * c], _splat_scale(builder, sc, 2 * c)),
-                               dot32(builder, hi, y[2 * c + 1], _splat_scale(builder, sc, 2 * c + 1)))
-            builder.store(fma1(builder, builder.sitofp(hsum_int(builder, pair), F32), dd, builder.load(acc)), acc)
-            msum = builder.add(builder.extract_element(min_terms, ir.Constant(I32, 2 * c)),
-                               builder.extract_element(min_terms, ir.Constant(I32, 2 * c + 1)))
-            builder.store(fma1(builder, builder.sitofp(msum, F32), ddmin, builder.load(accm)), accm)
+            pairs.append(builder.add(dot32(builder, lo, y[2 * c], _splat_scale(builder, sc, 2 * c)),
+                                     dot32(builder, hi, y[2 * c + 1], _splat_scale(builder, sc, 2 * c + 1))))
+        # the four 64-value sums and their mins' sums reduced side by side (integers: exact
+        # in any order), then the fmas one 64 values at a time as ggml takes them
+        sums = builder.sitofp(_pair_sums(builder, lane_totals(builder, pairs)), vec(F32, SUBS // 2))
+        msums = builder.sitofp(_pair_sums(builder, min_terms), vec(F32, SUBS // 2))
+        for c in range(SUBS // 2):
+            at = ir.Constant(I32, c)
+            builder.store(fma1(builder, builder.extract_element(sums, at), dd, builder.load(acc)), acc)
+            builder.store(fma1(builder, builder.extract_element(msums, at), ddmin, builder.load(accm)), accm)
         return
     for c in range(SUBS // 2):
         lo, hi = _nibbles32(builder, load(builder, blk, qoff + 32 * c, V32B))

@@ -10,11 +10,18 @@ llama.cpp's tinyBLAS tiles its prompt products). Each (row, token) dot keeps the
 arithmetic and order of gemv's one-row dot (`_row_idot`: per block the byte products
 summed into 8 int32 lanes, acc = fma(lanes, d_w*d_x, acc), hsum_float_8, plus the "_1"
 types' fma(m, s_x, ·) chain), so the results are the same bits.
+
+Q4_0 and Q5_0 blocks are d * (q - zero) with signed q - zero in int8 range: for prompts
+of WIDEN_MIN_TOKENS and more, each task first widens its weight rows into Q8_0 blocks
+(the same d, the 32 values q - zero as bytes) and tiles over those, so the nibbles and
+fifth bits are unpacked once per product instead of once per tile of tokens. A Q8_0 tile
+takes the same integer lanes and float steps as the Q4_0 / Q5_0 one: the same bits.
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
+from gguf import GGMLQuantizationType as QType
 from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
@@ -23,12 +30,17 @@ from numba.extending import intrinsic
 from whisperlite.kernels.gemv import LEGACY_KIND, idot_range
 from whisperlite.kernels.kquant import store_tile, tile_ptrs
 from whisperlite.kernels.llvm_ir import (
-    F32, I64, V8F, byte_dot, emit_block_i8, fma1, fma8, hsum, load_v32b, sign_split, splat)
-from whisperlite.kernels.quant import QK, QUANT_TYPES
+    F32, I16, I64, V8F, byte_dot, emit_block_i8, fma1, fma8, hsum, load, load_v32b, sign_split, splat)
+from whisperlite.kernels.quant import KIND, KIND_Q8_0, QK, QUANT_TYPES
 
 TILE_ROWS, TILE_TOKENS = 4, 3
 # Weight rows per parallel task: a range that stays in L2 while every token passes over it.
 ROWS_PER_TASK = 64
+# The types widened to Q8_0 (their codes), from this many tokens: below two tiles of
+# tokens the unpacking saved does not pay for the widened rows' stores.
+WIDEN_KINDS = tuple(KIND[q] for q in (QType.Q4_0, QType.Q5_0))
+WIDEN_MIN_TOKENS = 2 * TILE_TOKENS
+Q8_0_BYTES = QUANT_TYPES[QType.Q8_0].size
 
 
 def _emit_tile(context, builder, sig, args, lay, nrows: int, ntok: int) -> None:
@@ -86,6 +98,45 @@ def tile_idot(nrows: int, ntok: int):
     return tile
 
 
+@intrinsic
+def widen_rows(typingctx, kind, w, r0, r1, nb, dst):
+    """dst[r - r0] = weight row r of w as nb Q8_0 blocks (the block's d bits, then its 32
+    values q - zero as int8) for r0 <= r < r1, w of a type in WIDEN_KINDS (code `kind`;
+    any other writes nothing)."""
+
+    def codegen(context, builder, sig, args):
+        kindv, wv, r0v, r1v, nbv, dv = args
+        warr = context.make_array(sig.args[1])(context, builder, wv)
+        darr = context.make_array(sig.args[5])(context, builder, dv)
+        wstride = cgutils.unpack_tuple(builder, warr.strides, 2)[0]
+        dstride = cgutils.unpack_tuple(builder, darr.strides, 2)[0]
+        q8 = QUANT_TYPES[QType.Q8_0]
+        end = builder.append_basic_block("widen.end")
+        switch = builder.switch(kindv, end)
+        for code in WIDEN_KINDS:
+            lay = QUANT_TYPES[next(q for q, c in KIND.items() if c == code)]
+            block = builder.append_basic_block(f"widen.{code}")
+            switch.add_case(ir.Constant(kindv.type, code), block)
+            builder.position_at_end(block)
+            with cgutils.for_range(builder, builder.sub(r1v, r0v)) as rows:
+                src_row = builder.gep(warr.data, [builder.mul(builder.add(r0v, rows.index), wstride)])
+                dst_row = builder.gep(darr.data, [builder.mul(rows.index, dstride)])
+                with cgutils.for_range(builder, nbv) as blocks:
+                    blk = builder.gep(src_row, [builder.mul(blocks.index, ir.Constant(I64, lay.size))])
+                    out = builder.gep(dst_row, [builder.mul(blocks.index, ir.Constant(I64, q8.size))])
+                    q = emit_block_i8(builder, lay, blk)[0]
+                    bits = load(builder, blk, lay.offset("d"), I16)
+                    builder.store(bits, builder.bitcast(builder.gep(out, [ir.Constant(I64, q8.offset("d"))]),
+                                                        I16.as_pointer()), align=1)
+                    builder.store(q, builder.bitcast(builder.gep(out, [ir.Constant(I64, q8.offset("qs"))]),
+                                                     q.type.as_pointer()), align=1)
+            builder.branch(end)
+        builder.position_at_end(end)
+        return context.get_dummy_value()
+
+    return types.none(kind, w, r0, r1, nb, dst), codegen
+
+
 _tile = tile_idot(TILE_ROWS, TILE_TOKENS)
 _tile2 = tile_idot(TILE_ROWS, 2)
 _tile1 = tile_idot(TILE_ROWS, 1)
@@ -93,31 +144,45 @@ _tile1 = tile_idot(TILE_ROWS, 1)
 
 def _gemm_body(kind, xq, xd, xs, w, out):
     """xq (n, k) int8 with block scales xd and sums xs (actquant.py) @ w (d, bytes).T ->
-    out (n, d), w of the 32-weight type `kind` (gemv.LEGACY_KIND); tiles where they fit,
-    gemv's one-row dots for the rows and tokens left over."""
+    out (n, d), w of the 32-weight type `kind` (gemv.LEGACY_KIND); tiles where they fit
+    (over rows widened to Q8_0 where that applies), gemv's one-row dots for the rows and
+    tokens left over."""
     n, k = xq.shape
     rows, nb = w.shape[0], k // QK
     tasks = (rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
-    n_full = n - n % TILE_TOKENS
+    widen = n >= WIDEN_MIN_TOKENS and (kind == WIDEN_KINDS[0] or kind == WIDEN_KINDS[1])
     for p in prange(tasks):
         r0, r1 = p * ROWS_PER_TASK, min(rows, (p + 1) * ROWS_PER_TASK)
         r_full = r0 + (r1 - r0) // TILE_ROWS * TILE_ROWS
-        for t in range(0, n_full, TILE_TOKENS):
-            for r in range(r0, r_full, TILE_ROWS):
-                _tile(kind, w, r, nb, xq, xd, xs, t, out)
-            for j in range(TILE_TOKENS):
-                idot_range(kind, w, r_full, r1, nb, xq, xd, xs, t + j, out)
-        t = n_full
-        while t + 2 <= n:  # tokens left over: two, then one, a tile
-            for r in range(r0, r_full, TILE_ROWS):
-                _tile2(kind, w, r, nb, xq, xd, xs, t, out)
-            t += 2
-        if t < n:
-            for r in range(r0, r_full, TILE_ROWS):
-                _tile1(kind, w, r, nb, xq, xd, xs, t, out)
-        for t in range(n_full, n):
+        if widen:
+            wide = np.empty((r_full - r0, nb * Q8_0_BYTES), np.uint8)
+            widen_rows(kind, w, r0, r_full, nb, wide)
+            _tiles(KIND_Q8_0, xq, xd, xs, wide, out[:, r0:r_full])
+        else:
+            _tiles(kind, xq, xd, xs, w[r0:r_full], out[:, r0:r_full])
+        for t in range(n):
             idot_range(kind, w, r_full, r1, nb, xq, xd, xs, t, out)
     return out
+
+
+@numba.njit(inline="always", cache=True)
+def _tiles(kind, xq, xd, xs, w, out):
+    """out = xq @ w.T for w's rows (a multiple of TILE_ROWS), in tiles of TILE_ROWS rows
+    by TILE_TOKENS tokens, then two and one token for the tokens left over."""
+    n, nb = xq.shape[0], xq.shape[1] // QK
+    rows = w.shape[0]
+    n_full = n - n % TILE_TOKENS
+    for t in range(0, n_full, TILE_TOKENS):
+        for r in range(0, rows, TILE_ROWS):
+            _tile(kind, w, r, nb, xq, xd, xs, t, out)
+    t = n_full
+    while t + 2 <= n:
+        for r in range(0, rows, TILE_ROWS):
+            _tile2(kind, w, r, nb, xq, xd, xs, t, out)
+        t += 2
+    if t < n:
+        for r in range(0, rows, TILE_ROWS):
+            _tile1(kind, w, r, nb, xq, xd, xs, t, out)
 
 
 _gemm_par = numba.njit(parallel=True, nogil=True, cache=True)(_gemm_body)

@@ -141,8 +141,9 @@ class SplitChooser:
         self.avg = [0.0, 0.0]  # serial, split; 0: not measured yet
         self.calls = 0
 
-    def run(self, serial: Callable, split: Callable, args: tuple):
-        """The chosen variant's result."""
+    def run(self, serial: Callable, split: Callable, args: tuple, work: float = 1.0):
+        """The chosen variant's result; `work` (say, a prompt's tokens) scales the times
+        compared when calls differ in size."""
         self.calls += 1
         if self.calls <= self.FIRST:
             use = self.calls % 2
@@ -151,7 +152,7 @@ class SplitChooser:
             use = 1 - best if self.calls % self.PROBE_EVERY == 0 else best
         t = time.perf_counter()
         result = (split if use else serial)(*args)
-        dt = time.perf_counter() - t
+        dt = (time.perf_counter() - t) / work
         if self.calls > 2:
             self.avg[use] = dt if not self.avg[use] else (1 - self.ALPHA) * self.avg[use] + self.ALPHA * dt
         return result

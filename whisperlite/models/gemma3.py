@@ -28,10 +28,11 @@ from whisperlite.kernels import QTensor, Weight, ggml_order
 from whisperlite.kernels.attention import round_f16
 from whisperlite.kernels.ggml_order import GELU_TABLE, GgmlArith, native_arith
 from whisperlite.kernels.rope import rope_, rope_cache
+from whisperlite.kernels.worksplit import SplitChooser
 from whisperlite.models import gemma3_step, llama_step
 from whisperlite.models.llama import (MAX_WIDTH, DecoderDims, KVCache, StepRunner, cache_addresses, check_shapes,
-                                      concat_rows, decoder_hparams, decoder_shapes, embed_rows, product, residual_,
-                                      stacked, step_matrices, step_scratch)
+                                      concat_rows, decoder_hparams, decoder_shapes, embed_rows, product,
+                                      prompt_on_threads, residual_, stacked, step_matrices, step_scratch)
 
 SUPPORTED_ARCHS = ("gemma3",)
 # llama.cpp's constants for this architecture where the file has no key for them: every
@@ -122,11 +123,21 @@ def _products(x: np.ndarray, ws: tuple[Weight, ...], ggml_exact: bool) -> np.nda
 
 
 def _stacked(parts: list[Weight]) -> tuple[Weight, ...]:
-    """Weights that multiply the same input: one matrix when they share a block type (rows
-    are independent, so the result is the same), else each as it is, so every product
-    keeps the arithmetic of its own type as llama.cpp's does."""
-    kinds = {p.qtype if isinstance(p, QTensor) else p.dtype for p in parts}
-    return (concat_rows(parts),) if len(kinds) == 1 else tuple(parts)
+    """Weights that multiply the same input, each run of neighbours that share a block type
+    as one matrix (rows are independent, so the result is the same: Q|K as one product
+    where V has another type), so every product keeps the arithmetic of its own type as
+    llama.cpp's does, in as few products as that allows."""
+    runs = [[p] for p in parts[:1]]
+    for prev, p in zip(parts, parts[1:]):
+        if _kind(p) == _kind(prev):
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return tuple(r[0] if len(r) == 1 else concat_rows(r) for r in runs)
+
+
+def _kind(w: Weight) -> int | np.dtype:
+    return w.qtype if isinstance(w, QTensor) else w.dtype
 
 
 class Gemma3:
@@ -156,6 +167,7 @@ class Gemma3:
             ))
         self.step_weights = self._step_weights(t)
         self._scratch = threading.local()  # the one-token step's scratch, per calling thread
+        self._prompt_split = SplitChooser()
 
     def _step_weights(self, t: dict[str, Weight]) -> gemma3_step.Weights | None:
         """The weights as the fused one-token step takes them (Q, K, V, gate and up as the
@@ -192,7 +204,6 @@ class Gemma3:
 
         Returns logits (n_vocab,) of the last token, or (n, n_vocab) with all_logits.
         """
-        cfg = self.config
         ids = np.asarray(tokens, np.int64)
         n = len(ids)
         pos0 = cache.n_past
@@ -201,6 +212,13 @@ class Gemma3:
         if n == 1 and self.step_weights is not None:
             logits = self._softcap(self._step(ids, cache))
             return logits if all_logits else logits[0]
+        return prompt_on_threads(self._prompt_split, self._prompt, (ids, cache, all_logits), n)
+
+    def _prompt(self, ids: np.ndarray, cache: KVCache, all_logits: bool) -> np.ndarray:
+        """`forward` for tokens evaluated kernel by kernel."""
+        cfg = self.config
+        n = len(ids)
+        pos0 = cache.n_past
         hd, nh, nkv_h = cfg.head_dim, cfg.n_head, cfg.n_head_kv
         nq, nkv = nh * hd, nkv_h * hd
         positions = np.arange(pos0, pos0 + n)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ from whisperlite.kernels import gemv, tiles
 from whisperlite.kernels.actquant import PARALLEL_MIN, quantize_activations
 from whisperlite.kernels.quant import dequantize
 from whisperlite.kernels.rope import rope_, rope_cache
+from whisperlite.kernels.threads import one_numba_thread
 from whisperlite.kernels.worksplit import SplitChooser
 from whisperlite.models import llama_step
 
@@ -251,6 +253,7 @@ class Llama:
 
         self.step_weights = self._step_weights()
         self._scratch = threading.local()  # the one-token step's scratch, per calling thread
+        self._prompt_split = SplitChooser()
 
     def _step_weights(self) -> llama_step.Weights | None:
         """The weights as the fused one-token step takes them, or None when the step does
@@ -292,7 +295,7 @@ class Llama:
         if n == 1 and self.step_weights is not None:
             logits = self._step(ids, cache)
             return logits if all_logits else logits[0]
-        return self._forward_ops(ids, cache, all_logits)
+        return prompt_on_threads(self._prompt_split, self._forward_ops, (ids, cache, all_logits), n)
 
     def _forward_ops(self, ids: np.ndarray, cache: KVCache, all_logits: bool) -> np.ndarray:
         """`forward` as a sequence of kernel calls: any number of tokens, any weight type."""
@@ -440,7 +443,7 @@ def product(x: np.ndarray, w: Weight, ggml_exact: bool) -> np.ndarray:
     if kind is not None and x.shape[0] >= tiles.TILE_TOKENS and kind in _TILE_KINDS:  # a prompt: in tiles
         xq, xd, xs = quantize_activations(x, w.qtype, np.int8)
         return tiles.gemm_i8(kind, xq, xd, xs, w.data, np.empty((x.shape[0], w.shape[0]), np.float32),
-                             w.data.size * x.shape[0] >= gemv.PARALLEL_MIN_BYTES)
+                             w.data.size * x.shape[0] >= TILE_SPLIT_MIN_BYTES)
     if kind is not None:  # ggml's integer dots, as ggml itself runs them
         out = np.empty((x.shape[0], w.shape[0]), np.float32)
         if x.shape[0] * x.shape[1] < PARALLEL_MIN:  # one call: quantizer and product
@@ -457,6 +460,22 @@ def product(x: np.ndarray, w: Weight, ggml_exact: bool) -> np.ndarray:
         return matmul(x, w)
 
 
+def prompt_on_threads(chooser: SplitChooser, prompt: Callable[..., np.ndarray], args: tuple, n: int) -> np.ndarray:
+    """prompt(*args) for n tokens with numba's kernels on the pool, or on this thread alone,
+    whichever has been faster per token lately (the same bits either way): each kernel of
+    a prompt wakes the pool, which a short prompt, or a machine whose other core is busy,
+    does not repay."""
+    if get_threads() == 1:
+        return prompt(*args)
+
+    def one_thread(*a) -> np.ndarray:
+        out = []
+        one_numba_thread(lambda _: out.append(prompt(*a)), 0)
+        return out[0]
+
+    return chooser.run(one_thread, prompt, args, work=n)
+
+
 def residual_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """x += y: numpy for one row (no kernel dispatch), the parallel kernel for batches."""
     if x.shape[0] == 1:
@@ -465,6 +484,9 @@ def residual_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return add_(x, y)
 
 
+# A prompt's tiled product splits over the pool from this many weight bytes times tokens:
+# below, waking the pool costs about what the product takes on one thread.
+TILE_SPLIT_MIN_BYTES = 1 << 22
 # Block weight types -> the shared kernel matmul(ggml_exact=True) dispatches them to; looked
 # up by the raw type number (~120 products a token: the enum conversion alone was ~1 ms).
 _I8_KIND = {int(q): kind for q, kind in gemv.I8_KIND.items()}
