@@ -3,7 +3,6 @@ compiles the rest: it works, its failure costs only time, and an interrupted war
 leaves no helper behind."""
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 
@@ -31,7 +30,6 @@ def test_failed_helper_leaves_the_step_to_the_warm_up(model_path, monkeypatch):
     did is recorded: an earlier test in this process may have compiled the step already, and
     the kernels' signatures alone would then pass whatever the warm-up did."""
     failing = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
-    monkeypatch.setattr(loader, "_compile_step_elsewhere", lambda *a: failing)
     stepped = []
     warm_step = loader._warm_step
 
@@ -41,36 +39,32 @@ def test_failed_helper_leaves_the_step_to_the_warm_up(model_path, monkeypatch):
 
     monkeypatch.setattr(loader, "_warm_step", recorded)
     model = Whisper(loader.apply_compute_type(loader.read_checkpoint(model_path), "auto"))
-    loader._warm_up(model, 2, model_path, "auto", None)
+    loader._warm_up(model, 2, [failing], None)
     assert stepped == [(2, 3)]  # both thread counts' steps, after the helper had exited with 3
     assert whisper_step.step_body.signatures
 
 
-def test_interrupted_warm_up_kills_the_helper(model_path, monkeypatch):
-    helpers = []
-
+def test_interrupted_warm_up_kills_the_helpers(model_path, monkeypatch):
     def sleeper(*_):
-        helpers.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
-        return helpers[-1]
-
-    def interrupted(_mel):
-        raise KeyboardInterrupt
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
 
     monkeypatch.setattr(loader, "_compile_step_elsewhere", sleeper)
-    model = SimpleNamespace(encoder=interrupted, decoder=SimpleNamespace(step_weights=object()),
-                            dims=SimpleNamespace(n_mels=80, n_audio_ctx=1500))
+    monkeypatch.setattr(loader, "compile_elsewhere", sleeper)
+    monkeypatch.setattr(loader, "physical_cores", lambda: 2)
     with pytest.raises(KeyboardInterrupt):
-        loader._warm_up(model, 2, model_path, "auto", None)
-    assert helpers[0].wait(timeout=10) != 0
+        with loader._start_helpers(model_path, "auto", 2, "whisperlite.transcription.transcribe:warm_model_free") as helpers:
+            raise KeyboardInterrupt
+    assert len(helpers) == 2
+    assert all(h.wait(timeout=10) != 0 for h in helpers)
 
 
 def test_no_helper_without_a_writable_cache(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(blocker / "numba"))  # no directory can be made in a file
-    assert not loader._numba_cache_writable()
+    assert not loader.numba_cache_writable()
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
-    assert loader._numba_cache_writable()
+    assert loader.numba_cache_writable()
 
 
 def test_helper_imports_this_package_whatever_the_working_directory(model_path, tmp_path, monkeypatch):
