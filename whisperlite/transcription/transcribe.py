@@ -151,16 +151,14 @@ def _warm_decoding(model: Whisper, cache: KVCache) -> None:
 
 
 def warm_model_free() -> None:
-    """The decoding logic's kernels (row log-sum-exp, top-k for beams, timestamp rules on
-    greedy's contiguous tokens and on the beams' view of their buffer), word timing and the
+    """The decoding logic's kernels (row log-sum-exp, top-k for beams, timestamp rules), word timing and the
     speech filter, on small arrays of the types a transcription passes them: otherwise they
     compile inside the first window. They need no model, so a process of their own compiles
     them beside the model's (load_whisper's `warm_apart`)."""
     logits = np.zeros((2, 64), np.float32)
     logit_rules.row_logsumexp(logits)
     logit_rules.row_topk(logits, 2)
-    for tokens in (np.zeros((2, 3), np.int64), np.zeros((2, 4), np.int64)[:, :3]):
-        logit_rules.apply_timestamp_rules(logits, tokens, 1, logits.shape[1] - 1, 0, 0, 0)
+    logit_rules.apply_timestamp_rules(logits, np.zeros((2, 3), np.int64), 1, logits.shape[1] - 1, 0, 0, 0)
     crosses = np.zeros((1, 1, 4, 16), np.float32)  # (batch, heads, tokens, frames) of one layer
     timing.dtw(-timing.alignment_matrix([crosses[0, 0, 1:, :8]]))
     try:
