@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """First run from an empty kernel cache: the README's first command
 (`whisperlite transcribe fixtures/jfk.wav -osrt`), CPU seconds of the main process and of its
-children (the helper that compiles the decoder step, ffmpeg), wall seconds, and the main
-process's slowest first compiles (numba compile events, thread CPU seconds).
+children (the warm-up's helper processes, ffmpeg) and of each helper, wall seconds, and each
+process's slowest first compiles (numba compile events, thread CPU seconds; --timeline: all
+of them in order, with the wall second each started at).
 
 Each run gets a fresh `$WHISPERLITE_CACHE`. With `--vs OTHER_TREE` the sources in this
 checkout and in OTHER_TREE (another checkout, say of an earlier commit) run in turn, so that
@@ -130,8 +131,9 @@ def main() -> None:
                 d.mkdir()
                 r = cold_run(tree, d)
                 runs[name].append(r)
-                print(f"run {i + 1} {name}: main {r['main']:.1f} CPU s, children {r['children']:.1f} CPU s, "
-                      f"wall {r['wall']:.1f} s", flush=True)
+                helpers = sorted((p["cpu"] for p in r["processes"] if p["role"] == "helper"), reverse=True)
+                print(f"run {i + 1} {name}: main {r['main']:.1f} CPU s, children {r['children']:.1f} CPU s "
+                      f"(helpers {', '.join(f'{c:.1f}' for c in helpers)}), wall {r['wall']:.1f} s", flush=True)
     print("\n| sources | CPU s, both processes | main process | children (step helper) | wall s |")
     print("|---|---|---|---|---|")
     for name, rs in runs.items():

@@ -54,7 +54,7 @@ def test_interrupted_warm_up_kills_the_helpers(model_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         with loader._start_helpers(model_path, "auto", 2, "whisperlite.transcription.transcribe:warm_model_free") as helpers:
             raise KeyboardInterrupt
-    assert len(helpers) == 2
+    assert len(helpers) == 3  # the step, its row kernels, the model-free kernels
     assert all(h.wait(timeout=10) != 0 for h in helpers)
 
 
@@ -92,3 +92,18 @@ def test_helper_steps_with_the_transcription_argument_types(model_path):
         _, args = decoder._step_args(np.zeros((2, 1), np.int64), cache)
         types.append(tuple(numba.typeof(a) for a in args))
     assert types[0] == types[1]
+
+
+def test_step_compiled_ahead_is_the_one_the_step_calls(model_path):
+    """compile_step's helper compiles the step's body before it runs a step (its row kernels
+    come from another helper meanwhile): with the types the step then calls it with, or the
+    body would compile twice."""
+    import numpy as np
+
+    decoder = loader._step_decoder(model_path, "auto")
+    d = decoder.dims
+    cache = decoder.new_cache(np.zeros((d.n_audio_ctx, d.n_audio_state), np.float32), batch=2)
+    decoder.compile_step(cache, 2)
+    compiled = set(whisper_step.step_body.overloads)
+    decoder.step_serial(np.zeros((2, 1), np.int64), cache)
+    assert set(whisper_step.step_body.overloads) == compiled

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numba
 import numpy as np
 
 from whisperlite.kernels import QTensor, Weight, get_threads, linear
@@ -367,6 +368,15 @@ class TextDecoder:
         cache.src[:bsz, cache.length] = np.arange(bsz, dtype=np.int32)
         return s, (s.steps, tokens, cache.length, self.int8, self.step_weights.step_view, cache.step_view,
                    s.step_view)
+
+    def compile_step(self, cache: KVCache, batch: int) -> None:
+        """Compile (or load from numba's cache) the step kernel for `batch` sequences on
+        `cache`, without running it or linking its row kernels (`link_rows` does at the first
+        step): a first run compiles the two in different processes (registry/loader.py)."""
+        s = _StepScratch(self.dims, batch)
+        args = (0, s.steps, np.zeros((batch, 1), np.int64), cache.length, self.int8, self.step_weights.step_view,
+                cache.step_view, s.step_view)
+        whisper_step.step_body.compile(tuple(numba.typeof(a) for a in args))
 
     def step_serial(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
         """`step` on this thread alone: step_body claims every chunk itself. (Called from here,

@@ -21,6 +21,7 @@ from whisperlite.core.errors import ModelFormatError, ModelNotFoundError
 from whisperlite.formats.checkpoint import WhisperCheckpoint
 from whisperlite.kernels import QTensor, Weight, set_threads
 from whisperlite.kernels.quant import bytes_per_row, dequantize_rows, quantize
+from whisperlite.models import whisper_step
 from whisperlite.models.speaker_encoder import SpeakerEncoder
 from whisperlite.models.whisper import KVCache, TextDecoder, Whisper
 from whisperlite.registry.embedded import embedded_model_dir
@@ -200,6 +201,7 @@ def _start_helpers(path: Path, compute_type: str, threads: int, warm_apart: str 
     helpers = []
     if physical_cores() > 1 and numba_cache_writable():
         helpers.append(_compile_step_elsewhere(path, compute_type, threads))
+        helpers.append(compile_elsewhere(f"{__name__}:compile_rows", os.path.abspath(path), compute_type))
         if warm_apart is not None:
             helpers.append(compile_elsewhere(warm_apart))
     helpers = [h for h in helpers if h is not None]
@@ -231,15 +233,34 @@ def _compile_step_elsewhere(path: Path, compute_type: str, threads: int) -> subp
     return compile_elsewhere("whisperlite.registry.loader:compile_step", os.path.abspath(path), compute_type, str(threads))
 
 
+def _step_decoder(path: str, compute_type: str) -> TextDecoder:
+    """The decoder of the model at `path` for compiling its step in a helper process. A
+    compile needs the weights' types, not their values: the matrices the compute type
+    quantizes are zero blocks of their Q8_0 shape here, so that the quantizer's compile,
+    which the main process does anyway, stays off the helpers'."""
+    return TextDecoder(apply_compute_type(read_checkpoint(path), compute_type, _zero_q8_0))
+
+
 def compile_step(path: str, compute_type: str, threads: str) -> None:
     """Compile the decoder step a transcription on `threads` uses, for the model at `path`,
-    into numba's disk cache, with a transcription's argument types (the helper process of
-    the warm-up). A compile needs the weights' types, not their values: the matrices the
-    compute type quantizes are zero blocks of their Q8_0 shape here, so that the quantizer's
-    compile, which the main process does anyway, stays off the step's (the longest compile)."""
-    decoder = TextDecoder(apply_compute_type(read_checkpoint(path), compute_type, _zero_q8_0))
-    if decoder.step_weights is not None:  # else the main process's decoder calls are all there is
-        _warm_step(decoder, int(threads))
+    into numba's disk cache, with a transcription's argument types (a helper process of the
+    warm-up). The step's body compiles first and its row kernels are linked after: they
+    are `compile_rows`'s, another helper's, by then, and load from the cache."""
+    decoder = _step_decoder(path, compute_type)
+    if decoder.step_weights is None:  # the main process's decoder calls are all there is
+        return
+    d = decoder.dims
+    cache = decoder.new_cache(np.zeros((d.n_audio_ctx, d.n_audio_state), np.float32), batch=2)
+    decoder.compile_step(cache, 2)
+    _warm_step(decoder, int(threads), cache)
+
+
+def compile_rows(path: str, compute_type: str) -> None:
+    """Compile the row kernels the decoder step of the model at `path` calls, one per weight
+    kind it has (a helper process of the warm-up, beside `compile_step`'s)."""
+    decoder = _step_decoder(path, compute_type)
+    if decoder.step_weights is not None:
+        whisper_step.link_rows(decoder.step_weights.step_view, decoder.int8)
 
 
 def _zero_q8_0(w: Weight) -> QTensor:
