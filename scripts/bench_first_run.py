@@ -80,7 +80,8 @@ def _dump():
     own = resource.getrusage(resource.RUSAGE_SELF)
     role = "main" if sys.argv[1:2] == ["transcribe"] else "helper"
     with open(os.path.join(_dir, f"{role}-{os.getpid()}.json"), "w") as fh:
-        json.dump({"role": role, "cpu": own.ru_utime + own.ru_stime, "start": _t0, "end": time.time(),
+        json.dump({"role": role, "cpu": own.ru_utime + own.ru_stime, "rss_mb": own.ru_maxrss / 1024,
+                   "start": _t0, "end": time.time(),
                    "compiles": _compiles}, fh)
 """
 
@@ -132,8 +133,10 @@ def main() -> None:
                 r = cold_run(tree, d)
                 runs[name].append(r)
                 helpers = sorted((p["cpu"] for p in r["processes"] if p["role"] == "helper"), reverse=True)
+                peak = sum(p["rss_mb"] for p in r["processes"])
                 print(f"run {i + 1} {name}: main {r['main']:.1f} CPU s, children {r['children']:.1f} CPU s "
-                      f"(helpers {', '.join(f'{c:.1f}' for c in helpers)}), wall {r['wall']:.1f} s", flush=True)
+                      f"(helpers {', '.join(f'{c:.1f}' for c in helpers)}), wall {r['wall']:.1f} s, "
+                      f"peak RSS summed over the processes {peak:.0f} MB", flush=True)
     print("\n| sources | CPU s, both processes | main process | children (step helper) | wall s |")
     print("|---|---|---|---|---|")
     for name, rs in runs.items():
