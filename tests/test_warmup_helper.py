@@ -52,7 +52,8 @@ def test_interrupted_warm_up_kills_the_helpers(model_path, monkeypatch):
     monkeypatch.setattr(loader, "compile_elsewhere", sleeper)
     monkeypatch.setattr(loader, "physical_cores", lambda: 2)
     with pytest.raises(KeyboardInterrupt):
-        with loader._start_helpers(model_path, "auto", 2, "whisperlite.transcription.transcribe:warm_model_free") as helpers:
+        with loader._start_helpers(model_path, "auto", 2, "whisperlite.transcription.transcribe:warm_model_free") \
+                as helpers:
             raise KeyboardInterrupt
     assert len(helpers) == 3  # the step, its row kernels, the model-free kernels
     assert all(h.wait(timeout=10) != 0 for h in helpers)

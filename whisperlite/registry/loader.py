@@ -192,10 +192,12 @@ def _warm_up(model: Whisper, threads: int, helpers: list[subprocess.Popen],
 
 
 @contextlib.contextmanager
-def _start_helpers(path: Path, compute_type: str, threads: int, warm_apart: str | None) -> Iterator[list[subprocess.Popen]]:
-    """Processes that compile beside this one from the start of a first run: the decoder step
-    (see `compile_step`), the largest compile, and `warm_apart` ("module:function", no
-    arguments), model-free kernels of the layers above. Compiling is once, not the
+def _start_helpers(path: Path, compute_type: str, threads: int,
+                   warm_apart: str | None) -> Iterator[list[subprocess.Popen]]:
+    """Processes that compile beside this one from the start of a first run, each a share of
+    about the same size: the decoder step's body (`compile_step`), its row kernels
+    (`compile_rows`) and `warm_apart` ("module:function", no arguments), model-free kernels of
+    the layers above; this one compiles what needs the model. Compiling is once, not the
     transcription's work, so they run even at -t 1, on any machine with a second core; on
     leaving, those still running are killed (interrupted: no orphan compiling on)."""
     helpers = []
@@ -230,7 +232,7 @@ def _warm_step(decoder: TextDecoder, threads: int, cache: KVCache | None = None)
 
 def _compile_step_elsewhere(path: Path, compute_type: str, threads: int) -> subprocess.Popen | None:
     """A process that compiles the decoder step of the model at `path` (see `compile_step`)."""
-    return compile_elsewhere("whisperlite.registry.loader:compile_step", os.path.abspath(path), compute_type, str(threads))
+    return compile_elsewhere(f"{__name__}:compile_step", os.path.abspath(path), compute_type, str(threads))
 
 
 def _step_decoder(path: str, compute_type: str) -> TextDecoder:

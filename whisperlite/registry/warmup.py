@@ -174,7 +174,8 @@ def compile_elsewhere(target: str, *args: str) -> subprocess.Popen | None:
     module, function = target.split(":")
     code = ("import importlib, os, sys, threading; "
             "threading.Thread(target=lambda: (os.read(0, 1), os._exit(1)), daemon=True).start(); "
-            f"sys.path.insert(0, sys.argv[1]); getattr(importlib.import_module({module!r}), {function!r})(*sys.argv[2:])")
+            "sys.path.insert(0, sys.argv[1]); "
+            f"getattr(importlib.import_module({module!r}), {function!r})(*sys.argv[2:])")
     package_root = str(Path(__file__).resolve().parents[2])
     try:
         return subprocess.Popen([sys.executable, "-c", code, package_root, *args],
