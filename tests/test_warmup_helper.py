@@ -1,8 +1,10 @@
-"""The warm-up's helper process, which compiles the decoder step while the warm-up
-compiles the rest: it works, its failure costs only time, and an interrupted warm-up
-leaves no helper behind."""
+"""The warm-up's helper processes, which compile the decoder step, its row kernels and the
+model-free kernels while the warm-up compiles the rest: they work, a failure costs only
+time, an interrupted warm-up leaves no helper behind, and without helpers the warm-up
+compiles everything itself."""
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -39,7 +41,7 @@ def test_failed_helper_leaves_the_step_to_the_warm_up(model_path, monkeypatch):
 
     monkeypatch.setattr(loader, "_warm_step", recorded)
     model = Whisper(loader.apply_compute_type(loader.read_checkpoint(model_path), "auto"))
-    loader._warm_up(model, 2, [failing], None)
+    loader._warm_up(model, 2, {"step": failing}, None, None)
     assert stepped == [(2, 3)]  # both thread counts' steps, after the helper had exited with 3
     assert whisper_step.step_body.signatures
 
@@ -55,8 +57,8 @@ def test_interrupted_warm_up_kills_the_helpers(model_path, monkeypatch):
         with loader._start_helpers(model_path, "auto", 2, "whisperlite.transcription.transcribe:warm_model_free") \
                 as helpers:
             raise KeyboardInterrupt
-    assert len(helpers) == 3  # the step, its row kernels, the model-free kernels
-    assert all(h.wait(timeout=10) != 0 for h in helpers)
+    assert sorted(helpers) == ["apart", "rows", "step"]
+    assert all(h.wait(timeout=10) != 0 for h in helpers.values())
 
 
 def test_no_helper_without_a_writable_cache(tmp_path, monkeypatch):
@@ -108,3 +110,19 @@ def test_step_compiled_ahead_is_the_one_the_step_calls(model_path):
     compiled = set(whisper_step.step_body.overloads)
     decoder.step_serial(np.zeros((2, 1), np.int64), cache)
     assert set(whisper_step.step_body.overloads) == compiled
+
+
+def test_model_free_kernels_compile_here_without_a_helper(monkeypatch):
+    """One core (or no writable cache): no helper process, so the warm-up calls `warm_apart` itself."""
+    class Reached(Exception):
+        pass
+
+    def encoder(_mel):
+        raise Reached  # the model's part of the warm-up: not this test's
+
+    calls = []
+    monkeypatch.setattr(loader, "run", calls.append)
+    model = SimpleNamespace(encoder=encoder, dims=SimpleNamespace(n_mels=80, n_audio_ctx=1500))
+    with pytest.raises(Reached):
+        loader._warm_up(model, 1, {}, None, "whisperlite.transcription.transcribe:warm_model_free")
+    assert calls == ["whisperlite.transcription.transcribe:warm_model_free"]

@@ -25,7 +25,7 @@ from whisperlite.models import whisper_step
 from whisperlite.models.speaker_encoder import SpeakerEncoder
 from whisperlite.models.whisper import KVCache, TextDecoder, Whisper
 from whisperlite.registry.embedded import embedded_model_dir
-from whisperlite.registry.warmup import compile_elsewhere, first_use, numba_cache_writable, stage, weight_types
+from whisperlite.registry.warmup import compile_elsewhere, first_use, numba_cache_writable, run, stage, weight_types
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 from whisperlite.transcription.options import COMPUTE_TYPES, DEFAULT_MODEL
 
@@ -172,12 +172,16 @@ def _kernel_key(ckpt: WhisperCheckpoint, compute_type: str) -> str:
     return f"whisper-{weight_types(ckpt.weights.values())}-{compute_type}"
 
 
-def _warm_up(model: Whisper, threads: int, helpers: list[subprocess.Popen],
-             warm_more: Callable[[Whisper, KVCache], None] | None) -> None:
+def _warm_up(model: Whisper, threads: int, helpers: dict[str, subprocess.Popen],
+             warm_more: Callable[[Whisper, KVCache], None] | None, warm_apart: str | None) -> None:
     """Calls that reach every kernel a transcription with this model on `threads` uses;
     `warm_more(model, cache)` reaches those of the layers above (decoding logic, word timing, VAD)
-    that need the model. `helpers` (see `_start_helpers`) compile the rest meanwhile: the
-    decoder step, which then loads from the cache, and the model-free kernels."""
+    that need the model. `helpers` (see `_start_helpers`) compile the rest meanwhile, which
+    then loads from the cache: the decoder step, and `warm_apart`'s model-free kernels, called
+    here when no helper took them."""
+    if warm_apart is not None and "apart" not in helpers:
+        stage("model-free kernels")
+        run(warm_apart)
     stage("encoder")
     features = model.encoder(np.zeros((model.dims.n_mels, 2 * model.dims.n_audio_ctx), np.float32))
     stage("decoder")
@@ -186,31 +190,31 @@ def _warm_up(model: Whisper, threads: int, helpers: list[subprocess.Popen],
     if warm_more is not None:
         warm_more(model, cache)
     stage("decoder step")
-    for helper in helpers:
+    for helper in helpers.values():
         helper.wait()  # whatever a helper did not finish (it failed, say) compiles here or later instead
     _warm_step(model.decoder, threads, cache)
 
 
 @contextlib.contextmanager
 def _start_helpers(path: Path, compute_type: str, threads: int,
-                   warm_apart: str | None) -> Iterator[list[subprocess.Popen]]:
+                   warm_apart: str | None) -> Iterator[dict[str, subprocess.Popen]]:
     """Processes that compile beside this one from the start of a first run, each a share of
     about the same size: the decoder step's body (`compile_step`), its row kernels
     (`compile_rows`) and `warm_apart` ("module:function", no arguments), model-free kernels of
     the layers above; this one compiles what needs the model. Compiling is once, not the
     transcription's work, so they run even at -t 1, on any machine with a second core; on
     leaving, those still running are killed (interrupted: no orphan compiling on)."""
-    helpers = []
+    started = {}
     if physical_cores() > 1 and numba_cache_writable():
-        helpers.append(_compile_step_elsewhere(path, compute_type, threads))
-        helpers.append(compile_elsewhere(f"{__name__}:compile_rows", os.path.abspath(path), compute_type))
+        started["step"] = _compile_step_elsewhere(path, compute_type, threads)
+        started["rows"] = compile_elsewhere(f"{__name__}:compile_rows", os.path.abspath(path), compute_type)
         if warm_apart is not None:
-            helpers.append(compile_elsewhere(warm_apart))
-    helpers = [h for h in helpers if h is not None]
+            started["apart"] = compile_elsewhere(warm_apart)
+    helpers = {name: h for name, h in started.items() if h is not None}
     try:
         yield helpers
     finally:
-        for helper in helpers:
+        for helper in helpers.values():
             if helper.poll() is None:
                 helper.kill()
                 helper.wait()
@@ -345,12 +349,12 @@ def load_whisper(name: str = DEFAULT_MODEL, threads: int | None = None, compute_
     # applying the compute type and building the model call kernels too (quantizing the
     # embedding, converting matrices): on a first run they compile under the notice
     with first_use(_kernel_key(stored, compute_type)) as cold, \
-            (_start_helpers(path, compute_type, n, warm_apart) if cold else contextlib.nullcontext([])) as helpers:
+            (_start_helpers(path, compute_type, n, warm_apart) if cold else contextlib.nullcontext({})) as helpers:
         stage("model")
         ckpt = apply_compute_type(stored, compute_type)
         model = Whisper(ckpt)
         if cold:
-            _warm_up(model, n, helpers, warm_more)
+            _warm_up(model, n, helpers, warm_more, warm_apart)
     ckpt.release_mapped_pages()
     _release_compiler_pages()
     return model, tokenizer_for(ckpt), n

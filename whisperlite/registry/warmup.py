@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import logging
 import os
 import subprocess
@@ -171,17 +172,21 @@ def compile_elsewhere(target: str, *args: str) -> subprocess.Popen | None:
     ends (kill -9 too), the helper reads end-of-file and exits rather than compile for nobody.
     It reads the raw descriptor: a daemon thread blocked in sys.stdin's buffered reader
     aborts the interpreter at exit (it holds the buffer's lock)."""
-    module, function = target.split(":")
-    code = ("import importlib, os, sys, threading; "
+    code = ("import os, sys, threading; "
             "threading.Thread(target=lambda: (os.read(0, 1), os._exit(1)), daemon=True).start(); "
-            "sys.path.insert(0, sys.argv[1]); "
-            f"getattr(importlib.import_module({module!r}), {function!r})(*sys.argv[2:])")
+            "sys.path.insert(0, sys.argv[1]); from whisperlite.registry.warmup import run; run(*sys.argv[2:])")
     package_root = str(Path(__file__).resolve().parents[2])
     try:
-        return subprocess.Popen([sys.executable, "-c", code, package_root, *args],
+        return subprocess.Popen([sys.executable, "-c", code, package_root, target, *args],
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError:
         return None  # no second process: this one compiles everything
+
+
+def run(target: str, *args: str) -> None:
+    """Call `target` ("package.module:function") with `args`."""
+    module, function = target.split(":")
+    getattr(importlib.import_module(module), function)(*args)
 
 
 def numba_cache_writable() -> bool:
