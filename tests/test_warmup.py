@@ -65,3 +65,31 @@ def test_live_line_counts_compiles_and_names_the_stage(tmp_path, monkeypatch):
     assert "\r\x1b[Kwhisperlite: compiling kernels: 1 compiled, 1/3 (encoder)," in drawn
     assert "2 compiled" not in drawn
     assert drawn.endswith("\r\x1b[K")  # cleared for the closing notice
+
+
+def test_model_free_warm_up_has_the_transcription_argument_types(tiny_model, jfk_audio, monkeypatch):
+    """The first run compiles these kernels in a process of its own (warm_model_free) for the
+    transcription to load from numba's cache: called with other argument types, it would
+    compile them again itself, inside its first window. Compared as the types each kernel is
+    called with from Python (this process may have compiled any of them already)."""
+    import numba
+
+    from whisperlite.audio import silero
+    from whisperlite.transcription import decoding, logits, timing, transcribe
+
+    kernels = [(logits, "_rows_lse"), (logits, "row_topk"), (decoding, "row_topk"), (logits, "apply_timestamp_rules"),
+               (decoding, "apply_timestamp_rules"), (timing, "_dtw_numba"), (timing, "_backtrace"),
+               (timing, "_add_smoothed_head"), (silero, "lstm_probabilities")]
+    seen: set = set()
+    for module, name in kernels:
+        def recorded(*args, kernel=getattr(module, name)):
+            seen.add((kernel.py_func.__name__, tuple(numba.typeof(a) for a in args)))
+            return kernel(*args)
+
+        monkeypatch.setattr(module, name, recorded)
+    transcribe.warm_model_free()
+    warmed, _ = set(seen), seen.clear()
+    segments, _ = tiny_model.transcribe(jfk_audio, word_timestamps=True, beam_size=5, vad=True)
+    assert [w for s in segments for w in s.words]
+    assert {name for name, _ in seen} == {name for name, _ in warmed}  # every kernel reached
+    assert seen <= warmed

@@ -267,26 +267,32 @@ def _dot_kind(kind, row, nb, x, xd, xs, t):
     return _dot_q5_1(row, nb, x, xd, xs, t)
 
 
-def _gemv_block_body(kind, x, xd, xs, w, out):
-    """x (n, k) @ block-type w (d, bytes).T -> out (n, d) for the type of code `kind`; every
-    activation row through the fused row dot (ggml's order, so beam rows equal single rows)."""
-    n, k = x.shape
-    rows, nb = w.shape[0], k // QK
-    parts = _parts(rows)
-    for p in prange(parts):
-        for r in range(rows * p // parts, rows * (p + 1) // parts):
-            row = w[r]
-            for t in range(n):
-                out[t, r] = _dot_kind(kind, row, nb, x, xd, xs, t)
+def _gemv_block_kernels(kind: int) -> tuple:
+    """The parallel and the serial gemv over block-type rows of code `kind`: x (n, k) @ w
+    (d, bytes).T -> out (n, d), every activation row through the fused row dot (ggml's order,
+    so beam rows equal single rows). One pair per type, compiled on first use with that type's
+    dot only: with the type a runtime argument every compile held all five dots, a second of
+    a first run's compile per kernel for a model that has one type."""
+    def body(x, xd, xs, w, out):
+        n, k = x.shape
+        rows, nb = w.shape[0], k // QK
+        parts = _parts(rows)
+        for p in prange(parts):
+            for r in range(rows * p // parts, rows * (p + 1) // parts):
+                row = w[r]
+                for t in range(n):
+                    out[t, r] = _dot_kind(kind, row, nb, x, xd, xs, t)
+
+    return numba.njit(**_FAST)(body), numba.njit(nogil=True, **_SERIAL)(body)
 
 
-_gemv_block_par = numba.njit(**_FAST)(_gemv_block_body)
-_gemv_block_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_block_body)
+_GEMV_BLOCK = {kind: _gemv_block_kernels(kind) for kind in LEGACY_KIND.values()}
 
 
 def _gemv_block(kind: int, x: np.ndarray, xd: np.ndarray, xs: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
     """The serial build below PARALLEL_MIN_BYTES of weights per call, else parallel."""
-    (_gemv_block_par if w.size * x.shape[0] >= PARALLEL_MIN_BYTES else _gemv_block_seq)(kind, x, xd, xs, w, out)
+    parallel, serial = _GEMV_BLOCK[kind]
+    (parallel if w.size * x.shape[0] >= PARALLEL_MIN_BYTES else serial)(x, xd, xs, w, out)
     return out
 
 

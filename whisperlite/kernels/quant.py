@@ -199,12 +199,14 @@ def _round_away(v: np.float32) -> int:
 # ---------------------------------------------------------------- checks
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def _count_nonfinite(x: np.ndarray) -> int:
-    """Number of NaN/inf values: x (rows, cols) -> int."""
+    """Number of NaN/inf values: x (rows, cols) -> int. Serial: it reads at memory speed
+    anyway, and a parallel loop's compile cost seconds of every first run (quantizing
+    Whisper's token embedding at load)."""
     rows, cols = x.shape
     bad = 0
-    for r in prange(rows):
+    for r in range(rows):
         for c in range(cols):
             if not np.isfinite(x[r, c]):
                 bad += 1

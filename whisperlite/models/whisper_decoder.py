@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numba
 import numpy as np
 
 from whisperlite.kernels import QTensor, Weight, get_threads, linear
@@ -14,7 +15,7 @@ from whisperlite.kernels.threads import one_numba_thread, run_parallel
 from whisperlite.kernels import mha
 from whisperlite.kernels.llvm_ir import HAS_AVX2
 from whisperlite.kernels.ops import add_
-from whisperlite.kernels.quant import KIND, bytes_per_row, dequantize_rows
+from whisperlite.kernels.quant import KIND, QK, QType, bytes_per_row, dequantize_rows
 from whisperlite.kernels.rowdots import weight_kind
 from whisperlite.kernels.tensor import readonly
 from whisperlite.kernels.worksplit import SplitChooser
@@ -276,6 +277,13 @@ class TextDecoder:
         emb = self.token_embedding
         if not isinstance(emb, QTensor):
             return emb[ids]
+        if emb.qtype == QType.Q8_0:  # the default's embedding (the compute type's)
+            # a few rows: in numpy, the dequantizer's arithmetic (int8 times the float16
+            # scale, one float32 product: the same bits), and its parallel kernel, seconds of
+            # a first run's compile, is not compiled for them
+            blocks = emb.data[np.asarray(ids)].reshape(len(ids), -1, 2 + QK)
+            scales = blocks[:, :, :2].copy().view(np.float16).astype(np.float32)
+            return (blocks[:, :, 2:].view(np.int8).astype(np.float32) * scales).reshape(len(ids), emb.shape[1])
         # the stored rows gathered first: one kernel call for all ids, not a pool wake per id
         rows = readonly(emb.data[np.asarray(ids)])  # as the mapped matrices: one compiled dequantizer
         out = np.empty((len(rows), emb.shape[1]), np.float32)
@@ -360,6 +368,15 @@ class TextDecoder:
         cache.src[:bsz, cache.length] = np.arange(bsz, dtype=np.int32)
         return s, (s.steps, tokens, cache.length, self.int8, self.step_weights.step_view, cache.step_view,
                    s.step_view)
+
+    def compile_step(self, cache: KVCache, batch: int) -> None:
+        """Compile (or load from numba's cache) the step kernel for `batch` sequences on
+        `cache`, without running it or linking its row kernels (`link_rows` does at the first
+        step): a first run compiles the two in different processes (registry/loader.py)."""
+        s = _StepScratch(self.dims, batch)
+        args = (0, s.steps, np.zeros((batch, 1), np.int64), cache.length, self.int8, self.step_weights.step_view,
+                cache.step_view, s.step_view)
+        whisper_step.step_body.compile(tuple(numba.typeof(a) for a in args))
 
     def step_serial(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
         """`step` on this thread alone: step_body claims every chunk itself. (Called from here,

@@ -192,7 +192,8 @@ class AudioEncoder:
             return self._encode(ws, np.asarray(mel, np.float32))
 
     def _encode(self, ws: _Workspace, mel: np.ndarray) -> np.ndarray:
-        mel_t = mel.T  # (frames, n_mels) view: im2col reads it in place
+        # (frames, n_mels) copied C-contiguous: im2col then has one compiled layout, conv1's
+        mel_t = np.ascontiguousarray(mel.T)
         c1, c2 = self.conv1.T, self.conv2.T
         rows = ws.rows
 

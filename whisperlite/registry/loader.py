@@ -5,12 +5,13 @@ or a pulled model such as `base`), a CTranslate2 directory, or a whisper.cpp ggm
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from gguf import GGMLQuantizationType as QType
@@ -20,10 +21,11 @@ from whisperlite.core.errors import ModelFormatError, ModelNotFoundError
 from whisperlite.formats.checkpoint import WhisperCheckpoint
 from whisperlite.kernels import QTensor, Weight, set_threads
 from whisperlite.kernels.quant import bytes_per_row, dequantize_rows, quantize
+from whisperlite.models import whisper_step
 from whisperlite.models.speaker_encoder import SpeakerEncoder
 from whisperlite.models.whisper import KVCache, TextDecoder, Whisper
 from whisperlite.registry.embedded import embedded_model_dir
-from whisperlite.registry.warmup import first_use, stage, weight_types
+from whisperlite.registry.warmup import compile_elsewhere, first_use, numba_cache_writable, run, stage, weight_types
 from whisperlite.tokenizer.whisper import WhisperTokenizer
 from whisperlite.transcription.options import COMPUTE_TYPES, DEFAULT_MODEL
 
@@ -170,34 +172,52 @@ def _kernel_key(ckpt: WhisperCheckpoint, compute_type: str) -> str:
     return f"whisper-{weight_types(ckpt.weights.values())}-{compute_type}"
 
 
-def _warm_up(model: Whisper, threads: int, path: Path, compute_type: str,
-             warm_more: Callable[[Whisper, KVCache], None] | None) -> None:
+def _warm_up(model: Whisper, threads: int, helpers: dict[str, subprocess.Popen],
+             warm_more: Callable[[Whisper, KVCache], None] | None, warm_apart: str | None) -> None:
     """Calls that reach every kernel a transcription with this model on `threads` uses;
-    `warm_more(model, cache)` reaches those of the layers above (decoding logic, word timing, VAD).
+    `warm_more(model, cache)` reaches those of the layers above (decoding logic, word timing, VAD)
+    that need the model. `helpers` (see `_start_helpers`) compile the rest meanwhile, which
+    then loads from the cache: the decoder step, and `warm_apart`'s model-free kernels, called
+    here when no helper took them."""
+    if warm_apart is not None and "apart" not in helpers:
+        stage("model-free kernels")
+        run(warm_apart)
+    stage("encoder")
+    features = model.encoder(np.zeros((model.dims.n_mels, 2 * model.dims.n_audio_ctx), np.float32))
+    stage("decoder")
+    cache = model.decoder.new_cache(features, batch=2)
+    model.decoder(np.zeros((1, 3), np.int64), cache, positions=(0, -1))
+    if warm_more is not None:
+        warm_more(model, cache)
+    stage("decoder step")
+    for helper in helpers.values():
+        helper.wait()  # whatever a helper did not finish (it failed, say) compiles here or later instead
+    _warm_step(model.decoder, threads, cache)
 
-    The fused decoder step is most of a first compile (~70 of ~115 s of compiling on a
-    2-core VM, on one core): on a machine with a second core, another process compiles it
-    into numba's disk cache while this one compiles the rest (even at -t 1: compiling is
-    once, not the transcription's work), and the step then loads from the cache."""
-    helper = None
-    if physical_cores() > 1 and model.decoder.step_weights is not None and _numba_cache_writable():
-        helper = _compile_step_elsewhere(path, compute_type, threads)
+
+@contextlib.contextmanager
+def _start_helpers(path: Path, compute_type: str, threads: int,
+                   warm_apart: str | None) -> Iterator[dict[str, subprocess.Popen]]:
+    """Processes that compile beside this one from the start of a first run, each a share of
+    about the same size: the decoder step's body (`compile_step`), its row kernels
+    (`compile_rows`) and `warm_apart` ("module:function", no arguments), model-free kernels of
+    the layers above; this one compiles what needs the model. Compiling is once, not the
+    transcription's work, so they run even at -t 1, on any machine with a second core; on
+    leaving, those still running are killed (interrupted: no orphan compiling on)."""
+    started = {}
+    if physical_cores() > 1 and numba_cache_writable():
+        started["step"] = _compile_step_elsewhere(path, compute_type, threads)
+        started["rows"] = compile_elsewhere(f"{__name__}:compile_rows", os.path.abspath(path), compute_type)
+        if warm_apart is not None:
+            started["apart"] = compile_elsewhere(warm_apart)
+    helpers = {name: h for name, h in started.items() if h is not None}
     try:
-        stage("encoder")
-        features = model.encoder(np.zeros((model.dims.n_mels, 2 * model.dims.n_audio_ctx), np.float32))
-        stage("decoder")
-        cache = model.decoder.new_cache(features, batch=2)
-        model.decoder(np.zeros((1, 3), np.int64), cache, positions=(0, -1))
-        if warm_more is not None:
-            warm_more(model, cache)
-        stage("decoder step")
-        if helper is not None:
-            helper.wait()  # whatever it did not finish (it failed, say) compiles here instead
-        _warm_step(model.decoder, threads, cache)
+        yield helpers
     finally:
-        if helper is not None and helper.poll() is None:
-            helper.kill()  # interrupted: no orphan compiling on
-            helper.wait()
+        for helper in helpers.values():
+            if helper.poll() is None:
+                helper.kill()
+                helper.wait()
 
 
 def _warm_step(decoder: TextDecoder, threads: int, cache: KVCache | None = None) -> None:
@@ -214,46 +234,39 @@ def _warm_step(decoder: TextDecoder, threads: int, cache: KVCache | None = None)
         decoder.step_parallel(np.zeros((2, 1), np.int64), cache)
 
 
-def _numba_cache_writable() -> bool:
-    """Whether compiled kernels reach numba's disk cache: the helper's work reaches this
-    process only through it."""
-    d = os.environ.get("NUMBA_CACHE_DIR", "")
-    try:
-        os.makedirs(d, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(d, os.W_OK)
-
-
 def _compile_step_elsewhere(path: Path, compute_type: str, threads: int) -> subprocess.Popen | None:
-    """A process that compiles the decoder step of the model at `path` (see `compile_step`).
-
-    It imports this very package: numba files its cache by the sources' directory, and
-    `python -c` would import a `whisperlite` folder in the working directory first (a
-    checkout after `pip install .`), whose kernels this process would never find.
-    Its stdin is a pipe this process never writes to: when this process ends, however it
-    ends (kill -9 too), the helper reads end-of-file and exits rather than compile for nobody.
-    It reads the raw descriptor: a daemon thread blocked in sys.stdin's buffered reader
-    aborts the interpreter at exit (it holds the buffer's lock)."""
-    code = ("import os, sys, threading; "
-            "threading.Thread(target=lambda: (os.read(0, 1), os._exit(1)), daemon=True).start(); "
-            "sys.path.insert(0, sys.argv[1]); from whisperlite.registry.loader import compile_step; "
-            "compile_step(sys.argv[2], sys.argv[3], int(sys.argv[4]))")
-    package_root = str(Path(__file__).resolve().parents[2])
-    try:
-        return subprocess.Popen([sys.executable, "-c", code, package_root, os.path.abspath(path), compute_type, str(threads)],
-                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    except OSError:
-        return None  # no second process: this one compiles everything
+    """A process that compiles the decoder step of the model at `path` (see `compile_step`)."""
+    return compile_elsewhere(f"{__name__}:compile_step", os.path.abspath(path), compute_type, str(threads))
 
 
-def compile_step(path: str, compute_type: str, threads: int) -> None:
+def _step_decoder(path: str, compute_type: str) -> TextDecoder:
+    """The decoder of the model at `path` for compiling its step in a helper process. A
+    compile needs the weights' types, not their values: the matrices the compute type
+    quantizes are zero blocks of their Q8_0 shape here, so that the quantizer's compile,
+    which the main process does anyway, stays off the helpers'."""
+    return TextDecoder(apply_compute_type(read_checkpoint(path), compute_type, _zero_q8_0))
+
+
+def compile_step(path: str, compute_type: str, threads: str) -> None:
     """Compile the decoder step a transcription on `threads` uses, for the model at `path`,
-    into numba's disk cache, with a transcription's argument types (the helper process of
-    the warm-up). A compile needs the weights' types, not their values: the matrices the
-    compute type quantizes are zero blocks of their Q8_0 shape here, so that the quantizer's
-    compile, which the main process does anyway, stays off the step's (the longest compile)."""
-    _warm_step(TextDecoder(apply_compute_type(read_checkpoint(path), compute_type, _zero_q8_0)), threads)
+    into numba's disk cache, with a transcription's argument types (a helper process of the
+    warm-up). The step's body compiles first and its row kernels are linked after: they
+    are `compile_rows`'s, another helper's, by then, and load from the cache."""
+    decoder = _step_decoder(path, compute_type)
+    if decoder.step_weights is None:  # the main process's decoder calls are all there is
+        return
+    d = decoder.dims
+    cache = decoder.new_cache(np.zeros((d.n_audio_ctx, d.n_audio_state), np.float32), batch=2)
+    decoder.compile_step(cache, 2)
+    _warm_step(decoder, int(threads), cache)
+
+
+def compile_rows(path: str, compute_type: str) -> None:
+    """Compile the row kernels the decoder step of the model at `path` calls, one per weight
+    kind it has (a helper process of the warm-up, beside `compile_step`'s)."""
+    decoder = _step_decoder(path, compute_type)
+    if decoder.step_weights is not None:
+        whisper_step.link_rows(decoder.step_weights.step_view, decoder.int8)
 
 
 def _zero_q8_0(w: Weight) -> QTensor:
@@ -324,21 +337,24 @@ def _return_freed_arrays() -> None:
 
 
 def load_whisper(name: str = DEFAULT_MODEL, threads: int | None = None, compute_type: str = "auto",
-                 warm_more: Callable[[Whisper, KVCache], None] | None = None) -> tuple[Whisper, WhisperTokenizer, int]:
+                 warm_more: Callable[[Whisper, KVCache], None] | None = None,
+                 warm_apart: str | None = None) -> tuple[Whisper, WhisperTokenizer, int]:
     """A Whisper model by name or path, its kernels compiled, and its tokenizer; `threads` sets
-    numba and BLAS threads (returned as set). See `_warm_up` for `warm_more`."""
+    numba and BLAS threads (returned as set). See `_warm_up` for `warm_more` and
+    `_start_helpers` for `warm_apart`."""
     _return_freed_arrays()
     n = set_threads(threads)
     path = resolve(name)
     stored = read_checkpoint(path)
     # applying the compute type and building the model call kernels too (quantizing the
     # embedding, converting matrices): on a first run they compile under the notice
-    with first_use(_kernel_key(stored, compute_type)) as cold:
+    with first_use(_kernel_key(stored, compute_type)) as cold, \
+            (_start_helpers(path, compute_type, n, warm_apart) if cold else contextlib.nullcontext({})) as helpers:
         stage("model")
         ckpt = apply_compute_type(stored, compute_type)
         model = Whisper(ckpt)
         if cold:
-            _warm_up(model, n, path, compute_type, warm_more)
+            _warm_up(model, n, helpers, warm_more, warm_apart)
     ckpt.release_mapped_pages()
     _release_compiler_pages()
     return model, tokenizer_for(ckpt), n

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import logging
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -156,3 +159,42 @@ def compile_once(key: str, warm: Callable[[], None], stages: int | None = None) 
 def weight_types(weights: Iterable[Weight]) -> str:
     """The weights' types, as a key part: they decide which product kernels a model compiles."""
     return "+".join(sorted({QType(w.qtype).name if isinstance(w, QTensor) else str(w.dtype) for w in weights}))
+
+
+def compile_elsewhere(target: str, *args: str) -> subprocess.Popen | None:
+    """A process that runs `target(*args)` ("package.module:function", string arguments) for
+    the kernels it compiles into numba's disk cache, or None if no process can be started.
+
+    It imports this very package: numba files its cache by the sources' directory, and
+    `python -c` would import a `whisperlite` folder in the working directory first (a
+    checkout after `pip install .`), whose kernels this process would never find.
+    Its stdin is a pipe this process never writes to: when this process ends, however it
+    ends (kill -9 too), the helper reads end-of-file and exits rather than compile for nobody.
+    It reads the raw descriptor: a daemon thread blocked in sys.stdin's buffered reader
+    aborts the interpreter at exit (it holds the buffer's lock)."""
+    code = ("import os, sys, threading; "
+            "threading.Thread(target=lambda: (os.read(0, 1), os._exit(1)), daemon=True).start(); "
+            "sys.path.insert(0, sys.argv[1]); from whisperlite.registry.warmup import run; run(*sys.argv[2:])")
+    package_root = str(Path(__file__).resolve().parents[2])
+    try:
+        return subprocess.Popen([sys.executable, "-c", code, package_root, target, *args],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None  # no second process: this one compiles everything
+
+
+def run(target: str, *args: str) -> None:
+    """Call `target` ("package.module:function") with `args`."""
+    module, function = target.split(":")
+    getattr(importlib.import_module(module), function)(*args)
+
+
+def numba_cache_writable() -> bool:
+    """Whether compiled kernels reach numba's disk cache: a helper's work reaches this
+    process only through it."""
+    d = os.environ.get("NUMBA_CACHE_DIR", "")
+    try:
+        os.makedirs(d, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(d, os.W_OK)

@@ -99,8 +99,9 @@ class TimestampRules(LogitFilter):
         self.max_initial_index = -1 if max_initial_index is None else max_initial_index
 
     def apply(self, logits: np.ndarray, tokens: np.ndarray) -> None:
-        apply_timestamp_rules(logits, tokens, self.sample_begin, self.ts_begin, self.eot, self.notimestamps,
-                              self.max_initial_index)
+        # one layout for every caller (the beams pass a view of their buffer): one compile
+        apply_timestamp_rules(logits, np.ascontiguousarray(tokens), self.sample_begin, self.ts_begin, self.eot,
+                              self.notimestamps, self.max_initial_index)
 
 
 def suppressed_tokens(tok: WhisperTokenizer, suppress_tokens: Sequence[int] | None) -> tuple[int, ...]:

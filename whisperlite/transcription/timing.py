@@ -177,17 +177,23 @@ def _add_smoothed_head(w: np.ndarray, out: np.ndarray, z: np.ndarray) -> None:
         total = max(_pairwise_sum(z[t]), 1e-12)
         for f in range(n_frames):
             z[t, f] /= total
+    # loops, not array expressions (`mean /= n_tok`, np.maximum(np.sqrt(var / n_tok), …)):
+    # each of those compiles numba's array-expression machinery, a second of a first run
     mean = np.zeros(n_frames)
     for t in range(n_tok):
         for f in range(n_frames):
             mean[f] += z[t, f]
-    mean /= n_tok
+    for f in range(n_frames):
+        mean[f] /= n_tok
     var = np.zeros(n_frames)
     for t in range(n_tok):
         for f in range(n_frames):
             d = z[t, f] - mean[f]
             var[f] += d * d
-    scale = np.maximum(np.sqrt(var / n_tok), 1e-12)
+    scale = np.empty(n_frames)
+    for f in range(n_frames):
+        sd = np.sqrt(var[f] / n_tok)
+        scale[f] = 1e-12 if sd < 1e-12 else sd  # np.maximum's: a NaN stays NaN
     padded = np.empty(n_frames + MEDIAN_WIDTH - 1)
     for t in range(n_tok):
         for f in range(n_frames):

@@ -144,19 +144,23 @@ class _WindowReader:
 
 
 def _warm_decoding(model: Whisper, cache: KVCache) -> None:
-    """The decoding logic's kernels (row log-sum-exp, top-k for beams, timestamp rules on
-    greedy's contiguous tokens and on the beams' view of their buffer), word timing and the
-    speech filter: otherwise they compile inside the first window."""
-    warmup.stage("decoding rules")
-    logits = np.zeros((2, model.dims.n_vocab), np.float32)
+    """The decoder's cross-attention weights word timing reads (the kernels of the layers above
+    that need the model; `warm_model_free` compiles the others in a process of their own)."""
+    warmup.stage("word timing")
+    model.decoder(np.zeros((1, 4), np.int64), cache.fork(1), positions=(), want_cross=True)
+
+
+def warm_model_free() -> None:
+    """The decoding logic's kernels (row log-sum-exp, top-k for beams, timestamp rules), word timing and the
+    speech filter, on small arrays of the types a transcription passes them: otherwise they
+    compile inside the first window. They need no model, so a process of their own compiles
+    them beside the model's (load_whisper's `warm_apart`)."""
+    logits = np.zeros((2, 64), np.float32)
     logit_rules.row_logsumexp(logits)
     logit_rules.row_topk(logits, 2)
-    for tokens in (np.zeros((2, 3), np.int64), np.zeros((2, 4), np.int64)[:, :3]):
-        logit_rules.apply_timestamp_rules(logits, tokens, 1, model.dims.n_vocab - 1, 0, 0, 0)
-    warmup.stage("word timing")
-    _, crosses = model.decoder(np.zeros((1, 4), np.int64), cache.fork(1), positions=(), want_cross=True)
-    timing.dtw(-timing.alignment_matrix([crosses[-1][0, 0, 1:, :8]]))
-    warmup.stage("voice activity detection")
+    logit_rules.apply_timestamp_rules(logits, np.zeros((2, 3), np.int64), 1, logits.shape[1] - 1, 0, 0, 0)
+    crosses = np.zeros((1, 1, 4, 16), np.float32)  # (batch, heads, tokens, frames) of one layer
+    timing.dtw(-timing.alignment_matrix([crosses[0, 0, 1:, :8]]))
     try:
         vad.SileroVad(vad.silero_weights())(np.zeros(2 * vad.FRAME, np.float32))
     except vad.VadUnavailableError:
@@ -183,7 +187,8 @@ class WhisperModel:
             raise OptionError(f"compute_type '{compute_type}' is not supported on the CPU by whisperlite "
                               f"(choose from {', '.join(COMPUTE_TYPE_NAMES)})")
         self.model, self.tokenizer, self.threads = load_whisper(
-            model_size_or_path, cpu_threads or None, COMPUTE_TYPE_NAMES[compute_type], warm_more=_warm_decoding)
+            model_size_or_path, cpu_threads or None, COMPUTE_TYPE_NAMES[compute_type], warm_more=_warm_decoding,
+            warm_apart=f"{__name__}:warm_model_free")
         self.name = model_size_or_path
         self._decoder = WindowDecoder(self.model, self.tokenizer)
         self._speaker_encoder: SpeakerEncoder | None = None
