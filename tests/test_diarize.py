@@ -471,7 +471,7 @@ def test_embedder_streams_in_any_pieces(monkeypatch):
     assert np.abs(e1 - e2).max() < 0.05
 
 
-def test_embedder_runs_beside_the_consumer():
+def test_embedder_runs_beside_the_consumer(monkeypatch):
     """Pieces reach the consumer while the embedding thread is still busy; `partials` waits
     for it, and raises what went wrong there."""
     import threading
@@ -490,6 +490,7 @@ def test_embedder_runs_beside_the_consumer():
             release.wait(10)
             return enc(mels)
 
+    monkeypatch.setattr(diarize, "BLOCK_SAMPLES", 16000 * 30)
     audio = rng.normal(0, 0.1, diarize.BLOCK_SAMPLES + 16000).astype(np.float32)
     embedder = diarize.Embedder(Held())
     passed = list(embedder.tap(iter(np.array_split(audio, 3))))  # all through while the first block is held

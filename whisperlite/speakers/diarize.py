@@ -21,6 +21,7 @@ import numpy as np
 from whisperlite.core.profiling import Profile
 from whisperlite.models.speaker_encoder import (
     HOP,
+    N_MELS,
     PARTIAL_FRAMES,
     SAMPLE_RATE,
     SpeakerEncoder,
@@ -31,7 +32,10 @@ from whisperlite.transcription.results import Segment
 
 PARTIAL_SAMPLES = PARTIAL_FRAMES * HOP  # 1.6 s
 STEP_FRAMES = PARTIAL_FRAMES // 2  # a partial every 0.8 s: each word is inside two
-BLOCK_SAMPLES = 30 * SAMPLE_RATE  # audio embedded at once: ~37 partials in one batch
+# Audio embedded at once: ~112 partials in one batch. The LSTM's per-step products run
+# nearer the core's peak with more rows, and the block stays a few MB (memory does not grow
+# with the input).
+BLOCK_SAMPLES = 90 * SAMPLE_RATE
 QUEUED_PIECES = 4  # pieces of audio handed to the embedding thread and not yet embedded
 MIN_PARTIAL_SAMPLES = PARTIAL_SAMPLES * 3 // 4  # a shorter tail is padded with silence (resemblyzer's min_coverage)
 # With this encoder, one voice's partials merge at small cosine distances, a little larger
@@ -156,8 +160,11 @@ class Embedder:
         if starts:
             padded = np.pad(audio, (0, max(0, starts[-1] + PARTIAL_SAMPLES - len(audio))))
             with self.profile.stage("speakers", len(starts), "partials"):
-                mel = mel_frames(normalize_volume(padded))
-                mels = np.stack([mel[s // HOP : s // HOP + PARTIAL_FRAMES] for s in starts])
+                mel = mel_frames(normalize_volume(padded, out=padded))
+                # the partials (every STEP_FRAMES from the first) as overlapping views of
+                # `mel`: the encoder copies them once, into its time-major order
+                mels = np.lib.stride_tricks.as_strided(mel, (len(starts), PARTIAL_FRAMES, N_MELS),
+                                                       (mel.strides[0] * STEP_FRAMES, *mel.strides), writeable=False)
                 self.embeddings.extend(self.encoder(mels))
             self.spans.extend((self._origin + s, self._origin + min(s + PARTIAL_SAMPLES, len(audio))) for s in starts)
         keep = starts[-1] + step if starts else 0
