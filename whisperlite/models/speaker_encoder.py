@@ -85,9 +85,11 @@ def normalize_volume(samples: np.ndarray, out: np.ndarray | None = None) -> np.n
     return np.multiply(samples, np.float32(gain), out=out)
 
 
-def mel_frames(samples: np.ndarray) -> np.ndarray:
-    """16 kHz samples (n,) → mel power frames (1 + n // HOP, N_MELS), float32, centred frames."""
-    x = np.pad(np.asarray(samples, np.float32), N_FFT // 2)
+def mel_frames(samples: np.ndarray, centred: bool = False) -> np.ndarray:
+    """16 kHz samples (n,) → mel power frames (1 + n // HOP, N_MELS), float32, centred frames.
+    `centred`: float32 samples that already carry the N_FFT // 2 zeros of centring at both ends
+    (n counts without them), so no padded copy is made."""
+    x = samples if centred else np.pad(np.asarray(samples, np.float32), N_FFT // 2)
     n_frames = 1 + (len(x) - N_FFT) // HOP
     frames = np.lib.stride_tricks.as_strided(x, (n_frames, N_FFT), (x.strides[0] * HOP, x.strides[0]),
                                              writeable=False)
