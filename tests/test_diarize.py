@@ -446,7 +446,7 @@ def test_batch_fills_the_speaker_column(two, tmp_path):
 
 
 def test_embedder_streams_in_any_pieces(monkeypatch):
-    from whisperlite.models.speaker_encoder import SpeakerEncoder, SpeakerEncoderDims
+    from whisperlite.models.speaker_encoder import SpeakerEncoder, SpeakerEncoderDims, mel_frames, normalize_volume
 
     monkeypatch.setattr(diarize, "BLOCK_SAMPLES", 16000 * 5)  # several blocks in a short stream
     dims = SpeakerEncoderDims(n_hidden=8, n_embed=6)
@@ -469,9 +469,12 @@ def test_embedder_streams_in_any_pieces(monkeypatch):
     assert short.partials(ident)[0].tolist() == [[0.0, 1.0]]
     # partials cut from the same samples embed the same (blocks normalise their own volume)
     assert np.abs(e1 - e2).max() < 0.05
+    # each is the encoder on its own 1.6 s of its block's mel frames
+    mel = mel_frames(normalize_volume(audio[:diarize.BLOCK_SAMPLES]))
+    np.testing.assert_allclose(e1[:2], enc(np.stack([mel[0:160], mel[80:240]])), rtol=1e-5, atol=1e-6)
 
 
-def test_embedder_runs_beside_the_consumer():
+def test_embedder_runs_beside_the_consumer(monkeypatch):
     """Pieces reach the consumer while the embedding thread is still busy; `partials` waits
     for it, and raises what went wrong there."""
     import threading
@@ -490,6 +493,7 @@ def test_embedder_runs_beside_the_consumer():
             release.wait(10)
             return enc(mels)
 
+    monkeypatch.setattr(diarize, "BLOCK_SAMPLES", 16000 * 30)
     audio = rng.normal(0, 0.1, diarize.BLOCK_SAMPLES + 16000).astype(np.float32)
     embedder = diarize.Embedder(Held())
     passed = list(embedder.tap(iter(np.array_split(audio, 3))))  # all through while the first block is held

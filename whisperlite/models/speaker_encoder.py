@@ -74,18 +74,22 @@ _FILTERS = slaney_mel_filters()
 _WINDOW = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)  # periodic Hann
 
 
-def normalize_volume(samples: np.ndarray) -> np.ndarray:
-    """Raise quiet audio to TARGET_DBFS RMS (never lowers it), as resemblyzer's preprocessing."""
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
-    if rms <= 0:
+def normalize_volume(samples: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Raise quiet audio to TARGET_DBFS RMS (never lowers it), as resemblyzer's preprocessing;
+    into `out` (may be `samples`) when given, else into a new array when it raises it."""
+    # summed in float64 a buffer at a time, without a float64 copy of the samples
+    rms = float(np.sqrt(np.einsum("i,i->", samples, samples, dtype=np.float64) / len(samples))) if len(samples) else 0.0
+    gain = 10 ** ((TARGET_DBFS - 20 * np.log10(rms)) / 20) if rms > 0 else 1.0
+    if gain <= 1:
         return samples
-    gain = 10 ** ((TARGET_DBFS - 20 * np.log10(rms)) / 20)
-    return samples * np.float32(gain) if gain > 1 else samples
+    return np.multiply(samples, np.float32(gain), out=out)
 
 
-def mel_frames(samples: np.ndarray) -> np.ndarray:
-    """16 kHz samples (n,) → mel power frames (1 + n // HOP, N_MELS), float32, centred frames."""
-    x = np.pad(np.asarray(samples, np.float32), N_FFT // 2)
+def mel_frames(samples: np.ndarray, centred: bool = False) -> np.ndarray:
+    """16 kHz samples (n,) → mel power frames (1 + n // HOP, N_MELS), float32, centred frames.
+    `centred`: float32 samples that already carry the N_FFT // 2 zeros of centring at both ends
+    (n counts without them), so no padded copy is made."""
+    x = samples if centred else np.pad(np.asarray(samples, np.float32), N_FFT // 2)
     n_frames = 1 + (len(x) - N_FFT) // HOP
     frames = np.lib.stride_tricks.as_strided(x, (n_frames, N_FFT), (x.strides[0] * HOP, x.strides[0]),
                                              writeable=False)

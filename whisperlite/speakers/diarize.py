@@ -21,6 +21,8 @@ import numpy as np
 from whisperlite.core.profiling import Profile
 from whisperlite.models.speaker_encoder import (
     HOP,
+    N_FFT,
+    N_MELS,
     PARTIAL_FRAMES,
     SAMPLE_RATE,
     SpeakerEncoder,
@@ -31,7 +33,10 @@ from whisperlite.transcription.results import Segment
 
 PARTIAL_SAMPLES = PARTIAL_FRAMES * HOP  # 1.6 s
 STEP_FRAMES = PARTIAL_FRAMES // 2  # a partial every 0.8 s: each word is inside two
-BLOCK_SAMPLES = 30 * SAMPLE_RATE  # audio embedded at once: ~37 partials in one batch
+# Audio embedded at once: ~112 partials in one batch. The LSTM's per-step products run
+# nearer the core's peak with more rows, and the block stays a few MB (memory does not grow
+# with the input).
+BLOCK_SAMPLES = 90 * SAMPLE_RATE
 QUEUED_PIECES = 4  # pieces of audio handed to the embedding thread and not yet embedded
 MIN_PARTIAL_SAMPLES = PARTIAL_SAMPLES * 3 // 4  # a shorter tail is padded with silence (resemblyzer's min_coverage)
 # With this encoder, one voice's partials merge at small cosine distances, a little larger
@@ -143,29 +148,43 @@ class Embedder:
         self._flush(final=True)
 
     def _flush(self, final: bool) -> None:
-        if not self._have:
+        have = self._have
+        if not have:
             return
-        audio = np.concatenate(self._buf) if len(self._buf) > 1 else self._buf[0]
         step = STEP_FRAMES * HOP
-        starts = list(range(0, max(len(audio) - PARTIAL_SAMPLES, -1) + 1, step))
+        starts = list(range(0, max(have - PARTIAL_SAMPLES, -1) + 1, step))
         if final:
             tail = starts[-1] + step if starts else 0
-            whole_stream_short = not starts and self._origin == 0 and len(audio) >= MIN_PARTIAL_SAMPLES // 2
-            if len(audio) - tail >= MIN_PARTIAL_SAMPLES or whole_stream_short:
+            whole_stream_short = not starts and self._origin == 0 and have >= MIN_PARTIAL_SAMPLES // 2
+            if have - tail >= MIN_PARTIAL_SAMPLES or whole_stream_short:
                 starts.append(tail)
+        keep = have if final else starts[-1] + step if starts else 0
         if starts:
-            padded = np.pad(audio, (0, max(0, starts[-1] + PARTIAL_SAMPLES - len(audio))))
+            # One buffer holds the block: its samples, silence to the last partial's end, and
+            # the zeros that centre the mel frames at both ends (no concatenated, padded and
+            # centred copies of a 90-s block); it is let go before the LSTM runs.
+            length = max(have, starts[-1] + PARTIAL_SAMPLES)
+            x = np.zeros(length + N_FFT, np.float32)
+            block = x[N_FFT // 2 : N_FFT // 2 + length]
+            at = 0
+            for piece in self._buf:
+                block[at : at + len(piece)] = piece
+                at += len(piece)
+            self._buf = [block[keep:have].copy()] if keep < have else []
             with self.profile.stage("speakers", len(starts), "partials"):
-                mel = mel_frames(normalize_volume(padded))
-                mels = np.stack([mel[s // HOP : s // HOP + PARTIAL_FRAMES] for s in starts])
+                normalize_volume(block, out=block)
+                mel = mel_frames(x, centred=True)
+                del x, block
+                # the partials (every STEP_FRAMES from the first) as overlapping views of
+                # `mel`: the encoder copies them once, into its time-major order
+                mels = np.lib.stride_tricks.as_strided(mel, (len(starts), PARTIAL_FRAMES, N_MELS),
+                                                       (mel.strides[0] * STEP_FRAMES, *mel.strides), writeable=False)
                 self.embeddings.extend(self.encoder(mels))
-            self.spans.extend((self._origin + s, self._origin + min(s + PARTIAL_SAMPLES, len(audio))) for s in starts)
-        keep = starts[-1] + step if starts else 0
-        if final:
-            keep = len(audio)
-        self._buf = [audio[keep:]] if keep < len(audio) else []
+            self.spans.extend((self._origin + s, self._origin + min(s + PARTIAL_SAMPLES, have)) for s in starts)
+        elif final:
+            self._buf = []
         self._origin += keep
-        self._have = len(audio) - keep
+        self._have = have - keep
 
 
 def cluster(embeddings: np.ndarray, speakers: int | None = None) -> np.ndarray:
