@@ -166,12 +166,16 @@ def test_loop_cut_in_lower_case():
 
 def test_held_words_opening_a_pass_are_skipped_whatever_their_times():
     """The buffer starts in the last final word; the pass re-times it onto the speech after a
-    pause: it is still that word, not a new one (it was made final twice: 'myself. myself.')."""
+    pause: it is still that word, not a new one (it was made final twice: 'myself. myself.'),
+    and so is its end alone."""
     from whisperlite.transcription.results import Word
 
     held = [Word(23.08, 23.41, " myself.", 0.9, [1])]
     words = [Word(26.30, 26.70, " myself.", 0.9, [1]), Word(26.70, 28.06, " I", 0.9, [2]),
              Word(28.06, 28.24, " have", 0.9, [3])]
+    assert StreamingTranscriber._after(words, held) == words[1:]
+    # the buffer starts inside it: the pass hears its end ('myself. self.')
+    words[0] = Word(26.30, 26.70, " self.", 0.9, [5])
     assert StreamingTranscriber._after(words, held) == words[1:]
     # a new word that merely equals the last final one, later in the pass, is new
     words = [Word(26.30, 26.70, " I", 0.9, [2]), Word(26.70, 27.0, " said", 0.9, [4]),

@@ -60,6 +60,7 @@ TOKENS_PER_SECOND = 10
 # Seconds of an utterance after which a pass that gives nothing past its context words
 # decodes again without them.
 CONTEXT_GIVE_UP = 2.0
+FRAGMENT_CHARS = 3  # the shortest end of a final word a pass may hear alone as a word (`_after`)
 LOOP_TOKENS = 4  # a phrase this long said twice in a row is a decoding loop, not speech
 # A word two passes agree on but neither is sure of (probability below UNSURE in both) waits
 # until a pass that agrees on it again has WAIT_SECONDS of audio after its end: words misheard
@@ -68,6 +69,8 @@ LOOP_TOKENS = 4  # a phrase this long said twice in a row is a decoding loop, no
 # run of unsure words becomes final together, not one wait after another.
 UNSURE = 0.4
 WAIT_SECONDS = 3.0
+OLDER = 1
+FORCE = 1
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,7 @@ class StreamingTranscriber:
         self._speech_from = 0  # stream sample index where the utterance in progress began
         self.final: list[Word] = []  # every final word, in order
         self._pending: list[Word] = []  # the last pass's words not yet final (agreement), or its line (window)
+        self._older: list[Word] = []  # agreement: the words of the pass before the last not yet final
         self._passes = 0  # window: passes since the last line became final
         self._finished = False
         self.passes = 0  # decoding passes run (for benchmarks)
@@ -279,7 +283,7 @@ class StreamingTranscriber:
             events = self._window_pass(end, line_ends=True, final=silent)
         else:
             events = self._close_line(silent)
-        self._pending = []
+        self._pending = self._older = []
         self._drop_before(self._keep_from(silent))
         return events
 
@@ -422,6 +426,12 @@ class StreamingTranscriber:
         if blocks:
             i, j = blocks[-1].a + blocks[-1].size - 1, blocks[-1].b + blocks[-1].size - 1
             rest = words[j + 1 :]
+        elif words and len(_norm(words[0].word)) >= FRAGMENT_CHARS \
+                and _norm(held[-1].word).endswith(_norm(words[0].word)):
+            # The buffer starts inside the last final word (its time was late): the pass hears
+            # its end ("self." of "myself."), which the DTW stretches over the pause onto the
+            # new speech, past the final word's end.
+            i, rest = len(held) - 1, words[1:]
         if i < len(held) - 1:  # the last final words were heard differently: skip their time
             rest = [w for w in rest if (w.start + w.end) / 2 > held[-1].end]
         return rest
@@ -468,19 +478,32 @@ class StreamingTranscriber:
         if final is not None:
             agreed = len(self._before(words, final))
         else:
-            agreed = 0
-            for a, b in zip(words, self._pending):
-                if _norm(a.word) != _norm(b.word):
-                    break
-                if max(a.probability, b.probability) < UNSURE and end / SAMPLE_RATE - a.end < WAIT_SECONDS:
-                    break
-                agreed += 1
+            agreed = max(self._agreed(words, self._pending, end), self._agreed(words, self._older, end) if OLDER else 0)
+            if not sure:
+                agreed = min(agreed, self._agreed(words, self._pending, end))
+            if sure and FORCE:
+                while agreed < len(words) and end / SAMPLE_RATE - words[agreed].end >= WAIT_SECONDS:
+                    agreed += 1
         events = self._commit(words[:agreed])
-        self._pending = words[agreed:] if sure else self._pending[agreed:]
+        if sure:
+            self._older, self._pending = self._pending[agreed:], words[agreed:]
+        else:
+            self._older, self._pending = self._older[agreed:], self._pending[agreed:]
         if final is None:
             events += self._trim()
             events.append(StreamEvent("partial", tuple(self._pending)))
         return events
+
+    @staticmethod
+    def _agreed(words: list[Word], other: list[Word], end: int) -> int:
+        agreed = 0
+        for a, b in zip(words, other):
+            if _norm(a.word) != _norm(b.word):
+                break
+            if max(a.probability, b.probability) < UNSURE and end / SAMPLE_RATE - a.end < WAIT_SECONDS:
+                break
+            agreed += 1
+        return agreed
 
     def _trim(self) -> list[StreamEvent]:
         """Past `trim_seconds`, the buffer starts after its last final sentence end (past
@@ -500,7 +523,7 @@ class StreamingTranscriber:
                 cut = self.final[-1].end
             else:  # no words at all: the last min_chunk may hold the start of some
                 cut = self._clock / SAMPLE_RATE - self.stream.min_chunk_ms / 1000
-            self._pending = []
+            self._pending = self._older = []
         if cut is not None:
             self._drop_before(int(round(cut * SAMPLE_RATE)))
         return events
