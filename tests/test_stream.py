@@ -225,3 +225,25 @@ def test_unsure_words_wait_by_time_and_unsure_passes_only_confirm(tiny_model, mo
     assert final(engine._agree(at(1.2 + WAIT_SECONDS))) == " protect"
     assert [w.word for w in engine._pending] == [" your", " rights"]
     assert final(engine._agree(at(1.5 + WAIT_SECONDS))) == " your rights"
+
+
+def test_disputed_words_final_by_two_of_three_passes_or_by_time(tiny_model, monkeypatch):
+    """Scripted passes: a word the pass before the last read as this one does becomes final
+    though the last pass read it differently; a word passes keep reading differently becomes
+    final as the latest pass reads it once that pass has WAIT_SECONDS of audio after it."""
+    from whisperlite.transcription.results import Word
+    from whisperlite.transcription.streaming import WAIT_SECONDS
+
+    engine = StreamingTranscriber(tiny_model, GREEDY)
+    one, two, too = Word(0.0, 0.4, " one", 0.9, [1]), Word(0.4, 0.8, " two", 0.9, [2]), Word(0.4, 0.8, " too", 0.9, [3])
+    three, tree, free = (Word(0.8, 1.2, f" {w}", 0.9, [k]) for k, w in enumerate(("three", "tree", "free"), 4))
+    script = iter([([one, two, three], True), ([one, too, tree], True), ([two, free], True), ([three], True),
+                   ([tree], True)])
+    monkeypatch.setattr(engine, "_decode", lambda *a: next(script))
+    final = lambda events: "".join(w.word for e in events if e.type == "final" for w in e.words)  # noqa: E731
+    at = lambda s: int(s * SAMPLE_RATE)  # noqa: E731
+    assert final(engine._agree(at(1.3))) == ""
+    assert final(engine._agree(at(2.0))) == " one"
+    assert final(engine._agree(at(2.7))) == " two"  # as two passes of the last three read it
+    assert final(engine._agree(at(1.2 + WAIT_SECONDS - 0.1))) == ""  # "three", "tree", "free", "three"
+    assert final(engine._agree(at(1.2 + WAIT_SECONDS + 0.05))) == " tree"  # the latest, once it has the time

@@ -329,7 +329,9 @@ class StreamOptions:
 
     policy: str = "agreement"  # or "window"
     min_chunk_ms: int = 700  # agreement: new audio between passes
-    trim_seconds: float = 15.0  # agreement: cut the buffer at a final sentence end past this
+    # agreement: cut the buffer at a final sentence end past this; None: from the model's pass
+    # cost (streaming.trim_seconds_for)
+    trim_seconds: float | None = None
     step_ms: int = 3000  # window: whisper.cpp --step (0: decode each utterance when it ends)
     length_ms: int = 10000  # window: whisper.cpp --length, audio per pass
     keep_ms: int = 200  # window: whisper.cpp --keep, audio carried into the next line
@@ -342,7 +344,7 @@ class StreamOptions:
     def check(self) -> None:
         if self.policy not in POLICIES:
             raise OptionError(f"policy '{self.policy}': choose from {', '.join(POLICIES)}")
-        if self.min_chunk_ms <= 0 or self.end_silence_ms <= 0 or self.trim_seconds <= 0:
+        if self.min_chunk_ms <= 0 or self.end_silence_ms <= 0 or (self.trim_seconds is not None and self.trim_seconds <= 0):
             raise OptionError("min_chunk_ms, end_silence_ms and trim_seconds must be > 0")
         if self.encoder_pad_ms < 0 or self.context_ms < 0:
             raise OptionError("encoder_pad_ms and context_ms must be >= 0")

@@ -44,6 +44,7 @@ from whisperlite.audio.ffmpeg import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
 from whisperlite.audio.mel import log_mel_spectrogram
 from whisperlite.audio.silero import FRAME, SileroVad
 from whisperlite.audio.vad import silero_weights
+from whisperlite.formats.checkpoint import WhisperDims
 from whisperlite.transcription.decoding import DecodeResult, compression_ratio
 from whisperlite.transcription.options import FallbackOptions, OptionError, StreamOptions, TranscribeOptions
 from whisperlite.transcription.results import Segment, TranscriptionInfo, Word
@@ -67,10 +68,22 @@ LOOP_TOKENS = 4  # a phrase this long said twice in a row is a decoding loop, no
 # on too little audio after them are mostly unsure, and a pass with more of what follows often
 # hears them as offline transcribe does. The wait is counted from each word's own end, so a
 # run of unsure words becomes final together, not one wait after another.
+# The buffer is cut after a final sentence end once it is longer than this on tiny (4 layers
+# of width 384 in the encoder); a model whose encoder costs more per second of audio gets
+# proportionally less, so that its pass over a full buffer costs about what tiny's does and
+# fits between passes (`trim_seconds_for`), but never less than a sentence or so.
+TRIM_SECONDS, TRIM_REFERENCE, TRIM_FLOOR = 15.0, 4 * 384**2, 5.0
 UNSURE = 0.4
 WAIT_SECONDS = 3.0
 OLDER = 1
 FORCE = 1
+
+
+def trim_seconds_for(dims: WhisperDims) -> float:
+    """The default `StreamOptions.trim_seconds` for a model of these dimensions: the encoder's
+    cost per second of audio (layers x width squared) against tiny's."""
+    cost = dims.n_audio_layer * dims.n_audio_state**2
+    return max(TRIM_FLOOR, round(TRIM_SECONDS * TRIM_REFERENCE / cost, 1))
 
 
 @dataclass(frozen=True)
@@ -175,6 +188,8 @@ class StreamingTranscriber:
         self.model = model
         self.stream = stream or StreamOptions()
         self.stream.check()
+        self._trim_seconds = (trim_seconds_for(model.model.dims) if self.stream.trim_seconds is None
+                              else self.stream.trim_seconds)
         opts = options or TranscribeOptions()
         language = model._check_language(opts)  # a bad language fails now, not on the first speech
         self.language = language
@@ -509,7 +524,7 @@ class StreamingTranscriber:
         """Past `trim_seconds`, the buffer starts after its last final sentence end (past
         MAX_BUFFER_SECONDS, after its last final word): that text becomes the prompt."""
         length = (self._clock - self._start) / SAMPLE_RATE
-        if length <= self.stream.trim_seconds:
+        if length <= self._trim_seconds:
             return []
         in_buffer = self._held(self._start)
         cut = next((w.end for w in reversed(in_buffer) if w.word.strip().endswith(SENTENCE_ENDS)), None)
