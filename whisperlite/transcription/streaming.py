@@ -490,24 +490,30 @@ class StreamingTranscriber:
             # final: what follows them is the pause, where a pass alone makes words up.)
             self._drop_before(round(held[-1].end * SAMPLE_RATE))
             return self._agree(end, final)
+        latest = words if sure else self._pending  # the latest reading that passed the gates
         if final is not None:
             agreed = len(self._before(words, final))
         else:
-            agreed = max(self._agreed(words, self._pending, end), self._agreed(words, self._older, end) if OLDER else 0)
-            if not sure:
-                agreed = min(agreed, self._agreed(words, self._pending, end))
-            if sure and FORCE:
-                while agreed < len(words) and end / SAMPLE_RATE - words[agreed].end >= WAIT_SECONDS:
+            agreed = self._agreed(words, self._pending, end)
+            if sure and OLDER:
+                agreed = max(agreed, self._agreed(words, self._older, end))
+            if FORCE:
+                while agreed < len(latest) and end / SAMPLE_RATE - latest[agreed].end >= WAIT_SECONDS:
                     agreed += 1
-        events = self._commit(words[:agreed])
+        events = self._commit(latest[:agreed])
         if sure:
-            self._older, self._pending = self._pending[agreed:], words[agreed:]
-        else:
-            self._older, self._pending = self._older[agreed:], self._pending[agreed:]
+            self._older, self._pending = self._pending, words[agreed:]
+        if self.final:  # the earlier readings of what is now final are spent
+            self._older, self._pending = (self._unheard(self._older), self._unheard(self._pending))
         if final is None:
             events += self._trim()
             events.append(StreamEvent("partial", tuple(self._pending)))
         return events
+
+    def _unheard(self, words: list[Word]) -> list[Word]:
+        """The words of a reading that lie after the last final word."""
+        last = self.final[-1].end
+        return [w for w in words if (w.start + w.end) / 2 > last]
 
     @staticmethod
     def _agreed(words: list[Word], other: list[Word], end: int) -> int:
