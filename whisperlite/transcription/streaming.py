@@ -22,11 +22,13 @@ in a row is cut (a short utterance before silence makes greedy decoding loop).
 Two policies decide when words become final within an utterance:
 
 - `agreement` (LocalAgreement-2, as whisper_streaming): the utterance so far is decoded again
-  whenever `min_chunk_ms` of new audio has arrived; a word is final once two consecutive
-  passes agree on it and on every word before it (one that neither is sure of waits until a pass
-  has WAIT_SECONDS of audio after it). Each pass is prompted with the final text
-  that has left the buffer, and the buffer is cut after a final sentence end once it is
-  longer than `trim_seconds`, so a pass never decodes more than one 30-s window.
+  whenever `min_chunk_ms` of new audio has arrived; a word is final once the pass and the
+  last one, or the one before the last, agree on it and on every word before it (one that
+  neither is sure of waits until a pass has WAIT_SECONDS of audio after it), or, whatever the
+  passes said, once the stream has WAIT_SECONDS of audio after it. Each pass is prompted with
+  the final text that has left the buffer, and the buffer is cut after a final sentence end
+  once it is longer than `trim_seconds` (by default from the model's size), so a pass never
+  decodes more than one 30-s window.
 - `window` (whisper.cpp's `stream`): every `step_ms` the last `length_ms` of audio is decoded
   and shown as partial; every `length_ms / step_ms - 1` steps that text becomes final and
   only `keep_ms` of audio is carried into the next line. `step_ms` 0: each utterance is
@@ -63,20 +65,23 @@ TOKENS_PER_SECOND = 10
 CONTEXT_GIVE_UP = 2.0
 FRAGMENT_CHARS = 3  # the shortest end of a final word a pass may hear alone as a word (`_after`)
 LOOP_TOKENS = 4  # a phrase this long said twice in a row is a decoding loop, not speech
-# A word two passes agree on but neither is sure of (probability below UNSURE in both) waits
-# until a pass that agrees on it again has WAIT_SECONDS of audio after its end: words misheard
-# on too little audio after them are mostly unsure, and a pass with more of what follows often
-# hears them as offline transcribe does. The wait is counted from each word's own end, so a
-# run of unsure words becomes final together, not one wait after another.
 # The buffer is cut after a final sentence end once it is longer than this on tiny (4 layers
 # of width 384 in the encoder); a model whose encoder costs more per second of audio gets
 # proportionally less, so that its pass over a full buffer costs about what tiny's does and
 # fits between passes (`trim_seconds_for`), but never less than a sentence or so.
 TRIM_SECONDS, TRIM_REFERENCE, TRIM_FLOOR = 15.0, 4 * 384**2, 5.0
+# A word becomes final when the pass and the last one agree on it (LocalAgreement-2), or the
+# pass and the one before the last (passes disagreeing on a garbled word tend to alternate
+# between two readings). One that neither agreeing pass is sure of (probability below UNSURE)
+# waits until a pass has WAIT_SECONDS of audio after its end: words misheard on too little
+# audio after them are mostly unsure, and a pass with more of what follows often hears them
+# as offline transcribe does. WAIT_SECONDS also bounds every word's wait: once the stream has
+# that much audio after a word, the latest reading that passed the gates becomes final,
+# whatever the passes before said (passes that kept disagreeing on a stretch of garbled
+# speech held it, and every word after it, for 4-6 s). Counted from each word's own end, so
+# a run of such words becomes final together, not one wait after another.
 UNSURE = 0.4
 WAIT_SECONDS = 3.0
-OLDER = 1
-FORCE = 1
 
 
 def trim_seconds_for(dims: WhisperDims) -> float:
@@ -473,9 +478,11 @@ class StreamingTranscriber:
         return [StreamEvent("final", tuple(out))] if out else []
 
     def _agree(self, end: int, final: int | None = None) -> list[StreamEvent]:
-        """LocalAgreement-2: decode the buffer; words both this pass and the last one give,
-        from the start of what is not final, become final (an unsure one after waiting, see
-        UNSURE). `final` (a sample index): all of this pass's words that start before it do."""
+        """LocalAgreement-2: decode the buffer; words both this pass and the last one (or the one
+        before it) give, from the start of what is not final, become final (an unsure one after
+        waiting), and so do the latest reading's words the stream has WAIT_SECONDS of audio
+        after (see UNSURE). `final` (a sample index): all of this pass's words that start before
+        it do."""
         held = self._held(self._start)
         decoded = self._decode(self._start, end, held, final is not None, final)
         if decoded is None:
@@ -495,11 +502,10 @@ class StreamingTranscriber:
             agreed = len(self._before(words, final))
         else:
             agreed = self._agreed(words, self._pending, end)
-            if sure and OLDER:
+            if sure:
                 agreed = max(agreed, self._agreed(words, self._older, end))
-            if FORCE:
-                while agreed < len(latest) and end / SAMPLE_RATE - latest[agreed].end >= WAIT_SECONDS:
-                    agreed += 1
+            while agreed < len(latest) and end / SAMPLE_RATE - latest[agreed].end >= WAIT_SECONDS:
+                agreed += 1
         events = self._commit(latest[:agreed])
         if sure:
             self._older, self._pending = self._pending, words[agreed:]
