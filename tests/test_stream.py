@@ -204,11 +204,11 @@ def test_short_utterance_before_silence_one_try_per_pass(tiny_model, monkeypatch
 
 def test_unsure_words_wait_by_time_and_unsure_passes_only_confirm(tiny_model, monkeypatch):
     """Scripted passes (`_decode` replaced): a run of words neither pass is sure of becomes
-    final together once a pass has WAIT_SECONDS of audio after them, not one wait after
+    final together once a pass has `wait_ms` of audio after them, not one wait after
     another; a pass that failed the log-probability gate confirms the last pass's words but
     its own different words are not proposed."""
     from whisperlite.transcription.results import Word
-    from whisperlite.transcription.streaming import WAIT_SECONDS
+    wait = StreamOptions().wait_ms / 1000
 
     engine = StreamingTranscriber(tiny_model, GREEDY)
     sure = [Word(0.0, 0.4, " So", 0.9, [1]), Word(0.4, 0.8, " we", 0.9, [2])]
@@ -222,17 +222,17 @@ def test_unsure_words_wait_by_time_and_unsure_passes_only_confirm(tiny_model, mo
     assert final(engine._agree(at(2.5))) == " So we"  # agreed; the unsure ones wait
     assert final(engine._agree(at(2.9))) == ""  # 1.8 s after "protect": still waiting
     # unsure pass: it agrees on "protect", which has waited long enough; its "made" is not proposed
-    assert final(engine._agree(at(1.2 + WAIT_SECONDS))) == " protect"
+    assert final(engine._agree(at(1.2 + wait))) == " protect"
     assert [w.word for w in engine._pending] == [" your", " rights"]
-    assert final(engine._agree(at(1.5 + WAIT_SECONDS))) == " your rights"
+    assert final(engine._agree(at(1.5 + wait))) == " your rights"
 
 
 def test_disputed_words_final_by_two_of_three_passes_or_by_time(tiny_model, monkeypatch):
     """Scripted passes: a word the pass before the last read as this one does becomes final
     though the last pass read it differently; a word passes keep reading differently becomes
-    final as the latest pass reads it once that pass has WAIT_SECONDS of audio after it."""
+    final as the latest pass reads it once that pass has `wait_ms` of audio after it."""
     from whisperlite.transcription.results import Word
-    from whisperlite.transcription.streaming import WAIT_SECONDS
+    wait = StreamOptions().wait_ms / 1000
 
     engine = StreamingTranscriber(tiny_model, GREEDY)
     one, two, too = Word(0.0, 0.4, " one", 0.9, [1]), Word(0.4, 0.8, " two", 0.9, [2]), Word(0.4, 0.8, " too", 0.9, [3])
@@ -245,5 +245,5 @@ def test_disputed_words_final_by_two_of_three_passes_or_by_time(tiny_model, monk
     assert final(engine._agree(at(1.3))) == ""
     assert final(engine._agree(at(2.0))) == " one"
     assert final(engine._agree(at(2.7))) == " two"  # as two passes of the last three read it
-    assert final(engine._agree(at(1.2 + WAIT_SECONDS - 0.1))) == ""  # "three", "tree", "free", "three"
-    assert final(engine._agree(at(1.2 + WAIT_SECONDS + 0.05))) == " tree"  # the latest, once it has the time
+    assert final(engine._agree(at(1.2 + wait - 0.1))) == ""  # "three", "tree", "free", "three"
+    assert final(engine._agree(at(1.2 + wait + 0.05))) == " tree"  # the latest, once it has the time

@@ -24,8 +24,8 @@ Two policies decide when words become final within an utterance:
 - `agreement` (LocalAgreement-2, as whisper_streaming): the utterance so far is decoded again
   whenever `min_chunk_ms` of new audio has arrived; a word is final once the pass and the
   last one, or the one before the last, agree on it and on every word before it (one that
-  neither is sure of waits until a pass has WAIT_SECONDS of audio after it), or, whatever the
-  passes said, once the stream has WAIT_SECONDS of audio after it. Each pass is prompted with
+  neither is sure of waits until a pass has `wait_ms` of audio after it), or, whatever the
+  passes said, once the stream has `wait_ms` of audio after it. Each pass is prompted with
   the final text that has left the buffer, and the buffer is cut after a final sentence end
   once it is longer than `trim_seconds` (by default from the model's size), so a pass never
   decodes more than one 30-s window.
@@ -73,15 +73,14 @@ TRIM_SECONDS, TRIM_REFERENCE, TRIM_FLOOR = 15.0, 4 * 384**2, 5.0
 # A word becomes final when the pass and the last one agree on it (LocalAgreement-2), or the
 # pass and the one before the last (passes disagreeing on a garbled word tend to alternate
 # between two readings). One that neither agreeing pass is sure of (probability below UNSURE)
-# waits until a pass has WAIT_SECONDS of audio after its end: words misheard on too little
+# waits until a pass has `wait_ms` of audio after its end: words misheard on too little
 # audio after them are mostly unsure, and a pass with more of what follows often hears them
-# as offline transcribe does. WAIT_SECONDS also bounds every word's wait: once the stream has
+# as offline transcribe does. `wait_ms` also bounds every word's wait: once the stream has
 # that much audio after a word, the latest reading that passed the gates becomes final,
 # whatever the passes before said (passes that kept disagreeing on a stretch of garbled
 # speech held it, and every word after it, for 4-6 s). Counted from each word's own end, so
 # a run of such words becomes final together, not one wait after another.
 UNSURE = 0.4
-WAIT_SECONDS = 3.0
 
 
 def trim_seconds_for(dims: WhisperDims) -> float:
@@ -193,6 +192,7 @@ class StreamingTranscriber:
         self.model = model
         self.stream = stream or StreamOptions()
         self.stream.check()
+        self._wait = self.stream.wait_ms / 1000
         self._trim_seconds = (trim_seconds_for(model.model.dims) if self.stream.trim_seconds is None
                               else self.stream.trim_seconds)
         opts = options or TranscribeOptions()
@@ -480,7 +480,7 @@ class StreamingTranscriber:
     def _agree(self, end: int, final: int | None = None) -> list[StreamEvent]:
         """LocalAgreement-2: decode the buffer; words both this pass and the last one (or the one
         before it) give, from the start of what is not final, become final (an unsure one after
-        waiting), and so do the latest reading's words the stream has WAIT_SECONDS of audio
+        waiting), and so do the latest reading's words the stream has `wait_ms` of audio
         after (see UNSURE). `final` (a sample index): all of this pass's words that start before
         it do."""
         held = self._held(self._start)
@@ -501,10 +501,10 @@ class StreamingTranscriber:
         if final is not None:
             agreed = len(self._before(words, final))
         else:
-            agreed = self._agreed(words, self._pending, end)
+            agreed = self._agreed(words, self._pending, end, self._wait)
             if sure:
-                agreed = max(agreed, self._agreed(words, self._older, end))
-            while agreed < len(latest) and end / SAMPLE_RATE - latest[agreed].end >= WAIT_SECONDS:
+                agreed = max(agreed, self._agreed(words, self._older, end, self._wait))
+            while agreed < len(latest) and end / SAMPLE_RATE - latest[agreed].end >= self._wait:
                 agreed += 1
         events = self._commit(latest[:agreed])
         if sure:
@@ -522,12 +522,14 @@ class StreamingTranscriber:
         return [w for w in words if (w.start + w.end) / 2 > last]
 
     @staticmethod
-    def _agreed(words: list[Word], other: list[Word], end: int) -> int:
+    def _agreed(words: list[Word], other: list[Word], end: int, wait: float) -> int:
+        """How many leading words `words` and `other` agree on (an unsure one once `end` is
+        `wait` seconds past it)."""
         agreed = 0
         for a, b in zip(words, other):
             if _norm(a.word) != _norm(b.word):
                 break
-            if max(a.probability, b.probability) < UNSURE and end / SAMPLE_RATE - a.end < WAIT_SECONDS:
+            if max(a.probability, b.probability) < UNSURE and end / SAMPLE_RATE - a.end < wait:
                 break
             agreed += 1
         return agreed
