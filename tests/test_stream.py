@@ -167,16 +167,21 @@ def test_loop_cut_in_lower_case():
 def test_held_words_opening_a_pass_are_skipped_whatever_their_times():
     """The buffer starts in the last final word; the pass re-times it onto the speech after a
     pause: it is still that word, not a new one (it was made final twice: 'myself. myself.'),
-    and so is its end alone."""
+    and so are its end alone and its spelling as two words."""
     from whisperlite.transcription.results import Word
 
     held = [Word(23.08, 23.41, " myself.", 0.9, [1])]
     words = [Word(26.30, 26.70, " myself.", 0.9, [1]), Word(26.70, 28.06, " I", 0.9, [2]),
              Word(28.06, 28.24, " have", 0.9, [3])]
     assert StreamingTranscriber._after(words, held) == words[1:]
-    # the buffer starts inside it: the pass hears its end ('myself. self.')
-    words[0] = Word(26.30, 26.70, " self.", 0.9, [5])
+    # the buffer starts inside it, or the pass spells it as two words ('myself. self.')
+    words[0] = Word(23.20, 26.70, " self.", 0.9, [5])
     assert StreamingTranscriber._after(words, held) == words[1:]
+    split = [Word(23.08, 23.20, " my", 0.9, [6]), Word(23.20, 26.30, "self.", 0.9, [5]), *words[1:]]
+    assert StreamingTranscriber._after(split, held) == words[1:]
+    # new speech after it that happens to spell its end is new
+    after = [Word(26.30, 26.70, " self", 0.9, [7]), *words[1:]]
+    assert StreamingTranscriber._after(after, held) == after
     # a new word that merely equals the last final one, later in the pass, is new
     words = [Word(26.30, 26.70, " I", 0.9, [2]), Word(26.70, 27.0, " said", 0.9, [4]),
              Word(27.0, 27.4, " myself.", 0.9, [1])]

@@ -63,7 +63,7 @@ TOKENS_PER_SECOND = 10
 # Seconds of an utterance after which a pass that gives nothing past its context words
 # decodes again without them.
 CONTEXT_GIVE_UP = 2.0
-FRAGMENT_CHARS = 3  # the shortest end of a final word a pass may hear alone as a word (`_after`)
+FRAGMENT_CHARS = 3  # the shortest end of a final word a pass may give as its first words (`_after`)
 LOOP_TOKENS = 4  # a phrase this long said twice in a row is a decoding loop, not speech
 # The buffer is cut after a final sentence end once it is longer than this on tiny (4 layers
 # of width 384 in the encoder); a model whose encoder costs more per second of audio gets
@@ -446,12 +446,20 @@ class StreamingTranscriber:
         if blocks:
             i, j = blocks[-1].a + blocks[-1].size - 1, blocks[-1].b + blocks[-1].size - 1
             rest = words[j + 1 :]
-        elif words and len(_norm(words[0].word)) >= FRAGMENT_CHARS \
-                and _norm(held[-1].word).endswith(_norm(words[0].word)):
-            # The buffer starts inside the last final word (its time was late): the pass hears
-            # its end ("self." of "myself."), which the DTW stretches over the pause onto the
-            # new speech, past the final word's end.
-            i, rest = len(held) - 1, words[1:]
+        else:
+            # The pass spells the last final word as two ("my self." for "myself."), or hears
+            # only its end ("self.") when the buffer starts inside it (its time was late): words
+            # that start inside it and spell its end. The DTW stretches that end over the pause
+            # onto the new speech, past the word's end, where it passed for a new word.
+            last, text, k = _norm(held[-1].word), "", 0
+            for n, w in enumerate(words if words and words[0].start < held[-1].end else ()):
+                text += _norm(w.word)
+                if len(text) > len(last):
+                    break
+                if len(text) >= FRAGMENT_CHARS and last.endswith(text):
+                    k = n + 1
+            if k:
+                i, rest = len(held) - 1, words[k:]
         if i < len(held) - 1:  # the last final words were heard differently: skip their time
             rest = [w for w in rest if (w.start + w.end) / 2 > held[-1].end]
         return rest
