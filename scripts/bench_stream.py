@@ -154,11 +154,11 @@ def main() -> None:
     ap.add_argument("--clock", choices=list(CLOCKS), default="cpu", help="compute time of a feed on the virtual clock")
     ap.add_argument("--audio", help="another recording (with --text, its reference transcript)")
     ap.add_argument("--text")
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=INT",
-                    help="a StreamOptions field (e.g. min_chunk_ms=500, encoder_pad_ms=0)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=NUMBER",
+                    help="a StreamOptions field (e.g. min_chunk_ms=500, trim_seconds=8.5)")
     ap.add_argument("--show-text", action="store_true")
     args = ap.parse_args()
-    stream = StreamOptions(**{k: int(v) for k, v in (item.split("=", 1) for item in args.set)})
+    stream = StreamOptions(**{k: float(v) if "." in v else int(v) for k, v in (item.split("=", 1) for item in args.set)})
     model = load_model(args.model, threads=args.threads)
     if bool(args.audio) != bool(args.text):
         ap.error("--audio and --text go together")

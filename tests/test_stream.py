@@ -166,13 +166,22 @@ def test_loop_cut_in_lower_case():
 
 def test_held_words_opening_a_pass_are_skipped_whatever_their_times():
     """The buffer starts in the last final word; the pass re-times it onto the speech after a
-    pause: it is still that word, not a new one (it was made final twice: 'myself. myself.')."""
+    pause: it is still that word, not a new one (it was made final twice: 'myself. myself.'),
+    and so are its end alone and its spelling as two words."""
     from whisperlite.transcription.results import Word
 
     held = [Word(23.08, 23.41, " myself.", 0.9, [1])]
     words = [Word(26.30, 26.70, " myself.", 0.9, [1]), Word(26.70, 28.06, " I", 0.9, [2]),
              Word(28.06, 28.24, " have", 0.9, [3])]
     assert StreamingTranscriber._after(words, held) == words[1:]
+    # the buffer starts inside it, or the pass spells it as two words ('myself. self.')
+    words[0] = Word(23.20, 26.70, " self.", 0.9, [5])
+    assert StreamingTranscriber._after(words, held) == words[1:]
+    split = [Word(23.08, 23.20, " my", 0.9, [6]), Word(23.20, 26.30, "self.", 0.9, [5]), *words[1:]]
+    assert StreamingTranscriber._after(split, held) == words[1:]
+    # new speech after it that happens to spell its end is new
+    after = [Word(26.30, 26.70, " self", 0.9, [7]), *words[1:]]
+    assert StreamingTranscriber._after(after, held) == after
     # a new word that merely equals the last final one, later in the pass, is new
     words = [Word(26.30, 26.70, " I", 0.9, [2]), Word(26.70, 27.0, " said", 0.9, [4]),
              Word(27.0, 27.4, " myself.", 0.9, [1])]
@@ -200,11 +209,11 @@ def test_short_utterance_before_silence_one_try_per_pass(tiny_model, monkeypatch
 
 def test_unsure_words_wait_by_time_and_unsure_passes_only_confirm(tiny_model, monkeypatch):
     """Scripted passes (`_decode` replaced): a run of words neither pass is sure of becomes
-    final together once a pass has WAIT_SECONDS of audio after them, not one wait after
+    final together once a pass has `wait_ms` of audio after them, not one wait after
     another; a pass that failed the log-probability gate confirms the last pass's words but
     its own different words are not proposed."""
     from whisperlite.transcription.results import Word
-    from whisperlite.transcription.streaming import WAIT_SECONDS
+    wait = StreamOptions().wait_ms / 1000
 
     engine = StreamingTranscriber(tiny_model, GREEDY)
     sure = [Word(0.0, 0.4, " So", 0.9, [1]), Word(0.4, 0.8, " we", 0.9, [2])]
@@ -218,6 +227,28 @@ def test_unsure_words_wait_by_time_and_unsure_passes_only_confirm(tiny_model, mo
     assert final(engine._agree(at(2.5))) == " So we"  # agreed; the unsure ones wait
     assert final(engine._agree(at(2.9))) == ""  # 1.8 s after "protect": still waiting
     # unsure pass: it agrees on "protect", which has waited long enough; its "made" is not proposed
-    assert final(engine._agree(at(1.2 + WAIT_SECONDS))) == " protect"
+    assert final(engine._agree(at(1.2 + wait))) == " protect"
     assert [w.word for w in engine._pending] == [" your", " rights"]
-    assert final(engine._agree(at(1.5 + WAIT_SECONDS))) == " your rights"
+    assert final(engine._agree(at(1.5 + wait))) == " your rights"
+
+
+def test_disputed_words_final_by_two_of_three_passes_or_by_time(tiny_model, monkeypatch):
+    """Scripted passes: a word the pass before the last read as this one does becomes final
+    though the last pass read it differently; a word passes keep reading differently becomes
+    final as the latest pass reads it once that pass has `wait_ms` of audio after it."""
+    from whisperlite.transcription.results import Word
+    wait = StreamOptions().wait_ms / 1000
+
+    engine = StreamingTranscriber(tiny_model, GREEDY)
+    one, two, too = Word(0.0, 0.4, " one", 0.9, [1]), Word(0.4, 0.8, " two", 0.9, [2]), Word(0.4, 0.8, " too", 0.9, [3])
+    three, tree, free = (Word(0.8, 1.2, f" {w}", 0.9, [k]) for k, w in enumerate(("three", "tree", "free"), 4))
+    script = iter([([one, two, three], True), ([one, too, tree], True), ([two, free], True), ([three], True),
+                   ([tree], True)])
+    monkeypatch.setattr(engine, "_decode", lambda *a: next(script))
+    final = lambda events: "".join(w.word for e in events if e.type == "final" for w in e.words)  # noqa: E731
+    at = lambda s: int(s * SAMPLE_RATE)  # noqa: E731
+    assert final(engine._agree(at(1.3))) == ""
+    assert final(engine._agree(at(2.0))) == " one"
+    assert final(engine._agree(at(2.7))) == " two"  # as two passes of the last three read it
+    assert final(engine._agree(at(1.2 + wait - 0.1))) == ""  # "three", "tree", "free", "three"
+    assert final(engine._agree(at(1.2 + wait + 0.05))) == " tree"  # the latest, once it has the time

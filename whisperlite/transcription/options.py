@@ -329,7 +329,9 @@ class StreamOptions:
 
     policy: str = "agreement"  # or "window"
     min_chunk_ms: int = 700  # agreement: new audio between passes
-    trim_seconds: float = 15.0  # agreement: cut the buffer at a final sentence end past this
+    # agreement: cut the buffer at a final sentence end past this; None: from the model's pass
+    # cost (streaming.trim_seconds_for)
+    trim_seconds: float | None = None
     step_ms: int = 3000  # window: whisper.cpp --step (0: decode each utterance when it ends)
     length_ms: int = 10000  # window: whisper.cpp --length, audio per pass
     keep_ms: int = 200  # window: whisper.cpp --keep, audio carried into the next line
@@ -338,14 +340,17 @@ class StreamOptions:
     # not a 30-s window (whisper.cpp's audio_ctx, per pass); 0: the 30-s window, as transcribe.
     encoder_pad_ms: int = 4000
     context_ms: int = 5000  # audio of final words kept before an utterance that follows a short pause
+    # agreement: audio after a word that makes it final whatever the passes said, and that a
+    # word no agreeing pass is sure of waits for (streaming.UNSURE)
+    wait_ms: int = 3000
 
     def check(self) -> None:
         if self.policy not in POLICIES:
             raise OptionError(f"policy '{self.policy}': choose from {', '.join(POLICIES)}")
-        if self.min_chunk_ms <= 0 or self.end_silence_ms <= 0 or self.trim_seconds <= 0:
+        if self.min_chunk_ms <= 0 or self.end_silence_ms <= 0 or (self.trim_seconds is not None and self.trim_seconds <= 0):
             raise OptionError("min_chunk_ms, end_silence_ms and trim_seconds must be > 0")
-        if self.encoder_pad_ms < 0 or self.context_ms < 0:
-            raise OptionError("encoder_pad_ms and context_ms must be >= 0")
+        if self.encoder_pad_ms < 0 or self.context_ms < 0 or self.wait_ms < 0:
+            raise OptionError("encoder_pad_ms, context_ms and wait_ms must be >= 0")
         if self.step_ms < 0 or self.keep_ms < 0 or self.length_ms <= 0 or self.length_ms > 30000:
             raise OptionError("step >= 0, keep >= 0 and 0 < length <= 30000 ms")
         if self.step_ms > self.length_ms or (self.step_ms and self.keep_ms > self.step_ms):

@@ -22,11 +22,13 @@ in a row is cut (a short utterance before silence makes greedy decoding loop).
 Two policies decide when words become final within an utterance:
 
 - `agreement` (LocalAgreement-2, as whisper_streaming): the utterance so far is decoded again
-  whenever `min_chunk_ms` of new audio has arrived; a word is final once two consecutive
-  passes agree on it and on every word before it (one that neither is sure of waits until a pass
-  has WAIT_SECONDS of audio after it). Each pass is prompted with the final text
-  that has left the buffer, and the buffer is cut after a final sentence end once it is
-  longer than `trim_seconds`, so a pass never decodes more than one 30-s window.
+  whenever `min_chunk_ms` of new audio has arrived; a word is final once the pass and the
+  last one, or the one before the last, agree on it and on every word before it (one that
+  neither is sure of waits until a pass has `wait_ms` of audio after it), or, whatever the
+  passes said, once the stream has `wait_ms` of audio after it. Each pass is prompted with
+  the final text that has left the buffer, and the buffer is cut after a final sentence end
+  once it is longer than `trim_seconds` (by default from the model's size), so a pass never
+  decodes more than one 30-s window.
 - `window` (whisper.cpp's `stream`): every `step_ms` the last `length_ms` of audio is decoded
   and shown as partial; every `length_ms / step_ms - 1` steps that text becomes final and
   only `keep_ms` of audio is carried into the next line. `step_ms` 0: each utterance is
@@ -44,6 +46,7 @@ from whisperlite.audio.ffmpeg import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
 from whisperlite.audio.mel import log_mel_spectrogram
 from whisperlite.audio.silero import FRAME, SileroVad
 from whisperlite.audio.vad import silero_weights
+from whisperlite.formats.checkpoint import WhisperDims
 from whisperlite.transcription.decoding import DecodeResult, compression_ratio
 from whisperlite.transcription.options import FallbackOptions, OptionError, StreamOptions, TranscribeOptions
 from whisperlite.transcription.results import Segment, TranscriptionInfo, Word
@@ -60,14 +63,31 @@ TOKENS_PER_SECOND = 10
 # Seconds of an utterance after which a pass that gives nothing past its context words
 # decodes again without them.
 CONTEXT_GIVE_UP = 2.0
+FRAGMENT_CHARS = 3  # the shortest end of a final word a pass may give as its first words (`_after`)
 LOOP_TOKENS = 4  # a phrase this long said twice in a row is a decoding loop, not speech
-# A word two passes agree on but neither is sure of (probability below UNSURE in both) waits
-# until a pass that agrees on it again has WAIT_SECONDS of audio after its end: words misheard
-# on too little audio after them are mostly unsure, and a pass with more of what follows often
-# hears them as offline transcribe does. The wait is counted from each word's own end, so a
-# run of unsure words becomes final together, not one wait after another.
+# The buffer is cut after a final sentence end once it is longer than this on tiny (4 layers
+# of width 384 in the encoder); a model whose encoder costs more per second of audio gets
+# proportionally less, so that its pass over a full buffer costs about what tiny's does and
+# fits between passes (`trim_seconds_for`), but never less than a sentence or so.
+TRIM_SECONDS, TRIM_REFERENCE, TRIM_FLOOR = 15.0, 4 * 384**2, 5.0
+# A word becomes final when the pass and the last one agree on it (LocalAgreement-2), or the
+# pass and the one before the last (passes disagreeing on a garbled word tend to alternate
+# between two readings). One that neither agreeing pass is sure of (probability below UNSURE)
+# waits until a pass has `wait_ms` of audio after its end: words misheard on too little
+# audio after them are mostly unsure, and a pass with more of what follows often hears them
+# as offline transcribe does. `wait_ms` also bounds every word's wait: once the stream has
+# that much audio after a word, the latest reading that passed the gates becomes final,
+# whatever the passes before said (passes that kept disagreeing on a stretch of garbled
+# speech held it, and every word after it, for 4-6 s). Counted from each word's own end, so
+# a run of such words becomes final together, not one wait after another.
 UNSURE = 0.4
-WAIT_SECONDS = 3.0
+
+
+def trim_seconds_for(dims: WhisperDims) -> float:
+    """The default `StreamOptions.trim_seconds` for a model of these dimensions: the encoder's
+    cost per second of audio (layers x width squared) against tiny's."""
+    cost = dims.n_audio_layer * dims.n_audio_state**2
+    return max(TRIM_FLOOR, round(TRIM_SECONDS * TRIM_REFERENCE / cost, 1))
 
 
 @dataclass(frozen=True)
@@ -172,6 +192,9 @@ class StreamingTranscriber:
         self.model = model
         self.stream = stream or StreamOptions()
         self.stream.check()
+        self._wait = self.stream.wait_ms / 1000
+        self._trim_seconds = (trim_seconds_for(model.model.dims) if self.stream.trim_seconds is None
+                              else self.stream.trim_seconds)
         opts = options or TranscribeOptions()
         language = model._check_language(opts)  # a bad language fails now, not on the first speech
         self.language = language
@@ -193,6 +216,7 @@ class StreamingTranscriber:
         self._speech_from = 0  # stream sample index where the utterance in progress began
         self.final: list[Word] = []  # every final word, in order
         self._pending: list[Word] = []  # the last pass's words not yet final (agreement), or its line (window)
+        self._older: list[Word] = []  # agreement: the words of the pass before the last not yet final
         self._passes = 0  # window: passes since the last line became final
         self._finished = False
         self.passes = 0  # decoding passes run (for benchmarks)
@@ -279,7 +303,7 @@ class StreamingTranscriber:
             events = self._window_pass(end, line_ends=True, final=silent)
         else:
             events = self._close_line(silent)
-        self._pending = []
+        self._pending = self._older = []
         self._drop_before(self._keep_from(silent))
         return events
 
@@ -422,6 +446,20 @@ class StreamingTranscriber:
         if blocks:
             i, j = blocks[-1].a + blocks[-1].size - 1, blocks[-1].b + blocks[-1].size - 1
             rest = words[j + 1 :]
+        else:
+            # The pass spells the last final word as two ("my self." for "myself."), or hears
+            # only its end ("self.") when the buffer starts inside it (its time was late): words
+            # that start inside it and spell its end. The DTW stretches that end over the pause
+            # onto the new speech, past the word's end, where it passed for a new word.
+            last, text, k = _norm(held[-1].word), "", 0
+            for n, w in enumerate(words if words and words[0].start < held[-1].end else ()):
+                text += _norm(w.word)
+                if len(text) > len(last):
+                    break
+                if len(text) >= FRAGMENT_CHARS and last.endswith(text):
+                    k = n + 1
+            if k:
+                i, rest = len(held) - 1, words[k:]
         if i < len(held) - 1:  # the last final words were heard differently: skip their time
             rest = [w for w in rest if (w.start + w.end) / 2 > held[-1].end]
         return rest
@@ -448,9 +486,11 @@ class StreamingTranscriber:
         return [StreamEvent("final", tuple(out))] if out else []
 
     def _agree(self, end: int, final: int | None = None) -> list[StreamEvent]:
-        """LocalAgreement-2: decode the buffer; words both this pass and the last one give,
-        from the start of what is not final, become final (an unsure one after waiting, see
-        UNSURE). `final` (a sample index): all of this pass's words that start before it do."""
+        """LocalAgreement-2: decode the buffer; words both this pass and the last one (or the one
+        before it) give, from the start of what is not final, become final (an unsure one after
+        waiting), and so do the latest reading's words the stream has `wait_ms` of audio
+        after (see UNSURE). `final` (a sample index): all of this pass's words that start before
+        it do."""
         held = self._held(self._start)
         decoded = self._decode(self._start, end, held, final is not None, final)
         if decoded is None:
@@ -465,28 +505,48 @@ class StreamingTranscriber:
             # final: what follows them is the pause, where a pass alone makes words up.)
             self._drop_before(round(held[-1].end * SAMPLE_RATE))
             return self._agree(end, final)
+        latest = words if sure else self._pending  # the latest reading that passed the gates
         if final is not None:
             agreed = len(self._before(words, final))
         else:
-            agreed = 0
-            for a, b in zip(words, self._pending):
-                if _norm(a.word) != _norm(b.word):
-                    break
-                if max(a.probability, b.probability) < UNSURE and end / SAMPLE_RATE - a.end < WAIT_SECONDS:
-                    break
+            agreed = self._agreed(words, self._pending, end, self._wait)
+            if sure:
+                agreed = max(agreed, self._agreed(words, self._older, end, self._wait))
+            while agreed < len(latest) and end / SAMPLE_RATE - latest[agreed].end >= self._wait:
                 agreed += 1
-        events = self._commit(words[:agreed])
-        self._pending = words[agreed:] if sure else self._pending[agreed:]
+        events = self._commit(latest[:agreed])
+        if sure:
+            self._older, self._pending = self._pending, words[agreed:]
+        if self.final:  # the earlier readings of what is now final are spent
+            self._older, self._pending = (self._unheard(self._older), self._unheard(self._pending))
         if final is None:
             events += self._trim()
             events.append(StreamEvent("partial", tuple(self._pending)))
         return events
 
+    def _unheard(self, words: list[Word]) -> list[Word]:
+        """The words of a reading that lie after the last final word."""
+        last = self.final[-1].end
+        return [w for w in words if (w.start + w.end) / 2 > last]
+
+    @staticmethod
+    def _agreed(words: list[Word], other: list[Word], end: int, wait: float) -> int:
+        """How many leading words `words` and `other` agree on (an unsure one once `end` is
+        `wait` seconds past it)."""
+        agreed = 0
+        for a, b in zip(words, other):
+            if _norm(a.word) != _norm(b.word):
+                break
+            if max(a.probability, b.probability) < UNSURE and end / SAMPLE_RATE - a.end < wait:
+                break
+            agreed += 1
+        return agreed
+
     def _trim(self) -> list[StreamEvent]:
         """Past `trim_seconds`, the buffer starts after its last final sentence end (past
         MAX_BUFFER_SECONDS, after its last final word): that text becomes the prompt."""
         length = (self._clock - self._start) / SAMPLE_RATE
-        if length <= self.stream.trim_seconds:
+        if length <= self._trim_seconds:
             return []
         in_buffer = self._held(self._start)
         cut = next((w.end for w in reversed(in_buffer) if w.word.strip().endswith(SENTENCE_ENDS)), None)
@@ -500,7 +560,7 @@ class StreamingTranscriber:
                 cut = self.final[-1].end
             else:  # no words at all: the last min_chunk may hold the start of some
                 cut = self._clock / SAMPLE_RATE - self.stream.min_chunk_ms / 1000
-            self._pending = []
+            self._pending = self._older = []
         if cut is not None:
             self._drop_before(int(round(cut * SAMPLE_RATE)))
         return events
