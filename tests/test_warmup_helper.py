@@ -46,18 +46,21 @@ def test_failed_helper_leaves_the_step_to_the_warm_up(model_path, monkeypatch):
     assert whisper_step.step_body.signatures
 
 
-def test_interrupted_warm_up_kills_the_helpers(model_path, monkeypatch):
+@pytest.mark.parametrize("cores, started", [(2, ["rows", "step"]), (4, ["apart", "rows", "step"])])
+def test_interrupted_warm_up_kills_the_helpers(model_path, monkeypatch, cores, started):
+    """The model-free kernels get a process of their own from a third core on; whatever was
+    started is killed when the warm-up is interrupted."""
     def sleeper(*_):
         return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
 
     monkeypatch.setattr(loader, "_compile_step_elsewhere", sleeper)
     monkeypatch.setattr(loader, "compile_elsewhere", sleeper)
-    monkeypatch.setattr(loader, "physical_cores", lambda: 2)
+    monkeypatch.setattr(loader, "physical_cores", lambda: cores)
     with pytest.raises(KeyboardInterrupt):
         with loader._start_helpers(model_path, "auto", 2, "whisperlite.transcription.transcribe:warm_model_free") \
                 as helpers:
             raise KeyboardInterrupt
-    assert sorted(helpers) == ["apart", "rows", "step"]
+    assert sorted(helpers) == started
     assert all(h.wait(timeout=10) != 0 for h in helpers.values())
 
 

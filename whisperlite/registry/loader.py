@@ -202,13 +202,16 @@ def _start_helpers(path: Path, compute_type: str, threads: int,
     about the same size: the decoder step's body (`compile_step`), its row kernels
     (`compile_rows`) and `warm_apart` ("module:function", no arguments), model-free kernels of
     the layers above; this one compiles what needs the model. Compiling is once, not the
-    transcription's work, so they run even at -t 1, on any machine with a second core; on
-    leaving, those still running are killed (interrupted: no orphan compiling on)."""
+    transcription's work, so they run even at -t 1, on any machine with a second core. The
+    model-free share gets its own process only from a third core: on two, a fourth process
+    (its start-up, and four compiles taking turns on two cores) cost more than it saved, so
+    this one compiles it. On leaving, those still running are killed (interrupted: no
+    orphan compiling on)."""
     started = {}
     if physical_cores() > 1 and numba_cache_writable():
         started["step"] = _compile_step_elsewhere(path, compute_type, threads)
         started["rows"] = compile_elsewhere(f"{__name__}:compile_rows", os.path.abspath(path), compute_type)
-        if warm_apart is not None:
+        if warm_apart is not None and physical_cores() > 2:
             started["apart"] = compile_elsewhere(warm_apart)
     helpers = {name: h for name, h in started.items() if h is not None}
     try:
