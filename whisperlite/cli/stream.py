@@ -107,6 +107,9 @@ class Printer:
               help="window: ms of audio carried into the next line.")
 @click.option("--min-chunk", "min_chunk_ms", type=click.IntRange(1), default=DEFAULT.min_chunk_ms, show_default=True,
               help="agreement: ms of new audio between passes.")
+@click.option("--wait", "wait_ms", type=click.IntRange(0), default=DEFAULT.wait_ms, show_default=True,
+              help="agreement: ms of audio after a word by which it is final whatever the passes said "
+                   "(lower: sooner, less accurate).")
 @click.option("--end-silence", "end_silence_ms", type=click.IntRange(1), default=DEFAULT.end_silence_ms, show_default=True,
               help="ms of pause that end an utterance (its text becomes final).")
 @click.option("--device", default=None, help="Capture device (see --list-devices) [default: the system's].")
@@ -121,7 +124,7 @@ class Printer:
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors and warnings.")
 @shared_flags
 @friendly_errors
-def stream(source, policy, step_ms, length_ms, keep_ms, min_chunk_ms, end_silence_ms, device, list_devices,
+def stream(source, policy, step_ms, length_ms, keep_ms, min_chunk_ms, wait_ms, end_silence_ms, device, list_devices,
            pcm_format, rate, channels, realtime, output_file, output_dir, quiet, **flags):
     """Transcribe live from the microphone, raw PCM on stdin, or a file played in real time.
 
@@ -136,7 +139,7 @@ def stream(source, policy, step_ms, length_ms, keep_ms, min_chunk_ms, end_silenc
         return
     run = run_options(flags, WORD_FORMATS)
     stream_opts = StreamOptions(policy=policy, min_chunk_ms=min_chunk_ms, step_ms=step_ms, length_ms=length_ms,
-                                keep_ms=keep_ms, end_silence_ms=end_silence_ms)
+                                keep_ms=keep_ms, wait_ms=wait_ms, end_silence_ms=end_silence_ms)
     stream_opts.check()
     is_file = source not in (None, "-")
     if is_file:
