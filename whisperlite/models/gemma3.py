@@ -16,6 +16,7 @@ kernels in the same order, so the same bits); a prompt runs kernel by kernel bel
 """
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from dataclasses import dataclass
@@ -127,12 +128,7 @@ def _stacked(parts: list[Weight]) -> tuple[Weight, ...]:
     as one matrix (rows are independent, so the result is the same: Q|K as one product
     where V has another type), so every product keeps the arithmetic of its own type as
     llama.cpp's does, in as few products as that allows."""
-    runs = [[p] for p in parts[:1]]
-    for prev, p in zip(parts, parts[1:]):
-        if _kind(p) == _kind(prev):
-            runs[-1].append(p)
-        else:
-            runs.append([p])
+    runs = [list(run) for _, run in itertools.groupby(parts, key=_kind)]
     return tuple(r[0] if len(r) == 1 else concat_rows(r) for r in runs)
 
 
