@@ -22,7 +22,6 @@ from whisperlite.core.profiling import Profile
 from whisperlite.models.speaker_encoder import (
     HOP,
     N_FFT,
-    N_MELS,
     PARTIAL_FRAMES,
     SAMPLE_RATE,
     SpeakerEncoder,
@@ -177,8 +176,8 @@ class Embedder:
                 del x, block
                 # the partials (every STEP_FRAMES from the first) as overlapping views of
                 # `mel`: the encoder copies them once, into its time-major order
-                mels = np.lib.stride_tricks.as_strided(mel, (len(starts), PARTIAL_FRAMES, N_MELS),
-                                                       (mel.strides[0] * STEP_FRAMES, *mel.strides), writeable=False)
+                windows = np.lib.stride_tricks.sliding_window_view(mel, PARTIAL_FRAMES, axis=0)
+                mels = windows[::STEP_FRAMES][: len(starts)].transpose(0, 2, 1)
                 self.embeddings.extend(self.encoder(mels))
             self.spans.extend((self._origin + s, self._origin + min(s + PARTIAL_SAMPLES, have)) for s in starts)
         elif final:
