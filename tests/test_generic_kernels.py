@@ -18,15 +18,13 @@ tests/test_ops.py tests/test_llama_kernels.py tests/test_llama.py.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, JFK_TEXT, normalize, run_cli
+from conftest import FIXTURES, JFK_TEXT, Child, normalize
 
 GENERIC = {"WHISPERLITE_GENERIC_KERNELS": "1"}
 
@@ -69,21 +67,28 @@ def kernel_outputs(tmp: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _outputs(tmp_path: Path, env: dict[str, str]) -> dict[str, np.ndarray]:
-    dest = tmp_path / ("generic.npz" if env else "native.npz")
-    subprocess.run([sys.executable, __file__, str(dest)], check=True, timeout=1800,
-                   env={**os.environ, **env}, cwd=Path(__file__).parent)
-    with np.load(dest) as f:
-        return dict(f)
+def background_children(workdir: Path) -> list[Child]:
+    """Each in a child of its own, this machine's paths, then the generic ones: the kernels
+    on fixed inputs, then the README's transcription (greedy, JSON with words)."""
+    kernels = [Child([sys.executable, __file__, str(workdir / f"{name}.npz")], env, Path(__file__).parent)
+               for name, env in (("native", {}), ("generic", GENERIC))]
+    jfk = [Child([sys.executable, "-m", "whisperlite", "transcribe", str(FIXTURES / "jfk.wav"), "-bs", "1", "-ojf",
+                  "-of", str(workdir / name)], env) for name, env in (("native", {}), ("generic", GENERIC))]
+    return kernels + jfk
 
 
 @pytest.fixture(scope="module")
-def both(tmp_path_factory) -> tuple[dict, dict]:
-    tmp = tmp_path_factory.mktemp("kernels")
-    return _outputs(tmp, {}), _outputs(tmp, GENERIC)
+def both(background) -> tuple[dict, dict]:
+    outputs = []
+    for r in background.wait()[:2]:
+        assert r.returncode == 0, r.stdout[-5000:]
+        with np.load(r.args[-1]) as f:
+            outputs.append(dict(f))
+    return outputs[0], outputs[1]
 
 
 @pytest.mark.slow
+@pytest.mark.background
 def test_switch_takes_the_generic_paths(both):
     native, generic = both
     assert not generic["avx2"] and not generic["f16c"]
@@ -92,6 +97,7 @@ def test_switch_takes_the_generic_paths(both):
 
 
 @pytest.mark.slow
+@pytest.mark.background
 @pytest.mark.parametrize("name", ["f16_to_f32", "f32_to_f16", "llama_ggml_Q8_0", "llama_ggml_Q4_1"])
 def test_bit_exact_where_the_design_says_so(both, name):
     native, generic = both
@@ -99,6 +105,7 @@ def test_bit_exact_where_the_design_says_so(both, name):
 
 
 @pytest.mark.slow
+@pytest.mark.background
 @pytest.mark.parametrize("name", ["decoder_F32_int8_False", "decoder_F16_int8_False", "decoder_Q5_0_int8_False"])
 def test_reassociated_dots_within_float32_rounding(both, name):
     native, generic = both
@@ -107,6 +114,7 @@ def test_reassociated_dots_within_float32_rounding(both, name):
 
 
 @pytest.mark.slow
+@pytest.mark.background
 def test_float16_conversions_equal_numpy(both):
     _, generic = both
     every = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
@@ -114,6 +122,7 @@ def test_float16_conversions_equal_numpy(both):
 
 
 @pytest.mark.slow
+@pytest.mark.background
 def test_int8_decoder_within_activation_rounding(both):
     """Without AVX2 a block-quantized decoder keeps float activations: close, not equal."""
     native, generic = both
@@ -122,18 +131,15 @@ def test_int8_decoder_within_activation_rounding(both):
     assert np.array_equal(b, generic["decoder_Q5_0_int8_False"])  # int8 is ignored without AVX2
 
 
-def _jfk(tmp_path: Path, env: dict[str, str]) -> dict:
-    base = tmp_path / ("generic" if env else "native")
-    r = run_cli("transcribe", str(FIXTURES / "jfk.wav"), "-bs", "1", "-ojf", "-of", str(base), env=env)
-    assert r.returncode == 0, r.stderr
-    return json.loads(base.with_suffix(".json").read_text())
-
-
 @pytest.mark.slow
-def test_jfk_transcript_equals_the_fast_paths(tmp_path):
+@pytest.mark.background
+def test_jfk_transcript_equals_the_fast_paths(background):
     """tiny.en is q5_0: same tokens, text and word times; probabilities within the int8
     activations' rounding."""
-    native, generic = _jfk(tmp_path, {}), _jfk(tmp_path, GENERIC)
+    runs = background.wait()[2:]
+    for r in runs:
+        assert r.returncode == 0, r.stdout[-3000:]
+    native, generic = (json.loads(Path(r.args[-1]).with_suffix(".json").read_text()) for r in runs)
     assert generic["text"] == native["text"]
     assert normalize(native["text"]) == normalize(JFK_TEXT)
     for a, b in zip(native["segments"], generic["segments"], strict=True):
