@@ -317,7 +317,10 @@ def compile_step(path: str, compute_type: str, threads: str) -> None:
     if decoder.step_weights is None:  # the main process's decoder calls are all there is
         return
     d = decoder.dims
-    cache = decoder.new_cache(np.zeros((d.n_audio_ctx, d.n_audio_state), np.float32), batch=2)
+    # zero audio keys/values of the transcription's type, not computed from an encoder
+    # output: that would compile the window's key/value kernels, the main process's anyway
+    shape = (d.n_text_layer, d.n_text_head, d.n_audio_ctx, d.n_text_state // d.n_text_head)
+    cache = KVCache(d, 2, np.zeros(shape, decoder.cross_dtype), np.zeros(shape, decoder.cross_dtype))
     decoder.compile_step(cache, 2)
     _warm_step(decoder, int(threads), cache)
 
