@@ -223,32 +223,6 @@ def test_row_kernel_call_refuses_other_argument_types():
         call(np.zeros((2, 2), np.float32))
 
 
-def test_attention_call_refuses_other_argument_types():
-    """call_heads passes its arguments to an attention kernel compiled for
-    worksplit.heads_args: other types (here read-only keys) are a typing error."""
-    from whisperlite.kernels import worksplit
-
-    @numba.njit
-    def call(q, k):
-        worksplit.call_heads(0, q, k, k, np.zeros((1, 1), np.int32), 0, 1, 0, 1, q, q)
-
-    k = np.zeros((1, 1, 1), np.float32)
-    k.flags.writeable = False
-    with pytest.raises(numba.core.errors.TypingError, match="heads_kernel"):
-        call(np.zeros((1, 1), np.float32), k)
-
-
-def test_step_links_the_attention_kernels_of_its_cache():
-    """The step calls the attentions through addresses filled per scratch for the cache's
-    key/value type (float16 bits here)."""
-    dec = random_decoder(QType.F16)
-    features = np.random.default_rng(9).standard_normal((AUDIO_CTX, STATE)).astype(np.float32)
-    cache = dec.new_cache(features)
-    dec.step_serial(np.zeros((1, 1), np.int64), cache)
-    fns = cache.scratch.heads_fns
-    assert fns.all() and fns[0] != fns[1]
-
-
 def test_one_compiled_step_for_every_depth():
     """Layers reach the step as addresses: a deeper model (base has 6 layers, tiny 4) runs
     the kernel already compiled, where a tuple of matrices compiled the step per depth."""

@@ -443,14 +443,8 @@ def rows_kernel(kind: int, int8: bool) -> int:
     """The address of rows_product's native function for `kind` and `int8` with the step's
     argument types, compiled now or loaded from numba's cache."""
     sig = (types.literal(kind), *ROWS_ARGS, types.literal(bool(int8)))
-    return native_address(rows_product, sig)
-
-
-def native_address(dispatcher, sig: tuple) -> int:
-    """The address of `dispatcher`'s native function for the argument types `sig`, compiled
-    now or loaded from numba's cache."""
-    dispatcher.compile(sig)
-    cres = dispatcher.overloads[sig]
+    rows_product.compile(sig)
+    cres = rows_product.overloads[sig]
     return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
 
 
@@ -467,23 +461,16 @@ def call_rows(typingctx, fn, kind, w, x, xq, xd, xs, buf, out, r0, r1, int8):
         raise errors.TypingError(f"call_rows: argument types {args} are not rows_kernel's")
 
     def codegen(context, builder, sig, llargs):
-        return call_native(context, builder, llargs[0], (types.int64, *ROWS_ARGS, types.boolean), sig.args[1:],
-                           llargs[1:])
+        argtys = (types.int64, *ROWS_ARGS, types.boolean)
+        fnty = context.call_conv.get_function_type(types.none, argtys)
+        callee = builder.inttoptr(llargs[0], fnty.as_pointer())
+        vals = [context.cast(builder, v, t, u) for v, t, u in zip(llargs[1:], sig.args[1:], argtys)]
+        status, _ = context.call_conv.call_function(builder, callee, types.none, argtys, vals)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
 
     return types.none(fn, *args), codegen
-
-
-def call_native(context, builder, address, argtys, given, values):
-    """Code for a call of the compiled numba function (returning None) at `address`, whose
-    arguments are of types `argtys`, with `values` of types `given` (cast to those): a call
-    through an address, which links nothing into the caller (`call_rows`)."""
-    fnty = context.call_conv.get_function_type(types.none, argtys)
-    callee = builder.inttoptr(address, fnty.as_pointer())
-    vals = [context.cast(builder, v, t, u) for v, t, u in zip(values, given, argtys)]
-    status, _ = context.call_conv.call_function(builder, callee, types.none, argtys, vals)
-    with cgutils.if_unlikely(builder, status.is_error):
-        context.call_conv.return_status_propagate(builder, status)
-    return context.get_dummy_value()
 
 
 @numba.njit(**_SER)

@@ -8,9 +8,8 @@ claim[i * SLOT] from below g to g and finished by storing g in done[i * SLOT] (i
 arrays of `slots_length(chunks)`, zero at first; g must grow from call to call on them, so
 nothing is reset between calls). Each chunk is computed by one thread with the same code,
 so results are the same bits whoever computes what. heads_phase is inlined into the
-program (numba IR) and calls its attention kernel through its address; rows_phase, whose
-row kernels it calls through their addresses, is one compiled function for all of the
-program's products (see models/whisper_step.py).
+program (numba IR); rows_phase, whose row kernels it calls through their addresses, is one
+compiled function for all of the program's products (see models/whisper_step.py).
 """
 from __future__ import annotations
 
@@ -20,12 +19,11 @@ from typing import Callable
 import numba
 import numpy as np
 from numba import types
-from numba.core import errors
 from numba.extending import intrinsic
 
 from whisperlite.kernels.atomics import atomic_cas, atomic_load, atomic_store, spin_pause, yield_cpu
 from whisperlite.kernels.ops import _gelu
-from whisperlite.kernels.rowdots import call_native, call_rows, native_address, prepare
+from whisperlite.kernels.rowdots import call_rows, prepare
 
 _SER = dict(fastmath={"reassoc", "contract", "nsz", "arcp"}, error_model="numpy", nogil=True, cache=True)
 
@@ -114,45 +112,15 @@ def rows_phase(tid, g, claim, done, slot0, chunks, fns, kind, w, bias, gelu, x, 
 
 @numba.njit(inline="always", **_SER)
 def heads_phase(tid, g, claim, done, slot0, n_head, attend, q, k, v, src, pos, scores, out):
-    """The attention kernel at address `attend` (`heads_kernel` of mha.self_attention_heads
-    or mha.cross_attention_heads, arguments as theirs) for the heads this thread claims, one
-    chunk per head from slot0 on, its own half first; then wait for the rest."""
+    """`attend` (mha.self_attention_heads or mha.cross_attention_heads, arguments as theirs)
+    for the heads this thread claims, one chunk per head from slot0 on, its own half first;
+    then wait for the rest."""
     for c in range(n_head):
         hc = (c + tid * (n_head // 2)) % n_head
         if _claim(claim, slot0 + hc, g):
-            call_heads(attend, q, k, v, src, pos, n_head, hc, hc + 1, scores, out)
+            attend(q, k, v, src, pos, n_head, hc, hc + 1, scores, out)
             _finish(done, slot0 + hc, g)
     _await(done, slot0, n_head, g)
-
-
-def heads_args(kv: types.Type) -> tuple:
-    """The argument types of an attention kernel as heads_phase calls it, keys and values
-    of numba type `kv`: (q, k, v, src, pos, n_head, h0, h1, scores, out)."""
-    c = lambda dtype, nd: types.Array(dtype, nd, "C")  # noqa: E731
-    return (c(types.float32, 2), c(kv, 3), c(kv, 3), c(types.int32, 2), types.int64, types.int64, types.int64,
-            types.int64, c(types.float32, 2), c(types.float32, 2))
-
-
-def heads_kernel(attend, kv: np.dtype) -> int:
-    """The address of attention kernel `attend`'s native function for keys and values of
-    dtype `kv`, as heads_phase calls it (compiled now or loaded from numba's cache)."""
-    return native_address(attend, heads_args(numba.from_dtype(kv)))
-
-
-@intrinsic
-def call_heads(typingctx, fn, q, k, v, src, pos, n_head, h0, h1, scores, out):
-    """The attention kernel at address `fn` (`heads_kernel`) on these arguments: a call, not
-    a link, so that the program's compile does not optimize and emit the attentions again
-    (see rowdots.call_rows)."""
-    args = (q, k, v, src, pos, n_head, h0, h1, scores, out)
-    want = heads_args(k.dtype) if isinstance(k, types.Array) else None
-    if not isinstance(fn, types.Integer) or tuple(map(types.unliteral, args)) != want:
-        raise errors.TypingError(f"call_heads: argument types {args} are not heads_kernel's")
-
-    def codegen(context, builder, sig, llargs):
-        return call_native(context, builder, llargs[0], want, sig.args[1:], llargs[1:])
-
-    return types.none(fn, *args), codegen
 
 
 class SplitChooser:

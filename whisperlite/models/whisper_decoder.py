@@ -101,11 +101,10 @@ class _StepScratch:
         slots = whisper_step.step_slots(L, dims.n_text_head)
         self.claim, self.done = np.zeros(slots, np.int64), np.zeros(slots, np.int64)
         self.steps = 0
-        self.heads_fns = np.zeros(2, np.int64)  # filled by whisper_step.link_heads
         self.checked: tuple | None = None  # the weights and cache views its sizes were checked against
         self.step_view = whisper_step.Scratch(self.claim, self.done, self.qkv, self.att, self.y, self.q, self.catt,
                                               self.mlp, self.x, self.h, self.xq, self.xd, self.xs, self.buf,
-                                              self.scores, self.logits2d, self.heads_fns)
+                                              self.scores, self.logits2d)
 
 
 class _StepWeights:
@@ -244,7 +243,6 @@ def check_step_arrays(w: whisper_step.Weights, kv: whisper_step.Cache, s: whispe
     _fits("cross-attention values", kv.v_cross, kv.k_cross.shape, cross)
     _fits("claims", s.claim, (-whisper_step.step_slots(L, h),), np.int64)
     _fits("completions", s.done, s.claim.shape, np.int64)
-    _fits("attention kernels", s.heads_fns, (2,), np.int64)
     for name, a, shape in (("qkv", s.qkv, (L, bsz, 3 * d)), ("attention", s.att, (L, bsz, d)),
                            ("branches", s.y, (L, 3, bsz, d)), ("cross queries", s.q, (L, bsz, d)),
                            ("cross attention", s.catt, (L, bsz, d)), ("mlp", s.mlp, (L, bsz, 4 * d)),
@@ -365,7 +363,6 @@ class TextDecoder:
         if s.checked is None or s.checked[0] is not w or s.checked[1] is not kv:  # once per scratch
             check_step_arrays(w, kv, s.step_view, bsz)
             whisper_step.link_rows(w, self.int8)
-            whisper_step.link_heads(kv, s.step_view)
             s.checked = (w, kv)
         s.steps += 1
         cache.src[:bsz, cache.length] = np.arange(bsz, dtype=np.int32)

@@ -27,7 +27,7 @@ import numpy as np
 from whisperlite.kernels.mha import cross_attention_heads, self_attention_heads
 from whisperlite.kernels.ops import layer_norm_row
 from whisperlite.kernels.rowdots import address, as_matrix, decode_row, float_views, rows_kernel
-from whisperlite.kernels.worksplit import heads_kernel, heads_phase, rows_phase, runtime, slots_length
+from whisperlite.kernels.worksplit import heads_phase, rows_phase, runtime, slots_length
 
 _SER = dict(fastmath={"reassoc", "contract", "nsz", "arcp"}, error_model="numpy", nogil=True, cache=True)
 
@@ -80,15 +80,13 @@ def _product(tid, g, claim, done, slot, chunks, fns, kind, w, bias, gelu, x, xq,
 # therefore called through their addresses (rowdots.call_rows), which links nothing: the step
 # compiles without them, each weight kind's kernel compiles once and only for a model that has
 # it, and rows_phase is one compiled function of its own again (the attention block below
-# stays inlined). The two attention kernels are called through their addresses too
-# (`link_heads`).
+# stays inlined).
 
 
 @numba.njit(inline="always", **_SER)
 def _attention_block(tid, g, claim, done, slot, fns, n_head, attend, x, ln_g, ln_b, h, kind_in, w_in, b_in, s_in,
                      k, v, src, pos, scores, s_heads, kind_out, w_out, b_out, s_y, scratch, int8):
-    """x += out-projection of attention over layer-normed x (`attend`: the attention kernel's
-    address): the input product (query|key|value,
+    """x += out-projection of attention over layer-normed x: the input product (query|key|value,
     or the cross-attention query) into s_in, the heads into s_heads, the output product into
     s_y; chunks from slot on (2 * PRODUCT_CHUNKS + n_head of them). scratch: (xq, xd, xs,
     buf) (a tuple: more than 30 arguments make Python pass them as *args, which numba cannot
@@ -132,13 +130,6 @@ class Weights(NamedTuple):
     row_fns: np.ndarray  # (2, kinds) int64: [int8, kind] the address of its row kernel (`link_rows`), else 0
 
 
-def link_heads(kv: "Cache", s: "Scratch") -> None:
-    """Fill s.heads_fns with the addresses of the self- and cross-attention kernels for the
-    cache's types, compiled now (or loaded from numba's cache) before a step calls them."""
-    s.heads_fns[0] = heads_kernel(self_attention_heads, kv.k_self.dtype)
-    s.heads_fns[1] = heads_kernel(cross_attention_heads, kv.k_cross.dtype)
-
-
 def link_rows(w: Weights, int8: bool) -> None:
     """Fill w.row_fns[int8] for the kinds w holds: the row kernel of each, compiled now (or
     loaded from numba's cache) before a step calls it through its address."""
@@ -177,7 +168,6 @@ class Scratch(NamedTuple):
     buf: np.ndarray  # (2, 2, 4d) decoded weight rows
     scores: np.ndarray  # (2, B, max(n_ctx, n_audio))
     logits: np.ndarray  # (B, vocab)
-    heads_fns: np.ndarray  # (2,) int64: the self- and cross-attention kernels' addresses (`link_heads`), else 0
 
 
 @numba.njit(**_SER)
@@ -211,13 +201,13 @@ def step_body(tid, g, tokens, pos, int8, w, kv, s):
             x[b, j] = buf[0, j] + w.pos_emb[pos, j]
     slot = 0
     for li in range(w.w_qkv.shape[0]):
-        _attention_block(tid, g, claim, done, slot, fns, n_head, s.heads_fns[0], x, w.ln_g[li, 0],
+        _attention_block(tid, g, claim, done, slot, fns, n_head, self_attention_heads, x, w.ln_g[li, 0],
                          w.ln_b[li, 0], h, kinds[0], _matrix(w.w_qkv, shapes, 0, li), w.b_qkv[li], s.qkv[li],
                          kv.k_self[li], kv.v_self[li], kv.src, pos, scores, s.att[li], kinds[1],
                          _matrix(w.w_out, shapes, 1, li),
                          w.b_out[li], s.y[li, 0], (xq, xd, xs, buf), int8)
         slot += 2 * PRODUCT_CHUNKS + n_head
-        _attention_block(tid, g, claim, done, slot, fns, n_head, s.heads_fns[1], x, w.ln_g[li, 1],
+        _attention_block(tid, g, claim, done, slot, fns, n_head, cross_attention_heads, x, w.ln_g[li, 1],
                          w.ln_b[li, 1], h, kinds[2], _matrix(w.w_cq, shapes, 2, li), w.b_cq[li], s.q[li],
                          kv.k_cross[li], kv.v_cross[li], kv.src, pos, scores, s.catt[li], kinds[3],
                          _matrix(w.w_co, shapes, 3, li),
