@@ -61,3 +61,14 @@ def test_quantized_matrix_is_cached_per_model_file(tmp_path, monkeypatch):
     model.write_bytes(b"other")
     loader._cached_q8_0(model, lambda: None)("emb", src)
     assert len(list((tmp_path / "cache" / "quantized").iterdir())) == 2
+
+
+def test_quantized_matrix_without_a_writable_cache(tmp_path, monkeypatch):
+    """A cache that cannot be written to: the matrix is quantized all the same, no file left."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setattr(loader._env, "CACHE_DIR", str(blocker / "cache"))  # no directory inside a file
+    w = np.random.default_rng(2).standard_normal((3, 32)).astype(np.float32)
+    got = loader._cached_q8_0(blocker, lambda: None)("emb", w)
+    assert np.array_equal(got.data, quantize(w, QType.Q8_0))
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]

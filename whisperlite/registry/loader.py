@@ -154,6 +154,9 @@ def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str,
 _QUANT_SLICE_VALUES = 1 << 20
 
 
+Q8_0_BLOCK = 2 + 32  # bytes per block: float16 scale + 32 int8 weights
+
+
 def _quantize_q8_0(w: Weight, release: Callable[[], None] = lambda: None) -> QTensor:
     """A float matrix as Q8_0, quantized a slice of rows at a time (rows are independent).
     `release()` after each slice drops the mapped pages it read: the float matrix is not
@@ -178,8 +181,6 @@ def _quantize_q8_0(w: Weight, release: Callable[[], None] = lambda: None) -> QTe
     return QTensor(QType.Q8_0, (rows, cols), readonly(out))
 
 
-Q8_0_BLOCK = 2 + 32  # float16 scale + 32 int8 weights
-
 
 def _quantized_file(path: Path, key: str, w: Weight) -> Path:
     """Where the Q8_0 copy of weight `key` of the model at `path` (a file or a directory)
@@ -201,20 +202,23 @@ def _cached_q8_0(path: Path, release: Callable[[], None]) -> Callable[[str, Weig
 
     def to_q8_0(key: str, w: Weight) -> QTensor:
         shape = (int(w.shape[0]), bytes_per_row(QType.Q8_0, int(w.shape[1])))
+        file = _quantized_file(path, key, w)
         try:
-            file = _quantized_file(path, key, w)
             data = np.load(file, mmap_mode="r")
             if data.shape == shape and data.dtype == np.uint8:
                 return QTensor(QType.Q8_0, tuple(w.shape), np.asarray(data))
         except (OSError, ValueError):
             pass  # not cached yet (or unreadable): quantize
         q = _quantize_q8_0(w, release)
-        with contextlib.suppress(OSError):  # a read-only cache: quantized again next time
+        part = file.with_suffix(f".{os.getpid()}.part")
+        try:
             file.parent.mkdir(parents=True, exist_ok=True)
-            part = file.with_suffix(f".{os.getpid()}.part")
             with open(part, "wb") as fh:
                 np.save(fh, q.data)
             os.replace(part, file)  # whole or absent, even with two first runs at once
+        except OSError:  # a read-only or full cache: quantized again next time
+            with contextlib.suppress(OSError):
+                part.unlink()
         return q
 
     return to_q8_0
