@@ -68,7 +68,8 @@ def test_live_line_counts_compiles_and_names_the_stage(tmp_path, monkeypatch):
 
 
 def test_model_free_warm_up_has_the_transcription_argument_types(tiny_model, jfk_audio, monkeypatch):
-    """The first run compiles these kernels in a process of its own (warm_model_free) for the
+    """The first run compiles these kernels in a helper process (warm_model_free) and in the
+    warm-up (warm_decoding_rules) for the
     transcription to load from numba's cache: called with other argument types, it would
     compile them again itself, inside its first window. Compared as the types each kernel is
     called with from Python (this process may have compiled any of them already)."""
@@ -88,6 +89,7 @@ def test_model_free_warm_up_has_the_transcription_argument_types(tiny_model, jfk
 
         monkeypatch.setattr(module, name, recorded)
     transcribe.warm_model_free()
+    transcribe.warm_decoding_rules()
     warmed, _ = set(seen), seen.clear()
     segments, _ = tiny_model.transcribe(jfk_audio, word_timestamps=True, beam_size=5, vad=True)
     assert [w for s in segments for w in s.words]

@@ -46,11 +46,15 @@ def test_failed_helper_leaves_the_step_to_the_warm_up(model_path, monkeypatch):
     assert whisper_step.step_body.signatures
 
 
-@pytest.mark.parametrize("cores, started", [(2, ["rows", "step"]), (4, ["apart", "rows", "step"])])
-def test_interrupted_warm_up_kills_the_helpers(model_path, monkeypatch, cores, started):
-    """The model-free kernels get a process of their own from a third core on; whatever was
-    started is killed when the warm-up is interrupted."""
-    def sleeper(*_):
+@pytest.mark.parametrize("cores, processes", [(2, 2), (4, 3)])
+def test_interrupted_warm_up_kills_the_helpers(model_path, monkeypatch, cores, processes):
+    """The model-free kernels get a process of their own from a third core on, and follow
+    the row kernels in their helper on two; whatever was started is killed when the warm-up
+    is interrupted."""
+    targets = []
+
+    def sleeper(*args):
+        targets.append(args)
         return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
 
     monkeypatch.setattr(loader, "_compile_step_elsewhere", sleeper)
@@ -60,7 +64,9 @@ def test_interrupted_warm_up_kills_the_helpers(model_path, monkeypatch, cores, s
         with loader._start_helpers(model_path, "auto", 2, "whisperlite.transcription.transcribe:warm_model_free") \
                 as helpers:
             raise KeyboardInterrupt
-    assert sorted(helpers) == started
+    assert sorted(helpers) == ["apart", "rows", "step"]
+    assert len({id(h) for h in helpers.values()}) == processes == len(targets)
+    assert (helpers["apart"] is helpers["rows"]) == (cores == 2)
     assert all(h.wait(timeout=10) != 0 for h in helpers.values())
 
 

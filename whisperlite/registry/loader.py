@@ -6,6 +6,7 @@ or a pulled model such as `base`), a CTranslate2 directory, or a whisper.cpp ggm
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import subprocess
 import sys
@@ -15,12 +16,15 @@ from typing import Callable, Iterator
 
 import numpy as np
 from gguf import GGMLQuantizationType as QType
+from gguf import quants as gguf_quants
 
 from whisperlite.core.cpu import physical_cores
-from whisperlite.core.errors import ModelFormatError, ModelNotFoundError
+from whisperlite.core import env as _env
+from whisperlite.core.errors import ModelFormatError, ModelNotFoundError, QuantizationError
 from whisperlite.formats.checkpoint import WhisperCheckpoint
 from whisperlite.kernels import QTensor, Weight, set_threads
-from whisperlite.kernels.quant import bytes_per_row, dequantize_rows, quantize
+from whisperlite.kernels.quant import bytes_per_row
+from whisperlite.kernels.tensor import readonly
 from whisperlite.models import whisper_step
 from whisperlite.models.speaker_encoder import SpeakerEncoder
 from whisperlite.models.whisper import KVCache, TextDecoder, Whisper
@@ -107,7 +111,7 @@ EMBEDDING = "decoder.token_embedding.weight"
 
 
 def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str,
-                       to_q8_0: Callable[[Weight], QTensor] | None = None) -> WhisperCheckpoint:
+                       to_q8_0: Callable[[str, Weight], QTensor] | None = None) -> WhisperCheckpoint:
     """Choose how matrices are held for computing (as faster-whisper's compute_type).
 
     auto: float decoder layer matrices as stored (float16 stays float16: F16C conversion
@@ -127,7 +131,7 @@ def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str,
           sentence (3.0 % vs 1.4 % WER): the same text comes from Q8_0-rounded weights in
           float32 products, so it is the rounding, not the kernels.
     Block-quantized files (q5_0 …) are used as stored by auto and q8_0.
-    `to_q8_0` replaces the quantizer (see compile_step).
+    `to_q8_0(key, w)` replaces the quantizer (see `_cached_q8_0` and compile_step).
     """
     if compute_type not in COMPUTE_TYPES:
         raise ModelNotFoundError(f"unknown compute type '{compute_type}' (choose from {', '.join(COMPUTE_TYPES)})")
@@ -138,7 +142,7 @@ def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str,
                  and w.shape[-1] % 32 == 0 and "positional" not in key
                  and (compute_type == "q8_0" or (compute_type == "auto" and key == EMBEDDING)))
         if to_q8:
-            w = to_q8_0(w) if to_q8_0 else _quantize_q8_0(w, ckpt.release_mapped_pages)
+            w = to_q8_0(key, w) if to_q8_0 else _quantize_q8_0(w, ckpt.release_mapped_pages)
         elif compute_type == "f32" and isinstance(w, QTensor):
             w = w.dequantize()
         out[key] = w
@@ -150,20 +154,74 @@ def apply_compute_type(ckpt: WhisperCheckpoint, compute_type: str,
 _QUANT_SLICE_VALUES = 1 << 20
 
 
+Q8_0_BLOCK = 2 + 32  # bytes per block: float16 scale + 32 int8 weights
+
+
 def _quantize_q8_0(w: Weight, release: Callable[[], None] = lambda: None) -> QTensor:
     """A float matrix as Q8_0, quantized a slice of rows at a time (rows are independent).
     `release()` after each slice drops the mapped pages it read: the float matrix is not
-    used again, and resident it would sit beside its quantized copy."""
+    used again, and resident it would sit beside its quantized copy.
+
+    gguf-py's numpy quantizer, not quant.quantize's kernel (the same bytes): the kernel's
+    compile was the longest of a first run's model build, and the result is kept on disk
+    (`_cached_q8_0`), so the numpy pass runs once per model file."""
     rows, cols = (int(n) for n in w.shape)
     out = np.empty((rows, bytes_per_row(QType.Q8_0, cols)), np.uint8)
     step = max(1, _QUANT_SLICE_VALUES // cols)
-    buf = np.empty((min(step, rows), cols), np.float32)
     for a in range(0, rows, step):
         b = min(a + step, rows)
-        part = dequantize_rows(w.data, w.qtype, w.shape, a, b, buf[: b - a]) if isinstance(w, QTensor) else w[a:b]
-        out[a:b] = quantize(part, QType.Q8_0)
+        part = np.asarray((w.data if isinstance(w, QTensor) else w)[a:b], np.float32)  # float16 widens exactly
+        if not np.isfinite(part).all():
+            raise QuantizationError(f"cannot quantize to Q8_0: rows {a}-{b - 1} hold NaN or inf values")
+        out[a:b] = gguf_quants.quantize(part, QType.Q8_0)
         release()
-    return QTensor(QType.Q8_0, (rows, cols), out)
+    scales = out.reshape(-1, Q8_0_BLOCK)[:, :2].copy().view(np.float16)
+    if np.isinf(scales).any():
+        raise QuantizationError("cannot quantize to Q8_0: values too large for a float16 block scale")
+    return QTensor(QType.Q8_0, (rows, cols), readonly(out))
+
+
+
+def _quantized_file(path: Path, key: str, w: Weight) -> Path:
+    """Where the Q8_0 copy of weight `key` of the model at `path` (a file or a directory)
+    is kept: named by the model files' paths, sizes and modification times, so that a
+    replaced file gets a new copy."""
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    h = hashlib.sha1(f"{key}\0{tuple(int(n) for n in w.shape)}\0".encode())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return Path(_env.CACHE_DIR) / "quantized" / f"{h.hexdigest()[:20]}.npy"
+
+
+def _cached_q8_0(path: Path, release: Callable[[], None]) -> Callable[[str, Weight], QTensor]:
+    """apply_compute_type's quantizer for the model at `path`: a matrix's Q8_0 copy from
+    the cache (mapped read-only), else quantized (`_quantize_q8_0`) and kept there for the
+    next load. Either way the blocks are read-only arrays: a kernel compiles once per
+    array mutability."""
+
+    def to_q8_0(key: str, w: Weight) -> QTensor:
+        shape = (int(w.shape[0]), bytes_per_row(QType.Q8_0, int(w.shape[1])))
+        file = _quantized_file(path, key, w)
+        try:
+            data = np.load(file, mmap_mode="r")
+            if data.shape == shape and data.dtype == np.uint8:
+                return QTensor(QType.Q8_0, tuple(w.shape), np.asarray(data))
+        except (OSError, ValueError):
+            pass  # not cached yet (or unreadable): quantize
+        q = _quantize_q8_0(w, release)
+        part = file.with_suffix(f".{os.getpid()}.part")
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            with open(part, "wb") as fh:
+                np.save(fh, q.data)
+            os.replace(part, file)  # whole or absent, even with two first runs at once
+        except OSError:  # a read-only or full cache: quantized again next time
+            with contextlib.suppress(OSError):
+                part.unlink()
+        return q
+
+    return to_q8_0
 
 
 def _kernel_key(ckpt: WhisperCheckpoint, compute_type: str) -> str:
@@ -198,20 +256,24 @@ def _warm_up(model: Whisper, threads: int, helpers: dict[str, subprocess.Popen],
 @contextlib.contextmanager
 def _start_helpers(path: Path, compute_type: str, threads: int,
                    warm_apart: str | None) -> Iterator[dict[str, subprocess.Popen]]:
-    """Processes that compile beside this one from the start of a first run, each a share of
-    about the same size: the decoder step's body (`compile_step`), its row kernels
-    (`compile_rows`) and `warm_apart` ("module:function", no arguments), model-free kernels of
-    the layers above; this one compiles what needs the model. Compiling is once, not the
-    transcription's work, so they run even at -t 1, on any machine with a second core. The
-    model-free share gets its own process only from a third core: on two, a fourth process
-    (its start-up, and four compiles taking turns on two cores) cost more than it saved, so
-    this one compiles it. On leaving, those still running are killed (interrupted: no
-    orphan compiling on)."""
+    """Processes that compile beside this one from the start of a first run: the decoder
+    step's body (`compile_step`), its row kernels (`compile_rows`) and `warm_apart`
+    ("module:function", no arguments), model-free kernels of the layers above; this one
+    compiles what needs the model. Compiling is once, not the transcription's work, so they
+    run even at -t 1, on any machine with a second core. The model-free share gets its own
+    process only from a third core: on two, a fourth process (its start-up, and four
+    compiles taking turns on two cores) cost more than it saved, so the row kernels' helper,
+    the shortest share, compiles it after them (`helpers` names it under "apart" too). On
+    leaving, those still running are killed (interrupted: no orphan compiling on)."""
     started = {}
     if physical_cores() > 1 and numba_cache_writable():
         started["step"] = _compile_step_elsewhere(path, compute_type, threads)
-        started["rows"] = compile_elsewhere(f"{__name__}:compile_rows", os.path.abspath(path), compute_type)
-        if warm_apart is not None and physical_cores() > 2:
+        apart_after_rows = warm_apart is not None and physical_cores() == 2
+        started["rows"] = compile_elsewhere(f"{__name__}:compile_rows", os.path.abspath(path), compute_type,
+                                            *([warm_apart] if apart_after_rows else []))
+        if apart_after_rows:
+            started["apart"] = started["rows"]
+        elif warm_apart is not None:
             started["apart"] = compile_elsewhere(warm_apart)
     helpers = {name: h for name, h in started.items() if h is not None}
     try:
@@ -259,23 +321,30 @@ def compile_step(path: str, compute_type: str, threads: str) -> None:
     if decoder.step_weights is None:  # the main process's decoder calls are all there is
         return
     d = decoder.dims
-    cache = decoder.new_cache(np.zeros((d.n_audio_ctx, d.n_audio_state), np.float32), batch=2)
+    # zero audio keys/values of the transcription's type, not computed from an encoder
+    # output: that would compile the window's key/value kernels, the main process's anyway
+    shape = (d.n_text_layer, d.n_text_head, d.n_audio_ctx, d.n_text_state // d.n_text_head)
+    cache = KVCache(d, 2, np.zeros(shape, decoder.cross_dtype), np.zeros(shape, decoder.cross_dtype))
     decoder.compile_step(cache, 2)
     _warm_step(decoder, int(threads), cache)
 
 
-def compile_rows(path: str, compute_type: str) -> None:
+def compile_rows(path: str, compute_type: str, then: str | None = None) -> None:
     """Compile the row kernels the decoder step of the model at `path` calls, one per weight
-    kind it has (a helper process of the warm-up, beside `compile_step`'s)."""
+    kind it has, and then run `then` ("module:function") if given (a helper process of the
+    warm-up, beside `compile_step`'s)."""
     decoder = _step_decoder(path, compute_type)
     if decoder.step_weights is not None:
         whisper_step.link_rows(decoder.step_weights.step_view, decoder.int8)
+    if then is not None:
+        run(then)
 
 
-def _zero_q8_0(w: Weight) -> QTensor:
-    """A Q8_0 matrix of w's shape, all zero bytes (zero scales: zero weights)."""
+def _zero_q8_0(key: str, w: Weight) -> QTensor:
+    """A Q8_0 matrix of w's shape, all zero bytes (zero scales: zero weights), read-only as
+    the real one."""
     rows, cols = (int(n) for n in w.shape)
-    return QTensor(QType.Q8_0, (rows, cols), np.zeros((rows, bytes_per_row(QType.Q8_0, cols)), np.uint8))
+    return QTensor(QType.Q8_0, (rows, cols), readonly(np.zeros((rows, bytes_per_row(QType.Q8_0, cols)), np.uint8)))
 
 
 def _code_mappings(library: str) -> list[tuple[int, int]]:
@@ -354,7 +423,7 @@ def load_whisper(name: str = DEFAULT_MODEL, threads: int | None = None, compute_
     with first_use(_kernel_key(stored, compute_type)) as cold, \
             (_start_helpers(path, compute_type, n, warm_apart) if cold else contextlib.nullcontext({})) as helpers:
         stage("model")
-        ckpt = apply_compute_type(stored, compute_type)
+        ckpt = apply_compute_type(stored, compute_type, _cached_q8_0(path, stored.release_mapped_pages))
         model = Whisper(ckpt)
         if cold:
             _warm_up(model, n, helpers, warm_more, warm_apart)

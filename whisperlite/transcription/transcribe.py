@@ -145,20 +145,29 @@ class _WindowReader:
 
 def _warm_decoding(model: Whisper, cache: KVCache) -> None:
     """The decoder's cross-attention weights word timing reads (the kernels of the layers above
-    that need the model; `warm_model_free` compiles the others in a process of their own)."""
+    that need the model) and the decoding logic's kernels (row log-sum-exp, top-k for beams,
+    timestamp rules): those need no model, but this process, which builds the model, has the
+    smallest share of a first run's compiles (`warm_model_free` compiles the others in a
+    helper process)."""
     warmup.stage("word timing")
     model.decoder(np.zeros((1, 4), np.int64), cache.fork(1), positions=(), want_cross=True)
+    warmup.stage("decoding rules")
+    warm_decoding_rules()
 
 
-def warm_model_free() -> None:
-    """The decoding logic's kernels (row log-sum-exp, top-k for beams, timestamp rules), word timing and the
-    speech filter, on small arrays of the types a transcription passes them: otherwise they
-    compile inside the first window. They need no model, so a process of their own compiles
-    them beside the model's (load_whisper's `warm_apart`)."""
+def warm_decoding_rules() -> None:
+    """The decoding logic's kernels on small arrays of the types a transcription passes them."""
     logits = np.zeros((2, 64), np.float32)
     logit_rules.row_logsumexp(logits)
     logit_rules.row_topk(logits, 2)
     logit_rules.apply_timestamp_rules(logits, np.zeros((2, 3), np.int64), 1, logits.shape[1] - 1, 0, 0, 0)
+
+
+def warm_model_free() -> None:
+    """Word timing's and the speech filter's kernels, on small arrays of the types a
+    transcription passes them: otherwise they compile inside the first window. They need no
+    model, so a helper process compiles them beside the model's (load_whisper's
+    `warm_apart`)."""
     crosses = np.zeros((1, 1, 4, 16), np.float32)  # (batch, heads, tokens, frames) of one layer
     timing.dtw(-timing.alignment_matrix([crosses[0, 0, 1:, :8]]))
     try:
