@@ -181,7 +181,6 @@ def _quantize_q8_0(w: Weight, release: Callable[[], None] = lambda: None) -> QTe
     return QTensor(QType.Q8_0, (rows, cols), readonly(out))
 
 
-
 def _quantized_file(path: Path, key: str, w: Weight) -> Path:
     """Where the Q8_0 copy of weight `key` of the model at `path` (a file or a directory)
     is kept: named by the model files' paths, sizes and modification times, so that a
