@@ -16,14 +16,14 @@ from whisperlite.kernels.quant import quantize
 from whisperlite.kernels.share import FREE, HELPER, MAIN, SLOT, WRITTEN
 
 
-@numba.njit(inline="always")
+@numba.njit(inline="always", cache=True)
 def _triple(args, out, r0, r1):
     # out[:, r0:r1] = 3 * x[:, r0:r1]
     (x,) = args
     out[:, r0:r1] = 3 * x[:, r0:r1]
 
 
-_drive = share.share_rows(_triple)
+_drive = share.share_rows(_triple, cache=True)
 ROWS = 200
 
 
