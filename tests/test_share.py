@@ -92,6 +92,7 @@ def always_share(monkeypatch):
     monkeypatch.setattr(share, "SHARE_MIN_BYTES", 0)
 
 
+@pytest.mark.slow  # loading the kernels' compiled switch over every type takes seconds
 @pytest.mark.skipif(not gemv.HAS_AVX2, reason="the 32-weight integer dots need AVX2")
 @pytest.mark.parametrize("qtype", [QType.Q5_0, QType.Q4_1], ids=lambda t: t.name)
 def test_shared_tiles_are_the_same_bits(always_share, qtype):
@@ -107,6 +108,7 @@ def test_shared_tiles_are_the_same_bits(always_share, qtype):
             assert np.array_equal(got, want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("qtype,n", [(QType.Q4_K, 6), (QType.Q6_K, 9), (QType.Q8_0, 1)],
                          ids=["q4_k-gemm", "q6_k-tiled", "q8_0-one-row"])
 def test_shared_batches_and_rows_are_the_same_bits(always_share, qtype, n):
@@ -125,3 +127,30 @@ def test_shared_batches_and_rows_are_the_same_bits(always_share, qtype, n):
     with share.helping():
         for _ in range(5):
             assert np.array_equal(product(np.full((n, rows), np.nan, np.float32)), want)
+
+
+@pytest.mark.slow
+def test_a_prompt_with_shared_products_is_the_one_thread_prompt(always_share, tmp_path):
+    """The tiny Q8_0 Gemma 3's prompt at two threads, every product shared, gives the
+    logits and KV cache of one thread, bit for bit."""
+    from gemma3_tiny import write_tiny_gemma
+    from whisperlite.formats.gguf import read_gguf
+    from whisperlite.kernels import get_threads, set_threads
+    from whisperlite.models.gemma3 import Gemma3
+
+    path = tmp_path / "tiny-q8_0.gguf"
+    write_tiny_gemma(path, QType.Q8_0)
+    model = Gemma3(read_gguf(path))
+    ids = [5, 9, 2, 31, 7, 7, 12]
+    before = get_threads()
+    runs = []
+    try:
+        for threads in (1, 2):
+            set_threads(threads)
+            cache = model.new_cache(16)
+            runs.append((model.forward(ids, cache, all_logits=True), cache))
+    finally:
+        set_threads(before)
+    (one, c1), (two, c2) = runs
+    assert np.array_equal(one, two)
+    assert all(np.array_equal(a, b) for a, b in zip(c1.k + c1.v, c2.k + c2.v))

@@ -206,7 +206,7 @@ class Gemma3:
         if n == 1 and self.step_weights is not None:
             logits = self._softcap(self._step(ids, cache))
             return logits if all_logits else logits[0]
-        return prompt_on_threads(self._prompt, (ids, cache, all_logits))
+        return prompt_on_threads(self._prompt, (ids, cache, all_logits), n)
 
     def _prompt(self, ids: np.ndarray, cache: KVCache, all_logits: bool) -> np.ndarray:
         """`forward` for tokens evaluated kernel by kernel."""

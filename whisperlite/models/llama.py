@@ -295,7 +295,7 @@ class Llama:
         if n == 1 and self.step_weights is not None:
             logits = self._step(ids, cache)
             return logits if all_logits else logits[0]
-        return prompt_on_threads(self._forward_ops, (ids, cache, all_logits))
+        return prompt_on_threads(self._forward_ops, (ids, cache, all_logits), n)
 
     def _forward_ops(self, ids: np.ndarray, cache: KVCache, all_logits: bool) -> np.ndarray:
         """`forward` as a sequence of kernel calls: any number of tokens, any weight type."""
@@ -460,18 +460,22 @@ def product(x: np.ndarray, w: Weight, ggml_exact: bool) -> np.ndarray:
         return matmul(x, w)
 
 
-def prompt_on_threads(prompt: Callable[..., np.ndarray], args: tuple) -> np.ndarray:
-    """prompt(*args) on this thread, its larger products shared with the helper thread when
-    there are two threads (kernels/share.py): this thread never waits for the helper to
-    start or finish, so two threads are never slower than one by more than the claims,
-    where numba's pool (woken and joined per kernel) made a short prompt slower than one
-    thread, and a busy second core slower still."""
+def prompt_on_threads(prompt: Callable[..., np.ndarray], args: tuple, n: int) -> np.ndarray:
+    """prompt(*args) for n tokens on this thread, its larger products shared with the helper
+    thread when there are two threads (kernels/share.py): this thread never waits for the
+    helper to start or finish, so two threads are never slower than one by more than the
+    claims, where numba's pool (woken and joined per kernel) made a short prompt slower
+    than one thread, and a busy second core slower still. From POOL_MIN_TOKENS on, the
+    other kernels (attention, norms, quantizers) may use numba's pool again: their work
+    then repays a wake-up and a join."""
     if get_threads() == 1:
         return prompt(*args)
-    out = []
     with helping():
+        if n >= POOL_MIN_TOKENS:
+            return prompt(*args)
+        out = []
         one_numba_thread(lambda _: out.append(prompt(*args)), 0)
-    return out[0]
+        return out[0]
 
 
 def residual_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -482,6 +486,9 @@ def residual_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return add_(x, y)
 
 
+# Prompts of this many tokens run their kernels other than the shared products on numba's
+# pool (prompt_on_threads); shorter ones on the calling thread alone.
+POOL_MIN_TOKENS = 64
 # A prompt's tiled product splits over the pool from this many weight bytes times tokens:
 # below, waking the pool costs about what the product takes on one thread.
 TILE_SPLIT_MIN_BYTES = 1 << 22
