@@ -19,6 +19,7 @@ from whisperlite.formats.gguf import read_gguf
 from whisperlite.generation.chat_template import CHATML_TEMPLATE, FALLBACK_TEMPLATES, render_chat
 from whisperlite.generation.sampling import Sampler, SamplingOptions
 from whisperlite.kernels.ggml_order import GgmlArith
+from whisperlite.kernels.share import helping
 from whisperlite.models.decoders import Decoder, build_decoder
 from whisperlite.models.llama import KVCache
 from whisperlite.registry.warmup import compile_once, weight_types
@@ -214,9 +215,12 @@ WARM_PROMPT = 64  # tokens: enough that every kernel's threaded variant runs, as
 
 def _warm_up(model: Decoder) -> None:
     """A prompt and two more tokens on a scratch cache: the kernels a generation reaches
-    (at two threads or more the one-token step runs on one, then on two: models/llama.py)."""
+    (at two threads or more the one-token step runs on one, then on two: models/llama.py).
+    The prompt runs with its products shared (kernels/share.py, as at two threads) at any
+    thread count, so that a later run at two threads finds those compiled too."""
     cache = model.new_cache(WARM_PROMPT + 2)
-    model.forward(np.zeros(WARM_PROMPT, np.int64), cache)
+    with helping():
+        model.forward(np.zeros(WARM_PROMPT, np.int64), cache)
     model.forward([0], cache)
     model.forward([0], cache)
 

@@ -54,6 +54,7 @@ from whisperlite.kernels.quant import (
     FIRST_K_KIND, KIND, KIND_Q4_0, KIND_Q4_1, KIND_Q4_K, KIND_Q5_0, KIND_Q5_1, KIND_Q5_K, KIND_Q8_0, QK, QUANT_TYPES,
     quantize_rows_for, quantize_rows_q8_k, quantize_rows_q8_k_4x8, quantize_rows_q8_k_4x8_serial,
     quantize_rows_q8_k_serial)
+from whisperlite.kernels.share import shared, share_rows, worth_sharing
 from whisperlite.kernels.tensor import QTensor
 
 # The block types with ggml's integer dots -> their codes (quant.KIND), which `gemv_i8`
@@ -247,6 +248,29 @@ def gemv_f32(x, w, out):
         for r in range(rows * p // parts, rows * (p + 1) // parts):
             row_dots(w[r], x, out, r)
 
+
+@numba.njit(inline="always", cache=True)
+def _k_shared_rows(args, out, r0, r1):
+    """out[:, r0:r1] of `k_batch` for args (kind, order, m, xq, xd, xs, w): the first m
+    activation rows in the batch order, the rest in BATCH_ROW's."""
+    kind, order, m, xq, xd, xs, w = args
+    _k_rows(kind, order, xq, xd, xs, w, out, 0, m, r0, r1)
+    _k_rows(kind, BATCH_ROW, xq, xd, xs, w, out, m, xq.shape[0], r0, r1)
+
+
+@numba.njit(inline="always", cache=True)
+def _i8_rows(args, out, r0, r1):
+    """out[:, r0:r1] of `gemv_i8` for args (kind, xq, xd, xs, w)."""
+    kind, xq, xd, xs, w = args
+    for t in range(xq.shape[0]):
+        idot_range(kind, w, r0, r1, xq.shape[1] // QK, xq, xd, xs, t, out)
+
+
+_k_shared = share_rows(_k_shared_rows, **_SERIAL)
+_i8_shared = share_rows(_i8_rows, **_SERIAL)
+# Shared products' chunks start at multiples of this many rows (llama.cpp's repacked Q4_K
+# gemm takes its rows in eights).
+SHARE_ALIGN = 64
 
 # Below this many weight bytes (times activation rows) a product runs on the calling
 # thread: waking numba's pool costs more than a 576x576 Q4_1 product takes (207 KB).
@@ -522,13 +546,10 @@ def idot_range(kind, w, r0, r1, nb, xq, xd, xs, t, out):
 def _gemv_i8_body(kind, xq, xd, xs, w, out):
     """xq (n, k) int8 with block scales xd and sums xs @ w (d, bytes).T -> out (n, d), any
     block type by its I8_KIND code."""
-    n, k = xq.shape
-    rows, nb = w.shape[0], k // QK
+    rows = w.shape[0]
     parts = _parts(rows)
     for p in prange(parts):
-        r0, r1 = rows * p // parts, rows * (p + 1) // parts
-        for t in range(n):
-            idot_range(kind, w, r0, r1, nb, xq, xd, xs, t, out)
+        _i8_rows((kind, xq, xd, xs, w), out, rows * p // parts, rows * (p + 1) // parts)
 
 
 _gemv_i8_par = numba.njit(**_FAST)(_gemv_i8_body)
@@ -539,6 +560,8 @@ def gemv_i8(kind: int, xq: np.ndarray, xd: np.ndarray, xs: np.ndarray, w: np.nda
     """ggml-mode product on int8 activations (the 32-weight types need AVX2: see HAS_AVX2;
     the K-quants run on any CPU); the serial build below PARALLEL_MIN_BYTES of weights per
     call, else parallel."""
+    if worth_sharing(w.size * xq.shape[0]):
+        return shared(_i8_shared, out, SHARE_ALIGN, (kind, xq, xd, xs, w))
     (_gemv_i8_par if w.size * xq.shape[0] >= PARALLEL_MIN_BYTES else _gemv_i8_seq)(kind, xq, xd, xs, w, out)
     return out
 
@@ -562,25 +585,37 @@ def gemv_i8_f32(kind: int, x: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.
     """x (n, k) float32, C-contiguous, quantized as ggml does for weights of `kind` (Q8_K
     for the K-quants, Q8_1 for the "_1" types, else Q8_0: quant.quantize_rows_for), @ w.T
     by `gemv_i8` -> out (n, d); for few rows (the quantizer runs on this thread)."""
+    if worth_sharing(w.size * x.shape[0]):
+        n, k = x.shape
+        xq, xd, xs = np.empty((n, k), np.int8), np.empty((n, k // QK), np.float32), np.empty((n, k // QK), np.float32)
+        quantize_rows_for(kind, x, xq, xd, xs)
+        return gemv_i8(kind, xq, xd, xs, w, out)
     return _gemv_i8_f32(kind, w.size * x.shape[0] >= PARALLEL_MIN_BYTES, x, w, out)
 
 
+@numba.njit(inline="always", cache=True)
+def _k_rows(kind, order, xq, xd, xs, w, out, t0, t1, r0, r1):
+    """out[t0:t1, r0:r1] of `_k_batch_body` for activation rows t0 .. t1 - 1 in the order
+    BATCH_ORDERS[order]: each weight row by TOKENS_PER_PASS activation rows a pass (then
+    two, then one), all of its passes while it is in L1."""
+    nb = xq.shape[1] // QK
+    n_four = t1 - (t1 - t0) % TOKENS_PER_PASS
+    for r in range(r0, r1):
+        for t in range(t0, n_four, TOKENS_PER_PASS):
+            batch_tokens(kind, order, w, r, nb, xq, xd, xs, t, out)
+        if t1 - n_four >= 2:
+            batch_two(kind, order, w, r, nb, xq, xd, xs, n_four, out)
+        if (t1 - n_four) % 2:
+            batch_one(kind, order, w, r, nb, xq, xd, xs, t1 - 1, out)
+
+
 def _k_batch_body(kind, order, xq, xd, xs, w, out):
-    """`_gemv_i8_body` of a K-quant in a batch kernel's order (kquant.BATCH_ORDERS[order]):
-    each weight row by TOKENS_PER_PASS activation rows a pass (then two, then one), all
-    of its passes while it is in L1."""
-    n, k = xq.shape
-    rows, nb = w.shape[0], k // QK
+    """`_gemv_i8_body` of a K-quant in a batch kernel's order (kquant.BATCH_ORDERS[order]),
+    `_k_rows` over a few ranges of weight rows."""
+    rows = w.shape[0]
     parts = _parts(rows)
-    n_four = n - n % TOKENS_PER_PASS
     for p in prange(parts):
-        for r in range(rows * p // parts, rows * (p + 1) // parts):
-            for t in range(0, n_four, TOKENS_PER_PASS):
-                batch_tokens(kind, order, w, r, nb, xq, xd, xs, t, out)
-            if n - n_four >= 2:
-                batch_two(kind, order, w, r, nb, xq, xd, xs, n_four, out)
-            if (n - n_four) % 2:
-                batch_one(kind, order, w, r, nb, xq, xd, xs, n - 1, out)
+        _k_rows(kind, order, xq, xd, xs, w, out, 0, xq.shape[0], rows * p // parts, rows * (p + 1) // parts)
 
 
 _k_batch_par = numba.njit(**_FAST)(_k_batch_body)
@@ -624,6 +659,8 @@ def k_batch(x: np.ndarray, w: QTensor, out: np.ndarray) -> np.ndarray:
     if not tiled:
         (quantize_rows_q8_k_4x8 if big else quantize_rows_q8_k_4x8_serial)(x[:m], xq[:m], xd[:m], xs[:m])
     (quantize_rows_q8_k if big else quantize_rows_q8_k_serial)(x[rest:], xq[rest:], xd[rest:], xs[rest:])
+    if worth_sharing(w.data.size * n):
+        return shared(_k_shared, out, SHARE_ALIGN, (kind, BATCH_TILED if tiled else BATCH_GEMM, m, xq, xd, xs, w.data))
     parallel = w.data.size * n >= PARALLEL_MIN_BYTES
     batch = _k_batch_par if parallel else _k_batch_seq
     batch(kind, BATCH_TILED if tiled else BATCH_GEMM, xq[:m], xd[:m], xs[:m], w.data, out[:m])

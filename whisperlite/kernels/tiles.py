@@ -32,6 +32,7 @@ from whisperlite.kernels.kquant import store_tile, tile_ptrs
 from whisperlite.kernels.llvm_ir import (
     F32, I16, I64, V8F, byte_dot, emit_block_i8, fma1, fma8, hsum, load, load_v32b, sign_split, splat)
 from whisperlite.kernels.quant import KIND, KIND_Q8_0, QK, QUANT_TYPES
+from whisperlite.kernels.share import share_rows, shared, worth_sharing
 
 TILE_ROWS, TILE_TOKENS = 4, 3
 # Weight rows per parallel task: a range that stays in L2 while every token passes over it.
@@ -142,26 +143,31 @@ _tile2 = tile_idot(TILE_ROWS, 2)
 _tile1 = tile_idot(TILE_ROWS, 1)
 
 
+@numba.njit(inline="always", cache=True)
+def _gemm_task(kind, xq, xd, xs, w, out, r0, r1):
+    """out[:, r0:r1] of `_gemm_body`: tiles where they fit (over rows widened to Q8_0 where
+    that applies), gemv's one-row dots for the rows and tokens left over."""
+    n, k = xq.shape
+    nb = k // QK
+    r_full = r0 + (r1 - r0) // TILE_ROWS * TILE_ROWS
+    if n >= WIDEN_MIN_TOKENS and (kind == WIDEN_KINDS[0] or kind == WIDEN_KINDS[1]):
+        wide = np.empty((r_full - r0, nb * Q8_0_BYTES), np.uint8)
+        widen_rows(kind, w, r0, r_full, nb, wide)
+        _tiles(KIND_Q8_0, xq, xd, xs, wide, out[:, r0:r_full])
+    else:
+        _tiles(kind, xq, xd, xs, w[r0:r_full], out[:, r0:r_full])
+    for t in range(n):
+        idot_range(kind, w, r_full, r1, nb, xq, xd, xs, t, out)
+
+
 def _gemm_body(kind, xq, xd, xs, w, out):
     """xq (n, k) int8 with block scales xd and sums xs (actquant.py) @ w (d, bytes).T ->
-    out (n, d), w of the 32-weight type `kind` (gemv.LEGACY_KIND); tiles where they fit
-    (over rows widened to Q8_0 where that applies), gemv's one-row dots for the rows and
-    tokens left over."""
-    n, k = xq.shape
-    rows, nb = w.shape[0], k // QK
+    out (n, d), w of the 32-weight type `kind` (gemv.LEGACY_KIND), ROWS_PER_TASK rows a
+    task (`_gemm_task`)."""
+    rows = w.shape[0]
     tasks = (rows + ROWS_PER_TASK - 1) // ROWS_PER_TASK
-    widen = n >= WIDEN_MIN_TOKENS and (kind == WIDEN_KINDS[0] or kind == WIDEN_KINDS[1])
     for p in prange(tasks):
-        r0, r1 = p * ROWS_PER_TASK, min(rows, (p + 1) * ROWS_PER_TASK)
-        r_full = r0 + (r1 - r0) // TILE_ROWS * TILE_ROWS
-        if widen:
-            wide = np.empty((r_full - r0, nb * Q8_0_BYTES), np.uint8)
-            widen_rows(kind, w, r0, r_full, nb, wide)
-            _tiles(KIND_Q8_0, xq, xd, xs, wide, out[:, r0:r_full])
-        else:
-            _tiles(kind, xq, xd, xs, w[r0:r_full], out[:, r0:r_full])
-        for t in range(n):
-            idot_range(kind, w, r_full, r1, nb, xq, xd, xs, t, out)
+        _gemm_task(kind, xq, xd, xs, w, out, p * ROWS_PER_TASK, min(rows, (p + 1) * ROWS_PER_TASK))
     return out
 
 
@@ -189,7 +195,22 @@ _gemm_par = numba.njit(parallel=True, nogil=True, cache=True)(_gemm_body)
 _gemm_seq = numba.njit(nogil=True, cache=True)(_gemm_body)
 
 
+@numba.njit(inline="always", cache=True)
+def _gemm_rows(args, out, r0, r1):
+    """out[:, r0:r1] of `_gemm_body` for args (kind, xq, xd, xs, w), r0 and r1 multiples of
+    ROWS_PER_TASK (or r1 the last row), task by task as `_gemm_body` runs them."""
+    kind, xq, xd, xs, w = args
+    for t0 in range(r0, r1, ROWS_PER_TASK):
+        _gemm_task(kind, xq, xd, xs, w, out, t0, min(r1, t0 + ROWS_PER_TASK))
+
+
+_gemm_shared = share_rows(_gemm_rows, cache=True)
+
+
 def gemm_i8(kind: int, xq: np.ndarray, xd: np.ndarray, xs: np.ndarray, w: np.ndarray, out: np.ndarray,
             parallel: bool) -> np.ndarray:
-    """`_gemm_body` on numba's pool (parallel) or on this thread."""
+    """`_gemm_body` shared with the helper thread (share.py) where that is worth it, else
+    on numba's pool (parallel) or on this thread."""
+    if worth_sharing(w.size * xq.shape[0]):
+        return shared(_gemm_shared, out, ROWS_PER_TASK, (kind, xq, xd, xs, w))
     return (_gemm_par if parallel else _gemm_seq)(kind, xq, xd, xs, w, out)

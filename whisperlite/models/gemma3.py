@@ -29,7 +29,6 @@ from whisperlite.kernels import QTensor, Weight, ggml_order
 from whisperlite.kernels.attention import round_f16
 from whisperlite.kernels.ggml_order import GELU_TABLE, GgmlArith, native_arith
 from whisperlite.kernels.rope import rope_, rope_cache
-from whisperlite.kernels.worksplit import SplitChooser
 from whisperlite.models import gemma3_step, llama_step
 from whisperlite.models.llama import (MAX_WIDTH, DecoderDims, KVCache, StepRunner, cache_addresses, check_shapes,
                                       concat_rows, decoder_hparams, decoder_shapes, embed_rows, product,
@@ -163,7 +162,6 @@ class Gemma3:
             ))
         self.step_weights = self._step_weights(t)
         self._scratch = threading.local()  # the one-token step's scratch, per calling thread
-        self._prompt_split = SplitChooser()
 
     def _step_weights(self, t: dict[str, Weight]) -> gemma3_step.Weights | None:
         """The weights as the fused one-token step takes them (Q, K, V, gate and up as the
@@ -208,7 +206,7 @@ class Gemma3:
         if n == 1 and self.step_weights is not None:
             logits = self._softcap(self._step(ids, cache))
             return logits if all_logits else logits[0]
-        return prompt_on_threads(self._prompt_split, self._prompt, (ids, cache, all_logits), n)
+        return prompt_on_threads(self._prompt, (ids, cache, all_logits), n)
 
     def _prompt(self, ids: np.ndarray, cache: KVCache, all_logits: bool) -> np.ndarray:
         """`forward` for tokens evaluated kernel by kernel."""

@@ -27,6 +27,7 @@ from whisperlite.kernels import gemv, tiles
 from whisperlite.kernels.actquant import PARALLEL_MIN, quantize_activations
 from whisperlite.kernels.quant import dequantize
 from whisperlite.kernels.rope import rope_, rope_cache
+from whisperlite.kernels.share import helping
 from whisperlite.kernels.threads import one_numba_thread
 from whisperlite.kernels.worksplit import SplitChooser
 from whisperlite.models import llama_step
@@ -253,7 +254,6 @@ class Llama:
 
         self.step_weights = self._step_weights()
         self._scratch = threading.local()  # the one-token step's scratch, per calling thread
-        self._prompt_split = SplitChooser()
 
     def _step_weights(self) -> llama_step.Weights | None:
         """The weights as the fused one-token step takes them, or None when the step does
@@ -295,7 +295,7 @@ class Llama:
         if n == 1 and self.step_weights is not None:
             logits = self._step(ids, cache)
             return logits if all_logits else logits[0]
-        return prompt_on_threads(self._prompt_split, self._forward_ops, (ids, cache, all_logits), n)
+        return prompt_on_threads(self._forward_ops, (ids, cache, all_logits), n)
 
     def _forward_ops(self, ids: np.ndarray, cache: KVCache, all_logits: bool) -> np.ndarray:
         """`forward` as a sequence of kernel calls: any number of tokens, any weight type."""
@@ -460,20 +460,22 @@ def product(x: np.ndarray, w: Weight, ggml_exact: bool) -> np.ndarray:
         return matmul(x, w)
 
 
-def prompt_on_threads(chooser: SplitChooser, prompt: Callable[..., np.ndarray], args: tuple, n: int) -> np.ndarray:
-    """prompt(*args) for n tokens with numba's kernels on the pool, or on this thread alone,
-    whichever has been faster per token lately (the same bits either way): each kernel of
-    a prompt wakes the pool, which a short prompt, or a machine whose other core is busy,
-    does not repay."""
+def prompt_on_threads(prompt: Callable[..., np.ndarray], args: tuple, n: int) -> np.ndarray:
+    """prompt(*args) for n tokens on this thread, its larger products shared with the helper
+    thread when there are two threads (kernels/share.py): this thread never waits for the
+    helper to start or finish, so two threads are never slower than one by more than the
+    claims, where numba's pool (woken and joined per kernel) made a short prompt slower
+    than one thread, and a busy second core slower still. From POOL_MIN_TOKENS on, the
+    other kernels (attention, norms, quantizers) may use numba's pool again: their work
+    then repays a wake-up and a join."""
     if get_threads() == 1:
         return prompt(*args)
-
-    def one_thread(*a) -> np.ndarray:
+    with helping():
+        if n >= POOL_MIN_TOKENS:
+            return prompt(*args)
         out = []
-        one_numba_thread(lambda _: out.append(prompt(*a)), 0)
+        one_numba_thread(lambda _: out.append(prompt(*args)), 0)
         return out[0]
-
-    return chooser.run(one_thread, prompt, args, work=n)
 
 
 def residual_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -484,6 +486,9 @@ def residual_(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return add_(x, y)
 
 
+# Prompts of this many tokens run their kernels other than the shared products on numba's
+# pool (prompt_on_threads); shorter ones on the calling thread alone.
+POOL_MIN_TOKENS = 64
 # A prompt's tiled product splits over the pool from this many weight bytes times tokens:
 # below, waking the pool costs about what the product takes on one thread.
 TILE_SPLIT_MIN_BYTES = 1 << 22
