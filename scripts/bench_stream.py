@@ -9,7 +9,9 @@ process's CPU time (`--clock cpu`, the default: what a feed costs on an idle mac
 most, since the threads overlap, and hardly moved by other jobs on the cores, which wall
 time is, in proportion to their load), its wall time (`--clock wall`: right on a
 machine that is otherwise idle only) or nothing (`--clock none`: the policy's own delay,
-waiting for audio and for passes, as on an infinitely fast machine).
+waiting for audio and for passes, as on an infinitely fast machine). The engine bounds a
+final pass's temperature fallback (`fallback_ms`) on the same clock: with `--clock none` it
+never runs out, as on that machine.
 
 `--audio FILE --text FILE` measures another recording (e.g. one from
 scripts/make_recording.py) instead: word delays are then matched over the whole of it.
@@ -104,7 +106,7 @@ def simulate(engine: StreamingTranscriber, audio: np.ndarray,
 
 def measure(model, audio, refs, quiet, spans, offline_words, policy: str, opts: TranscribeOptions,
             stream: StreamOptions, now: Callable[[], float]) -> dict:
-    engine = StreamingTranscriber(model, opts, replace(stream, policy=policy))
+    engine = StreamingTranscriber(model, opts, replace(stream, policy=policy), clock=now)
     log, cpu, wall = simulate(engine, audio, now)
     finals = [(t, w) for t, e in log if e.type == "final" for w in e.words]
     final_norm = [n for _, w in finals for n in normalize(w.word)]

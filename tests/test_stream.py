@@ -4,6 +4,7 @@ import json
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -253,3 +254,29 @@ def test_disputed_words_final_by_two_of_three_passes_or_by_time(tiny_model, monk
     assert final(engine._agree(at(2.7))) == " two"  # as two passes of the last three read it
     assert final(engine._agree(at(1.2 + wait - 0.1))) == ""  # "three", "tree", "free", "three"
     assert final(engine._agree(at(1.2 + wait + 0.05))) == " tree"  # the latest, once it has the time
+
+
+@pytest.mark.slow
+def test_final_pass_fallback_bounded_by_time(tiny_model, jfk_audio, monkeypatch):
+    """A final pass whose tries all fail the log-probability gate starts no hotter try that
+    would end past `fallback_ms` (at the pace of its tries so far, on the engine's clock), and
+    keeps its best reading; a clock that does not move lets it try every temperature."""
+    from whisperlite.transcription.options import FallbackOptions
+
+    decoder = tiny_model._decoder
+    decode = decoder.decode
+    now = [0.0]
+
+    def unsure_try(*a, **k):  # each try takes 0.8 s on the fake clock and fails the gate
+        now[0] += 0.8
+        return replace(decode(*a, **k), avg_logprob=-1.5)
+
+    monkeypatch.setattr(decoder, "decode", unsure_try)
+    options = replace(GREEDY, fallback=FallbackOptions(temperatures=(0.0, 0.3, 0.6, 1.0)))
+    samples = jfk_audio[: 2 * SAMPLE_RATE]
+    for budget, clock, tries in ((2000, lambda: now[0], 2), (1000, lambda: now[0], 1), (1000, lambda: 0.0, 4)):
+        engine = StreamingTranscriber(tiny_model, options, StreamOptions(fallback_ms=budget), clock=clock)
+        before = now[0]
+        segments, sure = engine._decode_window(samples, [], final=True)
+        assert round((now[0] - before) / 0.8) == tries
+        assert sure and normalize(" ".join(s.text for s in segments))[:3] == ["and", "so", "my"]

@@ -37,6 +37,7 @@ Two policies decide when words become final within an utterance:
 from __future__ import annotations
 
 import difflib
+import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -184,12 +185,15 @@ class StreamingTranscriber:
 
     `options` is the transcription's options tree as `transcribe` takes it (decoding,
     fallback, context, VAD thresholds); word times are always on, and the VAD always gates.
+    `clock` times a pass's temperature fallback against `StreamOptions.fallback_ms` (a
+    benchmark that simulates the stream's time passes the clock it charges feeds on).
     Not thread-safe: one stream, one caller.
     """
 
     def __init__(self, model: WhisperModel, options: TranscribeOptions | None = None,
-                 stream: StreamOptions | None = None):
+                 stream: StreamOptions | None = None, clock: Callable[[], float] = time.perf_counter):
         self.model = model
+        self._now = clock
         self.stream = stream or StreamOptions()
         self.stream.check()
         self._wait = self.stream.wait_ms / 1000
@@ -342,7 +346,8 @@ class StreamingTranscriber:
         once, at temperature 0: None if it loops, and flagged not sure (the bool) if it fails
         the log-probability gate (no hotter retries, which cost up to six decodes of five
         samples each, for text a later pass decodes again anyway).
-        A final pass falls back through the temperatures."""
+        A final pass falls back through the temperatures while the next try would end within
+        `fallback_ms` of the first one's start; when that time is out it keeps its best try."""
         m, s = self.model, self.stream
         samples = samples[: N_FRAMES * HOP_LENGTH]
         frames = len(samples) // HOP_LENGTH
@@ -364,17 +369,25 @@ class StreamingTranscriber:
         # A pass that is not final tries temperature 0 only. Each try is judged after its loop
         # is cut: greedy decoding of a short utterance before silence loops on it, which trips
         # the compression gate, and hotter tries loop the same way at several times the cost
-        # (a final pass ran all six, and every word after it waited).
-        tries, sure = [], True
-        for temperature in fallback.temperatures if final else fallback.temperatures[:1]:
+        # (a final pass ran all six, and every word after it waited). A final pass's hotter
+        # tries each cost about what its first did, so on a long buffer a fallback held every
+        # word after it for seconds: a try starts only if, at the pace of the tries so far, it
+        # ends within the budget.
+        tries, sure, passed = [], True, False
+        budget, began = s.fallback_ms / 1000, self._now()
+        for k, temperature in enumerate(fallback.temperatures if final else fallback.temperatures[:1]):
+            spent = self._now() - began
+            if k and spent + spent / k > budget:
+                break
             result = self._cut_loop(m._decoder.decode(cross, replace(opts, temperature=temperature)))
             if (fallback.no_speech_threshold is not None and result.no_speech_prob > fallback.no_speech_threshold
                     and (fallback.logprob_threshold is None or result.avg_logprob < fallback.logprob_threshold)):
                 return [], True  # silence: nothing to emit
             if not _loops(result, fallback) and not _unsure(result, fallback):
+                passed = True
                 break
             tries.append(result)
-        else:
+        if not passed:
             if not final and _loops(result, fallback):
                 return None
             if not final:
