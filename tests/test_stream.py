@@ -280,3 +280,24 @@ def test_final_pass_fallback_bounded_by_time(tiny_model, jfk_audio, monkeypatch)
         segments, sure = engine._decode_window(samples, [], final=True)
         assert round((now[0] - before) / 0.8) == tries
         assert sure and normalize(" ".join(s.text for s in segments))[:3] == ["and", "so", "my"]
+
+
+def test_last_segment_closes_at_the_end_of_the_speech(tiny_model, jfk_audio, monkeypatch):
+    """A pass whose text the model closes with a timestamp long before the end of its speech:
+    its words are aligned over the speech, not all squeezed onto that timestamp (they were
+    then made final at once by the time bound, seconds before they were said)."""
+    decoder = tiny_model._decoder
+    decode = decoder.decode
+    stamp = tiny_model.tokenizer.timestamp_begin
+
+    def closes_early(*a, **k):
+        r = decode(*a, **k)
+        text = [t for t in r.tokens if t < stamp]
+        return replace(r, tokens=[stamp, *text, stamp + 10], token_logprobs=[0.0, *r.token_logprobs[: len(text)], 0.0])
+
+    monkeypatch.setattr(decoder, "decode", closes_early)
+    engine = StreamingTranscriber(tiny_model, GREEDY)
+    segments, sure = engine._decode_window(jfk_audio[: 4 * SAMPLE_RATE], [], final=False)
+    words = [w for s in segments for w in s.words]
+    assert normalize("".join(w.word for w in words))[:4] == ["and", "so", "my", "fellow"]
+    assert words[-1].end > 2.5 and len({w.end for w in words}) == len(words)

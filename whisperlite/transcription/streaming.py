@@ -336,12 +336,15 @@ class StreamingTranscriber:
     def _decode_window(self, samples: np.ndarray, prompt: list[int], final: bool,
                        spoken: int | None = None) -> tuple[list[Segment], bool] | None:
         """Segments with words of one window (at most 30 s), times from its start. The encoder
-        sees the audio plus `encoder_pad_ms` of silence. Text after the last timestamp ends at
-        the end of the speech (the first `spoken` samples, when the VAD saw it end, else the
-        audio): transcribe would decode it again in a window of its own, but a pass's audio
-        ends here, and a window of the last second or so alone, prompted with the text before
-        it, tends to repeat that text. Words are aligned within the speech: aligned over the
-        pause after it too, a last word was squeezed into the pause's end, and dropped as
+        sees the audio plus `encoder_pad_ms` of silence. The last segment ends at the end of
+        the speech (the first `spoken` samples, when the VAD saw it end, else the audio),
+        whatever timestamp closes it or if none does: transcribe would decode text after the
+        last timestamp again in a window of its own, but a pass's audio ends here, and a window
+        of the last second or so alone, prompted with the text before it, tends to repeat that
+        text; and the model often closes a pass's text seconds before the end of the speech it
+        transcribes, which squeezed all of its words onto that timestamp, as if said seconds
+        before they were. Words are aligned within the speech: aligned over the pause after it
+        too, a last word was squeezed into the pause's end, and dropped as
         one that starts after the speech. A pass that is not `final` is decoded
         once, at temperature 0: None if it loops, and flagged not sure (the bool) if it fails
         the log-probability gate (no hotter retries, which cost up to six decodes of five
@@ -401,9 +404,12 @@ class StreamingTranscriber:
                 # choice; the hottest try, which openai-whisper keeps, is the likeliest to be made up)
                 result = max([r for r in tries if not _loops(r, fallback)] or tries, key=lambda r: r.avg_logprob)
         stamp = m.tokenizer.timestamp_begin
-        if result.tokens and result.tokens[-1] < stamp:  # the last segment closes at the end of the audio
-            result = replace(result, tokens=[*result.tokens, stamp + speech // INPUT_STRIDE],
-                             token_logprobs=[*result.token_logprobs, 0.0])
+        text = len(result.tokens)
+        while text and result.tokens[text - 1] >= stamp:
+            text -= 1
+        if text:  # the last segment closes at the end of the speech, whatever timestamp closed it
+            result = replace(result, tokens=[*result.tokens[:text], stamp + speech // INPUT_STRIDE],
+                             token_logprobs=[*result.token_logprobs[:text], 0.0])
         segments, _ = m._split(result, 0, 0.0, speech)
         m._add_words(_Window(segments, cross, mel, speech, 0.0, self.language), opts.task)
         return segments, sure
