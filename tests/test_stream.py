@@ -301,3 +301,20 @@ def test_last_segment_closes_at_the_end_of_the_speech(tiny_model, jfk_audio, mon
     words = [w for s in segments for w in s.words]
     assert normalize("".join(w.word for w in words))[:4] == ["and", "so", "my", "fellow"]
     assert words[-1].end > 2.5 and len({w.end for w in words}) == len(words)
+
+
+def test_unsure_final_pass_keeps_the_last_sure_reading(tiny_model, monkeypatch):
+    """Scripted passes: the pass that ends an utterance failed the gates on every try (its
+    likeliest try read the speech as one short word): the last sure pass's words become
+    final, not the unsure pass's."""
+    from whisperlite.transcription.results import Word
+
+    engine = StreamingTranscriber(tiny_model, GREEDY)
+    read = [Word(0.0, 0.4, " one", 0.9, [1]), Word(0.4, 0.8, " two", 0.9, [2]), Word(0.8, 1.2, " three", 0.9, [3])]
+    garbled = [Word(0.0, 1.2, " f", 0.9, [4]), Word(1.3, 1.6, " four", 0.6, [5])]
+    script = iter([(read, True), (garbled, False)])
+    monkeypatch.setattr(engine, "_decode", lambda *a: next(script))
+    at = lambda s: int(s * SAMPLE_RATE)  # noqa: E731
+    assert engine._agree(at(1.4))[-1].type == "partial" and not engine.final
+    events = engine._agree(at(1.8), final=at(1.7))
+    assert "".join(w.word for e in events if e.type == "final" for w in e.words) == " one two three"

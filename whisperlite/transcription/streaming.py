@@ -350,7 +350,8 @@ class StreamingTranscriber:
         the log-probability gate (no hotter retries, which cost up to six decodes of five
         samples each, for text a later pass decodes again anyway).
         A final pass falls back through the temperatures while the next try would end within
-        `fallback_ms` of the first one's start; when that time is out it keeps its best try."""
+        `fallback_ms` of the first one's start; when that time is out, or every try failed a
+        gate, it keeps its best try, flagged not sure."""
         m, s = self.model, self.stream
         samples = samples[: N_FRAMES * HOP_LENGTH]
         frames = len(samples) // HOP_LENGTH
@@ -401,8 +402,10 @@ class StreamingTranscriber:
                 sure = False
             else:
                 # every try failed a gate: the likeliest one that does not loop (faster-whisper's
-                # choice; the hottest try, which openai-whisper keeps, is the likeliest to be made up)
+                # choice; the hottest try, which openai-whisper keeps, is the likeliest to be made up),
+                # not sure: the likeliest is often the shortest (a few tokens for seconds of speech)
                 result = max([r for r in tries if not _loops(r, fallback)] or tries, key=lambda r: r.avg_logprob)
+                sure = False
         stamp = m.tokenizer.timestamp_begin
         text = len(result.tokens)
         while text and result.tokens[text - 1] >= stamp:
@@ -526,7 +529,13 @@ class StreamingTranscriber:
             return self._agree(end, final)
         latest = words if sure else self._pending  # the latest reading that passed the gates
         if final is not None:
-            agreed = len(self._before(words, final))
+            # When every try of the pass that ends the utterance failed the gates, the last sure
+            # reading becomes final (an unsure pass's words are not proposals: the likeliest try
+            # of a final pass once read seconds of speech as two words, which became final
+            # instead of the sentence the passes before had read; its words past that reading
+            # were as made up). With no sure reading, its words are all there is.
+            latest = words if sure or not self._pending else self._pending
+            agreed = len(self._before(latest, final))
         else:
             agreed = self._agreed(words, self._pending, end, self._wait)
             if sure:
@@ -593,7 +602,8 @@ class StreamingTranscriber:
             return self._close_line(final) if line_ends else []
         held = self._held(begin)
         decoded = self._decode(begin, end, held, line_ends or final is not None, final)
-        if decoded is None or not decoded[1]:  # a line is a single pass's text: only sure ones
+        # a line is a single pass's text: only sure ones, but the last of a line whatever it is
+        if decoded is None or not (decoded[1] or line_ends or final is not None):
             return []
         words = self._after(decoded[0], held)
         self._passes += 1
