@@ -298,7 +298,7 @@ def test_last_segment_closes_at_the_end_of_the_speech(tiny_model, jfk_audio, mon
 
     monkeypatch.setattr(decoder, "decode", closes_early)
     engine = StreamingTranscriber(tiny_model, GREEDY)
-    segments, sure = engine._decode_window(jfk_audio[: 4 * SAMPLE_RATE], [], final=False)
+    segments, _ = engine._decode_window(jfk_audio[: 4 * SAMPLE_RATE], [], final=False)
     words = [w for s in segments for w in s.words]
     assert normalize("".join(w.word for w in words))[:4] == ["and", "so", "my", "fellow"]
     assert words[-1].end > 2.5 and len({w.end for w in words}) == len(words)
