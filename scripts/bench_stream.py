@@ -9,7 +9,9 @@ process's CPU time (`--clock cpu`, the default: what a feed costs on an idle mac
 most, since the threads overlap, and hardly moved by other jobs on the cores, which wall
 time is, in proportion to their load), its wall time (`--clock wall`: right on a
 machine that is otherwise idle only) or nothing (`--clock none`: the policy's own delay,
-waiting for audio and for passes, as on an infinitely fast machine).
+waiting for audio and for passes, as on an infinitely fast machine). The engine bounds a
+final pass's temperature fallback (`fallback_ms`) on the same clock: with `--clock none` it
+never runs out, as on that machine.
 
 `--audio FILE --text FILE` measures another recording (e.g. one from
 scripts/make_recording.py) instead: word delays are then matched over the whole of it.
@@ -48,6 +50,7 @@ CLIPS = ("jfk.wav", "librispeech-2412-153948-0000.flac", "sppas-eng-ENG_M15_ENG_
          "praatio-mary.flac")
 PAUSES = (1.5, 2.5, 1.0, 3.0, 2.0)
 TICK = 0.1  # seconds of audio per arrival
+SAME_WORD_SECONDS = 5.0  # a final word and an offline word further apart than this are not the same word
 CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter, "none": lambda: 0.0}
 
 
@@ -104,20 +107,23 @@ def simulate(engine: StreamingTranscriber, audio: np.ndarray,
 
 def measure(model, audio, refs, quiet, spans, offline_words, policy: str, opts: TranscribeOptions,
             stream: StreamOptions, now: Callable[[], float]) -> dict:
-    engine = StreamingTranscriber(model, opts, replace(stream, policy=policy))
+    engine = StreamingTranscriber(model, opts, replace(stream, policy=policy), clock=now)
     log, cpu, wall = simulate(engine, audio, now)
     finals = [(t, w) for t, e in log if e.type == "final" for w in e.words]
     final_norm = [n for _, w in finals for n in normalize(w.word)]
     # Each final word's delay: matched to the offline word it equals within the same clip
-    # (the recording says everything twice, so a match across the whole would pair repeats).
+    # (the recording says everything twice, so a match across the whole would pair repeats),
+    # and only if the two are about the same time (`--audio` recordings are one span, and
+    # make_recording.py --real's says everything twice too).
     delays = []
     for lo, hi in spans:
         def inside(w) -> bool:
             return lo <= (w.start + w.end) / 2 < hi
         off = [(n, w.end) for w in offline_words if inside(w) for n in normalize(w.word)]
-        got = [(n, t) for t, w in finals if inside(w) for n in normalize(w.word)]
-        sm = difflib.SequenceMatcher(None, [n for n, _ in off], [n for n, _ in got], autojunk=False)
-        delays += [got[b + k][1] - off[a + k][1] for a, b, size in sm.get_matching_blocks() for k in range(size)]
+        got = [(n, t, w.end) for t, w in finals if inside(w) for n in normalize(w.word)]
+        sm = difflib.SequenceMatcher(None, [n for n, _ in off], [n for n, _, _ in got], autojunk=False)
+        delays += [got[b + k][1] - off[a + k][1] for a, b, size in sm.get_matching_blocks() for k in range(size)
+                   if abs(got[b + k][2] - off[a + k][1]) < SAME_WORD_SECONDS]
     off_norm = [(n, w.end) for w in offline_words for n in normalize(w.word)]
     # partial churn: each partial's words against the final words at the same places
     shown = changed = 0

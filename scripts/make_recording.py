@@ -10,8 +10,15 @@ cuts), each sentence at its own level, over a little seeded noise. Two seeds giv
 recordings with different sentence orders, voices and pauses: tune on one, check on the
 other.
 
+`--real` makes a recording of human speech only, from the fixtures that
+scripts/bench_stream.py's recording does not use: the English half of multilingual.mp3
+(the MIT licence read aloud), each voice of stereo_diarization.wav alone (one per channel)
+and speechbrain's sentence, in a seeded order with seeded pauses, twice over (in another
+order the second time), over the same noise.
+
     python scripts/make_recording.py --seed 1 --minutes 10 --out /tmp/wl/rec1
     # -> /tmp/wl/rec1.wav (16 kHz mono 16-bit) and /tmp/wl/rec1.txt (reference text)
+    python scripts/make_recording.py --seed 1 --real --out /tmp/wl/real1
 """
 from __future__ import annotations
 
@@ -40,6 +47,15 @@ VOICES = ("en-us", "en-gb", "en+f3", "en+m3", "en-us+f4", "en-gb-scotland", "en+
 SPEEDS = (140, 155, 170, 185)  # espeak-ng words per minute
 NOISE_DBFS = -50.0  # white noise under everything: audible, far below speech
 LONG_PAUSE = 0.12  # share of pauses of 2-4 s (cut by the VAD's 2 s minimum silence)
+# multilingual.mp3 reads the MIT licence in English up to here (seconds), then in German. The
+# reader leaves out '(the "Software")'.
+MIT_SECONDS = 30.0
+MIT_SPOKEN = ("Permission is hereby granted, free of charge, to any person obtaining a copy of this software and "
+              "associated documentation files, to deal in the software without restriction, including without "
+              "limitation the rights to use, copy, modify, merge, publish, distribute, sublicense, and/or sell "
+              "copies of the software, and to permit persons to whom the software is furnished to do so, subject "
+              "to the following conditions: The above copyright notice and this permission notice shall be "
+              "included in all copies or substantial portions of the software.")
 
 
 def sentences(text: str) -> list[str]:
@@ -69,16 +85,53 @@ def speak(text: str, voice: str, speed: int, tmp: Path) -> np.ndarray:
     return load_audio(str(wav16))
 
 
+def fixture(name: str) -> tuple[Path, dict] | None:
+    """The first fixture folder's copy of `name` and its manifest entry."""
+    for d in FIXTURE_DIRS:
+        manifest = {e["file"]: e for e in json.loads((d / "manifest.json").read_text())}
+        if name in manifest and (d / name).exists():
+            return d / name, manifest[name]
+    return None
+
+
 def fixture_clips() -> list[tuple[np.ndarray, str]]:
-    found = []
-    for name in CLIPS:
-        for d in FIXTURE_DIRS:
-            manifest = {e["file"]: e for e in json.loads((d / "manifest.json").read_text())}
-            if name in manifest and (d / name).exists():
-                text = manifest[name]["transcript"].replace(" / ", ". ")
-                found.append((load_audio(str(d / name)), text))
-                break
-    return found
+    found = [fixture(name) for name in CLIPS]
+    return [(load_audio(str(path)), entry["transcript"].replace(" / ", ". ")) for path, entry in filter(None, found)]
+
+
+def real_clips() -> list[tuple[np.ndarray, str]]:
+    """The human speech with exact references that the bench recording does not use."""
+    path, stereo = fixture("stereo_diarization.wav")
+    with wave.open(str(path)) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, w.getnchannels())
+    channels = [(pcm[:, c].astype(np.float32) / 32768, stereo[f"transcript_{side}"])
+                for c, side in enumerate(("left", "right"))]
+    path, sentence = fixture("speechbrain-spk1_snt1.wav")
+    mit = load_audio(str(fixture("multilingual.mp3")[0]))[: int(MIT_SECONDS * SAMPLE_RATE)]
+    return [(mit, MIT_SPOKEN), *channels, (load_audio(str(path)), sentence["transcript"])]
+
+
+def mix(pieces: list[tuple[np.ndarray, str, float]], rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """The pieces (samples, reference, pause after) one after another, each at its own level,
+    over the noise."""
+    parts = [np.zeros(int(0.5 * SAMPLE_RATE), np.float32)]
+    for samples, _, pause in pieces:
+        peak = float(np.max(np.abs(samples))) or 1.0
+        parts.append(samples * (10 ** (rng.uniform(-12, -3) / 20) / peak))
+        parts.append(np.zeros(int(pause * SAMPLE_RATE), np.float32))
+    audio = np.concatenate(parts)
+    audio += rng.standard_normal(len(audio)).astype(np.float32) * np.float32(10 ** (NOISE_DBFS / 20))
+    return np.clip(audio, -1.0, 1.0), " ".join(text for _, text, _ in pieces)
+
+
+def build_real(seed: int) -> tuple[np.ndarray, str]:
+    rng = np.random.default_rng(seed)
+    clips = real_clips()
+    pieces = []
+    for _ in range(2):
+        for k in rng.permutation(len(clips)):
+            pieces.append((*clips[k], rng.uniform(2.0, 4.0) if rng.random() < LONG_PAUSE else rng.uniform(0.3, 2.0)))
+    return mix(pieces, rng)
 
 
 def build(seed: int, minutes: float) -> tuple[np.ndarray, str]:
@@ -108,14 +161,7 @@ def build(seed: int, minutes: float) -> tuple[np.ndarray, str]:
             add(speak(text, voice, speed, Path(tmp)), text)
         else:
             raise SystemExit(f"only {total / 60:.1f} min of sentences: ask for fewer --minutes")
-    parts = [np.zeros(int(0.5 * SAMPLE_RATE), np.float32)]
-    for samples, _, pause in pieces:
-        peak = float(np.max(np.abs(samples))) or 1.0
-        parts.append(samples * (10 ** (rng.uniform(-12, -3) / 20) / peak))
-        parts.append(np.zeros(int(pause * SAMPLE_RATE), np.float32))
-    audio = np.concatenate(parts)
-    audio += rng.standard_normal(len(audio)).astype(np.float32) * np.float32(10 ** (NOISE_DBFS / 20))
-    return np.clip(audio, -1.0, 1.0), " ".join(text for _, text, _ in pieces)
+    return mix(pieces, rng)
 
 
 def write_wav(path: Path, samples: np.ndarray) -> None:
@@ -132,8 +178,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, required=True)
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--out", type=Path, required=True, help="path without extension: writes OUT.wav and OUT.txt")
+    ap.add_argument("--real", action="store_true", help="human speech only, from fixtures the bench recording does not use")
     args = ap.parse_args()
-    audio, text = build(args.seed, args.minutes)
+    audio, text = build_real(args.seed) if args.real else build(args.seed, args.minutes)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_wav(args.out.with_suffix(".wav"), audio)
     args.out.with_suffix(".txt").write_text(text + "\n")

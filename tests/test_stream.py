@@ -4,6 +4,7 @@ import json
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -253,3 +254,68 @@ def test_disputed_words_final_by_two_of_three_passes_or_by_time(tiny_model, monk
     assert final(engine._agree(at(2.7))) == " two"  # as two passes of the last three read it
     assert final(engine._agree(at(1.2 + wait - 0.1))) == ""  # "three", "tree", "free", "three"
     assert final(engine._agree(at(1.2 + wait + 0.05))) == " tree"  # the latest, once it has the time
+
+
+@pytest.mark.slow
+def test_final_pass_fallback_bounded_by_time(tiny_model, jfk_audio, monkeypatch):
+    """A final pass whose tries all fail the log-probability gate starts no hotter try that
+    would end past `fallback_ms` (at the pace of its tries so far, on the engine's clock), and
+    keeps its best try, flagged not sure; a clock that does not move lets it try every
+    temperature."""
+    from whisperlite.transcription.options import FallbackOptions
+
+    decoder = tiny_model._decoder
+    decode = decoder.decode
+    now = [0.0]
+
+    def unsure_try(*a, **k):  # each try takes 0.8 s on the fake clock and fails the gate
+        now[0] += 0.8
+        return replace(decode(*a, **k), avg_logprob=-1.5)
+
+    monkeypatch.setattr(decoder, "decode", unsure_try)
+    options = replace(GREEDY, fallback=FallbackOptions(temperatures=(0.0, 0.3, 0.6, 1.0)))
+    samples = jfk_audio[: 2 * SAMPLE_RATE]
+    for budget, clock, tries in ((2000, lambda: now[0], 2), (1000, lambda: now[0], 1), (1000, lambda: 0.0, 4)):
+        engine = StreamingTranscriber(tiny_model, options, StreamOptions(fallback_ms=budget), clock=clock)
+        before = now[0]
+        segments, sure = engine._decode_window(samples, [], final=True)
+        assert round((now[0] - before) / 0.8) == tries
+        assert not sure and normalize(" ".join(s.text for s in segments))[:3] == ["and", "so", "my"]
+
+
+def test_last_segment_closes_at_the_end_of_the_speech(tiny_model, jfk_audio, monkeypatch):
+    """A pass whose text the model closes with a timestamp long before the end of its speech:
+    its words are aligned over the speech, not all squeezed onto that timestamp (they were
+    then made final at once by the time bound, seconds before they were said)."""
+    decoder = tiny_model._decoder
+    decode = decoder.decode
+    stamp = tiny_model.tokenizer.timestamp_begin
+
+    def closes_early(*a, **k):
+        r = decode(*a, **k)
+        text = [t for t in r.tokens if t < stamp]
+        return replace(r, tokens=[stamp, *text, stamp + 10], token_logprobs=[0.0, *r.token_logprobs[: len(text)], 0.0])
+
+    monkeypatch.setattr(decoder, "decode", closes_early)
+    engine = StreamingTranscriber(tiny_model, GREEDY)
+    segments, _ = engine._decode_window(jfk_audio[: 4 * SAMPLE_RATE], [], final=False)
+    words = [w for s in segments for w in s.words]
+    assert normalize("".join(w.word for w in words))[:4] == ["and", "so", "my", "fellow"]
+    assert words[-1].end > 2.5 and len({w.end for w in words}) == len(words)
+
+
+def test_unsure_final_pass_keeps_the_last_sure_reading(tiny_model, monkeypatch):
+    """Scripted passes: the pass that ends an utterance failed the gates on every try (its
+    likeliest try read the speech as one short word): the last sure pass's words become
+    final, not the unsure pass's."""
+    from whisperlite.transcription.results import Word
+
+    engine = StreamingTranscriber(tiny_model, GREEDY)
+    read = [Word(0.0, 0.4, " one", 0.9, [1]), Word(0.4, 0.8, " two", 0.9, [2]), Word(0.8, 1.2, " three", 0.9, [3])]
+    garbled = [Word(0.0, 1.2, " f", 0.9, [4]), Word(1.3, 1.6, " four", 0.6, [5])]
+    script = iter([(read, True), (garbled, False)])
+    monkeypatch.setattr(engine, "_decode", lambda *a: next(script))
+    at = lambda s: int(s * SAMPLE_RATE)  # noqa: E731
+    assert engine._agree(at(1.4))[-1].type == "partial" and not engine.final
+    events = engine._agree(at(1.8), final=at(1.7))
+    assert "".join(w.word for e in events if e.type == "final" for w in e.words) == " one two three"

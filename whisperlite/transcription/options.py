@@ -343,14 +343,18 @@ class StreamOptions:
     # agreement: audio after a word that makes it final whatever the passes said, and that a
     # word no agreeing pass is sure of waits for (streaming.UNSURE)
     wait_ms: int = 3000
+    # A pass starts no hotter try (the temperature fallback) that would end past this long
+    # after its first began (judged by what its tries so far took): a final pass then keeps
+    # its best reading so far. 0: the first try only.
+    fallback_ms: int = 1500
 
     def check(self) -> None:
         if self.policy not in POLICIES:
             raise OptionError(f"policy '{self.policy}': choose from {', '.join(POLICIES)}")
         if self.min_chunk_ms <= 0 or self.end_silence_ms <= 0 or (self.trim_seconds is not None and self.trim_seconds <= 0):
             raise OptionError("min_chunk_ms, end_silence_ms and trim_seconds must be > 0")
-        if self.encoder_pad_ms < 0 or self.context_ms < 0 or self.wait_ms < 0:
-            raise OptionError("encoder_pad_ms, context_ms and wait_ms must be >= 0")
+        if self.encoder_pad_ms < 0 or self.context_ms < 0 or self.wait_ms < 0 or self.fallback_ms < 0:
+            raise OptionError("encoder_pad_ms, context_ms, fallback_ms and wait_ms must be >= 0")
         if self.step_ms < 0 or self.keep_ms < 0 or self.length_ms <= 0 or self.length_ms > 30000:
             raise OptionError("step >= 0, keep >= 0 and 0 < length <= 30000 ms")
         if self.step_ms > self.length_ms or (self.step_ms and self.keep_ms > self.step_ms):

@@ -37,6 +37,7 @@ Two policies decide when words become final within an utterance:
 from __future__ import annotations
 
 import difflib
+import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -184,12 +185,15 @@ class StreamingTranscriber:
 
     `options` is the transcription's options tree as `transcribe` takes it (decoding,
     fallback, context, VAD thresholds); word times are always on, and the VAD always gates.
+    `clock` times a pass's temperature fallback against `StreamOptions.fallback_ms` (a
+    benchmark that simulates the stream's time passes the clock it charges feeds on).
     Not thread-safe: one stream, one caller.
     """
 
     def __init__(self, model: WhisperModel, options: TranscribeOptions | None = None,
-                 stream: StreamOptions | None = None):
+                 stream: StreamOptions | None = None, clock: Callable[[], float] = time.perf_counter):
         self.model = model
+        self._now = clock
         self.stream = stream or StreamOptions()
         self.stream.check()
         self._wait = self.stream.wait_ms / 1000
@@ -332,17 +336,22 @@ class StreamingTranscriber:
     def _decode_window(self, samples: np.ndarray, prompt: list[int], final: bool,
                        spoken: int | None = None) -> tuple[list[Segment], bool] | None:
         """Segments with words of one window (at most 30 s), times from its start. The encoder
-        sees the audio plus `encoder_pad_ms` of silence. Text after the last timestamp ends at
-        the end of the speech (the first `spoken` samples, when the VAD saw it end, else the
-        audio): transcribe would decode it again in a window of its own, but a pass's audio
-        ends here, and a window of the last second or so alone, prompted with the text before
-        it, tends to repeat that text. Words are aligned within the speech: aligned over the
-        pause after it too, a last word was squeezed into the pause's end, and dropped as
+        sees the audio plus `encoder_pad_ms` of silence. The last segment ends at the end of
+        the speech (the first `spoken` samples, when the VAD saw it end, else the audio),
+        whatever timestamp closes it or if none does: transcribe would decode text after the
+        last timestamp again in a window of its own, but a pass's audio ends here, and a window
+        of the last second or so alone, prompted with the text before it, tends to repeat that
+        text; and the model often closes a pass's text seconds before the end of the speech it
+        transcribes, which squeezed all of its words onto that timestamp, as if said seconds
+        before they were. Words are aligned within the speech: aligned over the pause after it
+        too, a last word was squeezed into the pause's end, and dropped as
         one that starts after the speech. A pass that is not `final` is decoded
         once, at temperature 0: None if it loops, and flagged not sure (the bool) if it fails
         the log-probability gate (no hotter retries, which cost up to six decodes of five
         samples each, for text a later pass decodes again anyway).
-        A final pass falls back through the temperatures."""
+        A final pass falls back through the temperatures while the next try would end within
+        `fallback_ms` of the first one's start; when that time is out, or every try failed a
+        gate, it keeps its best try, flagged not sure."""
         m, s = self.model, self.stream
         samples = samples[: N_FRAMES * HOP_LENGTH]
         frames = len(samples) // HOP_LENGTH
@@ -364,17 +373,25 @@ class StreamingTranscriber:
         # A pass that is not final tries temperature 0 only. Each try is judged after its loop
         # is cut: greedy decoding of a short utterance before silence loops on it, which trips
         # the compression gate, and hotter tries loop the same way at several times the cost
-        # (a final pass ran all six, and every word after it waited).
-        tries, sure = [], True
-        for temperature in fallback.temperatures if final else fallback.temperatures[:1]:
+        # (a final pass ran all six, and every word after it waited). A final pass's hotter
+        # tries each cost about what its first did, so on a long buffer a fallback held every
+        # word after it for seconds: a try starts only if, at the pace of the tries so far, it
+        # ends within the budget.
+        tries, sure, passed = [], True, False
+        budget, began = s.fallback_ms / 1000, self._now()
+        for k, temperature in enumerate(fallback.temperatures if final else fallback.temperatures[:1]):
+            spent = self._now() - began
+            if k and spent + spent / k > budget:
+                break
             result = self._cut_loop(m._decoder.decode(cross, replace(opts, temperature=temperature)))
             if (fallback.no_speech_threshold is not None and result.no_speech_prob > fallback.no_speech_threshold
                     and (fallback.logprob_threshold is None or result.avg_logprob < fallback.logprob_threshold)):
                 return [], True  # silence: nothing to emit
             if not _loops(result, fallback) and not _unsure(result, fallback):
+                passed = True
                 break
             tries.append(result)
-        else:
+        if not passed:
             if not final and _loops(result, fallback):
                 return None
             if not final:
@@ -385,12 +402,17 @@ class StreamingTranscriber:
                 sure = False
             else:
                 # every try failed a gate: the likeliest one that does not loop (faster-whisper's
-                # choice; the hottest try, which openai-whisper keeps, is the likeliest to be made up)
+                # choice; the hottest try, which openai-whisper keeps, is the likeliest to be made up),
+                # not sure: the likeliest is often the shortest (a few tokens for seconds of speech)
                 result = max([r for r in tries if not _loops(r, fallback)] or tries, key=lambda r: r.avg_logprob)
+                sure = False
         stamp = m.tokenizer.timestamp_begin
-        if result.tokens and result.tokens[-1] < stamp:  # the last segment closes at the end of the audio
-            result = replace(result, tokens=[*result.tokens, stamp + speech // INPUT_STRIDE],
-                             token_logprobs=[*result.token_logprobs, 0.0])
+        text = len(result.tokens)
+        while text and result.tokens[text - 1] >= stamp:
+            text -= 1
+        if text:  # the last segment closes at the end of the speech, whatever timestamp closed it
+            result = replace(result, tokens=[*result.tokens[:text], stamp + speech // INPUT_STRIDE],
+                             token_logprobs=[*result.token_logprobs[:text], 0.0])
         segments, _ = m._split(result, 0, 0.0, speech)
         m._add_words(_Window(segments, cross, mel, speech, 0.0, self.language), opts.task)
         return segments, sure
@@ -507,7 +529,13 @@ class StreamingTranscriber:
             return self._agree(end, final)
         latest = words if sure else self._pending  # the latest reading that passed the gates
         if final is not None:
-            agreed = len(self._before(words, final))
+            # When every try of the pass that ends the utterance failed the gates, the last sure
+            # reading becomes final (an unsure pass's words are not proposals: the likeliest try
+            # of a final pass once read seconds of speech as two words, which became final
+            # instead of the sentence the passes before had read; its words past that reading
+            # were as made up). With no sure reading, its words are all there is.
+            latest = words if sure or not self._pending else self._pending
+            agreed = len(self._before(latest, final))
         else:
             agreed = self._agreed(words, self._pending, end, self._wait)
             if sure:
@@ -574,7 +602,8 @@ class StreamingTranscriber:
             return self._close_line(final) if line_ends else []
         held = self._held(begin)
         decoded = self._decode(begin, end, held, line_ends or final is not None, final)
-        if decoded is None or not decoded[1]:  # a line is a single pass's text: only sure ones
+        # a line is a single pass's text: only sure ones, but the last of a line whatever it is
+        if decoded is None or not (decoded[1] or line_ends or final is not None):
             return []
         words = self._after(decoded[0], held)
         self._passes += 1
