@@ -73,6 +73,7 @@ def test_the_api_key_by_query_parameter_or_header_else_closed_with_1008():
     ('{"policy": "fast"}', "policy 'fast': choose from agreement, window"),
     ('{"step_ms": 5000, "length_ms": 3000, "policy": "window"}', "keep <= step <= length"),
     ('{"wait_ms": -1}', "wait_ms must be >= 0"),
+    ('{"fallback_ms": -1}', "fallback_ms and wait_ms must be >= 0"),
     ('{"beam_size": 0}', "beam_size: 0 is out of range"),
     ('{"words": "yes"}', "words: expected true or false"),
     ('{"outputs": ["pdf"]}', "outputs: expected a list of srt"),

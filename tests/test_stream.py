@@ -150,7 +150,7 @@ def test_cli_devices_and_missing_microphone_one_line():
 def test_cli_bad_inputs_one_line(tmp_path):
     for args in (("stream", str(tmp_path / "missing.wav")), ("stream", str(tmp_path)),
                  ("stream", "-", "--format", "u8"), ("stream", "--policy", "fast"), ("stream", "-", "--length", "0"),
-                 ("stream", "-", "--wait", "-1")):
+                 ("stream", "-", "--wait", "-1"), ("stream", "-", "--fallback", "-1")):
         r = run_cli(*args, timeout=60)
         assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
         assert r.stderr.startswith("error: ") and "Traceback" not in r.stderr

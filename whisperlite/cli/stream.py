@@ -110,6 +110,9 @@ class Printer:
 @click.option("--wait", "wait_ms", type=click.IntRange(0), default=DEFAULT.wait_ms, show_default=True,
               help="agreement: ms of audio after a word by which it is final whatever the passes said "
                    "(lower: sooner, less accurate).")
+@click.option("--fallback", "fallback_ms", type=click.IntRange(0), default=DEFAULT.fallback_ms, show_default=True,
+              help="ms a pass that ends an utterance may spend on hotter retries (temperature fallback) "
+                   "before it keeps its best try.")
 @click.option("--end-silence", "end_silence_ms", type=click.IntRange(1), default=DEFAULT.end_silence_ms, show_default=True,
               help="ms of pause that end an utterance (its text becomes final).")
 @click.option("--device", default=None, help="Capture device (see --list-devices) [default: the system's].")
@@ -124,8 +127,8 @@ class Printer:
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors and warnings.")
 @shared_flags
 @friendly_errors
-def stream(source, policy, step_ms, length_ms, keep_ms, min_chunk_ms, wait_ms, end_silence_ms, device, list_devices,
-           pcm_format, rate, channels, realtime, output_file, output_dir, quiet, **flags):
+def stream(source, policy, step_ms, length_ms, keep_ms, min_chunk_ms, wait_ms, fallback_ms, end_silence_ms, device,
+           list_devices, pcm_format, rate, channels, realtime, output_file, output_dir, quiet, **flags):
     """Transcribe live from the microphone, raw PCM on stdin, or a file played in real time.
 
     SOURCE is a file (or an http(s) URL with --allow-urls), '-' for raw PCM on stdin, or none for the microphone. Text is printed as it becomes final; outputs (-osrt, -ovtt, -otxt, -oj) are written when the
@@ -139,7 +142,8 @@ def stream(source, policy, step_ms, length_ms, keep_ms, min_chunk_ms, wait_ms, e
         return
     run = run_options(flags, WORD_FORMATS)
     stream_opts = StreamOptions(policy=policy, min_chunk_ms=min_chunk_ms, step_ms=step_ms, length_ms=length_ms,
-                                keep_ms=keep_ms, wait_ms=wait_ms, end_silence_ms=end_silence_ms)
+                                keep_ms=keep_ms, wait_ms=wait_ms, fallback_ms=fallback_ms,
+                                end_silence_ms=end_silence_ms)
     stream_opts.check()
     is_file = source not in (None, "-")
     if is_file:

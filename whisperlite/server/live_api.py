@@ -53,8 +53,8 @@ LIVE_FIELDS = frozenset({
     "compression_ratio_threshold", "logprob_threshold", "no_speech_threshold", "initial_prompt", "prompt",
     "hotwords", "vad_threshold", "vad_neg_threshold", "vad_min_speech_duration_ms", "vad_min_silence_duration_ms",
     "vad_speech_pad_ms"})
-STREAM_FIELDS = ("policy", "min_chunk_ms", "trim_seconds", "wait_ms", "step_ms", "length_ms", "keep_ms",
-                 "end_silence_ms")
+STREAM_FIELDS = ("policy", "min_chunk_ms", "trim_seconds", "wait_ms", "fallback_ms", "step_ms", "length_ms",
+                 "keep_ms", "end_silence_ms")
 OWN_FIELDS = frozenset({"type", "model", "words", "outputs", *STREAM_FIELDS})
 # Each pass decodes the buffer again: greedy keeps a pass short enough for real time.
 LIVE_DEFAULTS = {"beam_size": "1"}
