@@ -126,33 +126,48 @@ def heads_phase(tid, g, claim, done, slot0, n_head, attend, q, k, v, src, pos, s
 class SplitChooser:
     """Runs a step on one thread or on two (a program of this module's phases), whichever has been
     faster lately. On a shared 2-core machine the second thread waits for the other core,
-    and when another process holds it the split is slower than one thread (measured up to
-    1.4x): so each variant's time is tracked (moving average) and the slower one re-tried
-    now and then, so that `-t 2` is never slower than `-t 1` for long."""
+    and when another process holds it the split is several times slower than one thread:
+    so each variant's time is tracked (moving average) and the slower one re-tried only as
+    often as keeps the re-tries' extra time under PROBE_SHARE of the time spent. A variant
+    about as fast is re-tried often (it costs little), one several times slower rarely; a
+    fixed rate of re-tries made `-t 2` slower than `-t 1` when the other core was busy."""
 
-    PROBE_EVERY = 32  # calls between re-tries of the variant not in use
-    # The first calls alternate, and each variant's first time is not counted: it includes
-    # loading the compiled kernel from numba's cache (~0.1 s, 30x a step), which would
-    # otherwise keep the moving average off that variant for hundreds of steps.
-    FIRST = 10
+    PROBE_SHARE = 0.02
+    # The first four calls alternate, and each variant's first time is not counted: it
+    # includes loading the compiled kernel from numba's cache (~0.1 s, 30x a step), which
+    # would otherwise keep the moving average off that variant for hundreds of steps.
+    FIRST = 4
     ALPHA = 0.25  # weight of the newest time in the moving averages
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.avg = [0.0, 0.0]  # serial, split; 0: not measured yet
         self.calls = 0
+        self.since = 0  # calls of the faster variant since the other was last tried
+        self.clock = clock
 
     def run(self, serial: Callable, split: Callable, args: tuple, work: float = 1.0):
         """The chosen variant's result; `work` (say, a prompt's tokens) scales the times
         compared when calls differ in size."""
         self.calls += 1
+        retry = False
         if self.calls <= self.FIRST:
             use = self.calls % 2
         else:
             best = int(self.avg[1] < self.avg[0])
-            use = 1 - best if self.calls % self.PROBE_EVERY == 0 else best
-        t = time.perf_counter()
+            if self.since and self.since * self.avg[best] * self.PROBE_SHARE >= self.avg[1 - best] - self.avg[best]:
+                use, self.since, retry = 1 - best, 0, True
+            else:
+                use, self.since = best, self.since + 1
+        t = self.clock()
         result = (split if use else serial)(*args)
-        dt = (time.perf_counter() - t) / work
+        dt = (self.clock() - t) / work
         if self.calls > 2:
-            self.avg[use] = dt if not self.avg[use] else (1 - self.ALPHA) * self.avg[use] + self.ALPHA * dt
+            # A re-try faster than the variant in use is taken at its word (the machine has
+            # changed, say the other core came free): in use, the variant is measured every
+            # call, so a lucky one is corrected at once, where a moving average would keep
+            # the old time for several rare re-tries.
+            if not self.avg[use] or (retry and dt < self.avg[1 - use]):
+                self.avg[use] = dt
+            else:
+                self.avg[use] = (1 - self.ALPHA) * self.avg[use] + self.ALPHA * dt
         return result
