@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli
 from wer import normalize
 
-from whisperlite.transcription.timing import RESUME_PAD, resume_before_voice
+from whisperlite.transcription.timing import MIN_UNHEARD, RESUME_PAD, RESUME_SLACK, resume_before_voice, sound_after
 
 
 def voiced(*runs: tuple[int, int], n: int = 3000) -> np.ndarray:
@@ -70,6 +70,21 @@ def test_no_contrast_stays():
 # second, fell 80 ms inside "These actions infringe copyright …"; resumed there, the next
 # window skipped that sentence.
 RECORDING = Path(__file__).parent / "data" / "recordings" / "rec1-seed1-256.552s-45s.flac"
+
+
+def test_speech_after_a_lone_final_timestamp_is_heard():
+    # the transcript ends at 600 (one sentence); the window's sound goes on to its end
+    v = voiced((0, 560), (640, 1500), (1530, 3000))
+    assert sound_after(v, 600)
+
+
+def test_a_pause_or_a_short_tail_after_the_end_is_not_speech_left_out():
+    assert not sound_after(voiced((0, 2400)), 2400)  # silence to the window's end
+    # sound only within the coarse timestamp's slack, or too little of it after
+    assert not sound_after(voiced((0, 2400 + RESUME_SLACK)), 2400)
+    assert not sound_after(voiced((0, 2400), (2600, 2600 + MIN_UNHEARD - 1)), 2400)
+    assert sound_after(voiced((0, 2400), (2600, 2600 + MIN_UNHEARD)), 2400)
+    assert not sound_after(None, 600)  # no contrast: nothing to go by
 
 
 @pytest.mark.slow

@@ -406,6 +406,18 @@ def resume_before_voice(voiced: np.ndarray | None, seek: int, earliest: int) -> 
     return onset - min(pause // 2, RESUME_PAD)
 
 
+MIN_UNHEARD = 100  # mel frames of sound after a transcript's end that say speech went on
+
+
+def sound_after(voiced: np.ndarray | None, frame: int) -> bool:
+    """Whether a second or more of sound follows mel frame `frame`, counted from RESUME_SLACK
+    frames on (a coarse last timestamp can lie that far before its sentence's real end).
+    Without contrast (`voiced` None) nothing can be told apart: False."""
+    if voiced is None:
+        return False
+    return int(np.count_nonzero(voiced[frame + RESUME_SLACK:])) >= MIN_UNHEARD
+
+
 def snap_to_voice(words: list[Word], voiced: np.ndarray, time_offset: float) -> None:
     """Move each word's start forward and end back to the sound inside its span."""
     fps = 2 * TOKENS_PER_SECOND  # mel frames per second

@@ -71,6 +71,7 @@ from whisperlite.transcription.timing import (
     fit_words,
     resume_before_voice,
     snap_to_voice,
+    sound_after,
     voiced_frames,
 )
 
@@ -508,9 +509,15 @@ class WhisperModel:
                     seek += segment_frames  # silence: nothing to emit
                     continue
                 new_segments, advance = self._split(result, seek, time_offset, segment_frames)
+                voiced = voiced_frames(mel, segment_frames)
+                ended = _single_ending_frame(result.tokens, self.tokenizer.timestamp_begin)
+                if ended is not None and 0 < ended < advance and sound_after(voiced, ended):
+                    # Beam search can end a window after its first sentence when that short
+                    # hypothesis outscores the long ones per token: decode the rest again.
+                    advance = ended
                 if advance < segment_frames:  # resumes at the last timestamp: not inside the next sentence
                     earliest = round((new_segments[-1].start - time_offset) / FRAME_SECONDS)
-                    advance = max(resume_before_voice(voiced_frames(mel, segment_frames), advance, earliest), 1)
+                    advance = max(resume_before_voice(voiced, advance, earliest), 1)
                 seek += advance
                 window = _Window(new_segments, cross, mel, segment_frames, time_offset, decode_opts.language or "en")
                 # Only the window keeps its cross cache, so aligning its words (while the next
@@ -585,6 +592,13 @@ class WhisperModel:
             segments.append(make(0, len(tokens), time_offset, time_offset + duration))
             advance = segment_frames
         return segments, max(advance, 1)
+
+
+def _single_ending_frame(tokens: list[int], timestamp_begin: int) -> int | None:
+    """The mel frame of the lone timestamp that ends `tokens` (text, then one timestamp), else None."""
+    if len(tokens) >= 2 and tokens[-1] >= timestamp_begin and tokens[-2] < timestamp_begin:
+        return (tokens[-1] - timestamp_begin) * INPUT_STRIDE
+    return None
 
 
 def _aligned_inline(windows: Iterator[_Window], align: Callable[[_Window], None],
