@@ -65,3 +65,74 @@ def test_a_chosen_numba_cache_directory_is_kept(package_copy, tmp_path, monkeypa
     spec = importlib.util.spec_from_file_location("env_copy2", PACKAGE / "core" / "env.py")
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
     assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "mine")
+
+
+def _dispatchers(value, depth: int = 0):
+    """numba dispatchers in value: itself, or (two levels deep) in a dict's values, a
+    tuple or list, or a function's attributes (ops._dual's builds)."""
+    from numba.core.dispatcher import Dispatcher
+
+    if isinstance(value, Dispatcher):
+        yield value
+    elif depth < 2 and isinstance(value, dict):
+        for v in value.values():
+            yield from _dispatchers(v, depth + 1)
+    elif depth < 2 and isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _dispatchers(v, depth + 1)
+    elif depth < 2 and callable(value) and hasattr(value, "__dict__"):
+        for v in vars(value).values():
+            yield from _dispatchers(v, depth + 1)
+
+
+def test_no_two_builds_share_cache_files():
+    """numba names a function's cache files by module, qualified name and first line and
+    keys their entries without the compile options, so two builds of one function (a
+    parallel and a serial one) load each other's code from the cache unless each is a
+    copy of its own name (kernels/variants.py)."""
+    import pkgutil
+
+    owners: dict[tuple, list] = {}
+    for info in pkgutil.walk_packages([str(PACKAGE)], "whisperlite."):
+        if info.name.endswith("__main__"):  # runs the CLI
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except ImportError:  # optional dependencies (the server's)
+            continue
+        for value in list(vars(module).values()):
+            for d in _dispatchers(value):
+                f = d.py_func
+                owners.setdefault((f.__code__.co_filename, f.__qualname__, f.__code__.co_firstlineno), []).append(d)
+    shared = {key: ds for key, ds in owners.items()
+              if len({id(d) for d in ds}) > 1 and len({repr(sorted(d.targetoptions.items())) for d in ds}) > 1}
+    assert not shared, sorted(key[1] for key in shared)
+    assert sum(len(ds) for ds in owners.values()) > 100  # the walk found the kernels
+
+
+def test_a_variant_does_not_load_another_variants_code(tmp_path, monkeypatch):
+    import sys
+
+    import numba
+
+    from whisperlite.kernels.variants import njit_variant
+
+    (tmp_path / "variant_mod.py").write_text(
+        "from numba import prange\n\n\ndef body(x):\n    s = 0.0\n    for i in prange(x.shape[0]):\n"
+        "        s += x[i]\n    return s\n")
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import numpy as np
+
+    x = np.ones(8)
+    mod = importlib.import_module("variant_mod")
+    try:
+        assert njit_variant(mod.body, "seq", cache=True)(x) == 8.0  # compiled and saved
+        # a later process's builds: the serial one loads its own entry, the parallel
+        # one finds none to load and compiles
+        seq, par = njit_variant(mod.body, "seq", cache=True), njit_variant(mod.body, "par", parallel=True, cache=True)
+        assert seq(x) == par(x) == 8.0
+        assert sum(seq.stats.cache_hits.values()) == 1 and not seq.stats.cache_misses
+        assert not par.stats.cache_hits and sum(par.stats.cache_misses.values()) == 1
+    finally:
+        sys.modules.pop("variant_mod", None)

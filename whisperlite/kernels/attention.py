@@ -15,6 +15,7 @@ import numpy as np
 from numba import prange
 
 from whisperlite.kernels.quant import f16_to_f32, f32_to_f16
+from whisperlite.kernels.variants import njit_variant
 
 # Below this many query·key products the kernel runs on the calling thread: a single
 # decoding step over a short context is cheaper than waking the OpenMP pool.
@@ -71,8 +72,8 @@ def _attention_body(q, k_cache, v_cache, pos0, scale, out):
     return out
 
 
-_attention_par = numba.njit(parallel=True, cache=True)(_attention_body)
-_attention_seq = numba.njit(parallel=False, cache=True)(_attention_body)
+_attention_par = njit_variant(_attention_body, "par", parallel=True, cache=True)
+_attention_seq = njit_variant(_attention_body, "seq", cache=True)
 
 
 def attention(

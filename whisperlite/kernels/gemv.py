@@ -56,6 +56,7 @@ from whisperlite.kernels.quant import (
     quantize_rows_q8_k_serial)
 from whisperlite.kernels.share import shared, share_rows, worth_sharing
 from whisperlite.kernels.tensor import QTensor
+from whisperlite.kernels.variants import njit_variant
 
 # The block types with ggml's integer dots -> their codes (quant.KIND), which `gemv_i8`
 # takes; the 32-weight ones (`LEGACY_KIND`) also have float-activation dots (`_gemv_block`).
@@ -307,7 +308,7 @@ def _gemv_block_kernels(kind: int) -> tuple:
                 for t in range(n):
                     out[t, r] = _dot_kind(kind, row, nb, x, xd, xs, t)
 
-    return numba.njit(**_FAST)(body), numba.njit(nogil=True, **_SERIAL)(body)
+    return njit_variant(body, "par", **_FAST), njit_variant(body, "seq", nogil=True, **_SERIAL)
 
 
 _GEMV_BLOCK = {kind: _gemv_block_kernels(kind) for kind in LEGACY_KIND.values()}
@@ -552,8 +553,8 @@ def _gemv_i8_body(kind, xq, xd, xs, w, out):
         _i8_rows((kind, xq, xd, xs, w), out, rows * p // parts, rows * (p + 1) // parts)
 
 
-_gemv_i8_par = numba.njit(**_FAST)(_gemv_i8_body)
-_gemv_i8_seq = numba.njit(nogil=True, **_SERIAL)(_gemv_i8_body)
+_gemv_i8_par = njit_variant(_gemv_i8_body, "par", **_FAST)
+_gemv_i8_seq = njit_variant(_gemv_i8_body, "seq", nogil=True, **_SERIAL)
 
 
 def gemv_i8(kind: int, xq: np.ndarray, xd: np.ndarray, xs: np.ndarray, w: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -618,8 +619,8 @@ def _k_batch_body(kind, order, xq, xd, xs, w, out):
         _k_rows(kind, order, xq, xd, xs, w, out, 0, xq.shape[0], rows * p // parts, rows * (p + 1) // parts)
 
 
-_k_batch_par = numba.njit(**_FAST)(_k_batch_body)
-_k_batch_seq = numba.njit(nogil=True, **_SERIAL)(_k_batch_body)
+_k_batch_par = njit_variant(_k_batch_body, "par", **_FAST)
+_k_batch_seq = njit_variant(_k_batch_body, "seq", nogil=True, **_SERIAL)
 
 # llama.cpp's repacked Q4_K kernels take activation rows in groups of this many; its tiled
 # K-quant matmul takes batches of at least TILED_MIN_ROWS (ggml-cpu/tiled: "profitable at

@@ -38,6 +38,7 @@ from numba.extending import intrinsic
 
 from whisperlite.kernels.ops import PARALLEL_MIN
 from whisperlite.kernels.quant import f16_to_f32, f32_to_f16
+from whisperlite.kernels.variants import njit_variant
 
 _f32 = np.float32
 _f64 = np.float64
@@ -240,10 +241,10 @@ def _silu_mul_body(gate, up, lanes):
     return gate
 
 
-_rms_par = numba.njit(parallel=True, cache=True)(_rms_norm_body)
-rms_norm_serial = numba.njit(cache=True)(_rms_norm_body)
-_silu_par = numba.njit(parallel=True, cache=True)(_silu_mul_body)
-_silu_seq = numba.njit(cache=True)(_silu_mul_body)
+_rms_par = njit_variant(_rms_norm_body, "par", parallel=True, cache=True)
+rms_norm_serial = njit_variant(_rms_norm_body, "seq", cache=True)
+_silu_par = njit_variant(_silu_mul_body, "par", parallel=True, cache=True)
+_silu_seq = njit_variant(_silu_mul_body, "seq", cache=True)
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
@@ -297,8 +298,8 @@ def _geglu_body(gate, up, table):
     return gate
 
 
-_geglu_par = numba.njit(parallel=True, cache=True)(_geglu_body)
-_geglu_seq = numba.njit(cache=True)(_geglu_body)
+_geglu_par = njit_variant(_geglu_body, "par", parallel=True, cache=True)
+_geglu_seq = njit_variant(_geglu_body, "seq", cache=True)
 
 
 def geglu_(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
@@ -406,8 +407,8 @@ def _attention_body(q, k_cache, v_cache, pos0, scale, kv_pad, window, w, out):
     return out
 
 
-_attn_par = numba.njit(parallel=True, cache=True)(_attention_body)
-_attn_seq = numba.njit(cache=True)(_attention_body)
+_attn_par = njit_variant(_attention_body, "par", parallel=True, cache=True)
+_attn_seq = njit_variant(_attention_body, "seq", cache=True)
 
 # Below this many query·key multiply-adds attention runs unthreaded (pool wake-up
 # dominates: a short prompt's heads take less than waking the pool costs).

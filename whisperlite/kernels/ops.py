@@ -17,6 +17,7 @@ from numba import prange, types
 from numba.extending import overload
 
 from whisperlite.kernels.llvm_ir import f16_bits_to_f32, range_max
+from whisperlite.kernels.variants import njit_variant
 
 # Below this many elements a kernel runs on the calling thread (measured: waking the
 # OpenMP pool in passive mode costs ~0.1–0.5 ms, more than a 384-wide row takes).
@@ -34,8 +35,8 @@ def _dual(body: Callable) -> Callable:
 
     The serial build releases the GIL, so threads of the row-split pool can run it side by side.
     """
-    par = numba.njit(parallel=True, fastmath=_FAST, error_model="numpy", cache=True)(body)
-    seq = numba.njit(parallel=False, fastmath=_FAST, error_model="numpy", nogil=True, cache=True)(body)
+    par = njit_variant(body, "par", parallel=True, fastmath=_FAST, error_model="numpy", cache=True)
+    seq = njit_variant(body, "seq", fastmath=_FAST, error_model="numpy", nogil=True, cache=True)
 
     def run(x: np.ndarray, *args):
         return (par if x.size >= PARALLEL_MIN else seq)(x, *args)

@@ -18,6 +18,7 @@ from numba import prange
 
 from whisperlite.core.errors import QuantizationError
 from whisperlite.kernels.llvm_ir import f16_bits_to_f32
+from whisperlite.kernels.variants import njit_variant
 
 QK = 32  # weights per block of the "legacy" quants
 QK_K = 256  # weights per K-quant super-block
@@ -363,8 +364,8 @@ def _quantize_rows_q8_body(x, q8_1, q, d, s):
             s[t, b] = f16_to_f32(f32_to_f16(dd * np.float32(qsum))) if q8_1 else np.float32(qsum)
 
 
-quantize_rows_q8 = numba.njit(parallel=True, cache=True)(_quantize_rows_q8_body)
-quantize_rows_q8_serial = numba.njit(nogil=True, cache=True)(_quantize_rows_q8_body)
+quantize_rows_q8 = njit_variant(_quantize_rows_q8_body, "par", parallel=True, cache=True)
+quantize_rows_q8_serial = njit_variant(_quantize_rows_q8_body, "seq", nogil=True, cache=True)
 
 
 def _q8_k_body(positive_ties: bool):
@@ -414,12 +415,12 @@ def _q8_k_body(positive_ties: bool):
     return body
 
 
-quantize_rows_q8_k = numba.njit(parallel=True, cache=True)(_q8_k_body(False))
-quantize_rows_q8_k_serial = numba.njit(nogil=True, cache=True)(_q8_k_body(False))
+quantize_rows_q8_k = njit_variant(_q8_k_body(False), "par", parallel=True, cache=True)
+quantize_rows_q8_k_serial = njit_variant(_q8_k_body(False), "seq", nogil=True, cache=True)
 # ggml_quantize_mat_q8_K_4x8's tie rule: what llama.cpp runs on the rows that go to
 # ggml_gemm_q4_K_8x8_q8_K (all but a batch's last n % 4)
-quantize_rows_q8_k_4x8 = numba.njit(parallel=True, cache=True)(_q8_k_body(True))
-quantize_rows_q8_k_4x8_serial = numba.njit(nogil=True, cache=True)(_q8_k_body(True))
+quantize_rows_q8_k_4x8 = njit_variant(_q8_k_body(True), "par", parallel=True, cache=True)
+quantize_rows_q8_k_4x8_serial = njit_variant(_q8_k_body(True), "seq", nogil=True, cache=True)
 
 
 @numba.njit(nogil=True, cache=True)

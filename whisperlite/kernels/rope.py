@@ -16,6 +16,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from whisperlite.kernels.variants import njit_variant
+
 # Below this many (token, head) pairs the rotation runs on the calling thread: waking the
 # OpenMP pool costs more than rotating one token's heads.
 PARALLEL_MIN_ROWS = 64
@@ -97,8 +99,8 @@ def _rope_body(x, cos, sin, fused, neox):
     return x
 
 
-_rope_par = numba.njit(parallel=True, cache=True)(_rope_body)
-_rope_seq = numba.njit(parallel=False, cache=True)(_rope_body)
+_rope_par = njit_variant(_rope_body, "par", parallel=True, cache=True)
+_rope_seq = njit_variant(_rope_body, "seq", cache=True)
 
 
 def rope_(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, fused: bool = False, neox: bool = False) -> np.ndarray:

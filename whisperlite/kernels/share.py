@@ -28,10 +28,10 @@ import queue
 import threading
 from typing import Callable, Iterator
 
-import numba
 import numpy as np
 
 from whisperlite.kernels.atomics import atomic_cas, atomic_load, atomic_store, spin_pause
+from whisperlite.kernels.variants import njit_variant
 
 # Claim and commit states of a chunk; slots are int64s 64 bytes apart (one cache line each).
 FREE, MAIN, HELPER, WRITING, WRITTEN = 0, 1, 2, 3, 4
@@ -41,41 +41,46 @@ SLOT = 8
 MAX_CHUNKS = 16
 
 
+def _drive(helper, bounds, claim, commit, own, out, args):
+    """share_rows' function; rows_fn is a global each build binds."""
+    chunks = bounds.shape[0] - 1
+    who = HELPER if helper else MAIN
+    for k in range(chunks):
+        c = chunks - 1 - k if helper else k
+        if atomic_load(claim, c * SLOT) != FREE or atomic_cas(claim, c * SLOT, FREE, who) != FREE:
+            continue
+        r0, r1 = bounds[c], bounds[c + 1]
+        if not helper:
+            rows_fn(args, out, r0, r1)  # noqa: F821
+            continue
+        rows_fn(args, own, r0, r1)  # noqa: F821
+        if atomic_cas(commit, c * SLOT, FREE, WRITING) == FREE:
+            out[:, r0:r1] = own[:, r0:r1]
+            atomic_store(commit, c * SLOT, WRITTEN)
+    if helper:
+        return
+    for c in range(chunks):
+        if atomic_load(claim, c * SLOT) != HELPER:
+            continue
+        if atomic_cas(commit, c * SLOT, FREE, MAIN) == FREE:
+            rows_fn(args, out, bounds[c], bounds[c + 1])  # noqa: F821
+        else:
+            while atomic_load(commit, c * SLOT) != WRITTEN:
+                spin_pause()
+
+
 def share_rows(rows_fn: Callable, **options):
     """A numba function (compiled with the njit `options` of the kernels whose code rows_fn
     holds, so that it compiles to the same arithmetic) drive(helper, bounds, claim, commit, own, out, args) for
     rows_fn(args, out, r0, r1) (an inline numba function computing every output column
     r0 <= r < r1 of out (n, rows)): helper = 0 drives as main, 1 as the helper (module
     docstring); chunk c is rows bounds[c] .. bounds[c + 1]; claim and commit are int64
-    arrays of len(bounds) - 1 slots, FREE at first; own is the helper's (n, rows) buffer."""
+    arrays of len(bounds) - 1 slots, FREE at first; own is the helper's (n, rows) buffer.
 
-    def drive(helper, bounds, claim, commit, own, out, args):
-        chunks = bounds.shape[0] - 1
-        who = HELPER if helper else MAIN
-        for k in range(chunks):
-            c = chunks - 1 - k if helper else k
-            if atomic_load(claim, c * SLOT) != FREE or atomic_cas(claim, c * SLOT, FREE, who) != FREE:
-                continue
-            r0, r1 = bounds[c], bounds[c + 1]
-            if not helper:
-                rows_fn(args, out, r0, r1)
-                continue
-            rows_fn(args, own, r0, r1)
-            if atomic_cas(commit, c * SLOT, FREE, WRITING) == FREE:
-                out[:, r0:r1] = own[:, r0:r1]
-                atomic_store(commit, c * SLOT, WRITTEN)
-        if helper:
-            return
-        for c in range(chunks):
-            if atomic_load(claim, c * SLOT) != HELPER:
-                continue
-            if atomic_cas(commit, c * SLOT, FREE, MAIN) == FREE:
-                rows_fn(args, out, bounds[c], bounds[c + 1])
-            else:
-                while atomic_load(commit, c * SLOT) != WRITTEN:
-                    spin_pause()
-
-    return numba.njit(nogil=True, **options)(drive)
+    Each build is a variant of its own name with rows_fn bound as a global: numba keys a
+    closure's cache entries on its pickled cells, and a pickled dispatcher differs from
+    process to process, so a closure over rows_fn compiled anew in every process."""
+    return njit_variant(_drive, rows_fn.__name__.lstrip("_"), bind={"rows_fn": rows_fn}, nogil=True, **options)
 
 
 def chunk_bounds(rows: int, align: int) -> np.ndarray:

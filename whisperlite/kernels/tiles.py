@@ -33,6 +33,7 @@ from whisperlite.kernels.llvm_ir import (
     F32, I16, I64, V8F, byte_dot, emit_block_i8, fma1, fma8, hsum, load, load_v32b, sign_split, splat)
 from whisperlite.kernels.quant import KIND, KIND_Q8_0, QK, QUANT_TYPES
 from whisperlite.kernels.share import share_rows, shared, worth_sharing
+from whisperlite.kernels.variants import njit_variant
 
 TILE_ROWS, TILE_TOKENS = 4, 3
 # Weight rows per parallel task: a range that stays in L2 while every token passes over it.
@@ -191,8 +192,8 @@ def _tiles(kind, xq, xd, xs, w, out):
             _tile1(kind, w, r, nb, xq, xd, xs, t, out)
 
 
-_gemm_par = numba.njit(parallel=True, nogil=True, cache=True)(_gemm_body)
-_gemm_seq = numba.njit(nogil=True, cache=True)(_gemm_body)
+_gemm_par = njit_variant(_gemm_body, "par", parallel=True, nogil=True, cache=True)
+_gemm_seq = njit_variant(_gemm_body, "seq", nogil=True, cache=True)
 
 
 @numba.njit(inline="always", cache=True)
