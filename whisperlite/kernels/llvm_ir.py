@@ -36,6 +36,11 @@ HAS_F16C = "+f16c" in _FEATURES
 # in two instructions, where float activations need the weights widened to 32 floats;
 # ggml's own AVX2 dots are these instructions. Without AVX2 the float dots serve.
 HAS_AVX2 = "+avx2" in _FEATURES
+# VNNI's vpdpbusd sums four unsigned × signed byte products into each i32 lane in one
+# instruction, the two of vpmaddubsw + vpmaddwd (256-bit: AVX-VNNI, or AVX-512 VNNI with
+# VL); ggml's dots use it where the CPU has it. Neither saturates for ggml's weights and
+# activations (|w|, |y| <= 128, 127), so the sums are the same integers.
+HAS_VNNI = HAS_AVX2 and ("+avxvnni" in _FEATURES or {"+avx512vnni", "+avx512vl"} <= set(_FEATURES))
 
 
 def vec(t: ir.Type, n: int) -> ir.VectorType:
@@ -282,14 +287,17 @@ def byte_dot(builder: ir.IRBuilder, qabs: ir.Value, sign, y: ir.Value) -> ir.Val
     """The 32 products of a block's weights (`sign_split`'s |q| and sign source) and int8
     activations y (<32 x i8>) summed exactly into <8 x i32>, lane m = products 4m..4m+3
     (vpsignb gives y the weights' signs — y·0 where a weight is 0, whose product is 0
-    anyway — then vpmaddubsw, then vpmaddwd by ones: one instruction for the signs where
-    compare + negate + blend took three)."""
+    anyway — then vpmaddubsw, then vpmaddwd by ones, or VNNI's vpdpbusd: one instruction
+    for the signs where compare + negate + blend took three)."""
     mod = builder.module
-    maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(V16W, [V32B, V32B]), "llvm.x86.avx2.pmadd.ub.sw")
-    maddwd = cgutils.get_or_insert_function(mod, ir.FunctionType(V8I, [V16W, V16W]), "llvm.x86.avx2.pmadd.wd")
     if sign is not None:
         psign = cgutils.get_or_insert_function(mod, ir.FunctionType(V32B, [V32B, V32B]), "llvm.x86.avx2.psign.b")
         y = builder.call(psign, [y, sign])
+    if HAS_VNNI:
+        dpbusd = cgutils.get_or_insert_function(mod, ir.FunctionType(V8I, [V8I] * 3), "llvm.x86.avx512.vpdpbusd.256")
+        return builder.call(dpbusd, [ir.Constant(V8I, [0] * 8), builder.bitcast(qabs, V8I), builder.bitcast(y, V8I)])
+    maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(V16W, [V32B, V32B]), "llvm.x86.avx2.pmadd.ub.sw")
+    maddwd = cgutils.get_or_insert_function(mod, ir.FunctionType(V8I, [V16W, V16W]), "llvm.x86.avx2.pmadd.wd")
     return builder.call(maddwd, [builder.call(maddubs, [qabs, y]), ir.Constant(V16W, [1] * 16)])
 
 
