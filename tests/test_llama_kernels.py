@@ -10,7 +10,7 @@ from gguf.quants import quantize
 
 from whisperlite.kernels import gemv
 from whisperlite.kernels.actquant import quantize_activations
-from whisperlite.kernels.ggml_order import _f16_dot
+from whisperlite.kernels.ggml_order import _f16_dot, _tiny_blas_cols
 from whisperlite.kernels.quant import dequantize
 
 FLOAT_KERNEL = {QType.Q8_0: gemv.gemv_q8_0, QType.Q4_0: gemv.gemv_q4_0, QType.Q4_1: gemv.gemv_q4_1,
@@ -96,6 +96,28 @@ def test_f16_dot_matches_reference_order(w, batched, n, ne):
     b[ne:] = 0
     assert run(a, b, np.empty(16, np.float32)) == _f16_dot_reference(a, b, ne, batched, w)
 
+
+
+@pytest.mark.parametrize("w", [8, 16])
+@pytest.mark.parametrize("hd,stop", [(64, 16), (256, 112), (40, 256)])
+def test_tiny_blas_columns_match_the_reference_dot(w, hd, stop):
+    """The P·V columns, 16 at a time with their reductions across columns, give each
+    column's tinyBLAS dot bit for bit."""
+    import numba
+
+    @numba.njit
+    def run(vt, n_ctx, p, out):
+        _tiny_blas_cols(vt, n_ctx, p, stop, w, out)
+
+    n_ctx = 256
+    rng = np.random.default_rng(hd + stop + w)
+    vt = rng.standard_normal(hd * n_ctx).astype(np.float16).astype(np.float32)
+    p = rng.random(n_ctx).astype(np.float16).astype(np.float32)
+    p[stop:] = 0
+    out = np.empty(hd, np.float32)
+    run(vt, n_ctx, p, out)
+    ref = [_f16_dot_reference(vt[c * n_ctx:(c + 1) * n_ctx], p, stop, True, w) for c in range(hd)]
+    assert out.tobytes() == np.asarray(ref, np.float32).tobytes()
 
 # ---------------------------------------------------------------- llama.cpp on new prompts
 

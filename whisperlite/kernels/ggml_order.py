@@ -387,8 +387,33 @@ def attend_head(q, k_cache, v_cache, pos0, scale, kv_pad, window, w, out, i, h):
         p[t] = round_f16(_f32(p[t] * inv))
     # P·V: V is transposed in llama.cpp's cache, so each output dim is one dot over cells.
     vt = v_cache[g].reshape(-1)
+    if batched and n_kv % w == 0:
+        _tiny_blas_cols(vt, n_ctx, p, min(n_kv, (length + w - 1) // w * w), w, out[i, h])
+        return
     for c in range(hd):
         out[i, h, c] = _f16_dot(vt, c * n_ctx, p, 0, n_kv, length, batched, w, lanes)
+
+
+@numba.njit(inline="always", cache=True)
+def _tiny_blas_cols(vt, n_ctx, p, stop, w, out):
+    """out[c] = _f16_dot(vt, c * n_ctx, p, 0, ., stop, True, w, .) for every c (tinyBLAS's
+    one-accumulator dots over cells [0, stop), stop a multiple of w), 16 columns at a time:
+    their lane vectors are transposed so that the reduction trees run across columns as
+    vector adds, where one column's tree is a chain of dependent scalar adds."""
+    acc = np.empty((16, 16), np.float32)
+    tr = np.empty((16, 16), np.float32)
+    for c0 in range(0, out.shape[0], 16):
+        nc = min(16, out.shape[0] - c0)
+        for d in range(nc):
+            if w == 16:
+                _lane_chain16(vt, (c0 + d) * n_ctx, p, 0, stop, acc[d])
+            else:
+                _lane_chain8(vt, (c0 + d) * n_ctx, p, 0, stop, acc[d])
+        for d in range(nc):
+            for lane in range(w):
+                tr[lane, d] = acc[d, lane]
+        for d in range(nc):
+            out[c0 + d] = _reduce16(tr[:, d]) if w == 16 else _hsum8(tr[:, d])
 
 
 def _attention_body(q, k_cache, v_cache, pos0, scale, kv_pad, window, w, out):
