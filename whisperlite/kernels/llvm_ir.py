@@ -41,6 +41,8 @@ HAS_AVX2 = "+avx2" in _FEATURES
 # VL); ggml's dots use it where the CPU has it. Neither saturates for ggml's weights and
 # activations (|w|, |y| <= 128, 127), so the sums are the same integers.
 HAS_VNNI = HAS_AVX2 and ("+avxvnni" in _FEATURES or {"+avx512vnni", "+avx512vl"} <= set(_FEATURES))
+# 512-bit byte operations and vpdpbusd: two 32-weight blocks per instruction.
+HAS_AVX512_VNNI = HAS_AVX2 and {"+avx512vnni", "+avx512bw"} <= set(_FEATURES)
 
 
 def vec(t: ir.Type, n: int) -> ir.VectorType:
@@ -50,6 +52,7 @@ def vec(t: ir.Type, n: int) -> ir.VectorType:
 
 V8F, V32F = vec(F32, 8), vec(F32, 32)
 V32B, V16W, V8I = vec(I8, 32), vec(I16, 16), vec(I32, 8)
+V64B, V16I = vec(I8, 64), vec(I32, 16)
 
 
 def splat(builder: ir.IRBuilder, s: ir.Value, n: int) -> ir.Value:
@@ -299,6 +302,26 @@ def byte_dot(builder: ir.IRBuilder, qabs: ir.Value, sign, y: ir.Value) -> ir.Val
     maddubs = cgutils.get_or_insert_function(mod, ir.FunctionType(V16W, [V32B, V32B]), "llvm.x86.avx2.pmadd.ub.sw")
     maddwd = cgutils.get_or_insert_function(mod, ir.FunctionType(V8I, [V16W, V16W]), "llvm.x86.avx2.pmadd.wd")
     return builder.call(maddwd, [builder.call(maddubs, [qabs, y]), ir.Constant(V16W, [1] * 16)])
+
+
+def wide_sign_split(builder: ir.IRBuilder, q: ir.Value, signed: bool):
+    """`sign_split` for two blocks' <64 x i8> weights: (|q|, q < 0 as <64 x i1>, or None
+    for unsigned q). AVX-512 has no 512-bit vpsignb: the activations take the weights'
+    signs by a masked negation instead (y where q = 0 is kept, its product 0 anyway)."""
+    if not signed:
+        return q, None
+    absb = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V64B, [V64B, I1]), "llvm.abs.v64i8")
+    return builder.call(absb, [q, ir.Constant(I1, 0)]), builder.icmp_signed("<", q, ir.Constant(V64B, [0] * 64))
+
+
+def wide_byte_dot(builder: ir.IRBuilder, qabs: ir.Value, neg, y: ir.Value) -> ir.Value:
+    """`byte_dot` of two blocks at once (AVX-512 VNNI): <64 x i8> |q| (`wide_sign_split`)
+    and activations y -> <16 x i32>, lanes 0-7 the first block's, 8-15 the second's."""
+    if neg is not None:
+        y = builder.select(neg, builder.sub(ir.Constant(V64B, [0] * 64), y), y)
+    dpbusd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V16I, [V16I] * 3),
+                                            "llvm.x86.avx512.vpdpbusd.512")
+    return builder.call(dpbusd, [ir.Constant(V16I, [0] * 16), builder.bitcast(qabs, V16I), builder.bitcast(y, V16I)])
 
 
 def load_v32b(builder: ir.IRBuilder, base: ir.Value, idx: ir.Value) -> ir.Value:

@@ -30,7 +30,8 @@ from numba.extending import intrinsic
 from whisperlite.kernels.gemv import LEGACY_KIND, idot_range
 from whisperlite.kernels.kquant import store_tile, tile_ptrs
 from whisperlite.kernels.llvm_ir import (
-    F32, I16, I64, V8F, byte_dot, emit_block_i8, fma1, fma8, hsum, load, load_v32b, sign_split, splat)
+    F32, HAS_AVX512_VNNI, I16, I32, I64, V8F, V64B, byte_dot, emit_block_i8, fma1, fma8, hsum, load, load_v32b,
+    sign_split, splat, vec, wide_byte_dot, wide_sign_split)
 from whisperlite.kernels.quant import KIND, KIND_Q8_0, QK, QUANT_TYPES
 from whisperlite.kernels.share import share_rows, shared, worth_sharing
 from whisperlite.kernels.variants import njit_variant
@@ -48,29 +49,64 @@ Q8_0_BYTES = QUANT_TYPES[QType.Q8_0].size
 def _emit_tile(context, builder, sig, args, lay, nrows: int, ntok: int) -> None:
     """out[t + j, r + i] = weight row r + i · activation row t + j for i < nrows, j < ntok
     (args[1:]: w, r, nb, xq, xd, xs, t, out), each as gemv's `_row_idot` computes it for
-    weights of layout `lay`."""
+    weights of layout `lay`.
+
+    With AVX-512 VNNI the blocks go two at a time: one 64-byte vpdpbusd and one conversion
+    give both blocks' integer lanes, which then enter the accumulator block by block (two
+    fmas, in ggml's order), so the bits are those of one block at a time."""
     size = lay.size
     has_m = lay.offset("m") is not None
     nbv = args[3]
     bases, acts = tile_ptrs(context, builder, sig, args, 1, nrows, ntok)
     accs = [[cgutils.alloca_once_value(builder, ir.Constant(V8F, [0.0] * 8)) for _ in acts] for _ in bases]
     offs = [[cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0)) for _ in acts] for _ in bases]
-    with cgutils.for_range(builder, nbv) as loop:
-        b = loop.index
-        ys = [load_v32b(builder, qb, builder.mul(b, ir.Constant(I64, QK))) for qb, _, _ in acts]
+
+    def scales(b):
         xd_b = [builder.load(builder.gep(xb, [b])) for _, xb, _ in acts]
         xs_b = [builder.load(builder.gep(xb, [b])) for _, _, xb in acts] if has_m else None
+        return xd_b, xs_b
+
+    def add_block(i, j, lanes, d, m, xd_b, xs_b):
+        acc = accs[i][j]
+        scale = builder.fmul(d, xd_b[j])
+        builder.store(fma8(builder, lanes, splat(builder, scale, 8), builder.load(acc)), acc)
+        if has_m:
+            builder.store(fma1(builder, m, xs_b[j], builder.load(offs[i][j])), offs[i][j])
+
+    def one_block(b):
+        ys = [load_v32b(builder, qb, builder.mul(b, ir.Constant(I64, QK))) for qb, _, _ in acts]
+        xd_b, xs_b = scales(b)
         for i in range(nrows):
             blk = builder.gep(bases[i], [builder.mul(b, ir.Constant(I64, size))])
             q, d, m, signed = emit_block_i8(builder, lay, blk)
             qabs, sign = sign_split(builder, q, signed)
             for j in range(ntok):
-                p32 = byte_dot(builder, qabs, sign, ys[j])
-                scale = builder.fmul(d, xd_b[j])
-                acc = accs[i][j]
-                builder.store(fma8(builder, builder.sitofp(p32, V8F), splat(builder, scale, 8), builder.load(acc)), acc)
-                if has_m:
-                    builder.store(fma1(builder, m, xs_b[j], builder.load(offs[i][j])), offs[i][j])
+                add_block(i, j, builder.sitofp(byte_dot(builder, qabs, sign, ys[j]), V8F), d, m, xd_b, xs_b)
+
+    def two_blocks(b):
+        b1 = builder.add(b, ir.Constant(I64, 1))
+        ys = [load(builder, qb, builder.mul(b, ir.Constant(I64, QK)), V64B) for qb, _, _ in acts]
+        (xd0, xs0), (xd1, xs1) = scales(b), scales(b1)
+        for i in range(nrows):
+            blk = builder.gep(bases[i], [builder.mul(b, ir.Constant(I64, size))])
+            q0, d0, m0, signed = emit_block_i8(builder, lay, blk)
+            q1, d1, m1, _ = emit_block_i8(builder, lay, builder.gep(blk, [ir.Constant(I64, size)]))
+            q = builder.shuffle_vector(q0, q1, ir.Constant(vec(I32, 64), list(range(64))))
+            qabs, neg = wide_sign_split(builder, q, signed)
+            for j in range(ntok):
+                lanes = builder.sitofp(wide_byte_dot(builder, qabs, neg, ys[j]), vec(F32, 16))
+                for half, d, m, xd_b, xs_b in ((0, d0, m0, xd0, xs0), (8, d1, m1, xd1, xs1)):
+                    part = builder.shuffle_vector(lanes, lanes, ir.Constant(vec(I32, 8), list(range(half, half + 8))))
+                    add_block(i, j, part, d, m, xd_b, xs_b)
+
+    if HAS_AVX512_VNNI:
+        with cgutils.for_range(builder, builder.udiv(nbv, ir.Constant(I64, 2))) as loop:
+            two_blocks(builder.mul(loop.index, ir.Constant(I64, 2)))
+        with builder.if_then(builder.trunc(nbv, ir.IntType(1))):
+            one_block(builder.sub(nbv, ir.Constant(I64, 1)))
+    else:
+        with cgutils.for_range(builder, nbv) as loop:
+            one_block(loop.index)
     totals = [[hsum(builder, builder.load(acc)) for acc in row] for row in accs]
     if has_m:
         totals = [[builder.fadd(v, builder.load(off)) for v, off in zip(row, orow)] for row, orow in zip(totals, offs)]
