@@ -36,7 +36,9 @@ from whisperlite.kernels.quant import KIND, KIND_Q8_0, QK, QUANT_TYPES
 from whisperlite.kernels.share import share_rows, shared, worth_sharing
 from whisperlite.kernels.variants import njit_variant
 
-TILE_ROWS, TILE_TOKENS = 4, 3
+# 4 x 3 accumulators and their operands fill AVX2's 16 vector registers; AVX-512's 32
+# hold 4 x 4, each block's weights then reused by one more token.
+TILE_ROWS, TILE_TOKENS = 4, 4 if HAS_AVX512_VNNI else 3
 # Weight rows per parallel task: a range that stays in L2 while every token passes over it.
 ROWS_PER_TASK = 64
 # The types widened to Q8_0 (their codes), from this many tokens: below two tiles of
