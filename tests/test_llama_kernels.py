@@ -164,3 +164,53 @@ def test_greedy_matches_installed_llama_cpp(both, prompt):
         ours.append(int(np.argmax(logits)))
         logits = gen.model.forward([ours[-1]], cache)
     assert ours == theirs
+
+
+def _v_expf_reference(x: np.ndarray, lanes: int) -> np.ndarray:
+    """ggml_v_expf in numpy, lane by lane with its branches (fma as one rounding of the
+    float64 value, as ggml_order.fma32)."""
+    from whisperlite.kernels import ggml_order as g
+
+    f32, f64 = np.float32, np.float64
+
+    def fma(a, b, c):
+        return f32(f64(a) * f64(b) + f64(c))
+
+    out = np.empty_like(x)
+    for i, v in enumerate(x):
+        if v != v:
+            out[i] = v
+            continue
+        n = f32(fma(v, g._LOG2E, g._SHIFT) - g._SHIFT)
+        if abs(n) > 192:
+            out[i] = 0.0 if n <= 0 else np.inf
+            continue
+        b = fma(-n, g._LN2_LO, fma(-n, g._LN2_HI, v))
+        u = f32(b * b)
+        p = fma(fma(g._C5, b, g._C4), u, fma(g._C3, b, g._C2))
+        if lanes == 16:
+            out[i] = f32(f64(fma(p, u, fma(g._C1, b, f32(1.0)))) * np.ldexp(1.0, int(n)))
+        else:
+            out[i] = f32((1.0 + f64(fma(p, u, f32(g._C1 * b)))) * np.ldexp(1.0, int(n)))
+    return out
+
+
+@pytest.mark.parametrize("lanes", [8, 16])
+def test_silu_rows_match_ggml_v_expf_lane_by_lane(lanes):
+    """The SiLU rows' vector part (a branch-free loop, so that it vectorizes) gives ggml's
+    v_expf lane by lane, out-of-range and NaN lanes included; the leftovers libm's expf."""
+    from whisperlite.kernels.ggml_order import _silu_seq
+
+    rng = np.random.default_rng(lanes)
+    d = 3 * lanes + 5
+    gate = (rng.standard_normal((2, d)) * 30).astype(np.float32)
+    gate[0, :10] = [np.nan, np.inf, -np.inf, 88.8, -88.8, 104.0, -104.0, 200.0, -200.0, 0.0]
+    up = rng.standard_normal((2, d)).astype(np.float32)
+    got = _silu_seq(gate.copy(), up, lanes)
+    vec = d - d % lanes
+    f32 = np.float32
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.concatenate([_v_expf_reference(-gate[:, :vec].ravel(), lanes).reshape(2, vec),
+                            np.exp(-gate[:, vec:].astype(np.float64)).astype(f32)], axis=1)
+        want = (gate / (f32(1.0) + e)).astype(f32) * up
+    assert got.tobytes() == want.astype(f32).tobytes()

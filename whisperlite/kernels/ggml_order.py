@@ -105,25 +105,29 @@ def v_expf(x, lanes):
 
     lanes 16 is the AVX-512 build (1 folded into the polynomial, then scalef), lanes 8 the
     AVX2 one (polynomial without the 1, then fma(j, 2^n, 2^n)): the roundings differ.
+    Branch-free (ggml's out-of-range lanes and NaN by selects), so that loops over it
+    vectorize.
     """
     x = _f32(x)
-    if x != x:
-        return x
     z = fma32(x, _LOG2E, _SHIFT)
     n = _f32(z - _SHIFT)
-    if abs(n) > _f32(192.0):  # ggml's out-of-range lanes: 0 or inf
-        return _f32(0.0) if n <= 0 else _f32(np.inf)
+    out_of_range = abs(n) > _f32(192.0)
+    k = 0 if out_of_range or n != n else int(n)
     b = fma32(-n, _LN2_LO, fma32(-n, _LN2_HI, x))
     u = _f32(b * b)
     p = fma32(fma32(_C5, b, _C4), u, fma32(_C3, b, _C2))
     if lanes == 16:
         j = fma32(p, u, fma32(_C1, b, _f32(1.0)))
         # scalef(j, n) = j * 2^n, rounded once (float64 holds the exact product).
-        return _f32(_f64(j) * _POW2[int(n) + 192])
-    j = fma32(p, u, _f32(_C1 * b))
-    # fma(j, k, k) with k = 2^n: k * (1 + j) rounded once (exact in float64 but for j
-    # below 2^-29, where a tie cannot occur in practice).
-    return _f32((1.0 + _f64(j)) * _POW2[int(n) + 192])
+        r = _f32(_f64(j) * _POW2[k + 192])
+    else:
+        j = fma32(p, u, _f32(_C1 * b))
+        # fma(j, k, k) with k = 2^n: k * (1 + j) rounded once (exact in float64 but for j
+        # below 2^-29, where a tie cannot occur in practice).
+        r = _f32((1.0 + _f64(j)) * _POW2[k + 192])
+    if out_of_range:  # ggml's out-of-range lanes: 0 or inf
+        r = _f32(0.0) if n <= 0 else _f32(np.inf)
+    return x if x != x else r
 
 
 @numba.njit(inline="always", cache=True)
@@ -223,28 +227,39 @@ def _rms_norm_body(x, w, eps, out):
 
 
 @numba.njit(inline="always", cache=True)
+def _silu_mul_vec(g, u, lanes):
+    """silu(g) * u with ggml_v_silu's arithmetic for an element of its vector loop."""
+    e = v_expf(_f32(_f32(0.0) - g), lanes)
+    return _f32(_f32(g / _f32(_f32(1.0) + e)) * u)
+
+
+@numba.njit(inline="always", cache=True)
 def silu_mul_at(g, u, j, d, lanes):
     """silu(g) * u with ggml_v_silu's arithmetic for element j of a row of d."""
     if j < d - d % lanes:  # ggml's vector loop; leftovers use libm expf
-        e = v_expf(_f32(_f32(0.0) - g), lanes)
-    else:
-        e = _f32(math.exp(-_f64(g)))
+        return _silu_mul_vec(g, u, lanes)
+    e = _f32(math.exp(-_f64(g)))
     return _f32(_f32(g / _f32(_f32(1.0) + e)) * u)
 
 
 def _silu_mul_body(gate, up, lanes):
-    """In place gate = silu(gate) * up with ggml_v_silu's arithmetic: (n, d) -> gate."""
+    """In place gate = silu(gate) * up with ggml_v_silu's arithmetic: (n, d) -> gate. The
+    vector part is a loop of its own (it vectorizes: no branch, no division check under
+    numpy's error model)."""
     n, d = gate.shape
+    vec_end = d - d % lanes
     for t in prange(n):
-        for j in range(d):
+        for j in range(vec_end):
+            gate[t, j] = _silu_mul_vec(gate[t, j], up[t, j], lanes)
+        for j in range(vec_end, d):
             gate[t, j] = silu_mul_at(gate[t, j], up[t, j], j, d, lanes)
     return gate
 
 
 _rms_par = njit_variant(_rms_norm_body, "par", parallel=True, cache=True)
 rms_norm_serial = njit_variant(_rms_norm_body, "seq", cache=True)
-_silu_par = njit_variant(_silu_mul_body, "par", parallel=True, cache=True)
-_silu_seq = njit_variant(_silu_mul_body, "seq", cache=True)
+_silu_par = njit_variant(_silu_mul_body, "par", parallel=True, error_model="numpy", cache=True)
+_silu_seq = njit_variant(_silu_mul_body, "seq", error_model="numpy", cache=True)
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
