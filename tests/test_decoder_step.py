@@ -144,6 +144,26 @@ def test_int8_beam_rows_equal_single_rows(qtype):
         np.testing.assert_allclose(many[t], one[0], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.skipif(not HAS_AVX2, reason="integer dots need AVX2")
+@pytest.mark.parametrize("qtype", TYPES[2:], ids=lambda q: q.name)
+def test_int8_beam_rows_same_bits_paired_or_not(qtype):
+    """With AVX-512 VNNI rows go in pairs (the last of an odd count alone): each row's
+    result is the same bits whether it is paired, in either half, or alone (the rows
+    reversed move every row to the other half and the last row into a pair)."""
+    rng = np.random.default_rng(5)
+    rows, k, n = 37, 4 * 32, 5
+    data = quantize((rng.standard_normal((rows, k)) * 0.3).astype(np.float32), qtype).reshape(rows, -1)
+    h = rng.standard_normal((n, k)).astype(np.float32)
+    outs = []
+    for rows_data in (data, np.ascontiguousarray(data[::-1])):
+        kind, view = rowdots.weight_kind(QTensor(qtype, (rows, k), rows_data))
+        out = np.empty((n, rows), np.float32)
+        rowdots.product(kind, view, h, np.empty(n * k, np.int8), np.empty(n * k // 32, np.float32),
+                        np.empty(n * k // 32, np.float32), np.empty((2, k), np.float32), out, True)
+        outs.append(out)
+    assert np.array_equal(outs[0], outs[1][:, ::-1])
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_step_over_threads(threads):
     dec = random_decoder(QType.Q4_1)
