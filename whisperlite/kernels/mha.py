@@ -17,11 +17,10 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from numba.core import cgutils
-
-from whisperlite.kernels.llvm_ir import F32, HAS_F16C, I16, I32, I64, elem_ptr, f16_bits_to_f32, hsum, vec
+from whisperlite.kernels.llvm_ir import F32, HAS_F16C, I16, I32, I64, f16_bits_to_f32, hsum, vec
 from whisperlite.kernels.ops import exp_shifted_row, to_f32
 from whisperlite.kernels.quant import f32_to_f16
 from whisperlite.kernels.threads import get_threads, run_parallel

@@ -410,15 +410,15 @@ def _rows_multi_int8(kind, w, xq, xd, xs, buf, out, r0, r1):
     for t0 in range(0, n, MAX_SEQS):
         m = min(MAX_SEQS, n - t0)
         xq_, xd_, xs_ = xq[t0:], xd[t0:], xs[t0:]
-        r = r0
+        single = r0
         if HAS_VNNI512:
-            while r + 2 <= r1:
+            for r in range(r0, r1 - 1, 2):
                 _pair_int8(kind, w, r, nb, m, xq_, xd_, xs_, res)
                 for t in range(m):
                     out[t0 + t, r] = res[t]
                     out[t0 + t, r + 1] = res[MAX_SEQS + t]
-                r += 2
-        for r in range(r, r1):
+            single = r1 - (r1 - r0) % 2
+        for r in range(single, r1):
             if kind == KIND_Q8_0:
                 _imdot_q8_0(w[r], nb, m, xq_, xd_, xs_, res)
             elif kind == KIND_Q4_0:
