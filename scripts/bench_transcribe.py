@@ -3,9 +3,10 @@
 
 Builds a long English recording by concatenating the fixtures (known transcripts, so the
 word error rate is exact), then runs each engine in its own process at each thread count
-and prints audio-seconds per wall-second, peak RSS and WER, with ratios to whisperlite, then
-each engine's time per stage (whisperlite's profile, whisper.cpp's whisper_print_timings,
-faster-whisper's audio decode, mel, encoder and decoding timed around its methods).
+and prints audio-seconds per wall-second, CPU seconds (all threads), peak RSS and WER, with
+ratios to whisperlite, then each engine's time per stage (whisperlite's profile, whisper.cpp's
+whisper_print_timings, faster-whisper's audio decode, mel, encoder and decoding timed around
+its methods). --keep-text DIR keeps each transcript, to compare two builds' text.
 Peers run when installed: faster-whisper (int8, on the same CTranslate2 model) and
 whisper.cpp (pywhispercpp, on a ggml f16 file converted from the same model). --model base
 runs the multilingual base (`whisperlite models pull base`) with the language set to English.
@@ -63,6 +64,7 @@ def timing(label, fn, unit="calls"):
 
 
 t0 = time.perf_counter()
+cpu0 = time.process_time()
 if engine.startswith("whisperlite"):
     import whisperlite
     from whisperlite.core.profiling import LABELS
@@ -114,11 +116,12 @@ elif engine == "whisper.cpp":
     params = {"strategy": WHISPER_SAMPLING_BEAM_SEARCH, "beam_search": {"beam_size": beam, "patience": -1.0}} if beam > 1 else {}
     text = " ".join(s.text for s in m.transcribe(path, language="en", **params))
 wall = time.perf_counter() - t1
+cpu = time.process_time() - cpu0  # every thread of the process, load included: what a busy machine pays
 if engine == "whisper.cpp":
     sys.stderr.flush()
     m.print_timings()  # whisper_print_timings on stderr, parsed by the parent
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print("RESULT " + json.dumps({"load": load, "wall": wall, "rss_mb": rss, "text": text, "stages": stages}))
+print("RESULT " + json.dumps({"load": load, "wall": wall, "cpu": cpu, "rss_mb": rss, "text": text, "stages": stages}))
 """
 
 # whisper.cpp's file: the model converted to ggml float16 (whisperlite's own writer)
@@ -250,6 +253,8 @@ def main() -> None:
     ap.add_argument("--model", default="tiny.en", choices=["tiny.en", "base"], help="the same weights for every engine")
     ap.add_argument("--audio", type=Path, help="a recording to use instead of the concatenated fixtures")
     ap.add_argument("--text", type=Path, help="--audio's reference transcript (a text file)")
+    ap.add_argument("--keep-text", type=Path, metavar="DIR",
+                    help="write each engine's transcript to DIR/ENGINE-THREADS.txt (to compare two builds' text)")
     ap.add_argument("--contend", action="store_true",
                     help="also run each engine with another process busy on one core, and compare the two speeds")
     ap.add_argument("--engines", nargs="+", default=["whisperlite", "whisperlite:q8_0", "faster-whisper", "whisper.cpp"],
@@ -284,19 +289,23 @@ def main() -> None:
         print(f"# {time.strftime('%Y-%m-%d')} · {platform.machine()} · {os.cpu_count()} cores · {args.model} · "
               f"{seconds / 60:.1f} min of {args.audio.name if args.audio else 'speech'} · "
               f"{'default path' if args.default_path else f'beam {args.beam}'} · `{' '.join(sys.argv)}`\n")
-        print("| engine | threads | load s | wall s | audio s / wall s | vs whisperlite | peak RSS MB | WER % | dropped runs (words) |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| engine | threads | load s | wall s | audio s / wall s | vs whisperlite | CPU s | vs whisperlite | "
+              "peak RSS MB | WER % | dropped runs (words) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         breakdowns, contended = [], []
         for t in args.threads:
-            base = None
+            base = base_cpu = None
             for engine in engines:
                 r = run(engine, wav, t, args.beam, args.model, ggml, args.default_path)
                 speed = seconds / r["wall"]
-                base = base or speed
+                base, base_cpu = base or speed, base_cpu or r["cpu"]
                 hyp = normalize(r["text"])
                 runs = dropped_runs(ref, hyp)
+                if args.keep_text:
+                    (args.keep_text / f"{engine.replace(':', '-')}-{t}.txt").write_text(r["text"] + "\n")
                 print(f"| {engine} | {t} | {r['load']:.2f} | {r['wall']:.1f} | {speed:.1f} | {speed / base:.2f}x | "
-                      f"{r['rss_mb']:.0f} | {100 * wer(ref, hyp):.1f} | {len(runs)} ({sum(runs)}) |", flush=True)
+                      f"{r['cpu']:.1f} | {base_cpu / r['cpu']:.2f}x | {r['rss_mb']:.0f} | {100 * wer(ref, hyp):.1f} | "
+                      f"{len(runs)} ({sum(runs)}) |", flush=True)
                 breakdowns.append((engine, t, r["stages"]))
                 if args.contend:  # right after the quiet run: the same conditions but the competitor
                     with competing_process():

@@ -9,7 +9,7 @@ import pytest
 from gguf import GGMLQuantizationType as QType
 
 from whisperlite.kernels import QTensor, set_threads
-from whisperlite.kernels import rowdots
+from whisperlite.kernels import mha, rowdots
 from whisperlite.kernels.llvm_ir import HAS_AVX2
 from whisperlite.kernels import quant
 from whisperlite.kernels.quant import quantize
@@ -144,6 +144,26 @@ def test_int8_beam_rows_equal_single_rows(qtype):
         np.testing.assert_allclose(many[t], one[0], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.skipif(not HAS_AVX2, reason="integer dots need AVX2")
+@pytest.mark.parametrize("qtype", TYPES[2:], ids=lambda q: q.name)
+def test_int8_beam_rows_same_bits_paired_or_not(qtype):
+    """With AVX-512 VNNI rows go in pairs (the last of an odd count alone): each row's
+    result is the same bits whether it is paired, in either half, or alone (the rows
+    reversed move every row to the other half and the last row into a pair)."""
+    rng = np.random.default_rng(5)
+    rows, k, n = 37, 4 * 32, 5
+    data = quantize((rng.standard_normal((rows, k)) * 0.3).astype(np.float32), qtype).reshape(rows, -1)
+    h = rng.standard_normal((n, k)).astype(np.float32)
+    outs = []
+    for rows_data in (data, np.ascontiguousarray(data[::-1])):
+        kind, view = rowdots.weight_kind(QTensor(qtype, (rows, k), rows_data))
+        out = np.empty((n, rows), np.float32)
+        rowdots.product(kind, view, h, np.empty(n * k, np.int8), np.empty(n * k // 32, np.float32),
+                        np.empty(n * k // 32, np.float32), np.empty((2, k), np.float32), out, True)
+        outs.append(out)
+    assert np.array_equal(outs[0], outs[1][:, ::-1])
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_step_over_threads(threads):
     dec = random_decoder(QType.Q4_1)
@@ -199,6 +219,27 @@ def test_float16_cross_attention_values():
         b = dec32(np.asarray(t), c32)[0]
         assert np.abs(a - b).max() / np.abs(b).max() < 3e-3
 
+
+
+@pytest.mark.parametrize("batch", [1, 5, 6])  # 6: more sequences than one pass keeps in registers
+def test_cross_attention_heads_of_64_on_float16(batch):
+    """The step's cross-attention on float16 keys/values with Whisper's 64-wide heads (the
+    random decoders here have 32-wide ones, which take the loops) equals a float64
+    reference on the same float16 values, for the heads asked for only."""
+    rng = np.random.default_rng(8)
+    n_head, na, hd = 3, 50, mha.HD
+    q = rng.standard_normal((batch, n_head * hd)).astype(np.float32)
+    k, v = (rng.standard_normal((2, n_head, na, hd)) * 0.5).astype(np.float16)
+    out = np.full((batch, n_head * hd), 7.0, np.float32)
+    scores = np.empty((batch, na), np.float32)
+    src = np.zeros((batch, 1), np.int32)
+    mha.cross_attention_heads(q, k.view(np.uint16), v.view(np.uint16), src, 0, n_head, 1, 3, scores, out)
+    qh = q.astype(np.float64).reshape(batch, n_head, hd).transpose(1, 0, 2)
+    w = np.einsum("hbc,htc->hbt", qh, k.astype(np.float64)) * hd**-0.5
+    w = np.exp(w - w.max(-1, keepdims=True))
+    ref = np.einsum("hbt,htc->bhc", w / w.sum(-1, keepdims=True), v.astype(np.float64)).reshape(batch, -1)
+    assert (out[:, :hd] == 7.0).all()  # head 0 not asked for
+    np.testing.assert_allclose(out[:, hd:], ref[:, hd:], rtol=1e-5, atol=1e-6)
 
 def test_step_links_only_its_weight_kinds():
     """The step calls each weight kind's row kernel through its address (rowdots.call_rows):

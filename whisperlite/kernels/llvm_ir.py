@@ -41,8 +41,9 @@ HAS_AVX2 = "+avx2" in _FEATURES
 # VL); ggml's dots use it where the CPU has it. Neither saturates for ggml's weights and
 # activations (|w|, |y| <= 128, 127), so the sums are the same integers.
 HAS_VNNI = HAS_AVX2 and ("+avxvnni" in _FEATURES or {"+avx512vnni", "+avx512vl"} <= set(_FEATURES))
-# 512-bit byte operations and vpdpbusd: two 32-weight blocks per instruction.
-HAS_AVX512_VNNI = HAS_AVX2 and {"+avx512vnni", "+avx512bw"} <= set(_FEATURES)
+# The same on 512-bit registers (AVX-512 VNNI and BW): two 32-weight blocks per instruction,
+# of one row (tiles.py) or of two rows side by side (rowdots.py).
+HAS_AVX512_VNNI = HAS_AVX2 and {"+avx512f", "+avx512bw", "+avx512vnni"} <= set(_FEATURES)
 
 
 def vec(t: ir.Type, n: int) -> ir.VectorType:

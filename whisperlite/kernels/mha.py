@@ -17,9 +17,10 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from whisperlite.kernels.llvm_ir import HAS_F16C, I16, f16_bits_to_f32
+from whisperlite.kernels.llvm_ir import F32, HAS_F16C, I16, I32, I64, f16_bits_to_f32, hsum, vec
 from whisperlite.kernels.ops import exp_shifted_row, to_f32
 from whisperlite.kernels.quant import f32_to_f16
 from whisperlite.kernels.threads import get_threads, run_parallel
@@ -183,32 +184,177 @@ def self_attention_heads(qkv, kc, vc, src, pos, n_head, h0, h1, scores, out):
 
 
 
+# Float16 keys/values with 64-wide heads (every Whisper size): the two loops below as vector
+# IR, with the same arithmetic per score and per output value (the same bits). Compiled
+# from loops, each key and value row was widened once per sequence, and the output rows were
+# loaded and stored at every audio position (numba cannot show LLVM that they alias nothing).
+HD = 64
+V16F, V8F, V16H, V16S = vec(F32, 16), vec(F32, 8), vec(ir.HalfType(), 16), vec(I16, 16)
+VALUE_SEQS = 4  # sequences whose output rows stay in registers (4 x 4 x 16 floats) per pass
+
+
+def _widen16(builder, base, at):
+    """16 float16 bits from the i16* base + at -> <16 x float> (vcvtph2ps)."""
+    ptr = builder.bitcast(builder.gep(base, [at]), V16S.as_pointer())
+    return builder.fpext(builder.bitcast(builder.load(ptr, align=2), V16H), V16F)
+
+
+def _fma16(builder, a, b, c):
+    f = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V16F, [V16F] * 3), "llvm.fma.v16f32")
+    return builder.call(f, [a, b, c])
+
+
+def _arrays(context, builder, sig, args) -> list:
+    """(numba array struct, shape values) of each array argument of an intrinsic, else None."""
+    out = []
+    for ty, val in zip(sig.args, args):
+        if isinstance(ty, types.Array):
+            a = context.make_array(ty)(context, builder, val)
+            out.append((a, cgutils.unpack_tuple(builder, a.shape, ty.ndim)))
+        else:
+            out.append(None)
+    return out
+
+
+def _head_rows(builder, a, shape, h):
+    """Pointer to head h's first row in the (heads, n_audio, HD) array a."""
+    return builder.gep(a.data, [builder.mul(h, builder.mul(shape[1], ir.Constant(I64, HD)))])
+
+
+def _half(builder, v, h):
+    return builder.shuffle_vector(v, v, ir.Constant(vec(I32, 8), list(range(8 * h, 8 * h + 8))))
+
+
+@intrinsic
+def _scores_f16(typingctx, q, o, k, h, scale, scores):
+    """scores[b, t] = scale * q[b, o:o+64] · k[h, t] for every sequence b and audio row t (k
+    float16 bits). Each key row is widened once for all sequences. The sum is the one
+    LLVM's vectorizer gave the loop: four 8-lane accumulators over columns 8i+l and 32+8i+l
+    (one rounding each), added (0+1) + (2+3), then halved down to one lane."""
+    def codegen(context, builder, sig, args):
+        (qa, (n, d)), _, (ka, kshape), _, _, (sa, (_, ns)) = _arrays(context, builder, sig, args)
+        ov, hv, scv = args[1], args[3], args[4]
+        na, kbase = kshape[1], _head_rows(builder, ka, kshape, hv)
+        zero = ir.Constant(V16F, [0.0] * 16)
+        with cgutils.for_range(builder, na) as tl:
+            t = tl.index
+            krow = builder.mul(t, ir.Constant(I64, HD))
+            kk = [_widen16(builder, kbase, builder.add(krow, ir.Constant(I64, 16 * j))) for j in range(4)]
+            with cgutils.for_range(builder, n) as bl:
+                b = bl.index
+                qrow = builder.gep(qa.data, [builder.add(builder.mul(b, d), ov)])
+                qq = [builder.load(builder.bitcast(builder.gep(qrow, [ir.Constant(I64, 16 * j)]), V16F.as_pointer()),
+                                   align=4) for j in range(4)]
+                a01 = _fma16(builder, qq[2], kk[2], _fma16(builder, qq[0], kk[0], zero))
+                a23 = _fma16(builder, qq[3], kk[3], _fma16(builder, qq[1], kk[1], zero))
+                s01 = builder.fadd(_half(builder, a01, 0), _half(builder, a01, 1))
+                s23 = builder.fadd(_half(builder, a23, 0), _half(builder, a23, 1))
+                total = hsum(builder, builder.fadd(s01, s23))
+                builder.store(builder.fmul(total, scv), builder.gep(sa.data, [builder.add(builder.mul(b, ns), t)]))
+        return context.get_dummy_value()
+
+    return types.none(q, o, k, h, scale, scores), codegen
+
+
+@intrinsic
+def _values_f16(typingctx, scores, v, h, out, o):
+    """out[b, o:o+64] = Σ_t scores[b, t] v[h, t] for every sequence b (v float16 bits),
+    summed in t order by one multiply-add each, as the loop did, with VALUE_SEQS sequences'
+    rows held in registers across t and each value row widened once for them."""
+    def codegen(context, builder, sig, args):
+        (sa, (n, ns)), (va, vshape), _, (oa, (_, d)), _ = _arrays(context, builder, sig, args)
+        hv, ov = args[2], args[4]
+        na, vbase = vshape[1], _head_rows(builder, va, vshape, hv)
+        accs = cgutils.alloca_once(builder, V16F, size=4 * VALUE_SEQS)
+        groups = builder.udiv(builder.add(n, ir.Constant(I64, VALUE_SEQS - 1)), ir.Constant(I64, VALUE_SEQS))
+        with cgutils.for_range(builder, groups) as gl:
+            b0 = builder.mul(gl.index, ir.Constant(I64, VALUE_SEQS))
+            seqs = [(i, builder.add(b0, ir.Constant(I64, i))) for i in range(VALUE_SEQS)]
+            for i in range(4 * VALUE_SEQS):
+                builder.store(ir.Constant(V16F, [0.0] * 16), builder.gep(accs, [ir.Constant(I64, i)]))
+            with cgutils.for_range(builder, na) as tl:
+                t = tl.index
+                vrow = builder.mul(t, ir.Constant(I64, HD))
+                vals = [_widen16(builder, vbase, builder.add(vrow, ir.Constant(I64, 16 * j))) for j in range(4)]
+                for i, b in seqs:
+                    with builder.if_then(builder.icmp_signed("<", b, n), likely=True):
+                        p = builder.load(builder.gep(sa.data, [builder.add(builder.mul(b, ns), t)]))
+                        pv = builder.shuffle_vector(builder.insert_element(ir.Constant(V16F, ir.Undefined), p,
+                                                                           ir.Constant(I32, 0)),
+                                                    ir.Constant(V16F, ir.Undefined), ir.Constant(vec(I32, 16), [0] * 16))
+                        for j in range(4):
+                            ap = builder.gep(accs, [ir.Constant(I64, 4 * i + j)])
+                            builder.store(_fma16(builder, pv, vals[j], builder.load(ap)), ap)
+            for i, b in seqs:
+                with builder.if_then(builder.icmp_signed("<", b, n), likely=True):
+                    orow = builder.gep(oa.data, [builder.add(builder.mul(b, d), ov)])
+                    for j in range(4):
+                        dst = builder.bitcast(builder.gep(orow, [ir.Constant(I64, 16 * j)]), V16F.as_pointer())
+                        builder.store(builder.load(builder.gep(accs, [ir.Constant(I64, 4 * i + j)])), dst, align=4)
+        return context.get_dummy_value()
+
+    return types.none(scores, v, h, out, o), codegen
+
+
+@numba.njit(inline="always", **_SER)
+def _head_loops(q, k, v, h, o, scale, scores, out):
+    """One head of `cross_attention_heads`, compiled from loops (any head size, float32
+    keys/values, CPUs without F16C)."""
+    n = q.shape[0]
+    na, hd = k.shape[1], k.shape[2]
+    for t in range(na):
+        for b in range(n):
+            acc = np.float32(0.0)
+            for c in range(hd):
+                acc += q[b, o + c] * to_f32(k[h, t, c])
+            scores[b, t] = acc * scale
+    for b in range(n):
+        inv = np.float32(1.0) / exp_shifted_row(scores, b, na)
+        for t in range(na):
+            scores[b, t] *= inv
+        for c in range(hd):
+            out[b, o + c] = np.float32(0.0)
+    for t in range(na):
+        for b in range(n):
+            p = scores[b, t]
+            for c in range(hd):
+                out[b, o + c] += p * to_f32(v[h, t, c])
+
+
+def _cross_head(q, k, v, h, o, scale, scores, out):
+    """One head of `cross_attention_heads`: `_cross_head_impl`."""
+
+
+@overload(_cross_head, inline="always", jit_options=_SER)
+def _cross_head_impl(q, k, v, h, o, scale, scores, out):
+    """Float16 keys/values of 64-wide heads take the vector IR (the same bits), the rest
+    the loops; chosen while typing, so float32 caches never type the IR's float16 loads."""
+    if not (HAS_F16C and k.dtype == types.uint16):
+        return lambda q, k, v, h, o, scale, scores, out: _head_loops(q, k, v, h, o, scale, scores, out)
+
+    def head(q, k, v, h, o, scale, scores, out):
+        if k.shape[2] != HD:
+            _head_loops(q, k, v, h, o, scale, scores, out)
+            return
+        n, na = q.shape[0], k.shape[1]
+        _scores_f16(q, o, k, h, scale, scores)
+        for b in range(n):
+            inv = np.float32(1.0) / exp_shifted_row(scores, b, na)
+            for t in range(na):
+                scores[b, t] *= inv
+        _values_f16(scores[:n], v, h, out, o)
+
+    return head
+
+
 @numba.njit(**_SER)
 def cross_attention_heads(q, k, v, src, pos, n_head, h0, h1, scores, out):
     """q (B, d); k, v (h, n_audio, hd) float32 or float16 bits; scores (B, n_audio) scratch
     -> the columns of heads h0 … h1-1 of out (B, d). Each key and value row is read once
     for all B sequences. (src, pos, n_head: unused, `self_attention_heads`'s arguments.)"""
-    n, d = q.shape
-    n_head, na, hd = k.shape
+    n_head, hd = k.shape[0], k.shape[2]
     scale = np.float32(hd ** -0.5)
     for h in range(n_head):
         if h < h0 or h >= h1:
             continue
-        o = h * hd
-        for t in range(na):
-            for b in range(n):
-                acc = np.float32(0.0)
-                for c in range(hd):
-                    acc += q[b, o + c] * to_f32(k[h, t, c])
-                scores[b, t] = acc * scale
-        for b in range(n):
-            inv = np.float32(1.0) / exp_shifted_row(scores, b, na)
-            for t in range(na):
-                scores[b, t] *= inv
-            for c in range(hd):
-                out[b, o + c] = np.float32(0.0)
-        for t in range(na):
-            for b in range(n):
-                p = scores[b, t]
-                for c in range(hd):
-                    out[b, o + c] += p * to_f32(v[h, t, c])
+        _cross_head(q, k, v, h, h * hd, scale, scores, out)

@@ -27,8 +27,8 @@ from numba.extending import intrinsic, overload
 
 from whisperlite.kernels.gemv import idot_rows, row_dots
 from whisperlite.kernels.llvm_ir import (
-    F32, I32, I64, V8F, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32, fma1, fma8, hsum,
-    load_v32b, sign_split, splat, vec)
+    F32, HAS_AVX512_VNNI, I32, I64, V8F, V16I, V32B, V32F, byte_dot, elem_ptr, emit_block, emit_block_i8, f16_bits_to_f32,
+    fma1, fma8, hsum, load_v32b, sign_split, splat, vec)
 from whisperlite.kernels.ops import to_f32
 from whisperlite.kernels.quant import (
     FIRST_BLOCK_KIND, FIRST_K_KIND, KIND, KIND_F16, KIND_F32, KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q8_0, QK,
@@ -218,6 +218,90 @@ _imdot_q8_0, _imdot_q4_0, _imdot_q4_1, _imdot_q5_0, _imdot_q5_1 = (
     _idot_multi_intrinsic(QUANT_TYPES[q]) for q in (QType.Q8_0, QType.Q4_0, QType.Q4_1, QType.Q5_0, QType.Q5_1))
 
 
+V16F = vec(F32, 16)
+
+
+def _idot_pair_intrinsic(lay):
+    """Intrinsic f(row0, row1, nb, n, xq, xd, xs, res): res[t] = row0 · x[t] and
+    res[MAX_SEQS + t] = row1 · x[t] for the first n ≤ 8 sequences, as `_idot_multi_intrinsic`
+    per row, the same bits, with the two rows' blocks side by side in 512-bit registers
+    (AVX-512 VNNI): each row keeps its own lanes and its own order of operations, and the
+    instructions per block and sequence are halved.
+
+    vpdpbusd takes unsigned × signed bytes, and AVX-512 has no byte sign instruction, so
+    the activations enter offset to unsigned (y + 128, a flipped top bit) against the signed
+    weights and the offset's products come off up front: the accumulator starts at
+    -128 · Σ q per lane, so each lane's integer is Σ y·q exactly, as the 256-bit dot's."""
+    size = lay.size
+
+    @intrinsic
+    def dot(typingctx, row0, row1, nb, n, xq, xd, xs, res):
+        def codegen(context, builder, sig, args):
+            r0v, r1v, nbv, nv, xqv, xdv, xsv, resv = args
+            bases = [elem_ptr(context, builder, sig.args[i], v, ir.Constant(I64, 0)) for i, v in ((0, r0v), (1, r1v))]
+            qbase = elem_ptr(context, builder, sig.args[4], xqv, ir.Constant(I64, 0))
+            xdbase = elem_ptr(context, builder, sig.args[5], xdv, ir.Constant(I64, 0))
+            xsbase = elem_ptr(context, builder, sig.args[6], xsv, ir.Constant(I64, 0))
+            rbase = elem_ptr(context, builder, sig.args[7], resv, ir.Constant(I64, 0))
+            dpbusd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V16I, [V16I] * 3),
+                                                    "llvm.x86.avx512.vpdpbusd.512")
+            fma16 = cgutils.get_or_insert_function(builder.module, ir.FunctionType(V16F, [V16F] * 3), "llvm.fma.v16f32")
+            top = ir.Constant(V32B, [-128] * 32)
+            both = ir.Constant(vec(I32, 64), list(range(64)))
+            twice = ir.Constant(vec(I32, 64), list(range(32)) * 2)
+            halves = [ir.Constant(vec(I32, 8), list(range(8 * h, 8 * h + 8))) for h in (0, 1)]
+            # unrolled over the sequences, as in _idot_multi_intrinsic (accumulators in registers)
+            accs = cgutils.alloca_once(builder, V16F, size=MAX_SEQS)
+            offs = cgutils.alloca_once(builder, F32, size=2 * MAX_SEQS)
+            seqs = [ir.Constant(I64, i) for i in range(MAX_SEQS)]
+            for t in seqs:
+                builder.store(ir.Constant(V16F, [0.0] * 16), builder.gep(accs, [t]))
+            for i in range(2 * MAX_SEQS):
+                builder.store(ir.Constant(F32, 0.0), builder.gep(offs, [ir.Constant(I64, i)]))
+            k = builder.mul(nbv, ir.Constant(I64, QK))
+            with cgutils.for_range(builder, nbv) as bl:
+                b = bl.index
+                blocks = [emit_block_i8(builder, lay, builder.gep(base, [builder.mul(b, ir.Constant(I64, size))]))
+                          for base in bases]
+                (q0, d0, m0, _), (q1, d1, m1, _) = blocks
+                w = builder.bitcast(builder.shuffle_vector(q0, q1, both), V16I)
+                offset = builder.call(dpbusd, [ir.Constant(V16I, [0] * 16),
+                                               builder.bitcast(builder.shuffle_vector(top, top, both), V16I), w])
+                start = builder.sub(ir.Constant(V16I, [0] * 16), offset)
+                dd = builder.shuffle_vector(splat(builder, d0, 8), splat(builder, d1, 8), ir.Constant(vec(I32, 16), list(range(16))))
+                for t in seqs:
+                    with builder.if_then(builder.icmp_signed("<", t, nv), likely=True):
+                        y = load_v32b(builder, qbase, builder.add(builder.mul(t, k), builder.mul(b, ir.Constant(I64, QK))))
+                        yu = builder.xor(y, top)
+                        p = builder.call(dpbusd, [start, builder.bitcast(builder.shuffle_vector(yu, yu, twice), V16I), w])
+                        tb = builder.add(builder.mul(t, nbv), b)
+                        scale = builder.fmul(dd, splat(builder, builder.load(builder.gep(xdbase, [tb])), 16))
+                        ap = builder.gep(accs, [t])
+                        builder.store(builder.call(fma16, [builder.sitofp(p, V16F), scale, builder.load(ap)]), ap)
+                        if m0 is not None:
+                            xsb = builder.load(builder.gep(xsbase, [tb]))
+                            for h, m in enumerate((m0, m1)):
+                                op = builder.gep(offs, [builder.add(t, ir.Constant(I64, h * MAX_SEQS))])
+                                builder.store(fma1(builder, m, xsb, builder.load(op)), op)
+            for t in seqs:
+                with builder.if_then(builder.icmp_signed("<", t, nv), likely=True):
+                    acc = builder.load(builder.gep(accs, [t]))
+                    for h in (0, 1):
+                        at = builder.add(t, ir.Constant(I64, h * MAX_SEQS))
+                        half = builder.shuffle_vector(acc, acc, halves[h])
+                        total = builder.fadd(hsum(builder, half), builder.load(builder.gep(offs, [at])))
+                        builder.store(total, builder.gep(rbase, [at]))
+            return context.get_dummy_value()
+
+        return types.none(row0, row1, nb, n, xq, xd, xs, res), codegen
+
+    return dot
+
+
+_ipdot_q8_0, _ipdot_q4_0, _ipdot_q4_1, _ipdot_q5_0, _ipdot_q5_1 = (
+    _idot_pair_intrinsic(QUANT_TYPES[q]) for q in (QType.Q8_0, QType.Q4_0, QType.Q4_1, QType.Q5_0, QType.Q5_1))
+
+
 @numba.njit(inline="always", **_SER)
 def decode_row(kind, w, w16, w32, r, k, buf):
     """Weight row r -> buf[:k] float32. w (rows, bytes) uint8; w16 / w32 the same matrix
@@ -301,17 +385,40 @@ def _pair_dots(w0, w1, x, out, r):
         out[t, r], out[t, r + 1] = a0, c0
 
 
+@numba.njit(inline="always", **_SER)
+def _pair_int8(kind, w, r, nb, m, xq, xd, xs, res):
+    """Rows r and r+1 -> res[:m] and res[MAX_SEQS : MAX_SEQS+m] (`_idot_pair_intrinsic`)."""
+    if kind == KIND_Q8_0:
+        _ipdot_q8_0(w[r], w[r + 1], nb, m, xq, xd, xs, res)
+    elif kind == KIND_Q4_0:
+        _ipdot_q4_0(w[r], w[r + 1], nb, m, xq, xd, xs, res)
+    elif kind == KIND_Q4_1:
+        _ipdot_q4_1(w[r], w[r + 1], nb, m, xq, xd, xs, res)
+    elif kind == KIND_Q5_0:
+        _ipdot_q5_0(w[r], w[r + 1], nb, m, xq, xd, xs, res)
+    else:
+        _ipdot_q5_1(w[r], w[r + 1], nb, m, xq, xd, xs, res)
+
+
 @numba.njit(**_SER)
 def _rows_multi_int8(kind, w, xq, xd, xs, buf, out, r0, r1):
     """Several sequences, block types, int8 activations: each weight block decoded once for
-    up to MAX_SEQS sequences' integer dots."""
+    up to MAX_SEQS sequences' integer dots; with AVX-512 VNNI two rows at a time."""
     n, k = xq.shape
     nb = k // QK
     res = buf[0]
     for t0 in range(0, n, MAX_SEQS):
         m = min(MAX_SEQS, n - t0)
         xq_, xd_, xs_ = xq[t0:], xd[t0:], xs[t0:]
-        for r in range(r0, r1):
+        single = r0
+        if HAS_AVX512_VNNI:
+            for r in range(r0, r1 - 1, 2):
+                _pair_int8(kind, w, r, nb, m, xq_, xd_, xs_, res)
+                for t in range(m):
+                    out[t0 + t, r] = res[t]
+                    out[t0 + t, r + 1] = res[MAX_SEQS + t]
+            single = r1 - (r1 - r0) % 2
+        for r in range(single, r1):
             if kind == KIND_Q8_0:
                 _imdot_q8_0(w[r], nb, m, xq_, xd_, xs_, res)
             elif kind == KIND_Q4_0:
