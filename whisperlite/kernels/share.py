@@ -28,9 +28,10 @@ import queue
 import threading
 from typing import Callable, Iterator
 
+import numba
 import numpy as np
 
-from whisperlite.kernels.atomics import atomic_cas, atomic_load, atomic_store, spin_pause
+from whisperlite.kernels.atomics import atomic_cas, atomic_load, atomic_store, spin_pause, yield_cpu
 from whisperlite.kernels.variants import njit_variant
 
 # Claim and commit states of a chunk; slots are int64s 64 bytes apart (one cache line each).
@@ -39,6 +40,9 @@ SLOT = 8
 # At most this many chunks per product: main takes back at most one chunk the helper is
 # computing, so more chunks waste less at the end; each costs a claim.
 MAX_CHUNKS = 16
+# Spins (pause, a yield every YIELD_EVERY) the helper watches for the next job: ~0.2 ms.
+WATCH_SPINS = 4096
+YIELD_EVERY = 64
 
 
 def _drive(helper, bounds, claim, commit, own, out, args):
@@ -90,17 +94,47 @@ def chunk_bounds(rows: int, align: int) -> np.ndarray:
     return np.asarray([min(rows, units * c // chunks * align) for c in range(chunks + 1)], np.int64)
 
 
+@numba.njit(nogil=True, cache=True)
+def _watch(posted, taken, spins):
+    """Whether posted[0] exceeds `taken` within `spins` pause-spins (the core yielded now
+    and then to other runnable threads)."""
+    for s in range(spins):
+        if atomic_load(posted, 0) > taken:
+            return True
+        if s % YIELD_EVERY == YIELD_EVERY - 1:
+            yield_cpu()
+        else:
+            spin_pause()
+    return False
+
+
 class _Helper:
     """One daemon thread running the jobs put to it, in order; a job whose product main
-    has already finished finds nothing left to claim and returns at once."""
+    has already finished finds nothing left to claim and returns at once.
+
+    After each job the helper watches the count of jobs posted for WATCH_SPINS spins, off
+    the GIL, before it blocks on the queue: a prompt posts its products a few hundred
+    microseconds apart, and waking a thread blocked on a lock (then handing it the GIL)
+    took a good part of a small product's share, which main had then done itself."""
 
     def __init__(self) -> None:
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.posted = np.zeros(SLOT, np.int64)
+        self._post_lock = threading.Lock()
         threading.Thread(target=self._serve, name="whisperlite-share", daemon=True).start()
 
+    def post(self, job: tuple) -> None:
+        self.jobs.put(job)
+        # only a hint: the helper takes its jobs from the queue, which orders them
+        with self._post_lock:  # several threads may post
+            self.posted[0] += 1
+
     def _serve(self) -> None:
+        taken = 0
         while True:
+            _watch(self.posted, taken, WATCH_SPINS)
             drive, args = self.jobs.get()
+            taken += 1
             try:
                 drive(1, *args)
             except Exception:  # noqa: BLE001 - main computes every chunk itself and raises the same error
@@ -140,7 +174,7 @@ def shared(drive, out: np.ndarray, align: int, args: tuple) -> np.ndarray:
     commit = np.zeros(chunks * SLOT, np.int64)
     job = (bounds, claim, commit, np.empty_like(out), out, args)
     if chunks > 1:
-        _state["helper"].jobs.put((drive, job))
+        _state["helper"].post((drive, job))
     drive(0, *job)
     return out
 
