@@ -227,10 +227,15 @@ def _rms_norm_body(x, w, eps, out):
 
 
 @numba.njit(inline="always", cache=True)
+def _silu_mul_exp(g, u, e):
+    """silu(g) * u given e = exp(-g): g / (1 + e) * u in float32 steps."""
+    return _f32(_f32(g / _f32(_f32(1.0) + e)) * u)
+
+
+@numba.njit(inline="always", cache=True)
 def _silu_mul_vec(g, u, lanes):
     """silu(g) * u with ggml_v_silu's arithmetic for an element of its vector loop."""
-    e = v_expf(_f32(_f32(0.0) - g), lanes)
-    return _f32(_f32(g / _f32(_f32(1.0) + e)) * u)
+    return _silu_mul_exp(g, u, v_expf(_f32(_f32(0.0) - g), lanes))
 
 
 @numba.njit(inline="always", cache=True)
@@ -238,8 +243,7 @@ def silu_mul_at(g, u, j, d, lanes):
     """silu(g) * u with ggml_v_silu's arithmetic for element j of a row of d."""
     if j < d - d % lanes:  # ggml's vector loop; leftovers use libm expf
         return _silu_mul_vec(g, u, lanes)
-    e = _f32(math.exp(-_f64(g)))
-    return _f32(_f32(g / _f32(_f32(1.0) + e)) * u)
+    return _silu_mul_exp(g, u, _f32(math.exp(-_f64(g))))
 
 
 def _silu_mul_body(gate, up, lanes):

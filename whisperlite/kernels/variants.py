@@ -4,9 +4,8 @@ numba's cache names a compiled function's files after its module, qualified name
 first line, and keys their entries by signature, CPU and a hash of the bytecode, not by
 the options it was compiled with. Two builds of one function with different options so
 share their entries, and in later processes whichever was compiled first is loaded for
-both: a serial build then launches numba's thread pool on every call (the one-token step,
-which calls the serial builds, ran 1.6x slower at two threads than at one), or a parallel
-build runs serially. `njit_variant` compiles a copy of the function under a qualified name
+both: a serial build then launches numba's thread pool on every call (the one-token step
+calls the serial builds), or a parallel build runs serially. `njit_variant` compiles a copy of the function under a qualified name
 of its own, so that each build has its own cache files.
 """
 from __future__ import annotations
